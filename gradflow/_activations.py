@@ -1,0 +1,117 @@
+"""Element-wise activations: forward and local derivative side by side.
+
+Each activation φ is a primitive, like an operation in an autodiff engine: its scalar
+definition (SymPy, used for expansion at concrete n and for the oracles), its derivative
+written as Hadamard factors of either the pre-activation ``a`` or the output ``y = φ(a)``
+(what the derived Jacobians print as diag(...)), and its array implementation (any
+array-API namespace ``xp``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import sympy as sp
+from sympy import MatAdd, MatMul, OneMatrix
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An element-wise function φ and its local derivative.
+
+    Attributes:
+        name: registry key (``"tanh"``).
+        latex: LaTeX of the function name (``r"\\tanh"``).
+        scalar: ``x -> φ(x)`` as a SymPy expression.
+        factors: ``(a, y) -> (v_1, ..., v_r)`` with φ'(a) = v_1 ⊙ … ⊙ v_r, where ``y = φ(a)``.
+        numeric: ``(xp, a) -> φ(a)`` on arrays.
+    """
+
+    name: str
+    latex: str
+    scalar: Callable[[sp.Expr], sp.Expr]
+    factors: Callable[[Any, Any], tuple]
+    numeric: Callable[[Any, Any], Any]
+
+    def __call__(self, arg):
+        from ._matexpr import Elementwise
+
+        return Elementwise(self.name, arg)
+
+
+def _one_minus(v):
+    """1 − v, kept in this order (SymPy's ``-`` would reorder it to −v + 1)."""
+    return MatAdd(OneMatrix(v.shape[0], 1), MatMul(-1, v))
+
+
+def _sigmoid_numeric(xp, a):
+    e = xp.exp(-xp.abs(a))  # never overflows
+    return xp.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+# σ(a) = 1/(1 + e^{−a});  σ'(a) = σ(a)(1 − σ(a)) = y ⊙ (1 − y)
+sigmoid = Activation(
+    "sigmoid", r"\sigma", lambda x: 1 / (1 + sp.exp(-x)),
+    lambda a, y: (y, _one_minus(y)),
+    _sigmoid_numeric,
+)
+
+# H(a): Heaviside step with H(0) = 0 (PyTorch's subgradient of relu at 0). Derivative 0 a.e.
+step = Activation(
+    "step", "H", lambda x: sp.Heaviside(x, 0),
+    lambda a, y: (sp.ZeroMatrix(*y.shape),),
+    lambda xp, a: xp.where(a > 0, xp.ones_like(a), xp.zeros_like(a)),
+)
+
+# relu(a) = max(0, a);  relu'(a) = H(a)  (needs the pre-activation: y = 0 does not tell a < 0 from a = 0)
+relu = Activation(
+    "relu", r"\operatorname{relu}", lambda x: sp.Max(0, x),
+    lambda a, y: (step(a),),
+    lambda xp, a: xp.maximum(a, 0.0),
+)
+
+
+def _hadamard_complement(y):
+    """1 − y ⊙ y, the output form of tanh'."""
+    from ._matexpr import hadamard
+
+    return _one_minus(hadamard(y, y))
+
+
+# tanh'(a) = 1 − tanh(a)² = 1 − y ⊙ y
+tanh = Activation(
+    "tanh", r"\tanh", sp.tanh,
+    lambda a, y: (_hadamard_complement(y),),
+    lambda xp, a: xp.tanh(a),
+)
+
+ACTIVATIONS: dict[str, Activation] = {f.name: f for f in (tanh, sigmoid, relu, step)}
+
+
+def get_activation(name: str) -> Activation:
+    """Look up an activation by name; ``ValueError`` for an unknown one."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))}"
+        ) from None
+
+
+def sup_abs(expr: sp.Expr, x: sp.Symbol) -> sp.Expr:
+    """sup over real x of |expr(x)|, exactly (SymPy), Heaviside pieces included."""
+    from sympy.calculus.util import maximum
+
+    expr = expr.rewrite(sp.Piecewise) if expr.has(sp.Heaviside) else expr
+    if not isinstance(expr, sp.Piecewise):
+        return maximum(sp.Abs(expr), x, sp.S.Reals)
+    best, covered = sp.S.NegativeInfinity, sp.S.EmptySet
+    for piece, cond in expr.args:
+        where = (sp.S.Reals if cond is sp.true else cond.as_set()).intersect(sp.S.Reals)
+        where = sp.Complement(where, covered)
+        covered = sp.Union(covered, where)
+        if where is sp.S.EmptySet:
+            continue
+        best = sp.Max(best, maximum(sp.Abs(piece), x, where))
+    return best

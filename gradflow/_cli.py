@@ -1,0 +1,89 @@
+"""The ``gradflow`` command line: ``derive``, ``params``, ``flow``, ``report``, ``cite``.
+
+Every subcommand turns a ``ValueError`` into a one-line ``gradflow: error: ...`` on stderr
+and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable]] = {}
+
+
+def command(name: str, help: str):
+    """Register a subcommand: the decorated function adds its arguments and returns the runner."""
+
+    def wrap(setup):
+        _COMMANDS[name] = (help, setup)
+        return setup
+
+    return wrap
+
+
+@command("derive", "print the closed-form Jacobian blocks of a cell")
+def _derive(p: argparse.ArgumentParser):
+    p.add_argument("cell", help="cell name (gradflow derive --list shows them)", nargs="?")
+    p.add_argument("--latex", action="store_true", help="print LaTeX instead of plain text")
+    p.add_argument("--list", action="store_true", help="list the known cells")
+
+    def run(a):
+        from . import CELLS, get_cell
+        from ._matexpr import text
+
+        if a.list or a.cell is None:
+            for c in CELLS.values():
+                print(f"{c.name:14s} {c.title}")
+            return 0
+        cell = get_cell(a.cell)
+        J = cell.jacobian()
+        if a.latex:
+            print("% recurrence")
+            print(cell.recorded_latex())
+            print("% one-step Jacobian blocks (numerator layout)")
+            print(J.latex())
+        else:
+            print(f"{cell.title} ({cell.name})")
+            print("recurrence:")
+            for s, e in cell.recorded.definitions.items():
+                print(f"  {text(s)} = {text(e)}")
+            print("one-step Jacobian blocks (numerator layout):")
+            for line in str(J).splitlines():
+                print("  " + line)
+        return 0
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gradflow",
+        description="Why gradients vanish in recurrent networks: exact derivations and measured curves.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"gradflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help, setup) in _COMMANDS.items():
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(_run=setup(sp))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except ValueError as e:
+        print(f"gradflow: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
