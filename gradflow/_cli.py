@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"gradflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from . import _cli_params  # noqa: F401
     for name, (help, setup) in _COMMANDS.items():
         sp = sub.add_parser(name, help=help, description=help)
         sp.set_defaults(_run=setup(sp))

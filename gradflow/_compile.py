@@ -1,0 +1,136 @@
+"""Turn the symbolic expressions of a cell into array code, keeping their structure.
+
+The numeric engine does not carry a second copy of any formula: it evaluates the very
+expressions the symbolic core derived. Compilation walks the SymPy tree once and returns a
+closure ``f(env) -> array``; ``env`` maps each ``MatrixSymbol`` to an array, the size symbols
+to ints, and ``"xp"`` to the array namespace. Shapes: a column vector is ``(..., r)`` (batch
+first), a weight ``(r, c)`` and a computed matrix ``(..., r, c)``; a bias is ``(r,)``.
+
+Structure is used, never materialised: diag(v)·A is ``v[..., :, None] * A``, A·diag(v) is
+``A * v[..., None, :]``, diag(u)·diag(v) is diag(u ⊙ v) — an n × n diagonal matrix is formed only
+where a bare diag(v) is added to a dense block.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from sympy import (HadamardPower, HadamardProduct, Identity, MatAdd, MatMul, MatrixSymbol,
+                   OneMatrix, ZeroMatrix)
+from sympy.matrices.expressions.matexpr import MatrixExpr
+
+from ._matexpr import Diag, Elementwise
+
+Fn = Callable[[dict], Any]
+
+# tags for the operands of a product
+_VEC, _DIAG, _MAT = "vector", "diag", "matrix"
+
+
+def _matvec(A, v, xp):
+    """A·v for a weight (2-D) or a batch of matrices (3-D); v is (..., c)."""
+    if A.ndim == 2:
+        return v @ xp.matrix_transpose(A)
+    return (A @ v[..., None])[..., 0]
+
+
+def _dense_diag(v, env):
+    xp = env["xp"]
+    eye = xp.eye(v.shape[-1], dtype=v.dtype)
+    return eye * v[..., None, :]
+
+
+def _product(tags_fns: list[tuple[str, Fn]], coeff: float) -> Fn:
+    """Left-to-right product of tagged operands, exploiting diagonal structure."""
+
+    def f(env):
+        xp = env["xp"]
+        tag, val = tags_fns[0][0], tags_fns[0][1](env)
+        for t, g in tags_fns[1:]:
+            w = g(env)
+            if tag == _DIAG:
+                if t == _DIAG or t == _VEC:
+                    val = val * w
+                else:
+                    val = val[..., :, None] * w
+                tag = _DIAG if t == _DIAG else t
+            elif tag == _MAT:
+                if t == _DIAG:
+                    val = val * w[..., None, :]
+                elif t == _VEC:
+                    val, tag = _matvec(val, w, xp), _VEC
+                else:
+                    val = val @ w
+            else:
+                raise ValueError("a column vector can only end a product")
+        if tag == _DIAG:
+            val = _dense_diag(val, env)
+        return val if coeff == 1 else coeff * val
+
+    return f
+
+
+def _tagged(expr) -> tuple[str, Fn]:
+    if isinstance(expr, Diag):
+        return _DIAG, compile_expr(expr.vector)
+    if expr.shape[1] == 1:
+        return _VEC, compile_expr(expr)
+    return _MAT, compile_expr(expr)
+
+
+def compile_expr(expr) -> Fn:
+    """A closure evaluating the matrix expression ``expr`` on arrays (see module docstring)."""
+    if isinstance(expr, MatrixSymbol):
+        return lambda env: env[expr]
+    if isinstance(expr, OneMatrix):
+        return lambda env: 1.0
+    if isinstance(expr, ZeroMatrix):
+        rows, cols = expr.shape
+        if cols == 1:
+            return lambda env: 0.0
+        return lambda env: env["xp"].zeros((env[rows], env[cols]), dtype=env["dtype"])
+    if isinstance(expr, Identity):
+        rows = expr.shape[0]
+        return lambda env: env["xp"].eye(env[rows], dtype=env["dtype"])
+    if isinstance(expr, Diag):
+        v = compile_expr(expr.vector)
+        return lambda env: _dense_diag(v(env), env)
+    if isinstance(expr, MatAdd):
+        parts = [compile_expr(a) for a in expr.args]
+
+        def add(env):
+            total = parts[0](env)
+            for p in parts[1:]:
+                total = total + p(env)
+            return total
+
+        return add
+    if isinstance(expr, HadamardProduct):
+        parts = [compile_expr(a) for a in expr.args]
+
+        def had(env):
+            total = parts[0](env)
+            for p in parts[1:]:
+                total = total * p(env)
+            return total
+
+        return had
+    if isinstance(expr, HadamardPower):
+        base, p = compile_expr(expr.base), int(expr.exp)
+        return lambda env: base(env) ** p
+    if isinstance(expr, Elementwise):
+        arg, fn = compile_expr(expr.arg), expr.activation.numeric
+        return lambda env: fn(env["xp"], arg(env))
+    if isinstance(expr, MatMul):
+        coeff = 1.0
+        ops = []
+        for a in expr.args:
+            if isinstance(a, MatrixExpr):
+                ops.append(_tagged(a))
+            else:
+                coeff *= float(a)
+        if len(ops) == 1 and ops[0][0] != _DIAG:
+            g = ops[0][1]
+            return lambda env: coeff * g(env)
+        return _product(ops, coeff)
+    raise NotImplementedError(f"no array code for {type(expr).__name__}: {expr}")

@@ -1,0 +1,280 @@
+"""Many steps: the product ∂s_t/∂s_k, the Pascanu bound, the LSTM's carousel, truncation.
+
+    ∂s_t/∂s_k = ∂s_t/∂s_{t−1} · ∂s_{t−1}/∂s_{t−2} ⋯ ∂s_{k+1}/∂s_k = ∏_{j=k+1}^{t} J_j   (J_t leftmost)
+
+For an Elman cell J_j = diag(φ'(a_j)) W, so ‖∂h_t/∂h_k‖ ≤ ∏ ‖diag(φ'(a_j))‖ ‖W‖ ≤ (γ σ_max(W))^{t−k}
+with γ = sup|φ'| (Pascanu, Mikolov & Bengio 2013). For the LSTM the c→c block is diag(f_j), so
+along the cell state alone ∂c_t/∂c_k = diag(f_{k+1} ⊙ ⋯ ⊙ f_t): no weight matrix, no φ', and for
+the 1997 cell (no forget gate) the identity — the constant error carousel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy import (BlockMatrix, HadamardPower, HadamardProduct, Identity, MatAdd, MatMul,
+                   MatrixSymbol, OneMatrix, ZeroMatrix)
+from sympy.matrices.expressions.matexpr import MatrixExpr
+
+from ._cell import Cell, StateJacobian, n, t, timed
+from ._cells import get_cell
+from ._matexpr import Diag, Elementwise, latex, text
+
+#: the earlier time k and the running product index j
+k = sp.Symbol("k", integer=True)
+j = sp.Symbol("j", integer=True)
+
+
+class TimeOrderedProduct(MatrixExpr):
+    """∏_{j=lo}^{hi} body_j with the latest factor on the left (a product of Jacobians)."""
+
+    def __new__(cls, body, index, lo, hi):
+        return super().__new__(cls, body, index, sp.sympify(lo), sp.sympify(hi))
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+    def _latex(self, printer):
+        body, index, lo, hi = self.args
+        return r"\prod_{%s=%s}^{%s} \left(%s\right)" % (
+            printer._print(index), printer._print(lo), printer._print(hi), printer._print(body))
+
+    def _sympystr(self, printer):
+        body, index, lo, hi = self.args
+        return "prod_{%s=%s..%s}[%s]" % (index, lo, hi, text(body))
+
+
+class TimeHadamardProduct(MatrixExpr):
+    """⊙_{j=lo}^{hi} v_j, the entry-wise product of a vector over time."""
+
+    def __new__(cls, body, index, lo, hi):
+        return super().__new__(cls, body, index, sp.sympify(lo), sp.sympify(hi))
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+    def _latex(self, printer):
+        body, index, lo, hi = self.args
+        return r"\bigodot_{%s=%s}^{%s} %s" % (
+            printer._print(index), printer._print(lo), printer._print(hi), printer._print(body))
+
+    def _sympystr(self, printer):
+        body, index, lo, hi = self.args
+        return "⊙_{%s=%s..%s} %s" % (index, lo, hi, text(body))
+
+
+def _as_matrix(J: StateJacobian) -> MatrixExpr:
+    """The one-step Jacobian as one matrix (a BlockMatrix for two states)."""
+    states = J.cell.states
+    if len(states) == 1:
+        return J[states[0], states[0]]
+    return BlockMatrix([[J[a, b] for b in states] for a in states])
+
+
+@dataclass(frozen=True)
+class StateProduct:
+    """∂s_t/∂s_k = ∏_{j=k+1}^{t} ∂s_j/∂s_{j−1} for a cell.
+
+    Attributes:
+        cell: the cell.
+        expr: the symbolic product (printable, LaTeX).
+    """
+
+    cell: Cell
+    expr: MatrixExpr
+
+    def explicit(self, t_value: int, k_value: int) -> MatrixExpr:
+        """The product written out for concrete t > k: J_t · J_{t−1} ⋯ J_{k+1}."""
+        if t_value <= k_value:
+            raise ValueError(f"need t > k, got t={t_value}, k={k_value}")
+        factors = [_as_matrix(self.cell.jacobian(sp.Integer(s))) for s in range(t_value, k_value, -1)]
+        return factors[0] if len(factors) == 1 else MatMul(*factors)
+
+    def latex(self) -> str:
+        s = self.cell.states
+        lhs = r"\frac{\partial %s}{\partial %s}" % tuple(
+            ("(%s)" % ", ".join(timed(x, tt) for x in s)) if len(s) > 1 else timed(s[0], tt)
+            for tt in (t, k))
+        return "%s = %s" % (lhs, latex(self.expr))
+
+    def _repr_latex_(self) -> str:
+        return "$\\displaystyle %s$" % self.latex()
+
+
+def state_product(cell: str | Cell) -> StateProduct:
+    """The symbolic product ∂s_t/∂s_k = ∏_{j=k+1}^{t} J_j (J_t leftmost) of a cell."""
+    cell = get_cell(cell)
+    return StateProduct(cell, TimeOrderedProduct(_as_matrix(cell.jacobian(j)), j, k + 1, t))
+
+
+# -- the bound --------------------------------------------------------------------------------
+def _scalar(v, defs: dict, stand_in: dict):
+    """The vector expression v as one entry: named quantities become φ(x) of a free real x."""
+    if isinstance(v, OneMatrix):
+        return sp.S.One
+    if isinstance(v, MatAdd):
+        return sp.Add(*[_scalar(a, defs, stand_in) for a in v.args])
+    if isinstance(v, MatMul):
+        return sp.Mul(*[a if not isinstance(a, MatrixExpr) else _scalar(a, defs, stand_in)
+                        for a in v.args])
+    if isinstance(v, HadamardProduct):
+        return sp.Mul(*[_scalar(a, defs, stand_in) for a in v.args])
+    if isinstance(v, HadamardPower):
+        return _scalar(v.base, defs, stand_in) ** v.exp
+    if isinstance(v, Elementwise):
+        return v.activation.scalar(_scalar(v.arg, defs, stand_in))
+    if isinstance(v, MatrixSymbol):
+        if v not in stand_in:
+            d = defs.get(v)
+            x = sp.Symbol("x_%d" % len(stand_in), real=True)
+            # q = φ(anything): the range of φ; any other quantity: the whole real line
+            stand_in[v] = d.activation.scalar(x) if isinstance(d, Elementwise) else x
+        return stand_in[v]
+    raise ValueError(f"no scalar form for {v}")
+
+
+def _sup(v, defs: dict):
+    """sup |v| over every value its named quantities can take (∞ if unbounded)."""
+    from ._activations import sup_abs
+
+    stand_in: dict = {}
+    expr = sp.simplify(_scalar(v, defs, stand_in))
+    free = sorted(expr.free_symbols, key=str)
+    if not free:
+        return sp.Abs(expr)
+    factors = expr.args if isinstance(expr, sp.Mul) else (expr,)
+    groups: dict = {}
+    for f in factors:
+        fs = f.free_symbols
+        if len(fs) > 1:
+            return sp.oo
+        key = next(iter(fs)) if fs else None
+        groups[key] = groups.get(key, sp.S.One) * f
+    total = sp.S.One
+    for x, g in groups.items():
+        total *= sp.Abs(g) if x is None else sup_abs(g, x)
+    return sp.simplify(total)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """‖∂h_t/∂h_k‖₂ ≤ rate^{t−k}, derived from the one-step Jacobian's terms.
+
+    Attributes:
+        cell: the cell.
+        terms: ((sup |v|, M)) for each term diag(v)·M of ∂h_t/∂h_{t−1} (M = I for a bare diag).
+        rate: Σ sup|v| · σ_max(M) (a SymPy expression in σ_max(W) symbols).
+        expr: rate**(t − k).
+        gamma: sup|φ'| of the single term of an Elman cell (None for other forms).
+    """
+
+    cell: Cell
+    terms: tuple
+    rate: sp.Expr
+    expr: sp.Expr
+    gamma: sp.Expr | None
+
+    def sigma_max(self, M) -> sp.Symbol:
+        return sigma_max(M)
+
+    def latex(self) -> str:
+        return (r"\left\| \frac{\partial h_{t}}{\partial h_{k}} \right\|_2 \le %s"
+                % sp.latex(self.expr))
+
+    def _repr_latex_(self) -> str:
+        return "$\\displaystyle %s$" % self.latex()
+
+
+def sigma_max(M) -> sp.Symbol:
+    """The symbol σ_max(M) (largest singular value)."""
+    return sp.Symbol(r"\sigma_{\max}(%s)" % latex(M), positive=True)
+
+
+def pascanu_bound(cell: str | Cell) -> Bound:
+    """‖∂h_t/∂h_k‖₂ ≤ (Σ_terms sup|v|·σ_max(M))^{t−k} for a single-state cell.
+
+    For an Elman cell J = diag(φ'(a_t)) W this is (γ σ_max(W))^{t−k} with γ = sup|φ'|:
+    1 for tanh and ReLU, 1/4 for the logistic sigmoid. Raises ``ValueError`` where a factor of
+    the one-step Jacobian is unbounded (no finite bound from the one-step form).
+    """
+    cell = get_cell(cell)
+    if cell.states != ("h",):
+        raise ValueError(f"{cell.name}: the bound is derived for single-state cells (h only)")
+    J = cell.jacobian()
+    defs = dict(J.step.definitions)
+    block = J["h", "h"]
+    terms = []
+    for term in block.args if isinstance(block, MatAdd) else (block,):
+        coeff, factors = sp.S.One, [term]
+        if isinstance(term, MatMul):
+            coeff = sp.Mul(*[a for a in term.args if not isinstance(a, MatrixExpr)])
+            factors = [a for a in term.args if isinstance(a, MatrixExpr)]
+        if isinstance(factors[0], Identity):
+            sup, rest = sp.Abs(coeff), factors[1:]
+        elif isinstance(factors[0], Diag):
+            sup, rest = sp.Abs(coeff) * _sup(factors[0].vector, defs), factors[1:]
+        else:
+            sup, rest = sp.Abs(coeff), factors
+        if sup is sp.oo or sup.has(sp.oo):
+            raise ValueError(
+                f"{cell.name}: a factor of ∂h_t/∂h_(t-1) is unbounded; no finite bound from the one-step form")
+        M = rest[0] if len(rest) == 1 else (MatMul(*rest) if rest else Identity(n))
+        terms.append((sup, M))
+    rate = sp.Add(*[s * (1 if isinstance(M, Identity) else sigma_max(M)) for s, M in terms])
+    gamma = terms[0][0] if len(terms) == 1 else None
+    return Bound(cell, tuple(terms), rate, rate ** (t - k), gamma)
+
+
+# -- the LSTM's cell-state path ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Carousel:
+    """∂c_t/∂c_k along the cell state alone (gates held fixed): ∏_{j=k+1}^{t} ∂c_j/∂c_{j−1}.
+
+    Attributes:
+        cell: the cell.
+        step: the one-step block ∂c_j/∂c_{j−1} (diag(f_j), or I for the 1997 cell).
+        expr: the product over j = k+1…t (diag(⊙_j f_j), or I: the constant error carousel).
+        constant: True when the one-step block is the identity (no decay at all).
+    """
+
+    cell: Cell
+    step: MatrixExpr
+    expr: MatrixExpr
+    constant: bool
+
+    def latex(self) -> str:
+        return r"\left.\frac{\partial c_{t}}{\partial c_{k}}\right|_{\text{carousel}} = %s" % latex(self.expr)
+
+    def _repr_latex_(self) -> str:
+        return "$\\displaystyle %s$" % self.latex()
+
+
+def carousel(cell: str | Cell) -> Carousel:
+    """The cell-state path of an LSTM-type cell: ∏ diag(f_j), the identity when f ≡ 1 (1997)."""
+    cell = get_cell(cell)
+    if "c" not in cell.states:
+        raise ValueError(f"{cell.name} has no cell state c; the carousel is an LSTM notion")
+    body = cell.jacobian(j)["c", "c"]
+    if isinstance(body, Identity):
+        return Carousel(cell, body, Identity(n), True)
+    if isinstance(body, Diag):
+        return Carousel(cell, body, Diag(TimeHadamardProduct(body.vector, j, k + 1, t)), False)
+    return Carousel(cell, body, TimeOrderedProduct(body, j, k + 1, t), False)
+
+
+def truncated_jacobian(cell: str | Cell) -> StateJacobian:
+    """Hochreiter & Schmidhuber's (1997) truncated one-step Jacobian.
+
+    Error flow through the recurrent inputs h_{t−1} of the gates and cell input is cut: every
+    block ∂(·)_t/∂h_{t−1} is set to 0, leaving ∂h_t/∂c_{t−1} and ∂c_t/∂c_{t−1}. The product
+    over time of the c→c block is then exactly the carousel: ∂c_t/∂c_k = ∏ diag(f_j) (I in 1997).
+    """
+    cell = get_cell(cell)
+    if "c" not in cell.states:
+        raise ValueError(f"{cell.name} has no cell state; truncation (1997) applies to LSTM cells")
+    J = cell.jacobian()
+    blocks = {key: (ZeroMatrix(n, n) if key[1] == "h" else v) for key, v in J.blocks.items()}
+    return StateJacobian(cell, J.step, blocks)

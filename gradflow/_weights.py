@@ -1,0 +1,293 @@
+"""Weights of one cell: initialisation schemes, PyTorch state_dicts, .npz files, validation.
+
+Parameters are keyed by the symbols of the cell's one definition (``W_{f}``, ``U_{f}``,
+``b_{f}``, ``b_{hn}`` …). The PyTorch layout is derived from the same definition: the stacked
+``weight_ih`` / ``weight_hh`` / ``bias_ih`` / ``bias_hh`` hold one row block per gate, in the
+order the definition first uses the gates (LSTM i, f, g, o; GRU r, z, n). A merged bias b_g is
+``bias_ih[g] + bias_hh[g]``; a one-sided one (GRU's b_{in}, b_{hn}) comes from its own side.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from ._cell import Cell, Param
+from ._cells import get_cell
+
+INIT_SCHEMES = ("pytorch", "glorot", "orthogonal", "identity", "gaussian")
+
+
+def _check_size(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The parameter arrays of one cell.
+
+    Attributes:
+        cell: the cell.
+        hidden: n.
+        input: m.
+        arrays: parameter label (``"W_{f}"``) → array: W (n, n), U (n, m), b (n,).
+    """
+
+    cell: Cell
+    hidden: int
+    input: int
+    arrays: Mapping[str, Any]
+
+    def __post_init__(self):
+        validate(self.cell, self.hidden, self.input, self.arrays)
+
+    def param(self, label: str):
+        return self.arrays[label]
+
+    def env(self) -> dict:
+        """Symbol → array (and the sizes), the environment compiled expressions read."""
+        from ._cell import m, n
+
+        out: dict = {n: self.hidden, m: self.input}
+        for p in self.cell.recorded.params:
+            out[p.symbol] = self.arrays[p.symbol.name]
+        return out
+
+    def to(self, xp, dtype=None) -> Weights:
+        """The same weights as arrays of namespace ``xp`` (e.g. cupy), optionally cast."""
+        arrs = {k: xp.asarray(_to_numpy(v) if xp is np else v) for k, v in self.arrays.items()}
+        if dtype is not None:
+            arrs = {k: a.astype(dtype) for k, a in arrs.items()}
+        return Weights(self.cell, self.hidden, self.input, arrs)
+
+
+def _expected_shape(p: Param, n: int, m: int) -> tuple[int, ...]:
+    return {"W": (n, n), "U": (n, m), "b": (n,)}[p.kind]
+
+
+def validate(cell: Cell, n: int, m: int, arrays: Mapping[str, Any]) -> None:
+    """Every parameter present, with the right shape, and finite; ``ValueError`` otherwise."""
+    _check_size("hidden size", n)
+    _check_size("input size", m)
+    names = [p.symbol.name for p in cell.recorded.params]
+    missing = [k for k in names if k not in arrays]
+    if missing:
+        raise ValueError(f"{cell.name}: missing parameters {', '.join(missing)}")
+    for p in cell.recorded.params:
+        a = arrays[p.symbol.name]
+        want = _expected_shape(p, n, m)
+        if tuple(a.shape) != want:
+            raise ValueError(f"{cell.name}: {p.symbol.name} has shape {tuple(a.shape)}, expected {want} "
+                             f"(hidden={n}, input={m})")
+        if not bool(_all_finite(a)):
+            raise ValueError(f"{cell.name}: {p.symbol.name} contains NaN or inf")
+
+
+def _all_finite(a) -> bool:
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(a)
+    return bool(xp.all(xp.isfinite(a)))
+
+
+# -- initialisation -----------------------------------------------------------------------------
+def _orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))[None, :]
+
+
+def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: str | None = None,
+                 seed: int = 0, gain: float = 1.0, forget_bias: float | None = None,
+                 dtype: Any = np.float64, xp: Any = np) -> Weights:
+    """Random weights for ``cell`` by an initialisation scheme.
+
+    Arguments:
+        cell: cell or its name.
+        hidden, input: n and m.
+        scheme: ``"pytorch"`` (every entry U(±1/√n), PyTorch's default), ``"glorot"`` (uniform
+            ±gain·√(6/(fan_in+fan_out)) per gate matrix, zero biases), ``"orthogonal"`` (W = gain·Q,
+            Q orthogonal; U Glorot; zero biases), ``"identity"`` (W = gain·I, U ~ N(0, 0.001²),
+            zero biases: the IRNN of Le et al. 2015), ``"gaussian"`` (entries N(0, gain²/fan_in),
+            zero biases). Default: the cell's own (``identity`` for ``irnn``, else ``pytorch``).
+        seed: random seed (NumPy ``default_rng``).
+        gain: scale of W (and of U for glorot/gaussian).
+        forget_bias: set the forget-gate bias b_f (cells with a forget gate only).
+        dtype: array dtype (float64 default).
+        xp: array namespace of the result (numpy, cupy).
+
+    Returns:
+        :class:`Weights`.
+    """
+    cell = get_cell(cell)
+    n, m = _check_size("hidden size", hidden), _check_size("input size", input)
+    scheme = scheme or cell.default_init
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {scheme!r}; known: {', '.join(INIT_SCHEMES)}")
+    if not math.isfinite(gain):
+        raise ValueError(f"gain must be finite, got {gain!r}")
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    for p in cell.recorded.params:
+        shape = _expected_shape(p, n, m)
+        fan_in = shape[1] if len(shape) == 2 else n
+        if scheme == "pytorch":
+            a = rng.uniform(-1 / math.sqrt(n), 1 / math.sqrt(n), shape)
+        elif p.kind == "b":
+            a = np.zeros(shape)
+        elif scheme == "gaussian":
+            a = rng.standard_normal(shape) * gain / math.sqrt(fan_in)
+        elif scheme == "orthogonal" and p.kind == "W":
+            a = gain * _orthogonal(rng, n)
+        elif scheme == "identity" and p.kind == "W":
+            a = gain * np.eye(n)
+        elif scheme == "identity":
+            a = rng.standard_normal(shape) * 0.001
+        else:  # glorot, and U of orthogonal
+            limit = gain * math.sqrt(6.0 / (shape[0] + shape[1]))
+            a = rng.uniform(-limit, limit, shape)
+        arrays[p.symbol.name] = a
+    if forget_bias is not None:
+        if not math.isfinite(forget_bias):
+            raise ValueError(f"forget bias must be finite, got {forget_bias!r}")
+        key = "b_{f}"
+        if key not in arrays:
+            raise ValueError(f"{cell.name} has no forget gate; --forget-bias applies to the LSTM")
+        arrays[key] = np.full((n,), float(forget_bias))
+    w = Weights(cell, n, m, {k: v.astype(dtype) for k, v in arrays.items()})
+    return w if xp is np else w.to(xp)
+
+
+# -- PyTorch layout -----------------------------------------------------------------------------
+_TORCH_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _torch_key_map(state: Mapping[str, Any]) -> dict[str, str]:
+    """Find weight_ih/… or weight_ih_l0/… keys (layer 0 of nn.RNN/LSTM/GRU)."""
+    out = {}
+    for key in _TORCH_KEYS:
+        for cand in (key, key + "_l0"):
+            if cand in state:
+                out[key] = cand
+                break
+    return out
+
+
+def from_state_dict(cell: str | Cell, state: Mapping[str, Any], *, dtype: Any = np.float64,
+                    xp: Any = np) -> Weights:
+    """Weights from a PyTorch ``state_dict`` (``nn.*Cell`` or layer 0 of ``nn.RNN/LSTM/GRU``).
+
+    Arguments:
+        cell: the cell the weights are for.
+        state: mapping with ``weight_ih`` (G·n, m), ``weight_hh`` (G·n, n) and, unless the module
+            had ``bias=False``, ``bias_ih`` and ``bias_hh`` (G·n,) — or the same names with ``_l0``.
+            Values: torch tensors or arrays.
+        dtype, xp: dtype and array namespace of the result.
+
+    Returns:
+        :class:`Weights` keyed by the cell's parameter symbols.
+    """
+    cell = get_cell(cell)
+    keys = _torch_key_map(state)
+    missing = [k for k in ("weight_ih", "weight_hh") if k not in keys]
+    if missing:
+        raise ValueError(f"state_dict for {cell.name} lacks {', '.join(missing)} "
+                         f"(found: {', '.join(sorted(state)) or 'nothing'})")
+    has_bias = [k in keys for k in ("bias_ih", "bias_hh")]
+    if any(has_bias) and not all(has_bias):
+        raise ValueError(f"state_dict for {cell.name} has only one of bias_ih, bias_hh")
+    arr = {k: _to_numpy(state[v]).astype(dtype) for k, v in keys.items()}
+    gates = cell.recorded.gates
+    G = len(gates)
+    wih, whh = arr["weight_ih"], arr["weight_hh"]
+    if wih.ndim != 2 or whh.ndim != 2 or wih.shape[0] % G or whh.shape[0] != wih.shape[0]:
+        raise ValueError(f"{cell.name}: weight_ih {wih.shape} and weight_hh {whh.shape} do not stack "
+                         f"{G} gate(s) ({', '.join(str(g) for g in gates)})")
+    n, m = wih.shape[0] // G, wih.shape[1]
+    if whh.shape != (G * n, n):
+        raise ValueError(f"{cell.name}: weight_hh has shape {whh.shape}, expected {(G * n, n)}")
+    for k in ("bias_ih", "bias_hh"):
+        if k in arr and arr[k].shape != (G * n,):
+            raise ValueError(f"{cell.name}: {k} has shape {arr[k].shape}, expected {(G * n,)}")
+
+    def chunk(name, g):
+        i = gates.index(g)
+        return arr[name][i * n:(i + 1) * n] if name in arr else np.zeros((n,) if "bias" in name else (n, n))
+
+    out = {}
+    for p in cell.recorded.params:
+        if p.kind == "W":
+            a = chunk("weight_hh", p.gate)
+        elif p.kind == "U":
+            a = chunk("weight_ih", p.gate)
+        elif p.bias == "input":
+            a = chunk("bias_ih", p.gate)
+        elif p.bias == "hidden":
+            a = chunk("bias_hh", p.gate)
+        else:
+            a = chunk("bias_ih", p.gate) + chunk("bias_hh", p.gate)
+        out[p.symbol.name] = np.ascontiguousarray(a)
+    w = Weights(cell, n, m, out)
+    return w if xp is np else w.to(xp)
+
+
+def to_state_dict(weights: Weights) -> dict[str, np.ndarray]:
+    """The PyTorch layout of ``weights`` (merged biases go to ``bias_ih``, ``bias_hh`` = 0)."""
+    cell, n = weights.cell, weights.hidden
+    gates = cell.recorded.gates
+    G, m = len(gates), weights.input
+    out = {"weight_ih": np.zeros((G * n, m)), "weight_hh": np.zeros((G * n, n)),
+           "bias_ih": np.zeros(G * n), "bias_hh": np.zeros(G * n)}
+    for p in cell.recorded.params:
+        i = gates.index(p.gate)
+        rows = slice(i * n, (i + 1) * n)
+        a = _to_numpy(weights.arrays[p.symbol.name])
+        key = {"W": "weight_hh", "U": "weight_ih"}.get(p.kind) or (
+            "bias_hh" if p.bias == "hidden" else "bias_ih")
+        out[key][rows] = a
+    return out
+
+
+def _to_numpy(a) -> np.ndarray:
+    if hasattr(a, "detach"):  # torch tensor
+        a = a.detach().cpu().numpy()
+    elif hasattr(a, "get"):  # cupy array
+        a = a.get()
+    return np.asarray(a)
+
+
+def load_weights(cell: str | Cell, source: Any, *, dtype: Any = np.float64, xp: Any = np) -> Weights:
+    """Weights from a ``torch.nn`` module, a state_dict, or a ``.pt`` / ``.npz`` file.
+
+    ``.pt`` files need torch (an optional dependency); ``.npz`` files hold the same keys as a
+    PyTorch state_dict (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, or ``*_l0``).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise ValueError(f"weights file not found: {path}")
+        if path.endswith(".npz"):
+            with np.load(path) as z:
+                state = {k: z[k] for k in z.files}
+        elif path.endswith((".pt", ".pth")):
+            try:
+                import torch
+            except ImportError:
+                raise ValueError("reading .pt files needs torch: pip install 'gradflow[torch]'") from None
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if hasattr(state, "state_dict"):
+                state = state.state_dict()
+        else:
+            raise ValueError(f"unknown weights file type {path!r}: use .pt, .pth or .npz")
+    elif hasattr(source, "state_dict"):
+        state = source.state_dict()
+    elif isinstance(source, Mapping):
+        state = source
+    else:
+        raise ValueError(f"cannot read weights from {type(source).__name__}")
+    return from_state_dict(cell, state, dtype=dtype, xp=xp)
