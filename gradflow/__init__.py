@@ -9,6 +9,12 @@ from ._cell import Cell, Param, Recurrence, StateJacobian, Step, m, n, t
 from ._cells import CELLS, get_cell
 from ._chain import jacobian, total_derivatives
 from ._matexpr import Diag, Elementwise, hadamard, latex
+from ._params import LayerCount, ParamCount, conv_params, count_params, dense_params
+from ._theory import (Bound, Carousel, StateProduct, carousel, pascanu_bound, state_product,
+                      truncated_jacobian)
+from ._weights import INIT_SCHEMES, Weights, from_state_dict, init_weights, load_weights, to_state_dict
+from ._engine import (Curves, Flow, Network, Trajectory, decay_rate, gradient_flow, loss_gradient,
+                      lyapunov_exponents, network, random_inputs, singular_values, spectral_norm)
 
 __version__ = "0.1.0"
 
@@ -16,4 +22,10 @@ __all__ = [
     "ACTIVATIONS", "Activation", "CELLS", "Cell", "Diag", "Elementwise", "Param", "Recurrence",
     "StateJacobian", "Step", "get_cell", "hadamard", "jacobian", "latex", "m", "n", "relu",
     "sigmoid", "t", "tanh", "total_derivatives", "__version__",
+    "LayerCount", "ParamCount", "conv_params", "count_params", "dense_params",
+    "Bound", "Carousel", "StateProduct", "carousel", "pascanu_bound", "state_product",
+    "truncated_jacobian",
+    "INIT_SCHEMES", "Weights", "from_state_dict", "init_weights", "load_weights", "to_state_dict",
+    "Curves", "Flow", "Network", "Trajectory", "decay_rate", "gradient_flow", "loss_gradient",
+    "lyapunov_exponents", "network", "random_inputs", "singular_values", "spectral_norm",
 ]

@@ -10,7 +10,8 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable]] = {}
+# name -> (help, setup); setup(subparser) adds the arguments and returns run(args) -> int
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Callable]]] = {}
 
 
 def command(name: str, help: str):
@@ -66,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"gradflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from . import _cli_params  # noqa: F401
+    from . import _cli_flow, _cli_params  # noqa: F401  (they register their commands)
+
     for name, (help, setup) in _COMMANDS.items():
-        sp = sub.add_parser(name, help=help, description=help)
-        sp.set_defaults(_run=setup(sp))
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(_run=setup(p))
     return parser
 
 

@@ -509,3 +509,43 @@ def network(cell: str | Cell, hidden: int | None = None, input: int | None = Non
         raise ValueError("give hidden and input sizes (or weights)")
     return Network(init_weights(cell, hidden, input, scheme=init, seed=seed, gain=gain,
                                 forget_bias=forget_bias, dtype=dtype, xp=xp))
+
+
+def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | None = None) -> dict:
+    """Singular values of ∂s_T/∂s_k at the chosen k (0 ≤ k < T), as log10, batch mean.
+
+    Returns:
+        dict k → (N,) NumPy array of log10 σ_i, descending (−inf for exact zeros).
+    """
+    traj = net.unroll(inputs, initial)
+    T = traj.steps
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 0 or ks[-1] >= T:
+        raise ValueError(f"k must be in 0..{T - 1}, got {ks}")
+    out: dict = {}
+    xp, N = net.xp, net.state_size
+
+    def each(k, P, logscale):
+        if k in ks:
+            with np.errstate(divide="ignore"):
+                out[k] = (_np(logscale)[:, None] + np.log10(_np(xp.linalg.svdvals(P)))).mean(axis=0)
+
+    g = xp.zeros((traj.states[0].shape[0], N), dtype=net.dtype)
+    _sweep(net, traj, g, blocks={}, each=each)
+    return out
+
+
+def decay_rate(curve, *, skip: int = 0) -> float:
+    """Least-squares slope of a log10 curve against T − k: log10 decay per step (< 0 vanishes).
+
+    ``curve`` is indexed by k = 0…T−1; the last ``skip`` entries (smallest T − k) are left out.
+    """
+    y = np.asarray(curve, dtype=float)
+    T = y.shape[-1]
+    x = T - np.arange(T)
+    keep = np.isfinite(y)
+    if skip:
+        keep[T - skip:] = False
+    if keep.sum() < 2:
+        return float("-inf") if np.isneginf(y).any() else float("nan")
+    return float(np.polyfit(x[keep], y[keep], 1)[0])

@@ -1,0 +1,165 @@
+"""``gradflow flow``: measured gradient-decay curves of an unrolled network.
+
+    gradflow flow CELL --hidden N --input M --steps T [--batch B] [--seed S] [--init SCHEME]
+                  [--gain G] [--forget-bias F] [--weights FILE.pt|FILE.npz] [--inputs FILE.npy]
+                  [--dtype float64|float32] [--spectral power|svd] [--carousel] [--json]
+
+With ``--json`` stdout is one JSON object (schema in the README); the progress bar, if any,
+goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+from ._cli import command
+
+
+def _positive(text: str, option: str) -> int:
+    try:
+        v = int(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{option} must be a positive integer, got {text!r}") from None
+    if v < 1:
+        raise ValueError(f"{option} must be a positive integer, got {v}")
+    return v
+
+
+def _float(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"{option} must be a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{option} must be finite, got {text!r}")
+    return v
+
+
+class _Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, label: str, stream=sys.stderr, width: int = 30):
+        self.label, self.stream, self.width = label, stream, width
+
+    def __call__(self, done: int, total: int) -> None:
+        if done != total and done % max(1, total // 100):
+            return
+        filled = int(self.width * done / total)
+        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}")
+        if done == total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _fmt(x) -> str:
+    return "      -inf" if x is None or not math.isfinite(x) else f"{x:10.4f}"
+
+
+@command("flow", "measure log10 ||ds_T/ds_k|| for every k on an unrolled network")
+def _flow(p: argparse.ArgumentParser):
+    p.add_argument("cell", help="cell name (gradflow derive --list)")
+    p.add_argument("--hidden", help="hidden size n (taken from --weights if given)")
+    p.add_argument("--input", help="input size m (taken from --weights/--inputs if given)")
+    p.add_argument("--steps", help="number of steps T (taken from --inputs if given)")
+    p.add_argument("--batch", default="1", help="sequences in the batch (default 1)")
+    p.add_argument("--seed", default="0", help="random seed for weights and inputs (default 0)")
+    p.add_argument("--init", default=None,
+                   help="pytorch, glorot, orthogonal, identity or gaussian (default: the cell's)")
+    p.add_argument("--gain", default="1.0", help="scale of the recurrent weights (default 1)")
+    p.add_argument("--forget-bias", default=None, help="forget-gate bias (LSTM)")
+    p.add_argument("--weights", default=None, help="PyTorch state_dict (.pt) or .npz with the same keys")
+    p.add_argument("--inputs", default=None, help=".npy array of shape (T, m) or (T, batch, m)")
+    p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    p.add_argument("--spectral", default="power", choices=("power", "svd"),
+                   help="spectral norm by warm-started power iteration (default) or full SVD")
+    p.add_argument("--carousel", action="store_true",
+                   help="LSTM: also the carousel path (1997-truncated gradient) curve")
+    p.add_argument("--no-lyapunov", action="store_true", help="skip the Lyapunov spectrum")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: for long runs on a terminal)")
+
+    def run(a) -> int:
+        from ._cells import get_cell
+        from ._engine import gradient_flow, network, random_inputs
+
+        cell = get_cell(a.cell)
+        seed = int(a.seed) if a.seed.lstrip("-").isdigit() else _positive(a.seed, "--seed")
+        batch = _positive(a.batch, "--batch")
+        dtype = np.float64 if a.dtype == "float64" else np.float32
+        hidden = _positive(a.hidden, "--hidden") if a.hidden is not None else None
+        m = _positive(a.input, "--input") if a.input is not None else None
+        inputs = None
+        if a.inputs is not None:
+            if not os.path.exists(a.inputs):
+                raise ValueError(f"inputs file not found: {a.inputs}")
+            try:
+                inputs = np.load(a.inputs, allow_pickle=False)
+            except Exception as e:  # noqa: BLE001 - report any unreadable file as bad input
+                raise ValueError(f"cannot read inputs from {a.inputs}: {e}") from None
+            if inputs.ndim == 2:
+                inputs = inputs[:, None, :]
+            if inputs.ndim != 3:
+                raise ValueError(f"--inputs must have shape (T, m) or (T, batch, m), got {inputs.shape}")
+            if a.steps is not None and _positive(a.steps, "--steps") != inputs.shape[0]:
+                raise ValueError(f"--steps {a.steps} does not match the {inputs.shape[0]} steps in {a.inputs}")
+            if m is not None and m != inputs.shape[2]:
+                raise ValueError(f"--input {m} does not match the inputs' {inputs.shape[2]} features")
+            m = inputs.shape[2]
+        if a.weights is not None:
+            net = network(cell, hidden, m, weights=a.weights, dtype=dtype,
+                          forget_bias=_float(a.forget_bias, "--forget-bias"))
+        else:
+            if hidden is None or m is None:
+                raise ValueError("flow needs --hidden and --input (or --weights / --inputs)")
+            net = network(cell, hidden, m, init=a.init, seed=seed, gain=_float(a.gain, "--gain"),
+                          forget_bias=_float(a.forget_bias, "--forget-bias"), dtype=dtype)
+        if inputs is None:
+            if a.steps is None:
+                raise ValueError("flow needs --steps (or --inputs)")
+            inputs = random_inputs(_positive(a.steps, "--steps"), net.input, batch=batch, seed=seed,
+                                   dtype=dtype)
+        T = inputs.shape[0]
+        show = a.progress if a.progress is not None else (sys.stderr.isatty() and T * net.state_size >= 20_000)
+        flow = gradient_flow(net, inputs, spectral=a.spectral, carousel=a.carousel,
+                             lyapunov=not a.no_lyapunov,
+                             progress=_Progress(f"{cell.name} T={T}") if show else None)
+        record = flow.to_json()
+        if a.json:
+            json.dump(record, sys.stdout, allow_nan=False)
+            sys.stdout.write("\n")
+            return 0
+        print(f"{cell.title} ({cell.name}): n = {net.hidden}, m = {net.input}, T = {T}, "
+              f"batch = {flow.batch}; log10 norms, batch mean")
+        head = f"{'k':>6} {'T-k':>6} {'||.||_2':>10} {'||.||_F':>10} {'||dL/ds_k||':>11}"
+        if flow.cell_state is not None:
+            head += f" {'c: ||.||_2':>10} {'c: ||.||_F':>10}"
+        if flow.carousel is not None:
+            head += f" {'carousel_2':>10}"
+        if flow.bound is not None:
+            head += f" {'bound':>10}"
+        print(head)
+        for rec in record["curve"]:
+            line = (f"{rec['k']:>6} {T - rec['k']:>6} {_fmt(rec['log10_norm_2'])} "
+                    f"{_fmt(rec['log10_norm_fro'])} {_fmt(rec['log10_grad_norm'])} ")
+            if "cell_state" in rec:
+                line += f"{_fmt(rec['cell_state']['log10_norm_2'])} {_fmt(rec['cell_state']['log10_norm_fro'])} "
+            if "carousel" in rec:
+                line += f"{_fmt(rec['carousel']['log10_norm_2'])} "
+            if "log10_bound" in rec:
+                line += _fmt(rec["log10_bound"])
+            print(line.rstrip())
+        if record["lyapunov"]:
+            top = ", ".join(_fmt(v).strip() for v in record["lyapunov"][:5])
+            print(f"Lyapunov exponents (natural log per step, largest {min(5, len(record['lyapunov']))}): {top}")
+        return 0
+
+    return run

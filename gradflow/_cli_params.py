@@ -1,0 +1,120 @@
+"""``gradflow params``: parameter counts of a recurrent cell, a dense layer or a convolution.
+
+    gradflow params CELL --hidden N --input M [--convention pytorch|keras] [--layers L]
+                         [--bidirectional] [--output K] [--json]
+    gradflow params dense --input M --output K [--no-bias] [--json]
+    gradflow params conv --kernel KHxKW [--in-channels C] --filters K [--no-bias] [--json]
+
+Sizes are validated by :mod:`gradflow._params`, so every bad value is a one-line error with
+exit status 2 (the ``ValueError`` handling of :func:`gradflow._cli.main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ._cli import command
+
+# options each layer kind accepts (besides --json); anything else given is an error
+_ALLOWED = {
+    "cell": {"hidden", "input", "convention", "layers", "bidirectional", "output"},
+    "dense": {"input", "output", "no_bias"},
+    "conv": {"kernel", "in_channels", "filters", "no_bias"},
+}
+_FLAG = {"no_bias": "--no-bias", "in_channels": "--in-channels"}
+
+
+def _int(text: str, option: str) -> int:
+    """The integer value of ``option`` (range checks are left to the counting functions)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{option} must be a positive integer, got {text!r}") from None
+
+
+def _kernel(text: str) -> tuple[int, int]:
+    """``"3x5"`` → (3, 5); ``"3"`` → (3, 3)."""
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise ValueError(f"--kernel must be KHxKW (e.g. 3x3) or K, got {text!r}")
+    try:
+        kh, kw = (int(p.strip()) for p in parts)
+    except ValueError:
+        raise ValueError(f"--kernel must be KHxKW (e.g. 3x3) or K, got {text!r}") from None
+    return kh, kw
+
+
+def _require(args: argparse.Namespace, what: str, *names: str) -> None:
+    missing = [_FLAG.get(a, "--" + a) for a in names if getattr(args, a) is None]
+    if missing:
+        raise ValueError(f"{what} needs {' and '.join(missing)}")
+
+
+def _check_options(args: argparse.Namespace, kind: str, what: str) -> None:
+    """Reject options that do not apply to this kind of layer."""
+    defaults = {"convention": None, "layers": None, "bidirectional": False, "no_bias": False}
+    for name in ("hidden", "input", "convention", "layers", "bidirectional", "output",
+                 "kernel", "in_channels", "filters", "no_bias"):
+        given = getattr(args, name) != defaults.get(name)
+        if given and name not in _ALLOWED[kind]:
+            flag = _FLAG.get(name, "--" + name)
+            raise ValueError(f"{flag} does not apply to {what}")
+
+
+@command("params", "count the trainable parameters of a cell, a dense layer or a convolution")
+def _params(p: argparse.ArgumentParser):
+    p.add_argument("layer", metavar="CELL", help="a cell name (gradflow derive --list), 'dense' or 'conv'")
+    cell = p.add_argument_group("recurrent cells")
+    cell.add_argument("--hidden", metavar="N", help="hidden size n")
+    cell.add_argument("--input", metavar="M", help="input size m (also for dense)")
+    cell.add_argument("--convention", metavar="NAME",
+                      help="bias convention: pytorch (b_ih + b_hh, default) or keras (one bias)")
+    cell.add_argument("--layers", metavar="L", help="stacked layers (default 1)")
+    cell.add_argument("--bidirectional", action="store_true", help="every layer in both directions")
+    cell.add_argument("--output", metavar="K",
+                      help="dense output layer of size k on top (for dense: its output size)")
+    ff = p.add_argument_group("dense and conv")
+    ff.add_argument("--kernel", metavar="KHxKW", help="conv kernel size, e.g. 3x3 (or 3)")
+    ff.add_argument("--in-channels", metavar="C", help="conv input channels (default 1)")
+    ff.add_argument("--filters", metavar="K", help="conv filters (output channels)")
+    ff.add_argument("--no-bias", action="store_true", help="dense/conv layer without bias")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    def run(a: argparse.Namespace) -> int:
+        from ._params import LayerCount, ParamCount, conv_params, count_params, dense_params
+
+        result: ParamCount | LayerCount
+        kind = a.layer.strip().lower()
+        if kind == "dense":
+            _check_options(a, "dense", "a dense layer")
+            _require(a, "a dense layer", "input", "output")
+            result = dense_params(_int(a.input, "--input"), _int(a.output, "--output"),
+                                  bias=not a.no_bias)
+        elif kind in ("conv", "conv2d"):
+            _check_options(a, "conv", "a convolution")
+            _require(a, "a convolution", "kernel", "filters")
+            kh, kw = _kernel(a.kernel)
+            channels = 1 if a.in_channels is None else _int(a.in_channels, "--in-channels")
+            result = conv_params(kh, kw, channels, _int(a.filters, "--filters"), bias=not a.no_bias)
+        else:
+            from ._cells import get_cell
+
+            name = get_cell(a.layer).name  # unknown cell: error before complaining about sizes
+            _check_options(a, "cell", f"a recurrent cell ({name})")
+            _require(a, name, "hidden", "input")
+            result = count_params(
+                name, _int(a.hidden, "--hidden"), _int(a.input, "--input"),
+                convention="pytorch" if a.convention is None else a.convention,
+                layers=1 if a.layers is None else _int(a.layers, "--layers"),
+                bidirectional=a.bidirectional,
+                output=None if a.output is None else _int(a.output, "--output"))
+        if a.json:
+            print(json.dumps(result.as_dict()))
+        else:
+            print(result)
+        return 0
+
+    return run

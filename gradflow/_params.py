@@ -1,0 +1,404 @@
+"""Parameter counts, derived from a cell's recorded recurrence (no per-cell formulas).
+
+Every parameter the recurrence uses is a ``MatrixSymbol`` with a shape in n (hidden size) and
+m (input size): W_g is n × n, U_g is n × m, b_g is n × 1. A cell's count is the sum of
+rows × cols over its parameters, where a *merged* bias (one vector standing for a framework's
+b_ih + b_hh) counts as many times as the framework stores it (``cell.bias_copies``) and a
+one-sided bias (PyTorch GRU's b_in, b_hn) counts once. Stacking and directions follow the
+frameworks: layer l ≥ 2 reads the previous layer's output (size n, or 2n when bidirectional),
+and a bidirectional layer holds two independent copies of the cell.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import sympy as sp
+
+from ._cell import Cell, m, n
+from ._cells import get_cell
+
+#: output size k of a dense layer (also the Elman output layer V h_t + c)
+k = sp.Symbol("k", integer=True, positive=True)
+#: kernel height, kernel width and input channels of a 2-D convolution
+k_h, k_w, c_in = sp.symbols("k_h k_w c", integer=True, positive=True)
+
+#: framework convention → the name it is printed with
+CONVENTIONS = {"pytorch": "PyTorch", "keras": "Keras"}
+
+# Why a framework lacks a cell, where a plain "has no such cell" would not say enough.
+_ABSENT = {
+    ("pytorch", "gru-cho"): "no GRU with the reset gate applied before the recurrent matmul "
+                            "(Keras reset_after=False)",
+}
+
+
+# -- helpers --------------------------------------------------------------------------------
+def _size(value: Any, what: str) -> int:
+    """``value`` as a positive int; ``ValueError`` naming ``what`` otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    try:
+        size = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}") from None
+    if size < 1:
+        raise ValueError(f"{what} must be a positive integer, got {size}")
+    return size
+
+
+def _monomial(coeff, powers) -> sp.Expr:
+    """coeff · n^a · m^b … kept in that factor order (for printing)."""
+    factors = [g ** e if e != 1 else g for g, e in powers if e]
+    if coeff != 1 or not factors:
+        factors.insert(0, sp.Integer(coeff))
+    return factors[0] if len(factors) == 1 else sp.Mul(*factors, evaluate=False)
+
+
+def _readable(expr: sp.Expr, gens: tuple[sp.Symbol, ...]) -> sp.Expr:
+    """``expr`` as c·(terms by descending degree): 4n² + 4nm + 8n → 4·(n² + n·m + 2n).
+
+    The result is left unevaluated so it prints in that form (with ``order="none"``); it is
+    equal in value to ``expr`` and evaluates normally under ``subs``/``expand``.
+    """
+    expr = sp.expand(expr)
+    if expr == 0:
+        return sp.Integer(0)
+    content, primitive = expr.as_content_primitive()
+    terms = [_monomial(c, zip(gens, mon, strict=True)) for mon, c in sp.Poly(primitive, *gens).terms()]
+    body = terms[0] if len(terms) == 1 else sp.Add(*terms, evaluate=False)
+    if content == 1:
+        return body
+    return sp.Mul(content, body, evaluate=False)
+
+
+def _join(*parts: sp.Expr) -> sp.Expr:
+    """The sum of ``parts`` (each already readable), kept in the given order."""
+    terms: list[sp.Expr] = []
+    for part in parts:
+        if part == 0:
+            continue
+        terms.extend(part.args if isinstance(part, sp.Add) else [part])
+    if not terms:
+        return sp.Integer(0)
+    return terms[0] if len(terms) == 1 else sp.Add(*terms, evaluate=False)
+
+
+def _text(expr: sp.Expr) -> str:
+    return sp.sstr(expr, order="none")
+
+
+def _latex(expr: sp.Expr) -> str:
+    return sp.latex(expr, order="none", mul_symbol="dot")
+
+
+def _latex_int(value: int) -> str:
+    return f"{value:,}".replace(",", "{,}")
+
+
+# one size in a count's description: (symbol or None, value, words after it)
+_Item = tuple[sp.Symbol | None, int | None, str]
+
+
+def _shape_text(items: list[_Item]) -> str:
+    out = []
+    for sym, value, words in items:
+        head = f"{sym} = {value}" if sym is not None else ("" if value is None else str(value))
+        out.append(" ".join(x for x in (head, words) if x))
+    return ", ".join(out)
+
+
+def _shape_latex(items: list[_Item]) -> str:
+    out = []
+    for sym, value, words in items:
+        if sym is None:
+            words = " ".join(str(x) for x in (value, words) if x is not None)
+            out.append(rf"\text{{{words}}}")
+        else:
+            out.append(f"{sp.latex(sym)} = {value}" + (rf"\ \text{{{words}}}" if words else ""))
+    return r",\ ".join(out)
+
+
+def _latex_count(name: str, formula: sp.Expr, total: int, items: list[_Item]) -> str:
+    """$N_name = formula = total  (sizes)$ for notebooks."""
+    return (rf"$\displaystyle N_{{\text{{{name}}}}} = {_latex(formula)} = {_latex_int(total)}"
+            rf" \qquad \left({_shape_latex(items)}\right)$")
+
+
+# -- recurrent layers -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ParamCount:
+    """The number of trainable parameters of a recurrent layer (stack), and its formula.
+
+    Attributes:
+        cell: the cell's registry name (``"lstm"``).
+        convention: framework convention of the biases (``"pytorch"`` or ``"keras"``).
+        hidden: hidden size n.
+        input: input size m of the first layer.
+        layers: number of stacked layers.
+        bidirectional: whether every layer runs in both directions.
+        output: size k of a dense output layer V h_t + c on top, or ``None``.
+        formula: the count as a SymPy expression in n, m (and k with an output layer), for
+            the whole stack; printed with ``order="none"`` it keeps its readable form.
+        layer_formula: one layer, one direction, input size m.
+        total: the count at the given sizes.
+        recurrent_weights: entries of all recurrent matrices W (n × n per gate).
+        input_weights: entries of all input matrices U (n × m, or n × n·dirs above layer 1).
+        biases: entries of all bias vectors (merged biases counted per stored copy).
+        output_params: entries of the output layer (weights and bias), 0 without one.
+        title: the cell's human name.
+    """
+
+    cell: str
+    convention: str
+    hidden: int
+    input: int
+    layers: int
+    bidirectional: bool
+    output: int | None
+    formula: sp.Expr
+    layer_formula: sp.Expr
+    total: int
+    recurrent_weights: int
+    input_weights: int
+    biases: int
+    output_params: int
+    title: str = ""
+
+    @property
+    def breakdown(self) -> dict[str, int]:
+        """The total split into recurrent weights, input weights, biases and output layer."""
+        return {"recurrent_weights": self.recurrent_weights, "input_weights": self.input_weights,
+                "biases": self.biases, "output_layer": self.output_params}
+
+    def _items(self) -> list[_Item]:
+        items: list[_Item] = [(n, self.hidden, ""), (m, self.input, "")]
+        if self.output is not None:
+            items.append((k, self.output, ""))
+        if self.layers > 1:
+            items.append((None, self.layers, "layers"))
+        if self.bidirectional:
+            items.append((None, None, "bidirectional"))
+        return items
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: sizes, formulas (text and LaTeX), total and breakdown."""
+        return {
+            "cell": self.cell, "convention": self.convention, "hidden": self.hidden,
+            "input": self.input, "layers": self.layers, "bidirectional": self.bidirectional,
+            "output": self.output, "formula": _text(self.formula),
+            "formula_latex": _latex(self.formula), "layer_formula": _text(self.layer_formula),
+            "total": self.total, **self.breakdown,
+        }
+
+    def __str__(self) -> str:
+        title = f": {self.title}" if self.title else ""
+        head = f"{self.cell}{title}; {CONVENTIONS[self.convention]} convention"
+        rows = [f"{head}; {_shape_text(self._items())}",
+                f"  formula            {_text(self.formula)}"]
+        if self.layers > 1 or self.bidirectional:
+            rows.append(f"  per layer          {_text(self.layer_formula)}  (first layer, one direction)")
+        width = len(f"{self.total:,}")
+        for label, value in (("recurrent weights", self.recurrent_weights),
+                             ("input weights", self.input_weights), ("biases", self.biases),
+                             ("output layer", self.output_params if self.output else None),
+                             ("total", self.total)):
+            if value is not None:
+                rows.append(f"  {label:18s} {value:>{width},}")
+        return "\n".join(rows)
+
+    def _repr_latex_(self) -> str:
+        return _latex_count(self.cell, self.formula, self.total, self._items())
+
+
+def _convention(cell: Cell, convention: str) -> tuple[str, int]:
+    """The normalised convention name and the stored copies per merged bias."""
+    key = str(convention).strip().lower()
+    if key not in cell.bias_copies:
+        known = ", ".join(cell.bias_copies)
+        raise ValueError(f"unknown convention {convention!r}; known conventions: {known}")
+    copies = cell.bias_copies[key]
+    if copies is None:
+        others = [c for c, v in cell.bias_copies.items() if v is not None]
+        why = _ABSENT.get((key, cell.name), f"no {cell.title} cell")
+        use = f"; use --convention {others[0]}" if others else ""
+        raise ValueError(f"{CONVENTIONS.get(key, key)} has {why}{use}")
+    return key, copies
+
+
+def _layer_parts(cell: Cell, copies: int) -> dict[str, sp.Expr]:
+    """Symbolic entries per kind (W, U, b) of one layer, one direction, in n and m."""
+    parts = {"W": sp.Integer(0), "U": sp.Integer(0), "b": sp.Integer(0)}
+    for p in cell.recorded.params:
+        if p.kind not in parts:
+            raise ValueError(f"{cell.name}: parameter {p.symbol.name} has unknown kind {p.kind!r}")
+        rows, cols = p.symbol.shape
+        times = copies if p.bias == "merged" else 1
+        parts[p.kind] += times * rows * cols
+    return parts
+
+
+def count_params(cell: str | Cell, hidden: int, input: int, *, convention: str = "pytorch",
+                 layers: int = 1, bidirectional: bool = False, output: int | None = None) -> ParamCount:
+    """Count the trainable parameters of a recurrent layer, from the cell's recurrence.
+
+    Arguments:
+        cell: a cell name (``"lstm"``, aliases allowed) or a :class:`~gradflow.Cell`.
+        hidden: hidden size n.
+        input: input size m (of the first layer).
+        convention: ``"pytorch"`` (b_ih and b_hh for every gate) or ``"keras"`` (one bias;
+            the ``"gru"`` cell is Keras ``reset_after=True``, ``"gru-cho"`` ``reset_after=False``).
+        layers: stacked layers; layer l ≥ 2 has input size n (2n when bidirectional).
+        bidirectional: every layer twice, once per direction.
+        output: size k of a dense output layer V h_t + c on top ((n·dirs)·k + k), or ``None``.
+
+    Returns:
+        A :class:`ParamCount` with the formula, the total and its breakdown.
+
+    Raises:
+        ValueError: unknown cell or convention, a cell the framework does not have,
+            a size or layer count that is not a positive integer.
+    """
+    cell = get_cell(cell)
+    key, copies = _convention(cell, convention)
+    hidden = _size(hidden, "hidden size")
+    input = _size(input, "input size")
+    layers = _size(layers, "number of layers")
+    output = None if output is None else _size(output, "output size")
+    dirs = 2 if bidirectional else 1
+
+    parts = _layer_parts(cell, copies)
+    deeper = {kind: e.subs(m, dirs * n) for kind, e in parts.items()}  # layers 2..L
+    stack = {kind: dirs * (parts[kind] + (layers - 1) * deeper[kind]) for kind in parts}
+    out = k * dirs * n + k if output is not None else sp.Integer(0)
+
+    rnn = sum(stack.values(), sp.Integer(0))
+    formula = _join(_readable(rnn, (n, m)), _readable(out, (k, n)) if output is not None else out)
+    layer_formula = _readable(sum(parts.values(), sp.Integer(0)), (n, m))
+
+    at = {n: hidden, m: input, k: output if output is not None else 0}
+    values = {kind: int(e.subs(at)) for kind, e in stack.items()}
+    out_value = int(out.subs(at))
+    total = int(sp.expand(formula).subs(at))
+    if total != sum(values.values()) + out_value:  # the readable form must equal the parts
+        raise AssertionError(f"{cell.name}: formula and breakdown disagree")
+    return ParamCount(cell=cell.name, convention=key, hidden=hidden, input=input, layers=layers,
+                      bidirectional=bool(bidirectional), output=output, formula=formula,
+                      layer_formula=layer_formula, total=total, recurrent_weights=values["W"],
+                      input_weights=values["U"], biases=values["b"], output_params=out_value,
+                      title=cell.title)
+
+
+# -- feed-forward layers --------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerCount:
+    """The number of trainable parameters of a feed-forward layer (dense or convolution).
+
+    Attributes:
+        layer: ``"dense"`` or ``"conv2d"``.
+        sizes: ``(name, value)`` pairs of the sizes it was counted at.
+        bias: whether the layer has a bias.
+        formula: the count as a SymPy expression (dense: n·k + k; conv: (k_h·k_w·c + 1)·k).
+        total: the count at the given sizes.
+        weights: weight entries.
+        biases: bias entries.
+    """
+
+    layer: str
+    sizes: tuple[tuple[str, int], ...]
+    bias: bool
+    formula: sp.Expr
+    total: int
+    weights: int
+    biases: int
+
+    @property
+    def breakdown(self) -> dict[str, int]:
+        """The total split into weights and biases."""
+        return {"weights": self.weights, "biases": self.biases}
+
+    def _items(self) -> list[_Item]:
+        items: list[_Item] = [(_SIZE_LABELS[name][0], value, _SIZE_LABELS[name][1])
+                              for name, value in self.sizes]
+        if not self.bias:
+            items.append((None, None, "no bias"))
+        return items
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: sizes, formula (text and LaTeX), total and breakdown."""
+        return {"layer": self.layer, **dict(self.sizes), "bias": self.bias,
+                "formula": _text(self.formula), "formula_latex": _latex(self.formula),
+                "total": self.total, **self.breakdown}
+
+    def __str__(self) -> str:
+        width = len(f"{self.total:,}")
+        rows = [f"{self.layer} layer: {_shape_text(self._items())}",
+                f"  formula  {_text(self.formula)}",
+                f"  weights  {self.weights:>{width},}",
+                f"  biases   {self.biases:>{width},}",
+                f"  total    {self.total:>{width},}"]
+        return "\n".join(rows)
+
+    def _repr_latex_(self) -> str:
+        return _latex_count(self.layer, self.formula, self.total, self._items())
+
+
+# size name → (its symbol in the formula, the words after its value)
+_SIZE_LABELS = {"inputs": (n, "inputs"), "outputs": (k, "outputs"), "kernel_h": (k_h, ""),
+                "kernel_w": (k_w, ""), "in_channels": (c_in, "input channels"),
+                "filters": (k, "filters")}
+
+
+def _layer_count(layer: str, sizes: dict[sp.Symbol, tuple[str, int]], weights: sp.Expr,
+                 biases: sp.Expr, formula: sp.Expr, bias: bool) -> LayerCount:
+    at = {sym: value for sym, (_, value) in sizes.items()}
+    w, b = int(weights.subs(at)), int(biases.subs(at)) if bias else 0
+    if not bias:
+        formula = weights
+    total = int(sp.expand(formula).subs(at))
+    if total != w + b:
+        raise AssertionError(f"{layer}: formula and breakdown disagree")
+    return LayerCount(layer=layer, sizes=tuple(sizes.values()), bias=bool(bias), formula=formula,
+                      total=total, weights=w, biases=b)
+
+
+def dense_params(inputs: int, outputs: int, bias: bool = True) -> LayerCount:
+    """Count the parameters of a dense (fully connected) layer y = V x + c.
+
+    Arguments:
+        inputs: input size n.
+        outputs: output size k.
+        bias: whether the layer adds a bias c (k entries).
+
+    Returns:
+        A :class:`LayerCount` with formula n·k + k (n·k without bias); 128 → 10 gives 1,290.
+    """
+    sizes = {n: ("inputs", _size(inputs, "input size")), k: ("outputs", _size(outputs, "output size"))}
+    weights = sp.Mul(n, k, evaluate=False)
+    return _layer_count("dense", sizes, weights, k, sp.Add(weights, k, evaluate=False), bias)
+
+
+def conv_params(kernel_h: int, kernel_w: int, in_channels: int, filters: int,
+                bias: bool = True) -> LayerCount:
+    """Count the parameters of a 2-D convolution layer.
+
+    Arguments:
+        kernel_h: kernel height k_h.
+        kernel_w: kernel width k_w.
+        in_channels: input channels c.
+        filters: number of filters (output channels) k.
+        bias: whether every filter has a bias.
+
+    Returns:
+        A :class:`LayerCount` with formula (k_h·k_w·c + 1)·k (k_h·k_w·c·k without bias).
+    """
+    sizes = {k_h: ("kernel_h", _size(kernel_h, "kernel height")),
+             k_w: ("kernel_w", _size(kernel_w, "kernel width")),
+             c_in: ("in_channels", _size(in_channels, "input channels")),
+             k: ("filters", _size(filters, "number of filters"))}
+    per_filter = sp.Mul(k_h, k_w, c_in, evaluate=False)
+    weights = sp.Mul(k_h, k_w, c_in, k, evaluate=False)
+    formula = sp.Mul(sp.Add(per_filter, 1, evaluate=False), k, evaluate=False)
+    return _layer_count("conv2d", sizes, weights, k, formula, bias)
