@@ -21,14 +21,25 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 from array_api_compat import array_namespace
-from sympy import ZeroMatrix
+from sympy import Identity, ZeroMatrix
 
 from ._cell import Cell
 from ._cells import get_cell
-from ._compile import compile_expr
+from ._compile import _dense_diag, compile_expr
+from ._matexpr import Diag
 from ._weights import Weights, _check_size, init_weights, load_weights
 
 _LN10 = math.log(10.0)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One block ∂(s_t)_a/∂(s_{t−1})_b, its structure read off the derived expression."""
+
+    a: int
+    b: int
+    kind: str                    # "dense", "diag" (fn gives the diagonal) or "identity"
+    fn: Any
 
 
 @dataclass(frozen=True)
@@ -39,8 +50,22 @@ class _Kernels:
     new: tuple                   # s_t symbols
     x: Any
     forward: tuple               # ((symbol, fn), ...) in definition order
-    blocks: Mapping              # (i_out, i_in) -> fn
-    carousel: Mapping            # the truncated (1997) Jacobian's blocks
+    blocks: tuple                # _Block, zero blocks left out
+    carousel: tuple              # the same for the truncated (1997) Jacobian
+
+
+def _blocks(J, idx) -> tuple:
+    out = []
+    for (a, b), e in J.blocks.items():
+        if isinstance(e, ZeroMatrix):
+            continue
+        if isinstance(e, Identity):
+            out.append(_Block(idx[a], idx[b], "identity", None))
+        elif isinstance(e, Diag):
+            out.append(_Block(idx[a], idx[b], "diag", compile_expr(e.vector)))
+        else:
+            out.append(_Block(idx[a], idx[b], "dense", compile_expr(e)))
+    return tuple(out)
 
 
 @lru_cache(maxsize=None)
@@ -49,20 +74,14 @@ def kernels(cell: Cell) -> _Kernels:
     from ._theory import truncated_jacobian
 
     step = cell.recorded
-    J = cell.jacobian()
     idx = {s: i for i, s in enumerate(cell.states)}
-
-    def comp(J):  # zero blocks are left out
-        return {(idx[a], idx[b]): compile_expr(e) for (a, b), e in J.blocks.items()
-                if not isinstance(e, ZeroMatrix)}
-
     return _Kernels(
         prev=tuple(step.prev[s] for s in cell.states),
         new=tuple(step.new[s] for s in cell.states),
         x=step.x,
         forward=tuple((sym, compile_expr(e)) for sym, e in step.definitions.items()),
-        blocks=comp(J),
-        carousel=comp(truncated_jacobian(cell)) if "c" in cell.states else {},
+        blocks=_blocks(cell.jacobian(), idx),
+        carousel=_blocks(truncated_jacobian(cell), idx) if "c" in cell.states else (),
     )
 
 
@@ -180,15 +199,57 @@ class Network:
         return self._assemble(self._env(traj.states[t - 1], traj.inputs[t - 1]), truncated)
 
     def _assemble(self, env, truncated=False):
+        """The dense J_t (B, N, N) from its blocks."""
         xp, n, N = self.xp, self.hidden, self.state_size
         B = env[self._k.prev[0]].shape[0]
         J = xp.zeros((B, N, N), dtype=self.dtype)
-        for (a, b), fn in (self._k.carousel if truncated else self._k.blocks).items():
-            v = fn(env)
-            if isinstance(v, float):  # a zero block
-                continue
-            J[:, a * n:(a + 1) * n, b * n:(b + 1) * n] = v
+        for blk in self._k.carousel if truncated else self._k.blocks:
+            rows, cols = slice(blk.a * n, (blk.a + 1) * n), slice(blk.b * n, (blk.b + 1) * n)
+            if blk.kind == "identity":
+                J[:, rows, cols] = xp.eye(n, dtype=self.dtype)
+            elif blk.kind == "diag":
+                J[:, rows, cols] = _dense_diag(xp.broadcast_to(blk.fn(env), (B, n)), env)
+            else:
+                J[:, rows, cols] = blk.fn(env)
         return J
+
+    def _times_jacobian(self, P, env, scale, truncated=False):
+        """P · J_t / scale without forming J_t: dense blocks of a column in one matmul,
+        diagonal blocks as column scalings, identity blocks as copies.
+
+        P: (B, R, N); scale: (B,) (P's Frobenius norm, so the result stays near unit size).
+        """
+        xp, n, S = self.xp, self.hidden, len(self.cell.states)
+        B = P.shape[0]
+        inv = 1.0 / xp.where(scale > 0, scale, xp.ones_like(scale))
+        blocks = self._k.carousel if truncated else self._k.blocks
+        cols = []
+        for b in range(S):
+            mine = [blk for blk in blocks if blk.b == b]
+            dense = [blk for blk in mine if blk.kind == "dense"]
+            out = None
+            if dense:
+                Jcol = [xp.broadcast_to(blk.fn(env), (B, n, n)) for blk in dense]
+                Jcol = (Jcol[0] if len(Jcol) == 1 else xp.concat(Jcol, axis=-2)) * inv[:, None, None]
+                rows = [blk.a for blk in dense]
+                if rows == list(range(S)):
+                    Prow = P
+                else:
+                    Prow = xp.concat([P[..., a * n:(a + 1) * n] for a in rows], axis=-1)
+                out = Prow @ Jcol
+            for blk in mine:
+                if blk.kind == "dense":
+                    continue
+                Pa = P[..., blk.a * n:(blk.a + 1) * n]
+                if blk.kind == "diag":
+                    term = Pa * (xp.broadcast_to(blk.fn(env), (B, n)) * inv[:, None])[:, None, :]
+                else:
+                    term = Pa * inv[:, None, None]
+                out = term if out is None else out + term
+            if out is None:
+                out = xp.zeros((B, P.shape[1], n), dtype=self.dtype)
+            cols.append(out)
+        return cols[0] if S == 1 else xp.concat(cols, axis=-1)
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -269,73 +330,79 @@ def _np(a) -> np.ndarray:
 
 
 # -- the backward sweep -------------------------------------------------------------------------
-def _fro(xp, P):
-    return xp.sqrt(xp.sum(P * P, axis=(-2, -1)))
+def _sumsq(xp, X):
+    """Σ of squares over the last two axes, per batch element (B,)."""
+    B = X.shape[0]
+    flat = xp.reshape(X, (B, -1))
+    return (flat[:, None, :] @ flat[:, :, None])[:, 0, 0]
 
 
-def _safe_normalise(xp, P, s):
-    """P / s per batch element, leaving exact zeros at 0 (s = 0) instead of NaN."""
-    return P / xp.where(s > 0, s, xp.ones_like(s))[:, None, None]
+def spectral_norm(P, u=None, *, tol: float = 1e-12, max_iter: int = 100, first=None):
+    """σ_max of each matrix in the batch P (B, r, c) by power iteration on P Pᵀ.
 
+    Warm-started from the left vector ``u`` (B, r) of a previous call: the left singular
+    vectors of ∂s_T/∂s_k live in the space of s_T for every k, so they change little from one
+    k to the next. σ is estimated by ‖Pᵀu‖ (unit u), which rises monotonically to σ_max; the
+    iteration stops when it changes by less than ``tol`` (relative). Batch elements not
+    converged after ``max_iter`` iterations get the exact value from an SVD.
 
-def spectral_norm(P, v=None, *, tol: float = 1e-12, max_iter: int = 200):
-    """σ_max of each matrix in the batch P (B, r, c) by power iteration on PᵀP.
-
-    Warm-started from ``v`` (B, c) when given. The Rayleigh quotient ‖P v‖ rises monotonically
-    to σ_max; iteration stops when it changes by less than ``tol`` (relative). Batch elements
-    that have not converged after ``max_iter`` steps get the exact value from an SVD.
+    Arguments:
+        first: optional precomputed uᵀP (B, c) for the first iteration.
 
     Returns:
-        (sigma (B,), v (B, c)) — v the right singular vector estimate, for the next warm start.
+        (sigma (B,), u (B, r)) — u the left singular vector estimate, for the next warm start.
     """
     xp = array_namespace(P)
-    B, _, c = P.shape
-    if v is None:
-        v = xp.ones((B, c), dtype=P.dtype) / math.sqrt(c)
-    Pt = xp.matrix_transpose(P)
+    B, r, _ = P.shape
+    if u is None:
+        u = xp.ones((B, r), dtype=P.dtype) / math.sqrt(r)
     sigma = xp.zeros((B,), dtype=P.dtype)
-    for _ in range(max_iter):
-        u = (P @ v[..., None])[..., 0]
-        new = xp.sqrt(xp.sum(u * u, axis=-1))
-        w = (Pt @ u[..., None])[..., 0]
-        wn = xp.sqrt(xp.sum(w * w, axis=-1))
-        done = xp.abs(new - sigma) <= tol * new
+    for it in range(max_iter):
+        w = first if (it == 0 and first is not None) else (u[:, None, :] @ P)[:, 0, :]
+        new = xp.sqrt(xp.sum(w * w, axis=-1))
+        done = (xp.abs(new - sigma) <= tol * new) | (new == 0)
         sigma = new
-        v = w / xp.where(wn > 0, wn, xp.ones_like(wn))[:, None]
-        if bool(xp.all(done | (wn == 0))):
-            return sigma, v
-    exact = xp.linalg.svdvals(P)[:, 0]
-    return exact, v
+        if bool(xp.all(done)):
+            return sigma, u
+        z = (P @ (w / xp.where(new > 0, new, xp.ones_like(new))[:, None])[..., None])[..., 0]
+        zn = xp.sqrt(xp.sum(z * z, axis=-1))
+        u = z / xp.where(zn > 0, zn, xp.ones_like(zn))[:, None]
+    return xp.linalg.svdvals(P)[:, 0], u
 
 
 @dataclass
 class _Acc:
-    """Log10 norms of one family of (normalised) products, filled backwards over k."""
+    """Log10 norms of one family of products, filled backwards over k."""
 
     T: int
     B: int
     norm2: np.ndarray = None
     fro: np.ndarray = None
     grad: np.ndarray = None
-    v: Any = None
+    u: Any = None
 
     def __post_init__(self):
         self.norm2 = np.full((self.B, self.T), np.nan)
         self.fro = np.full((self.B, self.T), np.nan)
         self.grad = np.full((self.B, self.T), np.nan)
 
-    def record(self, xp, k, P, logscale, g, spectral, tol):
-        """P: the normalised block (B, r, c) whose true value is 10^logscale · P."""
-        fro = _fro(xp, P)
-        with np.errstate(divide="ignore"):
-            self.fro[:, k] = _np(logscale) + np.log10(_np(fro))
-            if spectral == "svd":
-                sig = xp.linalg.svdvals(P)[:, 0]
-            else:
-                sig, self.v = spectral_norm(P, self.v, tol=tol)
-            self.norm2[:, k] = _np(logscale) + np.log10(_np(sig))
-            gp = (g[:, None, :] @ P)[:, 0, :]
-            self.grad[:, k] = _np(logscale) + np.log10(_np(xp.sqrt(xp.sum(gp * gp, axis=-1))))
+    def record(self, xp, k, P, L, g, spectral, tol, sumsq=None):
+        """P: a block (B, r, c) of the product whose true value is 10^L · P; g: ∂L/∂s_T rows (B, r)."""
+        if sumsq is None:
+            sumsq = xp.sum(P * P, axis=(-2, -1))
+        if self.u is None:
+            self.u = xp.ones(g.shape, dtype=P.dtype) / math.sqrt(g.shape[-1])
+        both = xp.stack([self.u, g], axis=1) @ P  # uᵀP and gᵀP in one pass over P
+        gp = both[:, 1, :]
+        if spectral == "svd":
+            sig = xp.linalg.svdvals(P)[:, 0]
+        else:
+            sig, self.u = spectral_norm(P, self.u, tol=tol, first=both[:, 0, :])
+        Ln = _np(L)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.fro[:, k] = Ln + 0.5 * np.log10(_np(sumsq))
+            self.norm2[:, k] = Ln + np.log10(_np(sig))
+            self.grad[:, k] = Ln + np.log10(_np(xp.sqrt(xp.sum(gp * gp, axis=-1))))
 
     def curves(self) -> Curves:
         return Curves(self.norm2, self.fro, self.grad)
@@ -343,23 +410,31 @@ class _Acc:
 
 def _sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="power", tol=1e-12,
            blocks: Mapping[str, tuple] | None = None, progress=None, each=None):
-    """One backward sweep P_k = P_{k+1} J_{k+1}; records log10 norms of the named sub-blocks."""
+    """One backward sweep P_k = P_{k+1} J_{k+1}; records log10 norms of the named sub-blocks.
+
+    The product is carried as 10^L · P with P rescaled by its Frobenius norm at every step
+    (folded into J, which is cheaper than rescaling P), so it never under- or overflows.
+    ``each(k, P, L)`` is called with the true product ∂s_T/∂s_k = 10^L · P.
+    """
     xp, T, N = net.xp, traj.steps, net.state_size
     B = traj.states[0].shape[0]
     P = xp.broadcast_to(xp.eye(N, dtype=net.dtype)[None], (B, N, N))
-    logscale = xp.zeros((B,), dtype=net.dtype)
+    L = xp.zeros((B,), dtype=net.dtype)
+    f = xp.full((B,), math.sqrt(N), dtype=net.dtype)
     accs = {name: _Acc(T, B) for name in blocks}
     for i, k in enumerate(range(T - 1, -1, -1)):
-        J = net._assemble(net._env(traj.states[k], traj.inputs[k]), truncated)
-        P = P @ J
-        s = _fro(xp, P)
-        P = _safe_normalise(xp, P, s)
+        env = net._env(traj.states[k], traj.inputs[k])
+        P = net._times_jacobian(P, env, f, truncated)
         with np.errstate(divide="ignore"):
-            logscale = logscale + xp.log(s) / _LN10
+            L = L + xp.log10(f)
+        sumsq = _sumsq(xp, P)
+        f = xp.sqrt(sumsq)
         if each is not None:
-            each(k, P, logscale)
+            each(k, P, L)
         for name, (rows, cols) in blocks.items():
-            accs[name].record(xp, k, P[:, rows, cols], logscale, g_T[:, rows], spectral, tol)
+            full = rows == slice(0, N) and cols == slice(0, N)
+            accs[name].record(xp, k, P[:, rows, cols], L, g_T[:, rows], spectral, tol,
+                              sumsq if full else None)
         if progress is not None:
             progress(i + 1, T)
     return {name: a.curves() for name, a in accs.items()}
