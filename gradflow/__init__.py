@@ -15,6 +15,10 @@ from ._theory import (Bound, Carousel, StateProduct, carousel, pascanu_bound, st
 from ._weights import INIT_SCHEMES, Weights, from_state_dict, init_weights, load_weights, to_state_dict
 from ._engine import (Curves, Flow, Network, Trajectory, decay_rate, gradient_flow, loss_gradient,
                       lyapunov_exponents, network, random_inputs, singular_values, spectral_norm)
+from ._analysis import PhaseGrid, decay_table, phase_grid
+from ._plots import (paper_style, plot_carousel, plot_decay, plot_jacobian, plot_phase_diagram,
+                     plot_spectrum, save_figure)
+from ._report import write_report
 
 __version__ = "0.1.0"
 
@@ -28,4 +32,8 @@ __all__ = [
     "INIT_SCHEMES", "Weights", "from_state_dict", "init_weights", "load_weights", "to_state_dict",
     "Curves", "Flow", "Network", "Trajectory", "decay_rate", "gradient_flow", "loss_gradient",
     "lyapunov_exponents", "network", "random_inputs", "singular_values", "spectral_norm",
+    "PhaseGrid", "decay_table", "phase_grid",
+    "paper_style", "plot_carousel", "plot_decay", "plot_jacobian", "plot_phase_diagram",
+    "plot_spectrum", "save_figure",
+    "write_report",
 ]

@@ -56,7 +56,7 @@ def _lmul(matrix, terms: list[_Term]) -> list[_Term]:
 def _vector_sum(parts: list[tuple], rows) -> MatrixExpr:
     """Σ c_i · (⊙ factors_i) as a vector expression (no factors: the ones vector)."""
     summands = []
-    for fs, c in sorted(parts, key=lambda p: bool(p[1] < 0)):  # positive summands first
+    for fs, c in sorted(parts, key=lambda p: sp.sympify(p[1]).could_extract_minus_sign()):  # + first
         v = hadamard(*fs) if fs else sp.OneMatrix(rows, 1)
         summands.append(v if c == 1 else MatMul(c, v))
     return summands[0] if len(summands) == 1 else MatAdd(*summands)

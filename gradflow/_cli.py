@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"gradflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from . import _cli_flow, _cli_params  # noqa: F401  (they register their commands)
+    from . import _cli_flow, _cli_params, _cli_report  # noqa: F401  (they register their commands)
 
     for name, (help, setup) in _COMMANDS.items():
         p = sub.add_parser(name, help=help, description=help)

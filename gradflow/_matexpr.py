@@ -44,6 +44,8 @@ class Elementwise(MatrixExpr):
     def _eval_derivative(self, x):  # keep SymPy's own matrix derivative from guessing
         raise NotImplementedError("use gradflow's chain rule (gradflow.jacobian)")
 
+    _eval_derivative_matrix_lines = _eval_derivative
+
     def _latex(self, printer):
         return r"%s\left(%s\right)" % (self.activation.latex, printer._print(self.arg))
 

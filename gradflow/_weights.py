@@ -136,8 +136,8 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: str | Non
     for p in cell.recorded.params:
         shape = _expected_shape(p, n, m)
         fan_in = shape[1] if len(shape) == 2 else n
-        if scheme == "pytorch":
-            a = rng.uniform(-1 / math.sqrt(n), 1 / math.sqrt(n), shape)
+        if scheme == "pytorch":  # gain scales W only (1: PyTorch's own default)
+            a = rng.uniform(-1 / math.sqrt(n), 1 / math.sqrt(n), shape) * (gain if p.kind == "W" else 1.0)
         elif p.kind == "b":
             a = np.zeros(shape)
         elif scheme == "gaussian":
@@ -157,7 +157,7 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: str | Non
             raise ValueError(f"forget bias must be finite, got {forget_bias!r}")
         key = "b_{f}"
         if key not in arrays:
-            raise ValueError(f"{cell.name} has no forget gate; --forget-bias applies to the LSTM")
+            raise ValueError(f"{cell.name} has no forget gate; a forget bias applies to the LSTM")
         arrays[key] = np.full((n,), float(forget_bias))
     w = Weights(cell, n, m, {k: v.astype(dtype) for k, v in arrays.items()})
     return w if xp is np else w.to(xp)
@@ -200,7 +200,8 @@ def from_state_dict(cell: str | Cell, state: Mapping[str, Any], *, dtype: Any = 
                          f"(found: {', '.join(sorted(state)) or 'nothing'})")
     has_bias = [k in keys for k in ("bias_ih", "bias_hh")]
     if any(has_bias) and not all(has_bias):
-        raise ValueError(f"state_dict for {cell.name} has only one of bias_ih, bias_hh")
+        raise ValueError(f"state_dict for {cell.name} has {'bias_ih' if has_bias[0] else 'bias_hh'} "
+                         f"but not {'bias_hh' if has_bias[0] else 'bias_ih'}")
     arr = {k: _to_numpy(state[v]).astype(dtype) for k, v in keys.items()}
     gates = cell.recorded.gates
     G = len(gates)

@@ -1,0 +1,1288 @@
+"""Derivation reports: the mathematics of gradient flow and the numbers that confirm it, as files.
+
+:func:`write_report` writes, for one or more cells, a self-contained report directory::
+
+    report.md          GitHub-renderable Markdown ($$ display math, $ inline math)
+    report.tex         the same content as a standalone LaTeX article (pdflatex)
+    figures/           every figure as PDF and PNG
+    references.bib     the bibliography (gradflow's package data)
+    flows.json         the measured curves behind the figures
+    provenance.json    command line, versions, seed, sizes, date
+
+This module is a view: every formula is printed from the symbolic core (the cells' recorded
+recurrences, :meth:`Cell.jacobian`, :mod:`gradflow._theory`), every number from the numeric
+engine (:mod:`gradflow._engine`, :mod:`gradflow._analysis`); only the connecting prose is
+written here. Claims in the prose that depend on the algebra (no W in the carousel, an identity
+block, a finite bound) are checked on the symbolic objects before they are stated.
+
+The report is built in a temporary sibling directory and moved into place only when complete,
+so a failed run never leaves a half-written report behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import secrets
+import shlex
+import shutil
+import subprocess
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+from sympy import BlockMatrix, Identity, MatAdd, MatMul, MatrixSymbol, ZeroMatrix, block_collapse
+
+from ._cell import Cell
+from ._cell import n as _n
+from ._cell import t as _t
+from ._cells import get_cell
+from ._matexpr import Diag, Elementwise, latex
+from ._theory import carousel, pascanu_bound, state_product, truncated_jacobian
+from ._theory import j as _j
+
+#: files whose presence marks a directory as holding a gradflow report
+REPORT_MARKERS = ("report.md", "report.tex", "provenance.json")
+
+#: Debian packages that provide pdflatex and every LaTeX package report.tex uses
+TEXLIVE_PACKAGES = ("texlive-latex-base", "texlive-latex-recommended", "texlive-fonts-recommended")
+
+# ================================================================================================
+# Bibliography: references.bib (package data) is the single source of every citation
+# ================================================================================================
+
+
+@dataclass(frozen=True)
+class BibEntry:
+    """One BibTeX entry: ``kind`` (``article``), ``key``, ``fields`` (lower-case names), ``raw`` text."""
+
+    kind: str
+    key: str
+    fields: dict
+    raw: str
+
+
+_ENTRY_START = re.compile(r"^[ \t]*@[ \t]*([A-Za-z]+)[ \t]*\{[ \t]*([^\s,{}]+)[ \t]*,", re.M)
+_FIELD_NAME = re.compile(r"([A-Za-z][\w-]*)\s*=\s*")
+_BARE_VALUE = re.compile(r"[^\s,}]+")
+
+
+def _braced(text: str, i: int) -> tuple[str, int]:
+    """The content of the balanced ``{...}`` starting at ``text[i]`` and the index after it."""
+    depth = 0
+    for pos in range(i, len(text)):
+        c = text[pos]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1:pos], pos + 1
+    raise ValueError(f"unbalanced braces in BibTeX value at offset {i}")
+
+
+def _quoted(text: str, i: int) -> tuple[str, int]:
+    depth = 0
+    for pos in range(i + 1, len(text)):
+        c = text[pos]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+        elif c == '"' and depth == 0:
+            return text[i + 1:pos], pos + 1
+    raise ValueError(f"unterminated quoted BibTeX value at offset {i}")
+
+
+def parse_bibtex(text: str) -> dict[str, BibEntry]:
+    """Parse BibTeX ``text`` into ``key -> BibEntry`` (``ValueError`` if malformed)."""
+    entries: dict[str, BibEntry] = {}
+    for m in _ENTRY_START.finditer(text):
+        kind, key = m.group(1).lower(), m.group(2)
+        if kind in ("comment", "preamble", "string"):
+            continue
+        i, fields = m.end(), {}
+        while True:
+            while i < len(text) and (text[i].isspace() or text[i] == ","):
+                i += 1
+            if i >= len(text):
+                raise ValueError(f"BibTeX entry {key!r} is not closed")
+            if text[i] == "}":
+                i += 1
+                break
+            fm = _FIELD_NAME.match(text, i)
+            if not fm:
+                raise ValueError(f"malformed field in BibTeX entry {key!r} at offset {i}")
+            name, i = fm.group(1).lower(), fm.end()
+            if i < len(text) and text[i] == "{":
+                value, i = _braced(text, i)
+            elif i < len(text) and text[i] == '"':
+                value, i = _quoted(text, i)
+            else:
+                vm = _BARE_VALUE.match(text, i)
+                if not vm:
+                    raise ValueError(f"missing value of {name} in BibTeX entry {key!r}")
+                value, i = vm.group(0), vm.end()
+            fields[name] = " ".join(value.split())
+        if key in entries:
+            raise ValueError(f"duplicate BibTeX key {key!r}")
+        start = text.rfind("\n", 0, m.start()) + 1
+        entries[key] = BibEntry(kind, key, fields, text[start:i].strip())
+    return entries
+
+
+def bibliography_text() -> str:
+    """The text of gradflow's ``references.bib`` (package data)."""
+    return resources.files("gradflow").joinpath("references.bib").read_text(encoding="utf-8")
+
+
+def bibliography() -> dict[str, BibEntry]:
+    """gradflow's references, ``key -> BibEntry``."""
+    return parse_bibtex(bibliography_text())
+
+
+def software_citation() -> str:
+    """The BibTeX ``@software`` entry for gradflow itself."""
+    return bibliography()["gradflow"].raw
+
+
+def citation_cff() -> str:
+    """CITATION.cff (Citation File Format 1.2.0) for gradflow, from its ``@software`` entry."""
+    f = bibliography()["gradflow"].fields
+    return (
+        "cff-version: 1.2.0\n"
+        'message: "If you use gradflow in your research, please cite it as below."\n'
+        "type: software\n"
+        "title: gradflow\n"
+        f'abstract: "{_plain(f["title"]).split(": ", 1)[-1].capitalize()}."\n'
+        "authors:\n"
+        f'  - name: "{_plain(f["author"])}"\n'
+        f"version: {f['version']}\n"
+        f"date-released: {f['date']}\n"
+        f"license: {f['license']}\n"
+    )
+
+
+_ACCENTS = {'"': "\u0308", "'": "\u0301", "`": "\u0300", "^": "\u0302", "~": "\u0303", "c": "\u0327"}
+
+
+def _plain(s: str) -> str:
+    """BibTeX/LaTeX text as plain Unicode: {\\"u} -> ü, -- -> –, braces dropped."""
+
+    def accent(m):
+        return unicodedata.normalize("NFC", m.group(2) + _ACCENTS[m.group(1)])
+
+    s = re.sub(r"\{\\([\"'`^~c])\s*\{?([A-Za-z])\}?\}", accent, s)
+    s = re.sub(r"\\([\"'`^~])\{?([A-Za-z])\}?", accent, s)
+    s = s.replace("---", "\u2014").replace("--", "\u2013").replace("\\&", "&").replace("~", "\u00a0")
+    return s.replace("{", "").replace("}", "")
+
+
+def _split_top(s: str, sep: str) -> list[str]:
+    """Split ``s`` on the regex ``sep`` outside braces."""
+    out, depth, last = [], 0, 0
+    for m in re.finditer(r"[{}]|" + sep, s):
+        tok = m.group(0)
+        if tok == "{":
+            depth += 1
+        elif tok == "}":
+            depth -= 1
+        elif depth == 0:
+            out.append(s[last:m.start()])
+            last = m.end()
+    out.append(s[last:])
+    return [p.strip() for p in out if p.strip()]
+
+
+def _names(entry: BibEntry) -> list[tuple[str, str]]:
+    """(first names, last name) of each author, in BibTeX spelling; corporate authors have no first."""
+    out = []
+    for name in _split_top(entry.fields.get("author", ""), r"\s+and\s+"):
+        if name.startswith("{") and name.endswith("}") and _braced(name, 0)[1] == len(name):
+            out.append(("", name[1:-1]))
+            continue
+        parts = _split_top(name, ",")
+        if len(parts) >= 2:
+            out.append((parts[1], parts[0]))
+        else:
+            words = name.split()
+            out.append((" ".join(words[:-1]), words[-1]))
+    return out
+
+
+def _label(entry: BibEntry) -> str:
+    """Author part of an author–year citation: Elman; Hochreiter & Schmidhuber; Cho et al."""
+    last = [_plain(ln) for _, ln in _names(entry)]
+    if len(last) == 1:
+        return last[0]
+    if len(last) <= 3:
+        return ", ".join(last[:-1]) + " & " + last[-1]
+    return last[0] + " et al."
+
+
+def _sort_key(entry: BibEntry):
+    names = _names(entry)
+    return (_plain(names[0][1]).lower() if names else "", entry.fields.get("year", ""), entry.key)
+
+
+def _format_entry(entry: BibEntry, target: str) -> str:
+    """One reference in prose form, as Markdown (``target="md"``) or LaTeX (``"tex"``)."""
+    f = entry.fields
+    md = target == "md"
+    conv = _plain if md else (lambda s: s)
+
+    def emph(s):
+        return f"*{s}*" if md else r"\emph{" + s + "}"
+
+    people = []
+    for first, last in _names(entry):
+        initials = " ".join(w[0] + "." for w in _plain(first).replace("-", " ").split())
+        person = conv(last) if not initials else f"{initials if md else _tex_text(initials)} {conv(last)}"
+        people.append(person)
+    if len(people) > 2:
+        authors = ", ".join(people[:-1]) + ", and " + people[-1]
+    else:
+        authors = " and ".join(people)
+    pages = conv(f["pages"]) if "pages" in f else None
+    if entry.kind == "article":
+        venue = emph(conv(f["journal"])) + f" {f.get('volume', '')}"
+        venue += f"({f['number']})" if "number" in f else ""
+        venue += f":{pages}" if pages else ""
+    elif entry.kind == "inproceedings":
+        venue = "In " + emph(conv(f["booktitle"]))
+        if "series" in f and "volume" in f:
+            venue += f", {conv(f['series'])} {f['volume']}"
+        venue += f", pp. {pages}" if pages else ""
+    elif entry.kind in ("mastersthesis", "phdthesis"):
+        venue = f"{conv(f.get('type', 'Thesis'))}, {conv(f['school'])}"
+    elif entry.kind == "software":
+        venue = f"Software, version {f['version']}" + (f", {f['license']} license" if "license" in f else "")
+    elif "eprint" in f:
+        venue = f"{f.get('archiveprefix', 'arXiv')}:{f['eprint']}"
+        venue += f" [{f['primaryclass']}]" if "primaryclass" in f else ""
+    else:
+        venue = conv(f.get("howpublished", f.get("note", "")))
+    text = f"{authors} ({f.get('year', 'n.d.')}). {conv(f['title'])}. {venue}."
+    if "doi" in f:
+        doi = f["doi"]
+        text += (f" doi:[{doi}](https://doi.org/{doi})" if md
+                 else rf" doi:\href{{https://doi.org/{doi}}}{{\nolinkurl{{{doi}}}}}")
+    return text
+
+
+# ================================================================================================
+# Text and math helpers
+# ================================================================================================
+
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_UNICODE = {"\u2014": "---", "\u2013": "--", "\u2018": "`", "\u2019": "'", "\u201c": "``",
+                "\u201d": "''", "\u00a0": "~", "\u00d7": r"$\times$", "\u2212": "-", "\u2026": r"\ldots{}"}
+
+
+def _tex_text(s: str) -> str:
+    """Plain text as LaTeX source that pdflatex always accepts (unknown characters become ?)."""
+    out = []
+    for ch in s:
+        if ch in _TEX_SPECIAL:
+            out.append(_TEX_SPECIAL[ch])
+        elif ord(ch) < 128:
+            out.append(ch)
+        elif ch in _TEX_UNICODE:
+            out.append(_TEX_UNICODE[ch])
+        else:
+            base = unicodedata.normalize("NFD", ch)
+            marks = {v: k for k, v in _ACCENTS.items()}
+            if len(base) == 2 and base[0].isascii() and base[1] in marks:
+                out.append("{\\" + marks[base[1]] + "{" + base[0] + "}}")
+            else:
+                out.append("?")
+    return "".join(out)
+
+
+def _md_text(s: str) -> str:
+    return s.replace("*", r"\*").replace("_", r"\_")
+
+
+#: LaTeX control symbols Markdown could take for escaped punctuation, and equivalent words
+_MD_SAFE = {r"\|": r"\Vert ", r"\{": r"\lbrace ", r"\}": r"\rbrace ", r"\,": r"{\thinspace}",
+            r"\;": r"{\thickspace}", r"\:": r"{\medspace}", r"\!": r"{\negthinspace}"}
+
+
+def _md_math(s: str) -> str:
+    """Math for GitHub: no backslash before punctuation (Markdown may eat it), ``\\\\`` only at line ends."""
+    s = re.sub(r"\\\\|\\[|{},;:!]", lambda m: _MD_SAFE.get(m.group(0), m.group(0)), s)
+    return re.sub(r"\\\\(?!\n)[ \t]*", "\\\\\\\\\n", s)
+
+
+def _visible(tex: str) -> float:
+    """Rough printed width of a LaTeX math string, in characters (for line breaking)."""
+    s = re.sub(r"\\(left|right)\b[.]?", "", tex)
+    s = re.sub(r"\\operatorname\{(\w+)\}", r"\1", s)
+    s = re.sub(r"\\frac\{((?:[^{}]|\{[^{}]*\})*)\}\{((?:[^{}]|\{[^{}]*\})*)\}",
+               lambda m: "x" * int(max(_visible(m.group(1)), _visible(m.group(2)))), s)
+    s = re.sub(r"\\(tanh|max|diag)\b", lambda m: m.group(1), s)
+    s = re.sub(r"\\circ\b", "oo", s)
+    s = re.sub(r"\\mathbb\{\w\}|\\[A-Za-z]+", "x", s)
+    while True:
+        new = re.sub(r"[_^]\{([^{}]*)\}",
+                     lambda m: "x" * int(0.7 * len(m.group(1).replace(" ", "")) + 0.5), s)
+        if new == s:
+            break
+        s = new
+    s = re.sub(r"[_^](\w)", "x", s)
+    return float(len(re.sub(r"[\s{}]", "", s)))
+
+
+def _summands(expr) -> list[str]:
+    """LaTeX of the top-level summands of ``expr`` with their signs: [a, + b, - c]."""
+    if not isinstance(expr, MatAdd):
+        return [latex(expr)]
+    out = []
+    for i, a in enumerate(expr.args):
+        s = latex(a).strip()
+        if i == 0:
+            out.append(s)
+        elif s.startswith("-"):
+            out.append("- " + s[1:].lstrip())
+        else:
+            out.append("+ " + s)
+    return out
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One line of a display: ``lhs rel rhs`` with the rhs given as summands (breakable)."""
+
+    lhs: str
+    parts: tuple
+    rel: str = "="
+    whole: str | None = None  # the rhs printed in one piece (used when it fits on one line)
+
+
+def _row(lhs: str, rhs, rel: str = "=") -> _Row:
+    if isinstance(rhs, sp.Basic):
+        return _Row(lhs, tuple(_summands(rhs)), rel, latex(rhs))
+    return _Row(lhs, (rhs,), rel)
+
+
+_BUDGET = 66.0  # visible characters per display line
+
+
+def _aligned(rows: Sequence[_Row]) -> str:
+    lines = []
+    for r in rows:
+        indent = _visible(r.lhs) + 3
+        if r.whole is not None and (len(r.parts) == 1 or indent + _visible(r.whole) <= _BUDGET):
+            lines.append(f"{r.lhs} &{r.rel} {r.whole}")
+            continue
+        cur, width = f"{r.lhs} &{r.rel} {r.parts[0]}", indent + _visible(r.parts[0])
+        for p in r.parts[1:]:
+            w = _visible(p)
+            if width + w > _BUDGET:
+                lines.append(cur)
+                cur, width = r"&\quad " + p, indent + 2 + w
+            else:
+                cur, width = cur + " " + p, width + w
+        lines.append(cur)
+    return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
+
+
+def _bmatrix(cells: Sequence[Sequence[str]]) -> str:
+    """A bracketed matrix, entries in display style (so fractions keep their size)."""
+    rows = [" & ".join(e if e == "0" else "\\displaystyle " + e for e in r) for r in cells]
+    return "\\begin{bmatrix}\n" + " \\\\\n".join(rows) + "\n\\end{bmatrix}"
+
+
+def _spread_matrices(tex: str) -> str:
+    """LaTeX only: taller rows in bmatrix environments, whose entries are display-style fractions."""
+    return ("\\renewcommand{\\arraystretch}{2.3}" + tex) if "\\begin{bmatrix}" in tex else tex
+
+
+def _num(x, fmt: str = "{:.4f}") -> str:
+    """A number as inline math ($-0.1234$), "–" for None."""
+    if x is None:
+        return "–"
+    x = float(x)
+    if np.isnan(x):
+        return "n/a"
+    if np.isinf(x):
+        return "$-\\infty$" if x < 0 else "$\\infty$"
+    return "$" + fmt.format(x) + "$"
+
+
+# ================================================================================================
+# The document model: one list of blocks, rendered as Markdown and as LaTeX
+# ================================================================================================
+
+_INLINE = re.compile(r"(\$[^$]+\$|`[^`]+`|\[@[^\]]+\]|@\[[^\]]+\])")
+
+
+class _Doc:
+    def __init__(self, bib: dict[str, BibEntry]):
+        self.bib = bib
+        self.blocks: list[tuple] = []
+        self.cited: list[str] = []
+
+    # -- building ----------------------------------------------------------------------------
+    def heading(self, level: int, text: str):
+        self.blocks.append(("h", level, text))
+
+    def para(self, text: str):
+        for key in self._keys(text):
+            if key not in self.bib:
+                raise KeyError(f"citation {key!r} is not in references.bib")
+            if key not in self.cited:
+                self.cited.append(key)
+        self.blocks.append(("p", text))
+
+    def display(self, rows: Sequence[_Row] | str):
+        self.blocks.append(("eq", rows if isinstance(rows, str) else _aligned(rows)))
+
+    def figure(self, stem: str, caption: str, width: float = 0.75):
+        self._keys_of(caption)
+        self.blocks.append(("fig", stem, caption, width))
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]], caption: str, align: str):
+        self._keys_of(caption)
+        self.blocks.append(("table", list(header), [list(r) for r in rows], caption, align))
+
+    def code(self, text: str):
+        self.blocks.append(("code", text))
+
+    def _keys_of(self, text):
+        for key in self._keys(text):
+            if key not in self.bib:
+                raise KeyError(f"citation {key!r} is not in references.bib")
+            if key not in self.cited:
+                self.cited.append(key)
+
+    @staticmethod
+    def _keys(text: str) -> list[str]:
+        out = []
+        for m in re.finditer(r"\[@([^\]]+)\]|@\[([^\]]+)\]", text):
+            out += [k.strip() for k in (m.group(1) or m.group(2)).split(";")]
+        return out
+
+    def references(self) -> list[BibEntry]:
+        return sorted((self.bib[k] for k in self.cited), key=_sort_key)
+
+    # -- inline markup ---------------------------------------------------------------------
+    def _cite_md(self, keys: list[str], narrative: bool) -> str:
+        es = [self.bib[k] for k in keys]
+        if narrative:
+            return "; ".join(f"{_label(e)} ({e.fields.get('year', 'n.d.')})" for e in es)
+        return "(" + "; ".join(f"{_label(e)} {e.fields.get('year', 'n.d.')}" for e in es) + ")"
+
+    def inline_md(self, text: str) -> str:
+        out = []
+        for tok in _INLINE.split(text):
+            if not tok:
+                continue
+            if tok.startswith("$") and tok.endswith("$") and len(tok) > 1:
+                out.append(_md_math(tok))
+            elif tok.startswith("`"):
+                out.append(tok)
+            elif tok.startswith("[@"):
+                out.append(self._cite_md([k.strip() for k in tok[2:-1].split(";")], False))
+            elif tok.startswith("@["):
+                out.append(self._cite_md([k.strip() for k in tok[2:-1].split(";")], True))
+            else:
+                out.append(_md_text(tok))
+        return "".join(out)
+
+    def inline_tex(self, text: str) -> str:
+        out: list[str] = []
+        for tok in _INLINE.split(text):
+            if not tok:
+                continue
+            if tok.startswith("$") and tok.endswith("$") and len(tok) > 1:
+                out.append(tok)
+            elif tok.startswith("`"):
+                out.append(r"\texttt{" + _tex_text(tok[1:-1]) + "}")
+            elif tok.startswith("[@"):
+                joined = ",".join(k.strip() for k in tok[2:-1].split(";"))
+                if out and out[-1].endswith(" "):
+                    out[-1] = out[-1].rstrip(" ")
+                out.append(r"~\cite{" + joined + "}")
+            elif tok.startswith("@["):
+                keys = [k.strip() for k in tok[2:-1].split(";")]
+                out.append("; ".join(_tex_text(_label(self.bib[k])) + r"~\cite{" + k + "}" for k in keys))
+            else:
+                out.append(_tex_text(tok))
+        return "".join(out)
+
+    # -- rendering ---------------------------------------------------------------------------
+    def markdown(self) -> str:
+        out, fig_no, tab_no = [], 0, 0
+        for b in self.blocks:
+            kind = b[0]
+            if kind == "h":
+                out.append("#" * b[1] + " " + self.inline_md(b[2]))
+            elif kind == "p":
+                out.append(self.inline_md(b[1]))
+            elif kind == "eq":
+                out.append("$$\n" + _md_math(b[1]) + "\n$$")
+            elif kind == "fig":
+                fig_no += 1
+                out.append(f"![Figure {fig_no}](figures/{b[1]}.png)\n\n"
+                           f"*Figure {fig_no}.* {self.inline_md(b[2])}")
+            elif kind == "table":
+                tab_no += 1
+                _, header, rows, caption, align = b
+                spec = {"l": ":---", "r": "---:", "c": ":---:"}
+                lines = [f"*Table {tab_no}.* {self.inline_md(caption)}", "",
+                         "| " + " | ".join(self.inline_md(h) for h in header) + " |",
+                         "|" + "|".join(spec[a] for a in align) + "|"]
+                lines += ["| " + " | ".join(self.inline_md(c) for c in r) + " |" for r in rows]
+                out.append("\n".join(lines))
+            elif kind == "code":
+                out.append("```sh\n" + b[1] + "\n```")
+        out.append("## References")
+        out.append("\n".join(f"- <a id=\"ref-{e.key}\"></a>**[{e.key}]** {_format_entry(e, 'md')}"
+                             for e in self.references()))
+        return "\n\n".join(out) + "\n"
+
+    def latex(self, title: str, date: str) -> str:
+        body = []
+        for b in self.blocks:
+            kind = b[0]
+            if kind == "h":
+                if b[1] == 1:
+                    continue
+                cmd = {2: "section", 3: "subsection"}.get(b[1], "subsubsection")
+                text = re.sub(r"^\d+(\.\d+)*\.?\s+", "", b[2])  # LaTeX numbers its own sections
+                body.append(f"\\{cmd}{{{self.inline_tex(text)}}}")
+            elif kind == "p":
+                body.append(self.inline_tex(b[1]))
+            elif kind == "eq":
+                body.append("\\[\n\\fitmath{" + _spread_matrices(b[1]) + "}\n\\]")
+            elif kind == "fig":
+                body.append("\\begin{figure}[htbp]\n\\centering\n"
+                            f"\\includegraphics[width={b[3]:.2f}\\linewidth,height=0.8\\textheight,"
+                            f"keepaspectratio]{{figures/{b[1]}.pdf}}\n"
+                            f"\\caption{{{self.inline_tex(b[2])}}}\n\\end{{figure}}")
+            elif kind == "table":
+                _, header, rows, caption, align = b
+                lines = ["\\begin{table}[htbp]", "\\centering", "\\small",
+                         "\\caption{" + self.inline_tex(caption) + "}",
+                         "\\fitbox{\\begin{tabular}{" + align + "}", "\\toprule",
+                         " & ".join(self.inline_tex(h) for h in header) + " \\\\", "\\midrule"]
+                lines += [" & ".join(self.inline_tex(c) for c in r) + " \\\\" for r in rows]
+                lines += ["\\bottomrule", "\\end{tabular}}", "\\end{table}"]
+                body.append("\n".join(lines))
+            elif kind == "code":
+                safe = "".join(c if (c.isascii() and (c.isprintable() or c == "\n")) else "?" for c in b[1])
+                body.append("{\\small\n\\begin{verbatim}\n" + safe + "\n\\end{verbatim}\n}")
+        refs = "\n".join("\\bibitem{" + e.key + "} " + _format_entry(e, "tex") for e in self.references())
+        preamble = r"""\documentclass[11pt]{article}
+\usepackage[margin=2.4cm]{geometry}
+\usepackage{amsmath}
+\usepackage{amssymb}
+\usepackage{graphicx}
+\usepackage{booktabs}
+\usepackage[hidelinks]{hyperref}
+% a display that is wider than the text is scaled down to the text width, never cut or overfull
+\newcommand{\fitbox}[1]{\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{#1}}
+\newcommand{\fitmath}[1]{\fitbox{$\displaystyle #1$}}
+\setlength{\emergencystretch}{3em}
+\allowdisplaybreaks
+"""
+        return (preamble + "\\title{" + self.inline_tex(title) + "}\n\\author{generated by gradflow}\n"
+                "\\date{" + _tex_text(date) + "}\n\n\\begin{document}\n\\maketitle\n\n"
+                + "\n\n".join(body) + "\n\n\\begin{thebibliography}{99}\n" + refs
+                + "\n\\end{thebibliography}\n\n\\end{document}\n")
+
+
+# ================================================================================================
+# The derivation, cell by cell (every formula from the symbolic core)
+# ================================================================================================
+
+
+def _relation_row(tex: str, rel: str) -> _Row:
+    """A display row from ``lhs rel rhs`` exactly as the symbolic core printed it."""
+    lhs, _, rhs = tex.partition(f" {rel} ")
+    return _Row(lhs, (rhs,), rel)
+
+
+def _weight_names(expr) -> list[str]:
+    """Names of the weight matrices W... that occur in ``expr``."""
+    return sorted({a.name for a in expr.atoms(MatrixSymbol) if a.name == "W" or a.name.startswith("W_")})
+
+
+def _has_activation(expr) -> bool:
+    return any(isinstance(a, Elementwise) for a in sp.preorder_traversal(expr))
+
+
+def _elman_form(cell: Cell):
+    """(activation, pre-activation, diagonal vector) when ∂h_t/∂h_{t−1} = diag(φ'(a_t))·W, else None."""
+    if cell.states != ("h",):
+        return None
+    st = cell.recorded
+    h_def = st.definitions.get(st.new["h"])
+    block = cell.jacobian()["h", "h"]
+    if not isinstance(h_def, Elementwise) or not isinstance(block, MatMul) or len(block.args) != 2:
+        return None
+    D, W = block.args
+    if not isinstance(D, Diag) or not isinstance(W, MatrixSymbol):
+        return None
+    return h_def.activation, h_def.arg, D.vector
+
+
+def _block_names_matrix(cell: Cell, time, zero=()) -> str:
+    J = cell.jacobian(time)
+    return _bmatrix([["0" if (a, b) in zero else J.block_name((a, b)) for b in cell.states]
+                     for a in cell.states])
+
+
+def _derive_cell(doc: _Doc, cell: Cell, number: int) -> None:
+    st = cell.recorded
+    J = cell.jacobian()
+    ref = f" [@{cell.reference}]" if cell.reference else ""
+    doc.heading(3, f"1.{number} {cell.title} (`{cell.name}`)")
+
+    # the recurrence ----------------------------------------------------------------------------
+    doc.para("One time step of the cell, with its named intermediate quantities in the order they "
+             f"are computed{ref}:")
+    doc.display([_row(latex(s), e) for s, e in st.definitions.items()])
+
+    # the one-step Jacobian -------------------------------------------------------------------
+    if len(cell.states) == 1:
+        doc.para(f"The state is $s_t = {latex(st.new['h'])}$. Differentiating the step through the named "
+                 "quantities with gradflow's matrix chain rule gives the one-step Jacobian, in numerator "
+                 "layout (row $i$ holds the derivatives of the $i$-th entry of the new state; an "
+                 "$n \\times n$ matrix):")
+    else:
+        names = ", ".join(latex(st.new[s]) for s in cell.states)
+        doc.para(f"The state is the pair $s_t = ({names})$, so the one-step Jacobian "
+                 f"$\\partial s_t/\\partial s_{{t-1}}$ has {len(cell.states) ** 2} blocks, each "
+                 "$n \\times n$ in numerator layout (row $i$ of a block holds the derivatives of the "
+                 "$i$-th entry of its numerator). Differentiating the step through the named "
+                 "quantities with gradflow's matrix chain rule gives:")
+    doc.display([_row(J.block_name(key), v) for key, v in J.blocks.items()])
+    elman = _elman_form(cell)
+    if elman is not None:
+        act, arg, vec = elman
+        doc.para("The diagonal factor is the derivative of the activation at the pre-activation, "
+                 "entry by entry, written through the quantities of the step:")
+        doc.display([_row(act.latex + "'\\left(" + latex(arg) + "\\right)", vec)])
+
+    # the product over time -------------------------------------------------------------------
+    prod = state_product(cell)
+    lhs, _, full_rhs = prod.latex().partition(" = ")
+    body = prod.expr.args[0]
+    doc.para("Over $t-k$ steps the chain rule multiplies one-step Jacobians, the latest on the left "
+             "[@hochreiter1991untersuchungen; bengio1994learning]:")
+    if len(cell.states) == 1 and _visible(latex(body)) <= 48:
+        doc.display([_Row(lhs, (full_rhs,))])
+    else:
+        Jj = MatrixSymbol(f"J_{{{sp.latex(_j)}}}", *body.shape)
+        compact = prod.expr.func(Jj, *prod.expr.args[1:])
+        doc.display([_Row(lhs, (latex(compact),))])
+        if len(cell.states) == 1:
+            doc.para("where $J_j$ is the one-step Jacobian above at step $j$ (every $t$ replaced by $j$).")
+        else:
+            doc.para("where $J_j$ is the one-step Jacobian at step $j$, assembled from the blocks above "
+                     "with every $t$ replaced by $j$, the state ordered as "
+                     f"$({', '.join(cell.states)})$:")
+            doc.display([_Row(f"J_{{{sp.latex(_j)}}}", (_block_names_matrix(cell, _j),))])
+    doc.para("Whether the product shrinks or grows geometrically in $t-k$ depends on the sizes of "
+             "its factors; the next paragraphs bound them and Section 2 measures them.")
+
+    # the bound -----------------------------------------------------------------------------------
+    try:
+        bound = pascanu_bound(cell)
+    except ValueError:
+        bound = None
+    if bound is not None and elman is not None and bound.gamma is not None:
+        act = elman[0]
+        g = bound.gamma
+        doc.para("Since $\\lVert \\operatorname{diag}(v) \\rVert_2 = \\max_i |v_i|$ and the spectral norm "
+                 "is submultiplicative, every factor has norm at most $\\gamma\\,\\sigma_{\\max}(W)$ with "
+                 f"$\\gamma = \\sup|\\phi'| = {sp.latex(g)}$ for $\\phi = {act.latex}$. This is the bound "
+                 "of @[pascanu2013difficulty]:")
+        doc.display([_relation_row(bound.latex(), "\\le")])
+        doc.para(f"Hence $\\sigma_{{\\max}}(W) < 1/\\gamma = {sp.latex(1 / g)}$ is sufficient for the "
+                 "gradient to vanish geometrically in $t-k$. It is not necessary, and "
+                 f"$\\sigma_{{\\max}}(W) > {sp.latex(1 / g)}$ does not by itself imply that gradients "
+                 "explode.")
+    elif bound is not None:
+        doc.para("The one-step Jacobian is a sum of terms $\\operatorname{diag}(v)\\,M$. Bounding each "
+                 "by $\\sup|v|\\,\\sigma_{\\max}(M)$, in the manner of @[pascanu2013difficulty], gives")
+        doc.display([_relation_row(bound.latex(), "\\le")])
+        identity_terms = [s for s, M in bound.terms if isinstance(M, Identity) and s >= 1]
+        if identity_terms:
+            doc.para("Its rate is at least 1 whatever $W$ is, so this bound cannot show that gradients "
+                     "vanish: the identity term passes the gradient from one step to the previous one "
+                     "unchanged, the mechanism of residual connections [@he2016residual].")
+    elif len(cell.states) == 1:
+        doc.para("A diagonal factor of this Jacobian involves quantities that gradflow cannot bound from "
+                 "the recurrence alone (such as the previous state or a pre-activation), so no bound "
+                 "of the form of @[pascanu2013difficulty] follows from the one-step Jacobian; the "
+                 "measurements in Section 2 take its place.")
+    else:
+        doc.para("The bound of @[pascanu2013difficulty] is a statement about a single state; for this "
+                 "two-state cell the decisive path is the cell state, below.")
+
+    if "c" in cell.states:
+        _derive_carousel(doc, cell)
+
+
+def _derive_carousel(doc: _Doc, cell: Cell) -> None:
+    J = cell.jacobian()
+    car = carousel(cell)
+    doc.heading(4, f"The cell state of `{cell.name}`: the constant error carousel")
+    doc.para("The cell-state block of the one-step Jacobian is")
+    doc.display([_row(J.block_name(("c", "c")), J["c", "c"])])
+    no_w, no_phi = not _weight_names(car.expr), not _has_activation(car.expr)
+    if car.constant:
+        doc.para("the identity, so along the cell state alone (the path "
+                 "$c_k \\to c_{k+1} \\to \\dots \\to c_t$, gates held fixed) the product over any lag "
+                 "$t-k$ is the identity too:")
+        doc.display([_relation_row(car.latex(), "=")])
+        doc.para("This is the constant error carousel of @[hochreiter1997lstm]: error flowing back along "
+                 "the cell state is neither multiplied by a weight matrix nor damped by an activation "
+                 "derivative, however long the lag.")
+    else:
+        doc.para("Along the cell state alone (the path $c_k \\to c_{k+1} \\to \\dots \\to c_t$, gates held "
+                 "fixed) the product of these blocks is a product of diagonal matrices, hence diagonal:")
+        doc.display([_relation_row(car.latex(), "=")])
+        if no_w and no_phi:
+            doc.para("It contains no recurrent weight matrix and no activation derivative $\\phi'$: each "
+                     "unit's gradient is multiplied by its own forget gate at every step, and decays only "
+                     "as far as its forget gates fall below 1. The network controls this decay through "
+                     "the forget gate introduced by @[gers2000forget]; initialising the forget-gate bias "
+                     "at 1 [@jozefowicz2015empirical] moves the initial forget gates towards 1 and slows "
+                     "the decay at the start of training. With all forget gates equal to 1 the product "
+                     "is the identity: the constant error carousel of @[hochreiter1997lstm].")
+        else:
+            present = ", ".join(f"${w}$" for w in _weight_names(car.expr)) or "activation derivatives"
+            doc.para(f"Unlike the 1997 carousel, this path contains {present}.")
+
+    # the 1997 truncated gradient versus the full one ---------------------------------------------
+    T = truncated_jacobian(cell)
+    zero = {key for key, v in T.blocks.items() if isinstance(v, ZeroMatrix)}
+    cut = [J.block_name(key) for key in J.blocks if key in zero]
+    doc.heading(4, f"The 1997 truncated gradient versus the full gradient (`{cell.name}`)")
+    doc.para("@[hochreiter1997lstm] trained the LSTM with a truncated gradient: error that reaches the "
+             "gates and the cell input through the recurrent connections $h_{t-1}$ is not propagated "
+             "further back. In the one-step Jacobian this sets the blocks "
+             + " and ".join(f"${c}$" for c in cut) + " to zero. With the state ordered as "
+             f"$({', '.join(cell.states)})$, the full and the truncated one-step Jacobians are")
+    doc.display([_Row("J_{t}", (_block_names_matrix(cell, _t),)),
+                 _Row("\\tilde{J}_{t}", (_block_names_matrix(cell, _t, zero),))])
+    doc.para("with the blocks that remain in the truncated Jacobian")
+    doc.display([_row(T.block_name(key), v) for key, v in T.blocks.items() if key not in zero])
+
+    def placeholder(time):
+        Jt = cell.jacobian(time)
+        return BlockMatrix([[ZeroMatrix(_n, _n) if (a, b) in zero
+                             else MatrixSymbol(Jt.block_name((a, b)), _n, _n)
+                             for b in cell.states] for a in cell.states])
+
+    two = block_collapse(placeholder(_t) * placeholder(_t - 1))
+    S = len(cell.states)
+    doc.para("Two truncated steps multiply to")
+    doc.display([_Row("\\tilde{J}_{t}\\,\\tilde{J}_{t-1}",
+                      (_bmatrix([[latex(two.blocks[a, b]) for b in range(S)] for a in range(S)]),))])
+    w_cut = sorted({w for key in zero for w in _weight_names(J.blocks[key])})
+    doc.para("The first block column stays zero, so the $c \\to c$ block of any product of truncated "
+             "Jacobians is the product of the $c \\to c$ blocks alone: under truncation the gradient "
+             "along the cell state is exactly the carousel above. The full gradient keeps the blocks "
+             "with respect to $h_{t-1}$; they contain the recurrent weights "
+             + ", ".join(f"${w}$" for w in w_cut)
+             + " and activation derivatives, and they add paths that leave the cell state and return "
+             "to it. Section 2 separates the two numerically.")
+
+
+# ================================================================================================
+# Numbers and figures
+# ================================================================================================
+
+
+def _grid(count: int, width: float = 4.0, height: float = 3.0, cols: int | None = None):
+    """A figure with ``count`` panels (2 columns, 3 beyond four panels) and its Axes."""
+    from matplotlib.figure import Figure
+
+    cols = min(cols or (2 if count <= 4 else 3), count)
+    rows = -(-count // cols)
+    fig = Figure(figsize=(width * cols, height * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, list(axes[:count])
+
+
+def _spectrum_ks(steps: int) -> list[int]:
+    return sorted({0, steps // 4, steps // 2, (3 * steps) // 4, steps - 1})
+
+
+def _measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int) -> dict:
+    from ._engine import decay_rate, gradient_flow, network, random_inputs, singular_values
+
+    out = {}
+    ks = _spectrum_ks(steps)
+    for cell in cells:
+        net = network(cell, hidden, input, seed=seed)
+        inputs = random_inputs(steps, input, seed=seed)
+        flow = gradient_flow(net, inputs, carousel="c" in cell.states)
+        traj = net.unroll(inputs)
+        J_T = np.asarray(net.step_jacobian(traj, steps))[0]
+        spectra = singular_values(net, inputs, ks)
+        extra = {"rate_full": decay_rate(flow.full.mean()["log10_norm_2"]), "rate_cell_state": None,
+                 "rate_carousel": None, "rate_bound": None, "sigma_max_W": None}
+        if flow.cell_state is not None:
+            extra["rate_cell_state"] = decay_rate(flow.cell_state.mean()["log10_norm_2"])
+        if flow.carousel is not None:
+            extra["rate_carousel"] = decay_rate(flow.carousel.mean()["log10_norm_2"])
+        if flow.bound is not None:
+            extra["rate_bound"] = decay_rate(flow.bound)
+        if "W" in net.weights.arrays:
+            extra["sigma_max_W"] = float(np.linalg.norm(np.asarray(net.weights.arrays["W"]), 2))
+        out[cell.name] = {"cell": cell, "net": net, "flow": flow, "J_T": J_T, "spectra": spectra,
+                          "init": cell.default_init, **extra}
+    return out
+
+
+def _numeric_section(doc: _Doc, stage: Path, cells: list[Cell], runs: dict, hidden: int, input: int,
+                     steps: int, seed: int) -> dict:
+    from ._analysis import decay_table, phase_grid
+    from ._plots import (
+        paper_style,
+        plot_carousel,
+        plot_decay,
+        plot_jacobian,
+        plot_phase_diagram,
+        plot_spectrum,
+        save_figure,
+    )
+
+    figures: dict[str, list[str]] = {}
+    fig_dir = stage / "figures"
+
+    def save(fig, stem):
+        paths = save_figure(fig, fig_dir / stem, formats=("pdf", "png"), dpi=200)
+        figures[stem] = [p.relative_to(stage).as_posix() for p in paths]
+
+    flows = [runs[c.name]["flow"] for c in cells]
+    lstm_cells = [c for c in cells if "c" in c.states]
+    inits = ", ".join(f"`{c.name}`: {c.default_init}" for c in cells)
+    doc.heading(2, "2. Numeric evidence")
+    doc.para(f"Each cell is unrolled for $T = {steps}$ steps with hidden size $n = {hidden}$ and input "
+             f"size $m = {input}$, weights from the cell's default initialisation ({inits}) with seed "
+             f"{seed}, standard normal inputs from the same seed, zero initial state and batch size 1. "
+             "The one-step Jacobians are evaluated from the closed forms of Section 1 (not by automatic "
+             "differentiation) and multiplied backwards, "
+             "$\\partial s_T/\\partial s_k = J_T J_{T-1} \\cdots J_{k+1}$; norms are reported as "
+             "$\\log_{10}$. A decay rate is the least-squares slope of such a curve against $T-k$: "
+             "the change of $\\log_{10}$ of the norm per step, negative when gradients vanish.")
+
+    with paper_style():
+        fig, (ax,) = _grid(1, 5.0, 3.4, cols=1)
+        plot_decay(flows, ax=ax, bound=True)
+        save(fig, "decay")
+    caption = "Spectral norm of $\\partial s_T/\\partial s_k$ against the lag $T-k$ for every requested cell"
+    if any(f.bound is not None for f in flows):
+        caption += ("; dashed: the bound $(\\gamma\\,\\sigma_{\\max}(W))^{T-k}$ evaluated on the same "
+                    "weights, for the cells that have one [@pascanu2013difficulty]")
+    doc.figure("decay", caption + ".", 0.7)
+
+    notes = []
+    for c in cells:
+        r = runs[c.name]
+        f = r["flow"]
+        full = f.full.mean()["log10_norm_2"]
+        text = (f"`{c.name}`: decay rate {_num(r['rate_full'])} per step, "
+                f"$\\log_{{10}}\\lVert \\partial s_T/\\partial s_0 \\rVert_2$ = {_num(full[0], '{:.2f}')}")
+        zero = np.isneginf(full)
+        if zero.any():  # once exactly zero, every longer lag stays zero
+            first = steps - int(np.nonzero(zero)[0].max())
+            text += (f"; the product is exactly zero for lags $T-k \\ge {first}$ "
+                     "(no gradient at all reaches those steps), and its rate is fitted to the shorter lags")
+        if f.bound is not None and r["sigma_max_W"] is not None:
+            below = bool(np.all(full <= np.asarray(f.bound) + 1e-9))
+            text += (f"; $\\sigma_{{\\max}}(W)$ = {_num(r['sigma_max_W'])}, bound rate "
+                     f"{_num(r['rate_bound'])} per step; the measured curve lies "
+                     + ("below the bound at every $k$, as it must." if below else
+                        "ABOVE the bound at some $k$, which contradicts the algebra: please report this."))
+        else:
+            text += "."
+        notes.append(text)
+    for text in notes:
+        doc.para(text)
+
+    if lstm_cells:
+        with paper_style():
+            fig, axes = _grid(len(lstm_cells), 4.6, 3.4)
+            for ax, c in zip(axes, lstm_cells, strict=True):
+                plot_carousel(runs[c.name]["flow"], ax=ax)
+            save(fig, "carousel")
+        doc.figure("carousel", "The LSTM's gradient split by path: the full Jacobian "
+                   "$\\partial s_T/\\partial s_k$, its $c \\to c$ block, and the carousel path alone "
+                   "(the $c \\to c$ block of the 1997-truncated product, "
+                   "$\\prod_j \\operatorname{diag}(f_j)$) [@hochreiter1997lstm].",
+                   0.95 if len(lstm_cells) > 1 else 0.65)
+        for c in lstm_cells:
+            r = runs[c.name]
+            car = r["flow"].carousel.mean()["log10_norm_2"]
+            text = (f"`{c.name}`: the carousel path decays at {_num(r['rate_carousel'])} per step, the "
+                    f"$c \\to c$ block of the full product at {_num(r['rate_cell_state'])} and the full "
+                    f"Jacobian at {_num(r['rate_full'])}.")
+            if carousel(c).constant:
+                dev = float(np.max(np.abs(car))) if np.all(np.isfinite(car)) else float("inf")
+                text += (" The carousel curve is flat at $\\log_{10} \\lVert \\mathbb{I} \\rVert_2 = 0$ "
+                         f"(largest deviation {dev:.1e}), as the algebra says."
+                         if dev < 1e-9 else
+                         f" The carousel curve deviates from 0 by up to {dev:.3g}, which contradicts "
+                         "the algebra: please report this.")
+            doc.para(text)
+
+    with paper_style():
+        fig, axes = _grid(len(cells), 4.2, 3.2)
+        for ax, c in zip(axes, cells, strict=True):
+            plot_spectrum(runs[c.name]["spectra"], ax=ax)
+            ax.set_title(f"{c.name}")
+        save(fig, "spectrum")
+    doc.figure("spectrum", "Singular values of $\\partial s_T/\\partial s_k$ ($\\log_{10}$, in descending "
+               f"order) at $k \\in \\{{{', '.join(map(str, _spectrum_ks(steps)))}\\}}$, one panel per cell: "
+               "how many directions of the state keep a gradient as the lag grows.",
+               0.95 if len(cells) > 1 else 0.6)
+
+    with paper_style():
+        fig, axes = _grid(len(cells), 4.2, 3.6)
+        for ax, c in zip(axes, cells, strict=True):
+            plot_jacobian(runs[c.name]["J_T"], ax=ax, title=f"{c.name}: $J_T$", state_names=c.states)
+        save(fig, "jacobian")
+    doc.figure("jacobian", "The last one-step Jacobian $J_T = \\partial s_T/\\partial s_{T-1}$ of each "
+               "cell, entry by entry (numerator layout: rows are entries of $s_T$, columns entries of "
+               "$s_{T-1}$). For an LSTM the $c \\to c$ block is diagonal, $\\operatorname{diag}(f_T)$.",
+               0.95 if len(cells) > 1 else 0.6)
+
+    phase = None
+    if lstm_cells:
+        c = lstm_cells[0]
+        has_forget = any(p.symbol.name == "b_{f}" for p in c.recorded.params)
+        p_hidden, p_input, p_steps = min(hidden, 8), min(input, 4), min(steps, 40)
+        scales = (0.5, 1.0, 1.5, 2.0)
+        biases = (-1.0, 0.0, 1.0, 2.0) if has_forget else (None,)
+        grid = phase_grid(c.name, hidden=p_hidden, input=p_input, steps=p_steps, scales=scales,
+                          forget_biases=biases, seed=seed, batch=2)
+        with paper_style():
+            fig, (ax,) = _grid(1, 5.0, 3.6, cols=1)
+            plot_phase_diagram(grid, ax=ax, annotate=True)
+            save(fig, "phase")
+        phase = {"cell": c.name, "hidden": p_hidden, "input": p_input, "steps": p_steps, "batch": 2,
+                 "scales": list(scales), "forget_biases": list(biases), "init": grid.init,
+                 "rates": [[None if not np.isfinite(v) else float(v) for v in row] for row in grid.rates]}
+        what = ("and the forget-gate bias $b_f$" if has_forget else "(this cell has no forget gate)")
+        caption = (f"Decay rate of $\\partial s_T/\\partial s_k$ for `{c.name}` over the scale of the "
+                   f"recurrent weights {what} (a small grid: $n = {p_hidden}$, $m = {p_input}$, "
+                   f"$T = {p_steps}$, {grid.init} initialisation, seed {seed}); the black contour, where "
+                   "drawn, marks rate 0.")
+        if has_forget:
+            caption += (" A larger forget-gate bias keeps forget gates nearer 1 "
+                        "[@gers2000forget; jozefowicz2015empirical].")
+        doc.figure("phase", caption, 0.7)
+
+    rows = []
+    table = decay_table(flows)
+    for row in table:
+        r = runs[row["cell"]]
+        rows.append([f"`{row['cell']}`", str(row["n"]), str(input), str(row["T"]), _num(row["rate"]),
+                     _num(row["rate_cell_state"]), _num(r["rate_carousel"]), _num(r["rate_bound"]),
+                     _num(row["log10_norm_k0"], "{:.2f}")])
+    doc.table(["cell", "$n$", "$m$", "$T$", "rate $\\partial s_T/\\partial s_k$",
+               "rate $\\partial c_T/\\partial c_k$", "rate carousel", "rate bound",
+               "$\\log_{10}\\lVert\\partial s_T/\\partial s_0\\rVert_2$"],
+              rows, "Decay rates ($\\log_{10}$ change of the spectral norm per step of lag; negative: "
+              "vanishing) and the norm over the whole sequence. Carousel: the $c \\to c$ block of the "
+              "1997-truncated product; bound: $(\\gamma\\,\\sigma_{\\max}(W))^{T-k}$ where it applies.",
+              "lrrrrrrrr")
+    return {"figures": figures, "table": table, "phase": phase}
+
+
+# ================================================================================================
+# The report
+# ================================================================================================
+
+
+def _versions() -> dict:
+    import matplotlib
+
+    from . import __version__
+
+    return {"gradflow": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "sympy": sp.__version__, "matplotlib": matplotlib.__version__}
+
+
+def _canonical_command(cells: list[Cell], out_dir: str, hidden: int, steps: int, seed: int,
+                       input: int) -> str:
+    return shlex.join(["gradflow", "report", *[c.name for c in cells], "-o", out_dir,
+                       "--hidden", str(hidden), "--steps", str(steps), "--seed", str(seed),
+                       "--input", str(input)])
+
+
+def _wrap_command(cmd: str, width: int = 78) -> str:
+    """A shell command folded with backslash continuations (still a valid command)."""
+    lines, cur = [], ""
+    for tok in shlex.split(cmd):
+        q = shlex.quote(tok)
+        if cur and len(cur) + 1 + len(q) > width - 2:
+            lines.append(cur + " \\")
+            cur = "    " + q
+        else:
+            cur = (cur + " " + q) if cur else q
+    lines.append(cur)
+    return "\n".join(lines)
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_out_dir(out_dir, force: bool) -> Path:
+    """The absolute output directory, or ValueError if it cannot (or must not) be written."""
+    if out_dir is None or str(out_dir).strip() == "":
+        raise ValueError("no output directory given")
+    out = Path(os.path.abspath(os.path.expanduser(str(out_dir))))
+    if out.parent == out:
+        raise ValueError(f"cannot write a report to the root directory {out}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"cannot write the report to {out}: it exists and is not a directory")
+    anc = out if out.exists() else out.parent
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ValueError(f"cannot create the output directory {out}: {anc} is not a directory")
+    if out.is_dir():
+        try:
+            contents = {p.name for p in out.iterdir()}
+        except OSError as e:
+            raise ValueError(f"cannot read the output directory {out}: {e.strerror or e}") from None
+        if contents & set(REPORT_MARKERS):
+            if not force:
+                raise ValueError(f"{out} already contains a report; use --force to replace it")
+        elif contents:
+            raise ValueError(f"{out} exists and is not empty (and holds no gradflow report); "
+                             "choose a new or empty directory")
+    writable_dir = out.parent if out.parent.exists() else anc
+    if not os.access(writable_dir, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write the report to {out}: {writable_dir} is not writable")
+    return out
+
+
+def _install(stage: Path, out: Path) -> None:
+    """Move the finished ``stage`` to ``out``, replacing an old report (already cleared by the checks)."""
+    if out.is_dir() and any(out.iterdir()):
+        old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+        os.rename(out, old)
+        try:
+            os.rename(stage, out)
+        except BaseException:
+            os.rename(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    if out.is_dir():
+        os.rmdir(out)
+    os.rename(stage, out)
+
+
+def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.PathLike, *, hidden: int = 16,
+                 steps: int = 100, seed: int = 0, input: int | None = None,
+                 command: str | Sequence[str] | None = None, force: bool = False) -> Path:
+    """Write a derivation report for ``cells`` into ``out_dir`` and return its path.
+
+    The directory receives ``report.md``, ``report.tex``, ``figures/`` (PDF and PNG),
+    ``references.bib``, ``flows.json`` and ``provenance.json`` (see the module docstring).
+
+    Arguments:
+        cells: cell names (or one name); duplicates are dropped, order is kept.
+        out_dir: the report directory; created if missing (with its parents).
+        hidden, steps, input: n, T and m of the numeric runs (``input`` defaults to ``hidden``).
+        seed: seed of the weights and the inputs.
+        command: the command line that produced the report, as a string or argv list (the CLI
+            passes the real one); default: the equivalent ``gradflow report`` command.
+        force: replace a report already in ``out_dir``.
+
+    Raises:
+        ValueError: an unknown cell or bad size; ``out_dir`` holds a report and ``force`` is
+            False; ``out_dir`` is not a directory, not empty, or cannot be written. Nothing is
+            left in ``out_dir`` by a failed run.
+    """
+    if isinstance(cells, (str, Cell)):
+        cells = [cells]
+    resolved: list[Cell] = []
+    for c in cells:
+        c = get_cell(c)
+        if c not in resolved:
+            resolved.append(c)
+    if not resolved:
+        raise ValueError("name at least one cell")
+    hidden = _check_int("hidden", hidden, 1)
+    steps = _check_int("steps", steps, 2)
+    seed = _check_int("seed", seed, 0)
+    input = hidden if input is None else _check_int("input", input, 1)
+    out = _check_out_dir(out_dir, force)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
+        stage.mkdir()
+    except OSError as e:
+        raise ValueError(f"cannot write the report to {out}: {e.strerror or e}") from None
+    try:
+        _build(stage, resolved, out, hidden=hidden, steps=steps, seed=seed, input=input,
+               command=command, out_arg=str(out_dir))
+        _install(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out
+
+
+def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int, seed: int,
+           input: int, command, out_arg: str) -> None:
+    bib_text = bibliography_text()
+    bib = parse_bibtex(bib_text)
+    versions = _versions()
+    date = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    canonical = _canonical_command(cells, out_arg, hidden, steps, seed, input)
+    if command is None:
+        command_str = canonical
+    elif isinstance(command, str):
+        command_str = command
+    else:
+        command_str = shlex.join([str(a) for a in command])
+
+    names = ", ".join(c.name for c in cells)
+    title = f"Gradient flow in recurrent networks: {names}"
+    doc = _Doc(bib)
+    doc.heading(1, title)
+    doc.para(f"Generated by gradflow {versions['gradflow']} on {date[:10]}. For each requested cell "
+             "this report derives how the gradient with respect to an earlier state, "
+             "$\\partial L/\\partial s_k = (\\partial L/\\partial s_t)(\\partial s_t/\\partial s_k)$, "
+             "depends on the one-step Jacobians of the recurrence, and then measures the same "
+             "quantities on a network with random weights. Every formula is printed from gradflow's "
+             "symbolic derivation of the cell's recurrence as written once in the library; the "
+             "connecting text is fixed commentary.")
+    doc.para("Gradients that shrink or grow geometrically with the time lag were analysed by "
+             "@[hochreiter1991untersuchungen] and by @[bengio1994learning], and bounded through the "
+             "recurrent weight matrix by @[pascanu2013difficulty]. The simple recurrent network "
+             "studied here goes back to @[elman1990]. The remedies give the gradient a path whose "
+             "one-step Jacobian is close to the identity: the additive cell state of the LSTM "
+             "[@hochreiter1997lstm], with the forget gate of its common form [@gers2000forget], the "
+             "interpolating update of "
+             "the GRU [@cho2014gru], the identity initialisation of ReLU recurrences [@le2015irnn] "
+             "and, in feed-forward networks, residual connections [@he2016residual].")
+    doc.para("Notation. Vectors are columns. Jacobians use numerator layout: "
+             "$\\partial y/\\partial x$ has one row per entry of $y$ and one column per entry of $x$, "
+             "so chain-rule products run from the output on the left to the input on the right. "
+             "$u \\circ v$ is the entry-wise (Hadamard) product and $v^{\\circ 2} = v \\circ v$; "
+             "$\\operatorname{diag}(v)$ is the diagonal matrix with $v$ on its diagonal; $\\mathbb{I}$ "
+             "the identity; $\\sigma$ the logistic sigmoid; $H$ the Heaviside step (the derivative of "
+             "ReLU, $H(0) = 0$); $\\sigma_{\\max}(W) = \\lVert W \\rVert_2$ the largest singular value. "
+             "$W$ are recurrent weights ($n \\times n$), $U$ input weights ($n \\times m$), $b$ "
+             "biases; $n$ is the hidden size and $m$ the input size.")
+
+    doc.heading(2, "1. Derivation")
+    for i, cell in enumerate(cells, 1):
+        _derive_cell(doc, cell, i)
+
+    runs = _measure(cells, hidden, input, steps, seed)
+    numeric = _numeric_section(doc, stage, cells, runs, hidden, input, steps, seed)
+
+    doc.heading(2, "3. Reproduce")
+    doc.para("This report was produced by the command")
+    doc.code(_wrap_command(command_str) if command_str else "")
+    if command_str != canonical:
+        doc.para("which is equivalent to (every parameter explicit)")
+        doc.code(_wrap_command(canonical))
+    doc.para("with " + ", ".join(f"{k} {v}" for k, v in versions.items())
+             + f" on {platform.system() or 'unknown OS'} {platform.machine()}, at {date} (UTC). "
+             f"Sizes: $n = {hidden}$, $m = {input}$, $T = {steps}$, batch 1; seed {seed}. The same "
+             "command with the same versions regenerates the figures and numbers; "
+             "`provenance.json` records all of this, and `flows.json` holds the measured curves. "
+             "To cite gradflow itself [@gradflow], run `gradflow cite`.")
+
+    md = doc.markdown()
+    tex = doc.latex(title, date[:10])
+    (stage / "report.md").write_text(md, encoding="utf-8")
+    (stage / "report.tex").write_text(tex, encoding="utf-8")
+    (stage / "references.bib").write_text(bib_text, encoding="utf-8")
+
+    flows_json = {name: {**r["flow"].to_json(), "init": r["init"],
+                         "sigma_max_W": r["sigma_max_W"],
+                         "singular_values": {str(k): [None if not np.isfinite(v) else float(v) for v in s]
+                                             for k, s in r["spectra"].items()}}
+                  for name, r in runs.items()}
+    (stage / "flows.json").write_text(json.dumps({"flows": flows_json, "phase": numeric["phase"]},
+                                                 allow_nan=False) + "\n", encoding="utf-8")
+
+    def clean(x):
+        if isinstance(x, float) and not np.isfinite(x):
+            return None
+        if isinstance(x, (np.floating, np.integer)):
+            return clean(x.item())
+        return x
+
+    provenance = {
+        "command": command_str,
+        "canonical_command": canonical,
+        "argv": None if command is None or isinstance(command, str) else [str(a) for a in command],
+        "cells": [c.name for c in cells],
+        "hidden": hidden, "input": input, "steps": steps, "batch": 1, "seed": seed,
+        "init": {c.name: c.default_init for c in cells},
+        "date": date,
+        "versions": versions,
+        "platform": {"system": platform.system(), "machine": platform.machine(),
+                     "python_implementation": platform.python_implementation()},
+        "output": str(out),
+        "figures": numeric["figures"],
+        "decay_table": [{k: clean(v) for k, v in row.items()} for row in numeric["table"]],
+        "references": doc.cited,
+    }
+    (stage / "provenance.json").write_text(json.dumps(provenance, indent=2, allow_nan=False) + "\n",
+                                           encoding="utf-8")
+
+
+def compile_pdf(out_dir: str | os.PathLike, *, timeout: float = 180.0) -> Path:
+    """Run pdflatex (twice, for the citations) on ``out_dir/report.tex``; return the PDF's path.
+
+    Raises:
+        ValueError: pdflatex is not installed, or the compilation fails (the first LaTeX error
+            is quoted; the full log is ``report.log``).
+    """
+    out = Path(out_dir)
+    tex = out / "report.tex"
+    if not tex.is_file():
+        raise ValueError(f"no report.tex in {out}")
+    exe = shutil.which("pdflatex")
+    if exe is None:
+        raise ValueError(f"pdflatex not found (install TeX Live, e.g. apt-get install "
+                         f"{' '.join(TEXLIVE_PACKAGES)}); report.md and report.tex are in {out}")
+    for _ in range(2):
+        try:
+            proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
+                                  cwd=out, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ValueError(f"pdflatex did not finish within {timeout:g} s on {tex}") from None
+        if proc.returncode != 0:
+            log = (out / "report.log").read_text(encoding="latin-1") if (out / "report.log").exists() \
+                else proc.stdout.decode("latin-1")
+            first = next((ln for ln in log.splitlines() if ln.startswith("!")), "unknown error")
+            raise ValueError(f"pdflatex failed on {tex}: {first.lstrip('! ')} (see {out / 'report.log'})")
+    pdf = out / "report.pdf"
+    if not pdf.is_file():
+        raise ValueError(f"pdflatex produced no PDF in {out}")
+    return pdf
