@@ -5,20 +5,38 @@ blocks derived by gradflow's matrix chain rule (:meth:`Cell.jacobian`, :func:`ja
 """
 
 from ._activations import ACTIVATIONS, Activation, relu, sigmoid, tanh
+from ._analysis import PhaseGrid, decay_table, phase_grid
 from ._cell import Cell, Param, Recurrence, StateJacobian, Step, m, n, t
 from ._cells import CELLS, get_cell
 from ._chain import jacobian, total_derivatives
+from ._engine import (
+                      Curves,
+                      Flow,
+                      Network,
+                      Trajectory,
+                      decay_rate,
+                      gradient_flow,
+                      loss_gradient,
+                      lyapunov_exponents,
+                      network,
+                      random_inputs,
+                      singular_values,
+                      spectral_norm,
+)
 from ._matexpr import Diag, Elementwise, hadamard, latex
 from ._params import LayerCount, ParamCount, conv_params, count_params, dense_params
-from ._theory import (Bound, Carousel, StateProduct, carousel, pascanu_bound, state_product,
-                      truncated_jacobian)
-from ._weights import INIT_SCHEMES, Weights, from_state_dict, init_weights, load_weights, to_state_dict
-from ._engine import (Curves, Flow, Network, Trajectory, decay_rate, gradient_flow, loss_gradient,
-                      lyapunov_exponents, network, random_inputs, singular_values, spectral_norm)
-from ._analysis import PhaseGrid, decay_table, phase_grid
-from ._plots import (paper_style, plot_carousel, plot_decay, plot_jacobian, plot_phase_diagram,
-                     plot_spectrum, save_figure)
+from ._plots import (
+                      paper_style,
+                      plot_carousel,
+                      plot_decay,
+                      plot_jacobian,
+                      plot_phase_diagram,
+                      plot_spectrum,
+                      save_figure,
+)
 from ._report import write_report
+from ._theory import Bound, Carousel, StateProduct, carousel, pascanu_bound, state_product, truncated_jacobian
+from ._weights import INIT_SCHEMES, Weights, from_state_dict, init_weights, load_weights, to_state_dict
 
 __version__ = "0.1.0"
 

@@ -9,8 +9,9 @@ array-API namespace ``xp``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import sympy as sp
 from sympy import MatAdd, MatMul, OneMatrix

@@ -10,9 +10,9 @@ explicit recurrence at concrete n, and the numeric kernels.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Mapping
 
 import sympy as sp
 from sympy import MatAdd, MatMul, MatrixSymbol
@@ -177,7 +177,7 @@ class Cell:
     def recorded(self) -> Step:
         return self.step()
 
-    def jacobian(self, time=t) -> "StateJacobian":
+    def jacobian(self, time=t) -> StateJacobian:
         """The one-step state Jacobian ∂s_t/∂s_{t−1}, block by block (numerator layout)."""
         from ._chain import total_derivatives
 

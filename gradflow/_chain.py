@@ -21,8 +21,8 @@ Terms with the same M_k are collected, with their common Hadamard factors pulled
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import sympy as sp
 from sympy import HadamardPower, HadamardProduct, Identity, MatAdd, MatMul, MatrixSymbol, ZeroMatrix

@@ -13,10 +13,19 @@ where a bare diag(v) is added to a dense block.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from sympy import (HadamardPower, HadamardProduct, Identity, MatAdd, MatMul, MatrixSymbol,
-                   OneMatrix, ZeroMatrix)
+from sympy import (
+    HadamardPower,
+    HadamardProduct,
+    Identity,
+    MatAdd,
+    MatMul,
+    MatrixSymbol,
+    OneMatrix,
+    ZeroMatrix,
+)
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
 from ._matexpr import Diag, Elementwise

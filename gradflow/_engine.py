@@ -15,9 +15,10 @@ of any array-API namespace (NumPy, CuPy): the namespace of the weights is used t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Callable, Mapping
+from functools import cache
+from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace
@@ -68,7 +69,7 @@ def _blocks(J, idx) -> tuple:
     return tuple(out)
 
 
-@lru_cache(maxsize=None)
+@cache
 def kernels(cell: Cell) -> _Kernels:
     """Compile ``cell``'s recurrence and Jacobian blocks (cached per cell)."""
     from ._theory import truncated_jacobian

@@ -13,8 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
-from sympy import (BlockMatrix, HadamardPower, HadamardProduct, Identity, MatAdd, MatMul,
-                   MatrixSymbol, OneMatrix, ZeroMatrix)
+from sympy import (
+    BlockMatrix,
+    HadamardPower,
+    HadamardProduct,
+    Identity,
+    MatAdd,
+    MatMul,
+    MatrixSymbol,
+    OneMatrix,
+    ZeroMatrix,
+)
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
 from ._cell import Cell, StateJacobian, n, t, timed

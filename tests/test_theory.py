@@ -20,44 +20,54 @@ import gradflow as gf
 from gradflow._matexpr import Diag
 from gradflow._theory import TimeHadamardProduct, sigma_max
 
-N, M = 2, 1
+M = 1
+#: hidden size per cell (two-step expansions of gated cells grow fast: keep n small)
+SIZES = {"tanh-rnn": 2, "relu-rnn": 2, "residual-rnn": 2, "lstm": 2, "gru": 2}
 
 
-def _expand(expr, steps):
-    """Write named quantities of the given recorded steps out (latest step first)."""
-    for st in steps:
-        for name in reversed(list(st.definitions)):
-            expr = expr.xreplace({name: st.definitions[name]})
-    return expr
-
-
-def _explicit(expr):
+def _explicit(expr, N):
     return expr.subs({gf.n: N, gf.m: M}).as_explicit()
+
+
+def _forward(steps, N, values):
+    """Entry values of every named quantity of ``steps`` (earliest first), written out entry by
+    entry from the definitions; ``values`` maps the entries of the weights, inputs and s_k."""
+    values = dict(values)
+    for st in steps:
+        for name, expr in st.definitions.items():
+            E = _explicit(expr, N).xreplace(values)
+            values.update(dict(zip(_explicit(name, N), E, strict=True)))
+    return values
 
 
 @pytest.mark.parametrize("name", ["tanh-rnn", "relu-rnn", "lstm", "gru", "residual-rnn"])
 def test_product_equals_elementwise_jacobian_of_composition(name):
-    cell = gf.get_cell(name)
+    cell, N = gf.get_cell(name), SIZES[name]
     t_val, k_val = 3, 1
-    steps = [cell.step(sp.Integer(s)) for s in range(t_val, k_val, -1)]  # steps 3, 2
-    prod = gf.state_product(cell).explicit(t_val, k_val)
-    last = steps[0]
-    new = (sp.BlockMatrix([[last.new[s]] for s in cell.states]) if len(cell.states) > 1
-           else last.new["h"])
-    composed = _explicit(_expand(new, steps))
-    wrt = sp.Matrix.vstack(*[_explicit(steps[-1].prev[s]) for s in cell.states])
-    mine = _explicit(_expand(prod, steps))
-    # a random exact point for the weights and inputs first (the oracle then differentiates a
-    # function of s_k alone), then for s_k
+    steps = [cell.step(sp.Integer(s)) for s in range(k_val + 1, t_val + 1)]  # steps 2, 3
+    prod = _explicit(gf.state_product(cell).explicit(t_val, k_val), N)
+    s_k = sp.Matrix.vstack(*[_explicit(steps[0].prev[s], N) for s in cell.states])
+    s_t = sp.Matrix.vstack(*[_explicit(steps[-1].new[s], N) for s in cell.states])
     rng = random.Random(7)
-    state_syms = set(wrt)
-    others = (composed.atoms(MatrixElement) | mine.atoms(MatrixElement)) - state_syms
-    at = {s: sp.Rational(rng.randint(-90, 90), 100) for s in sorted(others, key=str)}
-    at_state = {s: sp.Rational(rng.randint(-90, 90), 100) for s in sorted(state_syms, key=str)}
-    oracle = composed.xreplace(at).jacobian(wrt).xreplace(at_state)
-    mine = mine.xreplace(at).xreplace(at_state)
+    params = set()
+    for st in steps:
+        for p in st.params:
+            params |= set(_explicit(p.symbol, N))
+        params |= set(_explicit(st.x, N))
+    point = {e: sp.Float(sp.Rational(rng.randint(-90, 90), 100), 30) for e in sorted(params, key=str)}
+    at_state = {e: sp.Rational(rng.randint(-90, 90), 100) for e in s_k}
+    # oracle: s_t as an explicit function of s_k (weights and inputs fixed at the point),
+    # differentiated entry by entry by SymPy w.r.t. plain symbols standing for s_k (SymPy's
+    # derivative w.r.t. matrix elements is very slow), then evaluated at s_k
+    xs = sp.symbols("x0:%d" % len(s_k), real=True)
+    symbolic = _forward(steps, N, {**point, **dict(zip(s_k, xs, strict=True))})
+    oracle = s_t.xreplace(symbolic).jacobian(sp.Matrix(xs))
+    oracle = oracle.xreplace({x: at_state[e] for x, e in zip(xs, s_k, strict=True)})
+    # gradflow: the derived product, its named quantities evaluated at the same point
+    numeric = _forward(steps, N, {**point, **at_state})
+    mine = prod.xreplace(numeric)
     assert mine.shape == oracle.shape == (len(cell.states) * N,) * 2
-    for a, b in zip(mine, oracle):
+    for a, b in zip(mine, oracle, strict=True):
         va, vb = sp.N(a, 30), sp.N(b, 30)
         assert abs(va - vb) <= sp.Float("1e-25", 30) * (1 + abs(vb)), (a, b)
 

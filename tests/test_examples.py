@@ -1,0 +1,103 @@
+"""The example scripts run (``--quick``), write what they promise and print the seed numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+def run_example(name: str, out: Path, *extra: str) -> str:
+    env = dict(os.environ, MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, str(EXAMPLES / name), "--quick", "--out", str(out), *extra],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def assert_figure(out: Path, stem: str) -> None:
+    png, pdf = out / f"{stem}.png", out / f"{stem}.pdf"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
+
+
+def test_every_example_is_tested():
+    tested = {"parameter_counts.py", "why_lstm_does_not_vanish.py", "rnn_lstm_gru_decay.py",
+              "remedies.py", "load_pytorch_model.py"}
+    assert {p.name for p in EXAMPLES.glob("*.py")} == tested
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_docstring_and_options(script):
+    text = (EXAMPLES / script).read_text()
+    assert text.startswith('"""'), f"{script} needs a module docstring saying what it shows"
+    assert "--out" in text and "--quick" in text
+
+
+def test_parameter_counts(tmp_path):
+    out = run_example("parameter_counts.py", tmp_path)
+    for number in ("4,457,472", "79,872", "80,384", "80,896", "1,290", "21,386", "320",
+                   "4*(n**2 + n*m + n)", "4*(n**2 + n*m + 2*n)", "n**2 + n*m + n + k*n + k",
+                   "(k_h*k_w*c + 1)*k"):
+        assert number in out, number
+    assert "DIFFERS" not in out
+    assert out.count("matches") == 5  # torch.nn agrees on every layer
+    counts = json.loads((tmp_path / "parameter_counts.json").read_text())
+    assert counts["lstm_256_4096_keras"]["total"] == 4_457_472
+    assert counts["lstm_128_28_keras"]["total"] == 80_384
+    assert counts["lstm_128_28_pytorch"]["total"] == 80_896
+    assert counts["dense_128_10"]["total"] == 1_290
+
+
+def test_why_lstm_does_not_vanish(tmp_path):
+    out = run_example("why_lstm_does_not_vanish.py", tmp_path)
+    for line in ("∂h_t/∂h_{t-1} = diag(1 - h_t ⊙ h_t)·W", "∂c_t/∂c_{t-1} = diag(f_t)",
+                 "∂c_t/∂c_k = diag(⊙_{j=k + 1..t} f_j)", "γ = sup|φ'| = 1,", "γ = sup|φ'| = 1/4",
+                 "∂c_t/∂c_k = I  (constant: True)", "∂h_t/∂h_{t-1} = 0"):
+        assert line in out, line
+    rows = {line.split("  ")[0]: line.split() for line in out.splitlines()
+            if line.startswith(("tanh RNN  ", "LSTM, b_f", "LSTM 1997"))}
+    rnn = float(rows["tanh RNN"][-1])
+    lstm1 = float(rows["LSTM, b_f = 1"][4])
+    assert rnn < lstm1 < 0            # the LSTM with b_f = 1 vanishes, but more slowly
+    assert float(rows["LSTM 1997 (no forget)"][6]) == 0.0  # the carousel: exactly constant
+    assert_figure(tmp_path, "why_lstm_does_not_vanish")
+
+
+def test_rnn_lstm_gru_decay(tmp_path):
+    out = run_example("rnn_lstm_gru_decay.py", tmp_path)
+    rates = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()
+             if line.split() and line.split()[0] in ("tanh-rnn", "lstm", "gru")}
+    assert set(rates) == {"tanh-rnn", "lstm", "gru"}
+    assert rates["tanh-rnn"] < rates["lstm"] < 0 and rates["tanh-rnn"] < rates["gru"] < 0
+    assert "Pascanu bound" in out
+    assert_figure(tmp_path, "rnn_lstm_gru_decay")
+
+
+def test_remedies(tmp_path):
+    out = run_example("remedies.py", tmp_path)
+    assert "IRNN (ReLU, W = I)" in out and "residual RNN" in out
+    assert "b_f = 1 only" in out and "slower decay" in out
+    assert_figure(tmp_path, "remedies")
+
+
+def test_load_pytorch_model(tmp_path):
+    out = run_example("load_pytorch_model.py", tmp_path)
+    for name in ("lstm_init.pt", "lstm_trained.pt"):
+        assert (tmp_path / name).stat().st_size > 1_000
+    check = next(line for line in out.splitlines() if line.startswith("forward check"))
+    assert float(check.rsplit("=", 1)[1]) < 1e-10  # gradflow reproduces torch's forward pass
+    assert_figure(tmp_path, "load_pytorch_model")
+    record = json.loads((tmp_path / "flow_trained.json").read_text())
+    assert {"cell", "hidden", "steps", "batch", "curve", "lyapunov"} <= set(record)
+    assert record["cell"] == "lstm" and record["hidden"] == 8 and len(record["curve"]) == record["steps"]
+    assert {"k", "log10_norm_2", "log10_norm_fro", "log10_grad_norm", "cell_state", "carousel"} \
+        <= set(record["curve"][0])
+    assert "$ gradflow flow lstm --weights" in out
