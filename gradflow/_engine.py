@@ -276,9 +276,11 @@ class Flow:
         cell: the cell's name.
         hidden, steps, batch: n, T, B.
         full: curves of ∂s_T/∂s_k (s = h, or (h, c)), k = 0…T−1.
-        cell_state: curves of the c→c block ∂c_T/∂c_k (LSTM cells), else None.
+        cell_state: curves of the c→c block ∂c_T/∂c_k (LSTM cells), else None; its gradient
+            curve is ‖∂L/∂c_k‖.
         carousel: curves of the carousel path alone, the 1997-truncated product's c→c block
-            ∏ diag(f_j) (LSTM cells, when asked), else None.
+            ∏ diag(f_j) (LSTM cells, when asked), else None; its gradient curve is the
+            truncated (1997) ‖∂L/∂c_k‖.
         lyapunov: Lyapunov exponents (N,), batch mean, descending, when asked.
         bound: log10 of the Pascanu bound (γ σ_max(W))^{T−k}, (T,), for Elman cells, else None.
     """
@@ -415,27 +417,24 @@ class _Acc:
         self.fro = np.full((self.B, self.T), np.nan)
         self.grad = np.full((self.B, self.T), np.nan)
 
-    def record(self, xp, k, P, L, g, spectral, tol, sumsq=None):
-        """P: a block (B, r, c) of the product whose true value is 10^L · P; g: ∂L/∂s_T rows (B, r)."""
+    def record(self, xp, k, P, L, gP, spectral, tol, sumsq=None):
+        """P: a block (B, r, c) of the product whose true value is 10^L · P; gP: the matching
+        columns of (∂L/∂s_T)·P (B, c), i.e. 10^−L · ∂L/∂(block's columns of s_k)."""
         if sumsq is None:
             sumsq = xp.sum(P * P, axis=(-2, -1))
         B, R, C = P.shape
         r = max(1, min(8, R, C))
-        if self.U is None:
-            self.U = _start_basis(xp, B, R, r, P.dtype)
-        # UᵀP and gᵀP in one pass over P
-        rows = xp.concat([xp.matrix_transpose(self.U), g[:, None, :]], axis=1) @ P
-        gp = rows[:, r, :]
         if spectral == "svd":
             sig = xp.linalg.svdvals(P)[:, 0]
         else:
-            sig, self.U = spectral_norm(P, self.U, rank=r, tol=tol, first=rows[:, :r, :],
-                                        sumsq=sumsq, stats=self.stats)
+            if self.U is None:
+                self.U = _start_basis(xp, B, R, r, P.dtype)
+            sig, self.U = spectral_norm(P, self.U, rank=r, tol=tol, sumsq=sumsq, stats=self.stats)
         Ln = _np(L)
         with np.errstate(divide="ignore", invalid="ignore"):
             self.fro[:, k] = Ln + 0.5 * np.log10(_np(sumsq))
             self.norm2[:, k] = Ln + np.log10(_np(sig))
-            self.grad[:, k] = Ln + np.log10(_np(xp.sqrt(xp.sum(gp * gp, axis=-1))))
+            self.grad[:, k] = Ln + np.log10(_np(xp.sqrt(xp.sum(gP * gP, axis=-1))))
 
     def curves(self) -> Curves:
         return Curves(self.norm2, self.fro, self.grad)
@@ -444,6 +443,9 @@ class _Acc:
 def _sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="power", tol=1e-9,
            blocks: Mapping[str, tuple] | None = None, progress=None, each=None):
     """One backward sweep P_k = P_{k+1} J_{k+1}; records log10 norms of the named sub-blocks.
+
+    ``blocks``: name → (rows, cols) of ∂s_T/∂s_k to measure; the gradient figure of a block is
+    ‖∂L/∂(its columns of s_k)‖, e.g. ‖∂L/∂c_k‖ for the c→c block.
 
     The product is carried as 10^L · P with P rescaled by its Frobenius norm at every step
     (folded into J, which is cheaper than rescaling P), so it never under- or overflows.
@@ -464,9 +466,10 @@ def _sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="po
         f = xp.sqrt(sumsq)
         if each is not None:
             each(k, P, L)
+        gP = (g_T[:, None, :] @ P)[:, 0, :] if blocks else None  # 10^−L · ∂L/∂s_k
         for name, (rows, cols) in blocks.items():
             full = rows == slice(0, N) and cols == slice(0, N)
-            accs[name].record(xp, k, P[:, rows, cols], L, g_T[:, rows], spectral, tol,
+            accs[name].record(xp, k, P[:, rows, cols], L, gP[:, cols], spectral, tol,
                               sumsq if full else None)
         if progress is not None:
             progress(i + 1, T)

@@ -217,7 +217,7 @@ def test_flow_norms_match_torch_matrix_norm(name, spectral, tol):
 
 
 # -- ‖∂L/∂s_k‖ ---------------------------------------------------------------------------------
-def torch_state_grads(name, cell, x, loss_fn) -> np.ndarray:
+def torch_state_grads(name, cell, x, loss_fn, part="s") -> np.ndarray:
     """‖∂L/∂s_k‖ (B, T) by backward() through the torch cell, retain_grad on every state.
 
     s_k = (h_k, c_k) is the state handed to step k+1: ∂L/∂c_k holds h_k fixed. Within the step
@@ -242,7 +242,7 @@ def torch_state_grads(name, cell, x, loss_fn) -> np.ndarray:
     loss_fn(h).backward()
     out = np.zeros((B, T))
     for k in range(T):
-        sq = hs[k].grad.pow(2).sum(-1)
+        sq = hs[k].grad.pow(2).sum(-1) if part == "s" else 0.0
         if two:
             sq = sq + cs[k].grad.pow(2).sum(-1)
         out[:, k] = sq.sqrt().numpy()
@@ -255,6 +255,14 @@ def test_grad_norm_sum_loss_matches_backward(name):
     ref = torch_state_grads(name, cell, x, lambda h: h.sum())
     flow = gradient_flow(net, x, lyapunov=False)
     assert_log10_close(flow.full.log10_grad_norm, ref, 1e-10)
+
+
+def test_cell_state_grad_norm_is_dL_dc_k():
+    """The c→c block's gradient curve is ‖∂L/∂c_k‖ (h_k held fixed), from backward()."""
+    cell, net, x, _ = cell_setup("lstm")
+    ref = torch_state_grads("lstm", cell, x, lambda h: h.sum(), part="c")
+    flow = gradient_flow(net, x, lyapunov=False)
+    assert_log10_close(flow.cell_state.log10_grad_norm, ref, 1e-10)
 
 
 @pytest.mark.parametrize("name", NAMES)

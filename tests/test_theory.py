@@ -14,7 +14,6 @@ import random
 import pytest
 import sympy as sp
 from sympy import Identity, ZeroMatrix
-from sympy.matrices.expressions.matexpr import MatrixElement
 
 import gradflow as gf
 from gradflow._matexpr import Diag

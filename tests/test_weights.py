@@ -289,9 +289,9 @@ def test_state_dict_missing_keys_are_named():
 def test_state_dict_shapes_disagreeing_with_sizes():
     n, m = 3, 2
     sd = {"weight_ih": np.zeros((4 * n, m)), "weight_hh": np.zeros((4 * n, n))}
-    with pytest.raises(ValueError, match="hidden 4 does not match.*hidden size 3"):
+    with pytest.raises(ValueError, match="hidden size 4 does not match.*hidden size 3"):
         network("lstm", hidden=4, weights=sd)
-    with pytest.raises(ValueError, match="input 5 does not match.*input size 2"):
+    with pytest.raises(ValueError, match="input size 5 does not match.*input size 2"):
         network("lstm", input=5, weights=sd)
     with pytest.raises(ValueError, match="weight_hh has shape"):
         from_state_dict("lstm", {"weight_ih": np.zeros((4 * n, m)), "weight_hh": np.zeros((4 * n, n + 1))})
