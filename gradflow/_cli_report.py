@@ -50,6 +50,8 @@ def _report(p: argparse.ArgumentParser):
     p.add_argument("--steps", default="100", help="sequence length T (default 100)")
     p.add_argument("--seed", default="0", help="seed of the weights and inputs (default 0)")
     p.add_argument("--input", default=None, help="input size m (default: the hidden size)")
+    p.add_argument("--forget-bias", default=None, metavar="F",
+                   help="forget-gate bias of the LSTM in the numeric runs (e.g. 1)")
     p.add_argument("--force", action="store_true", help="replace a report already in DIR")
     p.add_argument("--pdf", action="store_true", help="also compile report.tex with pdflatex")
 
@@ -62,15 +64,22 @@ def _report(p: argparse.ArgumentParser):
         steps = _int(a.steps, "--steps", 2)
         seed = _int(a.seed, "--seed", 0)
         m = None if a.input is None else _int(a.input, "--input", 1)
+        fb = None
+        if a.forget_bias is not None:
+            try:
+                fb = float(a.forget_bias)
+            except ValueError:
+                raise ValueError(f"--forget-bias must be a number, got {a.forget_bias!r}") from None
         argv = _real_argv(a)
         if argv is None:  # called in-process (tests, scripts): the equivalent command line
             argv = ["gradflow", "report", *a.cells, "-o", a.output, "--hidden", a.hidden,
                     "--steps", a.steps, "--seed", a.seed]
             argv += ["--input", a.input] if a.input is not None else []
+            argv += ["--forget-bias", a.forget_bias] if a.forget_bias is not None else []
             argv += ["--force"] if a.force else []
             argv += ["--pdf"] if a.pdf else []
         out = write_report(cells, a.output, hidden=hidden, steps=steps, seed=seed, input=m,
-                           command=argv, force=a.force)
+                           forget_bias=fb, command=argv, force=a.force)
         print(f"wrote {out / 'report.md'} and {out / 'report.tex'}")
         if a.pdf:
             pdf = compile_pdf(out)

@@ -824,13 +824,19 @@ def _spectrum_ks(steps: int) -> list[int]:
     return sorted({0, steps // 4, steps // 2, (3 * steps) // 4, steps - 1})
 
 
-def _measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int) -> dict:
+def _has_forget_gate(cell: Cell) -> bool:
+    return any(p.symbol.name == "b_{f}" for p in cell.recorded.params)
+
+
+def _measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
+             forget_bias: float | None = None) -> dict:
     from ._engine import decay_rate, gradient_flow, network, random_inputs, singular_values
 
     out = {}
     ks = _spectrum_ks(steps)
     for cell in cells:
-        net = network(cell, hidden, input, seed=seed)
+        fb = forget_bias if _has_forget_gate(cell) else None
+        net = network(cell, hidden, input, seed=seed, forget_bias=fb)
         inputs = random_inputs(steps, input, seed=seed)
         flow = gradient_flow(net, inputs, carousel="c" in cell.states)
         traj = net.unroll(inputs)
@@ -852,7 +858,7 @@ def _measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int) 
 
 
 def _numeric_section(doc: _Doc, stage: Path, cells: list[Cell], runs: dict, hidden: int, input: int,
-                     steps: int, seed: int) -> dict:
+                     steps: int, seed: int, forget_bias: float | None = None) -> dict:
     from ._analysis import decay_table, phase_grid
     from ._plots import (
         paper_style,
@@ -877,7 +883,11 @@ def _numeric_section(doc: _Doc, stage: Path, cells: list[Cell], runs: dict, hidd
     doc.heading(2, "2. Numeric evidence")
     doc.para(f"Each cell is unrolled for $T = {steps}$ steps with hidden size $n = {hidden}$ and input "
              f"size $m = {input}$, weights from the cell's default initialisation ({inits}) with seed "
-             f"{seed}, standard normal inputs from the same seed, zero initial state and batch size 1. "
+             f"{seed}"
+             + ("" if forget_bias is None else
+                f" and the forget-gate bias set to $b_f = {float(forget_bias):g}$ "
+                "[@jozefowicz2015empirical]")
+             + ", standard normal inputs from the same seed, zero initial state and batch size 1. "
              "The one-step Jacobians are evaluated from the closed forms of Section 1 (not by automatic "
              "differentiation) and multiplied backwards, "
              "$\\partial s_T/\\partial s_k = J_T J_{T-1} \\cdots J_{k+1}$; norms are reported as "
@@ -1023,10 +1033,11 @@ def _versions() -> dict:
 
 
 def _canonical_command(cells: list[Cell], out_dir: str, hidden: int, steps: int, seed: int,
-                       input: int) -> str:
+                       input: int, forget_bias: float | None = None) -> str:
+    fb = [] if forget_bias is None else ["--forget-bias", repr(float(forget_bias))]
     return shlex.join(["gradflow", "report", *[c.name for c in cells], "-o", out_dir,
                        "--hidden", str(hidden), "--steps", str(steps), "--seed", str(seed),
-                       "--input", str(input)])
+                       "--input", str(input), *fb])
 
 
 def _wrap_command(cmd: str, width: int = 78) -> str:
@@ -1101,6 +1112,7 @@ def _install(stage: Path, out: Path) -> None:
 
 def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.PathLike, *, hidden: int = 16,
                  steps: int = 100, seed: int = 0, input: int | None = None,
+                 forget_bias: float | None = None,
                  command: str | Sequence[str] | None = None, force: bool = False) -> Path:
     """Write a derivation report for ``cells`` into ``out_dir`` and return its path.
 
@@ -1112,6 +1124,8 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
         out_dir: the report directory; created if missing (with its parents).
         hidden, steps, input: n, T and m of the numeric runs (``input`` defaults to ``hidden``).
         seed: seed of the weights and the inputs.
+        forget_bias: forget-gate bias b_f of the cells that have a forget gate (default: the
+            initialisation's own), e.g. 1 as recommended by Jozefowicz et al. (2015).
         command: the command line that produced the report, as a string or argv list (the CLI
             passes the real one); default: the equivalent ``gradflow report`` command.
         force: replace a report already in ``out_dir``.
@@ -1134,6 +1148,12 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
     steps = _check_int("steps", steps, 2)
     seed = _check_int("seed", seed, 0)
     input = hidden if input is None else _check_int("input", input, 1)
+    if forget_bias is not None:
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) \
+                or not np.isfinite(forget_bias):
+            raise ValueError(f"forget bias must be a finite number, got {forget_bias!r}")
+        if not any(_has_forget_gate(c) for c in resolved):
+            raise ValueError("a forget bias needs a cell with a forget gate (lstm)")
     out = _check_out_dir(out_dir, force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -1143,7 +1163,7 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
         raise ValueError(f"cannot write the report to {out}: {e.strerror or e}") from None
     try:
         _build(stage, resolved, out, hidden=hidden, steps=steps, seed=seed, input=input,
-               command=command, out_arg=str(out_dir))
+               forget_bias=forget_bias, command=command, out_arg=str(out_dir))
         _install(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -1152,12 +1172,12 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
 
 
 def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int, seed: int,
-           input: int, command, out_arg: str) -> None:
+           input: int, forget_bias: float | None, command, out_arg: str) -> None:
     bib_text = bibliography_text()
     bib = parse_bibtex(bib_text)
     versions = _versions()
     date = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    canonical = _canonical_command(cells, out_arg, hidden, steps, seed, input)
+    canonical = _canonical_command(cells, out_arg, hidden, steps, seed, input, forget_bias)
     if command is None:
         command_str = canonical
     elif isinstance(command, str):
@@ -1199,8 +1219,8 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
     for i, cell in enumerate(cells, 1):
         _derive_cell(doc, cell, i)
 
-    runs = _measure(cells, hidden, input, steps, seed)
-    numeric = _numeric_section(doc, stage, cells, runs, hidden, input, steps, seed)
+    runs = _measure(cells, hidden, input, steps, seed, forget_bias)
+    numeric = _numeric_section(doc, stage, cells, runs, hidden, input, steps, seed, forget_bias)
 
     doc.heading(2, "3. Reproduce")
     doc.para("This report was produced by the command")
@@ -1242,6 +1262,7 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
         "argv": None if command is None or isinstance(command, str) else [str(a) for a in command],
         "cells": [c.name for c in cells],
         "hidden": hidden, "input": input, "steps": steps, "batch": 1, "seed": seed,
+        "forget_bias": forget_bias,
         "init": {c.name: c.default_init for c in cells},
         "date": date,
         "versions": versions,

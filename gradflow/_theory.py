@@ -33,6 +33,9 @@ from ._matexpr import Diag, Elementwise, latex, text
 #: the earlier time k and the running product index j
 k = sp.Symbol("k", integer=True)
 j = sp.Symbol("j", integer=True)
+#: k + 1 and t − k, kept in reading order for printing
+_k1 = sp.Add(k, sp.S.One, evaluate=False)
+_lag = sp.Add(t, -k, evaluate=False)
 
 
 class TimeOrderedProduct(MatrixExpr):
@@ -116,7 +119,7 @@ class StateProduct:
 def state_product(cell: str | Cell) -> StateProduct:
     """The symbolic product ∂s_t/∂s_k = ∏_{j=k+1}^{t} J_j (J_t leftmost) of a cell."""
     cell = get_cell(cell)
-    return StateProduct(cell, TimeOrderedProduct(_as_matrix(cell.jacobian(j)), j, k + 1, t))
+    return StateProduct(cell, TimeOrderedProduct(_as_matrix(cell.jacobian(j)), j, _k1, t))
 
 
 # -- the bound --------------------------------------------------------------------------------
@@ -191,7 +194,7 @@ class Bound:
 
     def latex(self) -> str:
         return (r"\left\| \frac{\partial h_{t}}{\partial h_{k}} \right\|_2 \le %s"
-                % sp.latex(self.expr))
+                % latex(self.expr))
 
     def _repr_latex_(self) -> str:
         return "$\\displaystyle %s$" % self.latex()
@@ -234,7 +237,7 @@ def pascanu_bound(cell: str | Cell) -> Bound:
         terms.append((sup, M))
     rate = sp.Add(*[s * (1 if isinstance(M, Identity) else sigma_max(M)) for s, M in terms])
     gamma = terms[0][0] if len(terms) == 1 else None
-    return Bound(cell, tuple(terms), rate, rate ** (t - k), gamma)
+    return Bound(cell, tuple(terms), rate, sp.Pow(rate, _lag, evaluate=False), gamma)
 
 
 # -- the LSTM's cell-state path ---------------------------------------------------------------
@@ -270,8 +273,8 @@ def carousel(cell: str | Cell) -> Carousel:
     if isinstance(body, Identity):
         return Carousel(cell, body, Identity(n), True)
     if isinstance(body, Diag):
-        return Carousel(cell, body, Diag(TimeHadamardProduct(body.vector, j, k + 1, t)), False)
-    return Carousel(cell, body, TimeOrderedProduct(body, j, k + 1, t), False)
+        return Carousel(cell, body, Diag(TimeHadamardProduct(body.vector, j, _k1, t)), False)
+    return Carousel(cell, body, TimeOrderedProduct(body, j, _k1, t), False)
 
 
 def truncated_jacobian(cell: str | Cell) -> StateJacobian:

@@ -91,7 +91,7 @@ def test_lstm_cell_state_block_is_diag_f(report):
     line = r"\frac{\partial c_{t}}{\partial c_{t - 1}} &= \operatorname{diag}\left(f_{t}\right)"
     assert line in md and line in tex
     # the carousel over many steps: diag of the entry-wise product of the forget gates
-    assert r"\operatorname{diag}\left(\bigodot_{j=1 + k}^{t} f_{j}\right)" in md
+    assert r"\operatorname{diag}\left(\bigodot_{j=k + 1}^{t} f_{j}\right)" in md
     assert "no recurrent weight matrix and no activation derivative" in md
     # the 1997 truncation made explicit: both blocks with respect to h_{t-1} set to zero
     assert r"\tilde{J}_{t} &= \begin{bmatrix}" in md
@@ -106,7 +106,7 @@ def test_tanh_rnn_block(report):
     assert (r"\frac{\partial h_{t}}{\partial h_{t - 1}} &= "
             r"\operatorname{diag}\left(1 - h_{t}^{\circ {2}}\right) W") in md
     assert r"\gamma = \sup|\phi'| = 1$ for $\phi = \tanh$" in md
-    assert r"\sigma_{\max}(W)^{- k + t}" in md
+    assert r"\sigma_{\max}(W)^{t - k}" in md
     # the report prints exactly what the symbolic core derives
     assert latex(get_cell("tanh-rnn").jacobian()["h", "h"]) in md
 
