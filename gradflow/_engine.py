@@ -88,10 +88,15 @@ def kernels(cell: Cell) -> _Kernels:
 
 @dataclass
 class Trajectory:
-    """States of an unrolled network: ``states[t]`` is s_t, shape (B, S·n), t = 0…T."""
+    """States of an unrolled network: ``states[t]`` is s_t, shape (B, S·n), t = 0…T.
+
+    ``named[t − 1]`` keeps the named quantities of step t (gates, pre-activations: O(n) each),
+    so the backward sweep does not recompute them.
+    """
 
     inputs: Any                  # (T, B, m)
     states: list = field(repr=False)
+    named: list = field(default_factory=list, repr=False)
 
     @property
     def steps(self) -> int:
@@ -121,15 +126,23 @@ class Network:
         return len(self.cell.states) * self.hidden
 
     # -- forward ----------------------------------------------------------------------------
-    def _env(self, s_prev, x) -> dict:
-        """Evaluate every named quantity of step t from s_{t−1} (B, N) and x_t (B, m)."""
+    def _env(self, s_prev, x, named: Mapping | None = None) -> dict:
+        """Every named quantity of step t from s_{t−1} (B, N) and x_t (B, m) (or ``named``)."""
         n, env = self.hidden, dict(self._env0)
         for i, sym in enumerate(self._k.prev):
             env[sym] = s_prev[:, i * n:(i + 1) * n]
         env[self._k.x] = x
+        if named is not None:
+            env.update(named)
+            return env
         for sym, fn in self._k.forward:
             env[sym] = fn(env)
         return env
+
+    def _step_env(self, traj: Trajectory, t: int) -> dict:
+        """The environment of step t (1 ≤ t ≤ T) of a trajectory."""
+        named = traj.named[t - 1] if traj.named else None
+        return self._env(traj.states[t - 1], traj.inputs[t - 1], named)
 
     def _state(self, env):
         xp = self.xp
@@ -167,11 +180,13 @@ class Network:
         if unknown:
             raise ValueError(f"{self.cell.name} has no state(s) {', '.join(sorted(unknown))}")
         s = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
-        states = [s]
+        states, named = [s], []
         for t in range(T):
-            s = self._state(self._env(s, inputs[t]))
+            env = self._env(s, inputs[t])
+            named.append({sym: env[sym] for sym, _ in self._k.forward})
+            s = self._state(env)
             states.append(s)
-        return Trajectory(inputs, states)
+        return Trajectory(inputs, states, named)
 
     def check_inputs(self, inputs):
         """(T, m) or (T, B, m) → (T, B, m) of the network's dtype; ``ValueError`` if malformed."""
@@ -197,60 +212,36 @@ class Network:
         """J_t = ∂s_t/∂s_{t−1}, shape (B, N, N), for 1 ≤ t ≤ T (the 1997 truncation if asked)."""
         if not 1 <= t <= traj.steps:
             raise ValueError(f"t must be in 1..{traj.steps}, got {t}")
-        return self._assemble(self._env(traj.states[t - 1], traj.inputs[t - 1]), truncated)
+        return self._assemble(self._step_env(traj, t), truncated)
 
     def _assemble(self, env, truncated=False):
         """The dense J_t (B, N, N) from its blocks."""
-        xp, n, N = self.xp, self.hidden, self.state_size
         B = env[self._k.prev[0]].shape[0]
-        J = xp.zeros((B, N, N), dtype=self.dtype)
+        J = self.xp.zeros((B, self.state_size, self.state_size), dtype=self.dtype)
+        return self._fill(J, env, truncated)
+
+    def _fill(self, J, env, truncated=False):
+        """Write J_t's non-zero blocks into the buffer J (B, N, N), whose other entries are 0.
+
+        Dense blocks are copied in; a diagonal block diag(v) writes only its n diagonal entries
+        (through a strided view of the flattened buffer), so the zeros around it stay as they are
+        and one buffer serves every step.
+        """
+        xp, n, N = self.xp, self.hidden, self.state_size
+        B = J.shape[0]
         for blk in self._k.carousel if truncated else self._k.blocks:
             rows, cols = slice(blk.a * n, (blk.a + 1) * n), slice(blk.b * n, (blk.b + 1) * n)
-            if blk.kind == "identity":
-                J[:, rows, cols] = xp.eye(n, dtype=self.dtype)
-            elif blk.kind == "diag":
-                J[:, rows, cols] = _dense_diag(xp.broadcast_to(blk.fn(env), (B, n)), env)
-            else:
+            if blk.kind == "dense":
                 J[:, rows, cols] = blk.fn(env)
+                continue
+            v = xp.ones((B, n), dtype=self.dtype) if blk.kind == "identity" else \
+                xp.broadcast_to(blk.fn(env), (B, n))
+            start = blk.a * n * N + blk.b * n
+            diag = xp.reshape(J, (B, N * N))[:, start:start + (n - 1) * (N + 1) + 1:N + 1]
+            diag[...] = v
+            if n > 1 and bool(J[0, blk.a * n + 1, blk.b * n + 1] != v[0, 1]):  # reshape copied
+                J[:, rows, cols] = _dense_diag(v, env)
         return J
-
-    def _times_jacobian(self, P, env, scale, truncated=False):
-        """P · J_t / scale without forming J_t: dense blocks of a column in one matmul,
-        diagonal blocks as column scalings, identity blocks as copies.
-
-        P: (B, R, N); scale: (B,) (P's Frobenius norm, so the result stays near unit size).
-        """
-        xp, n, S = self.xp, self.hidden, len(self.cell.states)
-        B = P.shape[0]
-        inv = 1.0 / xp.where(scale > 0, scale, xp.ones_like(scale))
-        blocks = self._k.carousel if truncated else self._k.blocks
-        cols = []
-        for b in range(S):
-            mine = [blk for blk in blocks if blk.b == b]
-            dense = [blk for blk in mine if blk.kind == "dense"]
-            out = None
-            if dense:
-                Jcol = [xp.broadcast_to(blk.fn(env), (B, n, n)) for blk in dense]
-                Jcol = (Jcol[0] if len(Jcol) == 1 else xp.concat(Jcol, axis=-2)) * inv[:, None, None]
-                rows = [blk.a for blk in dense]
-                if rows == list(range(S)):
-                    Prow = P
-                else:
-                    Prow = xp.concat([P[..., a * n:(a + 1) * n] for a in rows], axis=-1)
-                out = Prow @ Jcol
-            for blk in mine:
-                if blk.kind == "dense":
-                    continue
-                Pa = P[..., blk.a * n:(blk.a + 1) * n]
-                if blk.kind == "diag":
-                    term = Pa * (xp.broadcast_to(blk.fn(env), (B, n)) * inv[:, None])[:, None, :]
-                else:
-                    term = Pa * inv[:, None, None]
-                out = term if out is None else out + term
-            if out is None:
-                out = xp.zeros((B, P.shape[1], n), dtype=self.dtype)
-            cols.append(out)
-        return cols[0] if S == 1 else xp.concat(cols, axis=-1)
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -337,7 +328,7 @@ def _sumsq(xp, X):
     """Σ of squares over the last two axes, per batch element (B,)."""
     B = X.shape[0]
     flat = xp.reshape(X, (B, -1))
-    return (flat[:, None, :] @ flat[:, :, None])[:, 0, 0]
+    return xp.vecdot(flat, flat, axis=-1)
 
 
 def _start_basis(xp, B, R, r, dtype):
@@ -346,26 +337,123 @@ def _start_basis(xp, B, R, r, dtype):
     return xp.broadcast_to(xp.asarray(q, dtype=dtype)[None], (B, R, r))
 
 
-def spectral_norm(P, U=None, *, rank: int = 8, tol: float = 1e-9, max_iter: int = 4, first=None,
-                  sumsq=None, stats: dict | None = None):
-    """σ_max of each matrix in the batch P (B, R, C), certified to relative ``tol``.
+def _orthonormal(xp, Z):
+    """An orthonormal basis of the columns of Z (B, R, r): Cholesky QR, QR where that fails."""
+    G = xp.matrix_transpose(Z) @ Z
+    try:
+        L = xp.linalg.cholesky(G)
+        U = Z @ xp.matrix_transpose(xp.linalg.inv(L))
+        if bool(xp.all(xp.isfinite(U))):
+            return U
+    except Exception:  # noqa: BLE001 - singular Gram matrix (rank-deficient Z): use QR
+        pass
+    Q, _ = xp.linalg.qr(Z)
+    return Q
+
+
+def _embed(xp, parts, N, axis_len):
+    """Stack blocks (B, len(slice), r_b) into one (B, N, Σ r_b) array, zeros outside each slice."""
+    cols = []
+    for sl, X in parts:
+        B, _, r = X.shape
+        pad = [xp.zeros((B, sl.start, r), dtype=X.dtype), X,
+               xp.zeros((B, N - sl.stop, r), dtype=X.dtype)]
+        cols.append(xp.concat([p for p in pad if p.shape[1]], axis=1))
+    return cols[0] if len(cols) == 1 else xp.concat(cols, axis=-1)
+
+
+def _spectral_blocks(P, blocks, bases, sumsqs, *, tol=1e-10, max_iter=30, stats=None):
+    """σ_max of several blocks P[:, rows_b, cols_b] of one batch of matrices P (B, N, M), by
+    warm-started subspace iteration in their left singular spaces, all blocks sharing the same
+    two passes over P per iteration (see :func:`spectral_norm` for the acceptance rules).
+
+    Arguments:
+        blocks: [(rows, cols)] slices; bases: [(B, rows, r_b) orthonormal warm starts];
+        sumsqs: [(B,) ‖block‖_F²].
+
+    Returns:
+        (sigmas, bases): a (B,) array per block, and the updated bases.
+    """
+    xp = array_namespace(P)
+    N, M = P.shape[1], P.shape[2]
+    n_blk = len(blocks)
+    sig = [None] * n_blk
+    done = [None] * n_blk
+    prev = [None] * n_blk
+    bases = list(bases)
+    for _ in range(max_iter):
+        active = [b for b in range(n_blk) if done[b] is None or not bool(xp.all(done[b]))]
+        if not active:
+            break
+        E = _embed(xp, [(blocks[b][0], bases[b]) for b in active], N, N)
+        Wall = xp.matrix_transpose(E) @ P                                 # one pass over P
+        offs, Ws = 0, {}
+        for b in active:
+            r = bases[b].shape[-1]
+            Ws[b] = Wall[:, offs:offs + r, blocks[b][1]]
+            offs += r
+        F = _embed(xp, [(blocks[b][1], xp.matrix_transpose(Ws[b])) for b in active], M, M)
+        Zall = P @ F                                                      # one pass over P
+        offs = 0
+        for b in active:
+            rows, _ = blocks[b]
+            U, W, r = bases[b], Ws[b], bases[b].shape[-1]
+            Z = Zall[:, rows, offs:offs + r]
+            offs += r
+            zero = xp.zeros_like(sumsqs[b])
+            lam, Y = xp.linalg.eigh(W @ xp.matrix_transpose(W))          # Ritz values² (ascending)
+            theta = xp.maximum(lam[:, -1], zero)
+            ritz = xp.sqrt(theta)
+            outside = xp.maximum(sumsqs[b] - xp.sum(lam, axis=-1), zero)
+            ok = (theta + outside <= (1 + tol) ** 2 * theta) | (sumsqs[b] == 0)   # certified
+            if r > 1:  # Temple: the top Ritz value of P Pᵀ is off by about ρ² / (θ₁ − θ₂)
+                y = Y[:, :, -1]
+                res = (Z @ y[..., None])[..., 0] - theta[:, None] * (U @ y[..., None])[..., 0]
+                gap = xp.maximum(theta - lam[:, -2], 1e-300 * xp.ones_like(theta))
+                ok = ok | (xp.sum(res * res, axis=-1) <= 2 * tol * gap * theta)
+            if prev[b] is not None:
+                ok = ok | (xp.abs(ritz - prev[b]) <= tol * ritz)
+            # keep the values already accepted; update the others
+            sig[b] = ritz if done[b] is None else xp.where(done[b], sig[b], ritz)
+            done[b] = ok if done[b] is None else (done[b] | ok)
+            prev[b] = ritz
+            if not bool(xp.all(done[b])) and r < U.shape[1]:
+                bases[b] = _orthonormal(xp, Z)                            # track the top subspace
+        if stats is not None:
+            stats["iterations"] = stats.get("iterations", 0) + 1
+    for b in range(n_blk):
+        if not bool(xp.all(done[b])):
+            rows, cols = blocks[b]
+            exact = xp.linalg.svdvals(P[:, rows, cols])[:, 0]
+            if stats is not None:
+                stats["exact"] = stats.get("exact", 0) + int(xp.sum(xp.astype(~done[b], xp.int64)))
+            sig[b] = xp.where(done[b], sig[b], exact)
+    return sig, bases
+
+
+def spectral_norm(P, U=None, *, rank: int = 8, tol: float = 1e-10, max_iter: int = 30, sumsq=None,
+                  stats: dict | None = None):
+    """σ_max of each matrix in the batch P (B, R, C) by warm-started subspace iteration.
 
     Subspace iteration on the left singular space with ``rank`` vectors, warm-started from the
     basis ``U`` (B, R, r) of a previous call: the left singular vectors of ∂s_T/∂s_k live in the
-    space of s_T for every k, so they move little from one k to the next. With W = UᵀP and
-    m = ‖P‖_F² − ‖W‖_F² (the mass outside the subspace), the Ritz value σ̃₁ = σ_max(W) satisfies
+    space of s_T for every k, so they move little from one k to the next. The Ritz value
+    σ̃₁ = σ_max(UᵀP) never exceeds σ_max(P) and rises with every iteration. It is accepted
 
-        σ̃₁ ≤ σ_max(P) ≤ √(σ̃₁² + m),
+    * certified, when the mass outside the subspace, m = ‖P‖_F² − ‖UᵀP‖_F², is so small that
+      σ_max(P) ≤ √(σ̃₁² + m) ≤ (1 + tol)·σ̃₁; or
+    * converged, when the residual ρ of the top Ritz pair of P Pᵀ puts the Temple estimate of
+      its relative error, ρ²/((θ₁ − θ₂)·θ₁) with θ_i = σ̃_i², below 2·tol, or when an iteration
+      changes σ̃₁ by at most ``tol`` (relative).
 
-    so σ̃₁ is accepted once √(σ̃₁² + m) ≤ (1 + tol)·σ̃₁. Batch elements not certified after
-    ``max_iter`` iterations (e.g. a flat spectrum) get the exact value from an SVD.
+    Elements that reach neither within ``max_iter`` iterations get the exact value from an SVD.
+    With ``rank`` ≥ min(R, C) the subspace is the whole space and the value is exact.
 
     Arguments:
         U: warm start, a basis (B, R, r) or a single vector (B, R); completed to ``rank``
             columns with a fixed generic basis.
-        first: optional precomputed UᵀP (B, r, C) for the first iteration.
         sumsq: optional precomputed ‖P‖_F² (B,).
-        stats: optional dict; ``stats["exact"]`` counts the batch elements that needed the SVD.
+        stats: optional dict counting ``"exact"`` (SVD fallbacks) and ``"iterations"``.
 
     Returns:
         (sigma (B,), U (B, R, r)) — U the tracked basis, for the next warm start.
@@ -381,99 +469,110 @@ def spectral_norm(P, U=None, *, rank: int = 8, tol: float = 1e-9, max_iter: int 
         extra = _start_basis(xp, B, R, r, P.dtype)[..., : r - U.shape[-1]] if U.shape[-1] < r else None
         U = U[..., :r] if extra is None else xp.concat([U, extra], axis=-1)
         U, _ = xp.linalg.qr(U)
-        first = None
     if sumsq is None:
         sumsq = xp.sum(P * P, axis=(-2, -1))
-    Ut = xp.matrix_transpose(U)
-    for it in range(max_iter):
-        W = first if (it == 0 and first is not None) else Ut @ P          # (B, r, C)
-        ritz = xp.linalg.svdvals(W)[:, 0]
-        outside = xp.maximum(sumsq - xp.sum(W * W, axis=(-2, -1)), xp.zeros_like(sumsq))
-        ok = (ritz * ritz + outside <= (1 + tol) ** 2 * ritz * ritz) | (sumsq == 0)
-        U, _ = xp.linalg.qr(P @ xp.matrix_transpose(W))                # track the top subspace
-        Ut = xp.matrix_transpose(U)
-        if bool(xp.all(ok)):
-            return ritz, U
-    exact = xp.linalg.svdvals(P)[:, 0]
-    if stats is not None:
-        stats["exact"] = stats.get("exact", 0) + int(xp.sum(xp.astype(~ok, xp.int64)))
-    return xp.where(ok, ritz, exact), U
+    (sig,), (U,) = _spectral_blocks(P, [(slice(0, R), slice(0, C))], [U], [sumsq], tol=tol,
+                                    max_iter=max_iter, stats=stats)
+    return sig, U
 
 
-@dataclass
-class _Acc:
-    """Log10 norms of one family of products, filled backwards over k."""
+class _Tracker:
+    """Log10 norms of named blocks of ∂s_T/∂s_k (spectral, Frobenius, gradient), filled
+    backwards over k; the spectral norms of all blocks share their passes over the product."""
 
-    T: int
-    B: int
-    norm2: np.ndarray = None
-    fro: np.ndarray = None
-    grad: np.ndarray = None
-    U: Any = None
-    stats: dict = field(default_factory=dict)
+    def __init__(self, xp, blocks: Mapping[str, tuple], T: int, B: int, dtype, spectral: str,
+                 tol: float):
+        self.xp, self.blocks, self.spectral, self.tol = xp, dict(blocks), spectral, tol
+        self.curves_np = {name: {key: np.full((B, T), np.nan) for key in ("norm2", "fro", "grad")}
+                          for name in self.blocks}
+        self.bases = {}
+        for name, (rows, cols) in self.blocks.items():
+            R, C = rows.stop - rows.start, cols.stop - cols.start
+            self.bases[name] = _start_basis(xp, B, R, max(1, min(8, R, C)), dtype)
+        self.rng = np.random.default_rng(2024)
+        self.stats: dict = {}
 
-    def __post_init__(self):
-        self.norm2 = np.full((self.B, self.T), np.nan)
-        self.fro = np.full((self.B, self.T), np.nan)
-        self.grad = np.full((self.B, self.T), np.nan)
-
-    def record(self, xp, k, P, L, gP, spectral, tol, sumsq=None):
-        """P: a block (B, r, c) of the product whose true value is 10^L · P; gP: the matching
-        columns of (∂L/∂s_T)·P (B, c), i.e. 10^−L · ∂L/∂(block's columns of s_k)."""
-        if sumsq is None:
-            sumsq = xp.sum(P * P, axis=(-2, -1))
-        B, R, C = P.shape
-        r = max(1, min(8, R, C))
-        if spectral == "svd":
-            sig = xp.linalg.svdvals(P)[:, 0]
+    def record(self, k, P, L, gP, sumsq_full):
+        """P (B, N, N): the product, true value 10^L · P; gP: 10^−L · ∂L/∂s_k (B, N)."""
+        xp, N = self.xp, P.shape[-1]
+        names = list(self.blocks)
+        sumsqs = []
+        for name in names:
+            rows, cols = self.blocks[name]
+            full = rows == slice(0, N) and cols == slice(0, N)
+            blk = P[:, rows, cols]
+            sumsqs.append(sumsq_full if full else xp.sum(blk * blk, axis=(-2, -1)))
+        if self.spectral == "svd":
+            sigs = [xp.linalg.svdvals(P[:, r, c])[:, 0] for r, c in self.blocks.values()]
         else:
-            if self.U is None:
-                self.U = _start_basis(xp, B, R, r, P.dtype)
-            sig, self.U = spectral_norm(P, self.U, rank=r, tol=tol, sumsq=sumsq, stats=self.stats)
+            bases = []
+            for name in names:  # refresh the least important direction: catches rising ones
+                U = self.bases[name]
+                R, r = U.shape[1], U.shape[2]
+                if 1 < r < R:
+                    fresh = xp.asarray(self.rng.standard_normal((U.shape[0], R, 1)), dtype=U.dtype)
+                    U = _orthonormal(xp, xp.concat([U[..., :-1], fresh], axis=-1))
+                bases.append(U)
+            sigs, bases = _spectral_blocks(P, list(self.blocks.values()), bases, sumsqs, tol=self.tol,
+                                           stats=self.stats)
+            self.bases = dict(zip(names, bases, strict=True))
         Ln = _np(L)
         with np.errstate(divide="ignore", invalid="ignore"):
-            self.fro[:, k] = Ln + 0.5 * np.log10(_np(sumsq))
-            self.norm2[:, k] = Ln + np.log10(_np(sig))
-            self.grad[:, k] = Ln + np.log10(_np(xp.sqrt(xp.sum(gP * gP, axis=-1))))
+            for name, sq, sig in zip(names, sumsqs, sigs, strict=True):
+                cols = self.blocks[name][1]
+                g = gP[:, cols]
+                c = self.curves_np[name]
+                c["fro"][:, k] = Ln + 0.5 * np.log10(_np(sq))
+                c["norm2"][:, k] = Ln + np.log10(_np(sig))
+                c["grad"][:, k] = Ln + np.log10(_np(xp.sqrt(xp.sum(g * g, axis=-1))))
 
-    def curves(self) -> Curves:
-        return Curves(self.norm2, self.fro, self.grad)
+    def curves(self) -> dict:
+        return {name: Curves(c["norm2"], c["fro"], c["grad"]) for name, c in self.curves_np.items()}
 
 
-def _sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="power", tol=1e-9,
+def _sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="power", tol=1e-10,
            blocks: Mapping[str, tuple] | None = None, progress=None, each=None):
     """One backward sweep P_k = P_{k+1} J_{k+1}; records log10 norms of the named sub-blocks.
 
     ``blocks``: name → (rows, cols) of ∂s_T/∂s_k to measure; the gradient figure of a block is
     ‖∂L/∂(its columns of s_k)‖, e.g. ‖∂L/∂c_k‖ for the c→c block.
 
-    The product is carried as 10^L · P with P rescaled by its Frobenius norm at every step
-    (folded into J, which is cheaper than rescaling P), so it never under- or overflows.
-    ``each(k, P, L)`` is called with the true product ∂s_T/∂s_k = 10^L · P.
+    J_t is written into one (B, N, N) buffer, block by block from the derived expressions, and
+    multiplied in one matmul. The product is carried as 10^L · P; whenever ‖P‖_F leaves
+    [tiny^¼, max^¼] of the dtype (1e±77 in float64), P is rescaled by it (folded into the next
+    J), so it never under- or overflows. ``each(k, P, L)`` is called with the true product
+    ∂s_T/∂s_k = 10^L · P.
     """
     xp, T, N = net.xp, traj.steps, net.state_size
     B = traj.states[0].shape[0]
     P = xp.broadcast_to(xp.eye(N, dtype=net.dtype)[None], (B, N, N))
     L = xp.zeros((B,), dtype=net.dtype)
-    f = xp.full((B,), math.sqrt(N), dtype=net.dtype)
-    accs = {name: _Acc(T, B) for name in blocks}
+    f = xp.full((B,), math.sqrt(N), dtype=net.dtype)  # ‖P‖_F
+    fi = xp.finfo(net.dtype)
+    lo, hi = float(fi.smallest_normal) ** 0.25, float(fi.max) ** 0.25
+    tracker = _Tracker(xp, blocks or {}, T, B, net.dtype, spectral, tol)
+    J = xp.zeros((B, N, N), dtype=net.dtype)  # one buffer: the zero blocks never change
     for i, k in enumerate(range(T - 1, -1, -1)):
-        env = net._env(traj.states[k], traj.inputs[k])
-        P = net._times_jacobian(P, env, f, truncated)
-        with np.errstate(divide="ignore"):
-            L = L + xp.log10(f)
+        env = net._step_env(traj, k + 1)
+        net._fill(J, env, truncated)
+        rescale = not bool(xp.all((f > lo) & (f < hi)))
+        if rescale:
+            P = P @ (J / xp.where(f > 0, f, xp.ones_like(f))[:, None, None])
+            with np.errstate(divide="ignore"):
+                L = L + xp.where(f > 0, xp.log10(xp.where(f > 0, f, xp.ones_like(f))),
+                                 -xp.inf * xp.ones_like(f))
+        else:
+            P = P @ J
         sumsq = _sumsq(xp, P)
         f = xp.sqrt(sumsq)
         if each is not None:
             each(k, P, L)
-        gP = (g_T[:, None, :] @ P)[:, 0, :] if blocks else None  # 10^−L · ∂L/∂s_k
-        for name, (rows, cols) in blocks.items():
-            full = rows == slice(0, N) and cols == slice(0, N)
-            accs[name].record(xp, k, P[:, rows, cols], L, gP[:, cols], spectral, tol,
-                              sumsq if full else None)
+        if blocks:
+            gP = (g_T[:, None, :] @ P)[:, 0, :]  # 10^−L · ∂L/∂s_k
+            tracker.record(k, P, L, gP, sumsq)
         if progress is not None:
             progress(i + 1, T)
-    return {name: a.curves() for name, a in accs.items()}
+    return tracker.curves()
 
 
 def loss_gradient(net: Network, traj: Trajectory, output: tuple | None = None):
@@ -546,7 +645,7 @@ def _pascanu_log10(net: Network, T: int):
 
 
 def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = None,
-                  output: tuple | None = None, spectral: str = "power", tol: float = 1e-9,
+                  output: tuple | None = None, spectral: str = "power", tol: float = 1e-10,
                   lyapunov: bool = True, carousel: bool = False, bound: bool = True,
                   progress: Callable[[int, int], None] | None = None) -> Flow:
     """Measure ‖∂s_T/∂s_k‖₂, ‖∂s_T/∂s_k‖_F and ‖∂L/∂s_k‖ for every k in one backward sweep.
@@ -556,8 +655,8 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
         inputs: (T, B, m) or (T, m) inputs.
         initial: initial states by name (zeros otherwise).
         output: ``(V, c, targets)`` for a softmax cross-entropy loss; default L = Σ h_T.
-        spectral: ``"power"`` (warm-started subspace iteration, certified to relative ``tol``;
-            an SVD where it cannot certify) or ``"svd"`` (an SVD at every k, ~10× the cost).
+        spectral: ``"power"`` (warm-started subspace iteration to relative ``tol``, see
+            :func:`spectral_norm`) or ``"svd"`` (an SVD at every k, ~10× the cost of the chain).
         lyapunov: also compute the Lyapunov spectrum (a forward QR pass, same order of cost).
         carousel: for LSTM cells, also sweep the 1997-truncated Jacobian: its c→c block is the
             carousel path ∏ diag(f_j).
