@@ -7,6 +7,7 @@ and exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -86,6 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"gradflow: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `gradflow flow ... | head`: the reader left, not an error
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown quiet
+        except OSError:
+            pass
+        return 0
 
 
 if __name__ == "__main__":
