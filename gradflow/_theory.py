@@ -38,44 +38,51 @@ _k1 = sp.Add(k, sp.S.One, evaluate=False)
 _lag = sp.Add(t, -k, evaluate=False)
 
 
-class TimeOrderedProduct(MatrixExpr):
+class _OverTime(MatrixExpr):
+    """An operator over j = lo … hi applied to a body written at time j (printing only)."""
+
+    _latex_op = ""
+    _text_op = ""
+
+    def __new__(cls, body, index, lo, hi):
+        return super().__new__(cls, body, index, sp.sympify(lo), sp.sympify(hi))
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+    def _latex(self, printer):
+        body, index, lo, hi = self.args
+        return r"%s_{%s=%s}^{%s} %s" % (self._latex_op, printer._print(index), printer._print(lo),
+                                       printer._print(hi), self._wrap(printer._print(body)))
+
+    def _wrap(self, body: str) -> str:
+        return body
+
+    def _sympystr(self, printer):
+        body, index, lo, hi = self.args
+        return "%s_{%s=%s..%s}%s" % (self._text_op, index, lo, hi, self._wrap_text(text(body)))
+
+    def _wrap_text(self, body: str) -> str:
+        return " " + body
+
+
+class TimeOrderedProduct(_OverTime):
     """∏_{j=lo}^{hi} body_j with the latest factor on the left (a product of Jacobians)."""
 
-    def __new__(cls, body, index, lo, hi):
-        return super().__new__(cls, body, index, sp.sympify(lo), sp.sympify(hi))
+    _latex_op, _text_op = r"\prod", "prod"
 
-    @property
-    def shape(self):
-        return self.args[0].shape
+    def _wrap(self, body: str) -> str:
+        return r"\left(%s\right)" % body
 
-    def _latex(self, printer):
-        body, index, lo, hi = self.args
-        return r"\prod_{%s=%s}^{%s} \left(%s\right)" % (
-            printer._print(index), printer._print(lo), printer._print(hi), printer._print(body))
-
-    def _sympystr(self, printer):
-        body, index, lo, hi = self.args
-        return "prod_{%s=%s..%s}[%s]" % (index, lo, hi, text(body))
+    def _wrap_text(self, body: str) -> str:
+        return "[%s]" % body
 
 
-class TimeHadamardProduct(MatrixExpr):
+class TimeHadamardProduct(_OverTime):
     """⊙_{j=lo}^{hi} v_j, the entry-wise product of a vector over time."""
 
-    def __new__(cls, body, index, lo, hi):
-        return super().__new__(cls, body, index, sp.sympify(lo), sp.sympify(hi))
-
-    @property
-    def shape(self):
-        return self.args[0].shape
-
-    def _latex(self, printer):
-        body, index, lo, hi = self.args
-        return r"\bigodot_{%s=%s}^{%s} %s" % (
-            printer._print(index), printer._print(lo), printer._print(hi), printer._print(body))
-
-    def _sympystr(self, printer):
-        body, index, lo, hi = self.args
-        return "⊙_{%s=%s..%s} %s" % (index, lo, hi, text(body))
+    _latex_op, _text_op = r"\bigodot", "⊙"
 
 
 def _as_matrix(J: StateJacobian) -> MatrixExpr:

@@ -44,30 +44,12 @@ from functools import cache
 
 import pytest
 import sympy as sp
+from _oracle import _heaviside_common, abstract_transcendentals, entries_of, explicit
 from sympy import (
-    HadamardPower,
-    HadamardProduct,
-    Identity,
-    ImmutableMatrix,
-    MatAdd,
-    MatMul,
     MatrixSymbol,
-    OneMatrix,
-    Transpose,
-    ZeroMatrix,
 )
-from sympy.matrices import MatrixBase
-from sympy.matrices.expressions.matexpr import MatrixExpr
 
-from gradflow import CELLS, Diag, Elementwise, m, n
-
-#: textbook scalar definitions, written here independently of gradflow._activations
-SCALAR = {
-    "tanh": sp.tanh,
-    "sigmoid": lambda u: 1 / (1 + sp.exp(-u)),
-    "relu": lambda u: sp.Max(0, u),
-    "step": lambda u: sp.Heaviside(u, 0),
-}
+from gradflow import CELLS, m, n
 
 SIZES = [1, 2, 3]
 
@@ -76,76 +58,9 @@ def input_size(N: int) -> int:
     return 2 if N <= 2 else 1
 
 
-def _dim(d, sizes) -> int:
-    return int(sp.sympify(d).subs(sizes))
-
-
-def entries_of(symbol: MatrixSymbol, sizes) -> ImmutableMatrix:
-    rows, cols = (_dim(d, sizes) for d in symbol.shape)
-    return ImmutableMatrix(rows, cols, lambda i, j: sp.Symbol(f"{symbol.name}[{i},{j}]", real=True))
-
-
-def _matmul(a, b):
-    assert a.cols == b.rows
-    return ImmutableMatrix(a.rows, b.cols, lambda i, j: sp.Add(*[a[i, k] * b[k, j] for k in range(a.cols)]))
-
-
-def explicit(expr, leaves: dict, sizes) -> ImmutableMatrix:
-    """``expr`` entry by entry; ``leaves`` maps a MatrixSymbol's name to its explicit matrix."""
-    if isinstance(expr, MatrixBase):
-        return ImmutableMatrix(expr)
-    if isinstance(expr, MatrixSymbol):
-        return leaves[expr.name]
-    if isinstance(expr, MatAdd):
-        parts = [explicit(a, leaves, sizes) for a in expr.args]
-        out = parts[0]
-        for p in parts[1:]:
-            out = out + p
-        return ImmutableMatrix(out)
-    if isinstance(expr, MatMul):
-        coeff = sp.Mul(*[a for a in expr.args if not isinstance(a, MatrixExpr)])
-        mats = [explicit(a, leaves, sizes) for a in expr.args if isinstance(a, MatrixExpr)]
-        out = mats[0]
-        for b in mats[1:]:
-            out = _matmul(out, b)
-        return ImmutableMatrix(out.applyfunc(lambda e: coeff * e))
-    if isinstance(expr, HadamardProduct):
-        parts = [explicit(a, leaves, sizes) for a in expr.args]
-        out = parts[0]
-        for p in parts[1:]:
-            out = out.multiply_elementwise(p)
-        return ImmutableMatrix(out)
-    if isinstance(expr, HadamardPower):
-        return explicit(expr.base, leaves, sizes).applyfunc(lambda e: e ** expr.exp)
-    if isinstance(expr, Elementwise):
-        return explicit(expr.arg, leaves, sizes).applyfunc(SCALAR[expr.args[0].name])
-    if isinstance(expr, Diag):
-        return ImmutableMatrix(sp.diag(*list(explicit(expr.vector, leaves, sizes))))
-    if isinstance(expr, Transpose):
-        return explicit(expr.arg, leaves, sizes).T
-    if isinstance(expr, ZeroMatrix):
-        return ImmutableMatrix.zeros(*(_dim(d, sizes) for d in expr.shape))
-    if isinstance(expr, OneMatrix):
-        return ImmutableMatrix.ones(*(_dim(d, sizes) for d in expr.shape))
-    if isinstance(expr, Identity):
-        return ImmutableMatrix.eye(_dim(expr.shape[0], sizes))
-    raise TypeError(f"the test evaluator has no rule for {type(expr).__name__}")
-
-
 # --------------------------------------------------------------------------------------------
 # the comparison
 # --------------------------------------------------------------------------------------------
-
-def _heaviside_common(e):
-    """Heaviside(u, H0) → Heaviside(u): the two sides are compared away from u = 0."""
-    return e.replace(lambda a: isinstance(a, sp.Heaviside), lambda a: sp.Heaviside(a.args[0]))
-
-
-def abstract_transcendentals(e):
-    """Every tanh(·), exp(·), Heaviside(·) sub-expression → a fresh symbol (outermost first)."""
-    atoms = sorted(e.atoms(sp.tanh, sp.exp, sp.Heaviside), key=sp.default_sort_key)
-    return e.xreplace({f: sp.Dummy(f"F{k}") for k, f in enumerate(atoms)})
-
 
 def exactly_equal(a, b) -> bool:
     return sp.cancel(sp.together(abstract_transcendentals(a - b))) == 0
