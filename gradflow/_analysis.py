@@ -54,7 +54,7 @@ def _has_forget_gate(cell) -> bool:
 
 
 def _finite_tuple(name: str, values: Iterable, *, allow_none: bool = False) -> tuple:
-    out = []
+    out: list[float | None] = []
     for v in values:
         if v is None and allow_none:
             out.append(None)
@@ -112,6 +112,7 @@ def phase_grid(cell: str = "lstm", *, hidden: int = 16, input: int = 4, steps: i
             net = network(c, hidden, input, init=init, seed=seed, gain=gain, forget_bias=fb)
             flow = gradient_flow(net, inputs, lyapunov=False, bound=False)
             curves = flow.full if which == "full" else flow.cell_state
+            assert curves is not None  # which="cell_state" is checked above for cells without c
             rates[i, j] = decay_rate(curves.mean()["log10_norm_2"])
     rates.setflags(write=False)
     return PhaseGrid(scales, forget_biases, rates, c.name, int(hidden), int(steps), which, init)

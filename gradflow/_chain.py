@@ -85,8 +85,8 @@ def _collect(terms: list[_Term]) -> list[_Term]:
         if not rests:
             continue
         if len(rests) == 1:
-            (rest, c), = rests.items()
-            out.append(_Term(c, shared + rest, tail))
+            (only, c), = rests.items()
+            out.append(_Term(c, shared + only, tail))
         else:
             rows = next(f.shape[0] for t in group for f in t.left + t.tail)
             out.append(_Term(sp.S.One, shared + (_vector_sum(list(rests.items()), rows),), tail))

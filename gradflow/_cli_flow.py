@@ -59,6 +59,12 @@ class _Progress:
         self.stream.flush()
 
 
+def _gain(text: str) -> float:
+    v = _float(text, "--gain")
+    assert v is not None  # --gain has a default
+    return v
+
+
 def _fmt(x) -> str:
     return "      -inf" if x is None or not math.isfinite(x) else f"{x:10.4f}"
 
@@ -120,7 +126,7 @@ def _flow(p: argparse.ArgumentParser):
         else:
             if hidden is None or m is None:
                 raise ValueError("flow needs --hidden and --input (or --weights / --inputs)")
-            net = network(cell, hidden, m, init=a.init, seed=seed, gain=_float(a.gain, "--gain"),
+            net = network(cell, hidden, m, init=a.init, seed=seed, gain=_gain(a.gain),
                           forget_bias=_float(a.forget_bias, "--forget-bias"), dtype=dtype)
         if inputs is None:
             if a.steps is None:

@@ -250,9 +250,9 @@ def paper_style(rc: Mapping[str, Any] | None = None) -> AbstractContextManager:
         a :func:`matplotlib.rc_context`.
     """
     import matplotlib
-    from matplotlib import cycler
+    from cycler import cycler
 
-    params = {
+    params: dict[str, Any] = {
         "pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none",
         "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 8,
         "xtick.labelsize": 9, "ytick.labelsize": 9,
@@ -264,7 +264,7 @@ def paper_style(rc: Mapping[str, Any] | None = None) -> AbstractContextManager:
         "savefig.bbox": "tight", "savefig.pad_inches": 0.02,
     }
     params.update(rc or {})
-    return matplotlib.rc_context(params)
+    return matplotlib.rc_context(params)  # type: ignore[arg-type]
 
 
 def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("pdf", "png"),

@@ -269,6 +269,7 @@ def load_weights(cell: str | Cell, source: Any, *, dtype: Any = np.float64, xp: 
     ``.pt`` files need torch (an optional dependency); ``.npz`` files hold the same keys as a
     PyTorch state_dict (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, or ``*_l0``).
     """
+    state: Mapping[str, Any]
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.exists(path):
