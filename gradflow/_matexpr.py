@@ -41,10 +41,6 @@ class Elementwise(MatrixExpr):
     def _entry(self, i, j, **kwargs):
         return self.activation.scalar(self.arg._entry(i, j, **kwargs))
 
-    def _eval_derivative(self, x):  # keep SymPy's own matrix derivative from guessing
-        raise NotImplementedError("use gradflow's chain rule (gradflow.jacobian)")
-
-    _eval_derivative_matrix_lines = _eval_derivative
 
     def _latex(self, printer):
         return r"%s\left(%s\right)" % (self.activation.latex, printer._print(self.arg))
@@ -150,3 +146,20 @@ class _TextPrinter(StrPrinter):
 def text(expr) -> str:
     """Readable plain text of a gradflow expression: diag(1 - h_t ⊙ h_t)·W."""
     return _TextPrinter({"order": "none"}).doprint(expr)
+
+
+def _refuse_sympy_derivative(expr, x):
+    raise NotImplementedError(
+        "SymPy's own matrix derivative does not know gradflow's element-wise and diag nodes; "
+        "use gradflow.jacobian(expr, wrt)")
+
+
+def _register_with_sympy() -> None:
+    """Make SymPy's ``.diff`` stop with a clear message on these nodes (instead of recursing)."""
+    from sympy.tensor.array.expressions.arrayexpr_derivatives import array_derive
+
+    for cls in (Elementwise, Diag):
+        array_derive.register(cls)(_refuse_sympy_derivative)
+
+
+_register_with_sympy()

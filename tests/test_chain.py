@@ -382,3 +382,11 @@ def test_symbolic_scalar_coefficients(expr):
 def test_oracle_rejects_a_wrong_jacobian(expr, wrong):
     with pytest.raises(AssertionError):
         check_against_oracle(expr, h, 2, got=wrong)
+
+
+def test_sympy_diff_on_gradflow_nodes_points_to_gradflow_jacobian():
+    """SymPy's own ``.diff`` does not know Elementwise/Diag: a clear NotImplementedError, not a
+    wrong result and not a RecursionError."""
+    for expr in (tanh(W * h), MatMul(W, sigmoid(W * h)), hadamard(relu(W * h), c)):
+        with pytest.raises(NotImplementedError, match="gradflow.jacobian"):
+            expr.diff(h)
