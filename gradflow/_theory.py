@@ -196,9 +196,6 @@ class Bound:
     expr: sp.Expr
     gamma: sp.Expr | None
 
-    def sigma_max(self, M) -> sp.Symbol:
-        return sigma_max(M)
-
     def latex(self) -> str:
         return (r"\left\| \frac{\partial h_{t}}{\partial h_{k}} \right\|_2 \le %s"
                 % latex(self.expr))
@@ -207,9 +204,24 @@ class Bound:
         return "$\\displaystyle %s$" % self.latex()
 
 
-def sigma_max(M) -> sp.Symbol:
-    """The symbol σ_max(M) (largest singular value)."""
-    return sp.Symbol(r"\sigma_{\max}(%s)" % latex(M), positive=True)
+class SigmaMax(sp.Function):
+    """σ_max(M), the largest singular value of the matrix M (prints as σ_max(W), \\sigma_{\\max}(W))."""
+
+    nargs = 1
+    is_real = True
+    is_positive = True
+
+    def _latex(self, printer, exp=None):
+        body = r"\sigma_{\max}(%s)" % printer._print(self.args[0])
+        return body if exp is None else r"%s^{%s}" % (body, exp)
+
+    def _sympystr(self, printer):
+        return "sigma_max(%s)" % text(self.args[0])
+
+
+def sigma_max(M) -> sp.Expr:
+    """σ_max(M) as a positive SymPy expression."""
+    return SigmaMax(M)
 
 
 def pascanu_bound(cell: str | Cell) -> Bound:
