@@ -1,7 +1,12 @@
 """gradflow: why gradients vanish in recurrent networks, in exact mathematics and real numbers.
 
-Symbolic core (SymPy): every cell's recurrence written once (:data:`CELLS`), its Jacobian
-blocks derived by gradflow's matrix chain rule (:meth:`Cell.jacobian`, :func:`jacobian`).
+* Symbolic core (SymPy): every cell's recurrence written once (:data:`CELLS`), its Jacobian
+  blocks derived by gradflow's matrix chain rule (:meth:`Cell.jacobian`, :func:`jacobian`), the
+  product over time, the Pascanu bound and the LSTM's carousel (:func:`state_product`,
+  :func:`pascanu_bound`, :func:`carousel`, :func:`truncated_jacobian`), parameter counts.
+* Numeric engine (NumPy, CuPy): the same expressions on real weights (:func:`network`,
+  :func:`gradient_flow`, :func:`singular_values`, :func:`lyapunov_exponents`).
+* Views: plots, derivation reports, the ``gradflow`` command line.
 """
 
 from ._activations import ACTIVATIONS, Activation, relu, sigmoid, tanh
@@ -10,48 +15,49 @@ from ._cell import Cell, Param, Recurrence, StateJacobian, Step, m, n, t
 from ._cells import CELLS, get_cell
 from ._chain import jacobian, total_derivatives
 from ._engine import (
-                      Curves,
-                      Flow,
-                      Network,
-                      Trajectory,
-                      decay_rate,
-                      gradient_flow,
-                      loss_gradient,
-                      lyapunov_exponents,
-                      network,
-                      random_inputs,
-                      singular_values,
-                      spectral_norm,
+    Curves,
+    Flow,
+    decay_rate,
+    gradient_flow,
+    loss_gradient,
+    lyapunov_exponents,
+    singular_values,
 )
 from ._matexpr import Diag, Elementwise, hadamard, latex
+from ._network import Network, Trajectory, network, random_inputs
 from ._params import LayerCount, ParamCount, conv_params, count_params, dense_params
 from ._plots import (
-                      paper_style,
-                      plot_carousel,
-                      plot_decay,
-                      plot_jacobian,
-                      plot_phase_diagram,
-                      plot_spectrum,
-                      save_figure,
+    paper_style,
+    plot_carousel,
+    plot_decay,
+    plot_jacobian,
+    plot_phase_diagram,
+    plot_spectrum,
+    save_figure,
 )
 from ._report import write_report
+from ._spectral import spectral_norm
 from ._theory import Bound, Carousel, StateProduct, carousel, pascanu_bound, state_product, truncated_jacobian
 from ._weights import INIT_SCHEMES, Weights, from_state_dict, init_weights, load_weights, to_state_dict
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # symbolic core
     "ACTIVATIONS", "Activation", "CELLS", "Cell", "Diag", "Elementwise", "Param", "Recurrence",
     "StateJacobian", "Step", "get_cell", "hadamard", "jacobian", "latex", "m", "n", "relu",
-    "sigmoid", "t", "tanh", "total_derivatives", "__version__",
-    "LayerCount", "ParamCount", "conv_params", "count_params", "dense_params",
+    "sigmoid", "t", "tanh", "total_derivatives",
     "Bound", "Carousel", "StateProduct", "carousel", "pascanu_bound", "state_product",
     "truncated_jacobian",
+    "LayerCount", "ParamCount", "conv_params", "count_params", "dense_params",
+    # numeric engine
     "INIT_SCHEMES", "Weights", "from_state_dict", "init_weights", "load_weights", "to_state_dict",
-    "Curves", "Flow", "Network", "Trajectory", "decay_rate", "gradient_flow", "loss_gradient",
-    "lyapunov_exponents", "network", "random_inputs", "singular_values", "spectral_norm",
+    "Network", "Trajectory", "network", "random_inputs",
+    "Curves", "Flow", "decay_rate", "gradient_flow", "loss_gradient", "lyapunov_exponents",
+    "singular_values", "spectral_norm",
     "PhaseGrid", "decay_table", "phase_grid",
+    # views
     "paper_style", "plot_carousel", "plot_decay", "plot_jacobian", "plot_phase_diagram",
-    "plot_spectrum", "save_figure",
-    "write_report",
+    "plot_spectrum", "save_figure", "write_report",
+    "__version__",
 ]

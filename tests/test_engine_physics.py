@@ -247,7 +247,7 @@ def test_forget_bias_keeps_cell_state_gradient_alive():
 
 
 def test_spectral_norm_matches_svd():
-    from gradflow._engine import spectral_norm
+    from gradflow._spectral import spectral_norm
 
     P = np.random.default_rng(0).standard_normal((4, 5, 5))
     sigma, _ = spectral_norm(P)
@@ -260,7 +260,7 @@ def test_spectral_norm_warm_start_nearly_orthogonal_to_top_singular_vector():
     the largest entry moves to another unit) that start is almost orthogonal to the new top
     singular vector. The result must still be σ_max (the docstring promises σ_max, with an SVD
     fallback). Oracle: the matrix diag(1, 2), whose σ_max is 2."""
-    from gradflow._engine import spectral_norm
+    from gradflow._spectral import spectral_norm
 
     P = np.diag([1.0, 2.0])[None]  # symmetric: its left and right singular vectors agree
     sigma, _ = spectral_norm(P, np.array([[1.0, 1e-20]]))

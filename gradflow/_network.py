@@ -1,0 +1,274 @@
+"""A cell on real weights: the compiled recurrence, the forward unroll, the Jacobians J_t.
+
+Indexing: s_0 is the initial state (zeros unless given), s_t = F(s_{t−1}, x_t) for t = 1…T,
+and J_t = ∂s_t/∂s_{t−1} is evaluated from the closed forms the symbolic core derived
+(:mod:`gradflow._compile`), never by autograd. Arrays may be of any array-API namespace
+(NumPy, CuPy): the namespace of the weights is used throughout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace
+from sympy import Identity, ZeroMatrix
+
+from ._cell import Cell
+from ._cells import get_cell
+from ._compile import _dense_diag, compile_expr
+from ._matexpr import Diag
+from ._weights import Weights, _check_size, _to_numpy, init_weights, load_weights
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One block ∂(s_t)_a/∂(s_{t−1})_b, its structure read off the derived expression."""
+
+    a: int
+    b: int
+    kind: str                    # "dense", "diag" (fn gives the diagonal) or "identity"
+    fn: Any
+
+
+@dataclass(frozen=True)
+class _Kernels:
+    """Array code compiled from one cell's definition and derived Jacobian."""
+
+    prev: tuple                  # s_{t−1} symbols, in state order
+    new: tuple                   # s_t symbols
+    x: Any
+    forward: tuple               # ((symbol, fn), ...) in definition order
+    blocks: tuple                # _Block, zero blocks left out
+    carousel: tuple              # the same for the truncated (1997) Jacobian
+
+
+def _blocks(J, idx) -> tuple:
+    out = []
+    for (a, b), e in J.blocks.items():
+        if isinstance(e, ZeroMatrix):
+            continue
+        if isinstance(e, Identity):
+            out.append(_Block(idx[a], idx[b], "identity", None))
+        elif isinstance(e, Diag):
+            out.append(_Block(idx[a], idx[b], "diag", compile_expr(e.vector)))
+        else:
+            out.append(_Block(idx[a], idx[b], "dense", compile_expr(e)))
+    return tuple(out)
+
+
+@cache
+def kernels(cell: Cell) -> _Kernels:
+    """Compile ``cell``'s recurrence and Jacobian blocks (cached per cell)."""
+    from ._theory import truncated_jacobian
+
+    step = cell.recorded
+    idx = {s: i for i, s in enumerate(cell.states)}
+    return _Kernels(
+        prev=tuple(step.prev[s] for s in cell.states),
+        new=tuple(step.new[s] for s in cell.states),
+        x=step.x,
+        forward=tuple((sym, compile_expr(e)) for sym, e in step.definitions.items()),
+        blocks=_blocks(cell.jacobian(), idx),
+        carousel=_blocks(truncated_jacobian(cell), idx) if "c" in cell.states else (),
+    )
+
+
+@dataclass
+class Trajectory:
+    """States of an unrolled network: ``states[t]`` is s_t, shape (B, S·n), t = 0…T.
+
+    ``named[t − 1]`` keeps the named quantities of step t (gates, pre-activations: O(n) each),
+    so the backward sweep does not recompute them.
+    """
+
+    inputs: Any                  # (T, B, m)
+    states: list = field(repr=False)
+    named: list = field(default_factory=list, repr=False)
+
+    @property
+    def steps(self) -> int:
+        return len(self.states) - 1
+
+
+class Network:
+    """A cell with weights: forward unroll and the Jacobians J_t of the unrolled map.
+
+    Arguments:
+        weights: :class:`~gradflow.Weights` (their array namespace is the network's).
+    """
+
+    def __init__(self, weights: Weights):
+        self.weights = weights
+        self.cell = weights.cell
+        self.hidden, self.input = weights.hidden, weights.input
+        arrays = list(weights.arrays.values())
+        self.xp = array_namespace(*arrays)
+        self.dtype = arrays[0].dtype
+        self._k = kernels(self.cell)
+        self._env0 = dict(weights.env(), xp=self.xp, dtype=self.dtype)
+
+    @property
+    def state_size(self) -> int:
+        """N = (number of states) · n."""
+        return len(self.cell.states) * self.hidden
+
+    # -- forward ----------------------------------------------------------------------------
+    def _env(self, s_prev, x, named: Mapping | None = None) -> dict:
+        """Every named quantity of step t from s_{t−1} (B, N) and x_t (B, m) (or ``named``)."""
+        n, env = self.hidden, dict(self._env0)
+        for i, sym in enumerate(self._k.prev):
+            env[sym] = s_prev[:, i * n:(i + 1) * n]
+        env[self._k.x] = x
+        if named is not None:
+            env.update(named)
+            return env
+        for sym, fn in self._k.forward:
+            env[sym] = fn(env)
+        return env
+
+    def _step_env(self, traj: Trajectory, t: int) -> dict:
+        """The environment of step t (1 ≤ t ≤ T) of a trajectory."""
+        named = traj.named[t - 1] if traj.named else None
+        return self._env(traj.states[t - 1], traj.inputs[t - 1], named)
+
+    def _state(self, env):
+        xp = self.xp
+        parts = [env[s] for s in self._k.new]
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
+
+    def unroll(self, inputs, initial: Mapping[str, Any] | None = None) -> Trajectory:
+        """Run s_t = F(s_{t−1}, x_t) for t = 1…T.
+
+        Arguments:
+            inputs: (T, B, m) or (T, m) array of the network's namespace.
+            initial: optional initial states by name (``{"h": (B, n) or (n,)}``); zeros otherwise.
+
+        Returns:
+            :class:`Trajectory` with T + 1 states of shape (B, N).
+        """
+        xp = self.xp
+        inputs = self.check_inputs(inputs)
+        T, B, _ = inputs.shape
+        parts = []
+        for s in self.cell.states:
+            v = (initial or {}).get(s)
+            if v is None:
+                v = xp.zeros((B, self.hidden), dtype=self.dtype)
+            else:
+                v = xp.asarray(v, dtype=self.dtype)
+                if v.ndim == 1 and v.shape[0] == self.hidden:
+                    v = xp.broadcast_to(v[None, :], (B, self.hidden))
+                if tuple(v.shape) != (B, self.hidden):
+                    raise ValueError(f"initial state {s} has shape {tuple(v.shape)}, expected {(B, self.hidden)}")
+                if not bool(xp.all(xp.isfinite(v))):
+                    raise ValueError(f"initial state {s} contains NaN or inf")
+            parts.append(v)
+        unknown = set(initial or {}) - set(self.cell.states)
+        if unknown:
+            raise ValueError(f"{self.cell.name} has no state(s) {', '.join(sorted(unknown))}")
+        s = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
+        states, named = [s], []
+        for t in range(T):
+            env = self._env(s, inputs[t])
+            named.append({sym: env[sym] for sym, _ in self._k.forward})
+            s = self._state(env)
+            states.append(s)
+        return Trajectory(inputs, states, named)
+
+    def check_inputs(self, inputs):
+        """(T, m) or (T, B, m) → (T, B, m) of the network's dtype; ``ValueError`` if malformed."""
+        xp = self.xp
+        inputs = xp.asarray(inputs)
+        if inputs.ndim == 2:
+            inputs = inputs[:, None, :]
+        if inputs.ndim != 3:
+            raise ValueError(f"inputs must have shape (T, m) or (T, batch, m), got {tuple(inputs.shape)}")
+        T, B, m = inputs.shape
+        if T < 1:
+            raise ValueError("inputs have T = 0 steps; need T >= 1")
+        if B < 1:
+            raise ValueError("inputs have an empty batch")
+        if m != self.input:
+            raise ValueError(f"inputs have {m} features per step, the weights expect input size {self.input}")
+        if not bool(xp.all(xp.isfinite(inputs))):
+            raise ValueError("inputs contain NaN or inf")
+        return xp.astype(inputs, self.dtype)
+
+    # -- Jacobians ----------------------------------------------------------------------------
+    def step_jacobian(self, traj: Trajectory, t: int, *, truncated: bool = False):
+        """J_t = ∂s_t/∂s_{t−1}, shape (B, N, N), for 1 ≤ t ≤ T (the 1997 truncation if asked)."""
+        if not 1 <= t <= traj.steps:
+            raise ValueError(f"t must be in 1..{traj.steps}, got {t}")
+        return self._assemble(self._step_env(traj, t), truncated)
+
+    def _assemble(self, env, truncated=False):
+        """The dense J_t (B, N, N) from its blocks."""
+        B = env[self._k.prev[0]].shape[0]
+        J = self.xp.zeros((B, self.state_size, self.state_size), dtype=self.dtype)
+        return self._fill(J, env, truncated)
+
+    def _fill(self, J, env, truncated=False):
+        """Write J_t's non-zero blocks into the buffer J (B, N, N), whose other entries are 0.
+
+        Dense blocks are copied in; a diagonal block diag(v) writes only its n diagonal entries
+        (through a strided view of the flattened buffer), so the zeros around it stay as they are
+        and one buffer serves every step.
+        """
+        xp, n, N = self.xp, self.hidden, self.state_size
+        B = J.shape[0]
+        for blk in self._k.carousel if truncated else self._k.blocks:
+            rows, cols = slice(blk.a * n, (blk.a + 1) * n), slice(blk.b * n, (blk.b + 1) * n)
+            if blk.kind == "dense":
+                J[:, rows, cols] = blk.fn(env)
+                continue
+            v = xp.ones((B, n), dtype=self.dtype) if blk.kind == "identity" else \
+                xp.broadcast_to(blk.fn(env), (B, n))
+            start = blk.a * n * N + blk.b * n
+            diag = xp.reshape(J, (B, N * N))[:, start:start + (n - 1) * (N + 1) + 1:N + 1]
+            diag[...] = v
+            if n > 1 and bool(J[0, blk.a * n + 1, blk.b * n + 1] != v[0, 1]):  # reshape copied
+                J[:, rows, cols] = _dense_diag(v, env)
+        return J
+
+
+def random_inputs(steps: int, input: int, *, batch: int = 1, seed: int = 0, dtype=np.float64, xp=np):
+    """Standard normal inputs of shape (T, B, m) from ``seed``."""
+    T = _check_size("steps", steps)
+    m, B = _check_size("input size", input), _check_size("batch", batch)
+    x = np.random.default_rng(seed + 1_000_003).standard_normal((T, B, m)).astype(dtype)
+    return x if xp is np else xp.asarray(x)
+
+
+def network(cell: str | Cell, hidden: int | None = None, input: int | None = None, *,
+            init: str | None = None, seed: int = 0, gain: float = 1.0,
+            forget_bias: float | None = None, weights: Any = None, dtype=np.float64, xp=np) -> Network:
+    """A :class:`Network` from an init scheme, or from ``weights`` (module, state_dict, file).
+
+    With ``weights`` the sizes come from the weights; if ``hidden``/``input`` are also given they
+    must agree.
+    """
+    cell = get_cell(cell)
+    if weights is not None:
+        if isinstance(weights, Weights):
+            w = weights
+        else:
+            w = load_weights(cell, weights, dtype=dtype, xp=xp)
+        for name, want, got in (("hidden", hidden, w.hidden), ("input", input, w.input)):
+            if want is not None and want != got:
+                raise ValueError(f"{name} size {want} does not match the weights' {name} size {got}")
+        if forget_bias is not None:
+            raise ValueError("forget_bias applies to initialised weights, not loaded ones")
+        return Network(w)
+    if hidden is None or input is None:
+        raise ValueError("give hidden and input sizes (or weights)")
+    return Network(init_weights(cell, hidden, input, scheme=init, seed=seed, gain=gain,
+                                forget_bias=forget_bias, dtype=dtype, xp=xp))
+
+
+def _np(a) -> np.ndarray:
+    """Any backend's array as NumPy (for results and reporting)."""
+    return _to_numpy(a)
