@@ -95,7 +95,7 @@ def _cite(p: argparse.ArgumentParser):
                    help="bibtex (default): the @software entry; cff: Citation File Format")
 
     def run(a) -> int:
-        from ._report import citation_cff, software_citation
+        from ._bibtex import citation_cff, software_citation
 
         sys.stdout.write(citation_cff() if a.format == "cff" else software_citation() + "\n")
         return 0

@@ -25,8 +25,10 @@ import sympy
 
 import gradflow
 from gradflow import CELLS, get_cell, latex, write_report
+from gradflow._bibtex import bibliography
 from gradflow._cli import main
-from gradflow._report import _derive_cell, _Doc, bibliography, compile_pdf
+from gradflow._document import _Doc
+from gradflow._report import _derive_cell, compile_pdf
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSICS = ("hochreiter1991untersuchungen", "bengio1994learning", "hochreiter1997lstm", "gers2000forget",

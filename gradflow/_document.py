@@ -1,0 +1,315 @@
+"""One document, two renderings: the report's text as GitHub Markdown and as a LaTeX article.
+
+Paragraphs, display equations (aligned rows broken at summands to fit the page), figures, tables
+and citations (``[@key]`` / ``@[key]``) are collected once and written out in both formats.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+from sympy import MatAdd
+
+from ._bibtex import BibEntry, _format_entry, _label, _sort_key, _tex_text
+from ._matexpr import latex
+
+# ================================================================================================
+# Text and math helpers
+# ================================================================================================
+
+def _md_text(s: str) -> str:
+    return s.replace("*", r"\*").replace("_", r"\_")
+
+
+#: LaTeX control symbols Markdown could take for escaped punctuation, and equivalent words
+_MD_SAFE = {r"\|": r"\Vert ", r"\{": r"\lbrace ", r"\}": r"\rbrace ", r"\,": r"{\thinspace}",
+            r"\;": r"{\thickspace}", r"\:": r"{\medspace}", r"\!": r"{\negthinspace}"}
+
+
+def _md_math(s: str) -> str:
+    """Math for GitHub: no backslash before punctuation (Markdown may eat it), ``\\\\`` only at line ends."""
+    s = re.sub(r"\\\\|\\[|{},;:!]", lambda m: _MD_SAFE.get(m.group(0), m.group(0)), s)
+    return re.sub(r"\\\\(?!\n)[ \t]*", "\\\\\\\\\n", s)
+
+
+def _visible(tex: str) -> float:
+    """Rough printed width of a LaTeX math string, in characters (for line breaking)."""
+    s = re.sub(r"\\(left|right)\b[.]?", "", tex)
+    s = re.sub(r"\\operatorname\{(\w+)\}", r"\1", s)
+    s = re.sub(r"\\frac\{((?:[^{}]|\{[^{}]*\})*)\}\{((?:[^{}]|\{[^{}]*\})*)\}",
+               lambda m: "x" * int(max(_visible(m.group(1)), _visible(m.group(2)))), s)
+    s = re.sub(r"\\(tanh|max|diag)\b", lambda m: m.group(1), s)
+    s = re.sub(r"\\circ\b", "oo", s)
+    s = re.sub(r"\\mathbb\{\w\}|\\[A-Za-z]+", "x", s)
+    while True:
+        new = re.sub(r"[_^]\{([^{}]*)\}",
+                     lambda m: "x" * int(0.7 * len(m.group(1).replace(" ", "")) + 0.5), s)
+        if new == s:
+            break
+        s = new
+    s = re.sub(r"[_^](\w)", "x", s)
+    return float(len(re.sub(r"[\s{}]", "", s)))
+
+
+def _summands(expr) -> list[str]:
+    """LaTeX of the top-level summands of ``expr`` with their signs: [a, + b, - c]."""
+    if not isinstance(expr, MatAdd):
+        return [latex(expr)]
+    out = []
+    for i, a in enumerate(expr.args):
+        s = latex(a).strip()
+        if i == 0:
+            out.append(s)
+        elif s.startswith("-"):
+            out.append("- " + s[1:].lstrip())
+        else:
+            out.append("+ " + s)
+    return out
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One line of a display: ``lhs rel rhs`` with the rhs given as summands (breakable)."""
+
+    lhs: str
+    parts: tuple
+    rel: str = "="
+    whole: str | None = None  # the rhs printed in one piece (used when it fits on one line)
+
+
+def _row(lhs: str, rhs, rel: str = "=") -> _Row:
+    if isinstance(rhs, sp.Basic):
+        return _Row(lhs, tuple(_summands(rhs)), rel, latex(rhs))
+    return _Row(lhs, (rhs,), rel)
+
+
+_BUDGET = 66.0  # visible characters per display line
+
+
+def _aligned(rows: Sequence[_Row]) -> str:
+    lines = []
+    for r in rows:
+        indent = _visible(r.lhs) + 3
+        if r.whole is not None and (len(r.parts) == 1 or indent + _visible(r.whole) <= _BUDGET):
+            lines.append(f"{r.lhs} &{r.rel} {r.whole}")
+            continue
+        cur, width = f"{r.lhs} &{r.rel} {r.parts[0]}", indent + _visible(r.parts[0])
+        for p in r.parts[1:]:
+            w = _visible(p)
+            if width + w > _BUDGET:
+                lines.append(cur)
+                cur, width = r"&\quad " + p, indent + 2 + w
+            else:
+                cur, width = cur + " " + p, width + w
+        lines.append(cur)
+    return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
+
+
+def _bmatrix(cells: Sequence[Sequence[str]]) -> str:
+    """A bracketed matrix, entries in display style (so fractions keep their size)."""
+    rows = [" & ".join(e if e == "0" else "\\displaystyle " + e for e in r) for r in cells]
+    return "\\begin{bmatrix}\n" + " \\\\\n".join(rows) + "\n\\end{bmatrix}"
+
+
+def _spread_matrices(tex: str) -> str:
+    """LaTeX only: taller rows in bmatrix environments, whose entries are display-style fractions."""
+    return ("\\renewcommand{\\arraystretch}{2.3}" + tex) if "\\begin{bmatrix}" in tex else tex
+
+
+def _num(x, fmt: str = "{:.4f}") -> str:
+    """A number as inline math ($-0.1234$), "–" for None."""
+    if x is None:
+        return "–"
+    x = float(x)
+    if np.isnan(x):
+        return "n/a"
+    if np.isinf(x):
+        return "$-\\infty$" if x < 0 else "$\\infty$"
+    return "$" + fmt.format(x) + "$"
+
+
+# ================================================================================================
+# The document model: one list of blocks, rendered as Markdown and as LaTeX
+# ================================================================================================
+
+_INLINE = re.compile(r"(\$[^$]+\$|`[^`]+`|\[@[^\]]+\]|@\[[^\]]+\])")
+
+
+class _Doc:
+    def __init__(self, bib: dict[str, BibEntry]):
+        self.bib = bib
+        self.blocks: list[tuple] = []
+        self.cited: list[str] = []
+
+    # -- building ----------------------------------------------------------------------------
+    def heading(self, level: int, text: str):
+        self.blocks.append(("h", level, text))
+
+    def para(self, text: str):
+        for key in self._keys(text):
+            if key not in self.bib:
+                raise KeyError(f"citation {key!r} is not in references.bib")
+            if key not in self.cited:
+                self.cited.append(key)
+        self.blocks.append(("p", text))
+
+    def display(self, rows: Sequence[_Row] | str):
+        self.blocks.append(("eq", rows if isinstance(rows, str) else _aligned(rows)))
+
+    def figure(self, stem: str, caption: str, width: float = 0.75):
+        self._keys_of(caption)
+        self.blocks.append(("fig", stem, caption, width))
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]], caption: str, align: str):
+        self._keys_of(caption)
+        self.blocks.append(("table", list(header), [list(r) for r in rows], caption, align))
+
+    def code(self, text: str):
+        self.blocks.append(("code", text))
+
+    def _keys_of(self, text):
+        for key in self._keys(text):
+            if key not in self.bib:
+                raise KeyError(f"citation {key!r} is not in references.bib")
+            if key not in self.cited:
+                self.cited.append(key)
+
+    @staticmethod
+    def _keys(text: str) -> list[str]:
+        out = []
+        for m in re.finditer(r"\[@([^\]]+)\]|@\[([^\]]+)\]", text):
+            out += [k.strip() for k in (m.group(1) or m.group(2)).split(";")]
+        return out
+
+    def references(self) -> list[BibEntry]:
+        return sorted((self.bib[k] for k in self.cited), key=_sort_key)
+
+    # -- inline markup ---------------------------------------------------------------------
+    def _cite_md(self, keys: list[str], narrative: bool) -> str:
+        es = [self.bib[k] for k in keys]
+        if narrative:
+            return "; ".join(f"{_label(e)} ({e.fields.get('year', 'n.d.')})" for e in es)
+        return "(" + "; ".join(f"{_label(e)} {e.fields.get('year', 'n.d.')}" for e in es) + ")"
+
+    def inline_md(self, text: str) -> str:
+        out = []
+        for tok in _INLINE.split(text):
+            if not tok:
+                continue
+            if tok.startswith("$") and tok.endswith("$") and len(tok) > 1:
+                out.append(_md_math(tok))
+            elif tok.startswith("`"):
+                out.append(tok)
+            elif tok.startswith("[@"):
+                out.append(self._cite_md([k.strip() for k in tok[2:-1].split(";")], False))
+            elif tok.startswith("@["):
+                out.append(self._cite_md([k.strip() for k in tok[2:-1].split(";")], True))
+            else:
+                out.append(_md_text(tok))
+        return "".join(out)
+
+    def inline_tex(self, text: str) -> str:
+        out: list[str] = []
+        for tok in _INLINE.split(text):
+            if not tok:
+                continue
+            if tok.startswith("$") and tok.endswith("$") and len(tok) > 1:
+                out.append(tok)
+            elif tok.startswith("`"):
+                out.append(r"\texttt{" + _tex_text(tok[1:-1]) + "}")
+            elif tok.startswith("[@"):
+                joined = ",".join(k.strip() for k in tok[2:-1].split(";"))
+                if out and out[-1].endswith(" "):
+                    out[-1] = out[-1].rstrip(" ")
+                out.append(r"~\cite{" + joined + "}")
+            elif tok.startswith("@["):
+                keys = [k.strip() for k in tok[2:-1].split(";")]
+                out.append("; ".join(_tex_text(_label(self.bib[k])) + r"~\cite{" + k + "}" for k in keys))
+            else:
+                out.append(_tex_text(tok))
+        return "".join(out)
+
+    # -- rendering ---------------------------------------------------------------------------
+    def markdown(self) -> str:
+        out, fig_no, tab_no = [], 0, 0
+        for b in self.blocks:
+            kind = b[0]
+            if kind == "h":
+                out.append("#" * b[1] + " " + self.inline_md(b[2]))
+            elif kind == "p":
+                out.append(self.inline_md(b[1]))
+            elif kind == "eq":
+                out.append("$$\n" + _md_math(b[1]) + "\n$$")
+            elif kind == "fig":
+                fig_no += 1
+                out.append(f"![Figure {fig_no}](figures/{b[1]}.png)\n\n"
+                           f"*Figure {fig_no}.* {self.inline_md(b[2])}")
+            elif kind == "table":
+                tab_no += 1
+                _, header, rows, caption, align = b
+                spec = {"l": ":---", "r": "---:", "c": ":---:"}
+                lines = [f"*Table {tab_no}.* {self.inline_md(caption)}", "",
+                         "| " + " | ".join(self.inline_md(h) for h in header) + " |",
+                         "|" + "|".join(spec[a] for a in align) + "|"]
+                lines += ["| " + " | ".join(self.inline_md(c) for c in r) + " |" for r in rows]
+                out.append("\n".join(lines))
+            elif kind == "code":
+                out.append("```sh\n" + b[1] + "\n```")
+        out.append("## References")
+        out.append("\n".join(f"- <a id=\"ref-{e.key}\"></a>**[{e.key}]** {_format_entry(e, 'md')}"
+                             for e in self.references()))
+        return "\n\n".join(out) + "\n"
+
+    def latex(self, title: str, date: str) -> str:
+        body = []
+        for b in self.blocks:
+            kind = b[0]
+            if kind == "h":
+                if b[1] == 1:
+                    continue
+                cmd = {2: "section", 3: "subsection"}.get(b[1], "subsubsection")
+                text = re.sub(r"^\d+(\.\d+)*\.?\s+", "", b[2])  # LaTeX numbers its own sections
+                body.append(f"\\{cmd}{{{self.inline_tex(text)}}}")
+            elif kind == "p":
+                body.append(self.inline_tex(b[1]))
+            elif kind == "eq":
+                body.append("\\[\n\\fitmath{" + _spread_matrices(b[1]) + "}\n\\]")
+            elif kind == "fig":
+                body.append("\\begin{figure}[htbp]\n\\centering\n"
+                            f"\\includegraphics[width={b[3]:.2f}\\linewidth,height=0.8\\textheight,"
+                            f"keepaspectratio]{{figures/{b[1]}.pdf}}\n"
+                            f"\\caption{{{self.inline_tex(b[2])}}}\n\\end{{figure}}")
+            elif kind == "table":
+                _, header, rows, caption, align = b
+                lines = ["\\begin{table}[htbp]", "\\centering", "\\small",
+                         "\\caption{" + self.inline_tex(caption) + "}",
+                         "\\fitbox{\\begin{tabular}{" + align + "}", "\\toprule",
+                         " & ".join(self.inline_tex(h) for h in header) + " \\\\", "\\midrule"]
+                lines += [" & ".join(self.inline_tex(c) for c in r) + " \\\\" for r in rows]
+                lines += ["\\bottomrule", "\\end{tabular}}", "\\end{table}"]
+                body.append("\n".join(lines))
+            elif kind == "code":
+                safe = "".join(c if (c.isascii() and (c.isprintable() or c == "\n")) else "?" for c in b[1])
+                body.append("{\\small\n\\begin{verbatim}\n" + safe + "\n\\end{verbatim}\n}")
+        refs = "\n".join("\\bibitem{" + e.key + "} " + _format_entry(e, "tex") for e in self.references())
+        preamble = r"""\documentclass[11pt]{article}
+\usepackage[margin=2.4cm]{geometry}
+\usepackage{amsmath}
+\usepackage{amssymb}
+\usepackage{graphicx}
+\usepackage{booktabs}
+\usepackage[hidelinks]{hyperref}
+% a display that is wider than the text is scaled down to the text width, never cut or overfull
+\newcommand{\fitbox}[1]{\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{#1}}
+\newcommand{\fitmath}[1]{\fitbox{$\displaystyle #1$}}
+\setlength{\emergencystretch}{3em}
+\allowdisplaybreaks
+"""
+        return (preamble + "\\title{" + self.inline_tex(title) + "}\n\\author{generated by gradflow}\n"
+                "\\date{" + _tex_text(date) + "}\n\n\\begin{document}\n\\maketitle\n\n"
+                + "\n\n".join(body) + "\n\n\\begin{thebibliography}{99}\n" + refs
+                + "\n\\end{thebibliography}\n\n\\end{document}\n")
