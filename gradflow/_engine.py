@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._network import Network, Trajectory, _np, network, random_inputs
-from ._spectral import _orthonormal, _spectral_blocks, _start_basis, spectral_norm
+from ._spectral import _spectral_blocks, _start_basis, spectral_norm
 
 __all__ = ["Curves", "Flow", "Network", "Trajectory", "decay_rate", "gradient_flow", "loss_gradient",
            "lyapunov_exponents", "network", "random_inputs", "singular_values", "spectral_norm"]
@@ -138,9 +138,12 @@ class _Tracker:
             for name in names:  # refresh the least important direction: catches rising ones
                 U = self.bases[name]
                 R, r = U.shape[1], U.shape[2]
-                if 1 < r < R:
-                    fresh = xp.asarray(self.rng.standard_normal((U.shape[0], R, 1)), dtype=U.dtype)
-                    U = _orthonormal(xp, xp.concat([U[..., :-1], fresh], axis=-1))
+                if 1 < r < R:  # one Gram–Schmidt step against the kept (orthonormal) columns
+                    keep = U[..., :-1]
+                    v = xp.asarray(self.rng.standard_normal((U.shape[0], R, 1)), dtype=U.dtype)
+                    v = v - keep @ (xp.matrix_transpose(keep) @ v)
+                    v = v / xp.sqrt(xp.sum(v * v, axis=(-2, -1), keepdims=True))
+                    U = xp.concat([keep, v], axis=-1)
                 bases.append(U)
             sigs, bases = _spectral_blocks(P, list(self.blocks.values()), bases, sumsqs, tol=self.tol,
                                            stats=self.stats)
