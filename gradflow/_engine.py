@@ -346,15 +346,21 @@ def decay_rate(curve, *, skip: int = 0) -> float:
     """Least-squares slope of a log10 curve against T − k: log10 decay per step (< 0 vanishes).
 
     ``curve`` is indexed by k = 0…T−1; the last ``skip`` entries (smallest T − k) are left out.
+    A curve that reaches −∞ (the product is exactly 0 from some lag on, e.g. a ReLU network whose
+    units all switched off) decays without bound: the rate is −∞, not the slope of the rest.
+    NaN entries are an error.
     """
     y = np.asarray(curve, dtype=float)
     T = y.shape[-1]
     if not 0 <= skip < T:
         raise ValueError(f"skip must be in 0..{T - 1}, got {skip}")
-    x = T - np.arange(T)
-    keep = np.isfinite(y)
-    if skip:
-        keep[T - skip:] = False
-    if keep.sum() < 2:
-        return float("-inf") if np.isneginf(y).any() else float("nan")
-    return float(np.polyfit(x[keep], y[keep], 1)[0])
+    y = y[: T - skip]
+    if np.isnan(y).any():
+        raise ValueError("the curve contains NaN")
+    if np.isneginf(y).any():
+        return float("-inf")
+    if np.isposinf(y).any():
+        return float("inf")
+    if y.shape[-1] < 2:
+        return float("nan")
+    return float(np.polyfit(T - np.arange(y.shape[-1]), y, 1)[0])

@@ -367,7 +367,7 @@ def _numeric_section(doc: _Doc, stage: Path, cells: list[Cell], runs: dict, hidd
         if zero.any():  # once exactly zero, every longer lag stays zero
             first = steps - int(np.nonzero(zero)[0].max())
             text += (f"; the product is exactly zero for lags $T-k \\ge {first}$ "
-                     "(no gradient at all reaches those steps), and its rate is fitted to the shorter lags")
+                     "(no gradient at all reaches those steps): an unbounded decay, hence the rate $-\\infty$")
         if f.bound is not None and r["sigma_max_W"] is not None:
             below = bool(np.all(full <= np.asarray(f.bound) + 1e-9))
             text += (f"; $\\sigma_{{\\max}}(W)$ = {_num(r['sigma_max_W'])}, bound rate "
