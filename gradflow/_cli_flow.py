@@ -46,8 +46,9 @@ def _float(text: str | None, option: str) -> float | None:
 class _Progress:
     """A one-line progress bar on stderr."""
 
-    def __init__(self, label: str, stream=sys.stderr, width: int = 30):
-        self.label, self.stream, self.width = label, stream, width
+    def __init__(self, label: str, stream=None, width: int = 30):
+        self.label, self.width = label, width
+        self.stream = stream if stream is not None else sys.stderr  # the stderr of now, not of import
 
     def __call__(self, done: int, total: int) -> None:
         if done != total and done % max(1, total // 100):
