@@ -49,10 +49,6 @@ class PhaseGrid:
     init: str = "orthogonal"
 
 
-def _has_forget_gate(cell) -> bool:
-    return any(p.symbol.name == "b_{f}" for p in cell.recorded.params)
-
-
 def _finite_tuple(name: str, values: Iterable, *, allow_none: bool = False) -> tuple:
     out: list[float | None] = []
     for v in values:
@@ -100,9 +96,9 @@ def phase_grid(cell: str = "lstm", *, hidden: int = 16, input: int = 4, steps: i
                          f"states {', '.join(c.states)}")
     scales = _finite_tuple("scales", scales)
     if forget_biases is None:
-        forget_biases = DEFAULT_FORGET_BIASES if _has_forget_gate(c) else (None,)
+        forget_biases = DEFAULT_FORGET_BIASES if c.has_forget_gate else (None,)
     forget_biases = _finite_tuple("forget_biases", forget_biases, allow_none=True)
-    if not _has_forget_gate(c) and forget_biases != (None,):
+    if not c.has_forget_gate and forget_biases != (None,):
         raise ValueError(f"{c.name} has no forget gate: forget_biases must be (None,), "
                          f"got {forget_biases!r}")
     inputs = random_inputs(steps, input, batch=batch, seed=seed)

@@ -177,6 +177,14 @@ class Cell:
     def recorded(self) -> Step:
         return self.step()
 
+    #: label of the forget-gate bias in the recurrence (the LSTM's b_f)
+    FORGET_BIAS = "b_{f}"
+
+    @property
+    def has_forget_gate(self) -> bool:
+        """True when the recurrence has a forget gate f_t (a bias b_f to initialise)."""
+        return any(p.symbol.name == self.FORGET_BIAS for p in self.recorded.params)
+
     def jacobian(self, time=t) -> StateJacobian:
         """The one-step state Jacobian ∂s_t/∂s_{t−1}, block by block (numerator layout)."""
         from ._chain import total_derivatives

@@ -59,6 +59,31 @@ def _derive(p: argparse.ArgumentParser):
     return run
 
 
+def int_option(text, option: str, minimum: int | None = 1) -> int:
+    """The integer value of a command-line option; ``ValueError`` naming the option otherwise."""
+    try:
+        v = int(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{option} must be an integer, got {text!r}") from None
+    if minimum is not None and v < minimum:
+        need = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{option} must be {need}, got {v}")
+    return v
+
+
+def float_option(text, option: str) -> float | None:
+    """The finite float value of an option (None when not given)."""
+    if text is None:
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"{option} must be a number, got {text!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"{option} must be finite, got {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gradflow",

@@ -18,29 +18,7 @@ import sys
 
 import numpy as np
 
-from ._cli import command
-
-
-def _positive(text: str, option: str) -> int:
-    try:
-        v = int(text)
-    except (TypeError, ValueError):
-        raise ValueError(f"{option} must be a positive integer, got {text!r}") from None
-    if v < 1:
-        raise ValueError(f"{option} must be a positive integer, got {v}")
-    return v
-
-
-def _float(text: str | None, option: str) -> float | None:
-    if text is None:
-        return None
-    try:
-        v = float(text)
-    except ValueError:
-        raise ValueError(f"{option} must be a number, got {text!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{option} must be finite, got {text!r}")
-    return v
+from ._cli import command, float_option, int_option
 
 
 class _Progress:
@@ -61,7 +39,7 @@ class _Progress:
 
 
 def _gain(text: str) -> float:
-    v = _float(text, "--gain")
+    v = float_option(text, "--gain")
     assert v is not None  # --gain has a default
     return v
 
@@ -99,11 +77,11 @@ def _flow(p: argparse.ArgumentParser):
         from ._engine import gradient_flow, network, random_inputs
 
         cell = get_cell(a.cell)
-        seed = int(a.seed) if a.seed.lstrip("-").isdigit() else _positive(a.seed, "--seed")
-        batch = _positive(a.batch, "--batch")
+        seed = int_option(a.seed, "--seed", 0)
+        batch = int_option(a.batch, "--batch")
         dtype = np.float64 if a.dtype == "float64" else np.float32
-        hidden = _positive(a.hidden, "--hidden") if a.hidden is not None else None
-        m = _positive(a.input, "--input") if a.input is not None else None
+        hidden = int_option(a.hidden, "--hidden") if a.hidden is not None else None
+        m = int_option(a.input, "--input") if a.input is not None else None
         inputs = None
         if a.inputs is not None:
             if not os.path.exists(a.inputs):
@@ -116,23 +94,23 @@ def _flow(p: argparse.ArgumentParser):
                 inputs = inputs[:, None, :]
             if inputs.ndim != 3:
                 raise ValueError(f"--inputs must have shape (T, m) or (T, batch, m), got {inputs.shape}")
-            if a.steps is not None and _positive(a.steps, "--steps") != inputs.shape[0]:
+            if a.steps is not None and int_option(a.steps, "--steps") != inputs.shape[0]:
                 raise ValueError(f"--steps {a.steps} does not match the {inputs.shape[0]} steps in {a.inputs}")
             if m is not None and m != inputs.shape[2]:
                 raise ValueError(f"--input {m} does not match the inputs' {inputs.shape[2]} features")
             m = inputs.shape[2]
         if a.weights is not None:
             net = network(cell, hidden, m, weights=a.weights, dtype=dtype,
-                          forget_bias=_float(a.forget_bias, "--forget-bias"))
+                          forget_bias=float_option(a.forget_bias, "--forget-bias"))
         else:
             if hidden is None or m is None:
                 raise ValueError("flow needs --hidden and --input (or --weights / --inputs)")
             net = network(cell, hidden, m, init=a.init, seed=seed, gain=_gain(a.gain),
-                          forget_bias=_float(a.forget_bias, "--forget-bias"), dtype=dtype)
+                          forget_bias=float_option(a.forget_bias, "--forget-bias"), dtype=dtype)
         if inputs is None:
             if a.steps is None:
                 raise ValueError("flow needs --steps (or --inputs)")
-            inputs = random_inputs(_positive(a.steps, "--steps"), net.input, batch=batch, seed=seed,
+            inputs = random_inputs(int_option(a.steps, "--steps"), net.input, batch=batch, seed=seed,
                                    dtype=dtype)
         T = inputs.shape[0]
         show = a.progress if a.progress is not None else (sys.stderr.isatty() and T * net.state_size >= 20_000)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._cli import command
+from ._cli import command, int_option
 
 # options each layer kind accepts (besides --json); anything else given is an error
 _ALLOWED = {
@@ -23,14 +23,6 @@ _ALLOWED = {
     "conv": {"kernel", "in_channels", "filters", "no_bias"},
 }
 _FLAG = {"no_bias": "--no-bias", "in_channels": "--in-channels"}
-
-
-def _int(text: str, option: str) -> int:
-    """The integer value of ``option`` (range checks are left to the counting functions)."""
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{option} must be a positive integer, got {text!r}") from None
 
 
 def _kernel(text: str) -> tuple[int, int]:
@@ -91,14 +83,14 @@ def _params(p: argparse.ArgumentParser):
         if kind == "dense":
             _check_options(a, "dense", "a dense layer")
             _require(a, "a dense layer", "input", "output")
-            result = dense_params(_int(a.input, "--input"), _int(a.output, "--output"),
+            result = dense_params(int_option(a.input, "--input", None), int_option(a.output, "--output", None),
                                   bias=not a.no_bias)
         elif kind in ("conv", "conv2d"):
             _check_options(a, "conv", "a convolution")
             _require(a, "a convolution", "kernel", "filters")
             kh, kw = _kernel(a.kernel)
-            channels = 1 if a.in_channels is None else _int(a.in_channels, "--in-channels")
-            result = conv_params(kh, kw, channels, _int(a.filters, "--filters"), bias=not a.no_bias)
+            channels = 1 if a.in_channels is None else int_option(a.in_channels, "--in-channels", None)
+            result = conv_params(kh, kw, channels, int_option(a.filters, "--filters", None), bias=not a.no_bias)
         else:
             from ._cells import get_cell
 
@@ -106,11 +98,11 @@ def _params(p: argparse.ArgumentParser):
             _check_options(a, "cell", f"a recurrent cell ({name})")
             _require(a, name, "hidden", "input")
             result = count_params(
-                name, _int(a.hidden, "--hidden"), _int(a.input, "--input"),
+                name, int_option(a.hidden, "--hidden", None), int_option(a.input, "--input", None),
                 convention="pytorch" if a.convention is None else a.convention,
-                layers=1 if a.layers is None else _int(a.layers, "--layers"),
+                layers=1 if a.layers is None else int_option(a.layers, "--layers", None),
                 bidirectional=a.bidirectional,
-                output=None if a.output is None else _int(a.output, "--output"))
+                output=None if a.output is None else int_option(a.output, "--output", None))
         if a.json:
             print(json.dumps(result.as_dict()))
         else:

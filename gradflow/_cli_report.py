@@ -13,17 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._cli import command
-
-
-def _int(text: str, option: str, minimum: int) -> int:
-    try:
-        v = int(text)
-    except (TypeError, ValueError):
-        raise ValueError(f"{option} must be an integer, got {text!r}") from None
-    if v < minimum:
-        raise ValueError(f"{option} must be >= {minimum}, got {v}")
-    return v
+from ._cli import command, float_option, int_option
 
 
 def _real_argv(a: argparse.Namespace) -> list[str] | None:
@@ -60,16 +50,11 @@ def _report(p: argparse.ArgumentParser):
         from ._report import compile_pdf, write_report
 
         cells = [get_cell(c) for c in a.cells]  # unknown names fail before anything is written
-        hidden = _int(a.hidden, "--hidden", 1)
-        steps = _int(a.steps, "--steps", 2)
-        seed = _int(a.seed, "--seed", 0)
-        m = None if a.input is None else _int(a.input, "--input", 1)
-        fb = None
-        if a.forget_bias is not None:
-            try:
-                fb = float(a.forget_bias)
-            except ValueError:
-                raise ValueError(f"--forget-bias must be a number, got {a.forget_bias!r}") from None
+        hidden = int_option(a.hidden, "--hidden", 1)
+        steps = int_option(a.steps, "--steps", 2)
+        seed = int_option(a.seed, "--seed", 0)
+        m = None if a.input is None else int_option(a.input, "--input", 1)
+        fb = float_option(a.forget_bias, "--forget-bias")
         argv = _real_argv(a)
         if argv is None:  # called in-process (tests, scripts): the equivalent command line
             argv = ["gradflow", "report", *a.cells, "-o", a.output, "--hidden", a.hidden,

@@ -276,10 +276,6 @@ def _spectrum_ks(steps: int) -> list[int]:
     return sorted({0, steps // 4, steps // 2, (3 * steps) // 4, steps - 1})
 
 
-def _has_forget_gate(cell: Cell) -> bool:
-    return any(p.symbol.name == "b_{f}" for p in cell.recorded.params)
-
-
 def _measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
              forget_bias: float | None = None) -> dict:
     from ._engine import decay_rate, gradient_flow, network, random_inputs, singular_values
@@ -287,7 +283,7 @@ def _measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
     out = {}
     ks = _spectrum_ks(steps)
     for cell in cells:
-        fb = forget_bias if _has_forget_gate(cell) else None
+        fb = forget_bias if cell.has_forget_gate else None
         net = network(cell, hidden, input, seed=seed, forget_bias=fb)
         inputs = random_inputs(steps, input, seed=seed)
         flow = gradient_flow(net, inputs, carousel="c" in cell.states)
@@ -430,7 +426,7 @@ def _numeric_section(doc: _Doc, stage: Path, cells: list[Cell], runs: dict, hidd
     phase = None
     if lstm_cells:
         c = lstm_cells[0]
-        has_forget = any(p.symbol.name == "b_{f}" for p in c.recorded.params)
+        has_forget = c.has_forget_gate
         p_hidden, p_input, p_steps = min(hidden, 8), min(input, 4), min(steps, 40)
         scales = (0.5, 1.0, 1.5, 2.0)
         biases = (-1.0, 0.0, 1.0, 2.0) if has_forget else (None,)
@@ -604,7 +600,7 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) \
                 or not np.isfinite(forget_bias):
             raise ValueError(f"forget bias must be a finite number, got {forget_bias!r}")
-        if not any(_has_forget_gate(c) for c in resolved):
+        if not any(c.has_forget_gate for c in resolved):
             raise ValueError("a forget bias needs a cell with a forget gate (lstm)")
     out = _check_out_dir(out_dir, force)
     try:

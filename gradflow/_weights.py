@@ -48,9 +48,6 @@ class Weights:
     def __post_init__(self):
         validate(self.cell, self.hidden, self.input, self.arrays)
 
-    def param(self, label: str):
-        return self.arrays[label]
-
     def env(self) -> dict:
         """Symbol → array (and the sizes), the environment compiled expressions read."""
         from ._cell import m, n
@@ -156,10 +153,9 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: str | Non
     if forget_bias is not None:
         if not math.isfinite(forget_bias):
             raise ValueError(f"forget bias must be finite, got {forget_bias!r}")
-        key = "b_{f}"
-        if key not in arrays:
+        if not cell.has_forget_gate:
             raise ValueError(f"{cell.name} has no forget gate; a forget bias applies to the LSTM")
-        arrays[key] = np.full((n,), float(forget_bias))
+        arrays[cell.FORGET_BIAS] = np.full((n,), float(forget_bias))
     w = Weights(cell, n, m, {k: v.astype(dtype) for k, v in arrays.items()})
     return w if xp is np else w.to(xp)
 
