@@ -14,6 +14,7 @@ from ._analysis import PhaseGrid, decay_table, phase_grid
 from ._cell import Cell, Param, Recurrence, StateJacobian, Step, m, n, t
 from ._cells import CELLS, get_cell
 from ._chain import jacobian, total_derivatives
+from ._checks import GradflowError
 from ._engine import (
     Curves,
     Flow,
@@ -59,5 +60,5 @@ __all__ = [
     # views
     "paper_style", "plot_carousel", "plot_decay", "plot_jacobian", "plot_phase_diagram",
     "plot_spectrum", "save_figure", "write_report",
-    "__version__",
+    "GradflowError", "__version__",
 ]

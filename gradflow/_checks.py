@@ -1,0 +1,87 @@
+"""The one error class and the one home of argument checks.
+
+Every public function checks its arguments once, at the boundary, with these helpers; the
+internals trust what they are given. Each check raises :class:`GradflowError` (a
+``ValueError``) whose message names the argument and what was wrong; the command line turns it
+into ``gradflow: error: <message>`` and exit status 2.
+
+This module is the ground floor: it imports nothing from gradflow.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import TypeVar
+
+__all__ = ["GradflowError", "finite_float", "one_of", "positive_int", "parse_int", "parse_float"]
+
+T = TypeVar("T")
+
+
+class GradflowError(ValueError):
+    """Bad input to gradflow: a wrong argument, file, shape or value (message says which)."""
+
+
+def positive_int(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an ``int`` >= ``minimum``; bools, floats and strings are refused.
+
+    Arguments:
+        value: the given value (a Python or NumPy integer).
+        name: how the argument is named in the message (``"hidden"``, ``"--steps"``).
+        minimum: the smallest accepted value.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise GradflowError(f"{name} must be {_int_need(minimum)}, got {value!r}")
+    v = int(value)
+    if v < minimum:
+        raise GradflowError(f"{name} must be {_int_need(minimum)}, got {v}")
+    return v
+
+
+def _int_need(minimum: int) -> str:
+    if minimum == 1:
+        return "a positive integer"
+    if minimum == 0:
+        return "a non-negative integer"
+    return f"an integer >= {minimum}"
+
+
+def finite_float(value: object, name: str) -> float:
+    """``value`` as a finite ``float``; bools, strings, NaN and ±inf are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise GradflowError(f"{name} must be a finite number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise GradflowError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def one_of(value: object, name: str, choices: Iterable[T]) -> T:
+    """``value`` when it is one of ``choices``; the message lists them otherwise."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise GradflowError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def parse_int(text: object, name: str, minimum: int = 1) -> int:
+    """An integer written in decimal digits on a command line (``"1_6"`` and ``"1e3"`` are refused)."""
+    s = str(text).strip()
+    digits = s[1:] if s[:1] in "+-" else s
+    if not digits.isdigit() or not digits.isascii():
+        raise GradflowError(f"{name} must be {_int_need(minimum)}, got {text!r}")
+    return positive_int(int(s), name, minimum)
+
+
+def parse_float(text: object, name: str) -> float:
+    """A finite number written on a command line."""
+    s = str(text).strip()
+    if "_" in s:
+        raise GradflowError(f"{name} must be a finite number, got {text!r}")
+    try:
+        v = float(s)
+    except ValueError:
+        raise GradflowError(f"{name} must be a finite number, got {text!r}") from None
+    return finite_float(v, name)
