@@ -36,8 +36,9 @@ from ._symbolic.many_steps import (
     state_product,
     truncated_jacobian,
 )
-from ._symbolic.nodes import Diag, Elementwise, hadamard, latex
+from ._symbolic.nodes import Diag, Elementwise, hadamard
 from ._symbolic.params import LayerCount, ParamCount, conv_params, count_params, dense_params
+from ._symbolic.printing import latex
 from ._version import __version__
 from ._views.plots import (
     paper_style,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -32,9 +33,12 @@ def positive_int(value: object, name: str, minimum: int = 1) -> int:
         name: how the argument is named in the message (``"hidden"``, ``"--steps"``).
         minimum: the smallest accepted value.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if isinstance(value, bool):
         raise GradflowError(f"{name} must be {_int_need(minimum)}, got {value!r}")
-    v = int(value)
+    try:
+        v = operator.index(value)  # Python and NumPy integers, nothing that only looks like one
+    except TypeError:
+        raise GradflowError(f"{name} must be {_int_need(minimum)}, got {value!r}") from None
     if v < minimum:
         raise GradflowError(f"{name} must be {_int_need(minimum)}, got {v}")
     return v

@@ -15,7 +15,7 @@ import pytest
 from sympy import MatMul
 
 from gradflow import Cell
-from gradflow._numeric.flow import Network, _sweep, gradient_flow, loss_gradient, network, random_inputs
+from gradflow._numeric.flow import Network, sweep, gradient_flow, loss_gradient, network, random_inputs
 from gradflow._numeric.weights import Weights
 
 # a linear RNN h_t = W h_{t−1}, defined here with the public builder
@@ -60,7 +60,7 @@ def products(net: Network, traj) -> dict[int, np.ndarray]:
     def each(k, P, logscale):
         out[k] = np.array(P) * (10.0 ** np.asarray(logscale))[:, None, None]
 
-    _sweep(net, traj, loss_gradient(net, traj), blocks={}, each=each)
+    sweep(net, traj, loss_gradient(net, traj), blocks={}, each=each)
     return out
 
 

@@ -33,7 +33,7 @@ def _derive(p: argparse.ArgumentParser):
 
     def run(a):
         from .._symbolic.cells import CELLS, get_cell
-        from .._symbolic.nodes import text
+        from .._symbolic.printing import text
 
         if a.list or a.cell is None:
             for c in CELLS.values():

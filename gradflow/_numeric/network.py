@@ -17,11 +17,12 @@ import numpy as np
 from array_api_compat import array_namespace
 from sympy import Identity, ZeroMatrix
 
+from .._checks import positive_int
 from .._symbolic.cell import Cell
 from .._symbolic.cells import get_cell
 from .._symbolic.nodes import Diag
 from .compile import compile_expr, dense_diag
-from .weights import Weights, _check_size, init_weights, load_weights, to_numpy
+from .weights import Weights, init_weights, load_weights, to_numpy
 
 
 @dataclass(frozen=True)
@@ -237,8 +238,8 @@ class Network:
 
 def random_inputs(steps: int, input: int, *, batch: int = 1, seed: int = 0, dtype=np.float64, xp=np):
     """Standard normal inputs of shape (T, B, m) from ``seed``."""
-    T = _check_size("steps", steps)
-    m, B = _check_size("input size", input), _check_size("batch", batch)
+    T = positive_int(steps, "steps")
+    m, B = positive_int(input, "input size"), positive_int(batch, "batch")
     x = np.random.default_rng(seed + 1_000_003).standard_normal((T, B, m)).astype(dtype)
     return x if xp is np else xp.asarray(x)
 

@@ -17,16 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import positive_int
 from .._symbolic.cell import Cell, Param
 from .._symbolic.cells import get_cell
 
 INIT_SCHEMES = ("pytorch", "glorot", "orthogonal", "identity", "gaussian")
-
-
-def _check_size(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -71,8 +66,8 @@ def _expected_shape(p: Param, n: int, m: int) -> tuple[int, ...]:
 
 def validate(cell: Cell, n: int, m: int, arrays: Mapping[str, Any]) -> None:
     """Every parameter present, with the right shape, and finite; ``ValueError`` otherwise."""
-    _check_size("hidden size", n)
-    _check_size("input size", m)
+    positive_int(n, "hidden size")
+    positive_int(m, "input size")
     names = [p.symbol.name for p in cell.recorded.params]
     missing = [k for k in names if k not in arrays]
     if missing:
@@ -123,7 +118,7 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: str | Non
         :class:`Weights`.
     """
     cell = get_cell(cell)
-    n, m = _check_size("hidden size", hidden), _check_size("input size", input)
+    n, m = positive_int(hidden, "hidden size"), positive_int(input, "input size")
     scheme = scheme or cell.default_init
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; known: {', '.join(INIT_SCHEMES)}")

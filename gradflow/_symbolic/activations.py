@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import sympy as sp
-from sympy import MatAdd, MatMul, OneMatrix
+
+from .nodes import ACTIVATIONS, Elementwise, get_activation, hadamard, one_minus
+
+__all__ = ["ACTIVATIONS", "Activation", "get_activation", "relu", "sigmoid", "step", "sup_abs", "tanh"]
 
 
 @dataclass(frozen=True)
@@ -36,14 +39,7 @@ class Activation:
     numeric: Callable[[Any, Any], Any]
 
     def __call__(self, arg):
-        from .nodes import Elementwise
-
         return Elementwise(self.name, arg)
-
-
-def one_minus(v):
-    """1 − v, kept in this order (SymPy's ``-`` would reorder it to −v + 1)."""
-    return MatAdd(OneMatrix(v.shape[0], 1), MatMul(-1, v))
 
 
 def _sigmoid_numeric(xp, a):
@@ -75,8 +71,6 @@ relu = Activation(
 
 def _hadamard_complement(y):
     """1 − y ⊙ y, the output form of tanh'."""
-    from .nodes import hadamard
-
     return one_minus(hadamard(y, y))
 
 
@@ -87,17 +81,8 @@ tanh = Activation(
     lambda xp, a: xp.tanh(a),
 )
 
-ACTIVATIONS: dict[str, Activation] = {f.name: f for f in (tanh, sigmoid, relu, step)}
-
-
-def get_activation(name: str) -> Activation:
-    """Look up an activation by name; ``ValueError`` for an unknown one."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))}"
-        ) from None
+for _f in (tanh, sigmoid, relu, step):
+    ACTIVATIONS[_f.name] = _f
 
 
 def sup_abs(expr: sp.Expr, x: sp.Symbol) -> sp.Expr:

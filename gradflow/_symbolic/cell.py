@@ -18,7 +18,7 @@ import sympy as sp
 from sympy import MatAdd, MatMul, MatrixSymbol
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
-from .nodes import latex, text
+from .printing import latex, text
 
 #: symbolic hidden size n and input size m
 n = sp.Symbol("n", integer=True, positive=True)

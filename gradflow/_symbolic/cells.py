@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sympy import MatAdd, MatMul
 
-from .activations import one_minus, relu, sigmoid, tanh
+from .activations import relu, sigmoid, tanh
 from .cell import Cell, Recurrence
-from .nodes import hadamard
+from .nodes import hadamard, one_minus
 
 
 def _elman(phi):

@@ -28,7 +28,8 @@ from sympy.matrices.expressions.matexpr import MatrixExpr
 
 from .cell import Cell, StateJacobian, n, t, timed
 from .cells import get_cell
-from .nodes import Diag, Elementwise, latex, text
+from .nodes import Diag, Elementwise
+from .printing import latex, text
 
 #: the earlier time k and the running product index j
 k = sp.Symbol("k", integer=True)

@@ -6,16 +6,30 @@ to explicit entries at concrete n (``_entry``), and print themselves as LaTeX (`
 
 from __future__ import annotations
 
-import re
+from typing import Any
 
 import sympy as sp
 from sympy import HadamardProduct, MatAdd, MatMul, OneMatrix
 from sympy.core.symbol import Str
 from sympy.matrices.expressions.matexpr import MatrixExpr
-from sympy.printing.precedence import PRECEDENCE
-from sympy.printing.str import StrPrinter
 
-from .activations import get_activation
+from .._checks import GradflowError
+
+#: name -> Activation; filled by :mod:`gradflow._symbolic.activations` (a primitive and its rules side by side)
+ACTIVATIONS: dict[str, Any] = {}
+
+
+def get_activation(name: str) -> Any:
+    """Look up an activation by name; ``GradflowError`` for an unknown one."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise GradflowError(f"unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))}") from None
+
+
+def one_minus(v):
+    """1 − v, kept in this order (SymPy's ``-`` would reorder it to −v + 1)."""
+    return MatAdd(OneMatrix(v.shape[0], 1), MatMul(-1, v))
 
 
 class Elementwise(MatrixExpr):
@@ -85,67 +99,6 @@ def hadamard(*vectors):
     if not flat:
         return OneMatrix(vectors[0].shape[0], 1)
     return flat[0] if len(flat) == 1 else HadamardProduct(*flat)
-
-
-def is_vector(expr) -> bool:
-    """True for an (r × 1) column vector expression."""
-    return expr.shape[1] == 1
-
-
-def vector_terms(expr):
-    """Split a vector expression into (coefficient, vector) summands."""
-    out = []
-    for term in expr.args if isinstance(expr, MatAdd) else (expr,):
-        coeff, rest = sp.S.One, term
-        if isinstance(term, MatMul) and term.args and not isinstance(term.args[0], MatrixExpr):
-            coeff, rest = term.args[0], MatMul(*term.args[1:]) if len(term.args) > 2 else term.args[1]
-        out.append((coeff, rest))
-    return out
-
-
-def latex(expr, **settings) -> str:
-    """LaTeX of a gradflow expression, summands in the order they were built."""
-    settings.setdefault("order", "none")
-    return sp.latex(expr, **settings)
-
-
-class _TextPrinter(StrPrinter):
-    """Plain-text printer: ⊙ for Hadamard products, · for matrix products, short names."""
-
-    def _wrap(self, a):
-        return "(%s)" % self._print(a) if isinstance(a, MatAdd) else self._print(a)
-
-    def _print_HadamardProduct(self, expr):
-        return " ⊙ ".join("(%s)" % self._print(a) if isinstance(a, MatAdd) else self._print(a)
-                          for a in expr.args)
-
-    def _print_HadamardPower(self, expr):
-        return "%s^∘%s" % (self.parenthesize(expr.base, PRECEDENCE["Pow"]), self._print(expr.exp))
-
-    def _print_MatMul(self, expr):
-        args = list(expr.args)
-        sign = ""
-        if args and args[0] == -1:
-            sign, args = "-", args[1:]
-        return sign + "·".join(self._wrap(a) for a in args)
-
-    def _print_MatrixSymbol(self, expr):
-        name = expr.name.replace(r"\tilde{h}", "h~").replace(" ", "")
-        return re.sub(r"_\{(\w+)\}", r"_\1", name)  # h_{t} -> h_t, h_{t-1} stays
-
-    def _print_OneMatrix(self, expr):
-        return "1"
-
-    def _print_Identity(self, expr):
-        return "I"
-
-    def _print_ZeroMatrix(self, expr):
-        return "0"
-
-
-def text(expr) -> str:
-    """Readable plain text of a gradflow expression: diag(1 - h_t ⊙ h_t)·W."""
-    return _TextPrinter({"order": "none"}).doprint(expr)
 
 
 def _refuse_sympy_derivative(expr, x):

@@ -11,12 +11,12 @@ and a bidirectional layer holds two independent copies of the cell.
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Any
 
 import sympy as sp
 
+from .._checks import positive_int
 from .cell import Cell, m, n
 from .cells import get_cell
 
@@ -36,19 +36,6 @@ _ABSENT = {
 
 
 # -- helpers --------------------------------------------------------------------------------
-def _size(value: Any, what: str) -> int:
-    """``value`` as a positive int; ``ValueError`` naming ``what`` otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    try:
-        size = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}") from None
-    if size < 1:
-        raise ValueError(f"{what} must be a positive integer, got {size}")
-    return size
-
-
 def _monomial(coeff, powers) -> sp.Expr:
     """coeff · n^a · m^b … kept in that factor order (for printing)."""
     factors = [g ** e if e != 1 else g for g, e in powers if e]
@@ -263,10 +250,10 @@ def count_params(cell: str | Cell, hidden: int, input: int, *, convention: str =
     """
     cell = get_cell(cell)
     key, copies = _convention(cell, convention)
-    hidden = _size(hidden, "hidden size")
-    input = _size(input, "input size")
-    layers = _size(layers, "number of layers")
-    output = None if output is None else _size(output, "output size")
+    hidden = positive_int(hidden, "hidden size")
+    input = positive_int(input, "input size")
+    layers = positive_int(layers, "number of layers")
+    output = None if output is None else positive_int(output, "output size")
     dirs = 2 if bidirectional else 1
 
     parts = _layer_parts(cell, copies)
@@ -375,7 +362,7 @@ def dense_params(inputs: int, outputs: int, bias: bool = True) -> LayerCount:
     Returns:
         A :class:`LayerCount` with formula n·k + k (n·k without bias); 128 → 10 gives 1,290.
     """
-    sizes = {n: ("inputs", _size(inputs, "input size")), k: ("outputs", _size(outputs, "output size"))}
+    sizes = {n: ("inputs", positive_int(inputs, "input size")), k: ("outputs", positive_int(outputs, "output size"))}
     weights = sp.Mul(n, k, evaluate=False)
     return _layer_count("dense", sizes, weights, k, sp.Add(weights, k, evaluate=False), bias)
 
@@ -394,10 +381,10 @@ def conv_params(kernel_h: int, kernel_w: int, in_channels: int, filters: int,
     Returns:
         A :class:`LayerCount` with formula (k_h·k_w·c + 1)·k (k_h·k_w·c·k without bias).
     """
-    sizes = {k_h: ("kernel_h", _size(kernel_h, "kernel height")),
-             k_w: ("kernel_w", _size(kernel_w, "kernel width")),
-             c_in: ("in_channels", _size(in_channels, "input channels")),
-             k: ("filters", _size(filters, "number of filters"))}
+    sizes = {k_h: ("kernel_h", positive_int(kernel_h, "kernel height")),
+             k_w: ("kernel_w", positive_int(kernel_w, "kernel width")),
+             c_in: ("in_channels", positive_int(in_channels, "input channels")),
+             k: ("filters", positive_int(filters, "number of filters"))}
     per_filter = sp.Mul(k_h, k_w, c_in, evaluate=False)
     weights = sp.Mul(k_h, k_w, c_in, k, evaluate=False)
     formula = sp.Mul(sp.Add(per_filter, 1, evaluate=False), k, evaluate=False)

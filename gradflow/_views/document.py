@@ -14,7 +14,7 @@ import numpy as np
 import sympy as sp
 from sympy import MatAdd
 
-from .._symbolic.nodes import latex
+from .._symbolic.printing import latex
 from .bibtex import BibEntry, entry_label, entry_sort_key, format_entry, tex_text
 
 # ================================================================================================

@@ -36,13 +36,15 @@ import numpy as np
 import sympy as sp
 from sympy import BlockMatrix, Identity, MatMul, MatrixSymbol, ZeroMatrix, block_collapse
 
+from .._checks import positive_int
 from .._symbolic.cell import Cell
 from .._symbolic.cell import n as _n
 from .._symbolic.cell import t as _t
 from .._symbolic.cells import get_cell
 from .._symbolic.many_steps import carousel, pascanu_bound, state_product, truncated_jacobian
 from .._symbolic.many_steps import j as _j
-from .._symbolic.nodes import Diag, Elementwise, latex
+from .._symbolic.nodes import Diag, Elementwise
+from .._symbolic.printing import latex
 from .bibtex import bibliography_text, parse_bibtex
 from .document import Doc, Row, bmatrix, display_row, fmt_num, visible_width
 
@@ -502,14 +504,6 @@ def _wrap_command(cmd: str, width: int = 78) -> str:
     return "\n".join(lines)
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_out_dir(out_dir, force: bool) -> Path:
     """The absolute output directory, or ValueError if it cannot (or must not) be written."""
     if out_dir is None or str(out_dir).strip() == "":
@@ -592,10 +586,10 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
             resolved.append(c)
     if not resolved:
         raise ValueError("name at least one cell")
-    hidden = _check_int("hidden", hidden, 1)
-    steps = _check_int("steps", steps, 2)
-    seed = _check_int("seed", seed, 0)
-    input = hidden if input is None else _check_int("input", input, 1)
+    hidden = positive_int(hidden, "hidden", 1)
+    steps = positive_int(steps, "steps", 2)
+    seed = positive_int(seed, "seed", 0)
+    input = hidden if input is None else positive_int(input, "input", 1)
     if forget_bias is not None:
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) \
                 or not np.isfinite(forget_bias):
