@@ -36,7 +36,7 @@ def positive_int(value: object, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool):
         raise GradflowError(f"{name} must be {_int_need(minimum)}, got {value!r}")
     try:
-        v = operator.index(value)  # Python and NumPy integers, nothing that only looks like one
+        v = operator.index(value)  # type: ignore[arg-type]  # Python and NumPy integers, nothing that only looks like one
     except TypeError:
         raise GradflowError(f"{name} must be {_int_need(minimum)}, got {value!r}") from None
     if v < minimum:

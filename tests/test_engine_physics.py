@@ -15,7 +15,7 @@ import pytest
 from sympy import MatMul
 
 from gradflow import Cell
-from gradflow._numeric.flow import Network, sweep, gradient_flow, loss_gradient, network, random_inputs
+from gradflow._numeric.flow import Network, gradient_flow, loss_gradient, network, random_inputs, sweep
 from gradflow._numeric.weights import Weights
 
 # a linear RNN h_t = W h_{t−1}, defined here with the public builder

@@ -15,8 +15,7 @@ import numpy as np
 
 from .._symbolic.cells import get_cell
 from .flow import Curves, Flow, decay_rate, gradient_flow, network, random_inputs
-
-_NORMS = {"2": "log10_norm_2", "fro": "log10_norm_fro"}
+from .norms import get_norm
 
 #: scales of W swept by default: from strongly contracting to expanding
 DEFAULT_SCALES = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
@@ -133,11 +132,9 @@ def decay_table(flows: Flow | Iterable[Flow], *, norm: str = "2") -> list[dict]:
         the full ∂s_T/∂s_k), ``log10_norm_k0`` (log10 ‖∂s_T/∂s_0‖), and ``rate_cell_state`` and
         ``log10_norm_k0_cell_state`` for the c→c block (``None`` for cells without c).
     """
-    if norm not in _NORMS:
-        raise ValueError(f"norm must be '2' or 'fro', got {norm!r}")
+    key = get_norm(norm).field
     if isinstance(flows, Flow):
         flows = [flows]
-    key = _NORMS[norm]
     rows = []
     for f in flows:
         if not isinstance(f, Flow):

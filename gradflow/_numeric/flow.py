@@ -34,10 +34,21 @@ class Curves:
     log10_norm_fro: Any
     log10_grad_norm: Any
 
-    def mean(self) -> dict[str, np.ndarray]:
-        """Batch means (NumPy) of the three curves; −inf where a product is exactly 0."""
-        return {k: to_host(getattr(self, k)).mean(axis=0) for k in
-                ("log10_norm_2", "log10_norm_fro", "log10_grad_norm")}
+    FIELDS = ("log10_norm_2", "log10_norm_fro", "log10_grad_norm")
+
+    def mean(self) -> Curves:
+        """Batch means (NumPy arrays of shape (T,)) of the three curves; −inf where a product is 0."""
+        return Curves(*(to_host(getattr(self, k)).mean(axis=0) for k in self.FIELDS))
+
+    def __getitem__(self, field: str) -> Any:
+        """``curves["log10_norm_2"]``: a curve by its field name (the JSON key)."""
+        if field not in self.FIELDS:
+            raise KeyError(field)
+        return getattr(self, field)
+
+    def items(self):
+        """(field name, curve) pairs, in the order of :attr:`FIELDS`."""
+        return ((k, getattr(self, k)) for k in self.FIELDS)
 
 
 @dataclass
@@ -82,10 +93,10 @@ class Flow:
         cs = self.cell_state.mean() if self.cell_state is not None else None
         curve = []
         for k in range(self.steps):
-            rec = {key: num(full[key][k]) for key in full}
+            rec = {key: num(v[k]) for key, v in full.items()}
             rec = {"k": k, **rec}
             if cs is not None:
-                rec["cell_state"] = {key: num(cs[key][k]) for key in cs}
+                rec["cell_state"] = {key: num(v[k]) for key, v in cs.items()}
             if self.carousel is not None:
                 rec["carousel"] = {key: num(v[k]) for key, v in self.carousel.mean().items()}
             if self.bound is not None:

@@ -92,7 +92,7 @@ class Diag(MatrixExpr):
 
 def hadamard(*vectors):
     """v_1 ⊙ … ⊙ v_r without SymPy's canonical reordering (1 factor: itself)."""
-    flat = []
+    flat: list = []
     for v in vectors:
         flat.extend(v.args if isinstance(v, HadamardProduct) else (v,))
     flat = [v for v in flat if not isinstance(v, OneMatrix)]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._numeric.flow import Flow
+from .._numeric.norms import get_norm
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 #: Okabe & Ito (2008) colour-blind-safe palette, in the order of the paper style's colour cycle
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
 
-_NORMS = {"2": ("log10_norm_2", "2"), "fro": ("log10_norm_fro", "F")}
 _FORMATS = ("pdf", "svg", "png")
 _DIVERGING = "RdBu_r"
 
@@ -48,9 +48,8 @@ def _frame(ax: Axes) -> None:
 
 
 def _norm_key(norm: str) -> tuple[str, str]:
-    if norm not in _NORMS:
-        raise ValueError(f"norm must be '2' or 'fro', got {norm!r}")
-    return _NORMS[norm]
+    spec = get_norm(norm)
+    return spec.field, spec.subscript
 
 
 def _as_2d(a: Any, what: str) -> np.ndarray:
