@@ -44,7 +44,7 @@ def matmul_rate(N: int, repeats: int = 5) -> float:
 
 def run_gradflow(cell, n, m, T, seed):
     import gradflow as gf
-    from gradflow._numeric.flow import sweep, loss_gradient
+    from gradflow._numeric.flow import loss_gradient, sweep
 
     net = gf.network(cell, n, m, seed=seed, forget_bias=1.0 if cell == "lstm" else None)
     x = gf.random_inputs(T, m, seed=seed)

@@ -11,6 +11,8 @@ import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 
+from .._version import __version__
+
 # ================================================================================================
 # Bibliography: references.bib (package data) is the single source of every citation
 # ================================================================================================
@@ -96,8 +98,9 @@ def parse_bibtex(text: str) -> dict[str, BibEntry]:
 
 
 def bibliography_text() -> str:
-    """The text of gradflow's ``references.bib`` (package data)."""
-    return resources.files("gradflow").joinpath("references.bib").read_text(encoding="utf-8")
+    """The text of gradflow's ``references.bib`` (package data), gradflow's own version filled in."""
+    text = resources.files("gradflow").joinpath("references.bib").read_text(encoding="utf-8")
+    return text.replace("@VERSION@", __version__)
 
 
 def bibliography() -> dict[str, BibEntry]:
@@ -115,7 +118,8 @@ def citation_cff() -> str:
     f = bibliography()["gradflow"].fields
     return (
         "cff-version: 1.2.0\n"
-        'message: "If you use gradflow in your research, please cite it as below."\n'
+        'message: "If you use gradflow (installed as gradflow-rnn, imported as gradflow) in your research, '
+        'please cite it as below."\n'
         "type: software\n"
         "title: gradflow\n"
         f'abstract: "{_plain(f["title"]).split(": ", 1)[-1].capitalize()}."\n'
