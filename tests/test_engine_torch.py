@@ -24,9 +24,15 @@ import pytest
 import torch  # the oracle: a required test dependency, never skipped
 from torch import nn  # noqa: E402
 
-from gradflow import get_cell  # noqa: E402
-from gradflow._numeric.flow import gradient_flow, loss_gradient, network, sweep  # noqa: E402
-from gradflow._numeric.weights import Weights, load_weights  # noqa: E402
+from gradflow import (  # noqa: E402
+    Weights,
+    get_cell,  # noqa: E402
+    gradient_flow,
+    load_weights,
+    loss_gradient,
+    network,
+)
+from gradflow._numeric.flow import sweep  # noqa: E402  (the internal sweep, tested on purpose)
 
 F64 = torch.float64
 N_HID, M_IN, T, B = 4, 3, 6, 2

@@ -13,9 +13,16 @@ import math
 import numpy as np
 import pytest
 
-from gradflow import get_cell
-from gradflow._numeric.flow import gradient_flow, network, random_inputs
-from gradflow._numeric.weights import Weights, from_state_dict, init_weights, load_weights
+from gradflow import (
+    Weights,
+    from_state_dict,
+    get_cell,
+    gradient_flow,
+    init_weights,
+    load_weights,
+    network,
+    random_inputs,
+)
 
 ELMAN = ["W", "U", "b"]
 LABELS = {

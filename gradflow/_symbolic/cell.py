@@ -18,7 +18,7 @@ import sympy as sp
 from sympy import MatAdd, MatMul, MatrixSymbol
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
-from .printing import latex, text
+from .printing import DisplaysLatex, latex, text
 
 #: symbolic hidden size n and input size m
 n = sp.Symbol("n", integer=True, positive=True)
@@ -207,7 +207,7 @@ class Cell:
 
 
 @dataclass(frozen=True)
-class StateJacobian:
+class StateJacobian(DisplaysLatex):
     """The blocks ∂(s_t)_a/∂(s_{t−1})_b of a cell's one-step Jacobian.
 
     Attributes:
@@ -233,9 +233,6 @@ class StateJacobian:
         """All blocks as a LaTeX ``aligned`` block."""
         lines = [r"%s &= %s" % (self.block_name(k), latex(v)) for k, v in self.blocks.items()]
         return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
-
-    def _repr_latex_(self) -> str:
-        return "$\\displaystyle %s$" % self.latex()
 
     def __str__(self) -> str:
         out = []

@@ -29,7 +29,7 @@ from sympy.matrices.expressions.matexpr import MatrixExpr
 from .cell import Cell, StateJacobian, n, t, timed
 from .cells import get_cell
 from .nodes import Diag, Elementwise
-from .printing import latex, text
+from .printing import DisplaysLatex, latex, text
 
 #: the earlier time k and the running product index j
 k = sp.Symbol("k", integer=True)
@@ -95,7 +95,7 @@ def _as_matrix(J: StateJacobian) -> MatrixExpr:
 
 
 @dataclass(frozen=True)
-class StateProduct:
+class StateProduct(DisplaysLatex):
     """∂s_t/∂s_k = ∏_{j=k+1}^{t} ∂s_j/∂s_{j−1} for a cell.
 
     Attributes:
@@ -119,10 +119,6 @@ class StateProduct:
             ("(%s)" % ", ".join(timed(x, tt) for x in s)) if len(s) > 1 else timed(s[0], tt)
             for tt in (t, k))
         return "%s = %s" % (lhs, latex(self.expr))
-
-    def _repr_latex_(self) -> str:
-        return "$\\displaystyle %s$" % self.latex()
-
 
 def state_product(cell: str | Cell) -> StateProduct:
     """The symbolic product ∂s_t/∂s_k = ∏_{j=k+1}^{t} J_j (J_t leftmost) of a cell."""
@@ -180,7 +176,7 @@ def _sup(v, defs: dict):
 
 
 @dataclass(frozen=True)
-class Bound:
+class Bound(DisplaysLatex):
     """‖∂h_t/∂h_k‖₂ ≤ rate^{t−k}, derived from the one-step Jacobian's terms.
 
     Attributes:
@@ -200,10 +196,6 @@ class Bound:
     def latex(self) -> str:
         return (r"\left\| \frac{\partial h_{t}}{\partial h_{k}} \right\|_2 \le %s"
                 % latex(self.expr))
-
-    def _repr_latex_(self) -> str:
-        return "$\\displaystyle %s$" % self.latex()
-
 
 class SigmaMax(sp.Function):
     """σ_max(M), the largest singular value of the matrix M (prints as σ_max(W), \\sigma_{\\max}(W))."""
@@ -262,7 +254,7 @@ def pascanu_bound(cell: str | Cell) -> Bound:
 
 # -- the LSTM's cell-state path ---------------------------------------------------------------
 @dataclass(frozen=True)
-class Carousel:
+class Carousel(DisplaysLatex):
     """∂c_t/∂c_k along the cell state alone (gates held fixed): ∏_{j=k+1}^{t} ∂c_j/∂c_{j−1}.
 
     Attributes:
@@ -279,10 +271,6 @@ class Carousel:
 
     def latex(self) -> str:
         return r"\left.\frac{\partial c_{t}}{\partial c_{k}}\right|_{\text{carousel}} = %s" % latex(self.expr)
-
-    def _repr_latex_(self) -> str:
-        return "$\\displaystyle %s$" % self.latex()
-
 
 def carousel(cell: str | Cell) -> Carousel:
     """The cell-state path of an LSTM-type cell: ∏ diag(f_j), the identity when f ≡ 1 (1997)."""

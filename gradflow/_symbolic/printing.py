@@ -56,3 +56,13 @@ class _TextPrinter(StrPrinter):
 def text(expr) -> str:
     """Readable plain text of a gradflow expression: diag(1 - h_t ⊙ h_t)·W."""
     return _TextPrinter({"order": "none"}).doprint(expr)
+
+
+class DisplaysLatex:
+    """Mixin: Jupyter shows the object as display math, ``$\\displaystyle <self.latex()>$``."""
+
+    def latex(self) -> str:  # pragma: no cover - every user defines it
+        raise NotImplementedError
+
+    def _repr_latex_(self) -> str:
+        return "$\\displaystyle %s$" % self.latex()
