@@ -1,0 +1,216 @@
+"""The derivation section of a report, cell by cell: every formula printed from the symbolic core.
+
+Only the connecting prose is written here; claims that depend on the algebra (no W in the
+carousel, an identity block, a finite bound) are checked on the symbolic objects before they
+are stated.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy import BlockMatrix, Identity, MatMul, MatrixSymbol, ZeroMatrix, block_collapse
+
+from .._symbolic.cell import Cell
+from .._symbolic.cell import n as _n
+from .._symbolic.cell import t as _t
+from .._symbolic.many_steps import carousel, pascanu_bound, state_product, truncated_jacobian
+from .._symbolic.many_steps import j as _j
+from .._symbolic.nodes import Diag, Elementwise
+from .._symbolic.printing import latex
+from .document import Doc, Row, bmatrix, display_row, visible_width
+
+
+def _relation_row(tex: str, rel: str) -> Row:
+    """A display row from ``lhs rel rhs`` exactly as the symbolic core printed it."""
+    lhs, _, rhs = tex.partition(f" {rel} ")
+    return Row(lhs, (rhs,), rel)
+
+
+def _weight_names(expr) -> list[str]:
+    """Names of the weight matrices W... that occur in ``expr``."""
+    return sorted({a.name for a in expr.atoms(MatrixSymbol) if a.name == "W" or a.name.startswith("W_")})
+
+
+def _has_activation(expr) -> bool:
+    return any(isinstance(a, Elementwise) for a in sp.preorder_traversal(expr))
+
+
+def _elman_form(cell: Cell):
+    """(activation, pre-activation, diagonal vector) when ∂h_t/∂h_{t−1} = diag(φ'(a_t))·W, else None."""
+    if cell.states != ("h",):
+        return None
+    st = cell.recorded
+    h_def = st.definitions.get(st.new["h"])
+    block = cell.jacobian()["h", "h"]
+    if not isinstance(h_def, Elementwise) or not isinstance(block, MatMul) or len(block.args) != 2:
+        return None
+    D, W = block.args
+    if not isinstance(D, Diag) or not isinstance(W, MatrixSymbol):
+        return None
+    return h_def.activation, h_def.arg, D.vector
+
+
+def _block_names_matrix(cell: Cell, time, zero=()) -> str:
+    J = cell.jacobian(time)
+    return bmatrix([["0" if (a, b) in zero else J.block_name((a, b)) for b in cell.states]
+                     for a in cell.states])
+
+
+def derive_cell(doc: Doc, cell: Cell, number: int) -> None:
+    st = cell.recorded
+    J = cell.jacobian()
+    ref = f" [@{cell.reference}]" if cell.reference else ""
+    doc.heading(3, f"1.{number} {cell.title} (`{cell.name}`)")
+
+    # the recurrence ----------------------------------------------------------------------------
+    doc.para("One time step of the cell, with its named intermediate quantities in the order they "
+             f"are computed{ref}:")
+    doc.display([display_row(latex(s), e) for s, e in st.definitions.items()])
+
+    # the one-step Jacobian -------------------------------------------------------------------
+    if len(cell.states) == 1:
+        doc.para(f"The state is $s_t = {latex(st.new['h'])}$. Differentiating the step through the named "
+                 "quantities with gradflow's matrix chain rule gives the one-step Jacobian, in numerator "
+                 "layout (row $i$ holds the derivatives of the $i$-th entry of the new state; an "
+                 "$n \\times n$ matrix):")
+    else:
+        names = ", ".join(latex(st.new[s]) for s in cell.states)
+        doc.para(f"The state is the pair $s_t = ({names})$, so the one-step Jacobian "
+                 f"$\\partial s_t/\\partial s_{{t-1}}$ has {len(cell.states) ** 2} blocks, each "
+                 "$n \\times n$ in numerator layout (row $i$ of a block holds the derivatives of the "
+                 "$i$-th entry of its numerator). Differentiating the step through the named "
+                 "quantities with gradflow's matrix chain rule gives:")
+    doc.display([display_row(J.block_name(key), v) for key, v in J.blocks.items()])
+    elman = _elman_form(cell)
+    if elman is not None:
+        act, arg, vec = elman
+        doc.para("The diagonal factor is the derivative of the activation at the pre-activation, "
+                 "entry by entry, written through the quantities of the step:")
+        doc.display([display_row(act.latex + "'\\left(" + latex(arg) + "\\right)", vec)])
+
+    # the product over time -------------------------------------------------------------------
+    prod = state_product(cell)
+    lhs, _, full_rhs = prod.latex().partition(" = ")
+    body = prod.expr.args[0]
+    doc.para("Over $t-k$ steps the chain rule multiplies one-step Jacobians, the latest on the left "
+             "[@hochreiter1991untersuchungen; bengio1994learning]:")
+    if len(cell.states) == 1 and visible_width(latex(body)) <= 48:
+        doc.display([Row(lhs, (full_rhs,))])
+    else:
+        Jj = MatrixSymbol(f"J_{{{sp.latex(_j)}}}", *body.shape)
+        compact = prod.expr.func(Jj, *prod.expr.args[1:])
+        doc.display([Row(lhs, (latex(compact),))])
+        if len(cell.states) == 1:
+            doc.para("where $J_j$ is the one-step Jacobian above at step $j$ (every $t$ replaced by $j$).")
+        else:
+            doc.para("where $J_j$ is the one-step Jacobian at step $j$, assembled from the blocks above "
+                     "with every $t$ replaced by $j$, the state ordered as "
+                     f"$({', '.join(cell.states)})$:")
+            doc.display([Row(f"J_{{{sp.latex(_j)}}}", (_block_names_matrix(cell, _j),))])
+    doc.para("Whether the product shrinks or grows geometrically in $t-k$ depends on the sizes of "
+             "its factors; the next paragraphs bound them and Section 2 measures them.")
+
+    # the bound -----------------------------------------------------------------------------------
+    try:
+        bound = pascanu_bound(cell)
+    except ValueError:
+        bound = None
+    if bound is not None and elman is not None and bound.gamma is not None:
+        act = elman[0]
+        g = bound.gamma
+        doc.para("Since $\\lVert \\operatorname{diag}(v) \\rVert_2 = \\max_i |v_i|$ and the spectral norm "
+                 "is submultiplicative, every factor has norm at most $\\gamma\\,\\sigma_{\\max}(W)$ with "
+                 f"$\\gamma = \\sup|\\phi'| = {sp.latex(g)}$ for $\\phi = {act.latex}$. This is the bound "
+                 "of @[pascanu2013difficulty]:")
+        doc.display([_relation_row(bound.latex(), "\\le")])
+        doc.para(f"Hence $\\sigma_{{\\max}}(W) < 1/\\gamma = {sp.latex(1 / g)}$ is sufficient for the "
+                 "gradient to vanish geometrically in $t-k$. It is not necessary, and "
+                 f"$\\sigma_{{\\max}}(W) > {sp.latex(1 / g)}$ does not by itself imply that gradients "
+                 "explode.")
+    elif bound is not None:
+        doc.para("The one-step Jacobian is a sum of terms $\\operatorname{diag}(v)\\,M$. Bounding each "
+                 "by $\\sup|v|\\,\\sigma_{\\max}(M)$, in the manner of @[pascanu2013difficulty], gives")
+        doc.display([_relation_row(bound.latex(), "\\le")])
+        identity_terms = [s for s, M in bound.terms if isinstance(M, Identity) and s >= 1]
+        if identity_terms:
+            doc.para("Its rate is at least 1 whatever $W$ is, so this bound cannot show that gradients "
+                     "vanish: the identity term passes the gradient from one step to the previous one "
+                     "unchanged, the mechanism of residual connections [@he2016residual].")
+    elif len(cell.states) == 1:
+        doc.para("A diagonal factor of this Jacobian involves quantities that gradflow cannot bound from "
+                 "the recurrence alone (such as the previous state or a pre-activation), so no bound "
+                 "of the form of @[pascanu2013difficulty] follows from the one-step Jacobian; the "
+                 "measurements in Section 2 take its place.")
+    else:
+        doc.para("The bound of @[pascanu2013difficulty] is a statement about a single state; for this "
+                 "two-state cell the decisive path is the cell state, below.")
+
+    if "c" in cell.states:
+        _derive_carousel(doc, cell)
+
+
+def _derive_carousel(doc: Doc, cell: Cell) -> None:
+    J = cell.jacobian()
+    car = carousel(cell)
+    doc.heading(4, f"The cell state of `{cell.name}`: the constant error carousel")
+    doc.para("The cell-state block of the one-step Jacobian is")
+    doc.display([display_row(J.block_name(("c", "c")), J["c", "c"])])
+    no_w, no_phi = not _weight_names(car.expr), not _has_activation(car.expr)
+    if car.constant:
+        doc.para("the identity, so along the cell state alone (the path "
+                 "$c_k \\to c_{k+1} \\to \\dots \\to c_t$, gates held fixed) the product over any lag "
+                 "$t-k$ is the identity too:")
+        doc.display([_relation_row(car.latex(), "=")])
+        doc.para("This is the constant error carousel of @[hochreiter1997lstm]: error flowing back along "
+                 "the cell state is neither multiplied by a weight matrix nor damped by an activation "
+                 "derivative, however long the lag.")
+    else:
+        doc.para("Along the cell state alone (the path $c_k \\to c_{k+1} \\to \\dots \\to c_t$, gates held "
+                 "fixed) the product of these blocks is a product of diagonal matrices, hence diagonal:")
+        doc.display([_relation_row(car.latex(), "=")])
+        if no_w and no_phi:
+            doc.para("It contains no recurrent weight matrix and no activation derivative $\\phi'$: each "
+                     "unit's gradient is multiplied by its own forget gate at every step, and decays only "
+                     "as far as its forget gates fall below 1. The network controls this decay through "
+                     "the forget gate introduced by @[gers2000forget]; initialising the forget-gate bias "
+                     "at 1 [@jozefowicz2015empirical] moves the initial forget gates towards 1 and slows "
+                     "the decay at the start of training. With all forget gates equal to 1 the product "
+                     "is the identity: the constant error carousel of @[hochreiter1997lstm].")
+        else:
+            present = ", ".join(f"${w}$" for w in _weight_names(car.expr)) or "activation derivatives"
+            doc.para(f"Unlike the 1997 carousel, this path contains {present}.")
+
+    # the 1997 truncated gradient versus the full one ---------------------------------------------
+    T = truncated_jacobian(cell)
+    zero = {key for key, v in T.blocks.items() if isinstance(v, ZeroMatrix)}
+    cut = [J.block_name(key) for key in J.blocks if key in zero]
+    doc.heading(4, f"The 1997 truncated gradient versus the full gradient (`{cell.name}`)")
+    doc.para("@[hochreiter1997lstm] trained the LSTM with a truncated gradient: error that reaches the "
+             "gates and the cell input through the recurrent connections $h_{t-1}$ is not propagated "
+             "further back. In the one-step Jacobian this sets the blocks "
+             + " and ".join(f"${c}$" for c in cut) + " to zero. With the state ordered as "
+             f"$({', '.join(cell.states)})$, the full and the truncated one-step Jacobians are")
+    doc.display([Row("J_{t}", (_block_names_matrix(cell, _t),)),
+                 Row("\\tilde{J}_{t}", (_block_names_matrix(cell, _t, zero),))])
+    doc.para("with the blocks that remain in the truncated Jacobian")
+    doc.display([display_row(T.block_name(key), v) for key, v in T.blocks.items() if key not in zero])
+
+    def placeholder(time):
+        Jt = cell.jacobian(time)
+        return BlockMatrix([[ZeroMatrix(_n, _n) if (a, b) in zero
+                             else MatrixSymbol(Jt.block_name((a, b)), _n, _n)
+                             for b in cell.states] for a in cell.states])
+
+    two = block_collapse(placeholder(_t) * placeholder(_t - 1))
+    S = len(cell.states)
+    doc.para("Two truncated steps multiply to")
+    doc.display([Row("\\tilde{J}_{t}\\,\\tilde{J}_{t-1}",
+                      (bmatrix([[latex(two.blocks[a, b]) for b in range(S)] for a in range(S)]),))])
+    w_cut = sorted({w for key in zero for w in _weight_names(J.blocks[key])})
+    doc.para("The first block column stays zero, so the $c \\to c$ block of any product of truncated "
+             "Jacobians is the product of the $c \\to c$ blocks alone: under truncation the gradient "
+             "along the cell state is exactly the carousel above. The full gradient keeps the blocks "
+             "with respect to $h_{t-1}$; they contain the recurrent weights "
+             + ", ".join(f"${w}$" for w in w_cut)
+             + " and activation derivatives, and they add paths that leave the cell state and return "
+             "to it. Section 2 separates the two numerically.")
