@@ -107,14 +107,14 @@ def derive_cell(doc: Doc, cell: Cell, number: int) -> None:
                      "with every $t$ replaced by $j$, the state ordered as "
                      f"$({', '.join(cell.states)})$:")
             doc.display([Row(f"J_{{{sp.latex(_j)}}}", (_block_names_matrix(cell, _j),))])
-    doc.para("Whether the product shrinks or grows geometrically in $t-k$ depends on the sizes of "
-             "its factors; the next paragraphs bound them and Section 2 measures them.")
-
     # the bound -----------------------------------------------------------------------------------
     try:
         bound = pascanu_bound(cell)
     except ValueError:
         bound = None
+    doc.para("Whether the product shrinks or grows geometrically in $t-k$ depends on the sizes of "
+             "its factors; " + ("the next paragraph bounds them and " if bound is not None else "")
+             + "Section 2 measures them.")
     if bound is not None and elman is not None and bound.gamma is not None:
         act = elman[0]
         g = bound.gamma
@@ -137,10 +137,12 @@ def derive_cell(doc: Doc, cell: Cell, number: int) -> None:
                      "vanish: the identity term passes the gradient from one step to the previous one "
                      "unchanged, the mechanism of residual connections [@he2016residual].")
     elif len(cell.states) == 1:
-        doc.para("A diagonal factor of this Jacobian involves quantities that gradflow cannot bound from "
-                 "the recurrence alone (such as the previous state or a pre-activation), so no bound "
-                 "of the form of @[pascanu2013difficulty] follows from the one-step Jacobian; the "
-                 "measurements in Section 2 take its place.")
+        doc.para("A diagonal factor of this Jacobian involves the previous state or the candidate "
+                 "state, whose size the one-step recurrence alone does not fix (bounds on the "
+                 "initial state would bound them, e.g. a GRU started with $|h_0| < 1$ keeps every "
+                 "state in $(-1, 1)$), so gradflow derives no bound of the form of "
+                 "@[pascanu2013difficulty] from the one-step Jacobian alone; the measurements in "
+                 "Section 2 take its place.")
     else:
         doc.para("The bound of @[pascanu2013difficulty] is a statement about a single state; for this "
                  "two-state cell the decisive path is the cell state, below.")
@@ -152,7 +154,8 @@ def derive_cell(doc: Doc, cell: Cell, number: int) -> None:
 def _derive_carousel(doc: Doc, cell: Cell) -> None:
     J = cell.jacobian()
     car = carousel(cell)
-    doc.heading(4, f"The cell state of `{cell.name}`: the constant error carousel")
+    what = "the constant error carousel" if car.constant else "the carousel of its forget gates"
+    doc.heading(4, f"The cell state of `{cell.name}`: {what}")
     doc.para("The cell-state block of the one-step Jacobian is")
     doc.display([display_row(J.block_name(("c", "c")), J["c", "c"])])
     no_w, no_phi = not _weight_names(car.expr), not _has_activation(car.expr)
