@@ -1,26 +1,54 @@
-"""Shared test fixtures: external programs that some tests need.
+"""Shared test fixtures: external programs that some tests need, and the built user guide.
 
-A test that needs an external program (pdflatex) calls :func:`need_program`: on a machine
-without it the test is skipped with the reason; where ``GRADFLOW_REQUIRE_TEX=1`` is set (CI's
-``.ci/run`` installs TeX Live and sets it) a missing program fails the test instead.
+A test that needs an external program calls :func:`need_program`: on a machine without it the
+test is skipped with the reason; where the program's environment variable is ``1`` a missing
+program fails the test instead. CI's ``.ci/run`` installs the programs and sets the variables:
+
+* ``pdflatex`` (TeX Live), required under ``GRADFLOW_REQUIRE_TEX=1``;
+* ``chromium`` (a headless browser for the offline user-guide check), required under
+  ``GRADFLOW_REQUIRE_BROWSER=1``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
 TEXLIVE = "texlive-latex-base texlive-latex-recommended texlive-fonts-recommended"
+CHROMIUM = "chromium"
 
 
-def need_program(name: str, install: str = TEXLIVE) -> str:
-    """The path of ``name``; skip (or, under GRADFLOW_REQUIRE_TEX=1, fail) when it is missing."""
+def need_program(name: str, install: str = TEXLIVE, env: str = "GRADFLOW_REQUIRE_TEX") -> str:
+    """The path of ``name``; skip (or, under ``env=1``, fail) when it is missing.
+
+    ``install`` names the Debian packages that provide it (for the message); the default
+    arguments are those of ``pdflatex``.
+    """
     exe = shutil.which(name)
     if exe is None:
         reason = f"{name} is not installed (Debian: apt-get install {install})"
-        if os.environ.get("GRADFLOW_REQUIRE_TEX") == "1":
-            pytest.fail(reason + "; GRADFLOW_REQUIRE_TEX=1 makes it required")
+        if os.environ.get(env) == "1":
+            pytest.fail(f"{reason}; {env}=1 makes it required")
         pytest.skip(reason)
     return exe
+
+
+def need_browser() -> str:
+    """Headless Chromium; skip (or, under GRADFLOW_REQUIRE_BROWSER=1, fail) without it."""
+    return need_program("chromium", install=CHROMIUM, env="GRADFLOW_REQUIRE_BROWSER")
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> Path:
+    """The user guide, built once per test session with ``mkdocs build --strict``."""
+    out = tmp_path_factory.mktemp("site")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}\n{proc.stderr}"
+    return out

@@ -1,6 +1,6 @@
 """The user guide builds with MkDocs in strict mode, and what it shows is true.
 
-* ``mkdocs build --strict`` succeeds (broken links, missing anchors and API objects that
+* ``mkdocs build --strict`` succeeds (conftest.py's ``site``; broken links, missing anchors and API objects that
   mkdocstrings cannot resolve are errors) and writes every page;
 * docs/derived.md is what docs/gen_formulas.py generates from gradflow's symbolic core now;
 * every Python block of the tutorial runs, and prints exactly the output shown under it;
@@ -16,20 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = ("index", "theory", "derived", "tutorial", "examples", "cli", "api")
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("site")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}\n{proc.stderr}"
-    return out
 
 
 def test_site_has_every_page(site):
