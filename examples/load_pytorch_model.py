@@ -60,6 +60,16 @@ def task(steps: int, batch: int, generator: torch.Generator):
     return x, (x[0, :, 0] > 0).long()
 
 
+def change(log10_ratio: float) -> str:
+    """The ratio ‖∂L/∂s_0‖ / ‖∂L/∂s_{T−1}‖, given as its log10, and what it says, in words."""
+    ratio = 10.0 ** log10_ratio
+    if f"{ratio:.3g}" == "1":
+        return f"{ratio:.3g}: the loss gradient is as large at s_0 as at s_(T-1)"
+    if ratio < 1:
+        return f"{ratio:.3g}: the loss gradient is {1 / ratio:.3g} times smaller at s_0 than at s_(T-1)"
+    return f"{ratio:.3g}: the loss gradient is {ratio:.3g} times larger at s_0 than at s_(T-1)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out",
@@ -123,19 +133,24 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in (("before training", before), ("after training", after)):
         flows[name] = gf.gradient_flow(gf.network("lstm", weights=path), x_flow, output=(V, c, y_flow),
                                        carousel=True, lyapunov=False)
-    print(f"\nlog10 norms, mean of {x_flow.shape[1]} task sequences (k = 0: the first step)")
-    print(f"{'':16s} {'rate ds_T/ds_k':>15s} {'||ds_T/ds_0||':>14s} {'||dc_T/dc_0||':>14s} {'carousel':>9s} "
-          f"{'||dL/ds_0|| / ||dL/ds_T-1||':>28s}")
+    print(f"\nmean over {x_flow.shape[1]} task sequences of log10 norms; k = 0 is the initial state s_0, "
+          f"before x_1 is read")
+    print(f"{'':16s} {'rate/step':>10s} {'||ds_T/ds_0||':>14s} {'||dc_T/dc_0||':>14s} {'carousel':>9s} "
+          f"{'||dL/ds_0|| / ||dL/ds_(T-1)||':>30s}")
+    ratios = {}
     for name, f in flows.items():
         full, grad = f.full.mean(), f.full.mean()["log10_grad_norm"]
-        print(f"{name:16s} {gf.decay_rate(full['log10_norm_2']):15.3f} {full['log10_norm_2'][0]:14.2f} "
+        ratios[name] = grad[0] - grad[-1]            # log10 ‖∂L/∂s_0‖ − log10 ‖∂L/∂s_{T−1}‖
+        print(f"{name:16s} {gf.decay_rate(full['log10_norm_2']):10.3f} {full['log10_norm_2'][0]:14.2f} "
               f"{f.cell_state.mean()['log10_norm_2'][0]:14.2f} {f.carousel.mean()['log10_norm_2'][0]:9.2f} "
-              f"{grad[0] - grad[-1]:28.2f}")
-    print("(both rows use the trained readout for the loss, so only the LSTM differs)")
-    share = {name: 10 ** (f.full.mean()["log10_grad_norm"][0] - f.full.mean()["log10_grad_norm"][-1])
-             for name, f in flows.items()}
-    print(f"Share of the loss gradient at s_(T-1) that reaches s_0: {share['before training']:.3g} before "
-          f"training, {share['after training']:.3g} after.")
+              f"{ratios[name]:30.2f}")
+    print("(rate/step: least-squares slope of log10 ||ds_T/ds_k||_2 against T - k, < 0 vanishing, > 0 growing;\n"
+          " both rows use the trained readout for the loss, so only the LSTM differs)")
+    # The last column compares two gradient norms: it is a ratio, not a share, and a gradient that
+    # grows on its way back (a trained LSTM's often does) makes it larger than 1.
+    print(f"||dL/ds_0|| / ||dL/ds_(T-1)||, geometric mean over the {x_flow.shape[1]} sequences:")
+    for name, log10_ratio in ratios.items():
+        print(f"  {name + ':':17s}{change(log10_ratio)}")
 
     with gf.paper_style({"figure.figsize": (8.0, 3.2)}):
         fig, (left, right) = plt.subplots(1, 2)

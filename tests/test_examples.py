@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,18 @@ def test_load_pytorch_model(tmp_path):
     assert {"k", "log10_norm_2", "log10_norm_fro", "log10_grad_norm", "cell_state", "carousel"} \
         <= set(record["curve"][0])
     assert "$ gradflow flow lstm --weights" in out
+    # the ratio of two gradient norms is called what it is (it exceeds 1 when the gradient grows),
+    # and the words beside each number say what the number says
+    assert "share" not in out.lower()
+    said = {}
+    for line in out.splitlines():
+        m = re.fullmatch(r"  (before|after) training: +([0-9.e+-]+): the loss gradient is "
+                         r"(?:([0-9.e+-]+) times (smaller|larger)|as large) at s_0 (?:than|as) at s_\(T-1\)", line)
+        if m:
+            ratio, factor, which = float(m.group(2)), m.group(3), m.group(4)
+            if which == "smaller":
+                assert ratio < 1 and abs(float(factor) * ratio - 1) < 0.02, line
+            elif which == "larger":
+                assert ratio > 1 and float(factor) == ratio, line
+            said[m.group(1)] = ratio
+    assert set(said) == {"before", "after"}, out
