@@ -11,6 +11,7 @@ prints (:meth:`Cell.recorded_latex`, :meth:`StateJacobian.block_name`, :func:`gr
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -28,18 +29,34 @@ HEADER = """\
 Every formula on this page is printed by gradflow itself, from the one definition of each cell
 (`gradflow.CELLS`): the recurrence as written, then each block of the one-step Jacobian
 $\\partial s_t/\\partial s_{t-1}$ in numerator layout, derived by gradflow's matrix chain rule for a
-symbolic hidden size $n$. $\\circ$ is the element-wise (Hadamard) product, $v^{\\circ 2} = v \\circ v$,
-$\\sigma$ the logistic sigmoid and $H$ the Heaviside step (the derivative of ReLU). The same
-expressions come from `gradflow derive CELL --latex`, and in Python from
-`gf.get_cell(CELL).jacobian().latex()`. How the blocks are used is explained in
+symbolic hidden size $n$. The symbols are the guide's [notation](theory.md#notation): $\\odot$ is the
+element-wise (Hadamard) product, $v^{\\odot 2} = v \\odot v$, $I$ the identity, $\\sigma$ the logistic
+sigmoid, $\\sigma_{\\max}(W)$ the largest singular value of $W$ and $H$ the Heaviside step (the
+derivative of ReLU). The same expressions come from `gradflow derive CELL --latex`, and in Python
+from `gf.get_cell(CELL).jacobian().latex()`, whose LaTeX writes SymPy's symbols for two of them:
+`\\circ` for $\\odot$ and `\\mathbb{I}` for $I$. How the blocks are used is explained in
 [Theory](theory.md).
 
 Regenerate with `python docs/gen_formulas.py` after changing a cell.
 """
 
 
+# gradflow's LaTeX printer keeps SymPy's symbols for the Hadamard product and power (\circ) and the
+# identity (\mathbb{I}); the guide writes \odot and I (docs/theory.md#notation)
+_HADAMARD_POWER = re.compile(r"\^\{\\circ \{?([^{}]+?)\}?\}")
+
+
+def in_guide_notation(tex: str) -> str:
+    """gradflow's LaTeX in the guide's notation: ⊙ for the Hadamard product and power, I for the identity."""
+    tex = _HADAMARD_POWER.sub(r"^{\\odot \1}", tex)
+    tex = tex.replace(" \\circ ", " \\odot ").replace("\\mathbb{I}", "I")
+    if "\\circ" in tex or "\\mathbb{I}" in tex:
+        raise ValueError(f"a \\circ or \\mathbb{{I}} left in: {tex}")
+    return tex
+
+
 def display(body: str) -> str:
-    return f"$$\n{body}\n$$\n"
+    return f"$$\n{in_guide_notation(body)}\n$$\n"
 
 
 def block(lhs: str, expr) -> str:
