@@ -20,6 +20,7 @@ from sympy import Identity, ZeroMatrix
 from ._cell import Cell
 from ._cells import get_cell
 from ._compile import _dense_diag, compile_expr
+from ._load_errors import check_dtype, real_array
 from ._matexpr import Diag
 from ._weights import Weights, _check_size, _to_numpy, init_weights, load_weights
 
@@ -182,6 +183,11 @@ class Network:
     def check_inputs(self, inputs):
         """(T, m) or (T, B, m) → (T, B, m) of the network's dtype; ``ValueError`` if malformed."""
         xp = self.xp
+        if hasattr(inputs, "detach"):  # a torch tensor: its dtype is checked, not cast silently
+            inputs = real_array(inputs, "inputs")
+        elif not hasattr(inputs, "dtype"):
+            inputs = real_array(inputs, "inputs")
+        check_dtype(inputs.dtype, "inputs")
         inputs = xp.asarray(inputs)
         if inputs.ndim == 2:
             inputs = inputs[:, None, :]
