@@ -185,7 +185,9 @@ def _read_header(f, what: str):
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as e:
+    except zipfile.BadZipFile as e:
+        raise GradflowError(f"{what} is corrupt ({e})") from None
+    except (ValueError, EOFError, OSError) as e:
         raise GradflowError(f"{what} is not a valid .npy array ({e})") from None
     if dtype.hasobject:
         raise GradflowError(f"{what} holds Python objects (dtype {dtype}); gradflow reads only "
@@ -318,8 +320,9 @@ def read_pt(path: str) -> Mapping[str, Any]:
 
         text = str(e)
         if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in text:
-            glob = text[text.index("Unsupported global"):].split("\n")[0]
-            raise GradflowError(f"{what} holds pickled Python objects ({glob.strip().rstrip('.')}), "
+            glob = text[text.index("Unsupported global"):].split("\n")[0].split(" was not")[0]
+            glob = glob.removeprefix("Unsupported global: ").removeprefix("GLOBAL ").strip()
+            raise GradflowError(f"{what} holds pickled Python objects (such as {glob}), "
                                 "probably a whole module saved with torch.save(module); gradflow does "
                                 f"not unpickle code; {_SAVE_STATE_DICT}") from None
         if isinstance(e, (EOFError, pickle.UnpicklingError, RuntimeError)):
