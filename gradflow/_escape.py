@@ -20,24 +20,33 @@ _TEX_CHARS = {
 }
 
 
-def tex_chars(text: str) -> str:
-    """``text`` as LaTeX that prints exactly it; characters outside printable ASCII become '?'."""
+def tex_chars(text: str, breakable: bool = False) -> str:
+    """``text`` as LaTeX that prints exactly it; characters outside printable ASCII become '?'.
+
+    ``breakable``: allow a line break after '/' and markup characters, and inside any run of 30
+    characters without one, so that a long path wraps instead of running off the page.
+    """
     out = []
-    prev = ""
+    prev, run = "", 0
     for c in text:
         if not (c.isascii() and c.isprintable()):
             c = "?"
         if c == " ":  # a space after a space or at the start would be dropped by TeX: keep it
             out.append(" " if prev not in ("", " ") else "\\ ")
+            run = 0
         else:
             out.append(_TEX_CHARS.get(c, c))
+            run += 1
+            if breakable and (c == "/" or c in _TEX_CHARS or run >= 30):
+                out.append("\\allowbreak{}")
+                run = 0
         prev = c
     return "".join(out)
 
 
 def tex_code_block(text: str) -> str:
     """A block of monospaced lines, each printed character by character (no verbatim)."""
-    lines = [tex_chars(line) or r"\mbox{}" for line in text.split("\n")]
+    lines = [tex_chars(line, breakable=True) or r"\mbox{}" for line in text.split("\n")]
     return ("{\\small\\ttfamily\\raggedright\\noindent\n" + "\\\\\n".join(lines) + "\\par}")
 
 
