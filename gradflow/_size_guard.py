@@ -23,6 +23,10 @@ from ._checks import GradflowError
 
 #: (batch, N, N) buffers alive at once in the sweep (J_t, the product, workspaces), with room
 _SQUARE_BUFFERS = 8
+#: bytes of bookkeeping per kept array (object header, dict slot), measured with tracemalloc
+_PER_ARRAY = 160
+#: results, compiled kernels and other bookkeeping that does not grow with the sizes
+_FIXED = 1 << 20
 #: a run may use at most this share of the available memory
 _SHARE = 0.8
 
@@ -94,7 +98,8 @@ def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsi
     weights = G * n * (n + m + 2)
     trajectory = (T + 1) * B * N + T * B * named * n + T * B * m
     sweep = _SQUARE_BUFFERS * B * N * N + 8 * T * B
-    return itemsize * (weights + trajectory + sweep)
+    objects = T * (named + S + 4) * _PER_ARRAY  # every step keeps a few small arrays and their dict
+    return itemsize * (weights + trajectory + sweep) + objects + _FIXED
 
 
 def _largest(fits: Callable[[int], bool], upper: int) -> int:
