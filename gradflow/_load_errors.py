@@ -303,7 +303,9 @@ def read_pt(path: str) -> Mapping[str, Any]:
             raise GradflowError(f"{what} is corrupt: member {bad} fails its CRC check")
         if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
             try:
-                module = torch.jit.load(path, map_location="cpu")
+                with warnings.catch_warnings():  # its deprecation notice is not the user's concern
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    module = torch.jit.load(path, map_location="cpu")
             except Exception as e:  # noqa: BLE001 - any failure of a foreign file is bad input
                 raise GradflowError(f"{what} is a TorchScript archive that cannot be loaded: "
                                     f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
