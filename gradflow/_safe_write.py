@@ -66,8 +66,13 @@ class Interrupted(BaseException):
 # ================================================================================================
 
 
-def _listing(out: Path) -> set[str]:
-    """Every path under ``out`` (relative, POSIX), our lock and stages left out; dirs end in '/'."""
+def _listing(out: Path, owned: set[str] | None = None) -> set[str]:
+    """The entries of ``out`` (relative, POSIX; dirs end in '/'), our lock and stages left out.
+
+    Only directories that hold files of the report (``owned``) are listed inside; any other
+    directory (``.git/``, ``src/``) is one entry, however large.
+    """
+    descend = {f.split("/")[0] for f in owned or () if "/" in f}
     found: set[str] = set()
     try:
         top = list(os.scandir(out))
@@ -78,6 +83,8 @@ def _listing(out: Path) -> set[str]:
             continue
         if entry.is_dir(follow_symlinks=False):
             found.add(entry.name + "/")
+            if entry.name not in descend:
+                continue
             for root, dirs, files in os.walk(entry.path):
                 rel = Path(root).relative_to(out).as_posix()
                 found.update(f"{rel}/{d}/" for d in dirs)
@@ -178,6 +185,8 @@ def _check_contents(out: Path, force: bool) -> None:
     if not listing:
         return
     owned = owned_files(out)
+    if owned is not None:
+        listing = _listing(out, owned)
     if owned is None:
         mine = [m for m in MARKERS if m in listing]
         what = (f" (its {', '.join(mine)} {'was' if len(mine) == 1 else 'were'} not written by "
@@ -289,8 +298,8 @@ class Target:
             if entry.name.startswith(STAGE_PREFIX) and entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
         _check_contents(self.out, self.force)  # again, now that no other run can change it
-        self._before = _listing(self.out)
         self._owned = owned_files(self.out) or set()
+        self._before = _listing(self.out, self._owned)
         self.stage = self.new_stage()
 
     def new_stage(self) -> Path:
@@ -329,7 +338,7 @@ class Target:
         """Move the staged files into the directory (see the module docstring)."""
         stage = stage or self.stage
         assert stage is not None
-        now = _listing(self.out)
+        now = _listing(self.out, self._owned)
         appeared = sorted(now - self._before)
         if appeared:
             raise GradflowError(f"{self.out} changed while the report was being built "
@@ -368,7 +377,7 @@ class Target:
                     os.rmdir(self.out / d)  # only when empty
         self._write_manifest(final)
         self._owned = final | {MANIFEST}
-        self._before = _listing(self.out)
+        self._before = _listing(self.out, self._owned)
         shutil.rmtree(stage, ignore_errors=True)
 
     # -- the PDF --------------------------------------------------------------------------------
@@ -412,8 +421,8 @@ def locked_report(out: Path) -> Iterator[Target]:
     with _terminate_raises():
         try:
             tgt._lock()
-            tgt._before = _listing(out)
             tgt._owned = owned_files(out) or set()
+            tgt._before = _listing(out, tgt._owned)
             yield tgt
         finally:
             tgt._cleanup(False)
