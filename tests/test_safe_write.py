@@ -176,7 +176,9 @@ def test_two_concurrent_runs_exactly_one_succeeds(tmp_path):
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [MANIFEST]
 
 
-def test_sigterm_cleans_up_stage_lock_and_created_folders(tmp_path):
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"),
+                                            (signal.SIGINT, 130, "interrupted")])
+def test_signals_clean_up_stage_lock_and_created_folders(tmp_path, sig, code, word):
     out = tmp_path / "parent" / "rep"
     proc = subprocess.Popen([*FAST, "60", "report", "lstm", "-o", str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ENV)
@@ -186,10 +188,10 @@ def test_sigterm_cleans_up_stage_lock_and_created_folders(tmp_path):
             break
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143, stderr
-    assert stderr == "gradflow: terminated; no half-written report was left\n"
+    assert proc.returncode == code, stderr
+    assert stderr == f"gradflow: {word}; no half-written report was left\n"
     assert _tree(tmp_path) == {}
 
 
