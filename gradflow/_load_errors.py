@@ -92,14 +92,22 @@ def check_dtype(dtype: Any, what: str) -> None:
                         f"{np.dtype(dtype)}); gradflow needs real numbers{extra}")
 
 
-def real_array(value: Any, what: str) -> np.ndarray:
-    """``value`` (torch tensor, NumPy/CuPy array, nested list) as a real NumPy array."""
+def real_array(value: Any, what: str, half: list[str] | None = None) -> np.ndarray:
+    """``value`` (torch tensor, NumPy/CuPy array, nested list) as a real NumPy array.
+
+    Half-precision values are widened; their dtype is appended to ``half`` when given (the caller
+    says so once), else a note is shown at once.
+    """
     if hasattr(value, "detach"):  # torch tensor
         import torch
 
         check_dtype(value.dtype, what)
         if value.dtype in (torch.bfloat16, torch.float16):
-            note(f"{what} is {str(value.dtype).removeprefix('torch.')}; converted to float64")
+            kind = str(value.dtype).removeprefix("torch.")
+            if half is None:
+                note(f"{what} is {kind}; converted to float64")
+            else:
+                half.append(kind)
             value = value.detach().to(torch.float64)
         return value.detach().cpu().numpy()
     if hasattr(value, "get") and hasattr(value, "dtype") and not isinstance(value, Mapping):
@@ -113,7 +121,10 @@ def real_array(value: Any, what: str) -> np.ndarray:
         raise GradflowError(f"{what} is not an array: {e}") from None
     check_dtype(a.dtype, what)
     if a.dtype == np.float16:
-        note(f"{what} is float16; converted to float64")
+        if half is None:
+            note(f"{what} is float16; converted to float64")
+        else:
+            half.append("float16")
     return a
 
 

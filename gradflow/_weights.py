@@ -20,7 +20,7 @@ import numpy as np
 from ._cell import Cell, Param
 from ._cells import get_cell
 from ._checks import GradflowError
-from ._load_errors import check_dtype, check_state, read_weights_file, real_array
+from ._load_errors import check_dtype, check_state, note, read_weights_file, real_array
 
 INIT_SCHEMES = ("pytorch", "glorot", "orthogonal", "identity", "gaussian")
 
@@ -204,7 +204,10 @@ def from_state_dict(cell: str | Cell, state: Mapping[str, Any], *, dtype: Any = 
     if any(has_bias) and not all(has_bias):
         raise ValueError(f"state_dict for {cell.name} has {'bias_ih' if has_bias[0] else 'bias_hh'} "
                          f"but not {'bias_hh' if has_bias[0] else 'bias_ih'}")
-    arr = {k: real_array(state[v], f"{cell.name}: {v}").astype(dtype) for k, v in keys.items()}
+    half: list[str] = []
+    arr = {k: real_array(state[v], f"{cell.name}: {v}", half).astype(dtype) for k, v in keys.items()}
+    if half:
+        note(f"{cell.name}: the weights are {'/'.join(sorted(set(half)))}; converted to {np.dtype(dtype).name}")
     gates = cell.recorded.gates
     G = len(gates)
     wih, whh = arr["weight_ih"], arr["weight_hh"]

@@ -16,6 +16,7 @@ import pytest
 from gradflow import load_weights, network
 from gradflow._checks import GradflowError
 from gradflow._cli import main
+from gradflow._load_errors import GradflowNote
 from gradflow._weights import from_state_dict
 
 torch = pytest.importorskip("torch")
@@ -179,14 +180,16 @@ def test_api_refuses_silent_coercions():
 def test_legitimate_files_load_with_a_note(files, capsys):
     ref = load_weights("tanh-rnn", files / "ok.pt")
     for name, note in (("script.pt", "is a TorchScript archive; its state_dict was read"),
-                       ("bf16.pt", "weight_ih_l0 is bfloat16; converted to float64"),
-                       ("f16.pt", "weight_ih_l0 is float16; converted to float64")):
+                       ("bf16.pt", "gradflow: note: tanh-rnn: the weights are bfloat16; converted to float64\n"),
+                       ("f16.pt", "gradflow: note: tanh-rnn: the weights are float16; converted to float64\n")):
         assert main(["flow", "tanh-rnn", "--weights", str(files / name), "--steps", "3", "--json",
                      "--no-lyapunov"]) == 0
         err = capsys.readouterr().err
-        assert "gradflow: note: " in err and note in err, err
-    w = load_weights("tanh-rnn", files / "script.pt")
+        assert "gradflow: note: " in err and note in err and err.count("\n") == 1, err
+    with pytest.warns(GradflowNote, match="TorchScript archive"):
+        w = load_weights("tanh-rnn", files / "script.pt")
     np.testing.assert_array_equal(w.arrays["W"], ref.arrays["W"])
-    w16 = load_weights("tanh-rnn", files / "bf16.pt")
+    with pytest.warns(GradflowNote, match="the weights are bfloat16; converted to float64"):
+        w16 = load_weights("tanh-rnn", files / "bf16.pt")
     np.testing.assert_allclose(w16.arrays["W"], ref.arrays["W"], rtol=1e-2, atol=1e-2)
     assert w16.arrays["W"].dtype == np.float64
