@@ -8,6 +8,7 @@ np.savez, renaming, truncating, flipping a byte).
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 
 import numpy as np
@@ -53,7 +54,9 @@ def files(tmp_path_factory):
     torch.save([torch.zeros(3)], d / "list.pt")
     torch.save({0: torch.zeros(3)}, d / "intkeys.pt")
     torch.save(m, d / "module.pt")
-    torch.jit.script(m).save(str(d / "script.pt"))
+    with warnings.catch_warnings():  # torch.jit is deprecated, but users still have such archives
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(m).save(str(d / "script.pt"))
     torch.save({k: v.to(torch.bfloat16) for k, v in sd.items()}, d / "bf16.pt")
     torch.save({k: v.to(torch.float16) for k, v in sd.items()}, d / "f16.pt")
     np.savez(d / "complex.npz", **{k: v.numpy().astype(complex) for k, v in sd.items()})
