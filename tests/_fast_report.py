@@ -29,7 +29,7 @@ def fake_build(stage: Path, cells, out, *, hidden, steps, seed, input, forget_bi
 if __name__ == "__main__":  # python tests/_fast_report.py SLEEP gradflow-args...
     import functools
 
-    import gradflow._report as R
+    import gradflow._views.report as R
     from gradflow._cli import main
 
     R._build = functools.partial(fake_build, sleep=float(sys.argv[1]))

@@ -17,8 +17,8 @@ import pytest
 from gradflow import load_weights, network
 from gradflow._checks import GradflowError
 from gradflow._cli import main
-from gradflow._load_errors import GradflowNote
-from gradflow._weights import from_state_dict
+from gradflow._numeric.loading import GradflowNote
+from gradflow._numeric.weights import from_state_dict
 
 torch = pytest.importorskip("torch")
 

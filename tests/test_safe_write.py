@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 from _fast_report import fake_build
 
-import gradflow._report as R
+import gradflow._views.report as R
 from gradflow import write_report
 from gradflow._checks import GradflowError
 from gradflow._cli import main, say
-from gradflow._escape import md_code_block, tex_chars
-from gradflow._report import compile_pdf
-from gradflow._safe_write import LOCK, MANIFEST, STAGE_PREFIX, Target
+from gradflow._views.escape import md_code_block, tex_chars
+from gradflow._views.report import compile_pdf
+from gradflow._views.safe_write import LOCK, MANIFEST, STAGE_PREFIX, Target
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -17,8 +17,8 @@ import pytest
 from gradflow import get_cell, gradient_flow, load_weights, network, random_inputs, write_report
 from gradflow._checks import GradflowError
 from gradflow._cli import main
-from gradflow._cli_flow import _long_run, _Progress
-from gradflow._size_guard import flow_bytes
+from gradflow._cli.flow import _long_run, _Progress
+from gradflow._numeric.size_guard import flow_bytes
 
 MiB = 1 << 20
 

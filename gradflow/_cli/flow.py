@@ -17,9 +17,9 @@ import sys
 
 import numpy as np
 
-from ._cli import command, float_option, int_option
-from ._load_errors import read_npy
-from ._size_guard import check_flow_size
+from .._cli import command, float_option, int_option
+from .._numeric.loading import read_npy
+from .._numeric.size_guard import check_flow_size
 
 
 class _Progress:
@@ -105,8 +105,8 @@ def _flow(p: argparse.ArgumentParser):
                    help="progress bar on stderr (default: for long runs on a terminal)")
 
     def run(a) -> int:
-        from ._cells import get_cell
-        from ._engine import gradient_flow, network, random_inputs
+        from .._numeric.flow import gradient_flow, network, random_inputs
+        from .._symbolic.cells import get_cell
 
         cell = get_cell(a.cell)
         _no_effect(a)

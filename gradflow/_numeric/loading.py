@@ -181,7 +181,7 @@ def _declared_bytes(shape, dtype) -> int:
 
 
 def _guard(nbytes: int, what: str) -> None:
-    from ._size_guard import _SHARE, available_bytes, human
+    from .size_guard import _SHARE, available_bytes, human
 
     avail = available_bytes()
     if nbytes > avail * _SHARE:
@@ -350,7 +350,7 @@ def read_pt(path: str) -> Mapping[str, Any]:
 
 def read_weights_file(path: str) -> Mapping[str, Any]:
     """A state_dict-like mapping from a ``.npz``, ``.pt`` or ``.pth`` file."""
-    from ._weights import _TORCH_KEYS
+    from .weights import _TORCH_KEYS
 
     if path.endswith(".npz"):
         wanted = tuple(k for key in _TORCH_KEYS for k in (key, key + "_l0"))

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ._cell import Cell, Param
-from ._cells import get_cell
+from .._symbolic.cell import Cell, Param
+from .._symbolic.cells import get_cell
 from ._checks import GradflowError
-from ._load_errors import check_dtype, check_state, note, read_weights_file, real_array
+from .loading import check_dtype, check_state, note, read_weights_file, real_array
 
 INIT_SCHEMES = ("pytorch", "glorot", "orthogonal", "identity", "gaussian")
 
@@ -52,7 +52,7 @@ class Weights:
 
     def env(self) -> dict:
         """Symbol → array (and the sizes), the environment compiled expressions read."""
-        from ._cell import m, n
+        from .._symbolic.cell import m, n
 
         out: dict = {n: self.hidden, m: self.input}
         for p in self.cell.recorded.params:
@@ -61,7 +61,7 @@ class Weights:
 
     def to(self, xp, dtype=None) -> Weights:
         """The same weights as arrays of namespace ``xp`` (e.g. cupy), optionally cast."""
-        arrs = {k: xp.asarray(_to_numpy(v) if xp is np else v) for k, v in self.arrays.items()}
+        arrs = {k: xp.asarray(to_numpy(v) if xp is np else v) for k, v in self.arrays.items()}
         if dtype is not None:
             arrs = {k: a.astype(dtype) for k, a in arrs.items()}
         return Weights(self.cell, self.hidden, self.input, arrs)
@@ -252,14 +252,14 @@ def to_state_dict(weights: Weights) -> dict[str, np.ndarray]:
     for p in cell.recorded.params:
         i = gates.index(p.gate)
         rows = slice(i * n, (i + 1) * n)
-        a = _to_numpy(weights.arrays[p.symbol.name])
+        a = to_numpy(weights.arrays[p.symbol.name])
         key = {"W": "weight_hh", "U": "weight_ih"}.get(p.kind) or (
             "bias_hh" if p.bias == "hidden" else "bias_ih")
         out[key][rows] = a
     return out
 
 
-def _to_numpy(a) -> np.ndarray:
+def to_numpy(a) -> np.ndarray:
     if hasattr(a, "detach"):  # torch tensor
         a = a.detach().cpu().numpy()
     elif hasattr(a, "get"):  # cupy array

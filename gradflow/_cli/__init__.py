@@ -33,8 +33,8 @@ def _derive(p: argparse.ArgumentParser):
     p.add_argument("--list", action="store_true", help="list the known cells")
 
     def run(a):
+        from .._symbolic.nodes import text
         from . import CELLS, get_cell
-        from ._matexpr import text
 
         if a.list or a.cell is None:
             for c in CELLS.values():
@@ -128,8 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
-    from ._load_errors import notes_to_stderr
-    from ._safe_write import Interrupted
+    from .._numeric.loading import notes_to_stderr
+    from .._views.safe_write import Interrupted
 
     if sys.stdout is None or sys.stdout.closed:
         print("gradflow: error: standard output is closed; redirect it (e.g. >/dev/null) instead",

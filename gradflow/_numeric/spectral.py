@@ -11,7 +11,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 
-def _start_basis(xp, B, R, r, dtype):
+def start_basis(xp, B, R, r, dtype):
     """A fixed, generic orthonormal start basis (B, R, r)."""
     q, _ = np.linalg.qr(np.random.default_rng(12345).standard_normal((R, r)))
     return xp.broadcast_to(xp.asarray(q, dtype=dtype)[None], (B, R, r))
@@ -42,7 +42,7 @@ def _embed(xp, parts, N, axis_len):
     return cols[0] if len(cols) == 1 else xp.concat(cols, axis=-1)
 
 
-def _spectral_blocks(P, blocks, bases, sumsqs, *, tol=1e-10, max_iter=30, stats=None):
+def spectral_blocks(P, blocks, bases, sumsqs, *, tol=1e-10, max_iter=30, stats=None):
     """σ_max of several blocks P[:, rows_b, cols_b] of one batch of matrices P (B, N, M), by
     warm-started subspace iteration in their left singular spaces, all blocks sharing the same
     two passes over P per iteration (see :func:`spectral_norm` for the acceptance rules).
@@ -142,15 +142,15 @@ def spectral_norm(P, U=None, *, rank: int = 8, tol: float = 1e-10, max_iter: int
     B, R, C = P.shape
     r = max(1, min(rank, R, C))
     if U is None:
-        U = _start_basis(xp, B, R, r, P.dtype)
+        U = start_basis(xp, B, R, r, P.dtype)
     elif U.ndim == 2 or U.shape[-1] != r:
         U = xp.asarray(U, dtype=P.dtype)
         U = U[..., None] if U.ndim == 2 else U
-        extra = _start_basis(xp, B, R, r, P.dtype)[..., : r - U.shape[-1]] if U.shape[-1] < r else None
+        extra = start_basis(xp, B, R, r, P.dtype)[..., : r - U.shape[-1]] if U.shape[-1] < r else None
         U = U[..., :r] if extra is None else xp.concat([U, extra], axis=-1)
         U, _ = xp.linalg.qr(U)
     if sumsq is None:
         sumsq = xp.sum(P * P, axis=(-2, -1))
-    (sig,), (U,) = _spectral_blocks(P, [(slice(0, R), slice(0, C))], [U], [sumsq], tol=tol,
+    (sig,), (U,) = spectral_blocks(P, [(slice(0, R), slice(0, C))], [U], [sumsq], tol=tol,
                                     max_iter=max_iter, stats=stats)
     return sig, U

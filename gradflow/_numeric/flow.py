@@ -1,6 +1,6 @@
 """The gradient flow of an unrolled network: how ∂s_T/∂s_k decays, for every k at once.
 
-One backward sweep over the Jacobians J_t of :class:`~gradflow._network.Network`
+One backward sweep over the Jacobians J_t of :class:`~gradflow._numeric.network.Network`
 
     P_T = I,   P_k = P_{k+1} · J_{k+1} = ∂s_T/∂s_k      (k = T−1, …, 0)
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ._network import Network, Trajectory, _np, network, random_inputs
-from ._spectral import _spectral_blocks, _start_basis, spectral_norm
+from .network import Network, Trajectory, network, random_inputs, to_host
+from .spectral import spectral_blocks, spectral_norm, start_basis
 
 __all__ = ["Curves", "Flow", "Network", "Trajectory", "decay_rate", "gradient_flow", "loss_gradient",
            "lyapunov_exponents", "network", "random_inputs", "singular_values", "spectral_norm"]
@@ -36,7 +36,7 @@ class Curves:
 
     def mean(self) -> dict[str, np.ndarray]:
         """Batch means (NumPy) of the three curves; −inf where a product is exactly 0."""
-        return {k: _np(getattr(self, k)).mean(axis=0) for k in
+        return {k: to_host(getattr(self, k)).mean(axis=0) for k in
                 ("log10_norm_2", "log10_norm_fro", "log10_grad_norm")}
 
 
@@ -117,7 +117,7 @@ class _Tracker:
         self.bases = {}
         for name, (rows, cols) in self.blocks.items():
             R, C = rows.stop - rows.start, cols.stop - cols.start
-            self.bases[name] = _start_basis(xp, B, R, max(1, min(8, R, C)), dtype)
+            self.bases[name] = start_basis(xp, B, R, max(1, min(8, R, C)), dtype)
         self.rng = np.random.default_rng(2024)
         self.stats: dict = {}
 
@@ -145,24 +145,24 @@ class _Tracker:
                     v = v / xp.sqrt(xp.sum(v * v, axis=(-2, -1), keepdims=True))
                     U = xp.concat([keep, v], axis=-1)
                 bases.append(U)
-            sigs, bases = _spectral_blocks(P, list(self.blocks.values()), bases, sumsqs, tol=self.tol,
+            sigs, bases = spectral_blocks(P, list(self.blocks.values()), bases, sumsqs, tol=self.tol,
                                            stats=self.stats)
             self.bases = dict(zip(names, bases, strict=True))
-        Ln = _np(L)
+        Ln = to_host(L)
         with np.errstate(divide="ignore", invalid="ignore"):
             for name, sq, sig in zip(names, sumsqs, sigs, strict=True):
                 cols = self.blocks[name][1]
                 g = gP[:, cols]
                 c = self.curves_np[name]
-                c["fro"][:, k] = Ln + 0.5 * np.log10(_np(sq))
-                c["norm2"][:, k] = Ln + np.log10(_np(sig))
-                c["grad"][:, k] = Ln + np.log10(_np(xp.sqrt(xp.sum(g * g, axis=-1))))
+                c["fro"][:, k] = Ln + 0.5 * np.log10(to_host(sq))
+                c["norm2"][:, k] = Ln + np.log10(to_host(sig))
+                c["grad"][:, k] = Ln + np.log10(to_host(xp.sqrt(xp.sum(g * g, axis=-1))))
 
     def curves(self) -> dict:
         return {name: Curves(c["norm2"], c["fro"], c["grad"]) for name, c in self.curves_np.items()}
 
 
-def _sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="power", tol=1e-10,
+def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="power", tol=1e-10,
            blocks: Mapping[str, tuple] | None = None, progress=None, each=None):
     """One backward sweep P_k = P_{k+1} J_{k+1}; records log10 norms of the named sub-blocks.
 
@@ -185,8 +185,8 @@ def _sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="po
     tracker = _Tracker(xp, blocks or {}, T, B, net.dtype, spectral, tol)
     J = xp.zeros((B, N, N), dtype=net.dtype)  # one buffer: the zero blocks never change
     for i, k in enumerate(range(T - 1, -1, -1)):
-        env = net._step_env(traj, k + 1)
-        net._fill(J, env, truncated)
+        env = net.step_env(traj, k + 1)
+        net.fill_jacobian(J, env, truncated)
         rescale = not bool(xp.all((f > lo) & (f < hi)))
         if rescale:
             P = P @ (J / xp.where(f > 0, f, xp.ones_like(f))[:, None, None])
@@ -223,7 +223,7 @@ def loss_gradient(net: Network, traj: Trajectory, output: tuple | None = None):
         V, c = xp.asarray(V, dtype=net.dtype), xp.asarray(c, dtype=net.dtype)
         if V.ndim != 2 or V.shape[1] != n or tuple(c.shape) != (V.shape[0],):
             raise ValueError(f"output weight V must be (K, {n}) and bias (K,), got {tuple(V.shape)}, {tuple(c.shape)}")
-        y = np.asarray(_np(y)).astype(int).reshape(-1)
+        y = np.asarray(to_host(y)).astype(int).reshape(-1)
         if y.shape != (B,) or (y < 0).any() or (y >= V.shape[0]).any():
             raise ValueError(f"targets must be {B} class indices in 0..{V.shape[0] - 1}")
         logits = h_T @ xp.matrix_transpose(V) + c
@@ -254,13 +254,13 @@ def lyapunov_exponents(net: Network, traj: Trajectory):
         Q, R = xp.linalg.qr(Z)
         d = xp.abs(xp.linalg.diagonal(R))
         with np.errstate(divide="ignore"):
-            acc += np.log(_np(d))
+            acc += np.log(to_host(d))
     return -np.sort(-(acc / T), axis=1)
 
 
 def _pascanu_log10(net: Network, T: int):
     """log10 (rate)^{T−k} for k = 0…T−1, rate from :func:`gradflow.pascanu_bound`."""
-    from ._theory import pascanu_bound
+    from .._symbolic.many_steps import pascanu_bound
 
     try:
         b = pascanu_bound(net.cell)
@@ -270,7 +270,7 @@ def _pascanu_log10(net: Network, T: int):
     for sup, M in b.terms:
         s = 1.0
         if hasattr(M, "name") and M.name in net.weights.arrays:
-            s = float(np.linalg.norm(_np(net.weights.arrays[M.name]), 2))
+            s = float(np.linalg.norm(to_host(net.weights.arrays[M.name]), 2))
         rate += float(sup) * s
     with np.errstate(divide="ignore"):
         return (T - np.arange(T)) * np.log10(rate)
@@ -309,10 +309,10 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
     if has_c:
         ci = net.cell.states.index("c")
         blocks["cell_state"] = (slice(ci * n, (ci + 1) * n), slice(ci * n, (ci + 1) * n))
-    res = _sweep(net, traj, g, spectral=spectral, tol=tol, blocks=blocks, progress=progress)
+    res = sweep(net, traj, g, spectral=spectral, tol=tol, blocks=blocks, progress=progress)
     car = None
     if carousel and has_c:
-        car = _sweep(net, traj, g, truncated=True, spectral=spectral, tol=tol,
+        car = sweep(net, traj, g, truncated=True, spectral=spectral, tol=tol,
                      blocks={"cell_state": blocks["cell_state"]})["cell_state"]
     lyap = lyapunov_exponents(net, traj).mean(axis=0) if lyapunov else None
     return Flow(net.cell.name, n, T, B, res["full"], res.get("cell_state"), car, lyap,
@@ -335,10 +335,10 @@ def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | No
     def each(k, P, logscale):
         if k in ks:
             with np.errstate(divide="ignore"):
-                out[k] = (_np(logscale)[:, None] + np.log10(_np(xp.linalg.svdvals(P)))).mean(axis=0)
+                out[k] = (to_host(logscale)[:, None] + np.log10(to_host(xp.linalg.svdvals(P)))).mean(axis=0)
 
     g = xp.zeros((traj.states[0].shape[0], N), dtype=net.dtype)
-    _sweep(net, traj, g, blocks={}, each=each)
+    sweep(net, traj, g, blocks={}, each=each)
     return out
 
 
