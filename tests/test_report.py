@@ -236,7 +236,8 @@ def test_refuses_to_overwrite_then_force_replaces(report, tmp_path):
     (out / "stale.txt").write_text("from the old report")
     _small(tmp_path / "rep", seed=3, force=True)
     assert json.loads((out / "provenance.json").read_text())["seed"] == 3
-    assert not (out / "stale.txt").exists()
+    # issue 9: --force replaces only the report's own files; a file the user added is kept
+    assert (out / "stale.txt").read_text() == "from the old report"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
 
 

@@ -7,6 +7,7 @@ and exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -60,28 +61,48 @@ def _derive(p: argparse.ArgumentParser):
 
 
 def int_option(text, option: str, minimum: int | None = 1) -> int:
-    """The integer value of a command-line option; ``ValueError`` naming the option otherwise."""
-    try:
-        v = int(text)
-    except (TypeError, ValueError):
-        raise ValueError(f"{option} must be an integer, got {text!r}") from None
-    if minimum is not None and v < minimum:
-        need = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{option} must be {need}, got {v}")
-    return v
+    """The integer value of a command-line option, in plain decimal digits (``1_6``, ``1e3`` and
+    ``16.0`` are refused); ``GradflowError`` naming the option otherwise."""
+    from .._checks import GradflowError, parse_int
+
+    s = "" if text is None else str(text).strip()
+    digits = s[1:] if s[:1] in "+-" else s
+    if not digits.isascii() or not digits.isdigit():
+        raise GradflowError(f"{option} must be an integer, got {text!r}")
+    if minimum is None:
+        return int(s)
+    return parse_int(s, option, minimum)
 
 
 def float_option(text, option: str) -> float | None:
-    """The finite float value of an option (None when not given)."""
+    """The finite float value of an option (None when not given); ``1_0`` is refused."""
+    from .._checks import GradflowError, parse_float
+
     if text is None:
         return None
+    s = str(text).strip()
     try:
-        v = float(text)
+        float(s)
     except ValueError:
-        raise ValueError(f"{option} must be a number, got {text!r}") from None
-    if v != v or v in (float("inf"), float("-inf")):
-        raise ValueError(f"{option} must be finite, got {text!r}")
-    return v
+        raise GradflowError(f"{option} must be a number, got {text!r}") from None
+    if "_" in s:
+        raise GradflowError(f"{option} must be a number in plain digits, got {text!r}")
+    return parse_float(s, option)
+
+
+def say(text: str) -> None:
+    """Print an informational line; a reader that left (broken pipe) does not stop the work."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _quiet_stdout()
+
+
+def _quiet_stdout() -> None:
+    try:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown quiet
+    except OSError:
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,17 +128,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    from .._numeric.loading import notes_to_stderr
+    from .._views.safe_write import Interrupted
+
+    if sys.stdout is None or sys.stdout.closed:
+        print("gradflow: error: standard output is closed; redirect it (e.g. >/dev/null) instead",
+              file=sys.stderr)
+        return 2
     try:
-        return int(args._run(args) or 0)
+        with notes_to_stderr():
+            code = int(args._run(args) or 0)
+        sys.stdout.flush()
+        return code
     except ValueError as e:
         print(f"gradflow: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `gradflow flow ... | head`: the reader left, not an error
-        try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown quiet
-        except OSError:
-            pass
+        _quiet_stdout()
         return 0
+    except Interrupted:
+        print("gradflow: terminated; no half-written report was left", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("gradflow: interrupted; no half-written report was left", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("gradflow: error: out of memory (the size estimate was too low; try smaller sizes)",
+              file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.filename is None and e.errno in (errno.ENOSPC, errno.EIO, errno.EBADF, errno.EFBIG):
+            _quiet_stdout()
+            print(f"gradflow: error: cannot write to standard output: {e.strerror or e}", file=sys.stderr)
+        else:
+            where = f" ({e.filename})" if e.filename else ""
+            print(f"gradflow: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

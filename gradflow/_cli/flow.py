@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 
 import numpy as np
 
+from .._numeric.loading import read_npy
+from .._numeric.size_guard import check_flow_size
 from . import command, float_option, int_option
 
 
@@ -29,6 +30,13 @@ class _Progress:
         self.stream = stream if stream is not None else sys.stderr  # the stderr of now, not of import
 
     def __call__(self, done: int, total: int) -> None:
+        if not _isatty(self.stream):  # a log file or a pipe: whole lines, every 10 %
+            if done == total or done % max(1, total // 10) == 0:
+                filled = int(self.width * done / total)
+                self.stream.write(f"{self.label} [{'#' * filled}{'.' * (self.width - filled)}] "
+                                  f"{done}/{total} ({100 * done // total}%)\n")
+                self.stream.flush()
+            return
         if done != total and done % max(1, total // 100):
             return
         filled = int(self.width * done / total)
@@ -36,6 +44,30 @@ class _Progress:
         if done == total:
             self.stream.write("\n")
         self.stream.flush()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _long_run(T: int, batch: int, N: int) -> bool:
+    """A run that takes more than a few seconds (one N×N product per step, roughly)."""
+    return T * batch * (N ** 3 + 200 * N) >= 2e10
+
+
+def _no_effect(a) -> None:
+    """Options that the given files make meaningless are errors, not silently ignored."""
+    if a.inputs is not None and a.batch is not None:
+        raise ValueError(f"--batch has no effect with --inputs: the batch is the second axis of {a.inputs}")
+    if a.weights is not None:
+        for opt, val in (("--init", a.init), ("--gain", a.gain)):
+            if val is not None:
+                raise ValueError(f"{opt} has no effect with --weights: the weights come from {a.weights}")
+        if a.inputs is not None and a.seed is not None:
+            raise ValueError("--seed has no effect with both --weights and --inputs: nothing is random")
 
 
 def _gain(text: str) -> float:
@@ -54,11 +86,11 @@ def _flow(p: argparse.ArgumentParser):
     p.add_argument("--hidden", help="hidden size n (taken from --weights if given)")
     p.add_argument("--input", help="input size m (taken from --weights/--inputs if given)")
     p.add_argument("--steps", help="number of steps T (taken from --inputs if given)")
-    p.add_argument("--batch", default="1", help="sequences in the batch (default 1)")
-    p.add_argument("--seed", default="0", help="random seed for weights and inputs (default 0)")
+    p.add_argument("--batch", default=None, help="sequences in the batch (default 1)")
+    p.add_argument("--seed", default=None, help="random seed for weights and inputs (default 0)")
     p.add_argument("--init", default=None,
                    help="pytorch, glorot, orthogonal, identity or gaussian (default: the cell's)")
-    p.add_argument("--gain", default="1.0", help="scale of the recurrent weights (default 1)")
+    p.add_argument("--gain", default=None, help="scale of the recurrent weights (default 1)")
     p.add_argument("--forget-bias", default=None, help="forget-gate bias (LSTM)")
     p.add_argument("--weights", default=None, help="PyTorch state_dict (.pt) or .npz with the same keys")
     p.add_argument("--inputs", default=None, help=".npy array of shape (T, m) or (T, batch, m)")
@@ -77,19 +109,15 @@ def _flow(p: argparse.ArgumentParser):
         from .._symbolic.cells import get_cell
 
         cell = get_cell(a.cell)
-        seed = int_option(a.seed, "--seed", 0)
-        batch = int_option(a.batch, "--batch")
+        _no_effect(a)
+        seed = int_option(a.seed, "--seed", 0) if a.seed is not None else 0
+        batch = int_option(a.batch, "--batch") if a.batch is not None else 1
         dtype = np.float64 if a.dtype == "float64" else np.float32
         hidden = int_option(a.hidden, "--hidden") if a.hidden is not None else None
         m = int_option(a.input, "--input") if a.input is not None else None
         inputs = None
         if a.inputs is not None:
-            if not os.path.exists(a.inputs):
-                raise ValueError(f"inputs file not found: {a.inputs}")
-            try:
-                inputs = np.load(a.inputs, allow_pickle=False)
-            except Exception as e:  # noqa: BLE001 - report any unreadable file as bad input
-                raise ValueError(f"cannot read inputs from {a.inputs}: {e}") from None
+            inputs = read_npy(a.inputs, "inputs")  # header, dtype and size checked before reading
             if inputs.ndim == 2:
                 inputs = inputs[:, None, :]
             if inputs.ndim != 3:
@@ -105,15 +133,24 @@ def _flow(p: argparse.ArgumentParser):
         else:
             if hidden is None or m is None:
                 raise ValueError("flow needs --hidden and --input (or --weights / --inputs)")
-            net = network(cell, hidden, m, init=a.init, seed=seed, gain=_gain(a.gain),
+            if a.steps is None and inputs is None:
+                raise ValueError("flow needs --steps (or --inputs)")
+            T = inputs.shape[0] if inputs is not None else int_option(a.steps, "--steps")
+            B = inputs.shape[1] if inputs is not None else batch
+            check_flow_size(cell, hidden, m, T, B, np.dtype(dtype).itemsize)  # before any allocation
+            net = network(cell, hidden, m, init=a.init, seed=seed, gain=_gain(a.gain or "1.0"),
                           forget_bias=float_option(a.forget_bias, "--forget-bias"), dtype=dtype)
         if inputs is None:
             if a.steps is None:
                 raise ValueError("flow needs --steps (or --inputs)")
-            inputs = random_inputs(int_option(a.steps, "--steps"), net.input, batch=batch, seed=seed,
-                                   dtype=dtype)
+            T = int_option(a.steps, "--steps")
+            check_flow_size(cell, net.hidden, net.input, T, batch, np.dtype(dtype).itemsize)
+            inputs = random_inputs(T, net.input, batch=batch, seed=seed, dtype=dtype)
         T = inputs.shape[0]
-        show = a.progress if a.progress is not None else (sys.stderr.isatty() and T * net.state_size >= 20_000)
+        check_flow_size(cell, net.hidden, net.input, T, inputs.shape[1], np.dtype(dtype).itemsize)
+        tty = _isatty(sys.stderr)
+        show = a.progress if a.progress is not None else \
+            ((tty and T * net.state_size >= 20_000) or _long_run(T, inputs.shape[1], net.state_size))
         flow = gradient_flow(net, inputs, spectral=a.spectral, carousel=a.carousel,
                              lyapunov=not a.no_lyapunov,
                              progress=_Progress(f"{cell.name} T={T}") if show else None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import command, float_option, int_option
+from . import command, float_option, int_option, say
 
 
 def _real_argv(a: argparse.Namespace) -> list[str] | None:
@@ -47,7 +47,7 @@ def _report(p: argparse.ArgumentParser):
 
     def run(a) -> int:
         from .._symbolic.cells import get_cell
-        from .._views.report import compile_pdf, write_report
+        from .._views.report import write_report
 
         cells = [get_cell(c) for c in a.cells]  # unknown names fail before anything is written
         hidden = int_option(a.hidden, "--hidden", 1)
@@ -64,11 +64,10 @@ def _report(p: argparse.ArgumentParser):
             argv += ["--force"] if a.force else []
             argv += ["--pdf"] if a.pdf else []
         out = write_report(cells, a.output, hidden=hidden, steps=steps, seed=seed, input=m,
-                           forget_bias=fb, command=argv, force=a.force)
-        print(f"wrote {out / 'report.md'} and {out / 'report.tex'}")
+                           forget_bias=fb, command=argv, force=a.force, pdf=a.pdf)
+        say(f"wrote {out / 'report.md'} and {out / 'report.tex'}")
         if a.pdf:
-            pdf = compile_pdf(out)
-            print(f"wrote {pdf}")
+            say(f"wrote {out / 'report.pdf'}")
         return 0
 
     return run

@@ -22,6 +22,7 @@ from .._symbolic.cell import Cell
 from .._symbolic.cells import get_cell
 from .._symbolic.nodes import Diag
 from .compile import compile_expr, dense_diag
+from .loading import check_dtype, real_array
 from .weights import Weights, init_weights, load_weights, to_numpy
 
 
@@ -183,6 +184,11 @@ class Network:
     def check_inputs(self, inputs):
         """(T, m) or (T, B, m) → (T, B, m) of the network's dtype; ``ValueError`` if malformed."""
         xp = self.xp
+        if hasattr(inputs, "detach"):  # a torch tensor: its dtype is checked, not cast silently
+            inputs = real_array(inputs, "inputs")
+        elif not hasattr(inputs, "dtype"):
+            inputs = real_array(inputs, "inputs")
+        check_dtype(inputs.dtype, "inputs")
         inputs = xp.asarray(inputs)
         if inputs.ndim == 2:
             inputs = inputs[:, None, :]

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import positive_int
+from .._checks import GradflowError, positive_int
 from .._symbolic.cell import Cell, Param
 from .._symbolic.cells import get_cell
+from .loading import TORCH_KEYS, check_dtype, check_state, note, read_weights_file, real_array
 
 INIT_SCHEMES = ("pytorch", "glorot", "orthogonal", "identity", "gaussian")
 
@@ -74,6 +75,9 @@ def validate(cell: Cell, n: int, m: int, arrays: Mapping[str, Any]) -> None:
         raise ValueError(f"{cell.name}: missing parameters {', '.join(missing)}")
     for p in cell.recorded.params:
         a = arrays[p.symbol.name]
+        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+            raise GradflowError(f"{cell.name}: {p.symbol.name} is a {type(a).__name__}, not an array")
+        check_dtype(a.dtype, f"{cell.name}: {p.symbol.name}")
         want = _expected_shape(p, n, m)
         if tuple(a.shape) != want:
             raise ValueError(f"{cell.name}: {p.symbol.name} has shape {tuple(a.shape)}, expected {want} "
@@ -156,13 +160,10 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: str | Non
 
 
 # -- PyTorch layout -----------------------------------------------------------------------------
-_TORCH_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-
-
 def _torch_key_map(state: Mapping[str, Any]) -> dict[str, str]:
     """Find weight_ih/… or weight_ih_l0/… keys (layer 0 of nn.RNN/LSTM/GRU)."""
     out = {}
-    for key in _TORCH_KEYS:
+    for key in TORCH_KEYS:
         for cand in (key, key + "_l0"):
             if cand in state:
                 out[key] = cand
@@ -185,7 +186,7 @@ def from_state_dict(cell: str | Cell, state: Mapping[str, Any], *, dtype: Any = 
         :class:`Weights` keyed by the cell's parameter symbols.
     """
     cell = get_cell(cell)
-    keys = _torch_key_map(state)
+    keys = _torch_key_map(check_state(state, f"state_dict for {cell.name}"))
     missing = [k for k in ("weight_ih", "weight_hh") if k not in keys]
     if missing:
         raise ValueError(f"state_dict for {cell.name} lacks {', '.join(missing)} "
@@ -194,7 +195,10 @@ def from_state_dict(cell: str | Cell, state: Mapping[str, Any], *, dtype: Any = 
     if any(has_bias) and not all(has_bias):
         raise ValueError(f"state_dict for {cell.name} has {'bias_ih' if has_bias[0] else 'bias_hh'} "
                          f"but not {'bias_hh' if has_bias[0] else 'bias_ih'}")
-    arr = {k: to_numpy(state[v]).astype(dtype) for k, v in keys.items()}
+    half: list[str] = []
+    arr = {k: real_array(state[v], f"{cell.name}: {v}", half).astype(dtype) for k, v in keys.items()}
+    if half:
+        note(f"{cell.name}: the weights are {'/'.join(sorted(set(half)))}; converted to {np.dtype(dtype).name}")
     gates = cell.recorded.gates
     G = len(gates)
     wih, whh = arr["weight_ih"], arr["weight_hh"]
@@ -263,25 +267,11 @@ def load_weights(cell: str | Cell, source: Any, *, dtype: Any = np.float64, xp: 
     state: Mapping[str, Any]
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        if not os.path.exists(path):
-            raise ValueError(f"weights file not found: {path}")
-        if path.endswith(".npz"):
-            with np.load(path) as z:
-                state = {k: z[k] for k in z.files}
-        elif path.endswith((".pt", ".pth")):
-            try:
-                import torch
-            except ImportError:
-                raise ValueError("reading .pt files needs torch: pip install 'gradflow[torch]'") from None
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if hasattr(state, "state_dict"):
-                state = state.state_dict()
-        else:
-            raise ValueError(f"unknown weights file type {path!r}: use .pt, .pth or .npz")
+        state = read_weights_file(path)  # every bad file is one GradflowError
     elif hasattr(source, "state_dict"):
         state = source.state_dict()
     elif isinstance(source, Mapping):
         state = source
     else:
-        raise ValueError(f"cannot read weights from {type(source).__name__}")
+        raise GradflowError(f"cannot read weights from {type(source).__name__}")
     return from_state_dict(cell, state, dtype=dtype, xp=xp)

@@ -16,6 +16,7 @@ from sympy import MatAdd
 
 from .._symbolic.printing import latex
 from .bibtex import BibEntry, entry_label, entry_sort_key, format_entry, tex_text
+from .escape import md_code_block, tex_code_block
 
 # ================================================================================================
 # Text and math helpers
@@ -258,7 +259,7 @@ class Doc:
                 lines += ["| " + " | ".join(self.inline_md(c) for c in r) + " |" for r in rows]
                 out.append("\n".join(lines))
             elif kind == "code":
-                out.append("```sh\n" + b[1] + "\n```")
+                out.append(md_code_block(b[1]))
         out.append("## References")
         out.append("\n".join(f"- <a id=\"ref-{e.key}\"></a>**[{e.key}]** {format_entry(e, 'md')}"
                              for e in self.references()))
@@ -293,8 +294,7 @@ class Doc:
                 lines += ["\\bottomrule", "\\end{tabular}}", "\\end{table}"]
                 body.append("\n".join(lines))
             elif kind == "code":
-                safe = "".join(c if (c.isascii() and (c.isprintable() or c == "\n")) else "?" for c in b[1])
-                body.append("{\\small\n\\begin{verbatim}\n" + safe + "\n\\end{verbatim}\n}")
+                body.append(tex_code_block(b[1]))
         refs = "\n".join("\\bibitem{" + e.key + "} " + format_entry(e, "tex") for e in self.references())
         preamble = r"""\documentclass[11pt]{article}
 \usepackage[margin=2.4cm]{geometry}

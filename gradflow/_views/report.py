@@ -25,7 +25,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import secrets
 import shlex
 import shutil
 import subprocess
@@ -300,56 +299,16 @@ def _wrap_command(cmd: str, width: int = 78) -> str:
 
 def _check_out_dir(out_dir, force: bool) -> Path:
     """The absolute output directory, or ValueError if it cannot (or must not) be written."""
-    if out_dir is None or str(out_dir).strip() == "":
-        raise ValueError("no output directory given")
-    out = Path(os.path.abspath(os.path.expanduser(str(out_dir))))
-    if out.parent == out:
-        raise ValueError(f"cannot write a report to the root directory {out}")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"cannot write the report to {out}: it exists and is not a directory")
-    anc = out if out.exists() else out.parent
-    while not anc.exists():
-        anc = anc.parent
-    if not anc.is_dir():
-        raise ValueError(f"cannot create the output directory {out}: {anc} is not a directory")
-    if out.is_dir():
-        try:
-            contents = {p.name for p in out.iterdir()}
-        except OSError as e:
-            raise ValueError(f"cannot read the output directory {out}: {e.strerror or e}") from None
-        if contents & set(REPORT_MARKERS):
-            if not force:
-                raise ValueError(f"{out} already contains a report; use --force to replace it")
-        elif contents:
-            raise ValueError(f"{out} exists and is not empty (and holds no gradflow report); "
-                             "choose a new or empty directory")
-    writable_dir = out.parent if out.parent.exists() else anc
-    if not os.access(writable_dir, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write the report to {out}: {writable_dir} is not writable")
-    return out
+    from .safe_write import check_target
 
-
-def _install(stage: Path, out: Path) -> None:
-    """Move the finished ``stage`` to ``out``, replacing an old report (already cleared by the checks)."""
-    if out.is_dir() and any(out.iterdir()):
-        old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
-        os.rename(out, old)
-        try:
-            os.rename(stage, out)
-        except BaseException:
-            os.rename(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    if out.is_dir():
-        os.rmdir(out)
-    os.rename(stage, out)
+    return check_target(out_dir, force)
 
 
 def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.PathLike, *, hidden: int = 16,
                  steps: int = 100, seed: int = 0, input: int | None = None,
                  forget_bias: float | None = None,
-                 command: str | Sequence[str] | None = None, force: bool = False) -> Path:
+                 command: str | Sequence[str] | None = None, force: bool = False,
+                 pdf: bool = False) -> Path:
     """Write a derivation report for ``cells`` into ``out_dir`` and return its path.
 
     The directory receives ``report.md``, ``report.tex``, ``figures/`` (PDF and PNG),
@@ -364,7 +323,10 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
             initialisation's own), e.g. 1 as recommended by Jozefowicz et al. (2015).
         command: the command line that produced the report, as a string or argv list (the CLI
             passes the real one); default: the equivalent ``gradflow report`` command.
-        force: replace a report already in ``out_dir``.
+        force: replace the files of a gradflow report already in ``out_dir`` (those its
+            manifest ``.gradflow-manifest.json`` lists); everything else there is kept.
+        pdf: also compile ``report.pdf`` (see :func:`compile_pdf`) while the directory is locked;
+            if that fails the report stays installed and the error is raised.
 
     Raises:
         ValueError: an unknown cell or bad size; ``out_dir`` holds a report and ``force`` is
@@ -390,20 +352,18 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
             raise ValueError(f"forget bias must be a finite number, got {forget_bias!r}")
         if not any(c.has_forget_gate for c in resolved):
             raise ValueError("a forget bias needs a cell with a forget gate (lstm)")
+    from .._numeric.size_guard import check_report_size
+    from .safe_write import open_target
+
+    check_report_size(resolved, hidden, input, steps)
     out = _check_out_dir(out_dir, force)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
-        stage.mkdir()
-    except OSError as e:
-        raise ValueError(f"cannot write the report to {out}: {e.strerror or e}") from None
-    try:
-        _build(stage, resolved, out, hidden=hidden, steps=steps, seed=seed, input=input,
+    with open_target(out, force) as target:
+        assert target.stage is not None
+        _build(target.stage, resolved, out, hidden=hidden, steps=steps, seed=seed, input=input,
                forget_bias=forget_bias, command=command, out_arg=str(out_dir))
-        _install(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+        target.install()
+        if pdf:
+            target.compile_pdf(_pdflatex_runner(out))
     return out
 
 
@@ -520,26 +480,37 @@ def compile_pdf(out_dir: str | os.PathLike, *, timeout: float = 180.0) -> Path:
         ValueError: pdflatex is not installed, or the compilation fails (the first LaTeX error
             is quoted; the full log is ``report.log``).
     """
+    from .safe_write import locked_report
+
     out = Path(out_dir)
-    tex = out / "report.tex"
-    if not tex.is_file():
+    if not (out / "report.tex").is_file():
         raise ValueError(f"no report.tex in {out}")
+    with locked_report(out) as target:
+        return target.compile_pdf(_pdflatex_runner(out, timeout))
+
+
+def _pdflatex_runner(out: Path, timeout: float = 180.0):
+    """pdflatex twice (for the citations) in a work folder; errors name the report's own files."""
+    from .safe_write import run_pdflatex
+
+    tex = out / "report.tex"
     exe = shutil.which("pdflatex")
     if exe is None:
         raise ValueError(f"pdflatex not found (install TeX Live, e.g. apt-get install "
                          f"{' '.join(TEXLIVE_PACKAGES)}); report.md and report.tex are in {out}")
-    for _ in range(2):
-        try:
-            proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
-                                  cwd=out, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise ValueError(f"pdflatex did not finish within {timeout:g} s on {tex}") from None
-        if proc.returncode != 0:
-            log = (out / "report.log").read_text(encoding="latin-1") if (out / "report.log").exists() \
-                else proc.stdout.decode("latin-1")
-            first = next((ln for ln in log.splitlines() if ln.startswith("!")), "unknown error")
-            raise ValueError(f"pdflatex failed on {tex}: {first.lstrip('! ')} (see {out / 'report.log'})")
-    pdf = out / "report.pdf"
-    if not pdf.is_file():
-        raise ValueError(f"pdflatex produced no PDF in {out}")
-    return pdf
+
+    def run(work: Path) -> None:
+        for _ in range(2):
+            try:
+                proc = run_pdflatex(exe, work, timeout)
+            except subprocess.TimeoutExpired:
+                raise ValueError(f"pdflatex did not finish within {timeout:g} s on {tex}") from None
+            if proc.returncode != 0:
+                log = (work / "report.log").read_text(encoding="latin-1") if (work / "report.log").exists() \
+                    else proc.stdout.decode("latin-1")
+                first = next((ln for ln in log.splitlines() if ln.startswith("!")), "unknown error")
+                raise ValueError(f"pdflatex failed on {tex}: {first.lstrip('! ')} (see {out / 'report.log'})")
+        if not (work / "report.pdf").is_file():
+            raise ValueError(f"pdflatex produced no PDF in {out}")
+
+    return run

@@ -1,0 +1,363 @@
+"""Reading user files (weights, inputs) so that every bad file is one clear ``GradflowError``.
+
+Nothing here runs pickled Python: ``.pt`` files go through ``torch.load(weights_only=True)``
+(TorchScript archives through ``torch.jit.load``, which reads TorchScript code, not pickled
+Python objects); ``.npy``/``.npz`` files through NumPy's format readers with pickles refused.
+Files are recognised by their first bytes, not by their names, so a ``.npy`` renamed ``.npz`` is
+named for what it is.
+
+Of an ``.npz`` only the members gradflow uses are read, each after its header has been checked:
+a real numeric dtype, a declared size that fits in memory, and a stored size that agrees with the
+declared shape (a member that inflates to far more than its shape needs is refused unread).
+
+Arrays are accepted only with real numeric dtypes: complex, bool, string, object, datetime and
+structured arrays are refused (they would otherwise be cast silently). Half-precision weights
+(float16, bfloat16) are converted to the requested dtype, with a note on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from .._checks import GradflowError
+
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+#: a stored .npy member may exceed its declared data by its header (at most 64 KiB) and no more
+_HEADER_SLACK = 1 << 16
+
+_SAVE_STATE_DICT = "save the weights with torch.save(module.state_dict(), PATH)"
+
+
+class GradflowNote(UserWarning):
+    """Something gradflow did for you that you should know (printed as ``gradflow: note: …``)."""
+
+
+def note(message: str) -> None:
+    warnings.warn(message, GradflowNote, stacklevel=3)
+
+
+@contextlib.contextmanager
+def notes_to_stderr() -> Iterator[None]:
+    """Show :class:`GradflowNote` warnings as one line ``gradflow: note: …`` on stderr."""
+    import sys
+
+    old = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, GradflowNote):
+            print(f"gradflow: note: {message}", file=sys.stderr)
+        else:
+            old(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", GradflowNote)
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = old
+
+
+# ================================================================================================
+# dtypes
+# ================================================================================================
+
+_KIND_NAMES = {"c": "complex numbers", "b": "booleans", "U": "strings", "S": "bytes strings",
+               "O": "Python objects", "M": "dates", "m": "time spans", "V": "structured records"}
+
+
+def check_dtype(dtype: Any, what: str) -> None:
+    """Refuse a dtype that is not a real number (NumPy, CuPy or torch dtype)."""
+    if hasattr(dtype, "is_complex"):  # torch.dtype
+        if dtype.is_complex:
+            raise GradflowError(f"{what} holds complex numbers ({dtype}); gradflow needs real weights "
+                                "and inputs (take .real or .abs() explicitly if that is what you mean)")
+        if str(dtype) == "torch.bool":
+            raise GradflowError(f"{what} holds booleans ({dtype}); gradflow needs real numbers")
+        return
+    kind = np.dtype(dtype).kind
+    if kind in "fiu":
+        return
+    extra = " (take .real or abs() explicitly if that is what you mean)" if kind == "c" else ""
+    raise GradflowError(f"{what} holds {_KIND_NAMES.get(kind, 'non-numeric values')} (dtype "
+                        f"{np.dtype(dtype)}); gradflow needs real numbers{extra}")
+
+
+def real_array(value: Any, what: str, half: list[str] | None = None) -> np.ndarray:
+    """``value`` (torch tensor, NumPy/CuPy array, nested list) as a real NumPy array.
+
+    Half-precision values are widened; their dtype is appended to ``half`` when given (the caller
+    says so once), else a note is shown at once.
+    """
+    if hasattr(value, "detach"):  # torch tensor
+        import torch
+
+        check_dtype(value.dtype, what)
+        if value.dtype in (torch.bfloat16, torch.float16):
+            kind = str(value.dtype).removeprefix("torch.")
+            if half is None:
+                note(f"{what} is {kind}; converted to float64")
+            else:
+                half.append(kind)
+            value = value.detach().to(torch.float64)
+        return value.detach().cpu().numpy()
+    if hasattr(value, "get") and hasattr(value, "dtype") and not isinstance(value, Mapping):
+        value = value.get()  # cupy
+    if isinstance(value, Mapping):
+        raise GradflowError(f"{what} is a dict, not an array (a nested state_dict or checkpoint?); "
+                            f"{_SAVE_STATE_DICT}")
+    try:
+        a = np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise GradflowError(f"{what} is not an array: {e}") from None
+    check_dtype(a.dtype, what)
+    if a.dtype == np.float16:
+        if half is None:
+            note(f"{what} is float16; converted to float64")
+        else:
+            half.append("float16")
+    return a
+
+
+# ================================================================================================
+# state_dicts
+# ================================================================================================
+
+def check_state(state: Any, source: str) -> Mapping[str, Any]:
+    """A mapping with string keys and no doubled key (``weight_ih`` beside ``weight_ih_l0``)."""
+    if not isinstance(state, Mapping):
+        what = type(state).__name__
+        if hasattr(state, "shape"):
+            what = f"a single tensor of shape {tuple(state.shape)}"
+        elif isinstance(state, (list, tuple)):
+            what = f"a {type(state).__name__} of {len(state)} items"
+        raise GradflowError(f"{source} holds {what}, not a state_dict (a dict of named tensors); "
+                            f"{_SAVE_STATE_DICT}")
+    bad = [k for k in state if not isinstance(k, str)]
+    if bad:
+        raise GradflowError(f"{source} is a dict whose keys are not all parameter names (e.g. {bad[0]!r}); "
+                            f"{_SAVE_STATE_DICT}")
+    for key in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        if key in state and key + "_l0" in state:
+            raise GradflowError(f"{source} has both {key} and {key}_l0; keep one (gradflow would have "
+                                "to guess which is meant)")
+    return state
+
+
+# ================================================================================================
+# files
+# ================================================================================================
+
+def _open_file(path: str, what: str) -> bytes:
+    """The first bytes of a readable, non-empty regular file."""
+    if not os.path.lexists(path):
+        raise GradflowError(f"{what} file not found: {path}")
+    if not os.path.exists(path):
+        raise GradflowError(f"{what} file {path} is a symbolic link to {os.readlink(path)}, which does "
+                            "not exist")
+    if os.path.isdir(path):
+        raise GradflowError(f"{what} file {path} is a directory")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise GradflowError(f"cannot read {what} file {path}: {e.strerror or e}") from None
+    if not head:
+        raise GradflowError(f"{what} file {path} is empty")
+    return head
+
+
+def _declared_bytes(shape, dtype) -> int:
+    return math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize
+
+
+def _guard(nbytes: int, what: str) -> None:
+    from .size_guard import MEMORY_SHARE, available_bytes, human
+
+    avail = available_bytes()
+    if nbytes > avail * MEMORY_SHARE:
+        raise GradflowError(f"{what} declares {human(nbytes)} of data, more than the {human(avail)} "
+                            "of memory available")
+
+
+def _read_header(f, what: str):
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    except zipfile.BadZipFile as e:
+        raise GradflowError(f"{what} is corrupt ({e})") from None
+    except (ValueError, EOFError, OSError) as e:
+        raise GradflowError(f"{what} is not a valid .npy array ({e})") from None
+    if dtype.hasobject:
+        raise GradflowError(f"{what} holds Python objects (dtype {dtype}); gradflow reads only "
+                            "numeric arrays and never unpickles")
+    check_dtype(dtype, what)
+    return shape, fortran, dtype
+
+
+def _read_data(f, shape, fortran, dtype, what: str) -> np.ndarray:
+    nbytes = _declared_bytes(shape, dtype)
+    try:
+        data = f.read(nbytes)
+        f.read(1)  # reach the end of the member, so that a zip member's CRC is checked
+    except zipfile.BadZipFile as e:
+        raise GradflowError(f"{what} is corrupt ({e})") from None
+    except (OSError, EOFError) as e:
+        raise GradflowError(f"{what} cannot be read ({e})") from None
+    if len(data) != nbytes:
+        raise GradflowError(f"{what} is truncated: its header declares shape {tuple(shape)} "
+                            f"({nbytes} bytes) but only {len(data)} bytes follow")
+    a = np.frombuffer(data, dtype=dtype)
+    return a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
+
+
+def read_npy(path: str, what: str = "inputs") -> np.ndarray:
+    """One array saved with ``np.save``; ``.npz`` and ``.pt`` files are named for what they are."""
+    head = _open_file(path, what)
+    if head.startswith(ZIP_MAGIC):
+        kind = "a PyTorch file" if _is_torch_zip(path) else "an .npz archive"
+        raise GradflowError(f"{what} file {path} is {kind}; {what} must be one array saved with "
+                            "np.save (.npy)")
+    if not head.startswith(NPY_MAGIC):
+        raise GradflowError(f"{what} file {path} is not a .npy array (save it with np.save)")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        shape, fortran, dtype = _read_header(f, f"{what} file {path}")
+        nbytes = _declared_bytes(shape, dtype)
+        if size - f.tell() < nbytes:
+            raise GradflowError(f"{what} file {path} is truncated: it declares shape {tuple(shape)} "
+                                f"({nbytes} bytes) but holds {size - f.tell()} bytes of data")
+        _guard(nbytes, f"{what} file {path}")
+        a = _read_data(f, shape, fortran, dtype, f"{what} file {path}")
+    if a.dtype == np.float16:
+        note(f"{what} file {path} is float16; converted to float64")
+    return a
+
+
+def _is_torch_zip(path: str) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith(("/data.pkl", "/constants.pkl", "/version")) for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def read_npz(path: str, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The members ``wanted`` (names without ``.npy``) of an ``.npz``; the others are not read."""
+    what = f"weights file {path}"
+    head = _open_file(path, "weights")
+    if head.startswith(NPY_MAGIC):
+        raise GradflowError(f"{what} is a single .npy array, not an .npz archive of named arrays; save "
+                            "the weights with np.savez(PATH, weight_ih=..., weight_hh=..., ...)")
+    if not head.startswith(ZIP_MAGIC):
+        raise GradflowError(f"{what} is not an .npz archive (save it with np.savez)")
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise GradflowError(f"{what} is not a readable .npz archive (truncated or corrupt: {e})") from None
+    out: dict[str, np.ndarray] = {}
+    with z:
+        members = {i.filename.removesuffix(".npy"): i for i in z.infolist()}
+        for name in wanted:
+            info = members.get(name)
+            if info is None:
+                continue
+            label = f"{what}: member {name}"
+            try:
+                f = z.open(info)
+            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as e:
+                raise GradflowError(f"{label} cannot be read ({e})") from None
+            with f:
+                shape, fortran, dtype = _read_header(f, label)
+                nbytes = _declared_bytes(shape, dtype)
+                if info.file_size > nbytes + _HEADER_SLACK:
+                    raise GradflowError(f"{label} declares shape {tuple(shape)} ({nbytes} bytes) but "
+                                        f"inflates to {info.file_size} bytes; refusing it unread")
+                _guard(nbytes, label)
+                out[name] = _read_data(f, shape, fortran, dtype, label)
+        if not out:
+            raise GradflowError(f"{what} has none of weight_ih, weight_hh, bias_ih, bias_hh (or *_l0) "
+                                f"(found: {', '.join(sorted(members)) or 'nothing'})")
+    return out
+
+
+def read_pt(path: str) -> Mapping[str, Any]:
+    """A state_dict from a ``.pt`` file (or the state_dict of a TorchScript archive)."""
+    what = f"weights file {path}"
+    head = _open_file(path, "weights")
+    try:
+        import torch
+    except ImportError:
+        raise GradflowError("reading .pt files needs torch: pip install 'gradflow[torch]'") from None
+    if head.startswith(NPY_MAGIC):
+        raise GradflowError(f"{what} is a .npy array, not a PyTorch file; {_SAVE_STATE_DICT}")
+    if head.startswith(ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+                bad = z.testzip()
+        except (zipfile.BadZipFile, OSError) as e:
+            raise GradflowError(f"{what} is not a readable PyTorch file (truncated or corrupt: {e})") from None
+        if bad is not None:
+            raise GradflowError(f"{what} is corrupt: member {bad} fails its CRC check")
+        if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
+            try:
+                with warnings.catch_warnings():  # its deprecation notice is not the user's concern
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    module = torch.jit.load(path, map_location="cpu")
+            except Exception as e:  # noqa: BLE001 - any failure of a foreign file is bad input
+                raise GradflowError(f"{what} is a TorchScript archive that cannot be loaded: "
+                                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            note(f"{what} is a TorchScript archive; its state_dict was read")
+            return check_state(dict(module.state_dict()), what)
+        if not any(n.endswith("/data.pkl") for n in names):
+            raise GradflowError(f"{what} is a zip archive but not a PyTorch file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - classify, never show a traceback
+        import pickle
+
+        text = str(e)
+        if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in text:
+            glob = text[text.index("Unsupported global"):].split("\n")[0].split(" was not")[0]
+            glob = glob.removeprefix("Unsupported global: ").removeprefix("GLOBAL ").strip()
+            raise GradflowError(f"{what} holds pickled Python objects (such as {glob}), "
+                                "probably a whole module saved with torch.save(module); gradflow does "
+                                f"not unpickle code; {_SAVE_STATE_DICT}") from None
+        if isinstance(e, (EOFError, pickle.UnpicklingError, RuntimeError)):
+            raise GradflowError(f"{what} is not a readable PyTorch file (truncated or corrupt: "
+                                f"{text.splitlines()[0] if text else type(e).__name__})") from None
+        raise GradflowError(f"{what} cannot be read: {type(e).__name__}: "
+                            f"{text.splitlines()[0] if text else ''}") from None
+    if hasattr(state, "state_dict") and callable(state.state_dict):
+        state = state.state_dict()
+    return check_state(state, what)
+
+
+#: the per-layer tensor names of PyTorch's nn.RNN/LSTM/GRU (layer 0 adds the suffix ``_l0``)
+TORCH_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def read_weights_file(path: str) -> Mapping[str, Any]:
+    """A state_dict-like mapping from a ``.npz``, ``.pt`` or ``.pth`` file."""
+    if path.endswith(".npz"):
+        wanted = tuple(k for key in TORCH_KEYS for k in (key, key + "_l0"))
+        return check_state(read_npz(path, wanted), f"weights file {path}")
+    if path.endswith((".pt", ".pth")):
+        return read_pt(path)
+    _open_file(path, "weights")
+    raise GradflowError(f"unknown weights file type {path!r}: use .pt, .pth or .npz")

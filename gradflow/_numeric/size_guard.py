@@ -1,0 +1,157 @@
+"""How much memory a run needs, checked before anything is allocated.
+
+:func:`flow_bytes` estimates the peak memory of :func:`gradflow.gradient_flow` on one cell from
+its sizes alone: the weights, the unrolled trajectory (every state and every named quantity of
+every step, kept for the backward sweep), the inputs and a handful of (batch, N, N) buffers of the
+sweep (the Jacobian, the running product, the spectral-norm and Lyapunov workspaces). It is an
+upper estimate within a small factor (the tests compare it with measured peaks); it exists to
+refuse runs that cannot fit, with the estimate and the largest size that would, instead of a
+``MemoryError`` traceback after minutes, or the machine swapping.
+
+The memory available is ``MemAvailable`` of ``/proc/meminfo``, lowered by a cgroup limit or an
+address-space rlimit when they are smaller; the environment variable ``GRADFLOW_MEMORY_LIMIT``
+(bytes, or with a K/M/G/T suffix) overrides it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Callable
+
+from .._checks import GradflowError
+
+#: (batch, N, N) buffers alive at once in the sweep (J_t, the product, workspaces), with room
+_SQUARE_BUFFERS = 8
+#: bytes of bookkeeping per kept array (object header, dict slot), measured with tracemalloc
+_PER_ARRAY = 160
+#: results, compiled kernels and other bookkeeping that does not grow with the sizes
+_FIXED = 1 << 20
+#: a run may use at most this share of the available memory
+MEMORY_SHARE = 0.8
+
+
+def human(nbytes: float) -> str:
+    """``7.28 TiB``-style size."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(nbytes) < 1024 or unit == "PiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.2f} {unit}"
+        nbytes /= 1024
+    raise AssertionError
+
+
+def _parse_bytes(text: str) -> int | None:
+    s = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = 1
+    if s[-1:] in "KMGTP" and s[-1:]:
+        mult = 1024 ** ("KMGTP".index(s[-1]) + 1)
+        s = s[:-1]
+    try:
+        v = float(s)
+    except ValueError:
+        return None
+    return int(v * mult) if v > 0 else None
+
+
+def available_bytes() -> int:
+    """Memory this process may use now (see the module docstring)."""
+    env = os.environ.get("GRADFLOW_MEMORY_LIMIT")
+    if env:
+        v = _parse_bytes(env)
+        if v is None:
+            raise GradflowError(f"GRADFLOW_MEMORY_LIMIT must be a size in bytes (e.g. 4G), got {env!r}")
+        return v
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = 1 << 62
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            lim = f.read().strip()
+        if lim.isdigit():
+            avail = min(avail, int(lim))
+    except OSError:
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
+        avail = min(avail, soft)
+    return avail
+
+
+def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsize: int = 8) -> int:
+    """Estimated peak bytes of a gradient-flow run of ``cell`` (a :class:`Cell`) at these sizes."""
+    n, m, T, B = int(hidden), int(input), int(steps), int(batch)
+    S = len(cell.states)
+    N = S * n
+    G = max(1, len(cell.recorded.gates))
+    named = max(1, len(cell.recorded.definitions))
+    weights = G * n * (n + m + 2)
+    trajectory = (T + 1) * B * N + T * B * named * n + T * B * m
+    sweep = _SQUARE_BUFFERS * B * N * N + 8 * T * B
+    objects = T * (named + S + 4) * _PER_ARRAY  # every step keeps a few small arrays and their dict
+    return itemsize * (weights + trajectory + sweep) + objects + _FIXED
+
+
+def _largest(fits: Callable[[int], bool], upper: int) -> int:
+    """The largest k in 1..upper with fits(k) (fits is monotone), 0 if none."""
+    if not fits(1):
+        return 0
+    lo, hi = 1, max(1, upper)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int = 1,
+                    itemsize: int = 8, *, what: str | None = None, input_follows_hidden: bool = False) -> int:
+    """Refuse a run whose estimate exceeds the memory available; return the estimate.
+
+    ``input_follows_hidden``: m is the hidden size (the report's default), so the largest hidden
+    size that fits is searched with m = n.
+    """
+    m = hidden if input is None else input
+    need = flow_bytes(cell, hidden, m, steps, batch, itemsize)
+    avail = available_bytes()
+    budget = int(avail * MEMORY_SHARE)
+    if need <= budget:
+        return need
+
+    def fits_n(k):
+        return flow_bytes(cell, k, k if input_follows_hidden else m, steps, batch, itemsize) <= budget
+
+    def fits_t(k):
+        return flow_bytes(cell, hidden, m, k, batch, itemsize) <= budget
+
+    best_n = _largest(fits_n, hidden)
+    best_t = _largest(fits_t, steps)
+    label = what or f"{cell.name} with hidden size {hidden}, input size {m}, {steps} steps, batch {batch}"
+    hints = []
+    if best_n:
+        hints.append(f"the largest hidden size that fits is {best_n}")
+    if best_t:
+        hints.append(f"the most steps that fit are {best_t}")
+    hint = " and ".join(hints) if hints else "no size fits with these other settings"
+    raise GradflowError(f"{label} needs about {human(need)} of memory, but {human(avail)} is available "
+                        f"(a run may use {int(MEMORY_SHARE * 100)}%): {hint}")
+
+
+def check_report_size(cells, hidden: int, input: int | None, steps: int) -> None:
+    """The report's numeric runs (one per cell, batch 1, float64) must fit."""
+    for c in cells:
+        check_flow_size(c, hidden, input, steps, 1, 8, input_follows_hidden=input is None,
+                        what=f"the report's run of {c.name} with hidden size {hidden}, "
+                             f"input size {hidden if input is None else input}, {steps} steps")
