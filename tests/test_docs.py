@@ -45,11 +45,11 @@ def test_api_reference_is_generated_from_docstrings(site):
 
 
 def test_cli_page_documents_every_subcommand(site):
-    from gradflow._cli import _COMMANDS, build_parser
+    from gradflow._cli import COMMANDS, build_parser
 
     build_parser()                                      # registers every subcommand
     text = (DOCS / "cli.md").read_text(encoding="utf-8")
-    for name in _COMMANDS:
+    for name in COMMANDS:
         assert f"## `gradflow {name}`" in text, name
     for key in ('"cell"', '"hidden"', '"steps"', '"batch"', '"curve"', '"k"', '"log10_norm_2"',
                 '"log10_norm_fro"', '"log10_grad_norm"', '"cell_state"', '"carousel"', '"log10_bound"',

@@ -303,6 +303,18 @@ def test_cli_report_records_real_argv(tmp_path):
     assert json.loads((out / "provenance.json").read_text())["argv"] == ["gradflow", *argv]
 
 
+def test_in_process_report_records_its_own_argv(tmp_path, monkeypatch):
+    """main([...]) records the arguments it was given, not this process's sys.argv (which once
+    differed only in --forget-bias and was recorded instead)."""
+    out = tmp_path / "inproc"
+    argv = ["report", "lstm", "-o", str(out), "--hidden", "2", "--steps", "3", "--forget-bias", "1"]
+    monkeypatch.setattr(sys, "argv", ["gradflow", *[a for a in argv if a not in ("--forget-bias", "1")]])
+    assert main(argv) == 0
+    p = json.loads((out / "provenance.json").read_text())
+    assert p["argv"] == ["gradflow", *argv]
+    assert "--forget-bias 1" in p["command"] and p["forget_bias"] == 1.0
+
+
 def test_cli_errors(tmp_path, capsys, monkeypatch):
     out = tmp_path / "x"
     assert main(["report", "tanh-rnn", "not-a-cell", "-o", str(out)]) == 2

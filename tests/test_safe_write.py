@@ -23,7 +23,8 @@ from _fast_report import fake_build
 import gradflow._views.report as R
 from gradflow import write_report
 from gradflow._checks import GradflowError
-from gradflow._cli import main, say
+from gradflow._cli import main
+from gradflow._cli.options import say
 from gradflow._views.escape import md_code_block, tex_chars
 from gradflow._views.report import compile_pdf
 from gradflow._views.safe_write import LOCK, MANIFEST, STAGE_PREFIX, Target

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._numeric.loading import read_npy
 from .._numeric.size_guard import check_flow_size
-from . import command, float_option, int_option
+from .options import float_option, int_option
 
 
 class _Progress:
@@ -80,8 +80,11 @@ def _fmt(x) -> str:
     return "      -inf" if x is None or not math.isfinite(x) else f"{x:10.4f}"
 
 
-@command("flow", "measure log10 ||ds_T/ds_k|| for every k on an unrolled network")
-def _flow(p: argparse.ArgumentParser):
+HELP = "measure log10 ||ds_T/ds_k|| for every k on an unrolled network"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``gradflow flow``."""
     p.add_argument("cell", help="cell name (gradflow derive --list)")
     p.add_argument("--hidden", help="hidden size n (taken from --weights if given)")
     p.add_argument("--input", help="input size m (taken from --weights/--inputs if given)")
@@ -104,84 +107,83 @@ def _flow(p: argparse.ArgumentParser):
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: for long runs on a terminal)")
 
-    def run(a) -> int:
-        from .._numeric.flow import gradient_flow, network, random_inputs
-        from .._symbolic.cells import get_cell
 
-        cell = get_cell(a.cell)
-        _no_effect(a)
-        seed = int_option(a.seed, "--seed", 0) if a.seed is not None else 0
-        batch = int_option(a.batch, "--batch") if a.batch is not None else 1
-        dtype = np.float64 if a.dtype == "float64" else np.float32
-        hidden = int_option(a.hidden, "--hidden") if a.hidden is not None else None
-        m = int_option(a.input, "--input") if a.input is not None else None
-        inputs = None
-        if a.inputs is not None:
-            inputs = read_npy(a.inputs, "inputs")  # header, dtype and size checked before reading
-            if inputs.ndim == 2:
-                inputs = inputs[:, None, :]
-            if inputs.ndim != 3:
-                raise ValueError(f"--inputs must have shape (T, m) or (T, batch, m), got {inputs.shape}")
-            if a.steps is not None and int_option(a.steps, "--steps") != inputs.shape[0]:
-                raise ValueError(f"--steps {a.steps} does not match the {inputs.shape[0]} steps in {a.inputs}")
-            if m is not None and m != inputs.shape[2]:
-                raise ValueError(f"--input {m} does not match the inputs' {inputs.shape[2]} features")
-            m = inputs.shape[2]
-        if a.weights is not None:
-            net = network(cell, hidden, m, weights=a.weights, dtype=dtype,
-                          forget_bias=float_option(a.forget_bias, "--forget-bias"))
-        else:
-            if hidden is None or m is None:
-                raise ValueError("flow needs --hidden and --input (or --weights / --inputs)")
-            if a.steps is None and inputs is None:
-                raise ValueError("flow needs --steps (or --inputs)")
-            T = inputs.shape[0] if inputs is not None else int_option(a.steps, "--steps")
-            B = inputs.shape[1] if inputs is not None else batch
-            check_flow_size(cell, hidden, m, T, B, np.dtype(dtype).itemsize)  # before any allocation
-            net = network(cell, hidden, m, init=a.init, seed=seed, gain=_gain(a.gain or "1.0"),
-                          forget_bias=float_option(a.forget_bias, "--forget-bias"), dtype=dtype)
-        if inputs is None:
-            if a.steps is None:
-                raise ValueError("flow needs --steps (or --inputs)")
-            T = int_option(a.steps, "--steps")
-            check_flow_size(cell, net.hidden, net.input, T, batch, np.dtype(dtype).itemsize)
-            inputs = random_inputs(T, net.input, batch=batch, seed=seed, dtype=dtype)
-        T = inputs.shape[0]
-        check_flow_size(cell, net.hidden, net.input, T, inputs.shape[1], np.dtype(dtype).itemsize)
-        tty = _isatty(sys.stderr)
-        show = a.progress if a.progress is not None else \
-            ((tty and T * net.state_size >= 20_000) or _long_run(T, inputs.shape[1], net.state_size))
-        flow = gradient_flow(net, inputs, spectral=a.spectral, carousel=a.carousel,
-                             lyapunov=not a.no_lyapunov,
-                             progress=_Progress(f"{cell.name} T={T}") if show else None)
-        record = flow.to_json()
-        if a.json:
-            json.dump(record, sys.stdout, allow_nan=False)
-            sys.stdout.write("\n")
-            return 0
-        print(f"{cell.title} ({cell.name}): n = {net.hidden}, m = {net.input}, T = {T}, "
-              f"batch = {flow.batch}; log10 norms, batch mean")
-        head = f"{'k':>6} {'T-k':>6} {'||.||_2':>10} {'||.||_F':>10} {'||dL/ds_k||':>11}"
-        if flow.cell_state is not None:
-            head += f" {'c: ||.||_2':>10} {'c: ||.||_F':>10}"
-        if flow.carousel is not None:
-            head += f" {'carousel_2':>10}"
-        if flow.bound is not None:
-            head += f" {'bound':>10}"
-        print(head)
-        for rec in record["curve"]:
-            line = (f"{rec['k']:>6} {T - rec['k']:>6} {_fmt(rec['log10_norm_2'])} "
-                    f"{_fmt(rec['log10_norm_fro'])} {_fmt(rec['log10_grad_norm'])} ")
-            if "cell_state" in rec:
-                line += f"{_fmt(rec['cell_state']['log10_norm_2'])} {_fmt(rec['cell_state']['log10_norm_fro'])} "
-            if "carousel" in rec:
-                line += f"{_fmt(rec['carousel']['log10_norm_2'])} "
-            if "log10_bound" in rec:
-                line += _fmt(rec["log10_bound"])
-            print(line.rstrip())
-        if record["lyapunov"]:
-            top = ", ".join(_fmt(v).strip() for v in record["lyapunov"][:5])
-            print(f"Lyapunov exponents (natural log per step, largest {min(5, len(record['lyapunov']))}): {top}")
+def run(a: argparse.Namespace) -> int:
+    from .._numeric.flow import gradient_flow, network, random_inputs
+    from .._symbolic.cells import get_cell
+
+    cell = get_cell(a.cell)
+    _no_effect(a)
+    seed = int_option(a.seed, "--seed", 0) if a.seed is not None else 0
+    batch = int_option(a.batch, "--batch") if a.batch is not None else 1
+    dtype = np.float64 if a.dtype == "float64" else np.float32
+    hidden = int_option(a.hidden, "--hidden") if a.hidden is not None else None
+    m = int_option(a.input, "--input") if a.input is not None else None
+    inputs = None
+    if a.inputs is not None:
+        inputs = read_npy(a.inputs, "inputs")  # header, dtype and size checked before reading
+        if inputs.ndim == 2:
+            inputs = inputs[:, None, :]
+        if inputs.ndim != 3:
+            raise ValueError(f"--inputs must have shape (T, m) or (T, batch, m), got {inputs.shape}")
+        if a.steps is not None and int_option(a.steps, "--steps") != inputs.shape[0]:
+            raise ValueError(f"--steps {a.steps} does not match the {inputs.shape[0]} steps in {a.inputs}")
+        if m is not None and m != inputs.shape[2]:
+            raise ValueError(f"--input {m} does not match the inputs' {inputs.shape[2]} features")
+        m = inputs.shape[2]
+    if a.weights is not None:
+        net = network(cell, hidden, m, weights=a.weights, dtype=dtype,
+                      forget_bias=float_option(a.forget_bias, "--forget-bias"))
+    else:
+        if hidden is None or m is None:
+            raise ValueError("flow needs --hidden and --input (or --weights / --inputs)")
+        if a.steps is None and inputs is None:
+            raise ValueError("flow needs --steps (or --inputs)")
+        T = inputs.shape[0] if inputs is not None else int_option(a.steps, "--steps")
+        B = inputs.shape[1] if inputs is not None else batch
+        check_flow_size(cell, hidden, m, T, B, np.dtype(dtype).itemsize)  # before any allocation
+        net = network(cell, hidden, m, init=a.init, seed=seed, gain=_gain(a.gain or "1.0"),
+                      forget_bias=float_option(a.forget_bias, "--forget-bias"), dtype=dtype)
+    if inputs is None:
+        if a.steps is None:
+            raise ValueError("flow needs --steps (or --inputs)")
+        T = int_option(a.steps, "--steps")
+        check_flow_size(cell, net.hidden, net.input, T, batch, np.dtype(dtype).itemsize)
+        inputs = random_inputs(T, net.input, batch=batch, seed=seed, dtype=dtype)
+    T = inputs.shape[0]
+    check_flow_size(cell, net.hidden, net.input, T, inputs.shape[1], np.dtype(dtype).itemsize)
+    tty = _isatty(sys.stderr)
+    show = a.progress if a.progress is not None else \
+        ((tty and T * net.state_size >= 20_000) or _long_run(T, inputs.shape[1], net.state_size))
+    flow = gradient_flow(net, inputs, spectral=a.spectral, carousel=a.carousel,
+                         lyapunov=not a.no_lyapunov,
+                         progress=_Progress(f"{cell.name} T={T}") if show else None)
+    record = flow.to_json()
+    if a.json:
+        json.dump(record, sys.stdout, allow_nan=False)
+        sys.stdout.write("\n")
         return 0
-
-    return run
+    print(f"{cell.title} ({cell.name}): n = {net.hidden}, m = {net.input}, T = {T}, "
+          f"batch = {flow.batch}; log10 norms, batch mean")
+    head = f"{'k':>6} {'T-k':>6} {'||.||_2':>10} {'||.||_F':>10} {'||dL/ds_k||':>11}"
+    if flow.cell_state is not None:
+        head += f" {'c: ||.||_2':>10} {'c: ||.||_F':>10}"
+    if flow.carousel is not None:
+        head += f" {'carousel_2':>10}"
+    if flow.bound is not None:
+        head += f" {'bound':>10}"
+    print(head)
+    for rec in record["curve"]:
+        line = (f"{rec['k']:>6} {T - rec['k']:>6} {_fmt(rec['log10_norm_2'])} "
+                f"{_fmt(rec['log10_norm_fro'])} {_fmt(rec['log10_grad_norm'])} ")
+        if "cell_state" in rec:
+            line += f"{_fmt(rec['cell_state']['log10_norm_2'])} {_fmt(rec['cell_state']['log10_norm_fro'])} "
+        if "carousel" in rec:
+            line += f"{_fmt(rec['carousel']['log10_norm_2'])} "
+        if "log10_bound" in rec:
+            line += _fmt(rec["log10_bound"])
+        print(line.rstrip())
+    if record["lyapunov"]:
+        top = ", ".join(_fmt(v).strip() for v in record["lyapunov"][:5])
+        print(f"Lyapunov exponents (natural log per step, largest {min(5, len(record['lyapunov']))}): {top}")
+    return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import command, int_option
+from .options import int_option
 
 # options each layer kind accepts (besides --json); anything else given is an error
 _ALLOWED = {
@@ -56,8 +56,11 @@ def _check_options(args: argparse.Namespace, kind: str, what: str) -> None:
             raise ValueError(f"{flag} does not apply to {what}")
 
 
-@command("params", "count the trainable parameters of a cell, a dense layer or a convolution")
-def _params(p: argparse.ArgumentParser):
+HELP = "count the trainable parameters of a cell, a dense layer or a convolution"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``gradflow params``."""
     p.add_argument("layer", metavar="CELL", help="a cell name (gradflow derive --list), 'dense' or 'conv'")
     cell = p.add_argument_group("recurrent cells")
     cell.add_argument("--hidden", metavar="N", help="hidden size n")
@@ -75,38 +78,37 @@ def _params(p: argparse.ArgumentParser):
     ff.add_argument("--no-bias", action="store_true", help="dense/conv layer without bias")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    def run(a: argparse.Namespace) -> int:
-        from .._symbolic.params import LayerCount, ParamCount, conv_params, count_params, dense_params
 
-        result: ParamCount | LayerCount
-        kind = a.layer.strip().lower()
-        if kind == "dense":
-            _check_options(a, "dense", "a dense layer")
-            _require(a, "a dense layer", "input", "output")
-            result = dense_params(int_option(a.input, "--input", None), int_option(a.output, "--output", None),
-                                  bias=not a.no_bias)
-        elif kind in ("conv", "conv2d"):
-            _check_options(a, "conv", "a convolution")
-            _require(a, "a convolution", "kernel", "filters")
-            kh, kw = _kernel(a.kernel)
-            channels = 1 if a.in_channels is None else int_option(a.in_channels, "--in-channels", None)
-            result = conv_params(kh, kw, channels, int_option(a.filters, "--filters", None), bias=not a.no_bias)
-        else:
-            from .._symbolic.cells import get_cell
+def run(a: argparse.Namespace) -> int:
+    from .._symbolic.params import LayerCount, ParamCount, conv_params, count_params, dense_params
 
-            name = get_cell(a.layer).name  # unknown cell: error before complaining about sizes
-            _check_options(a, "cell", f"a recurrent cell ({name})")
-            _require(a, name, "hidden", "input")
-            result = count_params(
-                name, int_option(a.hidden, "--hidden", None), int_option(a.input, "--input", None),
-                convention="pytorch" if a.convention is None else a.convention,
-                layers=1 if a.layers is None else int_option(a.layers, "--layers", None),
-                bidirectional=a.bidirectional,
-                output=None if a.output is None else int_option(a.output, "--output", None))
-        if a.json:
-            print(json.dumps(result.as_dict()))
-        else:
-            print(result)
-        return 0
+    result: ParamCount | LayerCount
+    kind = a.layer.strip().lower()
+    if kind == "dense":
+        _check_options(a, "dense", "a dense layer")
+        _require(a, "a dense layer", "input", "output")
+        result = dense_params(int_option(a.input, "--input", None), int_option(a.output, "--output", None),
+                              bias=not a.no_bias)
+    elif kind in ("conv", "conv2d"):
+        _check_options(a, "conv", "a convolution")
+        _require(a, "a convolution", "kernel", "filters")
+        kh, kw = _kernel(a.kernel)
+        channels = 1 if a.in_channels is None else int_option(a.in_channels, "--in-channels", None)
+        result = conv_params(kh, kw, channels, int_option(a.filters, "--filters", None), bias=not a.no_bias)
+    else:
+        from .._symbolic.cells import get_cell
 
-    return run
+        name = get_cell(a.layer).name  # unknown cell: error before complaining about sizes
+        _check_options(a, "cell", f"a recurrent cell ({name})")
+        _require(a, name, "hidden", "input")
+        result = count_params(
+            name, int_option(a.hidden, "--hidden", None), int_option(a.input, "--input", None),
+            convention="pytorch" if a.convention is None else a.convention,
+            layers=1 if a.layers is None else int_option(a.layers, "--layers", None),
+            bidirectional=a.bidirectional,
+            output=None if a.output is None else int_option(a.output, "--output", None))
+    if a.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(result)
+    return 0

@@ -1,39 +1,23 @@
-"""``gradflow report`` and ``gradflow cite``.
+"""``gradflow report``: a derivation report (Markdown, LaTeX, figures, references, provenance).
 
     gradflow report CELL [CELL ...] -o DIR [--hidden N] [--steps T] [--seed S] [--input M]
-                    [--force] [--pdf]
-    gradflow cite [--format bibtex|cff]
+                    [--forget-bias F] [--force] [--pdf]
 
-``report`` writes a derivation report (Markdown, LaTeX, figures, references, provenance) into
-DIR; with ``--pdf`` it also runs pdflatex there. ``cite`` prints how to cite gradflow.
+With ``--pdf`` it also runs pdflatex there. The command line recorded in the report is the one
+this run parsed (``args.argv``, set by :func:`gradflow._cli.main`), never re-read from ``sys.argv``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from . import command, float_option, int_option, say
+from .options import float_option, int_option, say
 
-
-def _real_argv(a: argparse.Namespace) -> list[str] | None:
-    """This process's own command line, if it is the ``gradflow report`` call being run."""
-    argv = sys.argv[1:]
-    if not argv or argv[0] != "report":
-        return None
-    from . import build_parser
-
-    try:
-        b = build_parser().parse_args(argv)
-    except SystemExit:
-        return None
-    same = all(getattr(b, k, None) == getattr(a, k, None)
-               for k in ("cells", "output", "hidden", "steps", "seed", "input", "force", "pdf"))
-    return ["gradflow", *argv] if same else None
+HELP = "write a derivation report (Markdown, LaTeX, figures, references) for cells"
 
 
-@command("report", "write a derivation report (Markdown, LaTeX, figures, references) for cells")
-def _report(p: argparse.ArgumentParser):
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``gradflow report``."""
     p.add_argument("cells", nargs="+", metavar="CELL", help="cell names (gradflow derive --list)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="report directory")
     p.add_argument("--hidden", default="16", help="hidden size n of the numeric runs (default 16)")
@@ -45,43 +29,22 @@ def _report(p: argparse.ArgumentParser):
     p.add_argument("--force", action="store_true", help="replace a report already in DIR")
     p.add_argument("--pdf", action="store_true", help="also compile report.tex with pdflatex")
 
-    def run(a) -> int:
-        from .._symbolic.cells import get_cell
-        from .._views.report import write_report
 
-        cells = [get_cell(c) for c in a.cells]  # unknown names fail before anything is written
-        hidden = int_option(a.hidden, "--hidden", 1)
-        steps = int_option(a.steps, "--steps", 2)
-        seed = int_option(a.seed, "--seed", 0)
-        m = None if a.input is None else int_option(a.input, "--input", 1)
-        fb = float_option(a.forget_bias, "--forget-bias")
-        argv = _real_argv(a)
-        if argv is None:  # called in-process (tests, scripts): the equivalent command line
-            argv = ["gradflow", "report", *a.cells, "-o", a.output, "--hidden", a.hidden,
-                    "--steps", a.steps, "--seed", a.seed]
-            argv += ["--input", a.input] if a.input is not None else []
-            argv += ["--forget-bias", a.forget_bias] if a.forget_bias is not None else []
-            argv += ["--force"] if a.force else []
-            argv += ["--pdf"] if a.pdf else []
-        out = write_report(cells, a.output, hidden=hidden, steps=steps, seed=seed, input=m,
-                           forget_bias=fb, command=argv, force=a.force, pdf=a.pdf)
-        say(f"wrote {out / 'report.md'} and {out / 'report.tex'}")
-        if a.pdf:
-            say(f"wrote {out / 'report.pdf'}")
-        return 0
+def run(a: argparse.Namespace) -> int:
+    from .._symbolic.cells import get_cell
+    from .._views.report import write_report
 
-    return run
+    cells = [get_cell(c) for c in a.cells]  # unknown names fail before anything is written
+    hidden = int_option(a.hidden, "--hidden", 1)
+    steps = int_option(a.steps, "--steps", 2)
+    seed = int_option(a.seed, "--seed", 0)
+    m = None if a.input is None else int_option(a.input, "--input", 1)
+    fb = float_option(a.forget_bias, "--forget-bias")
+    argv = ["gradflow", *a.argv]  # exactly what was parsed: one source for the recorded command
+    out = write_report(cells, a.output, hidden=hidden, steps=steps, seed=seed, input=m,
+                       forget_bias=fb, command=argv, force=a.force, pdf=a.pdf)
+    say(f"wrote {out / 'report.md'} and {out / 'report.tex'}")
+    if a.pdf:
+        say(f"wrote {out / 'report.pdf'}")
+    return 0
 
-
-@command("cite", "print how to cite gradflow (BibTeX, or CITATION.cff)")
-def _cite(p: argparse.ArgumentParser):
-    p.add_argument("--format", default="bibtex", choices=("bibtex", "cff"),
-                   help="bibtex (default): the @software entry; cff: Citation File Format")
-
-    def run(a) -> int:
-        from .._views.bibtex import citation_cff, software_citation
-
-        sys.stdout.write(citation_cff() if a.format == "cff" else software_citation() + "\n")
-        return 0
-
-    return run
