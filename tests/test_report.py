@@ -122,7 +122,7 @@ def test_block_matches_explicit_sympy_jacobian():
 
 def _derivation_md(name: str) -> str:
     doc = Doc(bibliography())
-    derive_cell(doc, get_cell(name), 1)
+    derive_cell(doc, get_cell(name))
     return doc.markdown()
 
 

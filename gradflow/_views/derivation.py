@@ -56,11 +56,12 @@ def _block_names_matrix(cell: Cell, time, zero=()) -> str:
                      for a in cell.states])
 
 
-def derive_cell(doc: Doc, cell: Cell, number: int) -> None:
+def derive_cell(doc: Doc, cell: Cell) -> None:
+    """One cell's subsection: recurrence, one-step Jacobian, product over time, bound, carousel."""
     st = cell.recorded
     J = cell.jacobian()
     ref = f" [@{cell.reference}]" if cell.reference else ""
-    doc.heading(3, f"1.{number} {cell.title} (`{cell.name}`)")
+    doc.heading(3, f"{cell.title} (`{cell.name}`)")
 
     # the recurrence ----------------------------------------------------------------------------
     doc.para("One time step of the cell, with its named intermediate quantities in the order they "

@@ -148,6 +148,7 @@ class Doc:
 
     # -- building ----------------------------------------------------------------------------
     def heading(self, level: int, text: str):
+        """A heading; levels 2 and 3 are numbered (1., 1.1) in the order they are added."""
         self.blocks.append(("h", level, text))
 
     def para(self, text: str):
@@ -237,10 +238,18 @@ class Doc:
     # -- rendering ---------------------------------------------------------------------------
     def markdown(self) -> str:
         out, fig_no, tab_no = [], 0, 0
+        section = [0, 0]  # numbers of the current level-2 and level-3 headings
         for b in self.blocks:
             kind = b[0]
             if kind == "h":
-                out.append("#" * b[1] + " " + self.inline_md(b[2]))
+                number = ""
+                if b[1] == 2:
+                    section = [section[0] + 1, 0]
+                    number = f"{section[0]}. "
+                elif b[1] == 3:
+                    section[1] += 1
+                    number = f"{section[0]}.{section[1]} "
+                out.append("#" * b[1] + " " + number + self.inline_md(b[2]))
             elif kind == "p":
                 out.append(self.inline_md(b[1]))
             elif kind == "eq":

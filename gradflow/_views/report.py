@@ -28,7 +28,8 @@ import platform
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,228 +38,16 @@ import sympy as sp
 from .._checks import positive_int
 from .._symbolic.cell import Cell
 from .._symbolic.cells import get_cell
-from .._symbolic.many_steps import carousel
 from .bibtex import bibliography_text, parse_bibtex
 from .derivation import derive_cell
-from .document import Doc, fmt_num
+from .document import Doc
+from .evidence import Evidence, Measurement, evidence_section, measure
 
 #: files whose presence marks a directory as holding a gradflow report
 REPORT_MARKERS = ("report.md", "report.tex", "provenance.json")
 
 #: Debian packages that provide pdflatex and every LaTeX package report.tex uses
 TEXLIVE_PACKAGES = ("texlive-latex-base", "texlive-latex-recommended", "texlive-fonts-recommended")
-
-
-# ================================================================================================
-# Numbers and figures
-# ================================================================================================
-
-
-def _grid(count: int, width: float = 4.0, height: float = 3.0, cols: int | None = None):
-    """A figure with ``count`` panels (2 columns, 3 beyond four panels) and its Axes."""
-    from matplotlib.figure import Figure
-
-    cols = min(cols or (2 if count <= 4 else 3), count)
-    rows = -(-count // cols)
-    fig = Figure(figsize=(width * cols, height * rows))
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[count:]:
-        ax.set_visible(False)
-    return fig, list(axes[:count])
-
-
-def _spectrum_ks(steps: int) -> list[int]:
-    return sorted({0, steps // 4, steps // 2, (3 * steps) // 4, steps - 1})
-
-
-def _measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
-             forget_bias: float | None = None) -> dict:
-    from .._numeric.flow import decay_rate, gradient_flow, network, random_inputs, singular_values
-
-    out = {}
-    ks = _spectrum_ks(steps)
-    for cell in cells:
-        fb = forget_bias if cell.has_forget_gate else None
-        net = network(cell, hidden, input, seed=seed, forget_bias=fb)
-        inputs = random_inputs(steps, input, seed=seed)
-        flow = gradient_flow(net, inputs, carousel="c" in cell.states)
-        traj = net.unroll(inputs)
-        J_T = np.asarray(net.step_jacobian(traj, steps))[0]
-        spectra = singular_values(net, inputs, ks)
-        extra = {"rate_full": decay_rate(flow.full.mean()["log10_norm_2"]), "rate_cell_state": None,
-                 "rate_carousel": None, "rate_bound": None, "sigma_max_W": None}
-        if flow.cell_state is not None:
-            extra["rate_cell_state"] = decay_rate(flow.cell_state.mean()["log10_norm_2"])
-        if flow.carousel is not None:
-            extra["rate_carousel"] = decay_rate(flow.carousel.mean()["log10_norm_2"])
-        if flow.bound is not None:
-            extra["rate_bound"] = decay_rate(flow.bound)
-        if "W" in net.weights.arrays:
-            extra["sigma_max_W"] = float(np.linalg.norm(np.asarray(net.weights.arrays["W"]), 2))
-        out[cell.name] = {"cell": cell, "net": net, "flow": flow, "J_T": J_T, "spectra": spectra,
-                          "init": cell.default_init, **extra}
-    return out
-
-
-def _numeric_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict, hidden: int, input: int,
-                     steps: int, seed: int, forget_bias: float | None = None) -> dict:
-    from .._numeric.analysis import decay_table, phase_grid
-    from .plots import (
-        paper_style,
-        plot_carousel,
-        plot_decay,
-        plot_jacobian,
-        plot_phase_diagram,
-        plot_spectrum,
-        save_figure,
-    )
-
-    figures: dict[str, list[str]] = {}
-    fig_dir = stage / "figures"
-
-    def save(fig, stem):
-        paths = save_figure(fig, fig_dir / stem, formats=("pdf", "png"), dpi=200)
-        figures[stem] = [p.relative_to(stage).as_posix() for p in paths]
-
-    flows = [runs[c.name]["flow"] for c in cells]
-    lstm_cells = [c for c in cells if "c" in c.states]
-    inits = ", ".join(f"`{c.name}`: {c.default_init}" for c in cells)
-    doc.heading(2, "2. Numeric evidence")
-    doc.para(f"Each cell is unrolled for $T = {steps}$ steps with hidden size $n = {hidden}$ and input "
-             f"size $m = {input}$, weights from the cell's default initialisation ({inits}) with seed "
-             f"{seed}"
-             + ("" if forget_bias is None else
-                f" and the forget-gate bias set to $b_f = {float(forget_bias):g}$ "
-                "[@jozefowicz2015empirical]")
-             + ", standard normal inputs from the same seed, zero initial state and batch size 1. "
-             "The one-step Jacobians are evaluated from the closed forms of Section 1 (not by automatic "
-             "differentiation) and multiplied backwards, "
-             "$\\partial s_T/\\partial s_k = J_T J_{T-1} \\cdots J_{k+1}$; norms are reported as "
-             "$\\log_{10}$. A decay rate is the least-squares slope of such a curve against $T-k$: "
-             "the change of $\\log_{10}$ of the norm per step, negative when gradients vanish.")
-
-    with paper_style():
-        fig, (ax,) = _grid(1, 5.0, 3.4, cols=1)
-        plot_decay(flows, ax=ax, bound=True)
-        save(fig, "decay")
-    caption = "Spectral norm of $\\partial s_T/\\partial s_k$ against the lag $T-k$ for every requested cell"
-    if any(f.bound is not None for f in flows):
-        caption += ("; dashed: the bound $(\\gamma\\,\\sigma_{\\max}(W))^{T-k}$ evaluated on the same "
-                    "weights, for the cells that have one [@pascanu2013difficulty]")
-    doc.figure("decay", caption + ".", 0.7)
-
-    notes = []
-    for c in cells:
-        r = runs[c.name]
-        f = r["flow"]
-        full = f.full.mean()["log10_norm_2"]
-        text = (f"`{c.name}`: decay rate {fmt_num(r['rate_full'])} per step, "
-                f"$\\log_{{10}}\\lVert \\partial s_T/\\partial s_0 \\rVert_2$ = {fmt_num(full[0], '{:.2f}')}")
-        zero = np.isneginf(full)
-        if zero.any():  # once exactly zero, every longer lag stays zero
-            first = steps - int(np.nonzero(zero)[0].max())
-            text += (f"; the product is exactly zero for lags $T-k \\ge {first}$ "
-                     "(no gradient at all reaches those steps): an unbounded decay, hence the rate $-\\infty$")
-        if f.bound is not None and r["sigma_max_W"] is not None:
-            below = bool(np.all(full <= np.asarray(f.bound) + 1e-9))
-            text += (f"; $\\sigma_{{\\max}}(W)$ = {fmt_num(r['sigma_max_W'])}, bound rate "
-                     f"{fmt_num(r['rate_bound'])} per step; the measured curve lies "
-                     + ("below the bound at every $k$, as it must." if below else
-                        "ABOVE the bound at some $k$, which contradicts the algebra: please report this."))
-        else:
-            text += "."
-        notes.append(text)
-    for text in notes:
-        doc.para(text)
-
-    if lstm_cells:
-        with paper_style():
-            fig, axes = _grid(len(lstm_cells), 4.6, 3.4)
-            for ax, c in zip(axes, lstm_cells, strict=True):
-                plot_carousel(runs[c.name]["flow"], ax=ax)
-            save(fig, "carousel")
-        doc.figure("carousel", "The LSTM's gradient split by path: the full Jacobian "
-                   "$\\partial s_T/\\partial s_k$, its $c \\to c$ block, and the carousel path alone "
-                   "(the $c \\to c$ block of the 1997-truncated product, "
-                   "$\\prod_j \\operatorname{diag}(f_j)$) [@hochreiter1997lstm].",
-                   0.95 if len(lstm_cells) > 1 else 0.65)
-        for c in lstm_cells:
-            r = runs[c.name]
-            car = r["flow"].carousel.mean()["log10_norm_2"]
-            text = (f"`{c.name}`: the carousel path decays at {fmt_num(r['rate_carousel'])} per step, the "
-                    f"$c \\to c$ block of the full product at {fmt_num(r['rate_cell_state'])} and the full "
-                    f"Jacobian at {fmt_num(r['rate_full'])}.")
-            if carousel(c).constant:
-                dev = float(np.max(np.abs(car))) if np.all(np.isfinite(car)) else float("inf")
-                text += (" The carousel curve is flat at $\\log_{10} \\lVert \\mathbb{I} \\rVert_2 = 0$ "
-                         f"(largest deviation {dev:.1e}), as the algebra says."
-                         if dev < 1e-9 else
-                         f" The carousel curve deviates from 0 by up to {dev:.3g}, which contradicts "
-                         "the algebra: please report this.")
-            doc.para(text)
-
-    with paper_style():
-        fig, axes = _grid(len(cells), 4.2, 3.2)
-        for ax, c in zip(axes, cells, strict=True):
-            plot_spectrum(runs[c.name]["spectra"], ax=ax)
-            ax.set_title(f"{c.name}")
-        save(fig, "spectrum")
-    doc.figure("spectrum", "Singular values of $\\partial s_T/\\partial s_k$ ($\\log_{10}$, in descending "
-               f"order) at $k \\in \\{{{', '.join(map(str, _spectrum_ks(steps)))}\\}}$, one panel per cell: "
-               "how many directions of the state keep a gradient as the lag grows.",
-               0.95 if len(cells) > 1 else 0.6)
-
-    with paper_style():
-        fig, axes = _grid(len(cells), 4.2, 3.6)
-        for ax, c in zip(axes, cells, strict=True):
-            plot_jacobian(runs[c.name]["J_T"], ax=ax, title=f"{c.name}: $J_T$", state_names=c.states)
-        save(fig, "jacobian")
-    doc.figure("jacobian", "The last one-step Jacobian $J_T = \\partial s_T/\\partial s_{T-1}$ of each "
-               "cell, entry by entry (numerator layout: rows are entries of $s_T$, columns entries of "
-               "$s_{T-1}$). For an LSTM the $c \\to c$ block is diagonal, $\\operatorname{diag}(f_T)$.",
-               0.95 if len(cells) > 1 else 0.6)
-
-    phase = None
-    if lstm_cells:
-        c = lstm_cells[0]
-        has_forget = c.has_forget_gate
-        p_hidden, p_input, p_steps = min(hidden, 8), min(input, 4), min(steps, 40)
-        scales = (0.5, 1.0, 1.5, 2.0)
-        biases = (-1.0, 0.0, 1.0, 2.0) if has_forget else (None,)
-        grid = phase_grid(c.name, hidden=p_hidden, input=p_input, steps=p_steps, scales=scales,
-                          forget_biases=biases, seed=seed, batch=2)
-        with paper_style():
-            fig, (ax,) = _grid(1, 5.0, 3.6, cols=1)
-            plot_phase_diagram(grid, ax=ax, annotate=True)
-            save(fig, "phase")
-        phase = {"cell": c.name, "hidden": p_hidden, "input": p_input, "steps": p_steps, "batch": 2,
-                 "scales": list(scales), "forget_biases": list(biases), "init": grid.init,
-                 "rates": [[None if not np.isfinite(v) else float(v) for v in row] for row in grid.rates]}
-        what = ("and the forget-gate bias $b_f$" if has_forget else "(this cell has no forget gate)")
-        caption = (f"Decay rate of $\\partial s_T/\\partial s_k$ for `{c.name}` over the scale of the "
-                   f"recurrent weights {what} (a small grid: $n = {p_hidden}$, $m = {p_input}$, "
-                   f"$T = {p_steps}$, {grid.init} initialisation, seed {seed}); the black contour, where "
-                   "drawn, marks rate 0.")
-        if has_forget:
-            caption += (" A larger forget-gate bias keeps forget gates nearer 1 "
-                        "[@gers2000forget; jozefowicz2015empirical].")
-        doc.figure("phase", caption, 0.7)
-
-    rows = []
-    table = decay_table(flows)
-    for row in table:
-        r = runs[row["cell"]]
-        rows.append([f"`{row['cell']}`", str(row["n"]), str(input), str(row["T"]), fmt_num(row["rate"]),
-                     fmt_num(row["rate_cell_state"]), fmt_num(r["rate_carousel"]), fmt_num(r["rate_bound"]),
-                     fmt_num(row["log10_norm_k0"], "{:.2f}")])
-    doc.table(["cell", "$n$", "$m$", "$T$", "rate $\\partial s_T/\\partial s_k$",
-               "rate $\\partial c_T/\\partial c_k$", "rate carousel", "rate bound",
-               "$\\log_{10}\\lVert\\partial s_T/\\partial s_0\\rVert_2$"],
-              rows, "Decay rates ($\\log_{10}$ change of the spectral norm per step of lag; negative: "
-              "vanishing) and the norm over the whole sequence. Carousel: the $c \\to c$ block of the "
-              "1997-truncated product; bound: $(\\gamma\\,\\sigma_{\\max}(W))^{T-k}$ where it applies.",
-              "lrrrrrrrr")
-    return {"figures": figures, "table": table, "phase": phase}
 
 
 # ================================================================================================
@@ -367,23 +156,31 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
     return out
 
 
-def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int, seed: int,
-           input: int, forget_bias: float | None, command, out_arg: str) -> None:
-    bib_text = bibliography_text()
-    bib = parse_bibtex(bib_text)
-    versions = _versions()
-    date = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    canonical = _canonical_command(cells, out_arg, hidden, steps, seed, input, forget_bias)
-    if command is None:
-        command_str = canonical
-    elif isinstance(command, str):
-        command_str = command
-    else:
-        command_str = shlex.join([str(a) for a in command])
+@dataclass
+class Build:
+    """Everything a report's sections read (the run's parameters) and write (measurements, evidence)."""
 
+    stage: Path
+    cells: list[Cell]
+    hidden: int
+    input: int
+    steps: int
+    seed: int
+    forget_bias: float | None
+    versions: dict[str, str]
+    date: str
+    command: str
+    canonical: str
+    doc: Doc
+    runs: dict[str, Measurement] = field(default_factory=dict)
+    evidence: Evidence | None = None
+
+
+def introduction(b: Build) -> None:
+    """The title and the opening paragraphs: what the report does, its sources, its notation."""
+    doc, cells, versions, date = b.doc, b.cells, b.versions, b.date
     names = ", ".join(c.name for c in cells)
     title = f"Gradient flow in recurrent networks: {names}"
-    doc = Doc(bib)
     doc.heading(1, title)
     doc.para(f"Generated by gradflow {versions['gradflow']} on {date[:10]}. For each requested cell "
              "this report derives how the gradient with respect to an earlier state, "
@@ -411,14 +208,28 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
              "$W$ are recurrent weights ($n \\times n$), $U$ input weights ($n \\times m$), $b$ "
              "biases; $n$ is the hidden size and $m$ the input size.")
 
-    doc.heading(2, "1. Derivation")
-    for i, cell in enumerate(cells, 1):
-        derive_cell(doc, cell, i)
 
-    runs = _measure(cells, hidden, input, steps, seed, forget_bias)
-    numeric = _numeric_section(doc, stage, cells, runs, hidden, input, steps, seed, forget_bias)
 
-    doc.heading(2, "3. Reproduce")
+def derivation(b: Build) -> None:
+    """Section: every requested cell derived from its recurrence (:mod:`.derivation`)."""
+    b.doc.heading(2, "Derivation")
+    for cell in b.cells:
+        derive_cell(b.doc, cell)
+
+
+def numeric_evidence(b: Build) -> None:
+    """Section: the same quantities measured on random weights (:mod:`.evidence`)."""
+    b.runs = measure(b.cells, b.hidden, b.input, b.steps, b.seed, b.forget_bias)
+    b.evidence = evidence_section(b.doc, b.stage, b.cells, b.runs, b.hidden, b.input, b.steps, b.seed,
+                                  b.forget_bias)
+
+
+def reproduce(b: Build) -> None:
+    """Section: the command line, the versions and where the raw numbers are."""
+    doc, versions, date = b.doc, b.versions, b.date
+    command_str, canonical = b.command, b.canonical
+    hidden, input, steps, seed = b.hidden, b.input, b.steps, b.seed
+    doc.heading(2, "Reproduce")
     doc.para("This report was produced by the command")
     doc.code(_wrap_command(command_str) if command_str else "")
     if command_str != canonical:
@@ -431,18 +242,46 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
              "`provenance.json` records all of this, and `flows.json` holds the measured curves. "
              "To cite gradflow itself [@gradflow], run `gradflow cite`.")
 
+
+
+#: the report's sections in order; level-2 headings are numbered by the document, in this order
+SECTIONS: tuple[Callable[[Build], None], ...] = (introduction, derivation, numeric_evidence, reproduce)
+
+
+def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int, seed: int,
+           input: int, forget_bias: float | None, command, out_arg: str) -> None:
+    bib_text = bibliography_text()
+    bib = parse_bibtex(bib_text)
+    versions = _versions()
+    date = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    canonical = _canonical_command(cells, out_arg, hidden, steps, seed, input, forget_bias)
+    if command is None:
+        command_str = canonical
+    elif isinstance(command, str):
+        command_str = command
+    else:
+        command_str = shlex.join([str(a) for a in command])
+    b = Build(stage, cells, hidden, input, steps, seed, forget_bias, versions, date, command_str, canonical,
+              Doc(bib))
+    for section in SECTIONS:
+        section(b)
+    doc, runs = b.doc, b.runs
+    assert b.evidence is not None
+    numeric = b.evidence
+    title = f"Gradient flow in recurrent networks: {', '.join(c.name for c in cells)}"
+
     md = doc.markdown()
     tex = doc.latex(title, date[:10])
     (stage / "report.md").write_text(md, encoding="utf-8")
     (stage / "report.tex").write_text(tex, encoding="utf-8")
     (stage / "references.bib").write_text(bib_text, encoding="utf-8")
 
-    flows_json = {name: {**r["flow"].to_json(), "init": r["init"],
-                         "sigma_max_W": r["sigma_max_W"],
+    flows_json = {name: {**r.flow.to_json(), "init": r.init,
+                         "sigma_max_W": r.sigma_max_W,
                          "singular_values": {str(k): [None if not np.isfinite(v) else float(v) for v in s]
-                                             for k, s in r["spectra"].items()}}
+                                             for k, s in r.spectra.items()}}
                   for name, r in runs.items()}
-    (stage / "flows.json").write_text(json.dumps({"flows": flows_json, "phase": numeric["phase"]},
+    (stage / "flows.json").write_text(json.dumps({"flows": flows_json, "phase": numeric.phase},
                                                  allow_nan=False) + "\n", encoding="utf-8")
 
     def clean(x):
@@ -465,8 +304,8 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
         "platform": {"system": platform.system(), "machine": platform.machine(),
                      "python_implementation": platform.python_implementation()},
         "output": str(out),
-        "figures": numeric["figures"],
-        "decay_table": [{k: clean(v) for k, v in row.items()} for row in numeric["table"]],
+        "figures": numeric.figures,
+        "decay_table": [{k: clean(v) for k, v in row.items()} for row in numeric.table],
         "references": doc.cited,
     }
     (stage / "provenance.json").write_text(json.dumps(provenance, indent=2, allow_nan=False) + "\n",
