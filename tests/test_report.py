@@ -211,8 +211,8 @@ def test_every_cell_derivation_compiles(tmp_path):
     """The long blocks (LSTM, GRU) of every cell must not break pdflatex."""
     exe = _need_pdflatex()
     doc = Doc(bibliography())
-    for i, cell in enumerate(CELLS.values(), 1):
-        derive_cell(doc, cell, i)
+    for cell in CELLS.values():
+        derive_cell(doc, cell)
     (tmp_path / "all.tex").write_text(doc.latex("all cells", "today"))
     proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "all.tex"], cwd=tmp_path,
                           capture_output=True, timeout=120)
@@ -275,7 +275,7 @@ def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("simulated failure while drawing")
 
-    monkeypatch.setattr(R, "_numeric_section", boom)
+    monkeypatch.setattr(R, "evidence_section", boom)
     with pytest.raises(RuntimeError):
         _small(tmp_path / "new")
     with pytest.raises(RuntimeError):
