@@ -121,8 +121,13 @@ class _Tracker:
         self.rng = np.random.default_rng(2024)
         self.stats: dict = {}
 
-    def record(self, k, P, L, gP, sumsq_full):
-        """P (B, N, N): the product, true value 10^L · P; gP: 10^−L · ∂L/∂s_k (B, N)."""
+    def record(self, k, P, L, gP, sumsq_full, diagonal=()):
+        """P (B, N, N): the product, true value 10^L · P; gP: 10^−L · ∂L/∂s_k (B, N).
+
+        ``diagonal``: names of blocks that are diagonal by structure (their norm is max|P_ii|).
+        """
+        from ._certified_norm import diagonal_norm
+
         xp, N = self.xp, P.shape[-1]
         names = list(self.blocks)
         sumsqs = []
@@ -131,11 +136,15 @@ class _Tracker:
             full = rows == slice(0, N) and cols == slice(0, N)
             blk = P[:, rows, cols]
             sumsqs.append(sumsq_full if full else xp.sum(blk * blk, axis=(-2, -1)))
+        exact = {name: diagonal_norm(xp, P, *self.blocks[name]) for name in names if name in diagonal}
+        dense = [name for name in names if name not in exact]
         if self.spectral == "svd":
             sigs = [xp.linalg.svdvals(P[:, r, c])[:, 0] for r, c in self.blocks.values()]
+        elif not dense:
+            sigs = [exact[name] for name in names]
         else:
             bases = []
-            for name in names:  # refresh the least important direction: catches rising ones
+            for name in dense:  # refresh the least important direction: catches rising ones
                 U = self.bases[name]
                 R, r = U.shape[1], U.shape[2]
                 if 1 < r < R:  # one Gram–Schmidt step against the kept (orthonormal) columns
@@ -145,9 +154,12 @@ class _Tracker:
                     v = v / xp.sqrt(xp.sum(v * v, axis=(-2, -1), keepdims=True))
                     U = xp.concat([keep, v], axis=-1)
                 bases.append(U)
-            sigs, bases = _spectral_blocks(P, list(self.blocks.values()), bases, sumsqs, tol=self.tol,
-                                           stats=self.stats)
-            self.bases = dict(zip(names, bases, strict=True))
+            dsigs, bases = _spectral_blocks(P, [self.blocks[nm] for nm in dense], bases,
+                                            [sumsqs[names.index(nm)] for nm in dense], tol=self.tol,
+                                            stats=self.stats)
+            self.bases.update(zip(dense, bases, strict=True))
+            exact.update(zip(dense, dsigs, strict=True))
+            sigs = [exact[name] for name in names]
         Ln = _np(L)
         with np.errstate(divide="ignore", invalid="ignore"):
             for name, sq, sig in zip(names, sumsqs, sigs, strict=True):
@@ -160,6 +172,25 @@ class _Tracker:
 
     def curves(self) -> dict:
         return {name: Curves(c["norm2"], c["fro"], c["grad"]) for name, c in self.curves_np.items()}
+
+
+def _pattern_product(A, B):
+    """Block structure of a product from the factors' (0 zero, 1 diagonal, 2 dense)."""
+    S = A.shape[0]
+    out = np.zeros_like(A)
+    for i in range(S):
+        for j in range(S):
+            terms = [max(A[i, l], B[l, j]) for l in range(S) if A[i, l] and B[l, j]]
+            out[i, j] = max(terms) if terms else 0
+    return out
+
+
+def _is_diagonal(pattern, rows, cols, n) -> bool:
+    """Whether the block (rows, cols) of a product with block structure ``pattern`` is diagonal."""
+    if rows != cols or rows.start % n or rows.stop % n:
+        return False
+    idx = range(rows.start // n, rows.stop // n)
+    return all(pattern[a, b] == 0 if a != b else pattern[a, b] <= 1 for a in idx for b in idx)
 
 
 def _sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="power", tol=1e-10,
@@ -184,6 +215,12 @@ def _sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="po
     lo, hi = float(fi.smallest_normal) ** 0.25, float(fi.max) ** 0.25
     tracker = _Tracker(xp, blocks or {}, T, B, net.dtype, spectral, tol)
     J = xp.zeros((B, N, N), dtype=net.dtype)  # one buffer: the zero blocks never change
+    # block structure of the product (0 zero, 1 diagonal, 2 dense), from the derived blocks
+    S, n = N // net.hidden, net.hidden
+    pattern = np.eye(S, dtype=int)
+    jpat = np.zeros((S, S), dtype=int)
+    for blk in (net._k.carousel if truncated else net._k.blocks):
+        jpat[blk.a, blk.b] = 2 if blk.kind == "dense" else 1
     for i, k in enumerate(range(T - 1, -1, -1)):
         env = net._step_env(traj, k + 1)
         net._fill(J, env, truncated)
@@ -195,13 +232,15 @@ def _sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="po
                                  -xp.inf * xp.ones_like(f))
         else:
             P = P @ J
+        pattern = _pattern_product(pattern, jpat)
         sumsq = _sumsq(xp, P)
         f = xp.sqrt(sumsq)
         if each is not None:
             each(k, P, L)
         if blocks:
             gP = (g_T[:, None, :] @ P)[:, 0, :]  # 10^−L · ∂L/∂s_k
-            tracker.record(k, P, L, gP, sumsq)
+            diagonal = [name for name, (r, c) in blocks.items() if _is_diagonal(pattern, r, c, n)]
+            tracker.record(k, P, L, gP, sumsq, diagonal)
         if progress is not None:
             progress(i + 1, T)
     return tracker.curves()
