@@ -19,7 +19,7 @@ from sympy import Identity, ZeroMatrix
 
 from ._cell import Cell
 from ._cells import get_cell
-from ._compile import _dense_diag, compile_expr
+from ._compile import _dense_diag, compile_expr, stable_substitutions
 from ._matexpr import Diag
 from ._weights import Weights, _check_size, _to_numpy, init_weights, load_weights
 
@@ -46,7 +46,7 @@ class _Kernels:
     carousel: tuple              # the same for the truncated (1997) Jacobian
 
 
-def _blocks(J, idx) -> tuple:
+def _blocks(J, idx, subs=None) -> tuple:
     out = []
     for (a, b), e in J.blocks.items():
         if isinstance(e, ZeroMatrix):
@@ -54,9 +54,9 @@ def _blocks(J, idx) -> tuple:
         if isinstance(e, Identity):
             out.append(_Block(idx[a], idx[b], "identity", None))
         elif isinstance(e, Diag):
-            out.append(_Block(idx[a], idx[b], "diag", compile_expr(e.vector)))
+            out.append(_Block(idx[a], idx[b], "diag", compile_expr(e.vector, subs)))
         else:
-            out.append(_Block(idx[a], idx[b], "dense", compile_expr(e)))
+            out.append(_Block(idx[a], idx[b], "dense", compile_expr(e, subs)))
     return tuple(out)
 
 
@@ -67,13 +67,18 @@ def kernels(cell: Cell) -> _Kernels:
 
     step = cell.recorded
     idx = {s: i for i, s in enumerate(cell.states)}
+    J = cell.jacobian()
+    Jc = truncated_jacobian(cell) if "c" in cell.states else None
+    # the Jacobians evaluate derivative factors (1 − y ⊙ y, 1 − σ) stably from the pre-activation
+    subs = stable_substitutions(step.definitions, list(J.blocks.values()) +
+                                (list(Jc.blocks.values()) if Jc is not None else []))
     return _Kernels(
         prev=tuple(step.prev[s] for s in cell.states),
         new=tuple(step.new[s] for s in cell.states),
         x=step.x,
         forward=tuple((sym, compile_expr(e)) for sym, e in step.definitions.items()),
-        blocks=_blocks(cell.jacobian(), idx),
-        carousel=_blocks(truncated_jacobian(cell), idx) if "c" in cell.states else (),
+        blocks=_blocks(J, idx, subs),
+        carousel=_blocks(Jc, idx, subs) if Jc is not None else (),
     )
 
 
