@@ -26,6 +26,23 @@ __all__ = ["Curves", "Flow", "Network", "Trajectory", "decay_rate", "gradient_fl
            "lyapunov_exponents", "network", "random_inputs", "singular_values", "spectral_norm"]
 
 # -- results ------------------------------------------------------------------------------------
+def json_number(x, what: str):
+    """The one rule for non-finite numbers in every output: a finite value as is; −∞ (the log of
+    an exact 0) as ``None`` (JSON null); +∞ (an overflow) as the string ``"inf"``; NaN is an
+    error naming ``what``."""
+    from ._checks import GradflowError
+
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    if x == -math.inf:
+        return None
+    if x == math.inf:
+        return "inf"
+    raise GradflowError(f"{what} is NaN")
+
+
+
 @dataclass
 class Curves:
     """log10 norms of one family of products, per sequence: arrays of shape (B, T), index k."""
@@ -74,27 +91,25 @@ class Flow:
     def to_json(self) -> dict:
         """The ``gradflow flow --json`` object (see the README for the schema)."""
 
-        def num(x):
-            x = float(x)
-            return x if math.isfinite(x) else None  # log10 of an exact 0: null
-
         full = self.full.mean()
         cs = self.cell_state.mean() if self.cell_state is not None else None
+        car = self.carousel.mean() if self.carousel is not None else None
         curve = []
         for k in range(self.steps):
-            rec = {key: num(full[key][k]) for key in full}
+            rec = {key: json_number(full[key][k], f"{key} at k = {k}") for key in full}
             rec = {"k": k, **rec}
             if cs is not None:
-                rec["cell_state"] = {key: num(cs[key][k]) for key in cs}
-            if self.carousel is not None:
-                rec["carousel"] = {key: num(v[k]) for key, v in self.carousel.mean().items()}
+                rec["cell_state"] = {key: json_number(cs[key][k], f"cell_state {key} at k = {k}") for key in cs}
+            if car is not None:
+                rec["carousel"] = {key: json_number(v[k], f"carousel {key} at k = {k}") for key, v in car.items()}
             if self.bound is not None:
-                rec["log10_bound"] = num(self.bound[k])
+                rec["log10_bound"] = json_number(self.bound[k], f"log10_bound at k = {k}")
             curve.append(rec)
         return {
             "cell": self.cell, "hidden": self.hidden, "steps": self.steps, "batch": self.batch,
             "curve": curve,
-            "lyapunov": [num(v) for v in self.lyapunov] if self.lyapunov is not None else [],
+            "lyapunov": [json_number(v, f"Lyapunov exponent {i}") for i, v in enumerate(self.lyapunov)]
+            if self.lyapunov is not None else [],
         }
 
 
@@ -262,6 +277,10 @@ def loss_gradient(net: Network, traj: Trajectory, output: tuple | None = None):
         V, c = xp.asarray(V, dtype=net.dtype), xp.asarray(c, dtype=net.dtype)
         if V.ndim != 2 or V.shape[1] != n or tuple(c.shape) != (V.shape[0],):
             raise ValueError(f"output weight V must be (K, {n}) and bias (K,), got {tuple(V.shape)}, {tuple(c.shape)}")
+        if not (bool(xp.all(xp.isfinite(V))) and bool(xp.all(xp.isfinite(c)))):
+            from ._checks import GradflowError
+
+            raise GradflowError("output weight V or bias c contains NaN or inf")
         y = np.asarray(_np(y)).astype(int).reshape(-1)
         if y.shape != (B,) or (y < 0).any() or (y >= V.shape[0]).any():
             raise ValueError(f"targets must be {B} class indices in 0..{V.shape[0] - 1}")
@@ -305,14 +324,20 @@ def _pascanu_log10(net: Network, T: int):
         b = pascanu_bound(net.cell)
     except ValueError:
         return None
-    rate = 0.0
+    logs = []  # log10 of each term sup·σ_max(M), computed without overflow
     for sup, M in b.terms:
-        s = 1.0
+        ls = 0.0
         if hasattr(M, "name") and M.name in net.weights.arrays:
-            s = float(np.linalg.norm(_np(net.weights.arrays[M.name]), 2))
-        rate += float(sup) * s
-    with np.errstate(divide="ignore"):
-        return (T - np.arange(T)) * np.log10(rate)
+            W = _np(net.weights.arrays[M.name]).astype(np.float64)
+            scale = float(np.max(np.abs(W))) if W.size else 0.0
+            ls = -math.inf if scale == 0 else \
+                math.log10(scale) + math.log10(float(np.linalg.norm(W / scale, 2)))
+        with np.errstate(divide="ignore"):
+            logs.append(float(np.log10(float(sup))) + ls)
+    top = max(logs)
+    log_rate = top if not math.isfinite(top) else top + math.log10(sum(10 ** (v - top) for v in logs))
+    with np.errstate(invalid="ignore"):
+        return (T - np.arange(T)) * log_rate
 
 
 def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = None,
