@@ -14,9 +14,9 @@ matrix with graded columns, taken by one-sided (Hestenes) Jacobi with the column
 logarithms, which computes them to high *relative* accuracy (Demmel & Veselić 1992).
 
 Each value comes with a bound on its relative error: a multiplicative one,
-ρ = c·ε·(Σ_t κ(J_t) + Σ_t g_t)·κ(Y_k) (κ the condition number, g_t the growth of a step's row
-combination), valid for every σ_i when the factors are well conditioned, and an additive one
-from first-order perturbation of the product, τ = c·ε·Σ_t ‖J_T⋯J_{t+1}‖‖J_t‖‖J_{t−1}⋯J_{k+1}‖,
+ρ = 2Nε·(Σ_t κ(J_t) + Σ_t g_t κ(Y_t) + κ(Y_k)) (κ the condition number, g_t the growth of a
+step's row combination), valid for every σ_i when the factors are well conditioned, and an additive one
+from first-order perturbation of the product, τ = 2Nε·Σ_t ‖J_T⋯J_{t+1}‖‖J_t‖‖J_{t−1}⋯J_{k+1}‖,
 giving τ/σ_i. A value whose bound exceeds ``resolve`` is reported as not resolved.
 """
 
@@ -138,16 +138,17 @@ class GradedProduct:
         with np.errstate(divide="ignore", invalid="ignore"):
             self.ell = ell + np.log(nu)
             g = np.where(nu > 0, np.sum(np.abs(C), axis=1) / nu, 0.0)
-        self.growth += float(np.max(g))
         self.Y = np.where(nu[:, None] > 0, Yn / np.where(nu > 0, nu, 1.0)[:, None], Y)
         self.Q = Q
+        # row i of Y is formed with relative error ≲ N ε g_i; as a multiplicative error of
+        # diag(e^ℓ) Y it is amplified by at most κ(Y)
+        self.growth += float(np.max(g)) * float(np.linalg.cond(self.Y))
 
     def log10_singular_values(self, *, resolve: float = 2e-6):
         """(log10 σ_i descending, bound on the relative error of each, resolved mask)."""
         ln_sigma = jacobi_log_svd(self.Y.T, self.ell)
-        c = 10.0 * self.N * _EPS
-        condY = float(np.linalg.cond(self.Y))
-        rho = c * (self.kappa + self.growth) * condY * 10.0
+        c = 2.0 * self.N * _EPS
+        rho = c * (self.kappa + self.growth + float(np.linalg.cond(self.Y)))
         with np.errstate(over="ignore", invalid="ignore"):
             tau = c * np.exp(self.log_abs - ln_sigma)
         rel = np.minimum(rho, np.nan_to_num(tau, nan=np.inf))
