@@ -239,14 +239,23 @@ def _sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="po
     for i, k in enumerate(range(T - 1, -1, -1)):
         env = net._step_env(traj, k + 1)
         net._fill(J, env, truncated)
+        Jm = J
+        jmax = xp.max(xp.abs(xp.reshape(J, (B, -1))), axis=-1)
+        if not bool(xp.all(jmax < hi)):  # huge entries (σ_max(W) near overflow): scale J apart
+            if not bool(xp.all(xp.isfinite(jmax))):
+                from ._checks import GradflowError
+
+                raise GradflowError(f"the Jacobian J_{k + 1} contains NaN or inf")
+            Jm = J / jmax[:, None, None]
+            L = L + xp.log10(jmax)
         rescale = not bool(xp.all((f > lo) & (f < hi)))
         if rescale:
-            P = P @ (J / xp.where(f > 0, f, xp.ones_like(f))[:, None, None])
+            P = P @ (Jm / xp.where(f > 0, f, xp.ones_like(f))[:, None, None])
             with np.errstate(divide="ignore"):
                 L = L + xp.where(f > 0, xp.log10(xp.where(f > 0, f, xp.ones_like(f))),
                                  -xp.inf * xp.ones_like(f))
         else:
-            P = P @ J
+            P = P @ Jm
         pattern = _pattern_product(pattern, jpat)
         sumsq = _sumsq(xp, P)
         f = xp.sqrt(sumsq)
