@@ -70,7 +70,8 @@ def upper_bound_sq(xp, U, W, Z, sumsq):
 
 def certified_blocks(P, blocks, bases, sumsqs, *, tol=1e-10, max_iter=30, stats=None):
     """σ_max of the blocks P[:, rows_b, cols_b] of a batch P (B, N, M), each certified to
-    relative ``tol`` (upper bound ≤ (1 + tol)·value) or computed by an SVD.
+    relative ``tol`` (upper bound ≤ (1 + tol)·value; at least 64 ε of the dtype) or computed by
+    an SVD.
 
     Arguments:
         blocks: [(rows, cols)] slices; bases: [(B, rows, r_b) warm starts (orthonormal)];
@@ -87,6 +88,8 @@ def certified_blocks(P, blocks, bases, sumsqs, *, tol=1e-10, max_iter=30, stats=
     n_blk = len(blocks)
     sig, done = [None] * n_blk, [None] * n_blk
     bases = [xp.linalg.qr(U)[0] for U in bases]
+    # a tolerance below the dtype's own resolution cannot be certified (float32: ~1e-5)
+    tol = max(tol, 64 * float(np.finfo(np.float32 if P.dtype == xp.float32 else np.float64).eps))
     lim = (1.0 + tol) ** 2
     last, finished = [None] * n_blk, [False] * n_blk
     gave_up = [np.zeros(P.shape[0], bool) for _ in range(n_blk)]
