@@ -121,6 +121,7 @@ def certified_blocks(P, blocks, bases, sumsqs, *, tol=1e-10, max_iter=30, stats=
             # does not shrink fast enough to reach tol within the iterations left
             with np.errstate(divide="ignore", invalid="ignore"):
                 excess = np.log(np.maximum(_to_np(up / xp.where(theta1 > 0, theta1, 1.0 + 0 * theta1)) - 1, 1e-300))
+            excess = np.nan_to_num(excess, nan=700.0, posinf=700.0)  # no bound yet: a huge excess
             if last[b] is not None:
                 rate = np.minimum(excess - last[b], 0.0)      # log of the shrink factor per iteration
                 need = np.log(2 * tol) - excess
