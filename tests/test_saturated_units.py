@@ -78,6 +78,10 @@ def _case(cell, a0):
         w = {"W": 1.0, "U": 1.0, "b": a0 - 1.1}
         mod = {"weight_ih_l0": [1.0], "weight_hh_l0": [1.0], "bias_ih_l0": [a0 - 1.1], "bias_hh_l0": [0.0]}
         return w, mod
+    if cell == "sigmoid-rnn":
+        w = {"W": 1.0, "U": 1.0, "b": a0 - 1.1}
+        mod = {"weight_ih_l0": [1.0], "weight_hh_l0": [1.0], "bias_ih_l0": [a0 - 1.1], "bias_hh_l0": [0.0]}
+        return w, mod
     if cell == "gru":   # r, z saturated at 1, candidate n saturated: pre-activations ≈ a0
         w = {"W_r": 1.0, "U_r": 1.0, "b_r": a0 - 1.1, "W_z": 1.0, "U_z": 1.0, "b_z": a0 - 1.1,
              "W_n": 1.0, "U_n": 1.0, "b_in": a0 - 2.1, "b_hn": 0.0}
@@ -99,12 +103,16 @@ def _rel(a, b):
 
 
 @pytest.mark.parametrize("a0", PRE)
-@pytest.mark.parametrize("cell", ["tanh-rnn", "gru", "lstm"])
+@pytest.mark.parametrize("cell", ["tanh-rnn", "sigmoid-rnn", "gru", "lstm"])
 def test_step_jacobian_entries_saturated(cell, a0):
     """Every entry of every J_t against mp.diff of the 80-digit recurrence: relative ≤ 1e-10."""
     T = 6
     w, mod = _case(cell, a0)
-    net = gf.network(cell, weights=_torch_module(cell, mod))
+    if cell == "sigmoid-rnn":  # no PyTorch module: the same state_dict layout as nn.RNN
+        net = gf.network(cell, weights={k: np.array(v).reshape((1, 1) if k.startswith("weight") else (1,))
+                                        for k, v in mod.items()})
+    else:
+        net = gf.network(cell, weights=_torch_module(cell, mod))
     xs = [0.1] * T
     traj = net.unroll(np.full((T, 1), 0.1))
     Js = _mp_jacobians(cell, {k: mp.mpf(v) for k, v in w.items()}, [mp.mpf(x) for x in xs])
