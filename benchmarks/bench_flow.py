@@ -44,7 +44,7 @@ def matmul_rate(N: int, repeats: int = 5) -> float:
 
 def run_gradflow(cell, n, m, T, seed):
     import gradflow as gf
-    from gradflow._engine import _sweep, loss_gradient
+    from gradflow._numeric.flow import sweep, loss_gradient
 
     net = gf.network(cell, n, m, seed=seed, forget_bias=1.0 if cell == "lstm" else None)
     x = gf.random_inputs(T, m, seed=seed)
@@ -54,7 +54,7 @@ def run_gradflow(cell, n, m, T, seed):
     # the product chain alone (no norms), to show what the norms cost on top
     traj = net.unroll(x)
     t0 = time.perf_counter()
-    _sweep(net, traj, loss_gradient(net, traj), blocks={})
+    sweep(net, traj, loss_gradient(net, traj), blocks={})
     t_chain = time.perf_counter() - t0
     tracemalloc.start()
     gf.gradient_flow(net, x, lyapunov=False, bound=False)

@@ -9,13 +9,9 @@
 * Views: plots, derivation reports, the ``gradflow`` command line.
 """
 
-from ._activations import ACTIVATIONS, Activation, relu, sigmoid, tanh
-from ._analysis import PhaseGrid, decay_table, phase_grid
-from ._cell import Cell, Param, Recurrence, StateJacobian, Step, m, n, t
-from ._cells import CELLS, get_cell
-from ._chain import jacobian, total_derivatives
 from ._checks import GradflowError
-from ._engine import (
+from ._numeric.analysis import PhaseGrid, decay_table, phase_grid
+from ._numeric.flow import (
     Curves,
     Flow,
     decay_rate,
@@ -24,10 +20,25 @@ from ._engine import (
     lyapunov_exponents,
     singular_values,
 )
-from ._matexpr import Diag, Elementwise, hadamard, latex
-from ._network import Network, Trajectory, network, random_inputs
-from ._params import LayerCount, ParamCount, conv_params, count_params, dense_params
-from ._plots import (
+from ._numeric.network import Network, Trajectory, network, random_inputs
+from ._numeric.spectral import spectral_norm
+from ._numeric.weights import INIT_SCHEMES, Weights, from_state_dict, init_weights, load_weights, to_state_dict
+from ._symbolic.activations import ACTIVATIONS, Activation, relu, sigmoid, tanh
+from ._symbolic.cell import Cell, Param, Recurrence, StateJacobian, Step, m, n, t
+from ._symbolic.cells import CELLS, get_cell
+from ._symbolic.chain import jacobian, total_derivatives
+from ._symbolic.many_steps import (
+    Bound,
+    Carousel,
+    StateProduct,
+    carousel,
+    pascanu_bound,
+    state_product,
+    truncated_jacobian,
+)
+from ._symbolic.nodes import Diag, Elementwise, hadamard, latex
+from ._symbolic.params import LayerCount, ParamCount, conv_params, count_params, dense_params
+from ._views.plots import (
     paper_style,
     plot_carousel,
     plot_decay,
@@ -36,10 +47,7 @@ from ._plots import (
     plot_spectrum,
     save_figure,
 )
-from ._report import write_report
-from ._spectral import spectral_norm
-from ._theory import Bound, Carousel, StateProduct, carousel, pascanu_bound, state_product, truncated_jacobian
-from ._weights import INIT_SCHEMES, Weights, from_state_dict, init_weights, load_weights, to_state_dict
+from ._views.report import write_report
 
 __version__ = "0.1.0"
 

@@ -27,7 +27,7 @@ from sympy.matrices.expressions.matexpr import MatrixExpr
 
 from gradflow import Diag, Elementwise
 
-#: textbook scalar definitions, written here independently of gradflow._activations
+#: textbook scalar definitions, written here independently of gradflow._symbolic.activations
 SCALAR = {
     "tanh": sp.tanh,
     "sigmoid": lambda u: 1 / (1 + sp.exp(-u)),

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import gradflow as gf
-from gradflow._spectral import spectral_norm
+from gradflow._numeric.spectral import spectral_norm
 
 TOL = 1e-9  # in log10
 
@@ -85,13 +85,13 @@ def test_readme_carousel_example_default_agrees_with_svd():
     net = gf.network("lstm", 64, 8, forget_bias=1.0, seed=0)
     x = gf.random_inputs(200, 8, seed=0)
     traj = net.unroll(x)
-    from gradflow._engine import _sweep
+    from gradflow._numeric.flow import sweep
 
     n = 64
     g = np.zeros((1, 128))
     blocks = {"cell_state": (slice(n, 2 * n), slice(n, 2 * n))}
-    a = _sweep(net, traj, g, truncated=True, blocks=blocks)["cell_state"].log10_norm_2[0]
-    b = _sweep(net, traj, g, truncated=True, blocks=blocks, spectral="svd")["cell_state"].log10_norm_2[0]
+    a = sweep(net, traj, g, truncated=True, blocks=blocks)["cell_state"].log10_norm_2[0]
+    b = sweep(net, traj, g, truncated=True, blocks=blocks, spectral="svd")["cell_state"].log10_norm_2[0]
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
 
 

@@ -11,8 +11,8 @@ import pytest
 
 cupy = pytest.importorskip("cupy")
 
-from gradflow._engine import _sweep, gradient_flow, loss_gradient, network, random_inputs  # noqa: E402
-from gradflow._weights import init_weights  # noqa: E402
+from gradflow._numeric.flow import gradient_flow, loss_gradient, network, random_inputs, sweep  # noqa: E402
+from gradflow._numeric.weights import init_weights  # noqa: E402
 
 
 def _has_device() -> bool:
@@ -76,8 +76,8 @@ def test_sweep_products_are_cupy_and_match_numpy(name):
 
     want: dict = {}
     t_np, t_cp = n_np.unroll(x), n_cp.unroll(cupy.asarray(x))
-    _sweep(n_np, t_np, loss_gradient(n_np, t_np), blocks={}, each=collect(want))
-    _sweep(n_cp, t_cp, loss_gradient(n_cp, t_cp), blocks={}, each=collect(got))
+    sweep(n_np, t_np, loss_gradient(n_np, t_np), blocks={}, each=collect(want))
+    sweep(n_cp, t_cp, loss_gradient(n_cp, t_cp), blocks={}, each=collect(got))
     assert sorted(got) == list(range(T))
     for k in range(T):
         P, ls = got[k]

@@ -15,8 +15,8 @@ import pytest
 from sympy import MatMul
 
 from gradflow import Cell
-from gradflow._engine import Network, _sweep, gradient_flow, loss_gradient, network, random_inputs
-from gradflow._weights import Weights
+from gradflow._numeric.flow import Network, gradient_flow, loss_gradient, network, random_inputs, sweep
+from gradflow._numeric.weights import Weights
 
 # a linear RNN h_t = W h_{t−1}, defined here with the public builder
 LINEAR = Cell("linear", "linear RNN", ("h",), lambda r: {"h": MatMul(r.W(), r.prev["h"])})
@@ -60,7 +60,7 @@ def products(net: Network, traj) -> dict[int, np.ndarray]:
     def each(k, P, logscale):
         out[k] = np.array(P) * (10.0 ** np.asarray(logscale))[:, None, None]
 
-    _sweep(net, traj, loss_gradient(net, traj), blocks={}, each=each)
+    sweep(net, traj, loss_gradient(net, traj), blocks={}, each=each)
     return out
 
 
@@ -247,7 +247,7 @@ def test_forget_bias_keeps_cell_state_gradient_alive():
 
 
 def test_spectral_norm_matches_svd():
-    from gradflow._spectral import spectral_norm
+    from gradflow._numeric.spectral import spectral_norm
 
     P = np.random.default_rng(0).standard_normal((4, 5, 5))
     sigma, _ = spectral_norm(P)
@@ -260,7 +260,7 @@ def test_spectral_norm_warm_start_nearly_orthogonal_to_top_singular_vector():
     the largest entry moves to another unit) that start is almost orthogonal to the new top
     singular vector. The result must still be σ_max (the docstring promises σ_max, with an SVD
     fallback). Oracle: the matrix diag(1, 2), whose σ_max is 2."""
-    from gradflow._spectral import spectral_norm
+    from gradflow._numeric.spectral import spectral_norm
 
     P = np.diag([1.0, 2.0])[None]  # symmetric: its left and right singular vectors agree
     sigma, _ = spectral_norm(P, np.array([[1.0, 1e-20]]))

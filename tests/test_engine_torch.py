@@ -25,8 +25,8 @@ import torch  # the oracle: a required test dependency, never skipped
 from torch import nn  # noqa: E402
 
 from gradflow import get_cell  # noqa: E402
-from gradflow._engine import _sweep, gradient_flow, loss_gradient, network  # noqa: E402
-from gradflow._weights import Weights, load_weights  # noqa: E402
+from gradflow._numeric.flow import gradient_flow, loss_gradient, network, sweep  # noqa: E402
+from gradflow._numeric.weights import Weights, load_weights  # noqa: E402
 
 F64 = torch.float64
 N_HID, M_IN, T, B = 4, 3, 6, 2
@@ -142,7 +142,7 @@ def engine_products(net, x) -> dict[int, np.ndarray]:
     def each(k, P, logscale):
         out[k] = np.array(P) * (10.0 ** np.asarray(logscale))[:, None, None]
 
-    _sweep(net, traj, loss_gradient(net, traj), blocks={}, each=each)
+    sweep(net, traj, loss_gradient(net, traj), blocks={}, each=each)
     return out
 
 
@@ -351,7 +351,7 @@ def test_cells_without_torch_module_match_paper_equations(name):
     def each(k, P, ls):
         prods[k] = np.array(P) * 10.0 ** np.asarray(ls)[:, None, None]
 
-    _sweep(net, traj, loss_gradient(net, traj), blocks={}, each=each)
+    sweep(net, traj, loss_gradient(net, traj), blocks={}, each=each)
     for b in range(B):
         s = torch.from_numpy(s0[b])
         ref_states = [s]

@@ -12,7 +12,7 @@ import pytest
 import gradflow as gf
 from gradflow._checks import GradflowError
 from gradflow._cli import main
-from gradflow._engine import json_number
+from gradflow._numeric.flow import json_number
 
 
 def test_json_number_rule():

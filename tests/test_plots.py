@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import gradflow as gf  # noqa: E402
-from gradflow._plots import OKABE_ITO  # noqa: E402
+from gradflow._views.plots import OKABE_ITO  # noqa: E402
 
 N, M, T, B = 4, 2, 12, 2
 

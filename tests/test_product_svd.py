@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import gradflow as gf
-from gradflow._product_svd import jacobi_log_svd
+from gradflow._numeric.product_svd import jacobi_log_svd
 
 
 def _mp_log10_svals(mats, dps=80):

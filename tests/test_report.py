@@ -25,10 +25,10 @@ import sympy
 
 import gradflow
 from gradflow import CELLS, get_cell, latex, write_report
-from gradflow._bibtex import bibliography
 from gradflow._cli import main
-from gradflow._document import _Doc
-from gradflow._report import _derive_cell, compile_pdf
+from gradflow._views.bibtex import bibliography
+from gradflow._views.document import Doc
+from gradflow._views.report import compile_pdf, derive_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSICS = ("hochreiter1991untersuchungen", "bengio1994learning", "hochreiter1997lstm", "gers2000forget",
@@ -124,8 +124,8 @@ def test_block_matches_explicit_sympy_jacobian():
 
 
 def _derivation_md(name: str) -> str:
-    doc = _Doc(bibliography())
-    _derive_cell(doc, get_cell(name), 1)
+    doc = Doc(bibliography())
+    derive_cell(doc, get_cell(name), 1)
     return doc.markdown()
 
 
@@ -212,9 +212,9 @@ def test_tex_compiles(report, pdf):
 def test_every_cell_derivation_compiles(tmp_path):
     """The long blocks (LSTM, GRU) of every cell must not break pdflatex."""
     exe = _need_pdflatex()
-    doc = _Doc(bibliography())
+    doc = Doc(bibliography())
     for i, cell in enumerate(CELLS.values(), 1):
-        _derive_cell(doc, cell, i)
+        derive_cell(doc, cell, i)
     (tmp_path / "all.tex").write_text(doc.latex("all cells", "today"))
     proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "all.tex"], cwd=tmp_path,
                           capture_output=True, timeout=120)
@@ -268,7 +268,7 @@ def test_invalid_output_dirs(tmp_path):
 
 
 def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
-    import gradflow._report as R
+    import gradflow._views.report as R
 
     old = _small(tmp_path / "old")
     before = (old / "report.md").read_text()

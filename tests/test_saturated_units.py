@@ -188,7 +188,7 @@ def test_torch_oracle_with_derivative_from_preactivation():
 def test_stable_derivative_beside_printed_factors():
     """Each activation's stable numeric factors equal its printed ones where those are exact,
     and its derivative / log-derivative match mpmath far into saturation."""
-    from gradflow._activations import sigmoid, tanh
+    from gradflow._symbolic.activations import sigmoid, tanh
 
     a = np.array([-40.0, -19.0, -3.0, 0.0, 0.5, 13.0, 17.0, 19.0, 40.0, 400.0])
     textbook = (lambda u: 1 / mp.cosh(u) ** 2, lambda u: mp.exp(-u) / (1 + mp.exp(-u)) ** 2)

@@ -16,8 +16,8 @@ import sympy as sp
 from sympy import Identity, ZeroMatrix
 
 import gradflow as gf
-from gradflow._matexpr import Diag
-from gradflow._theory import TimeHadamardProduct, sigma_max
+from gradflow._symbolic.many_steps import TimeHadamardProduct, sigma_max
+from gradflow._symbolic.nodes import Diag
 
 M = 1
 #: hidden size per cell (two-step expansions of gated cells grow fast: keep n small)

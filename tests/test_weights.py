@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from gradflow import get_cell
-from gradflow._engine import gradient_flow, network, random_inputs
-from gradflow._weights import Weights, from_state_dict, init_weights, load_weights
+from gradflow._numeric.flow import gradient_flow, network, random_inputs
+from gradflow._numeric.weights import Weights, from_state_dict, init_weights, load_weights
 
 ELMAN = ["W", "U", "b"]
 LABELS = {

@@ -23,9 +23,9 @@ _EPS = float(np.finfo(np.float64).eps)
 
 
 def _to_np(a):
-    from ._weights import _to_numpy
+    from .weights import to_numpy
 
-    return np.asarray(_to_numpy(a))
+    return np.asarray(to_numpy(a))
 
 
 def _mu(xp, a, b, c):

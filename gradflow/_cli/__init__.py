@@ -32,8 +32,8 @@ def _derive(p: argparse.ArgumentParser):
     p.add_argument("--list", action="store_true", help="list the known cells")
 
     def run(a):
+        from .._symbolic.nodes import text
         from . import CELLS, get_cell
-        from ._matexpr import text
 
         if a.list or a.cell is None:
             for c in CELLS.values():
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gradflow",
         description="Why gradients vanish in recurrent networks: exact derivations and measured curves.",
     )
-    from . import __version__
+    from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"gradflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -5,7 +5,7 @@
     gradflow params dense --input M --output K [--no-bias] [--json]
     gradflow params conv --kernel KHxKW [--in-channels C] --filters K [--no-bias] [--json]
 
-Sizes are validated by :mod:`gradflow._params`, so every bad value is a one-line error with
+Sizes are validated by :mod:`gradflow._symbolic.params`, so every bad value is a one-line error with
 exit status 2 (the ``ValueError`` handling of :func:`gradflow._cli.main`).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._cli import command, int_option
+from .._cli import command, int_option
 
 # options each layer kind accepts (besides --json); anything else given is an error
 _ALLOWED = {
@@ -76,7 +76,7 @@ def _params(p: argparse.ArgumentParser):
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     def run(a: argparse.Namespace) -> int:
-        from ._params import LayerCount, ParamCount, conv_params, count_params, dense_params
+        from .._symbolic.params import LayerCount, ParamCount, conv_params, count_params, dense_params
 
         result: ParamCount | LayerCount
         kind = a.layer.strip().lower()
@@ -92,7 +92,7 @@ def _params(p: argparse.ArgumentParser):
             channels = 1 if a.in_channels is None else int_option(a.in_channels, "--in-channels", None)
             result = conv_params(kh, kw, channels, int_option(a.filters, "--filters", None), bias=not a.no_bias)
         else:
-            from ._cells import get_cell
+            from .._symbolic.cells import get_cell
 
             name = get_cell(a.layer).name  # unknown cell: error before complaining about sizes
             _check_options(a, "cell", f"a recurrent cell ({name})")

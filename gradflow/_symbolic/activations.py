@@ -59,12 +59,12 @@ class Activation:
         return out
 
     def __call__(self, arg):
-        from ._matexpr import Elementwise
+        from .nodes import Elementwise
 
         return Elementwise(self.name, arg)
 
 
-def _one_minus(v):
+def one_minus(v):
     """1 − v, kept in this order (SymPy's ``-`` would reorder it to −v + 1)."""
     return MatAdd(OneMatrix(v.shape[0], 1), MatMul(-1, v))
 
@@ -82,7 +82,7 @@ def _log_sigmoid(xp, a):
 # σ(a) = 1/(1 + e^{−a});  σ'(a) = σ(a)(1 − σ(a)) = y ⊙ (1 − y); stably 1 − σ(a) = σ(−a)
 sigmoid = Activation(
     "sigmoid", r"\sigma", lambda x: 1 / (1 + sp.exp(-x)),
-    lambda a, y: (y, _one_minus(y)),
+    lambda a, y: (y, one_minus(y)),
     _sigmoid_numeric,
     lambda xp, a: (_sigmoid_numeric(xp, a), _sigmoid_numeric(xp, -a)),
     lambda xp, a: (_log_sigmoid(xp, a), _log_sigmoid(xp, -a)),
@@ -109,9 +109,9 @@ relu = Activation(
 
 def _hadamard_complement(y):
     """1 − y ⊙ y, the output form of tanh'."""
-    from ._matexpr import hadamard
+    from .nodes import hadamard
 
-    return _one_minus(hadamard(y, y))
+    return one_minus(hadamard(y, y))
 
 
 def _log_sech2(xp, a):

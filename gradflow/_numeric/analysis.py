@@ -1,6 +1,6 @@
 """Summaries of measured gradient flow: decay-rate phase grids and per-flow decay tables.
 
-Core code (no plotting): the numbers here are what :mod:`gradflow._plots` draws and what reports
+Core code (no plotting): the numbers here are what :mod:`gradflow._views.plots` draws and what reports
 print. A decay rate is the least-squares slope of a batch-mean log10 norm curve against T − k
 (:func:`gradflow.decay_rate`): log10 change per step, < 0 when gradients vanish.
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._cells import get_cell
-from ._engine import Curves, Flow, decay_rate, gradient_flow, network, random_inputs
+from .._symbolic.cells import get_cell
+from .flow import Curves, Flow, decay_rate, gradient_flow, network, random_inputs
 
 _NORMS = {"2": "log10_norm_2", "fro": "log10_norm_fro"}
 

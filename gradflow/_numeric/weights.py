@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ._cell import Cell, Param
-from ._cells import get_cell
+from .._symbolic.cell import Cell, Param
+from .._symbolic.cells import get_cell
 
 INIT_SCHEMES = ("pytorch", "glorot", "orthogonal", "identity", "gaussian")
 
@@ -50,7 +50,7 @@ class Weights:
 
     def env(self) -> dict:
         """Symbol → array (and the sizes), the environment compiled expressions read."""
-        from ._cell import m, n
+        from .._symbolic.cell import m, n
 
         out: dict = {n: self.hidden, m: self.input}
         for p in self.cell.recorded.params:
@@ -59,7 +59,7 @@ class Weights:
 
     def to(self, xp, dtype=None) -> Weights:
         """The same weights as arrays of namespace ``xp`` (e.g. cupy), optionally cast."""
-        arrs = {k: xp.asarray(_to_numpy(v) if xp is np else v) for k, v in self.arrays.items()}
+        arrs = {k: xp.asarray(to_numpy(v) if xp is np else v) for k, v in self.arrays.items()}
         if dtype is not None:
             arrs = {k: a.astype(dtype) for k, a in arrs.items()}
         return Weights(self.cell, self.hidden, self.input, arrs)
@@ -199,7 +199,7 @@ def from_state_dict(cell: str | Cell, state: Mapping[str, Any], *, dtype: Any = 
     if any(has_bias) and not all(has_bias):
         raise ValueError(f"state_dict for {cell.name} has {'bias_ih' if has_bias[0] else 'bias_hh'} "
                          f"but not {'bias_hh' if has_bias[0] else 'bias_ih'}")
-    arr = {k: _to_numpy(state[v]).astype(dtype) for k, v in keys.items()}
+    arr = {k: to_numpy(state[v]).astype(dtype) for k, v in keys.items()}
     gates = cell.recorded.gates
     G = len(gates)
     wih, whh = arr["weight_ih"], arr["weight_hh"]
@@ -244,14 +244,14 @@ def to_state_dict(weights: Weights) -> dict[str, np.ndarray]:
     for p in cell.recorded.params:
         i = gates.index(p.gate)
         rows = slice(i * n, (i + 1) * n)
-        a = _to_numpy(weights.arrays[p.symbol.name])
+        a = to_numpy(weights.arrays[p.symbol.name])
         key = {"W": "weight_hh", "U": "weight_ih"}.get(p.kind) or (
             "bias_hh" if p.bias == "hidden" else "bias_ih")
         out[key][rows] = a
     return out
 
 
-def _to_numpy(a) -> np.ndarray:
+def to_numpy(a) -> np.ndarray:
     if hasattr(a, "detach"):  # torch tensor
         a = a.detach().cpu().numpy()
     elif hasattr(a, "get"):  # cupy array

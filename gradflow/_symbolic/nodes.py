@@ -15,7 +15,7 @@ from sympy.matrices.expressions.matexpr import MatrixExpr
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
-from ._activations import get_activation
+from .activations import get_activation
 
 
 class Elementwise(MatrixExpr):

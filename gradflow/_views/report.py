@@ -10,8 +10,8 @@
     provenance.json    command line, versions, seed, sizes, date
 
 This module is a view: every formula is printed from the symbolic core (the cells' recorded
-recurrences, :meth:`Cell.jacobian`, :mod:`gradflow._theory`), every number from the numeric
-engine (:mod:`gradflow._engine`, :mod:`gradflow._analysis`); only the connecting prose is
+recurrences, :meth:`Cell.jacobian`, :mod:`gradflow._symbolic.many_steps`), every number from the numeric
+engine (:mod:`gradflow._numeric.flow`, :mod:`gradflow._numeric.analysis`); only the connecting prose is
 written here. Claims in the prose that depend on the algebra (no W in the carousel, an identity
 block, a finite bound) are checked on the symbolic objects before they are stated.
 
@@ -36,15 +36,15 @@ import numpy as np
 import sympy as sp
 from sympy import BlockMatrix, Identity, MatMul, MatrixSymbol, ZeroMatrix, block_collapse
 
-from ._bibtex import bibliography_text, parse_bibtex
-from ._cell import Cell
-from ._cell import n as _n
-from ._cell import t as _t
-from ._cells import get_cell
-from ._document import _bmatrix, _Doc, _num, _Row, _row, _visible
-from ._matexpr import Diag, Elementwise, latex
-from ._theory import carousel, pascanu_bound, state_product, truncated_jacobian
-from ._theory import j as _j
+from .._symbolic.cell import Cell
+from .._symbolic.cell import n as _n
+from .._symbolic.cell import t as _t
+from .._symbolic.cells import get_cell
+from .._symbolic.many_steps import carousel, pascanu_bound, state_product, truncated_jacobian
+from .._symbolic.many_steps import j as _j
+from .._symbolic.nodes import Diag, Elementwise, latex
+from .bibtex import bibliography_text, parse_bibtex
+from .document import Doc, Row, bmatrix, display_row, fmt_num, visible_width
 
 #: files whose presence marks a directory as holding a gradflow report
 REPORT_MARKERS = ("report.md", "report.tex", "provenance.json")
@@ -58,10 +58,10 @@ TEXLIVE_PACKAGES = ("texlive-latex-base", "texlive-latex-recommended", "texlive-
 # ================================================================================================
 
 
-def _relation_row(tex: str, rel: str) -> _Row:
+def _relation_row(tex: str, rel: str) -> Row:
     """A display row from ``lhs rel rhs`` exactly as the symbolic core printed it."""
     lhs, _, rhs = tex.partition(f" {rel} ")
-    return _Row(lhs, (rhs,), rel)
+    return Row(lhs, (rhs,), rel)
 
 
 def _weight_names(expr) -> list[str]:
@@ -90,11 +90,11 @@ def _elman_form(cell: Cell):
 
 def _block_names_matrix(cell: Cell, time, zero=()) -> str:
     J = cell.jacobian(time)
-    return _bmatrix([["0" if (a, b) in zero else J.block_name((a, b)) for b in cell.states]
+    return bmatrix([["0" if (a, b) in zero else J.block_name((a, b)) for b in cell.states]
                      for a in cell.states])
 
 
-def _derive_cell(doc: _Doc, cell: Cell, number: int) -> None:
+def derive_cell(doc: Doc, cell: Cell, number: int) -> None:
     st = cell.recorded
     J = cell.jacobian()
     ref = f" [@{cell.reference}]" if cell.reference else ""
@@ -103,7 +103,7 @@ def _derive_cell(doc: _Doc, cell: Cell, number: int) -> None:
     # the recurrence ----------------------------------------------------------------------------
     doc.para("One time step of the cell, with its named intermediate quantities in the order they "
              f"are computed{ref}:")
-    doc.display([_row(latex(s), e) for s, e in st.definitions.items()])
+    doc.display([display_row(latex(s), e) for s, e in st.definitions.items()])
 
     # the one-step Jacobian -------------------------------------------------------------------
     if len(cell.states) == 1:
@@ -118,13 +118,13 @@ def _derive_cell(doc: _Doc, cell: Cell, number: int) -> None:
                  "$n \\times n$ in numerator layout (row $i$ of a block holds the derivatives of the "
                  "$i$-th entry of its numerator). Differentiating the step through the named "
                  "quantities with gradflow's matrix chain rule gives:")
-    doc.display([_row(J.block_name(key), v) for key, v in J.blocks.items()])
+    doc.display([display_row(J.block_name(key), v) for key, v in J.blocks.items()])
     elman = _elman_form(cell)
     if elman is not None:
         act, arg, vec = elman
         doc.para("The diagonal factor is the derivative of the activation at the pre-activation, "
                  "entry by entry, written through the quantities of the step:")
-        doc.display([_row(act.latex + "'\\left(" + latex(arg) + "\\right)", vec)])
+        doc.display([display_row(act.latex + "'\\left(" + latex(arg) + "\\right)", vec)])
 
     # the product over time -------------------------------------------------------------------
     prod = state_product(cell)
@@ -132,19 +132,19 @@ def _derive_cell(doc: _Doc, cell: Cell, number: int) -> None:
     body = prod.expr.args[0]
     doc.para("Over $t-k$ steps the chain rule multiplies one-step Jacobians, the latest on the left "
              "[@hochreiter1991untersuchungen; bengio1994learning]:")
-    if len(cell.states) == 1 and _visible(latex(body)) <= 48:
-        doc.display([_Row(lhs, (full_rhs,))])
+    if len(cell.states) == 1 and visible_width(latex(body)) <= 48:
+        doc.display([Row(lhs, (full_rhs,))])
     else:
         Jj = MatrixSymbol(f"J_{{{sp.latex(_j)}}}", *body.shape)
         compact = prod.expr.func(Jj, *prod.expr.args[1:])
-        doc.display([_Row(lhs, (latex(compact),))])
+        doc.display([Row(lhs, (latex(compact),))])
         if len(cell.states) == 1:
             doc.para("where $J_j$ is the one-step Jacobian above at step $j$ (every $t$ replaced by $j$).")
         else:
             doc.para("where $J_j$ is the one-step Jacobian at step $j$, assembled from the blocks above "
                      "with every $t$ replaced by $j$, the state ordered as "
                      f"$({', '.join(cell.states)})$:")
-            doc.display([_Row(f"J_{{{sp.latex(_j)}}}", (_block_names_matrix(cell, _j),))])
+            doc.display([Row(f"J_{{{sp.latex(_j)}}}", (_block_names_matrix(cell, _j),))])
     doc.para("Whether the product shrinks or grows geometrically in $t-k$ depends on the sizes of "
              "its factors; the next paragraphs bound them and Section 2 measures them.")
 
@@ -187,12 +187,12 @@ def _derive_cell(doc: _Doc, cell: Cell, number: int) -> None:
         _derive_carousel(doc, cell)
 
 
-def _derive_carousel(doc: _Doc, cell: Cell) -> None:
+def _derive_carousel(doc: Doc, cell: Cell) -> None:
     J = cell.jacobian()
     car = carousel(cell)
     doc.heading(4, f"The cell state of `{cell.name}`: the constant error carousel")
     doc.para("The cell-state block of the one-step Jacobian is")
-    doc.display([_row(J.block_name(("c", "c")), J["c", "c"])])
+    doc.display([display_row(J.block_name(("c", "c")), J["c", "c"])])
     no_w, no_phi = not _weight_names(car.expr), not _has_activation(car.expr)
     if car.constant:
         doc.para("the identity, so along the cell state alone (the path "
@@ -228,10 +228,10 @@ def _derive_carousel(doc: _Doc, cell: Cell) -> None:
              "further back. In the one-step Jacobian this sets the blocks "
              + " and ".join(f"${c}$" for c in cut) + " to zero. With the state ordered as "
              f"$({', '.join(cell.states)})$, the full and the truncated one-step Jacobians are")
-    doc.display([_Row("J_{t}", (_block_names_matrix(cell, _t),)),
-                 _Row("\\tilde{J}_{t}", (_block_names_matrix(cell, _t, zero),))])
+    doc.display([Row("J_{t}", (_block_names_matrix(cell, _t),)),
+                 Row("\\tilde{J}_{t}", (_block_names_matrix(cell, _t, zero),))])
     doc.para("with the blocks that remain in the truncated Jacobian")
-    doc.display([_row(T.block_name(key), v) for key, v in T.blocks.items() if key not in zero])
+    doc.display([display_row(T.block_name(key), v) for key, v in T.blocks.items() if key not in zero])
 
     def placeholder(time):
         Jt = cell.jacobian(time)
@@ -242,8 +242,8 @@ def _derive_carousel(doc: _Doc, cell: Cell) -> None:
     two = block_collapse(placeholder(_t) * placeholder(_t - 1))
     S = len(cell.states)
     doc.para("Two truncated steps multiply to")
-    doc.display([_Row("\\tilde{J}_{t}\\,\\tilde{J}_{t-1}",
-                      (_bmatrix([[latex(two.blocks[a, b]) for b in range(S)] for a in range(S)]),))])
+    doc.display([Row("\\tilde{J}_{t}\\,\\tilde{J}_{t-1}",
+                      (bmatrix([[latex(two.blocks[a, b]) for b in range(S)] for a in range(S)]),))])
     w_cut = sorted({w for key in zero for w in _weight_names(J.blocks[key])})
     doc.para("The first block column stays zero, so the $c \\to c$ block of any product of truncated "
              "Jacobians is the product of the $c \\to c$ blocks alone: under truncation the gradient "
@@ -278,7 +278,7 @@ def _spectrum_ks(steps: int) -> list[int]:
 
 def _measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
              forget_bias: float | None = None) -> dict:
-    from ._engine import decay_rate, gradient_flow, network, random_inputs, singular_values
+    from .._numeric.flow import decay_rate, gradient_flow, network, random_inputs, singular_values
 
     out = {}
     ks = _spectrum_ks(steps)
@@ -305,10 +305,10 @@ def _measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
     return out
 
 
-def _numeric_section(doc: _Doc, stage: Path, cells: list[Cell], runs: dict, hidden: int, input: int,
+def _numeric_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict, hidden: int, input: int,
                      steps: int, seed: int, forget_bias: float | None = None) -> dict:
-    from ._analysis import decay_table, phase_grid
-    from ._plots import (
+    from .._numeric.analysis import decay_table, phase_grid
+    from .plots import (
         paper_style,
         plot_carousel,
         plot_decay,
@@ -357,8 +357,8 @@ def _numeric_section(doc: _Doc, stage: Path, cells: list[Cell], runs: dict, hidd
         r = runs[c.name]
         f = r["flow"]
         full = f.full.mean()["log10_norm_2"]
-        text = (f"`{c.name}`: decay rate {_num(r['rate_full'])} per step, "
-                f"$\\log_{{10}}\\lVert \\partial s_T/\\partial s_0 \\rVert_2$ = {_num(full[0], '{:.2f}')}")
+        text = (f"`{c.name}`: decay rate {fmt_num(r['rate_full'])} per step, "
+                f"$\\log_{{10}}\\lVert \\partial s_T/\\partial s_0 \\rVert_2$ = {fmt_num(full[0], '{:.2f}')}")
         zero = np.isneginf(full)
         if zero.any():  # once exactly zero, every longer lag stays zero
             first = steps - int(np.nonzero(zero)[0].max())
@@ -366,8 +366,8 @@ def _numeric_section(doc: _Doc, stage: Path, cells: list[Cell], runs: dict, hidd
                      "(no gradient at all reaches those steps): an unbounded decay, hence the rate $-\\infty$")
         if f.bound is not None and r["sigma_max_W"] is not None:
             below = bool(np.all(full <= np.asarray(f.bound) + 1e-9))
-            text += (f"; $\\sigma_{{\\max}}(W)$ = {_num(r['sigma_max_W'])}, bound rate "
-                     f"{_num(r['rate_bound'])} per step; the measured curve lies "
+            text += (f"; $\\sigma_{{\\max}}(W)$ = {fmt_num(r['sigma_max_W'])}, bound rate "
+                     f"{fmt_num(r['rate_bound'])} per step; the measured curve lies "
                      + ("below the bound at every $k$, as it must." if below else
                         "ABOVE the bound at some $k$, which contradicts the algebra: please report this."))
         else:
@@ -390,9 +390,9 @@ def _numeric_section(doc: _Doc, stage: Path, cells: list[Cell], runs: dict, hidd
         for c in lstm_cells:
             r = runs[c.name]
             car = r["flow"].carousel.mean()["log10_norm_2"]
-            text = (f"`{c.name}`: the carousel path decays at {_num(r['rate_carousel'])} per step, the "
-                    f"$c \\to c$ block of the full product at {_num(r['rate_cell_state'])} and the full "
-                    f"Jacobian at {_num(r['rate_full'])}.")
+            text = (f"`{c.name}`: the carousel path decays at {fmt_num(r['rate_carousel'])} per step, the "
+                    f"$c \\to c$ block of the full product at {fmt_num(r['rate_cell_state'])} and the full "
+                    f"Jacobian at {fmt_num(r['rate_full'])}.")
             if carousel(c).constant:
                 dev = float(np.max(np.abs(car))) if np.all(np.isfinite(car)) else float("inf")
                 text += (" The carousel curve is flat at $\\log_{10} \\lVert \\mathbb{I} \\rVert_2 = 0$ "
@@ -455,9 +455,9 @@ def _numeric_section(doc: _Doc, stage: Path, cells: list[Cell], runs: dict, hidd
     table = decay_table(flows)
     for row in table:
         r = runs[row["cell"]]
-        rows.append([f"`{row['cell']}`", str(row["n"]), str(input), str(row["T"]), _num(row["rate"]),
-                     _num(row["rate_cell_state"]), _num(r["rate_carousel"]), _num(r["rate_bound"]),
-                     _num(row["log10_norm_k0"], "{:.2f}")])
+        rows.append([f"`{row['cell']}`", str(row["n"]), str(input), str(row["T"]), fmt_num(row["rate"]),
+                     fmt_num(row["rate_cell_state"]), fmt_num(r["rate_carousel"]), fmt_num(r["rate_bound"]),
+                     fmt_num(row["log10_norm_k0"], "{:.2f}")])
     doc.table(["cell", "$n$", "$m$", "$T$", "rate $\\partial s_T/\\partial s_k$",
                "rate $\\partial c_T/\\partial c_k$", "rate carousel", "rate bound",
                "$\\log_{10}\\lVert\\partial s_T/\\partial s_0\\rVert_2$"],
@@ -476,7 +476,7 @@ def _numeric_section(doc: _Doc, stage: Path, cells: list[Cell], runs: dict, hidd
 def _versions() -> dict:
     import matplotlib
 
-    from . import __version__
+    from .._version import __version__
 
     return {"gradflow": __version__, "python": platform.python_version(), "numpy": np.__version__,
             "sympy": sp.__version__, "matplotlib": matplotlib.__version__}
@@ -637,7 +637,7 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
 
     names = ", ".join(c.name for c in cells)
     title = f"Gradient flow in recurrent networks: {names}"
-    doc = _Doc(bib)
+    doc = Doc(bib)
     doc.heading(1, title)
     doc.para(f"Generated by gradflow {versions['gradflow']} on {date[:10]}. For each requested cell "
              "this report derives how the gradient with respect to an earlier state, "
@@ -667,7 +667,7 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
 
     doc.heading(2, "1. Derivation")
     for i, cell in enumerate(cells, 1):
-        _derive_cell(doc, cell, i)
+        derive_cell(doc, cell, i)
 
     runs = _measure(cells, hidden, input, steps, seed, forget_bias)
     numeric = _numeric_section(doc, stage, cells, runs, hidden, input, steps, seed, forget_bias)

@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from ._cli import command, float_option, int_option
+from .._cli import command, float_option, int_option
 
 
 class _Progress:
@@ -77,8 +77,8 @@ def _flow(p: argparse.ArgumentParser):
                    help="progress bar on stderr (default: for long runs on a terminal)")
 
     def run(a) -> int:
-        from ._cells import get_cell
-        from ._engine import gradient_flow, network, random_inputs
+        from .._numeric.flow import gradient_flow, network, random_inputs
+        from .._symbolic.cells import get_cell
 
         cell = get_cell(a.cell)
         seed = int_option(a.seed, "--seed", 0)

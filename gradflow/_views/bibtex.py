@@ -174,7 +174,7 @@ def _names(entry: BibEntry) -> list[tuple[str, str]]:
     return out
 
 
-def _label(entry: BibEntry) -> str:
+def entry_label(entry: BibEntry) -> str:
     """Author part of an author–year citation: Elman; Hochreiter & Schmidhuber; Cho et al."""
     last = [_plain(ln) for _, ln in _names(entry)]
     if len(last) == 1:
@@ -184,12 +184,12 @@ def _label(entry: BibEntry) -> str:
     return last[0] + " et al."
 
 
-def _sort_key(entry: BibEntry):
+def entry_sort_key(entry: BibEntry):
     names = _names(entry)
     return (_plain(names[0][1]).lower() if names else "", entry.fields.get("year", ""), entry.key)
 
 
-def _format_entry(entry: BibEntry, target: str) -> str:
+def format_entry(entry: BibEntry, target: str) -> str:
     """One reference in prose form, as Markdown (``target="md"``) or LaTeX (``"tex"``)."""
     f = entry.fields
     md = target == "md"
@@ -201,7 +201,7 @@ def _format_entry(entry: BibEntry, target: str) -> str:
     people = []
     for first, last in _names(entry):
         initials = " ".join(w[0] + "." for w in _plain(first).replace("-", " ").split())
-        person = conv(last) if not initials else f"{initials if md else _tex_text(initials)} {conv(last)}"
+        person = conv(last) if not initials else f"{initials if md else tex_text(initials)} {conv(last)}"
         people.append(person)
     if len(people) > 2:
         authors = ", ".join(people[:-1]) + ", and " + people[-1]
@@ -240,7 +240,7 @@ _TEX_UNICODE = {"\u2014": "---", "\u2013": "--", "\u2018": "`", "\u2019": "'", "
                 "\u201d": "''", "\u00a0": "~", "\u00d7": r"$\times$", "\u2212": "-", "\u2026": r"\ldots{}"}
 
 
-def _tex_text(s: str) -> str:
+def tex_text(s: str) -> str:
     """Plain text as LaTeX source that pdflatex always accepts (unknown characters become ?)."""
     out = []
     for ch in s:

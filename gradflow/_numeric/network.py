@@ -2,7 +2,7 @@
 
 Indexing: s_0 is the initial state (zeros unless given), s_t = F(s_{t−1}, x_t) for t = 1…T,
 and J_t = ∂s_t/∂s_{t−1} is evaluated from the closed forms the symbolic core derived
-(:mod:`gradflow._compile`), never by autograd. Arrays may be of any array-API namespace
+(:mod:`gradflow._numeric.compile`), never by autograd. Arrays may be of any array-API namespace
 (NumPy, CuPy): the namespace of the weights is used throughout.
 """
 
@@ -17,11 +17,11 @@ import numpy as np
 from array_api_compat import array_namespace
 from sympy import Identity, ZeroMatrix
 
-from ._cell import Cell
-from ._cells import get_cell
-from ._compile import _dense_diag, compile_expr, stable_substitutions
-from ._matexpr import Diag
-from ._weights import Weights, _check_size, _to_numpy, init_weights, load_weights
+from .._symbolic.cell import Cell
+from .._symbolic.cells import get_cell
+from .._symbolic.nodes import Diag
+from .compile import compile_expr, dense_diag, stable_substitutions
+from .weights import Weights, _check_size, init_weights, load_weights, to_numpy
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def _blocks(J, idx, subs=None) -> tuple:
 @cache
 def kernels(cell: Cell) -> _Kernels:
     """Compile ``cell``'s recurrence and Jacobian blocks (cached per cell)."""
-    from ._theory import truncated_jacobian
+    from .._symbolic.many_steps import truncated_jacobian
 
     step = cell.recorded
     idx = {s: i for i, s in enumerate(cell.states)}
@@ -135,7 +135,7 @@ class Network:
             env[sym] = fn(env)
         return env
 
-    def _step_env(self, traj: Trajectory, t: int) -> dict:
+    def step_env(self, traj: Trajectory, t: int) -> dict:
         """The environment of step t (1 ≤ t ≤ T) of a trajectory."""
         named = traj.named[t - 1] if traj.named else None
         return self._env(traj.states[t - 1], traj.inputs[t - 1], named)
@@ -208,15 +208,15 @@ class Network:
         """J_t = ∂s_t/∂s_{t−1}, shape (B, N, N), for 1 ≤ t ≤ T (the 1997 truncation if asked)."""
         if not 1 <= t <= traj.steps:
             raise ValueError(f"t must be in 1..{traj.steps}, got {t}")
-        return self._assemble(self._step_env(traj, t), truncated)
+        return self._assemble(self.step_env(traj, t), truncated)
 
     def _assemble(self, env, truncated=False):
         """The dense J_t (B, N, N) from its blocks."""
         B = env[self._k.prev[0]].shape[0]
         J = self.xp.zeros((B, self.state_size, self.state_size), dtype=self.dtype)
-        return self._fill(J, env, truncated)
+        return self.fill_jacobian(J, env, truncated)
 
-    def _fill(self, J, env, truncated=False):
+    def fill_jacobian(self, J, env, truncated=False):
         """Write J_t's non-zero blocks into the buffer J (B, N, N), whose other entries are 0.
 
         Dense blocks are copied in; a diagonal block diag(v) writes only its n diagonal entries
@@ -236,7 +236,7 @@ class Network:
             diag = xp.reshape(J, (B, N * N))[:, start:start + (n - 1) * (N + 1) + 1:N + 1]
             diag[...] = v
             if n > 1 and bool(J[0, blk.a * n + 1, blk.b * n + 1] != v[0, 1]):  # reshape copied
-                J[:, rows, cols] = _dense_diag(v, env)
+                J[:, rows, cols] = dense_diag(v, env)
         return J
 
 
@@ -274,6 +274,6 @@ def network(cell: str | Cell, hidden: int | None = None, input: int | None = Non
                                 forget_bias=forget_bias, dtype=dtype, xp=xp))
 
 
-def _np(a) -> np.ndarray:
+def to_host(a) -> np.ndarray:
     """Any backend's array as NumPy (for results and reporting)."""
-    return _to_numpy(a)
+    return to_numpy(a)

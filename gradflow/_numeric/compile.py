@@ -28,7 +28,7 @@ from sympy import (
 )
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
-from ._matexpr import Diag, Elementwise
+from .._symbolic.nodes import Diag, Elementwise
 
 Fn = Callable[[dict], Any]
 
@@ -43,7 +43,7 @@ def _matvec(A, v, xp):
     return (A @ v[..., None])[..., 0]
 
 
-def _dense_diag(v, env):
+def dense_diag(v, env):
     xp = env["xp"]
     eye = xp.eye(v.shape[-1], dtype=v.dtype)
     return eye * v[..., None, :]
@@ -73,7 +73,7 @@ def _product(tags_fns: list[tuple[str, Fn]], coeff: float) -> Fn:
             else:
                 raise ValueError("a column vector can only end a product")
         if tag == _DIAG:
-            val = _dense_diag(val, env)
+            val = dense_diag(val, env)
         return val if coeff == 1 else coeff * val
 
     return f
@@ -109,7 +109,7 @@ def compile_expr(expr, subs: dict | None = None) -> Fn:
         return lambda env: env["xp"].eye(env[rows], dtype=env["dtype"])
     if isinstance(expr, Diag):
         v = compile_expr(expr.vector, subs)
-        return lambda env: _dense_diag(v(env), env)
+        return lambda env: dense_diag(v(env), env)
     if isinstance(expr, MatAdd):
         parts = [compile_expr(a, subs) for a in expr.args]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sympy import MatAdd, MatMul
 
-from ._activations import _one_minus, relu, sigmoid, tanh
-from ._cell import Cell, Recurrence
-from ._matexpr import hadamard
+from .activations import one_minus, relu, sigmoid, tanh
+from .cell import Cell, Recurrence
+from .nodes import hadamard
 
 
 def _elman(phi):
@@ -52,7 +52,7 @@ def _gru(r: Recurrence):
     inner = MatAdd(MatMul(r.W("n"), h), r.b("n", side="hidden"))
     cand = r.let(r"\tilde{h}", tanh(MatAdd(MatMul(r.U("n"), r.x), r.b("n", side="input"),
                                            hadamard(rr, inner))))
-    return {"h": MatAdd(hadamard(_one_minus(z), cand), hadamard(z, h))}
+    return {"h": MatAdd(hadamard(one_minus(z), cand), hadamard(z, h))}
 
 
 def _gru_cho(r: Recurrence):
@@ -61,7 +61,7 @@ def _gru_cho(r: Recurrence):
     rr = r.let("r", sigmoid(r.affine("r")))
     z = r.let("z", sigmoid(r.affine("z")))
     cand = r.let(r"\tilde{h}", tanh(r.affine("n", hidden=hadamard(rr, h))))
-    return {"h": MatAdd(hadamard(_one_minus(z), cand), hadamard(z, h))}
+    return {"h": MatAdd(hadamard(one_minus(z), cand), hadamard(z, h))}
 
 
 CELLS: dict[str, Cell] = {

@@ -4,7 +4,7 @@ A cell's definition is a function that receives a :class:`Recurrence` builder an
 new states. The builder hands out the previous states s_{t−1}, the input x_t and the
 parameters (W h_{t−1} + U x_t + b per gate), and names intermediate quantities (gates,
 pre-activations). From the recorded definition gradflow derives the Jacobian blocks
-∂s_t/∂s_{t−1} (:func:`gradflow._chain.total_derivatives`), the parameter list and counts, the
+∂s_t/∂s_{t−1} (:func:`gradflow._symbolic.chain.total_derivatives`), the parameter list and counts, the
 explicit recurrence at concrete n, and the numeric kernels.
 """
 
@@ -18,7 +18,7 @@ import sympy as sp
 from sympy import MatAdd, MatMul, MatrixSymbol
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
-from ._matexpr import latex, text
+from .nodes import latex, text
 
 #: symbolic hidden size n and input size m
 n = sp.Symbol("n", integer=True, positive=True)
@@ -187,7 +187,7 @@ class Cell:
 
     def jacobian(self, time=t) -> StateJacobian:
         """The one-step state Jacobian ∂s_t/∂s_{t−1}, block by block (numerator layout)."""
-        from ._chain import total_derivatives
+        from .chain import total_derivatives
 
         st = self.step(time) if time != t else self.recorded
         blocks = {}

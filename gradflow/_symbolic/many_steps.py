@@ -26,9 +26,9 @@ from sympy import (
 )
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
-from ._cell import Cell, StateJacobian, n, t, timed
-from ._cells import get_cell
-from ._matexpr import Diag, Elementwise, latex, text
+from .cell import Cell, StateJacobian, n, t, timed
+from .cells import get_cell
+from .nodes import Diag, Elementwise, latex, text
 
 #: the earlier time k and the running product index j
 k = sp.Symbol("k", integer=True)
@@ -157,7 +157,7 @@ def _scalar(v, defs: dict, stand_in: dict):
 
 def _sup(v, defs: dict):
     """sup |v| over every value its named quantities can take (∞ if unbounded)."""
-    from ._activations import sup_abs
+    from .activations import sup_abs
 
     stand_in: dict = {}
     expr = sp.simplify(_scalar(v, defs, stand_in))

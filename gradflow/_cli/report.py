@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._cli import command, float_option, int_option
+from .._cli import command, float_option, int_option
 
 
 def _real_argv(a: argparse.Namespace) -> list[str] | None:
@@ -21,7 +21,7 @@ def _real_argv(a: argparse.Namespace) -> list[str] | None:
     argv = sys.argv[1:]
     if not argv or argv[0] != "report":
         return None
-    from ._cli import build_parser
+    from .._cli import build_parser
 
     try:
         b = build_parser().parse_args(argv)
@@ -46,8 +46,8 @@ def _report(p: argparse.ArgumentParser):
     p.add_argument("--pdf", action="store_true", help="also compile report.tex with pdflatex")
 
     def run(a) -> int:
-        from ._cells import get_cell
-        from ._report import compile_pdf, write_report
+        from .._symbolic.cells import get_cell
+        from .._views.report import compile_pdf, write_report
 
         cells = [get_cell(c) for c in a.cells]  # unknown names fail before anything is written
         hidden = int_option(a.hidden, "--hidden", 1)
@@ -80,7 +80,7 @@ def _cite(p: argparse.ArgumentParser):
                    help="bibtex (default): the @software entry; cff: Citation File Format")
 
     def run(a) -> int:
-        from ._bibtex import citation_cff, software_citation
+        from .._views.bibtex import citation_cff, software_citation
 
         sys.stdout.write(citation_cff() if a.format == "cff" else software_citation() + "\n")
         return 0

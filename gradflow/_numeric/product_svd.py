@@ -162,7 +162,7 @@ def product_singular_values(net, traj, ks, *, resolve: float = 2e-6):
         dict k → (B, N) NumPy array, each row descending; −inf an exact 0 (resolved), NaN a value
         whose error bound exceeds ``resolve`` (relative).
     """
-    from ._network import _np
+    from .network import to_host
 
     T, N = traj.steps, net.state_size
     B = traj.states[0].shape[0]
@@ -170,7 +170,7 @@ def product_singular_values(net, traj, ks, *, resolve: float = 2e-6):
     acc = [GradedProduct(N) for _ in range(B)]
     out: dict = {}
     for k in range(T - 1, min(want) - 1, -1):
-        J = np.asarray(_np(net.step_jacobian(traj, k + 1)), dtype=np.float64)
+        J = np.asarray(to_host(net.step_jacobian(traj, k + 1)), dtype=np.float64)
         for b in range(B):
             acc[b].push(J[b])
         if k in want:

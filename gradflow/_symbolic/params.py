@@ -17,8 +17,8 @@ from typing import Any
 
 import sympy as sp
 
-from ._cell import Cell, m, n
-from ._cells import get_cell
+from .cell import Cell, m, n
+from .cells import get_cell
 
 #: output size k of a dense layer (also the Elman output layer V h_t + c)
 k = sp.Symbol("k", integer=True, positive=True)

@@ -28,7 +28,7 @@ import sympy as sp
 from sympy import HadamardPower, HadamardProduct, Identity, MatAdd, MatMul, MatrixSymbol, ZeroMatrix
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
-from ._matexpr import Diag, Elementwise, hadamard
+from .nodes import Diag, Elementwise, hadamard
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import numpy as np
 import sympy as sp
 from sympy import MatAdd
 
-from ._bibtex import BibEntry, _format_entry, _label, _sort_key, _tex_text
-from ._matexpr import latex
+from .._symbolic.nodes import latex
+from .bibtex import BibEntry, entry_label, entry_sort_key, format_entry, tex_text
 
 # ================================================================================================
 # Text and math helpers
@@ -36,12 +36,12 @@ def _md_math(s: str) -> str:
     return re.sub(r"\\\\(?!\n)[ \t]*", "\\\\\\\\\n", s)
 
 
-def _visible(tex: str) -> float:
+def visible_width(tex: str) -> float:
     """Rough printed width of a LaTeX math string, in characters (for line breaking)."""
     s = re.sub(r"\\(left|right)\b[.]?", "", tex)
     s = re.sub(r"\\operatorname\{(\w+)\}", r"\1", s)
     s = re.sub(r"\\frac\{((?:[^{}]|\{[^{}]*\})*)\}\{((?:[^{}]|\{[^{}]*\})*)\}",
-               lambda m: "x" * int(max(_visible(m.group(1)), _visible(m.group(2)))), s)
+               lambda m: "x" * int(max(visible_width(m.group(1)), visible_width(m.group(2)))), s)
     s = re.sub(r"\\(tanh|max|diag)\b", lambda m: m.group(1), s)
     s = re.sub(r"\\circ\b", "oo", s)
     s = re.sub(r"\\mathbb\{\w\}|\\[A-Za-z]+", "x", s)
@@ -72,7 +72,7 @@ def _summands(expr) -> list[str]:
 
 
 @dataclass(frozen=True)
-class _Row:
+class Row:
     """One line of a display: ``lhs rel rhs`` with the rhs given as summands (breakable)."""
 
     lhs: str
@@ -81,25 +81,25 @@ class _Row:
     whole: str | None = None  # the rhs printed in one piece (used when it fits on one line)
 
 
-def _row(lhs: str, rhs, rel: str = "=") -> _Row:
+def display_row(lhs: str, rhs, rel: str = "=") -> Row:
     if isinstance(rhs, sp.Basic):
-        return _Row(lhs, tuple(_summands(rhs)), rel, latex(rhs))
-    return _Row(lhs, (rhs,), rel)
+        return Row(lhs, tuple(_summands(rhs)), rel, latex(rhs))
+    return Row(lhs, (rhs,), rel)
 
 
 _BUDGET = 66.0  # visible characters per display line
 
 
-def _aligned(rows: Sequence[_Row]) -> str:
+def _aligned(rows: Sequence[Row]) -> str:
     lines = []
     for r in rows:
-        indent = _visible(r.lhs) + 3
-        if r.whole is not None and (len(r.parts) == 1 or indent + _visible(r.whole) <= _BUDGET):
+        indent = visible_width(r.lhs) + 3
+        if r.whole is not None and (len(r.parts) == 1 or indent + visible_width(r.whole) <= _BUDGET):
             lines.append(f"{r.lhs} &{r.rel} {r.whole}")
             continue
-        cur, width = f"{r.lhs} &{r.rel} {r.parts[0]}", indent + _visible(r.parts[0])
+        cur, width = f"{r.lhs} &{r.rel} {r.parts[0]}", indent + visible_width(r.parts[0])
         for p in r.parts[1:]:
-            w = _visible(p)
+            w = visible_width(p)
             if width + w > _BUDGET:
                 lines.append(cur)
                 cur, width = r"&\quad " + p, indent + 2 + w
@@ -109,7 +109,7 @@ def _aligned(rows: Sequence[_Row]) -> str:
     return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
 
 
-def _bmatrix(cells: Sequence[Sequence[str]]) -> str:
+def bmatrix(cells: Sequence[Sequence[str]]) -> str:
     """A bracketed matrix, entries in display style (so fractions keep their size)."""
     rows = [" & ".join(e if e == "0" else "\\displaystyle " + e for e in r) for r in cells]
     return "\\begin{bmatrix}\n" + " \\\\\n".join(rows) + "\n\\end{bmatrix}"
@@ -120,7 +120,7 @@ def _spread_matrices(tex: str) -> str:
     return ("\\renewcommand{\\arraystretch}{2.3}" + tex) if "\\begin{bmatrix}" in tex else tex
 
 
-def _num(x, fmt: str = "{:.4f}") -> str:
+def fmt_num(x, fmt: str = "{:.4f}") -> str:
     """A number as inline math ($-0.1234$), "–" for None."""
     if x is None:
         return "–"
@@ -139,7 +139,7 @@ def _num(x, fmt: str = "{:.4f}") -> str:
 _INLINE = re.compile(r"(\$[^$]+\$|`[^`]+`|\[@[^\]]+\]|@\[[^\]]+\])")
 
 
-class _Doc:
+class Doc:
     def __init__(self, bib: dict[str, BibEntry]):
         self.bib = bib
         self.blocks: list[tuple] = []
@@ -157,7 +157,7 @@ class _Doc:
                 self.cited.append(key)
         self.blocks.append(("p", text))
 
-    def display(self, rows: Sequence[_Row] | str):
+    def display(self, rows: Sequence[Row] | str):
         self.blocks.append(("eq", rows if isinstance(rows, str) else _aligned(rows)))
 
     def figure(self, stem: str, caption: str, width: float = 0.75):
@@ -186,14 +186,14 @@ class _Doc:
         return out
 
     def references(self) -> list[BibEntry]:
-        return sorted((self.bib[k] for k in self.cited), key=_sort_key)
+        return sorted((self.bib[k] for k in self.cited), key=entry_sort_key)
 
     # -- inline markup ---------------------------------------------------------------------
     def _cite_md(self, keys: list[str], narrative: bool) -> str:
         es = [self.bib[k] for k in keys]
         if narrative:
-            return "; ".join(f"{_label(e)} ({e.fields.get('year', 'n.d.')})" for e in es)
-        return "(" + "; ".join(f"{_label(e)} {e.fields.get('year', 'n.d.')}" for e in es) + ")"
+            return "; ".join(f"{entry_label(e)} ({e.fields.get('year', 'n.d.')})" for e in es)
+        return "(" + "; ".join(f"{entry_label(e)} {e.fields.get('year', 'n.d.')}" for e in es) + ")"
 
     def inline_md(self, text: str) -> str:
         out = []
@@ -220,7 +220,7 @@ class _Doc:
             if tok.startswith("$") and tok.endswith("$") and len(tok) > 1:
                 out.append(tok)
             elif tok.startswith("`"):
-                out.append(r"\texttt{" + _tex_text(tok[1:-1]) + "}")
+                out.append(r"\texttt{" + tex_text(tok[1:-1]) + "}")
             elif tok.startswith("[@"):
                 joined = ",".join(k.strip() for k in tok[2:-1].split(";"))
                 if out and out[-1].endswith(" "):
@@ -228,9 +228,9 @@ class _Doc:
                 out.append(r"~\cite{" + joined + "}")
             elif tok.startswith("@["):
                 keys = [k.strip() for k in tok[2:-1].split(";")]
-                out.append("; ".join(_tex_text(_label(self.bib[k])) + r"~\cite{" + k + "}" for k in keys))
+                out.append("; ".join(tex_text(entry_label(self.bib[k])) + r"~\cite{" + k + "}" for k in keys))
             else:
-                out.append(_tex_text(tok))
+                out.append(tex_text(tok))
         return "".join(out)
 
     # -- rendering ---------------------------------------------------------------------------
@@ -260,7 +260,7 @@ class _Doc:
             elif kind == "code":
                 out.append("```sh\n" + b[1] + "\n```")
         out.append("## References")
-        out.append("\n".join(f"- <a id=\"ref-{e.key}\"></a>**[{e.key}]** {_format_entry(e, 'md')}"
+        out.append("\n".join(f"- <a id=\"ref-{e.key}\"></a>**[{e.key}]** {format_entry(e, 'md')}"
                              for e in self.references()))
         return "\n\n".join(out) + "\n"
 
@@ -295,7 +295,7 @@ class _Doc:
             elif kind == "code":
                 safe = "".join(c if (c.isascii() and (c.isprintable() or c == "\n")) else "?" for c in b[1])
                 body.append("{\\small\n\\begin{verbatim}\n" + safe + "\n\\end{verbatim}\n}")
-        refs = "\n".join("\\bibitem{" + e.key + "} " + _format_entry(e, "tex") for e in self.references())
+        refs = "\n".join("\\bibitem{" + e.key + "} " + format_entry(e, "tex") for e in self.references())
         preamble = r"""\documentclass[11pt]{article}
 \usepackage[margin=2.4cm]{geometry}
 \usepackage{amsmath}
@@ -310,6 +310,6 @@ class _Doc:
 \allowdisplaybreaks
 """
         return (preamble + "\\title{" + self.inline_tex(title) + "}\n\\author{generated by gradflow}\n"
-                "\\date{" + _tex_text(date) + "}\n\n\\begin{document}\n\\maketitle\n\n"
+                "\\date{" + tex_text(date) + "}\n\n\\begin{document}\n\\maketitle\n\n"
                 + "\n\n".join(body) + "\n\n\\begin{thebibliography}{99}\n" + refs
                 + "\n\\end{thebibliography}\n\n\\end{document}\n")

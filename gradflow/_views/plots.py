@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._engine import Flow
+from .._numeric.flow import Flow
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from ._analysis import PhaseGrid
+    from .._numeric.analysis import PhaseGrid
 
 #: Okabe & Ito (2008) colour-blind-safe palette, in the order of the paper style's colour cycle
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
@@ -54,9 +54,9 @@ def _norm_key(norm: str) -> tuple[str, str]:
 
 
 def _as_2d(a: Any, what: str) -> np.ndarray:
-    from ._weights import _to_numpy
+    from .._numeric.weights import to_numpy
 
-    a = np.asarray(_to_numpy(a), dtype=float)
+    a = np.asarray(to_numpy(a), dtype=float)
     if a.ndim != 2:
         raise ValueError(f"{what} must be a 2-D array, got shape {a.shape}"
                          + (" (pass J[b] for one batch element)" if a.ndim == 3 else ""))

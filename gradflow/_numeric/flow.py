@@ -1,6 +1,6 @@
 """The gradient flow of an unrolled network: how ∂s_T/∂s_k decays, for every k at once.
 
-One backward sweep over the Jacobians J_t of :class:`~gradflow._network.Network`
+One backward sweep over the Jacobians J_t of :class:`~gradflow._numeric.network.Network`
 
     P_T = I,   P_k = P_{k+1} · J_{k+1} = ∂s_T/∂s_k      (k = T−1, …, 0)
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ._network import Network, Trajectory, _np, network, random_inputs
-from ._spectral import _spectral_blocks, _start_basis, spectral_norm
+from .network import Network, Trajectory, network, random_inputs, to_host
+from .spectral import spectral_blocks, spectral_norm, start_basis
 
 __all__ = ["Curves", "Flow", "Network", "Trajectory", "decay_rate", "gradient_flow", "loss_gradient",
            "lyapunov_exponents", "network", "random_inputs", "singular_values", "spectral_norm"]
@@ -30,7 +30,7 @@ def json_number(x, what: str):
     """The one rule for non-finite numbers in every output: a finite value as is; −∞ (the log of
     an exact 0) as ``None`` (JSON null); +∞ (an overflow) as the string ``"inf"``; NaN is an
     error naming ``what``."""
-    from ._checks import GradflowError
+    from .._checks import GradflowError
 
     x = float(x)
     if math.isfinite(x):
@@ -53,7 +53,7 @@ class Curves:
 
     def mean(self) -> dict[str, np.ndarray]:
         """Batch means (NumPy) of the three curves; −inf where a product is exactly 0."""
-        return {k: _np(getattr(self, k)).mean(axis=0) for k in
+        return {k: to_host(getattr(self, k)).mean(axis=0) for k in
                 ("log10_norm_2", "log10_norm_fro", "log10_grad_norm")}
 
 
@@ -132,7 +132,7 @@ class _Tracker:
         self.bases = {}
         for name, (rows, cols) in self.blocks.items():
             R, C = rows.stop - rows.start, cols.stop - cols.start
-            self.bases[name] = _start_basis(xp, B, R, max(1, min(8, R, C)), dtype)
+            self.bases[name] = start_basis(xp, B, R, max(1, min(8, R, C)), dtype)
         self.rng = np.random.default_rng(2024)
         self.stats: dict = {}
 
@@ -141,7 +141,7 @@ class _Tracker:
 
         ``diagonal``: names of blocks that are diagonal by structure (their norm is max|P_ii|).
         """
-        from ._certified_norm import diagonal_norm
+        from .certified_norm import diagonal_norm
 
         xp, N = self.xp, P.shape[-1]
         names = list(self.blocks)
@@ -169,21 +169,21 @@ class _Tracker:
                     v = v / xp.sqrt(xp.sum(v * v, axis=(-2, -1), keepdims=True))
                     U = xp.concat([keep, v], axis=-1)
                 bases.append(U)
-            dsigs, bases = _spectral_blocks(P, [self.blocks[nm] for nm in dense], bases,
+            dsigs, bases = spectral_blocks(P, [self.blocks[nm] for nm in dense], bases,
                                             [sumsqs[names.index(nm)] for nm in dense], tol=self.tol,
                                             stats=self.stats)
             self.bases.update(zip(dense, bases, strict=True))
             exact.update(zip(dense, dsigs, strict=True))
             sigs = [exact[name] for name in names]
-        Ln = _np(L)
+        Ln = to_host(L)
         with np.errstate(divide="ignore", invalid="ignore"):
             for name, sq, sig in zip(names, sumsqs, sigs, strict=True):
                 cols = self.blocks[name][1]
                 g = gP[:, cols]
                 c = self.curves_np[name]
-                c["fro"][:, k] = Ln + 0.5 * np.log10(_np(sq))
-                c["norm2"][:, k] = Ln + np.log10(_np(sig))
-                c["grad"][:, k] = Ln + np.log10(_np(xp.sqrt(xp.sum(g * g, axis=-1))))
+                c["fro"][:, k] = Ln + 0.5 * np.log10(to_host(sq))
+                c["norm2"][:, k] = Ln + np.log10(to_host(sig))
+                c["grad"][:, k] = Ln + np.log10(to_host(xp.sqrt(xp.sum(g * g, axis=-1))))
 
     def curves(self) -> dict:
         return {name: Curves(c["norm2"], c["fro"], c["grad"]) for name, c in self.curves_np.items()}
@@ -208,7 +208,7 @@ def _is_diagonal(pattern, rows, cols, n) -> bool:
     return all(pattern[a, b] == 0 if a != b else pattern[a, b] <= 1 for a in idx for b in idx)
 
 
-def _sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="power", tol=1e-10,
+def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="power", tol=1e-10,
            blocks: Mapping[str, tuple] | None = None, progress=None, each=None):
     """One backward sweep P_k = P_{k+1} J_{k+1}; records log10 norms of the named sub-blocks.
 
@@ -237,13 +237,13 @@ def _sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="po
     for blk in (net._k.carousel if truncated else net._k.blocks):
         jpat[blk.a, blk.b] = 2 if blk.kind == "dense" else 1
     for i, k in enumerate(range(T - 1, -1, -1)):
-        env = net._step_env(traj, k + 1)
-        net._fill(J, env, truncated)
+        env = net.step_env(traj, k + 1)
+        net.fill_jacobian(J, env, truncated)
         Jm = J
         jmax = xp.max(xp.abs(xp.reshape(J, (B, -1))), axis=-1)
         if not bool(xp.all(jmax < hi)):  # huge entries (σ_max(W) near overflow): scale J apart
             if not bool(xp.all(xp.isfinite(jmax))):
-                from ._checks import GradflowError
+                from .._checks import GradflowError
 
                 raise GradflowError(f"the Jacobian J_{k + 1} contains NaN or inf")
             Jm = J / jmax[:, None, None]
@@ -287,10 +287,10 @@ def loss_gradient(net: Network, traj: Trajectory, output: tuple | None = None):
         if V.ndim != 2 or V.shape[1] != n or tuple(c.shape) != (V.shape[0],):
             raise ValueError(f"output weight V must be (K, {n}) and bias (K,), got {tuple(V.shape)}, {tuple(c.shape)}")
         if not (bool(xp.all(xp.isfinite(V))) and bool(xp.all(xp.isfinite(c)))):
-            from ._checks import GradflowError
+            from .._checks import GradflowError
 
             raise GradflowError("output weight V or bias c contains NaN or inf")
-        y = np.asarray(_np(y)).astype(int).reshape(-1)
+        y = np.asarray(to_host(y)).astype(int).reshape(-1)
         if y.shape != (B,) or (y < 0).any() or (y >= V.shape[0]).any():
             raise ValueError(f"targets must be {B} class indices in 0..{V.shape[0] - 1}")
         logits = h_T @ xp.matrix_transpose(V) + c
@@ -321,13 +321,13 @@ def lyapunov_exponents(net: Network, traj: Trajectory):
         Q, R = xp.linalg.qr(Z)
         d = xp.abs(xp.linalg.diagonal(R))
         with np.errstate(divide="ignore"):
-            acc += np.log(_np(d))
+            acc += np.log(to_host(d))
     return -np.sort(-(acc / T), axis=1)
 
 
 def _pascanu_log10(net: Network, T: int):
     """log10 (rate)^{T−k} for k = 0…T−1, rate from :func:`gradflow.pascanu_bound`."""
-    from ._theory import pascanu_bound
+    from .._symbolic.many_steps import pascanu_bound
 
     try:
         b = pascanu_bound(net.cell)
@@ -337,7 +337,7 @@ def _pascanu_log10(net: Network, T: int):
     for sup, M in b.terms:
         ls = 0.0
         if hasattr(M, "name") and M.name in net.weights.arrays:
-            W = _np(net.weights.arrays[M.name]).astype(np.float64)
+            W = to_host(net.weights.arrays[M.name]).astype(np.float64)
             scale = float(np.max(np.abs(W))) if W.size else 0.0
             ls = -math.inf if scale == 0 else \
                 math.log10(scale) + math.log10(float(np.linalg.norm(W / scale, 2)))
@@ -382,10 +382,10 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
     if has_c:
         ci = net.cell.states.index("c")
         blocks["cell_state"] = (slice(ci * n, (ci + 1) * n), slice(ci * n, (ci + 1) * n))
-    res = _sweep(net, traj, g, spectral=spectral, tol=tol, blocks=blocks, progress=progress)
+    res = sweep(net, traj, g, spectral=spectral, tol=tol, blocks=blocks, progress=progress)
     car = None
     if carousel and has_c:
-        car = _sweep(net, traj, g, truncated=True, spectral=spectral, tol=tol,
+        car = sweep(net, traj, g, truncated=True, spectral=spectral, tol=tol,
                      blocks={"cell_state": blocks["cell_state"]})["cell_state"]
     lyap = lyapunov_exponents(net, traj).mean(axis=0) if lyapunov else None
     return Flow(net.cell.name, n, T, B, res["full"], res.get("cell_state"), car, lyap,
@@ -396,7 +396,7 @@ def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | No
     """Singular values of ∂s_T/∂s_k at the chosen k (0 ≤ k < T), as log10, batch mean.
 
     The product is carried in factored form with its graded scale apart and its singular values
-    are taken with high relative accuracy (:mod:`gradflow._product_svd`), so values hundreds of
+    are taken with high relative accuracy (:mod:`gradflow._numeric.product_svd`), so values hundreds of
     orders below the largest are right; each has an error bound, and a value whose relative
     error bound exceeds ``resolve`` (2e-6: 1e-6 in log10) is NaN, "not resolved".
 
@@ -404,7 +404,7 @@ def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | No
         dict k → (N,) NumPy array of log10 σ_i, descending (−inf for exact zeros, NaN where not
         resolved in some sequence of the batch).
     """
-    from ._product_svd import product_singular_values
+    from .product_svd import product_singular_values
 
     traj = net.unroll(inputs, initial)
     T = traj.steps

@@ -2,7 +2,7 @@
 
 Warm-started subspace iteration in the left singular space (the space of s_T, shared by every
 k); a value is accepted only with a checked a-posteriori upper bound within the tolerance, an
-SVD otherwise (:mod:`gradflow._certified_norm`).
+SVD otherwise (:mod:`gradflow._numeric.certified_norm`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 
-def _start_basis(xp, B, R, r, dtype):
+def start_basis(xp, B, R, r, dtype):
     """A fixed, generic orthonormal start basis (B, R, r)."""
     q, _ = np.linalg.qr(np.random.default_rng(12345).standard_normal((R, r)))
     return xp.broadcast_to(xp.asarray(q, dtype=dtype)[None], (B, R, r))
@@ -42,10 +42,10 @@ def _embed(xp, parts, N, axis_len):
     return cols[0] if len(cols) == 1 else xp.concat(cols, axis=-1)
 
 
-def _spectral_blocks(P, blocks, bases, sumsqs, *, tol=1e-10, max_iter=30, stats=None):
+def spectral_blocks(P, blocks, bases, sumsqs, *, tol=1e-10, max_iter=30, stats=None):
     """σ_max of several blocks of P, each certified or from an SVD: see
-    :func:`gradflow._certified_norm.certified_blocks`."""
-    from ._certified_norm import certified_blocks
+    :func:`gradflow._numeric.certified_norm.certified_blocks`."""
+    from .certified_norm import certified_blocks
 
     return certified_blocks(P, blocks, bases, sumsqs, tol=tol, max_iter=max_iter, stats=stats)
 
@@ -59,7 +59,7 @@ def spectral_norm(P, U=None, *, rank: int = 8, tol: float = 1e-10, max_iter: int
     space of s_T for every k, so they move little from one k to the next. The Ritz value
     σ̃₁ = σ_max(UᵀP) never exceeds σ_max(P). It is accepted only when a rigorous upper bound
     built from the Ritz residuals and the Frobenius mass outside the subspace (see
-    :mod:`gradflow._certified_norm`) is at most (1 + tol)·σ̃₁; elements not certified within
+    :mod:`gradflow._numeric.certified_norm`) is at most (1 + tol)·σ̃₁; elements not certified within
     ``max_iter`` iterations get the value from an SVD.
     With ``rank`` ≥ min(R, C) the subspace is the whole space and the value is exact.
 
@@ -76,15 +76,15 @@ def spectral_norm(P, U=None, *, rank: int = 8, tol: float = 1e-10, max_iter: int
     B, R, C = P.shape
     r = max(1, min(rank, R, C))
     if U is None:
-        U = _start_basis(xp, B, R, r, P.dtype)
+        U = start_basis(xp, B, R, r, P.dtype)
     elif U.ndim == 2 or U.shape[-1] != r:
         U = xp.asarray(U, dtype=P.dtype)
         U = U[..., None] if U.ndim == 2 else U
-        extra = _start_basis(xp, B, R, r, P.dtype)[..., : r - U.shape[-1]] if U.shape[-1] < r else None
+        extra = start_basis(xp, B, R, r, P.dtype)[..., : r - U.shape[-1]] if U.shape[-1] < r else None
         U = U[..., :r] if extra is None else xp.concat([U, extra], axis=-1)
         U, _ = xp.linalg.qr(U)
     if sumsq is None:
         sumsq = xp.sum(P * P, axis=(-2, -1))
-    (sig,), (U,) = _spectral_blocks(P, [(slice(0, R), slice(0, C))], [U], [sumsq], tol=tol,
+    (sig,), (U,) = spectral_blocks(P, [(slice(0, R), slice(0, C))], [U], [sumsq], tol=tol,
                                     max_iter=max_iter, stats=stats)
     return sig, U

@@ -1,0 +1,1 @@
+"""The numeric engine (array API): compiled kernels, weights, networks, sweeps, analysis."""

@@ -1,0 +1,1 @@
+"""The symbolic core (SymPy only): nodes, activations, cells, chain rule, many steps, counts."""

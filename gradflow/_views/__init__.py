@@ -1,0 +1,1 @@
+"""Views: plots, derivation reports and their documents."""
