@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 import numpy as np
@@ -77,7 +76,12 @@ def _gain(text: str) -> float:
 
 
 def _fmt(x) -> str:
-    return "      -inf" if x is None or not math.isfinite(x) else f"{x:10.4f}"
+    """A JSON number of :meth:`Flow.to_json` in the table: null is log10 0 (-inf), "inf" +inf."""
+    if x is None:
+        return "      -inf"
+    if x == "inf":
+        return "       inf"
+    return f"{x:10.4f}"
 
 
 HELP = "measure log10 ||ds_T/ds_k|| for every k on an unrolled network"

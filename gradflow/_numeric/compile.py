@@ -79,16 +79,22 @@ def _product(tags_fns: list[tuple[str, Fn]], coeff: float) -> Fn:
     return f
 
 
-def _tagged(expr) -> tuple[str, Fn]:
+def _tagged(expr, subs=None) -> tuple[str, Fn]:
     if isinstance(expr, Diag):
-        return _DIAG, compile_expr(expr.vector)
+        return _DIAG, compile_expr(expr.vector, subs)
     if expr.shape[1] == 1:
-        return _VEC, compile_expr(expr)
-    return _MAT, compile_expr(expr)
+        return _VEC, compile_expr(expr, subs)
+    return _MAT, compile_expr(expr, subs)
 
 
-def compile_expr(expr) -> Fn:
-    """A closure evaluating the matrix expression ``expr`` on arrays (see module docstring)."""
+def compile_expr(expr, subs: dict | None = None) -> Fn:
+    """A closure evaluating the matrix expression ``expr`` on arrays (see module docstring).
+
+    ``subs`` maps sub-expressions to ready closures used in their place (the stable numeric
+    form of an activation's printed derivative factors, see :func:`stable_substitutions`).
+    """
+    if subs and expr in subs:
+        return subs[expr]
     if isinstance(expr, MatrixSymbol):
         return lambda env: env[expr]
     if isinstance(expr, OneMatrix):
@@ -102,10 +108,10 @@ def compile_expr(expr) -> Fn:
         rows = expr.shape[0]
         return lambda env: env["xp"].eye(env[rows], dtype=env["dtype"])
     if isinstance(expr, Diag):
-        v = compile_expr(expr.vector)
+        v = compile_expr(expr.vector, subs)
         return lambda env: dense_diag(v(env), env)
     if isinstance(expr, MatAdd):
-        parts = [compile_expr(a) for a in expr.args]
+        parts = [compile_expr(a, subs) for a in expr.args]
 
         def add(env):
             total = parts[0](env)
@@ -115,7 +121,7 @@ def compile_expr(expr) -> Fn:
 
         return add
     if isinstance(expr, HadamardProduct):
-        parts = [compile_expr(a) for a in expr.args]
+        parts = [compile_expr(a, subs) for a in expr.args]
 
         def had(env):
             total = parts[0](env)
@@ -125,17 +131,17 @@ def compile_expr(expr) -> Fn:
 
         return had
     if isinstance(expr, HadamardPower):
-        base, p = compile_expr(expr.base), int(expr.exp)
+        base, p = compile_expr(expr.base, subs), int(expr.exp)
         return lambda env: base(env) ** p
     if isinstance(expr, Elementwise):
-        arg, fn = compile_expr(expr.arg), expr.activation.numeric
+        arg, fn = compile_expr(expr.arg, subs), expr.activation.numeric
         return lambda env: fn(env["xp"], arg(env))
     if isinstance(expr, MatMul):
         coeff = 1.0
         ops = []
         for a in expr.args:
             if isinstance(a, MatrixExpr):
-                ops.append(_tagged(a))
+                ops.append(_tagged(a, subs))
             else:
                 coeff *= float(a)
         if len(ops) == 1 and ops[0][0] != _DIAG:
@@ -143,3 +149,33 @@ def compile_expr(expr) -> Fn:
             return lambda env: coeff * g(env)
         return _product(ops, coeff)
     raise NotImplementedError(f"no array code for {type(expr).__name__}: {expr}")
+
+
+def stable_substitutions(definitions, exprs) -> dict:
+    """Closures for the printed derivative factors of every activation application, evaluated
+    stably from the pre-activation (:attr:`gradflow.Activation.stable`).
+
+    An application is a named quantity y := φ(a) of ``definitions`` or an unnamed φ(a) inside
+    ``exprs``; its printed factors ``φ.factors(a, y)`` (other than y itself) are exactly the
+    sub-expressions the chain rule wrote into the Jacobian, so they are found by equality.
+    """
+    from sympy import preorder_traversal
+
+    apps = [(y, e) for y, e in definitions.items() if isinstance(e, Elementwise)]
+    for e in exprs:
+        apps.extend((node, node) for node in preorder_traversal(e) if isinstance(node, Elementwise))
+    subs: dict = {}
+    for y, e in apps:
+        act, a = e.activation, e.arg
+        if act.stable is None:
+            continue
+        fa = compile_expr(a)
+        for i, fac in enumerate(act.factors(a, y)):
+            if fac == y or fac in subs or not isinstance(fac, MatAdd):  # only the complements
+                continue
+            subs[fac] = _stable_factor(act.stable, fa, i)
+    return subs
+
+
+def _stable_factor(stable, fa, i) -> Fn:
+    return lambda env: stable(env["xp"], fa(env))[i]

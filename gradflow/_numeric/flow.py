@@ -26,6 +26,23 @@ __all__ = ["Curves", "Flow", "Network", "Trajectory", "decay_rate", "gradient_fl
            "lyapunov_exponents", "network", "random_inputs", "singular_values", "spectral_norm"]
 
 # -- results ------------------------------------------------------------------------------------
+def json_number(x, what: str):
+    """The one rule for non-finite numbers in every output: a finite value as is; −∞ (the log of
+    an exact 0) as ``None`` (JSON null); +∞ (an overflow) as the string ``"inf"``; NaN is an
+    error naming ``what``."""
+    from .._checks import GradflowError
+
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    if x == -math.inf:
+        return None
+    if x == math.inf:
+        return "inf"
+    raise GradflowError(f"{what} is NaN")
+
+
+
 @dataclass
 class Curves:
     """log10 norms of one family of products, per sequence: arrays of shape (B, T), index k."""
@@ -85,27 +102,25 @@ class Flow:
     def to_json(self) -> dict:
         """The ``gradflow flow --json`` object (see the README for the schema)."""
 
-        def num(x):
-            x = float(x)
-            return x if math.isfinite(x) else None  # log10 of an exact 0: null
-
         full = self.full.mean()
         cs = self.cell_state.mean() if self.cell_state is not None else None
+        car = self.carousel.mean() if self.carousel is not None else None
         curve = []
         for k in range(self.steps):
-            rec = {key: num(v[k]) for key, v in full.items()}
+            rec = {key: json_number(v[k], f"{key} at k = {k}") for key, v in full.items()}
             rec = {"k": k, **rec}
             if cs is not None:
-                rec["cell_state"] = {key: num(v[k]) for key, v in cs.items()}
-            if self.carousel is not None:
-                rec["carousel"] = {key: num(v[k]) for key, v in self.carousel.mean().items()}
+                rec["cell_state"] = {key: json_number(v[k], f"cell_state {key} at k = {k}") for key, v in cs.items()}
+            if car is not None:
+                rec["carousel"] = {key: json_number(v[k], f"carousel {key} at k = {k}") for key, v in car.items()}
             if self.bound is not None:
-                rec["log10_bound"] = num(self.bound[k])
+                rec["log10_bound"] = json_number(self.bound[k], f"log10_bound at k = {k}")
             curve.append(rec)
         return {
             "cell": self.cell, "hidden": self.hidden, "steps": self.steps, "batch": self.batch,
             "curve": curve,
-            "lyapunov": [num(v) for v in self.lyapunov] if self.lyapunov is not None else [],
+            "lyapunov": [json_number(v, f"Lyapunov exponent {i}") for i, v in enumerate(self.lyapunov)]
+            if self.lyapunov is not None else [],
         }
 
 
@@ -132,8 +147,13 @@ class _Tracker:
         self.rng = np.random.default_rng(2024)
         self.stats: dict = {}
 
-    def record(self, k, P, L, gP, sumsq_full):
-        """P (B, N, N): the product, true value 10^L · P; gP: 10^−L · ∂L/∂s_k (B, N)."""
+    def record(self, k, P, L, gP, sumsq_full, diagonal=()):
+        """P (B, N, N): the product, true value 10^L · P; gP: 10^−L · ∂L/∂s_k (B, N).
+
+        ``diagonal``: names of blocks that are diagonal by structure (their norm is max|P_ii|).
+        """
+        from .certified_norm import diagonal_norm
+
         xp, N = self.xp, P.shape[-1]
         names = list(self.blocks)
         sumsqs = []
@@ -142,11 +162,15 @@ class _Tracker:
             full = rows == slice(0, N) and cols == slice(0, N)
             blk = P[:, rows, cols]
             sumsqs.append(sumsq_full if full else xp.sum(blk * blk, axis=(-2, -1)))
+        exact = {name: diagonal_norm(xp, P, *self.blocks[name]) for name in names if name in diagonal}
+        dense = [name for name in names if name not in exact]
         if self.spectral == "svd":
             sigs = [xp.linalg.svdvals(P[:, r, c])[:, 0] for r, c in self.blocks.values()]
+        elif not dense:
+            sigs = [exact[name] for name in names]
         else:
             bases = []
-            for name in names:  # refresh the least important direction: catches rising ones
+            for name in dense:  # refresh the least important direction: catches rising ones
                 U = self.bases[name]
                 R, r = U.shape[1], U.shape[2]
                 if 1 < r < R:  # one Gram–Schmidt step against the kept (orthonormal) columns
@@ -156,9 +180,12 @@ class _Tracker:
                     v = v / xp.sqrt(xp.sum(v * v, axis=(-2, -1), keepdims=True))
                     U = xp.concat([keep, v], axis=-1)
                 bases.append(U)
-            sigs, bases = spectral_blocks(P, list(self.blocks.values()), bases, sumsqs, tol=self.tol,
-                                           stats=self.stats)
-            self.bases = dict(zip(names, bases, strict=True))
+            dsigs, bases = spectral_blocks(P, [self.blocks[nm] for nm in dense], bases,
+                                            [sumsqs[names.index(nm)] for nm in dense], tol=self.tol,
+                                            stats=self.stats)
+            self.bases.update(zip(dense, bases, strict=True))
+            exact.update(zip(dense, dsigs, strict=True))
+            sigs = [exact[name] for name in names]
         Ln = to_host(L)
         with np.errstate(divide="ignore", invalid="ignore"):
             for name, sq, sig in zip(names, sumsqs, sigs, strict=True):
@@ -171,6 +198,25 @@ class _Tracker:
 
     def curves(self) -> dict:
         return {name: Curves(c["norm2"], c["fro"], c["grad"]) for name, c in self.curves_np.items()}
+
+
+def _pattern_product(A, B):
+    """Block structure of a product from the factors' (0 zero, 1 diagonal, 2 dense)."""
+    S = A.shape[0]
+    out = np.zeros_like(A)
+    for i in range(S):
+        for j in range(S):
+            terms = [max(A[i, l], B[l, j]) for l in range(S) if A[i, l] and B[l, j]]
+            out[i, j] = max(terms) if terms else 0
+    return out
+
+
+def _is_diagonal(pattern, rows, cols, n) -> bool:
+    """Whether the block (rows, cols) of a product with block structure ``pattern`` is diagonal."""
+    if rows != cols or rows.start % n or rows.stop % n:
+        return False
+    idx = range(rows.start // n, rows.stop // n)
+    return all(pattern[a, b] == 0 if a != b else pattern[a, b] <= 1 for a in idx for b in idx)
 
 
 def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="power", tol=1e-10,
@@ -195,24 +241,41 @@ def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="pow
     lo, hi = float(fi.smallest_normal) ** 0.25, float(fi.max) ** 0.25
     tracker = _Tracker(xp, blocks or {}, T, B, net.dtype, spectral, tol)
     J = xp.zeros((B, N, N), dtype=net.dtype)  # one buffer: the zero blocks never change
+    # block structure of the product (0 zero, 1 diagonal, 2 dense), from the derived blocks
+    S, n = N // net.hidden, net.hidden
+    pattern = np.eye(S, dtype=int)
+    jpat = np.zeros((S, S), dtype=int)
+    for blk in (net._k.carousel if truncated else net._k.blocks):
+        jpat[blk.a, blk.b] = 2 if blk.kind == "dense" else 1
     for i, k in enumerate(range(T - 1, -1, -1)):
         env = net.step_env(traj, k + 1)
         net.fill_jacobian(J, env, truncated)
+        Jm = J
+        jmax = xp.max(xp.abs(xp.reshape(J, (B, -1))), axis=-1)
+        if not bool(xp.all(jmax < hi)):  # huge entries (σ_max(W) near overflow): scale J apart
+            if not bool(xp.all(xp.isfinite(jmax))):
+                from .._checks import GradflowError
+
+                raise GradflowError(f"the Jacobian J_{k + 1} contains NaN or inf")
+            Jm = J / jmax[:, None, None]
+            L = L + xp.log10(jmax)
         rescale = not bool(xp.all((f > lo) & (f < hi)))
         if rescale:
-            P = P @ (J / xp.where(f > 0, f, xp.ones_like(f))[:, None, None])
+            P = P @ (Jm / xp.where(f > 0, f, xp.ones_like(f))[:, None, None])
             with np.errstate(divide="ignore"):
                 L = L + xp.where(f > 0, xp.log10(xp.where(f > 0, f, xp.ones_like(f))),
                                  -xp.inf * xp.ones_like(f))
         else:
-            P = P @ J
+            P = P @ Jm
+        pattern = _pattern_product(pattern, jpat)
         sumsq = _sumsq(xp, P)
         f = xp.sqrt(sumsq)
         if each is not None:
             each(k, P, L)
         if blocks:
             gP = (g_T[:, None, :] @ P)[:, 0, :]  # 10^−L · ∂L/∂s_k
-            tracker.record(k, P, L, gP, sumsq)
+            diagonal = [name for name, (r, c) in blocks.items() if _is_diagonal(pattern, r, c, n)]
+            tracker.record(k, P, L, gP, sumsq, diagonal)
         if progress is not None:
             progress(i + 1, T)
     return tracker.curves()
@@ -234,6 +297,10 @@ def loss_gradient(net: Network, traj: Trajectory, output: tuple | None = None):
         V, c = xp.asarray(V, dtype=net.dtype), xp.asarray(c, dtype=net.dtype)
         if V.ndim != 2 or V.shape[1] != n or tuple(c.shape) != (V.shape[0],):
             raise ValueError(f"output weight V must be (K, {n}) and bias (K,), got {tuple(V.shape)}, {tuple(c.shape)}")
+        if not (bool(xp.all(xp.isfinite(V))) and bool(xp.all(xp.isfinite(c)))):
+            from .._checks import GradflowError
+
+            raise GradflowError("output weight V or bias c contains NaN or inf")
         y = np.asarray(to_host(y)).astype(int).reshape(-1)
         if y.shape != (B,) or (y < 0).any() or (y >= V.shape[0]).any():
             raise ValueError(f"targets must be {B} class indices in 0..{V.shape[0] - 1}")
@@ -277,14 +344,20 @@ def _pascanu_log10(net: Network, T: int):
         b = pascanu_bound(net.cell)
     except ValueError:
         return None
-    rate = 0.0
+    logs = []  # log10 of each term sup·σ_max(M), computed without overflow
     for sup, M in b.terms:
-        s = 1.0
+        ls = 0.0
         if hasattr(M, "name") and M.name in net.weights.arrays:
-            s = float(np.linalg.norm(to_host(net.weights.arrays[M.name]), 2))
-        rate += float(sup) * s
-    with np.errstate(divide="ignore"):
-        return (T - np.arange(T)) * np.log10(rate)
+            W = to_host(net.weights.arrays[M.name]).astype(np.float64)
+            scale = float(np.max(np.abs(W))) if W.size else 0.0
+            ls = -math.inf if scale == 0 else \
+                math.log10(scale) + math.log10(float(np.linalg.norm(W / scale, 2)))
+        with np.errstate(divide="ignore"):
+            logs.append(float(np.log10(float(sup))) + ls)
+    top = max(logs)
+    log_rate = top if not math.isfinite(top) else top + math.log10(sum(10 ** (v - top) for v in logs))
+    with np.errstate(invalid="ignore"):
+        return (T - np.arange(T)) * log_rate
 
 
 def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = None,
@@ -329,28 +402,28 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
     return Flow(net.cell.name, n, T, B, res["full"], res.get("cell_state"), car, lyap,
                 _pascanu_log10(net, T) if bound else None)
 
-def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | None = None) -> dict:
+def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | None = None,
+                    resolve: float = 2e-6) -> dict:
     """Singular values of ∂s_T/∂s_k at the chosen k (0 ≤ k < T), as log10, batch mean.
 
+    The product is carried in factored form with its graded scale apart and its singular values
+    are taken with high relative accuracy (:mod:`gradflow._numeric.product_svd`), so values hundreds of
+    orders below the largest are right; each has an error bound, and a value whose relative
+    error bound exceeds ``resolve`` (2e-6: 1e-6 in log10) is NaN, "not resolved".
+
     Returns:
-        dict k → (N,) NumPy array of log10 σ_i, descending (−inf for exact zeros).
+        dict k → (N,) NumPy array of log10 σ_i, descending (−inf for exact zeros, NaN where not
+        resolved in some sequence of the batch).
     """
+    from .product_svd import product_singular_values
+
     traj = net.unroll(inputs, initial)
     T = traj.steps
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 0 or ks[-1] >= T:
         raise ValueError(f"k must be in 0..{T - 1}, got {ks}")
-    out: dict = {}
-    xp, N = net.xp, net.state_size
-
-    def each(k, P, logscale):
-        if k in ks:
-            with np.errstate(divide="ignore"):
-                out[k] = (to_host(logscale)[:, None] + np.log10(to_host(xp.linalg.svdvals(P)))).mean(axis=0)
-
-    g = xp.zeros((traj.states[0].shape[0], N), dtype=net.dtype)
-    sweep(net, traj, g, blocks={}, each=each)
-    return out
+    per_seq = product_singular_values(net, traj, ks, resolve=resolve)
+    return {k: v.mean(axis=0) for k, v in per_seq.items()}
 
 
 def decay_rate(curve, *, skip: int = 0) -> float:

@@ -21,7 +21,7 @@ from .._checks import positive_int
 from .._symbolic.cell import Cell
 from .._symbolic.cells import get_cell
 from .._symbolic.nodes import Diag
-from .compile import compile_expr, dense_diag
+from .compile import compile_expr, dense_diag, stable_substitutions
 from .loading import check_dtype, real_array
 from .weights import Weights, init_weights, load_weights, to_numpy
 
@@ -48,7 +48,7 @@ class _Kernels:
     carousel: tuple              # the same for the truncated (1997) Jacobian
 
 
-def _blocks(J, idx) -> tuple:
+def _blocks(J, idx, subs=None) -> tuple:
     out = []
     for (a, b), e in J.blocks.items():
         if isinstance(e, ZeroMatrix):
@@ -56,9 +56,9 @@ def _blocks(J, idx) -> tuple:
         if isinstance(e, Identity):
             out.append(_Block(idx[a], idx[b], "identity", None))
         elif isinstance(e, Diag):
-            out.append(_Block(idx[a], idx[b], "diag", compile_expr(e.vector)))
+            out.append(_Block(idx[a], idx[b], "diag", compile_expr(e.vector, subs)))
         else:
-            out.append(_Block(idx[a], idx[b], "dense", compile_expr(e)))
+            out.append(_Block(idx[a], idx[b], "dense", compile_expr(e, subs)))
     return tuple(out)
 
 
@@ -69,13 +69,18 @@ def kernels(cell: Cell) -> _Kernels:
 
     step = cell.recorded
     idx = {s: i for i, s in enumerate(cell.states)}
+    J = cell.jacobian()
+    Jc = truncated_jacobian(cell) if "c" in cell.states else None
+    # the Jacobians evaluate derivative factors (1 − y ⊙ y, 1 − σ) stably from the pre-activation
+    subs = stable_substitutions(step.definitions, list(J.blocks.values()) +
+                                (list(Jc.blocks.values()) if Jc is not None else []))
     return _Kernels(
         prev=tuple(step.prev[s] for s in cell.states),
         new=tuple(step.new[s] for s in cell.states),
         x=step.x,
         forward=tuple((sym, compile_expr(e)) for sym, e in step.definitions.items()),
-        blocks=_blocks(cell.jacobian(), idx),
-        carousel=_blocks(truncated_jacobian(cell), idx) if "c" in cell.states else (),
+        blocks=_blocks(J, idx, subs),
+        carousel=_blocks(Jc, idx, subs) if Jc is not None else (),
     )
 
 

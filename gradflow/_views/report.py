@@ -278,7 +278,8 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
 
     flows_json = {name: {**r.flow.to_json(), "init": r.init,
                          "sigma_max_W": r.sigma_max_W,
-                         "singular_values": {str(k): [None if not np.isfinite(v) else float(v) for v in s]
+                         "singular_values": {str(k): [None if v == -np.inf else "unresolved" if np.isnan(v)
+                                                      else float(v) for v in s]
                                              for k, s in r.spectra.items()}}
                   for name, r in runs.items()}
     (stage / "flows.json").write_text(json.dumps({"flows": flows_json, "phase": numeric.phase},
