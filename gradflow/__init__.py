@@ -14,10 +14,12 @@ from ._numeric.analysis import PhaseGrid, decay_table, phase_grid
 from ._numeric.flow import (
     Curves,
     Flow,
+    Product,
     decay_rate,
     gradient_flow,
     loss_gradient,
     lyapunov_exponents,
+    products,
     singular_values,
 )
 from ._numeric.network import Network, Trajectory, network, random_inputs
@@ -62,7 +64,7 @@ __all__ = [
     # numeric engine
     "INIT_SCHEMES", "Weights", "from_state_dict", "init_weights", "load_weights", "to_state_dict",
     "Network", "Trajectory", "network", "random_inputs",
-    "Curves", "Flow", "decay_rate", "gradient_flow", "loss_gradient", "lyapunov_exponents",
+    "Curves", "Flow", "Product", "decay_rate", "gradient_flow", "loss_gradient", "lyapunov_exponents", "products",
     "singular_values", "spectral_norm",
     "PhaseGrid", "decay_table", "phase_grid",
     # views

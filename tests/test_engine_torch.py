@@ -31,6 +31,7 @@ from gradflow import (  # noqa: E402
     load_weights,
     loss_gradient,
     network,
+    products,
 )
 from gradflow._numeric.flow import sweep  # noqa: E402  (the internal sweep, tested on purpose)
 
@@ -141,15 +142,10 @@ def layer_setup(name: str):
 
 
 def engine_products(net, x) -> dict[int, np.ndarray]:
-    """∂s_T/∂s_k from gradflow's backward sweep: 10**log10_scale · P_hat, for every k."""
+    """∂s_T/∂s_k from gradflow's public backward pass :func:`gradflow.products`: 10**log10_scale · P."""
     traj = net.unroll(x)
-    out = {}
-
-    def each(k, P, logscale):
-        out[k] = np.array(P) * (10.0 ** np.asarray(logscale))[:, None, None]
-
-    sweep(net, traj, loss_gradient(net, traj), blocks={}, each=each)
-    return out
+    return {pr.k: np.array(pr.P) * (10.0 ** np.asarray(pr.log10_scale))[:, None, None]
+            for pr in products(net, traj)}
 
 
 # -- forward and one step ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ singular values, the Pascanu bound beside the measured curve, decay rates.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +22,8 @@ import numpy as np
 from .network import Network, Trajectory, network, random_inputs, to_host
 from .spectral import spectral_blocks, spectral_norm, start_basis
 
-__all__ = ["Curves", "Flow", "Network", "Trajectory", "decay_rate", "gradient_flow", "loss_gradient",
-           "lyapunov_exponents", "network", "random_inputs", "singular_values", "spectral_norm"]
+__all__ = ["Curves", "Flow", "Network", "Product", "Trajectory", "decay_rate", "gradient_flow", "loss_gradient",
+           "lyapunov_exponents", "network", "products", "random_inputs", "singular_values", "spectral_norm"]
 
 # -- results ------------------------------------------------------------------------------------
 def json_number(x, what: str):
@@ -219,18 +219,40 @@ def _is_diagonal(pattern, rows, cols, n) -> bool:
     return all(pattern[a, b] == 0 if a != b else pattern[a, b] <= 1 for a in idx for b in idx)
 
 
-def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="power", tol=1e-10,
-           blocks: Mapping[str, tuple] | None = None, progress=None, each=None):
-    """One backward sweep P_k = P_{k+1} J_{k+1}; records log10 norms of the named sub-blocks.
+@dataclass(frozen=True)
+class Product:
+    """One product of the backward sweep: ∂s_T/∂s_k = 10^log10_scale · P.
 
-    ``blocks``: name → (rows, cols) of ∂s_T/∂s_k to measure; the gradient figure of a block is
-    ‖∂L/∂(its columns of s_k)‖, e.g. ‖∂L/∂c_k‖ for the c→c block.
+    Attributes:
+        k: the earlier step (T−1, …, 0 in the order they come).
+        P: (B, N, N) scaled product, ‖P‖_F kept within [tiny^¼, max^¼] of the dtype.
+        log10_scale: (B,) log10 of the scale factor (−inf where the product is exactly 0).
+        pattern: (S, S) block structure of the product over the S states (0 zero, 1 diagonal,
+            2 dense), derived from the cell's Jacobian blocks.
+        sumsq: (B,) ‖P‖_F².
+    """
+
+    k: int
+    P: Any
+    log10_scale: Any
+    pattern: np.ndarray
+    sumsq: Any
+
+
+def products(net: Network, traj: Trajectory, *, truncated: bool = False) -> Iterator[Product]:
+    """The products ∂s_T/∂s_k = J_T J_{T−1} ⋯ J_{k+1} for k = T−1, …, 0, one backward pass.
 
     J_t is written into one (B, N, N) buffer, block by block from the derived expressions, and
     multiplied in one matmul. The product is carried as 10^L · P; whenever ‖P‖_F leaves
     [tiny^¼, max^¼] of the dtype (1e±77 in float64), P is rescaled by it (folded into the next
-    J), so it never under- or overflows. ``each(k, P, L)`` is called with the true product
-    ∂s_T/∂s_k = 10^L · P.
+    J), so it never under- or overflows; a J_t with entries beyond that range is scaled apart too.
+
+    Arguments:
+        net, traj: the network and its unrolled trajectory (:meth:`Network.unroll`).
+        truncated: use the 1997-truncated Jacobians (the carousel path of an LSTM).
+
+    Yields:
+        :class:`Product` for each k, latest first. Each ``P`` is a new array.
     """
     xp, T, N = net.xp, traj.steps, net.state_size
     B = traj.states[0].shape[0]
@@ -239,15 +261,14 @@ def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="pow
     f = xp.full((B,), math.sqrt(N), dtype=net.dtype)  # ‖P‖_F
     fi = xp.finfo(net.dtype)
     lo, hi = float(fi.smallest_normal) ** 0.25, float(fi.max) ** 0.25
-    tracker = _Tracker(xp, blocks or {}, T, B, net.dtype, spectral, tol)
     J = xp.zeros((B, N, N), dtype=net.dtype)  # one buffer: the zero blocks never change
     # block structure of the product (0 zero, 1 diagonal, 2 dense), from the derived blocks
-    S, n = N // net.hidden, net.hidden
+    S = N // net.hidden
     pattern = np.eye(S, dtype=int)
     jpat = np.zeros((S, S), dtype=int)
-    for blk in (net._k.carousel if truncated else net._k.blocks):
+    for blk in (net.kernels.carousel if truncated else net.kernels.blocks):
         jpat[blk.a, blk.b] = 2 if blk.kind == "dense" else 1
-    for i, k in enumerate(range(T - 1, -1, -1)):
+    for k in range(T - 1, -1, -1):
         env = net.step_env(traj, k + 1)
         net.fill_jacobian(J, env, truncated)
         Jm = J
@@ -270,14 +291,28 @@ def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="pow
         pattern = _pattern_product(pattern, jpat)
         sumsq = _sumsq(xp, P)
         f = xp.sqrt(sumsq)
+        yield Product(k, P, L, pattern, sumsq)
+
+
+def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="power", tol=1e-10,
+           blocks: Mapping[str, tuple] | None = None, progress=None, each=None):
+    """One backward sweep over :func:`products`; records log10 norms of the named sub-blocks.
+
+    ``blocks``: name → (rows, cols) of ∂s_T/∂s_k to measure; the gradient figure of a block is
+    ‖∂L/∂(its columns of s_k)‖, e.g. ‖∂L/∂c_k‖ for the c→c block. ``each(k, P, L)`` is called
+    with the true product ∂s_T/∂s_k = 10^L · P.
+    """
+    tracker = _Tracker(net.xp, blocks or {}, traj.steps, traj.states[0].shape[0], net.dtype, spectral, tol)
+    g = g_T[:, None, :] if blocks else None
+    for i, pr in enumerate(products(net, traj, truncated=truncated)):
         if each is not None:
-            each(k, P, L)
+            each(pr.k, pr.P, pr.log10_scale)
         if blocks:
-            gP = (g_T[:, None, :] @ P)[:, 0, :]  # 10^−L · ∂L/∂s_k
-            diagonal = [name for name, (r, c) in blocks.items() if _is_diagonal(pattern, r, c, n)]
-            tracker.record(k, P, L, gP, sumsq, diagonal)
+            gP = (g @ pr.P)[:, 0, :]  # 10^−L · ∂L/∂s_k
+            diagonal = [name for name, (r, c) in blocks.items() if _is_diagonal(pr.pattern, r, c, net.hidden)]
+            tracker.record(pr.k, pr.P, pr.log10_scale, gP, pr.sumsq, diagonal)
         if progress is not None:
-            progress(i + 1, T)
+            progress(i + 1, traj.steps)
     return tracker.curves()
 
 

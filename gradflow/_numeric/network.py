@@ -119,6 +119,11 @@ class Network:
         self._env0 = dict(weights.env(), xp=self.xp, dtype=self.dtype)
 
     @property
+    def kernels(self) -> _Kernels:
+        """The compiled cell: its forward step and Jacobian blocks (what :func:`products` multiplies)."""
+        return self._k
+
+    @property
     def state_size(self) -> int:
         """N = (number of states) · n."""
         return len(self.cell.states) * self.hidden
