@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .._numeric.flow import json_number
 from .._symbolic.cell import Cell
 from .._symbolic.many_steps import carousel
 from .document import Doc, fmt_num
@@ -227,7 +228,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
             save(fig, "phase")
         phase = {"cell": c.name, "hidden": p_hidden, "input": p_input, "steps": p_steps, "batch": 2,
                  "scales": list(scales), "forget_biases": list(biases), "init": grid.init,
-                 "rates": [[None if not np.isfinite(v) else float(v) for v in row] for row in grid.rates]}
+                 "rates": [[json_number(v, f"phase-grid rate of {c.name}") for v in row] for row in grid.rates]}
         what = ("and the forget-gate bias $b_f$" if has_forget else "(this cell has no forget gate)")
         caption = (f"Decay rate of $\\partial s_T/\\partial s_k$ for `{c.name}` over the scale of the "
                    f"recurrent weights {what} (a small grid: $n = {p_hidden}$, $m = {p_input}$, "

@@ -36,6 +36,7 @@ import numpy as np
 import sympy as sp
 
 from .._checks import positive_int
+from .._numeric.flow import json_number
 from .._symbolic.cell import Cell
 from .._symbolic.cells import get_cell
 from .bibtex import bibliography_text, parse_bibtex
@@ -285,11 +286,11 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
     (stage / "flows.json").write_text(json.dumps({"flows": flows_json, "phase": numeric.phase},
                                                  allow_nan=False) + "\n", encoding="utf-8")
 
-    def clean(x):
-        if isinstance(x, float) and not np.isfinite(x):
-            return None
-        if isinstance(x, (np.floating, np.integer)):
-            return clean(x.item())
+    def clean(x, what):
+        if isinstance(x, (float, np.floating)):
+            return json_number(x, what)
+        if isinstance(x, np.integer):
+            return x.item()
         return x
 
     provenance = {
@@ -306,7 +307,8 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
                      "python_implementation": platform.python_implementation()},
         "output": str(out),
         "figures": numeric.figures,
-        "decay_table": [{k: clean(v) for k, v in row.items()} for row in numeric.table],
+        "decay_table": [{k: clean(v, f"decay table {row['cell']} {k}") for k, v in row.items()}
+                        for row in numeric.table],
         "references": doc.cited,
     }
     (stage / "provenance.json").write_text(json.dumps(provenance, indent=2, allow_nan=False) + "\n",
