@@ -140,16 +140,57 @@ def fmt_num(x, fmt: str = "{:.4f}") -> str:
 _INLINE = re.compile(r"(\$[^$]+\$|`[^`]+`|\[@[^\]]+\]|@\[[^\]]+\])")
 
 
+@dataclass(frozen=True)
+class Heading:
+    level: int  # 1 title, 2 section, 3 subsection (2 and 3 numbered), 4 paragraph heading
+    text: str
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str  # with $math$, `code`, [@key] and @[key] citations
+
+
+@dataclass(frozen=True)
+class Display:
+    tex: str  # the body of an aligned display
+
+
+@dataclass(frozen=True)
+class Figure:
+    stem: str  # figures/<stem>.png and .pdf
+    caption: str
+    width: float  # fraction of the line width in LaTeX
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    caption: str
+    align: str  # one of l, r, c per column
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str  # a shell command, shown verbatim (escaped for each format)
+
+
+Block = Heading | Paragraph | Display | Figure | Table | Code
+
+
 class Doc:
+    """One document: a list of blocks, rendered as Markdown (:meth:`markdown`) and LaTeX (:meth:`latex`)."""
+
     def __init__(self, bib: dict[str, BibEntry]):
         self.bib = bib
-        self.blocks: list[tuple] = []
+        self.blocks: list[Block] = []
         self.cited: list[str] = []
 
     # -- building ----------------------------------------------------------------------------
     def heading(self, level: int, text: str):
         """A heading; levels 2 and 3 are numbered (1., 1.1) in the order they are added."""
-        self.blocks.append(("h", level, text))
+        self.blocks.append(Heading(level, text))
 
     def para(self, text: str):
         for key in self._keys(text):
@@ -157,21 +198,21 @@ class Doc:
                 raise KeyError(f"citation {key!r} is not in references.bib")
             if key not in self.cited:
                 self.cited.append(key)
-        self.blocks.append(("p", text))
+        self.blocks.append(Paragraph(text))
 
     def display(self, rows: Sequence[Row] | str):
-        self.blocks.append(("eq", rows if isinstance(rows, str) else _aligned(rows)))
+        self.blocks.append(Display(rows if isinstance(rows, str) else _aligned(rows)))
 
     def figure(self, stem: str, caption: str, width: float = 0.75):
         self._keys_of(caption)
-        self.blocks.append(("fig", stem, caption, width))
+        self.blocks.append(Figure(stem, caption, width))
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[str]], caption: str, align: str):
         self._keys_of(caption)
-        self.blocks.append(("table", list(header), [list(r) for r in rows], caption, align))
+        self.blocks.append(Table(tuple(header), tuple(tuple(r) for r in rows), caption, align))
 
     def code(self, text: str):
-        self.blocks.append(("code", text))
+        self.blocks.append(Code(text))
 
     def _keys_of(self, text):
         for key in self._keys(text):
@@ -240,35 +281,34 @@ class Doc:
         out, fig_no, tab_no = [], 0, 0
         section = [0, 0]  # numbers of the current level-2 and level-3 headings
         for b in self.blocks:
-            kind = b[0]
-            if kind == "h":
+            if isinstance(b, Heading):
                 number = ""
-                if b[1] == 2:
+                if b.level == 2:
                     section = [section[0] + 1, 0]
                     number = f"{section[0]}. "
-                elif b[1] == 3:
+                elif b.level == 3:
                     section[1] += 1
                     number = f"{section[0]}.{section[1]} "
-                out.append("#" * b[1] + " " + number + self.inline_md(b[2]))
-            elif kind == "p":
-                out.append(self.inline_md(b[1]))
-            elif kind == "eq":
-                out.append("$$\n" + _md_math(b[1]) + "\n$$")
-            elif kind == "fig":
+                out.append("#" * b.level + " " + number + self.inline_md(b.text))
+            elif isinstance(b, Paragraph):
+                out.append(self.inline_md(b.text))
+            elif isinstance(b, Display):
+                out.append("$$\n" + _md_math(b.tex) + "\n$$")
+            elif isinstance(b, Figure):
                 fig_no += 1
-                out.append(f"![Figure {fig_no}](figures/{b[1]}.png)\n\n"
-                           f"*Figure {fig_no}.* {self.inline_md(b[2])}")
-            elif kind == "table":
+                out.append(f"![Figure {fig_no}](figures/{b.stem}.png)\n\n"
+                           f"*Figure {fig_no}.* {self.inline_md(b.caption)}")
+            elif isinstance(b, Table):
                 tab_no += 1
-                _, header, rows, caption, align = b
+                header, rows, caption, align = b.header, b.rows, b.caption, b.align
                 spec = {"l": ":---", "r": "---:", "c": ":---:"}
                 lines = [f"*Table {tab_no}.* {self.inline_md(caption)}", "",
                          "| " + " | ".join(self.inline_md(h) for h in header) + " |",
                          "|" + "|".join(spec[a] for a in align) + "|"]
                 lines += ["| " + " | ".join(self.inline_md(c) for c in r) + " |" for r in rows]
                 out.append("\n".join(lines))
-            elif kind == "code":
-                out.append(md_code_block(b[1]))
+            elif isinstance(b, Code):
+                out.append(md_code_block(b.text))
         out.append("## References")
         out.append("\n".join(f"- <a id=\"ref-{e.key}\"></a>**[{e.key}]** {format_entry(e, 'md')}"
                              for e in self.references()))
@@ -277,24 +317,22 @@ class Doc:
     def latex(self, title: str, date: str) -> str:
         body = []
         for b in self.blocks:
-            kind = b[0]
-            if kind == "h":
-                if b[1] == 1:
+            if isinstance(b, Heading):
+                if b.level == 1:
                     continue
-                cmd = {2: "section", 3: "subsection"}.get(b[1], "subsubsection")
-                text = re.sub(r"^\d+(\.\d+)*\.?\s+", "", b[2])  # LaTeX numbers its own sections
-                body.append(f"\\{cmd}{{{self.inline_tex(text)}}}")
-            elif kind == "p":
-                body.append(self.inline_tex(b[1]))
-            elif kind == "eq":
-                body.append("\\[\n\\fitmath{" + _spread_matrices(b[1]) + "}\n\\]")
-            elif kind == "fig":
+                cmd = {2: "section", 3: "subsection"}.get(b.level, "subsubsection")
+                body.append(f"\\{cmd}{{{self.inline_tex(b.text)}}}")  # LaTeX numbers its own sections
+            elif isinstance(b, Paragraph):
+                body.append(self.inline_tex(b.text))
+            elif isinstance(b, Display):
+                body.append("\\[\n\\fitmath{" + _spread_matrices(b.tex) + "}\n\\]")
+            elif isinstance(b, Figure):
                 body.append("\\begin{figure}[htbp]\n\\centering\n"
-                            f"\\includegraphics[width={b[3]:.2f}\\linewidth,height=0.8\\textheight,"
-                            f"keepaspectratio]{{figures/{b[1]}.pdf}}\n"
-                            f"\\caption{{{self.inline_tex(b[2])}}}\n\\end{{figure}}")
-            elif kind == "table":
-                _, header, rows, caption, align = b
+                            f"\\includegraphics[width={b.width:.2f}\\linewidth,height=0.8\\textheight,"
+                            f"keepaspectratio]{{figures/{b.stem}.pdf}}\n"
+                            f"\\caption{{{self.inline_tex(b.caption)}}}\n\\end{{figure}}")
+            elif isinstance(b, Table):
+                header, rows, caption, align = b.header, b.rows, b.caption, b.align
                 lines = ["\\begin{table}[htbp]", "\\centering", "\\small",
                          "\\caption{" + self.inline_tex(caption) + "}",
                          "\\fitbox{\\begin{tabular}{" + align + "}", "\\toprule",
@@ -302,8 +340,8 @@ class Doc:
                 lines += [" & ".join(self.inline_tex(c) for c in r) + " \\\\" for r in rows]
                 lines += ["\\bottomrule", "\\end{tabular}}", "\\end{table}"]
                 body.append("\n".join(lines))
-            elif kind == "code":
-                body.append(tex_code_block(b[1]))
+            elif isinstance(b, Code):
+                body.append(tex_code_block(b.text))
         refs = "\n".join("\\bibitem{" + e.key + "} " + format_entry(e, "tex") for e in self.references())
         preamble = r"""\documentclass[11pt]{article}
 \usepackage[margin=2.4cm]{geometry}
