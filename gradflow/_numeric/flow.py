@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import sympy as sp
+from sympy import Identity
 
+from .compile import compile_expr
 from .network import Network, Trajectory, network, random_inputs, to_host
 from .spectral import spectral_blocks, spectral_norm, start_basis
 
@@ -278,11 +281,17 @@ def _pascanu_log10(net: Network, T: int):
     except ValueError:
         return None
     rate = 0.0
+    constants = net.cell.recorded.constants
     for sup, M in b.terms:
         s = 1.0
         if hasattr(M, "name") and M.name in net.weights.arrays:
             s = float(np.linalg.norm(to_host(net.weights.arrays[M.name]), 2))
-        rate += float(sup) * s
+        elif not isinstance(M, Identity):  # a structured matrix (W − Wᵀ − γI): evaluate it
+            try:
+                s = float(np.linalg.norm(to_host(compile_expr(M)(net.env0())), 2))
+            except KeyError:  # it depends on the step (no single bound)
+                return None
+        rate += float(sp.sympify(sup).subs(constants)) * s
     with np.errstate(divide="ignore"):
         return (T - np.arange(T)) * np.log10(rate)
 

@@ -111,6 +111,11 @@ class Network:
         self.dtype = arrays[0].dtype
         self._k = kernels(self.cell)
         self._env0 = dict(weights.env(), xp=self.xp, dtype=self.dtype)
+        self._env0.update(self.cell.recorded.constants)  # the cell's fixed scalars (ε, γ, Δt)
+
+    def env0(self) -> dict:
+        """The step-independent environment: weights, sizes, the cell's constants, ``xp``."""
+        return dict(self._env0)
 
     @property
     def state_size(self) -> int:

@@ -23,7 +23,7 @@ class _TextPrinter(StrPrinter):
     """Plain-text printer: ⊙ for Hadamard products, · for matrix products, short names."""
 
     def _wrap(self, a):
-        return "(%s)" % self._print(a) if isinstance(a, MatAdd) else self._print(a)
+        return "(%s)" % self._print(a) if isinstance(a, (MatAdd, sp.Add)) else self._print(a)
 
     def _print_HadamardProduct(self, expr):
         return " ⊙ ".join("(%s)" % self._print(a) if isinstance(a, MatAdd) else self._print(a)
