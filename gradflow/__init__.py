@@ -27,6 +27,7 @@ from ._symbolic.activations import ACTIVATIONS, Activation, relu, sigmoid, tanh
 from ._symbolic.cell import Cell, Param, Recurrence, StateJacobian, Step, m, n, t
 from ._symbolic.cells import CELLS, get_cell
 from ._symbolic.chain import jacobian, total_derivatives
+from ._symbolic.custom import define_cell, make_cell, register_cell
 from ._symbolic.many_steps import (
     Bound,
     Carousel,
@@ -36,7 +37,7 @@ from ._symbolic.many_steps import (
     state_product,
     truncated_jacobian,
 )
-from ._symbolic.nodes import Diag, Elementwise, hadamard
+from ._symbolic.nodes import Diag, Elementwise, hadamard, one_minus
 from ._symbolic.params import LayerCount, ParamCount, conv_params, count_params, dense_params
 from ._symbolic.printing import latex
 from ._version import __version__
@@ -56,6 +57,7 @@ __all__ = [
     "ACTIVATIONS", "Activation", "CELLS", "Cell", "Diag", "Elementwise", "Param", "Recurrence",
     "StateJacobian", "Step", "get_cell", "hadamard", "jacobian", "latex", "m", "n", "relu",
     "sigmoid", "t", "tanh", "total_derivatives",
+    "define_cell", "make_cell", "one_minus", "register_cell",
     "Bound", "Carousel", "StateProduct", "carousel", "pascanu_bound", "state_product",
     "truncated_jacobian",
     "LayerCount", "ParamCount", "conv_params", "count_params", "dense_params",

@@ -278,6 +278,15 @@ def _spectrum_ks(steps: int) -> list[int]:
     return sorted({0, steps // 4, steps // 2, (3 * steps) // 4, steps - 1})
 
 
+def _bound_reads_w(cell: Cell) -> bool:
+    """True when the Pascanu bound's matrices are W itself (not W − Wᵀ − γI): σ_max(W) is its input."""
+    try:
+        terms = pascanu_bound(cell).terms
+    except ValueError:
+        return False
+    return all(isinstance(M, Identity) or getattr(M, "name", None) == "W" for _, M in terms)
+
+
 def _measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
              forget_bias: float | None = None) -> dict:
     from .._numeric.flow import decay_rate, gradient_flow, network, random_inputs, singular_values
@@ -300,7 +309,7 @@ def _measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
             extra["rate_carousel"] = decay_rate(flow.carousel.mean()["log10_norm_2"])
         if flow.bound is not None:
             extra["rate_bound"] = decay_rate(flow.bound)
-        if "W" in net.weights.arrays:
+        if "W" in net.weights.arrays and _bound_reads_w(cell):
             extra["sigma_max_W"] = float(np.linalg.norm(np.asarray(net.weights.arrays["W"]), 2))
         out[cell.name] = {"cell": cell, "net": net, "flow": flow, "J_T": J_T, "spectra": spectra,
                           "init": cell.default_init, **extra}
@@ -366,9 +375,11 @@ def _numeric_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict, hidde
             first = steps - int(np.nonzero(zero)[0].max())
             text += (f"; the product is exactly zero for lags $T-k \\ge {first}$ "
                      "(no gradient at all reaches those steps): an unbounded decay, hence the rate $-\\infty$")
-        if f.bound is not None and r["sigma_max_W"] is not None:
+        if f.bound is not None:
             below = bool(np.all(full <= np.asarray(f.bound) + 1e-9))
-            text += (f"; $\\sigma_{{\\max}}(W)$ = {fmt_num(r['sigma_max_W'])}, bound rate "
+            sigma = ("" if r["sigma_max_W"] is None else
+                     f"; $\\sigma_{{\\max}}(W)$ = {fmt_num(r['sigma_max_W'])}")
+            text += (f"{sigma}; bound rate "
                      f"{fmt_num(r['rate_bound'])} per step; the measured curve lies "
                      + ("below the bound at every $k$, as it must." if below else
                         "ABOVE the bound at some $k$, which contradicts the algebra: please report this."))
