@@ -22,6 +22,7 @@ import sympy as sp
 from sympy import Identity
 
 from .compile import compile_expr
+from .diagonal import diagonal_curves, is_diagonal
 from .network import Network, Trajectory, network, random_inputs, to_host
 from .spectral import spectral_blocks, spectral_norm, start_basis
 
@@ -299,7 +300,7 @@ def _pascanu_log10(net: Network, T: int):
 def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = None,
                   output: tuple | None = None, spectral: str = "power", tol: float = 1e-10,
                   lyapunov: bool = True, carousel: bool = False, bound: bool = True,
-                  progress: Callable[[int, int], None] | None = None) -> Flow:
+                  progress: Callable[[int, int], None] | None = None, structure: str = "auto") -> Flow:
     """Measure ‖∂s_T/∂s_k‖₂, ‖∂s_T/∂s_k‖_F and ‖∂L/∂s_k‖ for every k in one backward sweep.
 
     Arguments:
@@ -314,12 +315,25 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
             carousel path ∏ diag(f_j).
         bound: the Pascanu bound beside the curve (Elman cells).
         progress: ``callback(done, total)``.
+        structure: ``"auto"`` uses the O(T·n) diagonal path (:mod:`gradflow._numeric.diagonal`,
+            exact norms, no n × n matrix) when the derived state Jacobian is diagonal, the dense
+            sweep otherwise; ``"dense"`` always sweeps dense Jacobians.
 
     Returns:
         :class:`Flow`.
     """
     if spectral not in ("power", "svd"):
         raise ValueError(f"spectral must be 'power' or 'svd', got {spectral!r}")
+    if structure not in ("auto", "dense"):
+        raise ValueError(f"structure must be 'auto' or 'dense', got {structure!r}")
+    if structure == "auto" and is_diagonal(net.cell) and "c" not in net.cell.states:
+        c = diagonal_curves(net, inputs, initial,
+                            lambda traj: loss_gradient(net, traj, output))
+        T, B = c["log10_norm_2"].shape[1], c["log10_norm_2"].shape[0]
+        full = Curves(c["log10_norm_2"], c["log10_norm_fro"], c["log10_grad_norm"])
+        return Flow(net.cell.name, net.hidden, T, B, full, None, None,
+                    c["lyapunov"].mean(axis=0) if lyapunov else None,
+                    _pascanu_log10(net, T) if bound else None)
     traj = net.unroll(inputs, initial)
     T, B = traj.steps, traj.states[0].shape[0]
     n, N = net.hidden, net.state_size

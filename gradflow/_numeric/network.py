@@ -185,6 +185,11 @@ class Network:
             states.append(s)
         return Trajectory(inputs, states, named)
 
+    def step(self, s_prev, x):
+        """One step: (s_t (B, N), the named quantities of the step) from s_{t−1} (B, N), x_t (B, m)."""
+        env = self._env(s_prev, x)
+        return self._state(env), env
+
     def check_inputs(self, inputs):
         """(T, m) or (T, B, m) → (T, B, m) of the network's dtype; ``ValueError`` if malformed."""
         xp = self.xp
