@@ -43,6 +43,9 @@ class _TextPrinter(StrPrinter):
         name = expr.name.replace(r"\tilde{h}", "h~").replace(" ", "")
         return re.sub(r"_\{(\w+)\}", r"_\1", name)  # h_{t} -> h_t, h_{t-1} stays
 
+    def _print_Symbol(self, expr):
+        return expr.name.replace("\\Delta ", "Δ")  # a cell constant named in LaTeX: \Delta t -> Δt
+
     def _print_OneMatrix(self, expr):
         return "1"
 
