@@ -68,3 +68,30 @@ def test_long_horizon_against_gate_products():
     fast = gf.gradient_flow(net, x, lyapunov=False).full.mean()["log10_norm_2"]
     assert fast[0] < -300  # far below float64's range: only log form can hold it
     assert np.allclose(fast, suffix.max(axis=1), rtol=0, atol=1e-9)
+
+
+# --------------------------------------------------------------------------------------------
+# chrono initialisation (Tallec & Ollivier 2018)
+# --------------------------------------------------------------------------------------------
+def test_chrono_init_sets_the_forget_time_scales():
+    T_max, N = 100.0, 64
+    w = gf.chrono_init(gf.init_weights("lstm", N, 2, seed=1), T_max, seed=3)
+    b_f, b_i = np.asarray(w.arrays["b_{f}"]), np.asarray(w.arrays["b_{i}"])
+    tau = 1 + np.exp(b_f)  # = 1 / (1 − σ(b_f))
+    assert np.allclose(tau, 1 / (1 - 1 / (1 + np.exp(-b_f))), rtol=1e-12)
+    assert tau.min() >= 2 and tau.max() <= T_max and np.ptp(tau) > T_max / 2
+    assert np.array_equal(b_i, -b_f)
+    with pytest.raises(gf.GradflowError):
+        gf.chrono_init(gf.init_weights("cifg", 4, 2), T_max)  # no b_f
+
+
+def test_chrono_carousel_decays_at_the_slowest_time_scale():
+    """With the gates' weights at 0, the carousel ∏ diag(f) = diag(σ(b_f))^{T−k}: its norm is max_j σ(b_f,j)^{T−k}."""
+    T, N = 50, 6
+    w = gf.chrono_init(gf.init_weights("lstm", N, 2, seed=0), 200.0, seed=1)
+    arrays = {k: (np.zeros_like(v) if k in ("W_{f}", "U_{f}") else v) for k, v in w.arrays.items()}
+    net = gf.Network(gf.Weights(w.cell, N, 2, arrays))
+    flow = gf.gradient_flow(net, gf.random_inputs(T, 2), carousel=True, lyapunov=False)
+    f = 1 / (1 + np.exp(-np.asarray(arrays["b_{f}"])))
+    want = (T - np.arange(T)) * np.log10(f.max())
+    assert np.allclose(flow.carousel.mean()["log10_norm_2"], want, rtol=1e-10)
