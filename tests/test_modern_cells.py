@@ -24,7 +24,7 @@ import gradflow as gf
 
 M = 2
 SIZES = [1, 2, 3]
-MODERN = ["peephole-lstm", "cifg", "indrnn", "mingru", "minlstm", "antisymmetric-rnn",
+MODERN = ["peephole-lstm", "cifg", "slstm", "indrnn", "mingru", "minlstm", "antisymmetric-rnn",
           "lipschitz-rnn", "cornn", "cornn-imex"]
 
 
@@ -56,6 +56,13 @@ def step_fn(name: str, P: dict, n: int):
             i = sig(lin("i", h, x))
             c2 = (1 - i) * c + i * th(lin("g", h, x))
             return torch.cat([sig(lin("o", h, x)) * th(c2), c2])
+    elif name == "slstm":  # xLSTM sLSTM, one head, no stabiliser: state (h, c, n)
+        def F(s, x):
+            h, c, nn_ = s[:n], s[n:2 * n], s[2 * n:]
+            i, f = torch.exp(lin("i", h, x)), sig(lin("f", h, x))
+            c2 = f * c + i * th(lin("z", h, x))
+            n2 = f * nn_ + i
+            return torch.cat([sig(lin("o", h, x)) * c2 / n2, c2, n2])
     elif name == "indrnn":  # Li et al. 2018
         def F(s, x):
             return torch.relu(P["U"] @ x + P["u"] * s + P["b"])
@@ -153,6 +160,10 @@ def _reference_module(name, n, m) -> nn.Module:
         mod.peep = nn.ParameterList([nn.Parameter(torch.zeros(n)) for _ in range(3)])
     elif name == "cifg":
         mod.kernel = nn.Linear(m + n, 3 * n)
+    elif name == "slstm":  # one head: input projection (no bias), recurrent kernel R, bias
+        mod.W = nn.Linear(m, 4 * n, bias=False)
+        mod.R = nn.Parameter(torch.zeros(4 * n, n))
+        mod.b = nn.Parameter(torch.zeros(4 * n))
     elif name == "indrnn":  # weight_ih, bias_ih, weight_hh (a vector)
         mod.ih = nn.Linear(m, n)
         mod.weight_hh = nn.Parameter(torch.zeros(n))
@@ -279,3 +290,51 @@ def test_cornn_imex_and_explicit_differ_only_by_the_damping():
     dt, eps = 0.042, 4.7
     assert np.allclose(z_ex - z_im, dt * eps * (z_im - s0[N:]), atol=1e-14)
     assert np.abs(z_ex - z_im).max() > 1e-6
+
+
+# --------------------------------------------------------------------------------------------
+# sLSTM: the official stabilised step gives the same h; the normalised cell u = c/n
+# --------------------------------------------------------------------------------------------
+def test_slstm_stabilised_official_step_gives_the_same_h():
+    """NX-AI/xlstm vanilla step: m_t = max(log σ(f̃) + m_{t−1}, ĩ), i = e^{ĩ−m_t}, f = e^{log σ(f̃)+m_{t−1}−m_t}."""
+    N, T = 3, 200
+    net, P, _ = _setup("slstm", N, seed=5)
+    arrays = dict(net.weights.arrays, **{"b_{i}": np.full(N, 3.0)})  # large ĩ: e^{ĩ} matters
+    net = gf.Network(gf.Weights(net.cell, N, M, arrays))
+    P = {k: _t(v) for k, v in arrays.items()}
+    x = gf.random_inputs(T, M, seed=8)
+    traj = net.unroll(x)
+    h = torch.zeros(N, dtype=torch.float64)
+    c, nn_, m = torch.zeros_like(h), torch.zeros_like(h), torch.zeros_like(h)
+    worst = 0.0
+    for t in range(T):
+        xt = _t(x[t, 0])
+        raw = {g: P[f"W_{{{g}}}"] @ h + P[f"U_{{{g}}}"] @ xt + P[f"b_{{{g}}}"] for g in "ifzo"}
+        logf = torch.nn.functional.logsigmoid(raw["f"])
+        m_new = raw["i"] if t == 0 else torch.maximum(logf + m, raw["i"])
+        i, f = torch.exp(raw["i"] - m_new), torch.exp(logf + m - m_new)
+        c, nn_ = f * c + i * torch.tanh(raw["z"]), f * nn_ + i
+        h, m = torch.sigmoid(raw["o"]) * c / nn_, m_new
+        worst = max(worst, np.abs(np.asarray(traj.states[t + 1][0, :N]) - h.numpy()).max())
+    assert worst < 1e-12, worst
+
+
+def test_slstm_normalised_cell_is_a_convex_recursion():
+    """u_t = c_t/n_t obeys u_t = (1 − κ_t) u_{t−1} + κ_t tanh z̃_t, κ_t = i_t/n_t ∈ (0, 1]; |u| ≤ 1."""
+    N, T = 4, 60
+    net = gf.network("slstm", N, M, seed=2)
+    traj = net.unroll(gf.random_inputs(T, M, seed=3))
+    defs = {s.name: s for s in net.cell.recorded.definitions}
+    u_prev = None
+    for t in range(1, T + 1):
+        s = np.asarray(traj.states[t][0])
+        c, n_ = s[N:2 * N], s[2 * N:]
+        named = traj.named[t - 1]
+        i, z = (np.asarray(named[defs[k]])[0] for k in ("i_{t}", "z_{t}"))
+        u, kappa = c / n_, i / n_
+        assert np.all((kappa > 0) & (kappa <= 1 + 1e-15)) and np.all(np.abs(u) <= 1 + 1e-12)
+        if u_prev is not None:
+            assert np.allclose(u, (1 - kappa) * u_prev + kappa * z, rtol=1e-12, atol=1e-14)
+        else:
+            assert np.allclose(kappa, 1.0) and np.allclose(u, z)  # n_0 = 0: u_1 = tanh z̃_1
+        u_prev = u

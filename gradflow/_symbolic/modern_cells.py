@@ -19,6 +19,7 @@ from sympy import HadamardPower, Identity, MatAdd, MatMul
 
 from .activations import relu, sigmoid, tanh
 from .cell import Cell, Recurrence, n
+from .modern_activations import exp
 from .nodes import hadamard, one_minus
 
 #: reference implementations keep one bias per gate (see the module docstring)
@@ -60,6 +61,23 @@ def _indrnn(r: Recurrence):
     """IndRNN (Li et al. 2018): h_t = relu(U x_t + u ⊙ h_{t−1} + b); each unit its own recurrence."""
     a = r.let("a", MatAdd(MatMul(r.U(), r.x), hadamard(r.w(label="u"), r.prev["h"]), r.b()))
     return {"h": relu(a)}
+
+
+def _slstm(r: Recurrence):
+    """sLSTM of xLSTM (Beck et al. 2024), one head, unstabilised, sigmoid forget gate (official vanilla).
+
+    i_t = exp(ĩ_t), f_t = σ(f̃_t), c_t = f_t ⊙ c_{t−1} + i_t ⊙ tanh(z̃_t), n_t = f_t ⊙ n_{t−1} + i_t,
+    h_t = σ(õ_t) ⊙ c_t ⊘ n_t. The official code carries a stabiliser m_t and stores c e^{−m},
+    n e^{−m}; h is the same function of the inputs (c/n is invariant to m), so this form has the
+    same h and the same ∂h_T/∂h_k, but its c and n overflow where ĩ is large.
+    """
+    i = r.let("i", exp(r.affine("i")))
+    f = r.let("f", sigmoid(r.affine("f")))
+    z = r.let("z", tanh(r.affine("z")))
+    o = r.let("o", sigmoid(r.affine("o")))
+    c = r.let("c", MatAdd(hadamard(f, r.prev["c"]), hadamard(i, z)))
+    nn = r.let("n", MatAdd(hadamard(f, r.prev["n"]), i))
+    return {"c": c, "n": nn, "h": hadamard(o, c, HadamardPower(nn, -1))}
 
 
 # -- diagonal, input-driven -------------------------------------------------------------------
@@ -141,6 +159,8 @@ MODERN_CELLS: tuple[Cell, ...] = (
          bias_copies=ONE_BIAS, reference="gers2002peephole"),
     Cell("cifg", "LSTM with coupled input-forget gate (CIFG)", ("h", "c"), _cifg,
          bias_copies=ONE_BIAS, reference="greff2017odyssey"),
+    Cell("slstm", "sLSTM of xLSTM (one head, unstabilised form)", ("h", "c", "n"), _slstm,
+         bias_copies=ONE_BIAS, reference="beck2024xlstm"),
     Cell("indrnn", "IndRNN, h_t = relu(U x_t + u * h_{t-1} + b)", ("h",), _indrnn,
          bias_copies=ONE_BIAS, reference="li2018indrnn"),
     Cell("mingru", "minGRU (z weights the candidate)", ("h",), _mingru,
