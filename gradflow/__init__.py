@@ -11,7 +11,7 @@
 
 from ._checks import GradflowError
 from ._numeric.analysis import PhaseGrid, decay_table, phase_grid
-from ._numeric.chrono import chrono_init
+from ._numeric.modern_init import chrono_init, lru_ring_init
 from ._numeric.flow import (
     Curves,
     Flow,
@@ -63,7 +63,7 @@ __all__ = [
     "truncated_jacobian",
     "LayerCount", "ParamCount", "conv_params", "count_params", "dense_params",
     # numeric engine
-    "INIT_SCHEMES", "Weights", "chrono_init", "from_state_dict", "init_weights", "load_weights", "to_state_dict",
+    "INIT_SCHEMES", "Weights", "chrono_init", "lru_ring_init", "from_state_dict", "init_weights", "load_weights", "to_state_dict",
     "Network", "Trajectory", "network", "random_inputs",
     "Curves", "Flow", "decay_rate", "gradient_flow", "loss_gradient", "lyapunov_exponents",
     "singular_values", "spectral_norm",

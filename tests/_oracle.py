@@ -34,6 +34,8 @@ SCALAR = {
     "relu": lambda u: sp.Max(0, u),
     "step": lambda u: sp.Heaviside(u, 0),
     "exp": sp.exp,
+    "cos": sp.cos,
+    "sin": sp.sin,
 }
 
 

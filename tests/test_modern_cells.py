@@ -24,7 +24,7 @@ import gradflow as gf
 
 M = 2
 SIZES = [1, 2, 3]
-MODERN = ["peephole-lstm", "cifg", "slstm", "indrnn", "mingru", "minlstm", "antisymmetric-rnn",
+MODERN = ["peephole-lstm", "cifg", "slstm", "lru", "indrnn", "mingru", "minlstm", "antisymmetric-rnn",
           "lipschitz-rnn", "cornn", "cornn-imex"]
 
 
@@ -63,6 +63,15 @@ def step_fn(name: str, P: dict, n: int):
             c2 = f * c + i * th(lin("z", h, x))
             n2 = f * nn_ + i
             return torch.cat([sig(lin("o", h, x)) * c2 / n2, c2, n2])
+    elif name == "lru":  # Orvieto et al. 2023, complex arithmetic: x = λ x + γ (B u)
+        lam = torch.exp(-torch.exp(P[r"\nu"]) + 1j * torch.exp(P[r"\theta"]))
+        gam = torch.exp(P[r"\gamma_{\log}"])
+        B = P["B_{re}"] + 1j * P["B_{im}"]
+
+        def F(s, x):
+            z = torch.complex(s[:n], s[n:])
+            z2 = lam * z + gam * (B @ x.to(torch.complex128))
+            return torch.cat([z2.real, z2.imag])
     elif name == "indrnn":  # Li et al. 2018
         def F(s, x):
             return torch.relu(P["U"] @ x + P["u"] * s + P["b"])
@@ -164,6 +173,9 @@ def _reference_module(name, n, m) -> nn.Module:
         mod.W = nn.Linear(m, 4 * n, bias=False)
         mod.R = nn.Parameter(torch.zeros(4 * n, n))
         mod.b = nn.Parameter(torch.zeros(4 * n))
+    elif name == "lru":  # minimal-LRU: nu_log, theta_log, gamma_log (n), B_re, B_im (n × m); C, D are the read-out
+        mod.vec = nn.ParameterList([nn.Parameter(torch.zeros(n)) for _ in range(3)])
+        mod.B_re, mod.B_im = nn.Parameter(torch.zeros(n, m)), nn.Parameter(torch.zeros(n, m))
     elif name == "indrnn":  # weight_ih, bias_ih, weight_hh (a vector)
         mod.ih = nn.Linear(m, n)
         mod.weight_hh = nn.Parameter(torch.zeros(n))
@@ -338,3 +350,31 @@ def test_slstm_normalised_cell_is_a_convex_recursion():
         else:
             assert np.allclose(kappa, 1.0) and np.allclose(u, z)  # n_0 = 0: u_1 = tanh z̃_1
         u_prev = u
+
+
+# --------------------------------------------------------------------------------------------
+# LRU: exact norms of the product, ring initialisation
+# --------------------------------------------------------------------------------------------
+def test_lru_product_norms_are_powers_of_the_moduli():
+    """‖∂x_T/∂x_k‖₂ = max_j |λ_j|^{T−k}; as a real 2n map ‖·‖_F² = 2 Σ_j |λ_j|^{2(T−k)} (each mode a
+    scaled rotation, Frobenius² 2|λ|^{2(T−k)}; the complex n × n Frobenius² is half of it)."""
+    N, T = 6, 40
+    net = gf.Network(gf.lru_ring_init(gf.init_weights("lru", N, M), r_min=0.5, r_max=0.99, seed=1))
+    flow = gf.gradient_flow(net, gf.random_inputs(T, M), lyapunov=False, spectral="svd").full.mean()
+    modulus = np.exp(-np.exp(np.asarray(net.weights.arrays[r"\nu"])))
+    lag = T - np.arange(T)
+    assert np.allclose(flow["log10_norm_2"], lag * np.log10(modulus.max()), rtol=0, atol=1e-10)
+    fro2 = 2 * np.sum(modulus[None, :] ** (2 * lag[:, None]), axis=1)
+    assert np.allclose(2 * flow["log10_norm_fro"], np.log10(fro2), rtol=0, atol=1e-10)
+
+
+def test_lru_ring_init_and_normalisation():
+    """|λ|² ~ U[r_min², r_max²] and γ² Σ_i |λ|^{2i} = γ²/(1 − |λ|²) = 1 (variance preserved)."""
+    w = gf.lru_ring_init(gf.init_weights("lru", 2000, 3), r_min=0.4, r_max=0.9, max_phase=3.0, seed=0)
+    mod2 = np.exp(-2 * np.exp(np.asarray(w.arrays[r"\nu"])))
+    assert 0.16 <= mod2.min() and mod2.max() <= 0.81
+    assert abs(np.mean(mod2) - (0.16 + 0.81) / 2) < 0.02  # uniform in |λ|²
+    phase = np.exp(np.asarray(w.arrays[r"\theta"]))
+    assert 0 < phase.min() and phase.max() <= 3.0
+    gamma2 = np.exp(2 * np.asarray(w.arrays[r"\gamma_{\log}"]))
+    assert np.allclose(gamma2 / (1 - mod2), 1.0, rtol=1e-12)

@@ -1,11 +1,12 @@
 """Element-wise functions the modern cells need beyond tanh, σ and relu (each defined in one place).
 
-exp: xLSTM's exponential input gate (and later the diagonal SSMs' exp(Δ a)).
+exp: xLSTM's exponential input gate, the LRU's modulus exp(−exp ν); cos, sin: the LRU's phase.
 """
 
 from __future__ import annotations
 
 import sympy as sp
+from sympy import MatMul
 
 from .activations import Activation
 from .nodes import ACTIVATIONS
@@ -17,5 +18,19 @@ exp = Activation(
     lambda xp, a: xp.exp(a),
 )
 
-for _f in (exp,):
+# cos'(a) = −sin(a)
+cos = Activation(
+    "cos", r"\cos", sp.cos,
+    lambda a, y: (MatMul(-1, sin(a)),),
+    lambda xp, a: xp.cos(a),
+)
+
+# sin'(a) = cos(a)
+sin = Activation(
+    "sin", r"\sin", sp.sin,
+    lambda a, y: (cos(a),),
+    lambda xp, a: xp.sin(a),
+)
+
+for _f in (exp, cos, sin):
     ACTIVATIONS.setdefault(_f.name, _f)

@@ -19,7 +19,7 @@ from sympy import HadamardPower, Identity, MatAdd, MatMul
 
 from .activations import relu, sigmoid, tanh
 from .cell import Cell, Recurrence, n
-from .modern_activations import exp
+from .modern_activations import cos, exp, sin
 from .nodes import hadamard, one_minus
 
 #: reference implementations keep one bias per gate (see the module docstring)
@@ -78,6 +78,25 @@ def _slstm(r: Recurrence):
     c = r.let("c", MatAdd(hadamard(f, r.prev["c"]), hadamard(i, z)))
     nn = r.let("n", MatAdd(hadamard(f, r.prev["n"]), i))
     return {"c": c, "n": nn, "h": hadamard(o, c, HadamardPower(nn, -1))}
+
+
+# -- diagonal linear recurrences ----------------------------------------------------------------
+def _lru(r: Recurrence):
+    """LRU (Orvieto et al. 2023): x_t = λ ⊙ x_{t−1} + γ ⊙ (B u_t), λ = exp(−exp ν + i exp θ), γ = exp(γ_log).
+
+    The complex state x = h + i q is written as two real states (h, q): each mode is a 2 × 2
+    rotation–scaling block with modulus |λ| = exp(−exp ν) and phase exp θ. B = B_re + i B_im is
+    two real n × m input weights. The read-out Re(C x) + D u is not part of the recurrence.
+    """
+    h, q = r.prev["h"], r.prev["q"]
+    mod = r.let(r"\rho", exp(MatMul(-1, exp(r.w("nu", label=r"\nu")))))
+    phase = r.let(r"\phi", exp(r.w("theta", label=r"\theta")))
+    gamma = r.let(r"\gamma", exp(r.w("gamma", label=r"\gamma_{\log}")))
+    re, im = hadamard(mod, cos(phase)), hadamard(mod, sin(phase))
+    h_new = MatAdd(hadamard(re, h), MatMul(-1, hadamard(im, q)),
+                   hadamard(gamma, MatMul(r.U("re", label=r"B_{re}"), r.x)))
+    q_new = MatAdd(hadamard(im, h), hadamard(re, q), hadamard(gamma, MatMul(r.U("im", label=r"B_{im}"), r.x)))
+    return {"h": h_new, "q": q_new}
 
 
 # -- diagonal, input-driven -------------------------------------------------------------------
@@ -161,6 +180,8 @@ MODERN_CELLS: tuple[Cell, ...] = (
          bias_copies=ONE_BIAS, reference="greff2017odyssey"),
     Cell("slstm", "sLSTM of xLSTM (one head, unstabilised form)", ("h", "c", "n"), _slstm,
          bias_copies=ONE_BIAS, reference="beck2024xlstm"),
+    Cell("lru", "LRU, complex diagonal as real rotation-scaling blocks; state (Re x, Im x) = (h, q)",
+         ("h", "q"), _lru, bias_copies=ONE_BIAS, reference="orvieto2023lru"),
     Cell("indrnn", "IndRNN, h_t = relu(U x_t + u * h_{t-1} + b)", ("h",), _indrnn,
          bias_copies=ONE_BIAS, reference="li2018indrnn"),
     Cell("mingru", "minGRU (z weights the candidate)", ("h",), _mingru,

@@ -1,8 +1,12 @@
-"""Chrono initialisation (Tallec & Ollivier 2018): forget-gate biases from the time scales to learn.
+"""Initialisation schemes that come with the modern cells.
 
+Chrono (Tallec & Ollivier 2018): forget-gate biases from the time scales to learn,
 b_f ~ log U[1, T_max − 1] and b_i = −b_f, so that 1/(1 − σ(b_f)) = 1 + e^{b_f} ~ U[2, T_max]: with
 the gate's other inputs at 0, unit j forgets with characteristic time τ_j = 1 + e^{b_f,j}
 (∏ f = σ(b_f)^{t−k} ≈ e^{−(t−k)/τ_j}), spread over the range of dependencies expected.
+
+LRU ring (Orvieto et al. 2023, minimal-LRU defaults): |λ|² ~ U[r_min², r_max²], phase
+~ U[0, max_phase], γ = √(1 − |λ|²), B_re and B_im entries N(0, 1/(2m)).
 """
 
 from __future__ import annotations
@@ -46,3 +50,30 @@ def _as(like, values: np.ndarray):
     xp = array_namespace(like)
     host = to_numpy(like)
     return xp.asarray(values.astype(host.dtype))
+
+
+def lru_ring_init(weights: Weights, *, r_min: float = 0.0, r_max: float = 1.0, max_phase: float = 6.28,
+                  seed: int = 0) -> Weights:
+    """``weights`` of the ``lru`` cell with the ring initialisation (its parameters ν, θ, γ_log, B).
+
+    ν_log = log(−½ log(U·(r_max² − r_min²) + r_min²)) so that |λ|² ~ U[r_min², r_max²];
+    θ_log = log(max_phase·U); γ_log = log √(1 − |λ|²); B_re, B_im ~ N(0, 1/(2m)).
+    """
+    if weights.cell.name != "lru":
+        raise GradflowError(f"the ring initialisation is the LRU's; got {weights.cell.name}")
+    if not (0 <= r_min < r_max <= 1) or not (max_phase > 0):
+        raise GradflowError("need 0 <= r_min < r_max <= 1 and max_phase > 0")
+    n, m = weights.hidden, weights.input
+    rng = np.random.default_rng(seed)
+    u1, u2 = rng.uniform(size=n), rng.uniform(size=n)
+    nu_log = np.log(-0.5 * np.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2))
+    theta_log = np.log(max_phase * u2)
+    modulus = np.exp(-np.exp(nu_log))
+    gamma_log = np.log(np.sqrt(1 - modulus ** 2))
+    arrays = dict(weights.arrays)
+    values = {r"\nu": nu_log, r"\theta": theta_log, r"\gamma_{\log}": gamma_log,
+              "B_{re}": rng.standard_normal((n, m)) / np.sqrt(2 * m),
+              "B_{im}": rng.standard_normal((n, m)) / np.sqrt(2 * m)}
+    for key, v in values.items():
+        arrays[key] = _as(arrays[key], v)
+    return Weights(weights.cell, n, m, arrays)
