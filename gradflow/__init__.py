@@ -11,7 +11,6 @@
 
 from ._checks import GradflowError
 from ._numeric.analysis import PhaseGrid, decay_table, phase_grid
-from ._numeric.modern_init import chrono_init, lru_ring_init
 from ._numeric.flow import (
     Curves,
     Flow,
@@ -21,6 +20,7 @@ from ._numeric.flow import (
     lyapunov_exponents,
     singular_values,
 )
+from ._numeric.modern_init import chrono_init, lru_ring_init
 from ._numeric.network import Network, Trajectory, network, random_inputs
 from ._numeric.spectral import spectral_norm
 from ._numeric.weights import INIT_SCHEMES, Weights, from_state_dict, init_weights, load_weights, to_state_dict
@@ -63,7 +63,8 @@ __all__ = [
     "truncated_jacobian",
     "LayerCount", "ParamCount", "conv_params", "count_params", "dense_params",
     # numeric engine
-    "INIT_SCHEMES", "Weights", "chrono_init", "lru_ring_init", "from_state_dict", "init_weights", "load_weights", "to_state_dict",
+    "INIT_SCHEMES", "Weights", "from_state_dict", "init_weights", "load_weights", "to_state_dict",
+    "chrono_init", "lru_ring_init",
     "Network", "Trajectory", "network", "random_inputs",
     "Curves", "Flow", "decay_rate", "gradient_flow", "loss_gradient", "lyapunov_exponents",
     "singular_values", "spectral_norm",
