@@ -378,3 +378,27 @@ def test_lru_ring_init_and_normalisation():
     assert 0 < phase.min() and phase.max() <= 3.0
     gamma2 = np.exp(2 * np.asarray(w.arrays[r"\gamma_{\log}"]))
     assert np.allclose(gamma2 / (1 - mod2), 1.0, rtol=1e-12)
+
+
+def test_comparison_example(tmp_path):
+    """examples/modern_cells.py: one figure, a decay table and the direct paths read off the Jacobians."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "examples" / "modern_cells.py"), "--quick", "--out",
+                           str(tmp_path)], capture_output=True, text=True, cwd=root,
+                          env=dict(os.environ, MPLBACKEND="Agg"), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    rates = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()
+             if line.split() and line.split()[0] in ("lstm", "gru", "lru", "mingru", "minlstm", "slstm")
+             and len(line.split()) == 3}
+    assert set(rates) == {"lstm", "gru", "lru", "mingru", "minlstm", "slstm"}
+    assert rates["lru"] > rates["mingru"]  # ring init: moduli up to ~1
+    for want in ("lstm     ∂c_t/∂c_{t-1} = diag(f_t)", "mingru   ∂h_t/∂h_{t-1} = diag(1 - z_t)",
+                 "lru      ∂h_t/∂q_{t-1} = -diag(rho_t ⊙ sin(phi_t))", "gru      ∂h_t/∂h_{t-1} = diag(z_t)"):
+        assert want in out, want
+    assert (tmp_path / "modern_cells.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

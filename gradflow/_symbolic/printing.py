@@ -40,7 +40,7 @@ class _TextPrinter(StrPrinter):
         return sign + "·".join(self._wrap(a) for a in args)
 
     def _print_MatrixSymbol(self, expr):
-        name = expr.name.replace(r"\tilde{h}", "h~").replace(" ", "")
+        name = expr.name.replace(r"\tilde{h}", "h~").replace(" ", "").replace("\\", "")  # \rho_t -> rho_t
         return re.sub(r"_\{(\w+)\}", r"_\1", name)  # h_{t} -> h_t, h_{t-1} stays
 
     def _print_Symbol(self, expr):
