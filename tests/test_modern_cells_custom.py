@@ -106,3 +106,20 @@ def test_decorator_with_constants():
     a = np.asarray(traj.named[0][next(iter(leaky.recorded.definitions))])[0]
     W = np.asarray(net.weights.arrays["W"])
     assert np.allclose(J, 0.9 * np.eye(3) + 0.1 * (1 - np.tanh(a) ** 2)[:, None] * W, atol=1e-15)
+
+
+@pytest.mark.parametrize("fname", ["exp", "cos", "sin"])
+def test_new_activations_chain_rule(fname):
+    """The element-wise exp, cos, sin the modern cells add: d φ(W h)/dh against SymPy, n = 2."""
+    from sympy import MatrixSymbol
+
+    from gradflow import Elementwise
+
+    h, W = MatrixSymbol("h", gf.n, 1), MatrixSymbol("W", gf.n, gf.n)
+    expr = Elementwise(fname, MatMul(W, h))
+    sizes = {gf.n: 2}
+    leaves = {"h": entries_of(h, sizes), "W": entries_of(W, sizes)}
+    ours = explicit(gf.jacobian(expr, h), leaves, sizes)
+    fn = {"exp": sp.exp, "cos": sp.cos, "sin": sp.sin}[fname]
+    oracle = (leaves["W"] * leaves["h"]).applyfunc(fn).jacobian(list(leaves["h"]))
+    assert all(sp.simplify(a - b) == 0 for a, b in zip(ours, oracle, strict=True))

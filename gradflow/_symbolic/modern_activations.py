@@ -9,7 +9,7 @@ import sympy as sp
 from sympy import MatMul
 
 from .activations import Activation
-from .nodes import ACTIVATIONS
+from .nodes import ACTIVATIONS, Elementwise
 
 # exp(a);  exp'(a) = exp(a) = y
 exp = Activation(
@@ -21,14 +21,14 @@ exp = Activation(
 # cos'(a) = −sin(a)
 cos = Activation(
     "cos", r"\cos", sp.cos,
-    lambda a, y: (MatMul(-1, sin(a)),),
+    lambda a, y: (MatMul(-1, Elementwise("sin", a)),),
     lambda xp, a: xp.cos(a),
 )
 
 # sin'(a) = cos(a)
 sin = Activation(
     "sin", r"\sin", sp.sin,
-    lambda a, y: (cos(a),),
+    lambda a, y: (Elementwise("cos", a),),
     lambda xp, a: xp.sin(a),
 )
 
