@@ -18,14 +18,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from sympy import MatrixSymbol
 from torch import nn
 
 import gradflow as gf
 
 M = 2
 SIZES = [1, 2, 3]
-MODERN = ["peephole-lstm", "cifg", "slstm", "lru", "indrnn", "mingru", "minlstm", "antisymmetric-rnn",
-          "lipschitz-rnn", "cornn", "cornn-imex"]
+MODERN = ["peephole-lstm", "cifg", "slstm", "slstm-normalised", "lru", "indrnn", "mingru", "minlstm",
+          "antisymmetric-rnn", "lipschitz-rnn", "cornn", "cornn-imex"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,6 +64,14 @@ def step_fn(name: str, P: dict, n: int):
             c2 = f * c + i * th(lin("z", h, x))
             n2 = f * nn_ + i
             return torch.cat([sig(lin("o", h, x)) * c2 / n2, c2, n2])
+    elif name == "slstm-normalised":  # the reference's u-recursion: u = (1 − κ) u + κ tanh z̃, κ = i/n
+        def F(s, x):
+            h, u, nn_ = s[:n], s[n:2 * n], s[2 * n:]
+            i, f = torch.exp(lin("i", h, x)), sig(lin("f", h, x))
+            n2 = f * nn_ + i
+            kappa = i / n2
+            u2 = (1 - kappa) * u + kappa * th(lin("z", h, x))
+            return torch.cat([sig(lin("o", h, x)) * u2, u2, n2])
     elif name == "lru":  # Orvieto et al. 2023, complex arithmetic: x = λ x + γ (B u)
         lam = torch.exp(-torch.exp(P[r"\nu"]) + 1j * torch.exp(P[r"\theta"]))
         gam = torch.exp(P[r"\gamma_{\log}"])
@@ -169,7 +178,7 @@ def _reference_module(name, n, m) -> nn.Module:
         mod.peep = nn.ParameterList([nn.Parameter(torch.zeros(n)) for _ in range(3)])
     elif name == "cifg":
         mod.kernel = nn.Linear(m + n, 3 * n)
-    elif name == "slstm":  # one head: input projection (no bias), recurrent kernel R, bias
+    elif name in ("slstm", "slstm-normalised"):  # one head: input projection (no bias), kernel R, bias
         mod.W = nn.Linear(m, 4 * n, bias=False)
         mod.R = nn.Parameter(torch.zeros(4 * n, n))
         mod.b = nn.Parameter(torch.zeros(4 * n))
@@ -402,3 +411,20 @@ def test_comparison_example(tmp_path):
                  "lru      ∂h_t/∂q_{t-1} = -diag(rho_t ⊙ sin(phi_t))", "gru      ∂h_t/∂h_{t-1} = diag(z_t)"):
         assert want in out, want
     assert (tmp_path / "modern_cells.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_slstm_normalised_has_the_same_h_and_a_contracting_carousel():
+    """Same weights: h of the normalised form equals h of the unstabilised sLSTM; its carousel
+    ∂c_t/∂c_{t−1} = diag(1 − κ_t) is derived as such and measured ≤ 1 at every lag."""
+    N, T = 4, 50
+    a = gf.network("slstm", N, M, seed=3)
+    b = gf.Network(gf.Weights(gf.get_cell("slstm-normalised"), N, M, dict(a.weights.arrays)))
+    x = gf.random_inputs(T, M, seed=4)
+    ta, tb = a.unroll(x), b.unroll(x)
+    assert max(np.abs(np.asarray(ta.states[t][0, :N]) - np.asarray(tb.states[t][0, :N])).max()
+               for t in range(T + 1)) < 1e-13
+    step = gf.carousel("slstm-normalised").step
+    kappa_j = MatrixSymbol(r"\kappa_{j}", gf.n, 1)
+    assert step == gf.Diag(gf.one_minus(kappa_j))
+    car = gf.gradient_flow(b, x, carousel=True, lyapunov=False).carousel.mean()["log10_norm_2"]
+    assert np.all(car <= 1e-12) and car[0] < car[-1]

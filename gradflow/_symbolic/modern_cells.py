@@ -80,6 +80,23 @@ def _slstm(r: Recurrence):
     return {"c": c, "n": nn, "h": hadamard(o, c, HadamardPower(nn, -1))}
 
 
+def _slstm_normalised(r: Recurrence):
+    """The same sLSTM in normalised coordinates: c_t here is the normalised cell c̃_t/ñ_t.
+
+    With κ_t = i_t ⊘ n_t ∈ (0, 1]: c_t = (1 − κ_t) ⊙ c_{t−1} + κ_t ⊙ tanh(z̃_t), n_t = f_t ⊙ n_{t−1} + i_t,
+    h_t = σ(õ_t) ⊙ c_t. The carousel ∂c_t/∂c_{t−1} = diag(1 − κ_t) has entries in [0, 1) even with the
+    exponential input gate, where the unnormalised cell's diag(f_t) path can be swamped by i_t.
+    """
+    i = r.let("i", exp(r.affine("i")))
+    f = r.let("f", sigmoid(r.affine("f")))
+    z = r.let("z", tanh(r.affine("z")))
+    o = r.let("o", sigmoid(r.affine("o")))
+    nn = r.let("n", MatAdd(hadamard(f, r.prev["n"]), i))
+    kappa = r.let(r"\kappa", hadamard(i, HadamardPower(nn, -1)))
+    c = r.let("c", MatAdd(hadamard(one_minus(kappa), r.prev["c"]), hadamard(kappa, z)))
+    return {"c": c, "n": nn, "h": hadamard(o, c)}
+
+
 # -- diagonal linear recurrences ----------------------------------------------------------------
 def _lru(r: Recurrence):
     """LRU (Orvieto et al. 2023): x_t = λ ⊙ x_{t−1} + γ ⊙ (B u_t), λ = exp(−exp ν + i exp θ), γ = exp(γ_log).
@@ -180,6 +197,8 @@ MODERN_CELLS: tuple[Cell, ...] = (
          bias_copies=ONE_BIAS, reference="greff2017odyssey"),
     Cell("slstm", "sLSTM of xLSTM (one head, unstabilised form)", ("h", "c", "n"), _slstm,
          bias_copies=ONE_BIAS, reference="beck2024xlstm"),
+    Cell("slstm-normalised", "sLSTM in normalised coordinates (c = c~/n~, one head)", ("h", "c", "n"),
+         _slstm_normalised, bias_copies=ONE_BIAS, reference="beck2024xlstm"),
     Cell("lru", "LRU, complex diagonal as real rotation-scaling blocks; state (Re x, Im x) = (h, q)",
          ("h", "q"), _lru, bias_copies=ONE_BIAS, reference="orvieto2023lru"),
     Cell("indrnn", "IndRNN, h_t = relu(U x_t + u * h_{t-1} + b)", ("h",), _indrnn,
