@@ -1,16 +1,19 @@
 """Cells of 2000–2024 beside the classic ones, each its recurrence written once.
 
-Gated (peephole LSTM, CIFG, IndRNN), diagonal input-driven (minGRU, minLSTM) and ODE-inspired
-(AntisymmetricRNN, Lipschitz RNN, coRNN) recurrences. Like :mod:`gradflow._symbolic.cells`,
+Gated (peephole LSTM, CIFG, xLSTM's sLSTM in raw and normalised coordinates, IndRNN), diagonal
+linear (LRU) and input-driven (minGRU, minLSTM), and ODE-inspired (AntisymmetricRNN, Lipschitz RNN,
+coRNN explicit and IMEX) recurrences. Like :mod:`gradflow._symbolic.cells`,
 a definition states the recurrence and nothing else; Jacobian blocks, kernels, parameter counts
 and report sections are derived from it.
 
 Parameter counts follow each cell's reference implementation, which for every cell here keeps
 one bias per gate (``nn.Linear``-style, or TF ``LSTMCell`` for the peephole LSTM): the
 ``pytorch`` and ``keras`` conventions both count one bias, as none of these cells has a
-``torch.nn`` module with separate ``b_ih`` and ``b_hh``. Fixed scalar hyperparameters (ε, γ,
-Δt, β, α) are named constants of the recurrence (:meth:`Recurrence.const`): they print as
-symbols and enter the numbers with the stated value; they are not trained and not counted.
+``torch.nn`` module with separate ``b_ih`` and ``b_hh``. Only parameters of the recurrence are
+counted: a read-out (the LRU's C and D, xLSTM's up/down projections) is not part of the cell.
+Fixed scalar hyperparameters (ε, γ, Δt, β, α) are named constants of the recurrence
+(:meth:`Recurrence.const`): they print as symbols and enter the numbers with the stated value;
+they are not trained and not counted.
 """
 
 from __future__ import annotations
