@@ -49,7 +49,7 @@ _HADAMARD_POWER = re.compile(r"\^\{\\circ \{?([^{}]+?)\}?\}")
 def in_guide_notation(tex: str) -> str:
     """gradflow's LaTeX in the guide's notation: ⊙ for the Hadamard product and power, I for the identity."""
     tex = _HADAMARD_POWER.sub(r"^{\\odot \1}", tex)
-    tex = tex.replace(" \\circ ", " \\odot ").replace("\\mathbb{I}", "I")
+    tex = tex.replace("\\circ", "\\odot").replace("\\mathbb{I}", "I")  # also ^{\circ \left(...\right)}
     if "\\circ" in tex or "\\mathbb{I}" in tex:
         raise ValueError(f"a \\circ or \\mathbb{{I}} left in: {tex}")
     return tex

@@ -22,6 +22,7 @@ from ._numeric.flow import (
     products,
     singular_values,
 )
+from ._numeric.modern_init import chrono_init, lru_ring_init
 from ._numeric.network import Network, Trajectory, network, random_inputs
 from ._numeric.spectral import spectral_norm
 from ._numeric.weights import INIT_SCHEMES, Weights, from_state_dict, init_weights, load_weights, to_state_dict
@@ -29,6 +30,7 @@ from ._symbolic.activations import ACTIVATIONS, Activation, relu, sigmoid, tanh
 from ._symbolic.cell import Cell, Param, Recurrence, StateJacobian, Step, m, n, t
 from ._symbolic.cells import CELLS, get_cell
 from ._symbolic.chain import jacobian, total_derivatives
+from ._symbolic.custom import define_cell, make_cell, register_cell
 from ._symbolic.many_steps import (
     Bound,
     Carousel,
@@ -38,7 +40,7 @@ from ._symbolic.many_steps import (
     state_product,
     truncated_jacobian,
 )
-from ._symbolic.nodes import Diag, Elementwise, hadamard
+from ._symbolic.nodes import Diag, Elementwise, hadamard, one_minus
 from ._symbolic.params import LayerCount, ParamCount, conv_params, count_params, dense_params
 from ._symbolic.printing import latex
 from ._version import __version__
@@ -58,11 +60,13 @@ __all__ = [
     "ACTIVATIONS", "Activation", "CELLS", "Cell", "Diag", "Elementwise", "Param", "Recurrence",
     "StateJacobian", "Step", "get_cell", "hadamard", "jacobian", "latex", "m", "n", "relu",
     "sigmoid", "t", "tanh", "total_derivatives",
+    "define_cell", "make_cell", "one_minus", "register_cell",
     "Bound", "Carousel", "StateProduct", "carousel", "pascanu_bound", "state_product",
     "truncated_jacobian",
     "LayerCount", "ParamCount", "conv_params", "count_params", "dense_params",
     # numeric engine
     "INIT_SCHEMES", "Weights", "from_state_dict", "init_weights", "load_weights", "to_state_dict",
+    "chrono_init", "lru_ring_init",
     "Network", "Trajectory", "network", "random_inputs",
     "Curves", "Flow", "Product", "decay_rate", "gradient_flow", "loss_gradient", "lyapunov_exponents", "products",
     "singular_values", "spectral_norm",

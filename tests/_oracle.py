@@ -33,6 +33,9 @@ SCALAR = {
     "sigmoid": lambda u: 1 / (1 + sp.exp(-u)),
     "relu": lambda u: sp.Max(0, u),
     "step": lambda u: sp.Heaviside(u, 0),
+    "exp": sp.exp,
+    "cos": sp.cos,
+    "sin": sp.sin,
 }
 
 

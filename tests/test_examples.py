@@ -31,7 +31,7 @@ def assert_figure(out: Path, stem: str) -> None:
 
 def test_every_example_is_tested():
     tested = {"parameter_counts.py", "why_lstm_does_not_vanish.py", "rnn_lstm_gru_decay.py",
-              "remedies.py", "load_pytorch_model.py"}
+              "remedies.py", "load_pytorch_model.py", "modern_cells.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import sympy as sp
 from sympy import (
     HadamardPower,
     HadamardProduct,
@@ -24,6 +25,7 @@ from sympy import (
     MatMul,
     MatrixSymbol,
     OneMatrix,
+    Transpose,
     ZeroMatrix,
 )
 from sympy.matrices.expressions.matexpr import MatrixExpr
@@ -31,6 +33,15 @@ from sympy.matrices.expressions.matexpr import MatrixExpr
 from .._symbolic.nodes import Diag, Elementwise
 
 Fn = Callable[[dict], Any]
+
+
+def scalar_coefficient(expr):
+    """A scalar factor: a float, or ``env -> float`` when it holds a cell's named constants (ε, γ)."""
+    if not expr.free_symbols:
+        return float(expr)
+    symbols = sorted(expr.free_symbols, key=str)
+    fn = sp.lambdify(symbols, expr, modules="math")
+    return lambda env: float(fn(*(env[s] for s in symbols)))
 
 # tags for the operands of a product
 _VEC, _DIAG, _MAT = "vector", "diag", "matrix"
@@ -74,7 +85,8 @@ def _product(tags_fns: list[tuple[str, Fn]], coeff: float) -> Fn:
                 raise ValueError("a column vector can only end a product")
         if tag == _DIAG:
             val = dense_diag(val, env)
-        return val if coeff == 1 else coeff * val
+        c = coeff(env) if callable(coeff) else coeff
+        return val if c == 1 else c * val
 
     return f
 
@@ -110,6 +122,9 @@ def compile_expr(expr, subs: dict | None = None) -> Fn:
     if isinstance(expr, Diag):
         v = compile_expr(expr.vector, subs)
         return lambda env: dense_diag(v(env), env)
+    if isinstance(expr, Transpose):
+        inner = compile_expr(expr.arg)
+        return lambda env: env["xp"].matrix_transpose(inner(env))
     if isinstance(expr, MatAdd):
         parts = [compile_expr(a, subs) for a in expr.args]
 
@@ -137,15 +152,18 @@ def compile_expr(expr, subs: dict | None = None) -> Fn:
         arg, fn = compile_expr(expr.arg, subs), expr.activation.numeric
         return lambda env: fn(env["xp"], arg(env))
     if isinstance(expr, MatMul):
-        coeff = 1.0
         ops = []
+        scalars = []
         for a in expr.args:
             if isinstance(a, MatrixExpr):
                 ops.append(_tagged(a, subs))
             else:
-                coeff *= float(a)
+                scalars.append(a)
+        coeff = scalar_coefficient(sp.Mul(*scalars))
         if len(ops) == 1 and ops[0][0] != _DIAG:
             g = ops[0][1]
+            if callable(coeff):
+                return lambda env: coeff(env) * g(env)
             return lambda env: coeff * g(env)
         return _product(ops, coeff)
     raise NotImplementedError(f"no array code for {type(expr).__name__}: {expr}")

@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import sympy as sp
+from sympy import Identity
 
+from .compile import compile_expr
+from .diagonal import diagonal_curves, is_diagonal
 from .network import Network, Trajectory, network, random_inputs, to_host
 from .spectral import spectral_blocks, spectral_norm, start_basis
 
@@ -380,15 +384,23 @@ def _pascanu_log10(net: Network, T: int):
     except ValueError:
         return None
     logs = []  # log10 of each term sup·σ_max(M), computed without overflow
+    constants = net.cell.recorded.constants
     for sup, M in b.terms:
-        ls = 0.0
+        ls = 0.0  # log10 σ_max(M); 0 for the identity
+        W = None
         if hasattr(M, "name") and M.name in net.weights.arrays:
             W = to_host(net.weights.arrays[M.name]).astype(np.float64)
+        elif not isinstance(M, Identity):  # a structured matrix (W − Wᵀ − γI): evaluate it
+            try:
+                W = np.asarray(to_host(compile_expr(M)(net.env0())), dtype=np.float64)
+            except KeyError:  # it depends on the step (no single bound)
+                return None
+        if W is not None:
             scale = float(np.max(np.abs(W))) if W.size else 0.0
             ls = -math.inf if scale == 0 else \
                 math.log10(scale) + math.log10(float(np.linalg.norm(W / scale, 2)))
         with np.errstate(divide="ignore"):
-            logs.append(float(np.log10(float(sup))) + ls)
+            logs.append(float(np.log10(float(sp.sympify(sup).subs(constants)))) + ls)
     top = max(logs)
     log_rate = top if not math.isfinite(top) else top + math.log10(sum(10 ** (v - top) for v in logs))
     with np.errstate(invalid="ignore"):
@@ -398,7 +410,7 @@ def _pascanu_log10(net: Network, T: int):
 def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = None,
                   output: tuple | None = None, spectral: str = "power", tol: float = 1e-10,
                   lyapunov: bool = True, carousel: bool = False, bound: bool = True,
-                  progress: Callable[[int, int], None] | None = None) -> Flow:
+                  progress: Callable[[int, int], None] | None = None, structure: str = "auto") -> Flow:
     """Measure ‖∂s_T/∂s_k‖₂, ‖∂s_T/∂s_k‖_F and ‖∂L/∂s_k‖ for every k in one backward sweep.
 
     Arguments:
@@ -413,12 +425,25 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
             carousel path ∏ diag(f_j).
         bound: the Pascanu bound beside the curve (Elman cells).
         progress: ``callback(done, total)``.
+        structure: ``"auto"`` uses the O(T·n) diagonal path (:mod:`gradflow._numeric.diagonal`,
+            exact norms, no n × n matrix) when the derived state Jacobian is diagonal, the dense
+            sweep otherwise; ``"dense"`` always sweeps dense Jacobians.
 
     Returns:
         :class:`Flow`.
     """
     if spectral not in ("power", "svd"):
         raise ValueError(f"spectral must be 'power' or 'svd', got {spectral!r}")
+    if structure not in ("auto", "dense"):
+        raise ValueError(f"structure must be 'auto' or 'dense', got {structure!r}")
+    if structure == "auto" and is_diagonal(net.cell) and "c" not in net.cell.states:
+        c = diagonal_curves(net, inputs, initial,
+                            lambda traj: loss_gradient(net, traj, output))
+        T, B = c["log10_norm_2"].shape[1], c["log10_norm_2"].shape[0]
+        full = Curves(c["log10_norm_2"], c["log10_norm_fro"], c["log10_grad_norm"])
+        return Flow(net.cell.name, net.hidden, T, B, full, None, None,
+                    c["lyapunov"].mean(axis=0) if lyapunov else None,
+                    _pascanu_log10(net, T) if bound else None)
     traj = net.unroll(inputs, initial)
     T, B = traj.steps, traj.states[0].shape[0]
     n, N = net.hidden, net.state_size

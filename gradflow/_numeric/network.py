@@ -117,6 +117,11 @@ class Network:
         self.dtype = arrays[0].dtype
         self._k = kernels(self.cell)
         self._env0 = dict(weights.env(), xp=self.xp, dtype=self.dtype)
+        self._env0.update(self.cell.recorded.constants)  # the cell's fixed scalars (ε, γ, Δt)
+
+    def env0(self) -> dict:
+        """The step-independent environment: weights, sizes, the cell's constants, ``xp``."""
+        return dict(self._env0)
 
     @property
     def kernels(self) -> _Kernels:
@@ -190,6 +195,11 @@ class Network:
             s = self._state(env)
             states.append(s)
         return Trajectory(inputs, states, named)
+
+    def step(self, s_prev, x):
+        """One step: (s_t (B, N), the named quantities of the step) from s_{t−1} (B, N), x_t (B, m)."""
+        env = self._env(s_prev, x)
+        return self._state(env), env
 
     def check_inputs(self, inputs):
         """(T, m) or (T, B, m) → (T, B, m) of the network's dtype; ``ValueError`` if malformed."""

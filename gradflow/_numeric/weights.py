@@ -62,7 +62,7 @@ class Weights:
 
 
 def _expected_shape(p: Param, n: int, m: int) -> tuple[int, ...]:
-    return {"W": (n, n), "U": (n, m), "b": (n,)}[p.kind]
+    return {"W": (n, n), "U": (n, m), "b": (n,), "w": (n,)}[p.kind]
 
 
 def validate(cell: Cell, n: int, m: int, arrays: Mapping[str, Any]) -> None:
@@ -134,7 +134,9 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: str | Non
         shape = _expected_shape(p, n, m)
         fan_in = shape[1] if len(shape) == 2 else n
         if scheme == "pytorch":  # gain scales W only (1: PyTorch's own default)
-            a = rng.uniform(-1 / math.sqrt(n), 1 / math.sqrt(n), shape) * (gain if p.kind == "W" else 1.0)
+            a = rng.uniform(-1 / math.sqrt(n), 1 / math.sqrt(n), shape) * (gain if p.kind in "Ww" else 1.0)
+        elif p.kind == "w":  # element-wise recurrent weight: gain·1 (identity), else U(±gain/√n)
+            a = gain * (np.ones(shape) if scheme == "identity" else rng.uniform(-1, 1, shape) / math.sqrt(n))
         elif p.kind == "b":
             a = np.zeros(shape)
         elif scheme == "gaussian":
@@ -186,6 +188,7 @@ def from_state_dict(cell: str | Cell, state: Mapping[str, Any], *, dtype: Any = 
         :class:`Weights` keyed by the cell's parameter symbols.
     """
     cell = get_cell(cell)
+    _require_torch_layout(cell)
     keys = _torch_key_map(check_state(state, f"state_dict for {cell.name}"))
     missing = [k for k in ("weight_ih", "weight_hh") if k not in keys]
     if missing:
@@ -233,9 +236,19 @@ def from_state_dict(cell: str | Cell, state: Mapping[str, Any], *, dtype: Any = 
     return w if xp is np else w.to(xp)
 
 
+def _require_torch_layout(cell: Cell) -> None:
+    """The stacked weight_ih/weight_hh layout holds W, U and b only; refuse other parameters."""
+    other = [p.symbol.name for p in cell.recorded.params if p.kind not in ("W", "U", "b")]
+    if other:
+        raise GradflowError(f"{cell.name} has element-wise weights ({', '.join(other)}) that the PyTorch "
+                            "weight_ih/weight_hh layout does not hold; build Weights(cell, n, m, arrays) "
+                            "keyed by the parameter names instead")
+
+
 def to_state_dict(weights: Weights) -> dict[str, np.ndarray]:
     """The PyTorch layout of ``weights`` (merged biases go to ``bias_ih``, ``bias_hh`` = 0)."""
     cell, n = weights.cell, weights.hidden
+    _require_torch_layout(cell)
     gates = cell.recorded.gates
     G, m = len(gates), weights.input
     out = {"weight_ih": np.zeros((G * n, m)), "weight_hh": np.zeros((G * n, n)),

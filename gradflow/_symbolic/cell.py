@@ -38,7 +38,8 @@ class Param:
 
     Attributes:
         symbol: the ``MatrixSymbol`` (shape in n, m).
-        kind: ``"W"`` recurrent (n × n), ``"U"`` input (n × m), ``"b"`` bias (n × 1).
+        kind: ``"W"`` recurrent (n × n), ``"U"`` input (n × m), ``"b"`` bias (n × 1), ``"w"``
+            element-wise recurrent weight (n × 1, used as w ⊙ s_{t−1}: IndRNN's u, peepholes).
         gate: the gate it belongs to (``None`` for a single-gate cell); its position in the
             framework's stacked layout is the gate's order of first appearance.
         bias: for biases: ``"merged"`` (one vector standing for b_ih + b_hh), ``"input"`` or
@@ -61,6 +62,7 @@ class Recurrence:
         self.params: dict[str, Param] = {}
         self.gates: list[str | None] = []
         self.definitions: dict[MatrixSymbol, MatrixExpr] = {}
+        self.constants: dict[sp.Symbol, float] = {}
 
     # -- parameters -------------------------------------------------------------------------
     def _param(self, kind: str, gate: str | None, rows, cols, bias: str | None = None, label=None):
@@ -71,13 +73,29 @@ class Recurrence:
             self.params[label] = Param(MatrixSymbol(label, rows, cols), kind, gate, bias)
         return self.params[label].symbol
 
-    def W(self, gate: str | None = None) -> MatrixSymbol:
-        """Recurrent weight W_g (n × n)."""
-        return self._param("W", gate, n, n)
+    def W(self, gate: str | None = None, label: str | None = None) -> MatrixSymbol:
+        """Recurrent weight W_g (n × n); ``label`` prints it under another name (M_{A})."""
+        return self._param("W", gate, n, n, label=label)
 
-    def U(self, gate: str | None = None) -> MatrixSymbol:
+    def U(self, gate: str | None = None, label: str | None = None) -> MatrixSymbol:
         """Input weight U_g (n × m)."""
-        return self._param("U", gate, n, m)
+        return self._param("U", gate, n, m, label=label)
+
+    def w(self, gate: str | None = None, label: str | None = None) -> MatrixSymbol:
+        """Element-wise recurrent weight w_g (n × 1), used as w_g ⊙ s_{t−1} (a diagonal matrix)."""
+        return self._param("w", gate, n, 1, label=label)
+
+    def const(self, name: str, value: float) -> sp.Symbol:
+        """A fixed scalar hyperparameter (ε, γ, Δt) printed as ``name``, worth ``value`` in numbers.
+
+        ``name`` is a SymPy symbol name (``"epsilon"`` prints ε); asking twice returns the same symbol.
+        """
+        symbol = sp.Symbol(name, positive=True)
+        value = float(value)
+        if symbol in self.constants and self.constants[symbol] != value:
+            raise ValueError(f"constant {name} given two values")
+        self.constants[symbol] = value
+        return symbol
 
     def b(self, gate: str | None = None, side: str = "merged") -> MatrixSymbol:
         """Bias b_g (n × 1); ``side`` ``"input"``/``"hidden"`` for a one-sided bias b_{ig}/b_{hg}."""
@@ -120,6 +138,7 @@ class Step:
     definitions: Mapping[MatrixSymbol, MatrixExpr]
     params: tuple[Param, ...]
     gates: tuple
+    constants: Mapping[sp.Symbol, float] = field(default_factory=dict)
 
     def expanded(self, symbol) -> MatrixExpr:
         """A named quantity written out in s_{t−1}, x_t and the parameters only."""
@@ -171,6 +190,7 @@ class Cell:
             definitions=rec.definitions,
             params=tuple(rec.params.values()),
             gates=tuple(rec.gates),
+            constants=dict(rec.constants),
         )
 
     @cached_property

@@ -6,6 +6,7 @@ from sympy import MatAdd, MatMul
 
 from .activations import relu, sigmoid, tanh
 from .cell import Cell, Recurrence
+from .modern_cells import MODERN_ALIASES, MODERN_CELLS
 from .nodes import hadamard, one_minus
 
 
@@ -86,12 +87,13 @@ CELLS: dict[str, Cell] = {
              bias_copies={"pytorch": 2, "keras": 2}, torch_cell="GRUCell", reference="cho2014gru"),
         Cell("gru-cho", "GRU of Cho et al. 2014 (Keras reset_after=False)", ("h",), _gru_cho,
              bias_copies={"pytorch": None, "keras": 1}, reference="cho2014gru"),
+        *MODERN_CELLS,
     )
 }
 
 ALIASES = {"rnn": "tanh-rnn", "tanh": "tanh-rnn", "relu": "relu-rnn", "elman": "tanh-rnn",
            "lstm1997": "lstm-1997", "residual": "residual-rnn", "gru-v1": "gru-cho",
-           "gru-reset-before": "gru-cho"}
+           "gru-reset-before": "gru-cho", **MODERN_ALIASES}
 
 
 def get_cell(name: str | Cell) -> Cell:

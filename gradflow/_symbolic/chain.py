@@ -127,6 +127,8 @@ def _derive(expr, D: Mapping, out=None) -> list[_Term]:
         return _collect(terms)
     if isinstance(expr, HadamardPower) and expr.exp.is_Integer and expr.exp > 0:
         return _derive(HadamardProduct(*[expr.base] * int(expr.exp)), D)
+    if isinstance(expr, HadamardPower):  # ∂(v^∘p) = diag(p · v^∘(p−1)) ∂v  (p = −1: division)
+        return _scale((HadamardPower(expr.base, expr.exp - 1),), expr.exp, _derive(expr.base, D))
     if isinstance(expr, Elementwise):
         factors = expr.activation.factors(expr.arg, out if out is not None else expr)
         return _scale(factors, sp.S.One, _derive(expr.arg, D))

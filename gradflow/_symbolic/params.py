@@ -219,11 +219,11 @@ def _layer_parts(cell: Cell, copies: int) -> dict[str, sp.Expr]:
     """Symbolic entries per kind (W, U, b) of one layer, one direction, in n and m."""
     parts = {"W": sp.Integer(0), "U": sp.Integer(0), "b": sp.Integer(0)}
     for p in cell.recorded.params:
-        if p.kind not in parts:
+        if p.kind not in parts and p.kind != "w":
             raise ValueError(f"{cell.name}: parameter {p.symbol.name} has unknown kind {p.kind!r}")
         rows, cols = p.symbol.shape
         times = copies if p.bias == "merged" else 1
-        parts[p.kind] += times * rows * cols
+        parts["W" if p.kind == "w" else p.kind] += times * rows * cols  # w: a recurrent weight
     return parts
 
 

@@ -23,7 +23,7 @@ class _TextPrinter(StrPrinter):
     """Plain-text printer: ⊙ for Hadamard products, · for matrix products, short names."""
 
     def _wrap(self, a):
-        return "(%s)" % self._print(a) if isinstance(a, MatAdd) else self._print(a)
+        return "(%s)" % self._print(a) if isinstance(a, (MatAdd, sp.Add)) else self._print(a)
 
     def _print_HadamardProduct(self, expr):
         return " ⊙ ".join("(%s)" % self._print(a) if isinstance(a, MatAdd) else self._print(a)
@@ -40,8 +40,11 @@ class _TextPrinter(StrPrinter):
         return sign + "·".join(self._wrap(a) for a in args)
 
     def _print_MatrixSymbol(self, expr):
-        name = expr.name.replace(r"\tilde{h}", "h~").replace(" ", "")
+        name = expr.name.replace(r"\tilde{h}", "h~").replace(" ", "").replace("\\", "")  # \rho_t -> rho_t
         return re.sub(r"_\{(\w+)\}", r"_\1", name)  # h_{t} -> h_t, h_{t-1} stays
+
+    def _print_Symbol(self, expr):
+        return expr.name.replace("\\Delta ", "Δ")  # a cell constant named in LaTeX: \Delta t -> Δt
 
     def _print_OneMatrix(self, expr):
         return "1"

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sympy import Identity
 
 from .._numeric.flow import json_number
 from .._symbolic.cell import Cell
-from .._symbolic.many_steps import carousel
+from .._symbolic.many_steps import carousel, pascanu_bound
 from .document import Doc, fmt_num
 
 
@@ -66,6 +67,15 @@ def _spectrum_ks(steps: int) -> list[int]:
     return sorted({0, steps // 4, steps // 2, (3 * steps) // 4, steps - 1})
 
 
+def _bound_reads_w(cell: Cell) -> bool:
+    """True when the Pascanu bound's matrices are W itself (not W − Wᵀ − γI): σ_max(W) is its input."""
+    try:
+        terms = pascanu_bound(cell).terms
+    except ValueError:
+        return False
+    return all(isinstance(M, Identity) or getattr(M, "name", None) == "W" for _, M in terms)
+
+
 def measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
             forget_bias: float | None = None) -> dict[str, Measurement]:
     """Run every cell once (random weights and inputs from ``seed``) and measure what the report shows."""
@@ -88,7 +98,7 @@ def measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
             rate_cell_state=None if flow.cell_state is None else decay_rate(flow.cell_state.mean().log10_norm_2),
             rate_carousel=None if flow.carousel is None else decay_rate(flow.carousel.mean().log10_norm_2),
             rate_bound=None if flow.bound is None else decay_rate(flow.bound),
-            sigma_max_W=None if W is None else float(np.linalg.norm(np.asarray(W), 2)))
+            sigma_max_W=None if W is None or not _bound_reads_w(cell) else float(np.linalg.norm(np.asarray(W), 2)))
     return out
 
 
@@ -152,9 +162,10 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
             first = steps - int(np.nonzero(zero)[0].max())
             text += (f"; the product is exactly zero for lags $T-k \\ge {first}$ "
                      "(no gradient at all reaches those steps): an unbounded decay, hence the rate $-\\infty$")
-        if f.bound is not None and r.sigma_max_W is not None:
+        if f.bound is not None:
             below = bool(np.all(full <= np.asarray(f.bound) + 1e-9))
-            text += (f"; $\\sigma_{{\\max}}(W)$ = {fmt_num(r.sigma_max_W)}, bound rate "
+            sigma = "" if r.sigma_max_W is None else f"; $\\sigma_{{\\max}}(W)$ = {fmt_num(r.sigma_max_W)}"
+            text += (f"{sigma}; bound rate "
                      f"{fmt_num(r.rate_bound)} per step; the measured curve lies "
                      + ("below the bound at every $k$, as it must." if below else
                         "ABOVE the bound at some $k$, which contradicts the algebra: please report this."))

@@ -1,0 +1,79 @@
+"""Initialisation schemes that come with the modern cells.
+
+Chrono (Tallec & Ollivier 2018): forget-gate biases from the time scales to learn,
+b_f ~ log U[1, T_max − 1] and b_i = −b_f, so that 1/(1 − σ(b_f)) = 1 + e^{b_f} ~ U[2, T_max]: with
+the gate's other inputs at 0, unit j forgets with characteristic time τ_j = 1 + e^{b_f,j}
+(∏ f = σ(b_f)^{t−k} ≈ e^{−(t−k)/τ_j}), spread over the range of dependencies expected.
+
+LRU ring (Orvieto et al. 2023, minimal-LRU defaults): |λ|² ~ U[r_min², r_max²], phase
+~ U[0, max_phase], γ = √(1 − |λ|²), B_re and B_im entries N(0, 1/(2m)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._checks import GradflowError
+from .weights import Weights, to_numpy
+
+
+def chrono_init(weights: Weights, t_max: float, *, seed: int = 0) -> Weights:
+    """``weights`` with chrono forget and input biases (the other parameters unchanged).
+
+    Arguments:
+        weights: weights of a cell with a forget-gate bias b_f (LSTM, peephole LSTM, minLSTM);
+            an input-gate bias b_i, if present, is set to −b_f.
+        t_max: the longest dependency expected (T_max > 2).
+        seed: seed of the uniform draw.
+    """
+    if not (isinstance(t_max, (int, float)) and math.isfinite(t_max) and t_max > 2):
+        raise GradflowError(f"t_max must be a number > 2, got {t_max!r}")
+    cell = weights.cell
+    if not cell.has_forget_gate:
+        raise GradflowError(f"{cell.name} has no forget-gate bias b_f; chrono initialisation sets it")
+    n = weights.hidden
+    b_f = np.log(np.random.default_rng(seed).uniform(1.0, t_max - 1.0, n))
+    arrays = dict(weights.arrays)
+    like = arrays[cell.FORGET_BIAS]
+    arrays[cell.FORGET_BIAS] = _as(like, b_f)
+    if "b_{i}" in arrays:
+        arrays["b_{i}"] = _as(arrays["b_{i}"], -b_f)
+    return Weights(cell, n, weights.input, arrays)
+
+
+def _as(like, values: np.ndarray):
+    """``values`` as an array of ``like``'s namespace and dtype."""
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(like)
+    host = to_numpy(like)
+    return xp.asarray(values.astype(host.dtype))
+
+
+def lru_ring_init(weights: Weights, *, r_min: float = 0.0, r_max: float = 1.0, max_phase: float = 6.28,
+                  seed: int = 0) -> Weights:
+    """``weights`` of the ``lru`` cell with the ring initialisation (its parameters ν, θ, γ_log, B).
+
+    ν_log = log(−½ log(U·(r_max² − r_min²) + r_min²)) so that |λ|² ~ U[r_min², r_max²];
+    θ_log = log(max_phase·U); γ_log = log √(1 − |λ|²); B_re, B_im ~ N(0, 1/(2m)).
+    """
+    if weights.cell.name != "lru":
+        raise GradflowError(f"the ring initialisation is the LRU's; got {weights.cell.name}")
+    if not (0 <= r_min < r_max <= 1) or not (max_phase > 0):
+        raise GradflowError("need 0 <= r_min < r_max <= 1 and max_phase > 0")
+    n, m = weights.hidden, weights.input
+    rng = np.random.default_rng(seed)
+    u1, u2 = rng.uniform(size=n), rng.uniform(size=n)
+    nu_log = np.log(-0.5 * np.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2))
+    theta_log = np.log(max_phase * u2)
+    modulus = np.exp(-np.exp(nu_log))
+    gamma_log = np.log(np.sqrt(1 - modulus ** 2))
+    arrays = dict(weights.arrays)
+    values = {r"\nu": nu_log, r"\theta": theta_log, r"\gamma_{\log}": gamma_log,
+              "B_{re}": rng.standard_normal((n, m)) / np.sqrt(2 * m),
+              "B_{im}": rng.standard_normal((n, m)) / np.sqrt(2 * m)}
+    for key, v in values.items():
+        arrays[key] = _as(arrays[key], v)
+    return Weights(weights.cell, n, m, arrays)
