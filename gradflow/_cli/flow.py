@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 
+from .._checks import GradflowError
 from .._numeric.loading import read_npy
 from .._numeric.size_guard import check_flow_size
 from .options import float_option, int_option
@@ -60,13 +61,13 @@ def _long_run(T: int, batch: int, N: int) -> bool:
 def _no_effect(a) -> None:
     """Options that the given files make meaningless are errors, not silently ignored."""
     if a.inputs is not None and a.batch is not None:
-        raise ValueError(f"--batch has no effect with --inputs: the batch is the second axis of {a.inputs}")
+        raise GradflowError(f"--batch has no effect with --inputs: the batch is the second axis of {a.inputs}")
     if a.weights is not None:
         for opt, val in (("--init", a.init), ("--gain", a.gain)):
             if val is not None:
-                raise ValueError(f"{opt} has no effect with --weights: the weights come from {a.weights}")
+                raise GradflowError(f"{opt} has no effect with --weights: the weights come from {a.weights}")
         if a.inputs is not None and a.seed is not None:
-            raise ValueError("--seed has no effect with both --weights and --inputs: nothing is random")
+            raise GradflowError("--seed has no effect with both --weights and --inputs: nothing is random")
 
 
 def _gain(text: str) -> float:
@@ -129,20 +130,20 @@ def run(a: argparse.Namespace) -> int:
         if inputs.ndim == 2:
             inputs = inputs[:, None, :]
         if inputs.ndim != 3:
-            raise ValueError(f"--inputs must have shape (T, m) or (T, batch, m), got {inputs.shape}")
+            raise GradflowError(f"--inputs must have shape (T, m) or (T, batch, m), got {inputs.shape}")
         if a.steps is not None and int_option(a.steps, "--steps") != inputs.shape[0]:
-            raise ValueError(f"--steps {a.steps} does not match the {inputs.shape[0]} steps in {a.inputs}")
+            raise GradflowError(f"--steps {a.steps} does not match the {inputs.shape[0]} steps in {a.inputs}")
         if m is not None and m != inputs.shape[2]:
-            raise ValueError(f"--input {m} does not match the inputs' {inputs.shape[2]} features")
+            raise GradflowError(f"--input {m} does not match the inputs' {inputs.shape[2]} features")
         m = inputs.shape[2]
     if a.weights is not None:
         net = network(cell, hidden, m, weights=a.weights, dtype=dtype,
                       forget_bias=float_option(a.forget_bias, "--forget-bias"))
     else:
         if hidden is None or m is None:
-            raise ValueError("flow needs --hidden and --input (or --weights / --inputs)")
+            raise GradflowError("flow needs --hidden and --input (or --weights / --inputs)")
         if a.steps is None and inputs is None:
-            raise ValueError("flow needs --steps (or --inputs)")
+            raise GradflowError("flow needs --steps (or --inputs)")
         T = inputs.shape[0] if inputs is not None else int_option(a.steps, "--steps")
         B = inputs.shape[1] if inputs is not None else batch
         check_flow_size(cell, hidden, m, T, B, np.dtype(dtype).itemsize)  # before any allocation
@@ -150,7 +151,7 @@ def run(a: argparse.Namespace) -> int:
                       forget_bias=float_option(a.forget_bias, "--forget-bias"), dtype=dtype)
     if inputs is None:
         if a.steps is None:
-            raise ValueError("flow needs --steps (or --inputs)")
+            raise GradflowError("flow needs --steps (or --inputs)")
         T = int_option(a.steps, "--steps")
         check_flow_size(cell, net.hidden, net.input, T, batch, np.dtype(dtype).itemsize)
         inputs = random_inputs(T, net.input, batch=batch, seed=seed, dtype=dtype)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from .._checks import GradflowError
 from .options import int_option
 
 # options each layer kind accepts (besides --json); anything else given is an error
@@ -31,18 +32,18 @@ def _kernel(text: str) -> tuple[int, int]:
     if len(parts) == 1:
         parts = parts * 2
     if len(parts) != 2:
-        raise ValueError(f"--kernel must be KHxKW (e.g. 3x3) or K, got {text!r}")
+        raise GradflowError(f"--kernel must be KHxKW (e.g. 3x3) or K, got {text!r}")
     try:
         kh, kw = (int(p.strip()) for p in parts)
     except ValueError:
-        raise ValueError(f"--kernel must be KHxKW (e.g. 3x3) or K, got {text!r}") from None
+        raise GradflowError(f"--kernel must be KHxKW (e.g. 3x3) or K, got {text!r}") from None
     return kh, kw
 
 
 def _require(args: argparse.Namespace, what: str, *names: str) -> None:
     missing = [_FLAG.get(a, "--" + a) for a in names if getattr(args, a) is None]
     if missing:
-        raise ValueError(f"{what} needs {' and '.join(missing)}")
+        raise GradflowError(f"{what} needs {' and '.join(missing)}")
 
 
 def _check_options(args: argparse.Namespace, kind: str, what: str) -> None:
@@ -53,7 +54,7 @@ def _check_options(args: argparse.Namespace, kind: str, what: str) -> None:
         given = getattr(args, name) != defaults.get(name)
         if given and name not in _ALLOWED[kind]:
             flag = _FLAG.get(name, "--" + name)
-            raise ValueError(f"{flag} does not apply to {what}")
+            raise GradflowError(f"{flag} does not apply to {what}")
 
 
 HELP = "count the trainable parameters of a cell, a dense layer or a convolution"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._checks import GradflowError
 from .._symbolic.cells import get_cell
 from .flow import Curves, Flow, decay_rate, gradient_flow, network, random_inputs
 from .norms import get_norm
@@ -56,10 +57,10 @@ def _finite_tuple(name: str, values: Iterable, *, allow_none: bool = False) -> t
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(float(v)):
-            raise ValueError(f"{name} must be finite numbers, got {v!r}")
+            raise GradflowError(f"{name} must be finite numbers, got {v!r}")
         out.append(float(v))
     if not out:
-        raise ValueError(f"{name} must not be empty")
+        raise GradflowError(f"{name} must not be empty")
     return tuple(out)
 
 
@@ -89,16 +90,16 @@ def phase_grid(cell: str = "lstm", *, hidden: int = 16, input: int = 4, steps: i
     """
     c = get_cell(cell)
     if which not in ("full", "cell_state"):
-        raise ValueError(f"which must be 'full' or 'cell_state', got {which!r}")
+        raise GradflowError(f"which must be 'full' or 'cell_state', got {which!r}")
     if which == "cell_state" and "c" not in c.states:
-        raise ValueError(f"which='cell_state' needs a cell with a cell state c; {c.name} has "
+        raise GradflowError(f"which='cell_state' needs a cell with a cell state c; {c.name} has "
                          f"states {', '.join(c.states)}")
     scales = _finite_tuple("scales", scales)
     if forget_biases is None:
         forget_biases = DEFAULT_FORGET_BIASES if c.has_forget_gate else (None,)
     forget_biases = _finite_tuple("forget_biases", forget_biases, allow_none=True)
     if not c.has_forget_gate and forget_biases != (None,):
-        raise ValueError(f"{c.name} has no forget gate: forget_biases must be (None,), "
+        raise GradflowError(f"{c.name} has no forget gate: forget_biases must be (None,), "
                          f"got {forget_biases!r}")
     inputs = random_inputs(steps, input, batch=batch, seed=seed)
     rates = np.empty((len(forget_biases), len(scales)))
@@ -138,7 +139,7 @@ def decay_table(flows: Flow | Iterable[Flow], *, norm: str = "2") -> list[dict]:
     rows = []
     for f in flows:
         if not isinstance(f, Flow):
-            raise ValueError(f"decay_table takes Flow objects, got {type(f).__name__}")
+            raise GradflowError(f"decay_table takes Flow objects, got {type(f).__name__}")
         rate, k0 = _curve_stats(f.full, key)
         rate_c, k0_c = _curve_stats(f.cell_state, key)
         rows.append({"cell": f.cell, "n": f.hidden, "T": f.steps, "batch": f.batch,

@@ -30,6 +30,7 @@ from sympy import (
 )
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
+from .._checks import GradflowError
 from .._symbolic.nodes import Diag, Elementwise
 
 Fn = Callable[[dict], Any]
@@ -82,7 +83,7 @@ def _product(tags_fns: list[tuple[str, Fn]], coeff: float) -> Fn:
                 else:
                     val = val @ w
             else:
-                raise ValueError("a column vector can only end a product")
+                raise GradflowError("a column vector can only end a product")
         if tag == _DIAG:
             val = dense_diag(val, env)
         c = coeff(env) if callable(coeff) else coeff

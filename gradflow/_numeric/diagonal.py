@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from .._checks import GradflowError
 from .network import Network, Trajectory, kernels, to_host
 
 _LN10 = math.log(10.0)
@@ -63,7 +64,7 @@ def diagonal_curves(net: Network, inputs, initial=None, loss_gradient=None) -> d
     Raises ``ValueError`` for a cell whose Jacobian is not diagonal (use the dense sweep).
     """
     if not is_diagonal(net.cell):
-        raise ValueError(f"{net.cell.name}: the state Jacobian is not diagonal")
+        raise GradflowError(f"{net.cell.name}: the state Jacobian is not diagonal")
     xp = net.xp
     inputs = net.check_inputs(inputs)
     T, B, _ = inputs.shape

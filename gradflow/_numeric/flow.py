@@ -21,6 +21,7 @@ import numpy as np
 import sympy as sp
 from sympy import Identity
 
+from .._checks import GradflowError
 from .compile import compile_expr
 from .diagonal import diagonal_curves, is_diagonal
 from .network import Network, Trajectory, network, random_inputs, to_host
@@ -34,8 +35,6 @@ def json_number(x, what: str):
     """The one rule for non-finite numbers in every output: a finite value as is; −∞ (the log of
     an exact 0) as ``None`` (JSON null); +∞ (an overflow) as the string ``"inf"``; NaN is an
     error naming ``what``."""
-    from .._checks import GradflowError
-
     x = float(x)
     if math.isfinite(x):
         return x
@@ -279,8 +278,6 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False) -> Iter
         jmax = xp.max(xp.abs(xp.reshape(J, (B, -1))), axis=-1)
         if not bool(xp.all(jmax < hi)):  # huge entries (σ_max(W) near overflow): scale J apart
             if not bool(xp.all(xp.isfinite(jmax))):
-                from .._checks import GradflowError
-
                 raise GradflowError(f"the Jacobian J_{k + 1} contains NaN or inf")
             Jm = J / jmax[:, None, None]
             L = L + xp.log10(jmax)
@@ -335,14 +332,13 @@ def loss_gradient(net: Network, traj: Trajectory, output: tuple | None = None):
         V, c, y = output
         V, c = xp.asarray(V, dtype=net.dtype), xp.asarray(c, dtype=net.dtype)
         if V.ndim != 2 or V.shape[1] != n or tuple(c.shape) != (V.shape[0],):
-            raise ValueError(f"output weight V must be (K, {n}) and bias (K,), got {tuple(V.shape)}, {tuple(c.shape)}")
+            raise GradflowError(f"output weight V must be (K, {n}) and bias (K,), "
+                                f"got {tuple(V.shape)}, {tuple(c.shape)}")
         if not (bool(xp.all(xp.isfinite(V))) and bool(xp.all(xp.isfinite(c)))):
-            from .._checks import GradflowError
-
             raise GradflowError("output weight V or bias c contains NaN or inf")
         y = np.asarray(to_host(y)).astype(int).reshape(-1)
         if y.shape != (B,) or (y < 0).any() or (y >= V.shape[0]).any():
-            raise ValueError(f"targets must be {B} class indices in 0..{V.shape[0] - 1}")
+            raise GradflowError(f"targets must be {B} class indices in 0..{V.shape[0] - 1}")
         logits = h_T @ xp.matrix_transpose(V) + c
         logits = logits - xp.max(logits, axis=-1, keepdims=True)
         p = xp.exp(logits)
@@ -433,9 +429,9 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
         :class:`Flow`.
     """
     if spectral not in ("power", "svd"):
-        raise ValueError(f"spectral must be 'power' or 'svd', got {spectral!r}")
+        raise GradflowError(f"spectral must be 'power' or 'svd', got {spectral!r}")
     if structure not in ("auto", "dense"):
-        raise ValueError(f"structure must be 'auto' or 'dense', got {structure!r}")
+        raise GradflowError(f"structure must be 'auto' or 'dense', got {structure!r}")
     if structure == "auto" and is_diagonal(net.cell) and "c" not in net.cell.states:
         c = diagonal_curves(net, inputs, initial,
                             lambda traj: loss_gradient(net, traj, output))
@@ -481,7 +477,7 @@ def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | No
     T = traj.steps
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 0 or ks[-1] >= T:
-        raise ValueError(f"k must be in 0..{T - 1}, got {ks}")
+        raise GradflowError(f"k must be in 0..{T - 1}, got {ks}")
     per_seq = product_singular_values(net, traj, ks, resolve=resolve)
     return {k: v.mean(axis=0) for k, v in per_seq.items()}
 
@@ -497,10 +493,10 @@ def decay_rate(curve, *, skip: int = 0) -> float:
     y = np.asarray(curve, dtype=float)
     T = y.shape[-1]
     if not 0 <= skip < T:
-        raise ValueError(f"skip must be in 0..{T - 1}, got {skip}")
+        raise GradflowError(f"skip must be in 0..{T - 1}, got {skip}")
     y = y[: T - skip]
     if np.isnan(y).any():
-        raise ValueError("the curve contains NaN")
+        raise GradflowError("the curve contains NaN")
     if np.isneginf(y).any():
         return float("-inf")
     if np.isposinf(y).any():

@@ -17,7 +17,7 @@ import numpy as np
 from array_api_compat import array_namespace
 from sympy import Identity, ZeroMatrix
 
-from .._checks import positive_int
+from .._checks import GradflowError, positive_int
 from .._symbolic.cell import Cell
 from .._symbolic.cells import get_cell
 from .._symbolic.nodes import Diag
@@ -180,13 +180,13 @@ class Network:
                 if v.ndim == 1 and v.shape[0] == self.hidden:
                     v = xp.broadcast_to(v[None, :], (B, self.hidden))
                 if tuple(v.shape) != (B, self.hidden):
-                    raise ValueError(f"initial state {s} has shape {tuple(v.shape)}, expected {(B, self.hidden)}")
+                    raise GradflowError(f"initial state {s} has shape {tuple(v.shape)}, expected {(B, self.hidden)}")
                 if not bool(xp.all(xp.isfinite(v))):
-                    raise ValueError(f"initial state {s} contains NaN or inf")
+                    raise GradflowError(f"initial state {s} contains NaN or inf")
             parts.append(v)
         unknown = set(initial or {}) - set(self.cell.states)
         if unknown:
-            raise ValueError(f"{self.cell.name} has no state(s) {', '.join(sorted(unknown))}")
+            raise GradflowError(f"{self.cell.name} has no state(s) {', '.join(sorted(unknown))}")
         s = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
         states, named = [s], []
         for t in range(T):
@@ -213,23 +213,23 @@ class Network:
         if inputs.ndim == 2:
             inputs = inputs[:, None, :]
         if inputs.ndim != 3:
-            raise ValueError(f"inputs must have shape (T, m) or (T, batch, m), got {tuple(inputs.shape)}")
+            raise GradflowError(f"inputs must have shape (T, m) or (T, batch, m), got {tuple(inputs.shape)}")
         T, B, m = inputs.shape
         if T < 1:
-            raise ValueError("inputs have T = 0 steps; need T >= 1")
+            raise GradflowError("inputs have T = 0 steps; need T >= 1")
         if B < 1:
-            raise ValueError("inputs have an empty batch")
+            raise GradflowError("inputs have an empty batch")
         if m != self.input:
-            raise ValueError(f"inputs have {m} features per step, the weights expect input size {self.input}")
+            raise GradflowError(f"inputs have {m} features per step, the weights expect input size {self.input}")
         if not bool(xp.all(xp.isfinite(inputs))):
-            raise ValueError("inputs contain NaN or inf")
+            raise GradflowError("inputs contain NaN or inf")
         return xp.astype(inputs, self.dtype)
 
     # -- Jacobians ----------------------------------------------------------------------------
     def step_jacobian(self, traj: Trajectory, t: int, *, truncated: bool = False):
         """J_t = ∂s_t/∂s_{t−1}, shape (B, N, N), for 1 ≤ t ≤ T (the 1997 truncation if asked)."""
         if not 1 <= t <= traj.steps:
-            raise ValueError(f"t must be in 1..{traj.steps}, got {t}")
+            raise GradflowError(f"t must be in 1..{traj.steps}, got {t}")
         return self._assemble(self.step_env(traj, t), truncated)
 
     def _assemble(self, env, truncated=False):
@@ -286,12 +286,12 @@ def network(cell: str | Cell, hidden: int | None = None, input: int | None = Non
             w = load_weights(cell, weights, dtype=dtype, xp=xp)
         for name, want, got in (("hidden", hidden, w.hidden), ("input", input, w.input)):
             if want is not None and want != got:
-                raise ValueError(f"{name} size {want} does not match the weights' {name} size {got}")
+                raise GradflowError(f"{name} size {want} does not match the weights' {name} size {got}")
         if forget_bias is not None:
-            raise ValueError("forget_bias applies to initialised weights, not loaded ones")
+            raise GradflowError("forget_bias applies to initialised weights, not loaded ones")
         return Network(w)
     if hidden is None or input is None:
-        raise ValueError("give hidden and input sizes (or weights)")
+        raise GradflowError("give hidden and input sizes (or weights)")
     return Network(init_weights(cell, hidden, input, scheme=init, seed=seed, gain=gain,
                                 forget_bias=forget_bias, dtype=dtype, xp=xp))
 

@@ -72,7 +72,7 @@ def validate(cell: Cell, n: int, m: int, arrays: Mapping[str, Any]) -> None:
     names = [p.symbol.name for p in cell.recorded.params]
     missing = [k for k in names if k not in arrays]
     if missing:
-        raise ValueError(f"{cell.name}: missing parameters {', '.join(missing)}")
+        raise GradflowError(f"{cell.name}: missing parameters {', '.join(missing)}")
     for p in cell.recorded.params:
         a = arrays[p.symbol.name]
         if not hasattr(a, "shape") or not hasattr(a, "dtype"):
@@ -80,10 +80,10 @@ def validate(cell: Cell, n: int, m: int, arrays: Mapping[str, Any]) -> None:
         check_dtype(a.dtype, f"{cell.name}: {p.symbol.name}")
         want = _expected_shape(p, n, m)
         if tuple(a.shape) != want:
-            raise ValueError(f"{cell.name}: {p.symbol.name} has shape {tuple(a.shape)}, expected {want} "
+            raise GradflowError(f"{cell.name}: {p.symbol.name} has shape {tuple(a.shape)}, expected {want} "
                              f"(hidden={n}, input={m})")
         if not bool(_all_finite(a)):
-            raise ValueError(f"{cell.name}: {p.symbol.name} contains NaN or inf")
+            raise GradflowError(f"{cell.name}: {p.symbol.name} contains NaN or inf")
 
 
 def _all_finite(a) -> bool:
@@ -125,9 +125,9 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: str | Non
     n, m = positive_int(hidden, "hidden size"), positive_int(input, "input size")
     scheme = scheme or cell.default_init
     if scheme not in INIT_SCHEMES:
-        raise ValueError(f"unknown init scheme {scheme!r}; known: {', '.join(INIT_SCHEMES)}")
+        raise GradflowError(f"unknown init scheme {scheme!r}; known: {', '.join(INIT_SCHEMES)}")
     if not math.isfinite(gain):
-        raise ValueError(f"gain must be finite, got {gain!r}")
+        raise GradflowError(f"gain must be finite, got {gain!r}")
     rng = np.random.default_rng(seed)
     arrays: dict[str, np.ndarray] = {}
     for p in cell.recorded.params:
@@ -153,9 +153,9 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: str | Non
         arrays[p.symbol.name] = a
     if forget_bias is not None:
         if not math.isfinite(forget_bias):
-            raise ValueError(f"forget bias must be finite, got {forget_bias!r}")
+            raise GradflowError(f"forget bias must be finite, got {forget_bias!r}")
         if not cell.has_forget_gate:
-            raise ValueError(f"{cell.name} has no forget gate; a forget bias applies to the LSTM")
+            raise GradflowError(f"{cell.name} has no forget gate; a forget bias applies to the LSTM")
         arrays[cell.FORGET_BIAS] = np.full((n,), float(forget_bias))
     w = Weights(cell, n, m, {k: v.astype(dtype) for k, v in arrays.items()})
     return w if xp is np else w.to(xp)
@@ -192,11 +192,11 @@ def from_state_dict(cell: str | Cell, state: Mapping[str, Any], *, dtype: Any = 
     keys = _torch_key_map(check_state(state, f"state_dict for {cell.name}"))
     missing = [k for k in ("weight_ih", "weight_hh") if k not in keys]
     if missing:
-        raise ValueError(f"state_dict for {cell.name} lacks {', '.join(missing)} "
+        raise GradflowError(f"state_dict for {cell.name} lacks {', '.join(missing)} "
                          f"(found: {', '.join(sorted(state)) or 'nothing'})")
     has_bias = [k in keys for k in ("bias_ih", "bias_hh")]
     if any(has_bias) and not all(has_bias):
-        raise ValueError(f"state_dict for {cell.name} has {'bias_ih' if has_bias[0] else 'bias_hh'} "
+        raise GradflowError(f"state_dict for {cell.name} has {'bias_ih' if has_bias[0] else 'bias_hh'} "
                          f"but not {'bias_hh' if has_bias[0] else 'bias_ih'}")
     half: list[str] = []
     arr = {k: real_array(state[v], f"{cell.name}: {v}", half).astype(dtype) for k, v in keys.items()}
@@ -206,14 +206,14 @@ def from_state_dict(cell: str | Cell, state: Mapping[str, Any], *, dtype: Any = 
     G = len(gates)
     wih, whh = arr["weight_ih"], arr["weight_hh"]
     if wih.ndim != 2 or whh.ndim != 2 or wih.shape[0] % G or whh.shape[0] != wih.shape[0]:
-        raise ValueError(f"{cell.name}: weight_ih {wih.shape} and weight_hh {whh.shape} do not stack "
+        raise GradflowError(f"{cell.name}: weight_ih {wih.shape} and weight_hh {whh.shape} do not stack "
                          f"{G} gate(s) ({', '.join(str(g) for g in gates)})")
     n, m = wih.shape[0] // G, wih.shape[1]
     if whh.shape != (G * n, n):
-        raise ValueError(f"{cell.name}: weight_hh has shape {whh.shape}, expected {(G * n, n)}")
+        raise GradflowError(f"{cell.name}: weight_hh has shape {whh.shape}, expected {(G * n, n)}")
     for k in ("bias_ih", "bias_hh"):
         if k in arr and arr[k].shape != (G * n,):
-            raise ValueError(f"{cell.name}: {k} has shape {arr[k].shape}, expected {(G * n,)}")
+            raise GradflowError(f"{cell.name}: {k} has shape {arr[k].shape}, expected {(G * n,)}")
 
     def chunk(name, g):
         i = gates.index(g)

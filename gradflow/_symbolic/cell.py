@@ -18,6 +18,7 @@ import sympy as sp
 from sympy import MatAdd, MatMul, MatrixSymbol
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
+from .._checks import GradflowError
 from .printing import DisplaysLatex, latex, text
 
 #: symbolic hidden size n and input size m
@@ -93,7 +94,7 @@ class Recurrence:
         symbol = sp.Symbol(name, positive=True)
         value = float(value)
         if symbol in self.constants and self.constants[symbol] != value:
-            raise ValueError(f"constant {name} given two values")
+            raise GradflowError(f"constant {name} given two values")
         self.constants[symbol] = value
         return symbol
 
@@ -114,7 +115,7 @@ class Recurrence:
         """Name ``expr`` as ``name``_t; later expressions use the name."""
         symbol = MatrixSymbol(timed(name, self.time), expr.shape[0], 1)
         if symbol in self.definitions:
-            raise ValueError(f"{name} is defined twice")
+            raise GradflowError(f"{name} is defined twice")
         self.definitions[symbol] = expr
         return symbol
 
@@ -178,7 +179,7 @@ class Cell:
         rec = Recurrence(self.states, time)
         new = dict(self.definition(rec))
         if set(new) != set(self.states):
-            raise ValueError(f"{self.name}: the definition returned {sorted(new)}, not {self.states}")
+            raise GradflowError(f"{self.name}: the definition returned {sorted(new)}, not {self.states}")
         for s, expr in new.items():  # name every new state s_t
             want = MatrixSymbol(timed(s, time), n, 1)
             if expr != want:

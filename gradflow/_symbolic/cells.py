@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sympy import MatAdd, MatMul
 
+from .._checks import GradflowError
 from .activations import relu, sigmoid, tanh
 from .cell import Cell, Recurrence
 from .modern_cells import MODERN_ALIASES, MODERN_CELLS
@@ -103,5 +104,5 @@ def get_cell(name: str | Cell) -> Cell:
     key = str(name).strip().lower().replace("_", "-")
     key = ALIASES.get(key, key)
     if key not in CELLS:
-        raise ValueError(f"unknown cell {name!r}; known cells: {', '.join(CELLS)}")
+        raise GradflowError(f"unknown cell {name!r}; known cells: {', '.join(CELLS)}")
     return CELLS[key]

@@ -28,6 +28,7 @@ import sympy as sp
 from sympy import HadamardPower, HadamardProduct, Identity, MatAdd, MatMul, MatrixSymbol, ZeroMatrix
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
+from .._checks import GradflowError
 from .nodes import Diag, Elementwise, hadamard
 
 
@@ -184,6 +185,6 @@ def jacobian(expr, wrt, definitions: Mapping | None = None) -> MatrixExpr:
         The Jacobian, e.g. ``diag(1 − tanh(W x) ⊙ tanh(W x))·W`` for tanh(W x).
     """
     if expr.shape[1] != 1 or wrt.shape[1] != 1:
-        raise ValueError("jacobian: expr and wrt must be column vectors (shape (r, 1))")
+        raise GradflowError("jacobian: expr and wrt must be column vectors (shape (r, 1))")
     D = _sweep(dict(definitions or {}), wrt)
     return _to_expr(_collect(_derive(expr, D)), expr.shape[0], wrt.shape[0])

@@ -26,6 +26,7 @@ from sympy import (
 )
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
+from .._checks import GradflowError
 from .cell import Cell, StateJacobian, n, t, timed
 from .cells import get_cell
 from .nodes import Diag, Elementwise
@@ -109,7 +110,7 @@ class StateProduct(DisplaysLatex):
     def explicit(self, t_value: int, k_value: int) -> MatrixExpr:
         """The product written out for concrete t > k: J_t · J_{t−1} ⋯ J_{k+1}."""
         if t_value <= k_value:
-            raise ValueError(f"need t > k, got t={t_value}, k={k_value}")
+            raise GradflowError(f"need t > k, got t={t_value}, k={k_value}")
         factors = [_as_matrix(self.cell.jacobian(sp.Integer(s))) for s in range(t_value, k_value, -1)]
         return factors[0] if len(factors) == 1 else MatMul(*factors)
 
@@ -149,7 +150,7 @@ def _scalar(v, defs: dict, stand_in: dict):
             # q = φ(anything): the range of φ; any other quantity: the whole real line
             stand_in[v] = d.activation.scalar(x) if isinstance(d, Elementwise) else x
         return stand_in[v]
-    raise ValueError(f"no scalar form for {v}")
+    raise GradflowError(f"no scalar form for {v}")
 
 
 def _sup(v, defs: dict):
@@ -226,7 +227,7 @@ def pascanu_bound(cell: str | Cell) -> Bound:
     """
     cell = get_cell(cell)
     if cell.states != ("h",):
-        raise ValueError(f"{cell.name}: the bound is derived for single-state cells (h only)")
+        raise GradflowError(f"{cell.name}: the bound is derived for single-state cells (h only)")
     J = cell.jacobian()
     defs = dict(J.step.definitions)
     block = J["h", "h"]
@@ -243,7 +244,7 @@ def pascanu_bound(cell: str | Cell) -> Bound:
         else:
             sup, rest = sp.Abs(coeff), factors
         if sup is sp.oo or sup.has(sp.oo):
-            raise ValueError(
+            raise GradflowError(
                 f"{cell.name}: a factor of ∂h_t/∂h_(t-1) is unbounded; no finite bound from the one-step form")
         M = rest[0] if len(rest) == 1 else (MatMul(*rest) if rest else Identity(n))
         terms.append((sup, M))
@@ -276,7 +277,7 @@ def carousel(cell: str | Cell) -> Carousel:
     """The cell-state path of an LSTM-type cell: ∏ diag(f_j), the identity when f ≡ 1 (1997)."""
     cell = get_cell(cell)
     if "c" not in cell.states:
-        raise ValueError(f"{cell.name} has no cell state c; the carousel is an LSTM notion")
+        raise GradflowError(f"{cell.name} has no cell state c; the carousel is an LSTM notion")
     body = cell.jacobian(j)["c", "c"]
     if isinstance(body, Identity):
         return Carousel(cell, body, Identity(n), True)
@@ -294,7 +295,7 @@ def truncated_jacobian(cell: str | Cell) -> StateJacobian:
     """
     cell = get_cell(cell)
     if "c" not in cell.states:
-        raise ValueError(f"{cell.name} has no cell state; truncation (1997) applies to LSTM cells")
+        raise GradflowError(f"{cell.name} has no cell state; truncation (1997) applies to LSTM cells")
     J = cell.jacobian()
     blocks = {key: (ZeroMatrix(n, n) if key[1] == "h" else v) for key, v in J.blocks.items()}
     return StateJacobian(cell, J.step, blocks)

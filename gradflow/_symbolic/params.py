@@ -16,7 +16,7 @@ from typing import Any
 
 import sympy as sp
 
-from .._checks import positive_int
+from .._checks import GradflowError, positive_int
 from .cell import Cell, m, n
 from .cells import get_cell
 
@@ -205,13 +205,13 @@ def _convention(cell: Cell, convention: str) -> tuple[str, int]:
     key = str(convention).strip().lower()
     if key not in cell.bias_copies:
         known = ", ".join(cell.bias_copies)
-        raise ValueError(f"unknown convention {convention!r}; known conventions: {known}")
+        raise GradflowError(f"unknown convention {convention!r}; known conventions: {known}")
     copies = cell.bias_copies[key]
     if copies is None:
         others = [c for c, v in cell.bias_copies.items() if v is not None]
         why = _ABSENT.get((key, cell.name), f"no {cell.title} cell")
         use = f"; use --convention {others[0]}" if others else ""
-        raise ValueError(f"{CONVENTIONS.get(key, key)} has {why}{use}")
+        raise GradflowError(f"{CONVENTIONS.get(key, key)} has {why}{use}")
     return key, copies
 
 
@@ -220,7 +220,7 @@ def _layer_parts(cell: Cell, copies: int) -> dict[str, sp.Expr]:
     parts = {"W": sp.Integer(0), "U": sp.Integer(0), "b": sp.Integer(0)}
     for p in cell.recorded.params:
         if p.kind not in parts and p.kind != "w":
-            raise ValueError(f"{cell.name}: parameter {p.symbol.name} has unknown kind {p.kind!r}")
+            raise GradflowError(f"{cell.name}: parameter {p.symbol.name} has unknown kind {p.kind!r}")
         rows, cols = p.symbol.shape
         times = copies if p.bias == "merged" else 1
         parts["W" if p.kind == "w" else p.kind] += times * rows * cols  # w: a recurrent weight

@@ -11,6 +11,7 @@ import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 
+from .._checks import GradflowError
 from .._version import __version__
 
 # ================================================================================================
@@ -44,7 +45,7 @@ def _braced(text: str, i: int) -> tuple[str, int]:
             depth -= 1
             if depth == 0:
                 return text[i + 1:pos], pos + 1
-    raise ValueError(f"unbalanced braces in BibTeX value at offset {i}")
+    raise GradflowError(f"unbalanced braces in BibTeX value at offset {i}")
 
 
 def _quoted(text: str, i: int) -> tuple[str, int]:
@@ -57,7 +58,7 @@ def _quoted(text: str, i: int) -> tuple[str, int]:
             depth -= 1
         elif c == '"' and depth == 0:
             return text[i + 1:pos], pos + 1
-    raise ValueError(f"unterminated quoted BibTeX value at offset {i}")
+    raise GradflowError(f"unterminated quoted BibTeX value at offset {i}")
 
 
 def parse_bibtex(text: str) -> dict[str, BibEntry]:
@@ -72,13 +73,13 @@ def parse_bibtex(text: str) -> dict[str, BibEntry]:
             while i < len(text) and (text[i].isspace() or text[i] == ","):
                 i += 1
             if i >= len(text):
-                raise ValueError(f"BibTeX entry {key!r} is not closed")
+                raise GradflowError(f"BibTeX entry {key!r} is not closed")
             if text[i] == "}":
                 i += 1
                 break
             fm = _FIELD_NAME.match(text, i)
             if not fm:
-                raise ValueError(f"malformed field in BibTeX entry {key!r} at offset {i}")
+                raise GradflowError(f"malformed field in BibTeX entry {key!r} at offset {i}")
             name, i = fm.group(1).lower(), fm.end()
             if i < len(text) and text[i] == "{":
                 value, i = _braced(text, i)
@@ -87,11 +88,11 @@ def parse_bibtex(text: str) -> dict[str, BibEntry]:
             else:
                 vm = _BARE_VALUE.match(text, i)
                 if not vm:
-                    raise ValueError(f"missing value of {name} in BibTeX entry {key!r}")
+                    raise GradflowError(f"missing value of {name} in BibTeX entry {key!r}")
                 value, i = vm.group(0), vm.end()
             fields[name] = " ".join(value.split())
         if key in entries:
-            raise ValueError(f"duplicate BibTeX key {key!r}")
+            raise GradflowError(f"duplicate BibTeX key {key!r}")
         start = text.rfind("\n", 0, m.start()) + 1
         entries[key] = BibEntry(kind, key, fields, text[start:i].strip())
     return entries

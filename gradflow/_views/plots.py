@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._checks import GradflowError
 from .._numeric.flow import Flow
 from .._numeric.norms import get_norm
 
@@ -57,7 +58,7 @@ def _as_2d(a: Any, what: str) -> np.ndarray:
 
     a = np.asarray(to_numpy(a), dtype=float)
     if a.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D array, got shape {a.shape}"
+        raise GradflowError(f"{what} must be a 2-D array, got shape {a.shape}"
                          + (" (pass J[b] for one batch element)" if a.ndim == 3 else ""))
     return a
 
@@ -79,14 +80,14 @@ def plot_decay(flows: Flow | Sequence[Flow], *, ax: Axes | None = None, norm: st
     key, sub = _norm_key(norm)
     flows = [flows] if isinstance(flows, Flow) else list(flows)
     if not flows:
-        raise ValueError("plot_decay needs at least one Flow")
+        raise GradflowError("plot_decay needs at least one Flow")
     for f in flows:
         if not isinstance(f, Flow):
-            raise ValueError(f"plot_decay takes Flow objects, got {type(f).__name__}")
+            raise GradflowError(f"plot_decay takes Flow objects, got {type(f).__name__}")
     if labels is None:
         labels = [f.cell for f in flows]
     elif len(labels) != len(flows):
-        raise ValueError(f"{len(labels)} labels for {len(flows)} flows")
+        raise GradflowError(f"{len(labels)} labels for {len(flows)} flows")
     ax = _axes(ax)
     for f, label in zip(flows, labels, strict=True):
         x = f.steps - f.k
@@ -112,12 +113,12 @@ def plot_carousel(flow: Flow, *, ax: Axes | None = None, norm: str = "2") -> Axe
         the Axes.
     """
     if not isinstance(flow, Flow):
-        raise ValueError(f"plot_carousel takes a Flow, got {type(flow).__name__}")
+        raise GradflowError(f"plot_carousel takes a Flow, got {type(flow).__name__}")
     if flow.cell_state is None:
-        raise ValueError(f"plot_carousel needs an LSTM flow (a cell with a cell state c); "
+        raise GradflowError(f"plot_carousel needs an LSTM flow (a cell with a cell state c); "
                          f"got a {flow.cell} flow")
     if flow.carousel is None:
-        raise ValueError("this flow has no carousel curves: compute it with "
+        raise GradflowError("this flow has no carousel curves: compute it with "
                          "gradient_flow(net, inputs, carousel=True)")
     key, sub = _norm_key(norm)
     ax = _axes(ax)
@@ -144,7 +145,7 @@ def plot_spectrum(spectra: Mapping[int, Any], *, ax: Axes | None = None) -> Axes
         the Axes.
     """
     if not spectra:
-        raise ValueError("plot_spectrum needs at least one k")
+        raise GradflowError("plot_spectrum needs at least one k")
     ax = _axes(ax)
     for k in sorted(spectra):
         s = np.asarray(spectra[k], dtype=float).reshape(-1)
@@ -180,7 +181,7 @@ def plot_jacobian(J: Any, *, ax: Axes | None = None, title: str | None = None,
     if state_names:
         S = len(state_names)
         if rows % S or cols % S:
-            raise ValueError(f"a {rows}×{cols} Jacobian does not split into {S} state blocks")
+            raise GradflowError(f"a {rows}×{cols} Jacobian does not split into {S} state blocks")
         br, bc = rows // S, cols // S
         for i in range(1, S):
             ax.axhline(i * br - 0.5, color="black", linewidth=0.8)
@@ -283,10 +284,10 @@ def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("pdf", 
         formats = (formats,)
     fmts = [str(f).lower().lstrip(".") for f in formats]
     if not fmts:
-        raise ValueError("formats must name at least one of " + ", ".join(_FORMATS))
+        raise GradflowError("formats must name at least one of " + ", ".join(_FORMATS))
     bad = [f for f in fmts if f not in _FORMATS]
     if bad:
-        raise ValueError(f"unknown figure format(s) {', '.join(map(repr, bad))}; "
+        raise GradflowError(f"unknown figure format(s) {', '.join(map(repr, bad))}; "
                          f"use {', '.join(_FORMATS)}")
     fig = getattr(fig, "figure", fig) if not hasattr(fig, "savefig") else fig
     stem = Path(stem)

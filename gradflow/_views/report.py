@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from .._checks import positive_int
+from .._checks import GradflowError, positive_int
 from .._numeric.flow import json_number
 from .._symbolic.cell import Cell
 from .._symbolic.cells import get_cell
@@ -131,7 +131,7 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
         if c not in resolved:
             resolved.append(c)
     if not resolved:
-        raise ValueError("name at least one cell")
+        raise GradflowError("name at least one cell")
     hidden = positive_int(hidden, "hidden", 1)
     steps = positive_int(steps, "steps", 2)
     seed = positive_int(seed, "seed", 0)
@@ -139,9 +139,9 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
     if forget_bias is not None:
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) \
                 or not np.isfinite(forget_bias):
-            raise ValueError(f"forget bias must be a finite number, got {forget_bias!r}")
+            raise GradflowError(f"forget bias must be a finite number, got {forget_bias!r}")
         if not any(c.has_forget_gate for c in resolved):
-            raise ValueError("a forget bias needs a cell with a forget gate (lstm)")
+            raise GradflowError("a forget bias needs a cell with a forget gate (lstm)")
     from .._numeric.size_guard import check_report_size
     from .safe_write import open_target
 
@@ -326,7 +326,7 @@ def compile_pdf(out_dir: str | os.PathLike, *, timeout: float = 180.0) -> Path:
 
     out = Path(out_dir)
     if not (out / "report.tex").is_file():
-        raise ValueError(f"no report.tex in {out}")
+        raise GradflowError(f"no report.tex in {out}")
     with locked_report(out) as target:
         return target.compile_pdf(_pdflatex_runner(out, timeout))
 
@@ -338,7 +338,7 @@ def _pdflatex_runner(out: Path, timeout: float = 180.0):
     tex = out / "report.tex"
     exe = shutil.which("pdflatex")
     if exe is None:
-        raise ValueError(f"pdflatex not found (install TeX Live, e.g. apt-get install "
+        raise GradflowError(f"pdflatex not found (install TeX Live, e.g. apt-get install "
                          f"{' '.join(TEXLIVE_PACKAGES)}); report.md and report.tex are in {out}")
 
     def run(work: Path) -> None:
@@ -346,13 +346,13 @@ def _pdflatex_runner(out: Path, timeout: float = 180.0):
             try:
                 proc = run_pdflatex(exe, work, timeout)
             except subprocess.TimeoutExpired:
-                raise ValueError(f"pdflatex did not finish within {timeout:g} s on {tex}") from None
+                raise GradflowError(f"pdflatex did not finish within {timeout:g} s on {tex}") from None
             if proc.returncode != 0:
                 log = (work / "report.log").read_text(encoding="latin-1") if (work / "report.log").exists() \
                     else proc.stdout.decode("latin-1")
                 first = next((ln for ln in log.splitlines() if ln.startswith("!")), "unknown error")
-                raise ValueError(f"pdflatex failed on {tex}: {first.lstrip('! ')} (see {out / 'report.log'})")
+                raise GradflowError(f"pdflatex failed on {tex}: {first.lstrip('! ')} (see {out / 'report.log'})")
         if not (work / "report.pdf").is_file():
-            raise ValueError(f"pdflatex produced no PDF in {out}")
+            raise GradflowError(f"pdflatex produced no PDF in {out}")
 
     return run
