@@ -1,6 +1,6 @@
 """The four rooms and their import rules, read from the source with ``ast``.
 
-    ground floor  gradflow._checks, gradflow._version      (imports nothing from gradflow)
+    ground floor  gradflow._checks, _version, _vocabulary (import nothing from gradflow)
     1 symbolic    gradflow._symbolic.*                     (SymPy only: no NumPy, no arrays)
     2 numeric     gradflow._numeric.*                      (array API; never draws, never prints a CLI)
     3 views       gradflow._views.*
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "gradflow"
-FLOORS = {"_checks": 0, "_version": 0, "_symbolic": 1, "_numeric": 2, "_views": 3, "_cli": 4}
+FLOORS = {"_checks": 0, "_version": 0, "_vocabulary": 0, "_symbolic": 1, "_numeric": 2, "_views": 3, "_cli": 4}
 FACADE = {"gradflow", "gradflow.__main__"}
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from .._checks import GradflowError
 from .._symbolic.cells import get_cell
+from .._vocabulary import InitScheme
 from .flow import Curves, Flow, decay_rate, gradient_flow, network, random_inputs
 from .norms import get_norm
 
@@ -46,7 +47,7 @@ class PhaseGrid:
     hidden: int
     steps: int
     which: str = "full"
-    init: str = "orthogonal"
+    init: InitScheme = "orthogonal"
 
 
 def _finite_tuple(name: str, values: Iterable, *, allow_none: bool = False) -> tuple:
@@ -67,7 +68,7 @@ def _finite_tuple(name: str, values: Iterable, *, allow_none: bool = False) -> t
 def phase_grid(cell: str = "lstm", *, hidden: int = 16, input: int = 4, steps: int = 50,
                scales: Sequence[float] = DEFAULT_SCALES,
                forget_biases: Sequence[float | None] | None = None, seed: int = 0,
-               init: str = "orthogonal", which: str = "full", batch: int = 4) -> PhaseGrid:
+               init: InitScheme = "orthogonal", which: str = "full", batch: int = 4) -> PhaseGrid:
     """Decay rate of ‖∂s_T/∂s_k‖₂ (batch mean) over recurrent-weight scale × forget-gate bias.
 
     Every grid point uses the same seed (weights and inputs), so only the scale and the bias

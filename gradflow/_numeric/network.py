@@ -21,6 +21,7 @@ from .._checks import GradflowError, positive_int
 from .._symbolic.cell import Cell
 from .._symbolic.cells import get_cell
 from .._symbolic.nodes import Diag
+from .._vocabulary import BlockKind, InitScheme
 from .compile import compile_expr, dense_diag, stable_substitutions
 from .loading import check_dtype, real_array
 from .weights import Weights, init_weights, load_weights, to_numpy
@@ -32,7 +33,7 @@ class _Block:
 
     a: int
     b: int
-    kind: str                    # "dense", "diag" (fn gives the diagonal) or "identity"
+    kind: BlockKind              # "dense", "diag" (fn gives the diagonal) or "identity"
     fn: Any
 
 
@@ -271,7 +272,7 @@ def random_inputs(steps: int, input: int, *, batch: int = 1, seed: int = 0, dtyp
 
 
 def network(cell: str | Cell, hidden: int | None = None, input: int | None = None, *,
-            init: str | None = None, seed: int = 0, gain: float = 1.0,
+            init: InitScheme | None = None, seed: int = 0, gain: float = 1.0,
             forget_bias: float | None = None, weights: Any = None, dtype=np.float64, xp=np) -> Network:
     """A :class:`Network` from an init scheme, or from ``weights`` (module, state_dict, file).
 

@@ -13,16 +13,15 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from .._checks import GradflowError, positive_int
 from .._symbolic.cell import Cell, Param
 from .._symbolic.cells import get_cell
+from .._vocabulary import INIT_SCHEMES, InitScheme
 from .loading import TORCH_KEYS, check_dtype, check_state, note, read_weights_file, real_array
-
-INIT_SCHEMES = ("pytorch", "glorot", "orthogonal", "identity", "gaussian")
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ def _orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
     return q * np.sign(np.diag(r))[None, :]
 
 
-def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: str | None = None,
+def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: InitScheme | None = None,
                  seed: int = 0, gain: float = 1.0, forget_bias: float | None = None,
                  dtype: Any = np.float64, xp: Any = np) -> Weights:
     """Random weights for ``cell`` by an initialisation scheme.
@@ -123,7 +122,7 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: str | Non
     """
     cell = get_cell(cell)
     n, m = positive_int(hidden, "hidden size"), positive_int(input, "input size")
-    scheme = scheme or cell.default_init
+    scheme = cast(InitScheme, scheme or cell.default_init)
     if scheme not in INIT_SCHEMES:
         raise GradflowError(f"unknown init scheme {scheme!r}; known: {', '.join(INIT_SCHEMES)}")
     if not math.isfinite(gain):

@@ -19,6 +19,7 @@ from sympy import MatAdd, MatMul, MatrixSymbol
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
 from .._checks import GradflowError
+from .._vocabulary import ParamKind
 from .printing import DisplaysLatex, latex, text
 
 #: symbolic hidden size n and input size m
@@ -48,7 +49,7 @@ class Param:
     """
 
     symbol: MatrixSymbol
-    kind: str
+    kind: ParamKind
     gate: str | None
     bias: str | None = None
 
@@ -66,7 +67,7 @@ class Recurrence:
         self.constants: dict[sp.Symbol, float] = {}
 
     # -- parameters -------------------------------------------------------------------------
-    def _param(self, kind: str, gate: str | None, rows, cols, bias: str | None = None, label=None):
+    def _param(self, kind: ParamKind, gate: str | None, rows, cols, bias: str | None = None, label=None):
         label = label or (kind if gate is None else "%s_{%s}" % (kind, gate))
         if label not in self.params:
             if gate not in self.gates:

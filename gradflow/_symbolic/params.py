@@ -12,11 +12,12 @@ and a bidirectional layer holds two independent copies of the cell.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sympy as sp
 
 from .._checks import GradflowError, positive_int
+from .._vocabulary import Convention
 from .cell import Cell, m, n
 from .cells import get_cell
 
@@ -139,7 +140,7 @@ class ParamCount:
     """
 
     cell: str
-    convention: str
+    convention: Convention
     hidden: int
     input: int
     layers: int
@@ -200,13 +201,14 @@ class ParamCount:
         return _latex_count(self.cell, self.formula, self.total, self._items())
 
 
-def _convention(cell: Cell, convention: str) -> tuple[str, int]:
+def _convention(cell: Cell, convention: str) -> tuple[Convention, int]:
     """The normalised convention name and the stored copies per merged bias."""
     key = str(convention).strip().lower()
     if key not in cell.bias_copies:
         known = ", ".join(cell.bias_copies)
         raise GradflowError(f"unknown convention {convention!r}; known conventions: {known}")
     copies = cell.bias_copies[key]
+    key = cast(Convention, key)
     if copies is None:
         others = [c for c, v in cell.bias_copies.items() if v is not None]
         why = _ABSENT.get((key, cell.name), f"no {cell.title} cell")
@@ -227,7 +229,7 @@ def _layer_parts(cell: Cell, copies: int) -> dict[str, sp.Expr]:
     return parts
 
 
-def count_params(cell: str | Cell, hidden: int, input: int, *, convention: str = "pytorch",
+def count_params(cell: str | Cell, hidden: int, input: int, *, convention: Convention = "pytorch",
                  layers: int = 1, bidirectional: bool = False, output: int | None = None) -> ParamCount:
     """Count the trainable parameters of a recurrent layer, from the cell's recurrence.
 
