@@ -17,31 +17,6 @@ def start_basis(xp, B, R, r, dtype):
     return xp.broadcast_to(xp.asarray(q, dtype=dtype)[None], (B, R, r))
 
 
-def _orthonormal(xp, Z):
-    """An orthonormal basis of the columns of Z (B, R, r): Cholesky QR, QR where that fails."""
-    G = xp.matrix_transpose(Z) @ Z
-    try:
-        L = xp.linalg.cholesky(G)
-        U = Z @ xp.matrix_transpose(xp.linalg.inv(L))
-        if bool(xp.all(xp.isfinite(U))):
-            return U
-    except Exception:  # noqa: BLE001 - singular Gram matrix (rank-deficient Z): use QR
-        pass
-    Q, _ = xp.linalg.qr(Z)
-    return Q
-
-
-def _embed(xp, parts, N, axis_len):
-    """Stack blocks (B, len(slice), r_b) into one (B, N, Σ r_b) array, zeros outside each slice."""
-    cols = []
-    for sl, X in parts:
-        B, _, r = X.shape
-        pad = [xp.zeros((B, sl.start, r), dtype=X.dtype), X,
-               xp.zeros((B, N - sl.stop, r), dtype=X.dtype)]
-        cols.append(xp.concat([p for p in pad if p.shape[1]], axis=1))
-    return cols[0] if len(cols) == 1 else xp.concat(cols, axis=-1)
-
-
 def spectral_blocks(P, blocks, bases, sumsqs, *, tol=1e-10, max_iter=30, stats=None):
     """σ_max of several blocks of P, each certified or from an SVD: see
     :func:`gradflow._numeric.certified_norm.certified_blocks`."""
