@@ -235,14 +235,14 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
     mod = modules.get(g.prefix)
     if mod is not None:
         _check_module(cell, mod, g.prefix, what)
-    _check_gates(cell, g, what)
-
     proj = [key for (k, _l, _r), key in g.keys.items() if k == "weight_hr"]
     if proj or (mod is not None and getattr(mod, "proj_size", 0)):
         raise GradflowError(f"{what}: the LSTM{' ' + repr(g.prefix) if g.prefix else ''} has proj_size > 0 "
                             f"({', '.join(sorted(proj)) or 'proj_size'}): its output is projected, "
                             "h_t = W_hr (o_t * tanh c_t), a recurrence gradflow's lstm does not have; "
                             "gradflow refuses it rather than measure another network")
+    _check_gates(cell, g, what)
+
     layers = g.layers()
     bidir = g.reverse()
     if layer is None:
