@@ -62,7 +62,7 @@ def oracle_log10_norm_2(layer, kind: str, x: np.ndarray) -> np.ndarray:
         for k in range(Tn):
             s0 = torch.zeros(S, dtype=torch.float64)
             s_k = _run(layer, kind, s0, xb[:k]) if k else s0
-            J = torch.autograd.functional.jacobian(lambda s, k=k: _run(layer, kind, s, xb[k:]), s_k.detach())
+            J = torch.autograd.functional.jacobian(lambda s, x=xb[k:]: _run(layer, kind, s, x), s_k.detach())
             out[b, k] = np.log10(np.linalg.svd(J.numpy(), compute_uv=False)[0])
     return out.mean(axis=0)
 
@@ -363,3 +363,16 @@ def test_plain_layouts_unchanged():
         np.testing.assert_array_equal(a[k], b[k])
     with pytest.raises(GradflowError, match="prefix, layer and direction select loaded weights"):
         network("lstm", 3, 2, layer=0)
+
+
+def test_gru_state_dict_as_gru_cho_is_said(tmp_path, capsys):
+    """A state_dict cannot tell gru from gru-cho (same shapes): the note says which is PyTorch's."""
+    torch.manual_seed(7)
+    path = tmp_path / "gru.pt"
+    torch.save(nn.GRU(M, N).state_dict(), path)
+    code = main(["flow", "gru-cho", "--weights", str(path), "--steps", "3", "--json", "--no-lyapunov"])
+    err = capsys.readouterr().err
+    assert code == 0 and err.count("\n") == 1
+    assert "note: " in err and "nn.GRU/nn.GRUCell is gradflow's gru" in err
+    _, err = _cli_json(capsys, "gru", "--weights", path, "--steps", "3")
+    assert err == ""

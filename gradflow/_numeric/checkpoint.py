@@ -236,7 +236,8 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
     if mod is not None:
         _check_module(cell, mod, g.prefix, what)
     proj = [key for (k, _l, _r), key in g.keys.items() if k == "weight_hr"]
-    if proj or (mod is not None and getattr(mod, "proj_size", 0)):
+    projected = bool(getattr(mod, "proj_size", 0)) if mod is not None else False
+    if proj or projected:
         raise GradflowError(f"{what}: the LSTM{' ' + repr(g.prefix) if g.prefix else ''} has proj_size > 0 "
                             f"({', '.join(sorted(proj)) or 'proj_size'}): its output is projected, "
                             "h_t = W_hr (o_t * tanh c_t), a recurrence gradflow's lstm does not have; "
@@ -256,8 +257,9 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
         raise GradflowError(f"{what} has no layer {layer}: its layers are {', '.join(map(str, layers))}")
     if bidir and direction is None:
         raise GradflowError(f"{cell.name}: {what} is bidirectional (…_reverse keys); gradflow measures one "
-                            f"direction: pass --direction forward (direction='forward' in Python) to measure the forward direction "
-                            "alone, knowing the curves then ignore the reverse one")
+                            "direction: pass --direction forward (direction='forward' in Python) to "
+                            "measure the forward direction alone, knowing the curves then ignore the "
+                            "reverse one")
     if direction == "reverse":
         raise GradflowError("direction reverse is not supported: the reverse direction runs over "
                             "reversed time, which gradflow does not measure; pass forward")
@@ -280,6 +282,9 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
         told.append(f"measuring layer {layer} of {len(layers)}: the curves ignore the other layers")
     if bidir:
         told.append("measuring the forward direction: the curves ignore the reverse one")
+    if cell.name == "gru-cho" and mod is None:
+        told.append("PyTorch's nn.GRU/nn.GRUCell is gradflow's gru (reset gate after the recurrent "
+                    "product); these weights are read as Cho et al.'s gru-cho")
     if told:
         note(f"{what}: {'; '.join(told)}")
     return Selected(out, g.prefix, layer, len(layers), batch_first)

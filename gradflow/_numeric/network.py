@@ -305,8 +305,7 @@ def network(cell: str | Cell, hidden: int | None = None, input: int | None = Non
             batch_first = sel.batch_first
             if sel.layer > 0:
                 note(f"{cell.name}: layer {sel.layer} reads the outputs of layer {sel.layer - 1} "
-                     f"({w.input} features): give those as inputs; random inputs do not measure the "
-                     "model as trained")
+                     f"({w.input} features): measure it on those outputs, not on random inputs")
             if batch_first:
                 note(f"{cell.name}: the module was built with batch_first=True; gradient_flow reads "
                      "inputs as (T, batch, m): pass your (batch, T, m) inputs as x.transpose(0, 1)")
