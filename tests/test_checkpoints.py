@@ -143,9 +143,9 @@ def _refusals():
          r"contradicts the weights .* do not stack 3 gate.*4 stacked gates .*an LSTM"),
         ("GRU state_dict as lstm", "lstm", gru.state_dict(), {}, "3 stacked gates .*a GRU"),
         ("RNN state_dict as lstm", "lstm", tanh.state_dict(), {}, "1 stacked gates .*an Elman RNN"),
-        ("two recurrent modules", "lstm", two_rnns, {}, r"2 recurrent layers: 'dec', 'enc'; .*--prefix"),
+        ("two recurrent modules", "lstm", two_rnns, {}, r"2 recurrent modules: 'dec', 'enc'; .*--prefix"),
         ("prefix not there", "lstm", Classifier(lstm), {"prefix": "encoder"},
-         r"no recurrent layer under prefix 'encoder'; it has: 'rnn'"),
+         r"no recurrent module under prefix 'encoder'; it has: 'rnn'"),
         ("no recurrent layer", "lstm", {"head.weight": torch.zeros(2, 2)}, {}, "holds no recurrent layer"),
         ("bad direction", "lstm", lstm, {"direction": "backward"}, "direction must be forward or reverse"),
     ]
@@ -198,7 +198,7 @@ def test_layer_above_0_needs_its_inputs(tmp_path, capsys):
     err = _cli_error(capsys, "lstm", "--weights", path, "--layer", "1", "--steps", "3")
     assert "--layer 1 reads the outputs of layer 0" in err and "--inputs" in err
     err = _cli_error(capsys, "lstm", "--weights", path, "--steps", "3", "--prefix", "x")
-    assert "no recurrent layer under prefix 'x'" in err and str(path) in err
+    assert "no recurrent module under prefix 'x'" in err and str(path) in err
     err = _cli_error(capsys, "lstm", "--hidden", "3", "--input", "2", "--steps", "3", "--layer", "0")
     assert "--layer selects weights in a --weights file" in err
     err = _cli_error(capsys, "lstm", "--hidden", "3", "--input", "2", "--steps", "3", "--batch-first")
@@ -266,7 +266,7 @@ def test_prefix_picks_one_of_several(tmp_path, capsys):
         rec, err = _cli_json(capsys, cell, "--weights", path, "--inputs", xs, "--prefix", f"model.{prefix}")
         assert err == ""
         assert rel([r["log10_norm_2"] for r in rec["curve"]], ref) <= 1e-10
-    with pytest.raises(GradflowError, match=r"2 recurrent layers: 'model.dec', 'model.enc'"):
+    with pytest.raises(GradflowError, match=r"2 recurrent modules: 'model.dec', 'model.enc'"):
         network("gru", weights=path)
 
 
@@ -376,3 +376,12 @@ def test_gru_state_dict_as_gru_cho_is_said(tmp_path, capsys):
     assert "note: " in err and "nn.GRU/nn.GRUCell is gradflow's gru" in err
     _, err = _cli_json(capsys, "gru", "--weights", path, "--steps", "3")
     assert err == ""
+
+
+@pytest.mark.parametrize("cell,module", [("lstm-1997", nn.GRU), ("slstm", nn.LSTM), ("sigmoid-rnn", nn.RNN)])
+def test_state_dict_read_as_a_cell_no_module_computes_is_said(cell, module):
+    torch.manual_seed(8)
+    with pytest.warns(GradflowNote, match=f"no PyTorch module computes {cell}"):
+        network(cell, weights=module(M, N).state_dict())
+    with pytest.raises(GradflowError, match=f"cell {cell} contradicts the module"):
+        network(cell, weights=module(M, N))

@@ -222,14 +222,14 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
         want = prefix.strip().rstrip(".")
         chosen = [g for g in groups if g.prefix == want]
         if not chosen:
-            raise GradflowError(f"{what} has no recurrent layer under prefix {prefix!r}; it has: "
+            raise GradflowError(f"{what} has no recurrent module under prefix {prefix!r}; it has: "
                                 f"{', '.join(_label(g.prefix) for g in groups)}")
         g = chosen[0]
     elif len(groups) == 1:
         g = groups[0]
     else:
         listed = ", ".join(_label(x.prefix) for x in sorted(groups, key=lambda x: x.prefix))
-        raise GradflowError(f"{what} holds {len(groups)} recurrent layers: {listed}; pick one with "
+        raise GradflowError(f"{what} holds {len(groups)} recurrent modules: {listed}; pick one with "
                             f"--prefix NAME (prefix='NAME' in Python), e.g. --prefix "
                             f"{sorted(groups, key=lambda x: x.prefix)[0].prefix or 'rnn'}")
     mod = modules.get(g.prefix)
@@ -246,17 +246,18 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
 
     layers = g.layers()
     bidir = g.reverse()
+    at = f" (under {g.prefix!r})" if g.prefix else ""
     if layer is None:
         if len(layers) > 1:
             ex = g.keys.get(("weight_ih", layers[1], False), f"weight_ih_l{layers[1]}")
-            raise GradflowError(f"{cell.name}: {what} holds {len(layers)} layers ({ex.rpartition('.')[2]} …); "
+            raise GradflowError(f"{cell.name}: {what}{at} holds {len(layers)} layers ({ex.rpartition('.')[2]} …); "
                                 f"gradflow measures one layer: pass --layer 0 (layer=0 in Python) to measure layer 0 "
                                 "alone, knowing the curves then ignore the layers above")
         layer = layers[0]
     elif layer not in layers:
-        raise GradflowError(f"{what} has no layer {layer}: its layers are {', '.join(map(str, layers))}")
+        raise GradflowError(f"{what}{at} has no layer {layer}: its layers are {', '.join(map(str, layers))}")
     if bidir and direction is None:
-        raise GradflowError(f"{cell.name}: {what} is bidirectional (…_reverse keys); gradflow measures one "
+        raise GradflowError(f"{cell.name}: {what}{at} is bidirectional (…_reverse keys); gradflow measures one "
                             "direction: pass --direction forward (direction='forward' in Python) to "
                             "measure the forward direction alone, knowing the curves then ignore the "
                             "reverse one")
@@ -282,9 +283,14 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
         told.append(f"measuring layer {layer} of {len(layers)}: the curves ignore the other layers")
     if bidir:
         told.append("measuring the forward direction: the curves ignore the reverse one")
-    if cell.name == "gru-cho" and mod is None:
-        told.append("PyTorch's nn.GRU/nn.GRUCell is gradflow's gru (reset gate after the recurrent "
-                    "product); these weights are read as Cho et al.'s gru-cho")
+    if mod is None and cell.torch_cell is None:  # a state_dict cannot tell such a cell apart
+        if cell.name == "gru-cho":
+            told.append("PyTorch's nn.GRU/nn.GRUCell is gradflow's gru (reset gate after the recurrent "
+                        "product); these weights are read as Cho et al.'s gru-cho")
+        else:
+            told.append(f"no PyTorch module computes {cell.name}; these weights are read as its "
+                        "parameters (a state_dict of nn.LSTM is gradflow's lstm, of nn.GRU its gru, of "
+                        "nn.RNN its tanh-rnn or relu-rnn)")
     if told:
         note(f"{what}: {'; '.join(told)}")
     return Selected(out, g.prefix, layer, len(layers), batch_first)
