@@ -1,7 +1,8 @@
 """``gradflow flow``: measured gradient-decay curves of an unrolled network.
 
     gradflow flow CELL --hidden N --input M --steps T [--batch B] [--seed S] [--init SCHEME]
-                  [--gain G] [--forget-bias F] [--weights FILE.pt|FILE.npz] [--inputs FILE.npy]
+                  [--gain G] [--forget-bias F] [--weights FILE.pt|FILE.npz] [--prefix NAME]
+                  [--layer L] [--direction forward] [--inputs FILE.npy] [--batch-first]
                   [--dtype float64|float32] [--spectral power|svd] [--carousel] [--json]
 
 With ``--json`` stdout is one JSON object (schema in the README); the progress bar, if any,
@@ -60,6 +61,13 @@ def _long_run(T: int, batch: int, N: int) -> bool:
 
 def _no_effect(a) -> None:
     """Options that the given files make meaningless are errors, not silently ignored."""
+    if a.weights is None:
+        for opt, val in (("--prefix", a.prefix), ("--layer", a.layer), ("--direction", a.direction)):
+            if val is not None:
+                raise GradflowError(f"{opt} selects weights in a --weights file; give --weights too")
+    if a.batch_first and a.inputs is None:
+        raise GradflowError("--batch-first has no effect without --inputs: it says how the --inputs "
+                            "array is laid out")
     if a.inputs is not None and a.batch is not None:
         raise GradflowError(f"--batch has no effect with --inputs: the batch is the second axis of {a.inputs}")
     if a.weights is not None:
@@ -100,8 +108,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pytorch, glorot, orthogonal, identity or gaussian (default: the cell's)")
     p.add_argument("--gain", default=None, help="scale of the recurrent weights (default 1)")
     p.add_argument("--forget-bias", default=None, help="forget-gate bias (LSTM)")
-    p.add_argument("--weights", default=None, help="PyTorch state_dict (.pt) or .npz with the same keys")
-    p.add_argument("--inputs", default=None, help=".npy array of shape (T, m) or (T, batch, m)")
+    p.add_argument("--weights", default=None,
+                   help="PyTorch state_dict (.pt) or .npz with the same keys: an nn.RNN/LSTM/GRU's, a "
+                        "whole model's (the recurrent layer is found under any prefix) or a checkpoint "
+                        "such as {'model': state_dict, 'optimizer': ...}")
+    p.add_argument("--prefix", default=None,
+                   help="which recurrent module of --weights (its name in the model, e.g. rnn or "
+                        "model.encoder), when it holds several")
+    p.add_argument("--layer", default=None,
+                   help="which layer of a stacked (num_layers > 1) module; refused without it. A layer "
+                        "above 0 reads the outputs of the layer below: give them as --inputs")
+    p.add_argument("--direction", default=None, choices=("forward", "reverse"),
+                   help="forward: the forward direction of a bidirectional module (refused without "
+                        "it); reverse is refused (it runs over reversed time)")
+    p.add_argument("--inputs", default=None,
+                   help=".npy array of shape (T, m) or (T, batch, m): time first, whatever the sizes, "
+                        "unless --batch-first")
+    p.add_argument("--batch-first", action="store_true",
+                   help="read --inputs of shape (batch, T, m), as a module built with batch_first=True "
+                        "takes them")
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     p.add_argument("--spectral", default="power", choices=("power", "svd"),
                    help="spectral norm by warm-started power iteration (default) or full SVD")
@@ -130,15 +155,23 @@ def run(a: argparse.Namespace) -> int:
         if inputs.ndim == 2:
             inputs = inputs[:, None, :]
         if inputs.ndim != 3:
-            raise GradflowError(f"--inputs must have shape (T, m) or (T, batch, m), got {inputs.shape}")
+            raise GradflowError(f"--inputs must have shape (T, m) or ({'batch, T' if a.batch_first else 'T, batch'}"
+                                f", m), got {inputs.shape}")
+        if a.batch_first:
+            inputs = np.ascontiguousarray(inputs.transpose(1, 0, 2))
         if a.steps is not None and int_option(a.steps, "--steps") != inputs.shape[0]:
             raise GradflowError(f"--steps {a.steps} does not match the {inputs.shape[0]} steps in {a.inputs}")
         if m is not None and m != inputs.shape[2]:
             raise GradflowError(f"--input {m} does not match the inputs' {inputs.shape[2]} features")
         m = inputs.shape[2]
     if a.weights is not None:
-        net = network(cell, hidden, m, weights=a.weights, dtype=dtype,
-                      forget_bias=float_option(a.forget_bias, "--forget-bias"))
+        layer = int_option(a.layer, "--layer", minimum=0) if a.layer is not None else None
+        if layer is not None and layer > 0 and inputs is None:
+            raise GradflowError(f"--layer {layer} reads the outputs of layer {layer - 1}, which gradflow "
+                                f"does not compute: give them as --inputs (an .npy of shape (T, batch, "
+                                f"features) saved from your model), or measure --layer 0")
+        net = network(cell, hidden, m, weights=a.weights, dtype=dtype, prefix=a.prefix, layer=layer,
+                      direction=a.direction, forget_bias=float_option(a.forget_bias, "--forget-bias"))
     else:
         if hidden is None or m is None:
             raise GradflowError("flow needs --hidden and --input (or --weights / --inputs)")

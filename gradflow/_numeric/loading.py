@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -254,8 +255,9 @@ def _is_torch_zip(path: str) -> bool:
         return False
 
 
-def read_npz(path: str, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The members ``wanted`` (names without ``.npy``) of an ``.npz``; the others are not read."""
+def read_npz(path: str, wanted: tuple[str, ...] | Callable[[str], bool]) -> dict[str, np.ndarray]:
+    """The members ``wanted`` (names without ``.npy``, or a test of the name) of an ``.npz``; the
+    others are not read."""
     what = f"weights file {path}"
     head = _open_file(path, "weights")
     if head.startswith(NPY_MAGIC):
@@ -270,7 +272,8 @@ def read_npz(path: str, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     with z:
         members = {i.filename.removesuffix(".npy"): i for i in z.infolist()}
-        for name in wanted:
+        names = [k for k in members if wanted(k)] if callable(wanted) else wanted
+        for name in names:
             info = members.get(name)
             if info is None:
                 continue
@@ -288,7 +291,8 @@ def read_npz(path: str, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
                 _guard(nbytes, label)
                 out[name] = _read_data(f, shape, fortran, dtype, label)
         if not out:
-            raise GradflowError(f"{what} has none of weight_ih, weight_hh, bias_ih, bias_hh (or *_l0) "
+            raise GradflowError(f"{what} has none of weight_ih, weight_hh, bias_ih, bias_hh (or *_l0, "
+                                "under any prefix) "
                                 f"(found: {', '.join(sorted(members)) or 'nothing'})")
     return out
 
@@ -350,13 +354,17 @@ def read_pt(path: str) -> Mapping[str, Any]:
 
 #: the per-layer tensor names of PyTorch's nn.RNN/LSTM/GRU (layer 0 adds the suffix ``_l0``)
 TORCH_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+#: the last component of a recurrent parameter's name (any layer, either direction, projections)
+_RECURRENT_NAME = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)(_l\d+)?(_reverse)?$")
 
 
 def read_weights_file(path: str) -> Mapping[str, Any]:
     """A state_dict-like mapping from a ``.npz``, ``.pt`` or ``.pth`` file."""
     if path.endswith(".npz"):
-        wanted = tuple(k for key in TORCH_KEYS for k in (key, key + "_l0"))
-        return check_state(read_npz(path, wanted), f"weights file {path}")
+        def recurrent(name: str) -> bool:  # any prefix, layer, direction; projections too
+            return _RECURRENT_NAME.match(name.rpartition(".")[2]) is not None
+
+        return check_state(read_npz(path, recurrent), f"weights file {path}")
     if path.endswith((".pt", ".pth")):
         return read_pt(path)
     _open_file(path, "weights")

@@ -23,8 +23,8 @@ from .._symbolic.cells import get_cell
 from .._symbolic.nodes import Diag
 from .._vocabulary import BlockKind, InitScheme
 from .compile import compile_expr, dense_diag, stable_substitutions
-from .loading import check_dtype, real_array
-from .weights import Weights, init_weights, load_weights, to_numpy
+from .loading import check_dtype, note, real_array
+from .weights import Weights, init_weights, load_layer, to_numpy
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,13 @@ class Network:
 
     Arguments:
         weights: :class:`~gradflow.Weights` (their array namespace is the network's).
+
+    Attributes:
+        batch_first: True when the weights came from a module built with ``batch_first=True``
+            (information only: inputs are always read as (T, batch, m)).
     """
+
+    batch_first: bool = False
 
     def __init__(self, weights: Weights):
         self.weights = weights
@@ -273,24 +279,45 @@ def random_inputs(steps: int, input: int, *, batch: int = 1, seed: int = 0, dtyp
 
 def network(cell: str | Cell, hidden: int | None = None, input: int | None = None, *,
             init: InitScheme | None = None, seed: int = 0, gain: float = 1.0,
-            forget_bias: float | None = None, weights: Any = None, dtype=np.float64, xp=np) -> Network:
+            forget_bias: float | None = None, weights: Any = None, prefix: str | None = None,
+            layer: int | None = None, direction: str | None = None, dtype=np.float64, xp=np) -> Network:
     """A :class:`Network` from an init scheme, or from ``weights`` (module, state_dict, file).
 
     With ``weights`` the sizes come from the weights; if ``hidden``/``input`` are also given they
-    must agree.
+    must agree. ``prefix``, ``layer`` and ``direction`` pick one layer of one recurrent module in
+    a whole model or checkpoint (see :func:`~gradflow.load_weights`). Layer ``l > 0`` reads the
+    outputs of layer ``l - 1``: give those as the inputs of :func:`~gradflow.gradient_flow`.
+    ``gradient_flow`` reads inputs as (T, batch, m), also for a module built with
+    ``batch_first=True`` (the network's ``batch_first`` records it): transpose such inputs.
     """
     cell = get_cell(cell)
+    if weights is None and (prefix, layer, direction) != (None, None, None):
+        raise GradflowError("prefix, layer and direction select loaded weights; give weights too")
     if weights is not None:
+        batch_first = None
         if isinstance(weights, Weights):
+            if (prefix, layer, direction) != (None, None, None):
+                raise GradflowError("prefix, layer and direction select weights in a model or file, "
+                                    "not in a Weights object")
             w = weights
         else:
-            w = load_weights(cell, weights, dtype=dtype, xp=xp)
+            w, sel = load_layer(cell, weights, prefix=prefix, layer=layer, direction=direction,
+                                dtype=dtype, xp=xp)
+            batch_first = sel.batch_first
+            if sel.layer > 0:
+                note(f"{cell.name}: layer {sel.layer} reads the outputs of layer {sel.layer - 1} "
+                     f"({w.input} features): measure it on those outputs, not on random inputs")
+            if batch_first:
+                note(f"{cell.name}: the module was built with batch_first=True; gradient_flow reads "
+                     "inputs as (T, batch, m): pass your (batch, T, m) inputs as x.transpose(0, 1)")
         for name, want, got in (("hidden", hidden, w.hidden), ("input", input, w.input)):
             if want is not None and want != got:
                 raise GradflowError(f"{name} size {want} does not match the weights' {name} size {got}")
         if forget_bias is not None:
             raise GradflowError("forget_bias applies to initialised weights, not loaded ones")
-        return Network(w)
+        net = Network(w)
+        net.batch_first = bool(batch_first)
+        return net
     if hidden is None or input is None:
         raise GradflowError("give hidden and input sizes (or weights)")
     return Network(init_weights(cell, hidden, input, scheme=init, seed=seed, gain=gain,

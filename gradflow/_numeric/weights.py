@@ -21,7 +21,8 @@ from .._checks import GradflowError, positive_int
 from .._symbolic.cell import Cell, Param
 from .._symbolic.cells import get_cell
 from .._vocabulary import INIT_SCHEMES, InitScheme
-from .loading import TORCH_KEYS, check_dtype, check_state, note, read_weights_file, real_array
+from .checkpoint import Selected, select_layer
+from .loading import check_dtype, note, read_weights_file, real_array
 
 
 @dataclass(frozen=True)
@@ -161,26 +162,20 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: InitSchem
 
 
 # -- PyTorch layout -----------------------------------------------------------------------------
-def _torch_key_map(state: Mapping[str, Any]) -> dict[str, str]:
-    """Find weight_ih/… or weight_ih_l0/… keys (layer 0 of nn.RNN/LSTM/GRU)."""
-    out = {}
-    for key in TORCH_KEYS:
-        for cand in (key, key + "_l0"):
-            if cand in state:
-                out[key] = cand
-                break
-    return out
-
-
-def from_state_dict(cell: str | Cell, state: Mapping[str, Any], *, dtype: Any = np.float64,
+def from_state_dict(cell: str | Cell, state: Mapping[str, Any], *, prefix: str | None = None,
+                    layer: int | None = None, direction: str | None = None, dtype: Any = np.float64,
                     xp: Any = np) -> Weights:
-    """Weights from a PyTorch ``state_dict`` (``nn.*Cell`` or layer 0 of ``nn.RNN/LSTM/GRU``).
+    """Weights from a PyTorch ``state_dict`` (``nn.*Cell`` or one layer of ``nn.RNN/LSTM/GRU``).
 
     Arguments:
         cell: the cell the weights are for.
         state: mapping with ``weight_ih`` (G·n, m), ``weight_hh`` (G·n, n) and, unless the module
-            had ``bias=False``, ``bias_ih`` and ``bias_hh`` (G·n,) — or the same names with ``_l0``.
-            Values: torch tensors or arrays.
+            had ``bias=False``, ``bias_ih`` and ``bias_hh`` (G·n,) — or the same names with ``_l0``,
+            under any prefix (``rnn.weight_ih_l0`` in a whole model's state_dict), possibly nested
+            in a checkpoint (``{'model': state_dict, 'optimizer': …}``). Values: tensors or arrays.
+        prefix: which recurrent module, when the state holds several (e.g. ``"rnn"``).
+        layer: which layer of a stacked module (refused without it when there are several).
+        direction: ``"forward"`` for a bidirectional module (refused without it).
         dtype, xp: dtype and array namespace of the result.
 
     Returns:
@@ -188,7 +183,15 @@ def from_state_dict(cell: str | Cell, state: Mapping[str, Any], *, dtype: Any = 
     """
     cell = get_cell(cell)
     _require_torch_layout(cell)
-    keys = _torch_key_map(check_state(state, f"state_dict for {cell.name}"))
+    sel = select_layer(cell, state, state, what=f"state_dict for {cell.name}", prefix=prefix,
+                       layer=layer, direction=direction)
+    return _from_plain(cell, sel.state, dtype, xp)
+
+
+def _from_plain(cell: Cell, keys_state: Mapping[str, Any], dtype: Any, xp: Any) -> Weights:
+    """Weights from the plain ``weight_ih``/``weight_hh``/``bias_ih``/``bias_hh`` of one layer."""
+    state = keys_state
+    keys = {k: k for k in state}
     missing = [k for k in ("weight_ih", "weight_hh") if k not in keys]
     if missing:
         raise GradflowError(f"state_dict for {cell.name} lacks {', '.join(missing)} "
@@ -270,20 +273,39 @@ def to_numpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
-def load_weights(cell: str | Cell, source: Any, *, dtype: Any = np.float64, xp: Any = np) -> Weights:
-    """Weights from a ``torch.nn`` module, a state_dict, or a ``.pt`` / ``.npz`` file.
+def load_weights(cell: str | Cell, source: Any, *, prefix: str | None = None, layer: int | None = None,
+                 direction: str | None = None, dtype: Any = np.float64, xp: Any = np) -> Weights:
+    """Weights from a ``torch.nn`` module, a state_dict or checkpoint, or a ``.pt`` / ``.npz`` file.
 
     ``.pt`` files need torch (an optional dependency); ``.npz`` files hold the same keys as a
-    PyTorch state_dict (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, or ``*_l0``).
+    PyTorch state_dict (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, or ``*_l0``, under
+    any prefix). The recurrent module is found under any prefix (a whole model, a checkpoint
+    ``{'model': …}``); ``prefix``, ``layer`` and ``direction`` pick one when there is a choice
+    (see :func:`from_state_dict`). A module is also checked against ``cell`` (an ``nn.GRU`` is
+    gradflow's ``gru``, an ``nn.RNN(nonlinearity='relu')`` its ``relu-rnn``).
     """
+    return load_layer(cell, source, prefix=prefix, layer=layer, direction=direction, dtype=dtype,
+                      xp=xp)[0]
+
+
+def load_layer(cell: str | Cell, source: Any, *, prefix: str | None = None, layer: int | None = None,
+               direction: str | None = None, dtype: Any = np.float64,
+               xp: Any = np) -> tuple[Weights, Selected]:
+    """:func:`load_weights` and what was selected (prefix, layer, the module's batch_first)."""
+    cell = get_cell(cell)
+    _require_torch_layout(cell)
     state: Mapping[str, Any]
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         state = read_weights_file(path)  # every bad file is one GradflowError
-    elif hasattr(source, "state_dict"):
+        what = f"weights file {path}"
+    elif hasattr(source, "state_dict") and callable(source.state_dict):
         state = source.state_dict()
+        what = f"module {type(source).__name__}"
     elif isinstance(source, Mapping):
         state = source
+        what = f"state_dict for {cell.name}"
     else:
         raise GradflowError(f"cannot read weights from {type(source).__name__}")
-    return from_state_dict(cell, state, dtype=dtype, xp=xp)
+    sel = select_layer(cell, source, state, what=what, prefix=prefix, layer=layer, direction=direction)
+    return _from_plain(cell, sel.state, dtype, xp), sel
