@@ -8,7 +8,9 @@
 Both are timed in this process, interleaved (before, after, before, after, …) so that a change
 of load on a shared machine hits both; the load average is printed before and after. Also the
 Lyapunov pass alone (full against leading 8) and the agreement of the 8 leading exponents with
-the first 8 of the full spectrum (same trajectory; they differ by O(1/T) because the starts differ).
+the first 8 of the full spectrum (same trajectory; they differ by O(1/T) because the starts differ),
+and the product chain alone with the LSTM's diagonal c column applied as column scalings (the
+default) against the dense N × N matmul (``products(..., dense=True)``), interleaved too.
 
     python benchmarks/bench_default.py                   # LSTM n = 64, T = 200 and n = 256, T = 500
     python benchmarks/bench_default.py --repeats 3 --sizes 64:200
@@ -31,9 +33,9 @@ def blas_default_threads() -> int:
     return max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
 
 
-def timed(f):
+def timed(f, *args, **kwargs):
     t0 = time.perf_counter()
-    out = f()
+    out = f(*args, **kwargs)
     return time.perf_counter() - t0, out
 
 
@@ -61,8 +63,8 @@ def main():
               f"{chosen if chosen is not None else f'BLAS default ({default})'}")
         before, after = [], []
         for _ in range(a.repeats):
-            tb, fb = timed(lambda: gf.gradient_flow(net, x, lyapunov="full", threads=default))
-            ta, fa = timed(lambda: gf.gradient_flow(net, x))
+            tb, fb = timed(gf.gradient_flow, net, x, lyapunov="full", threads=default)
+            ta, fa = timed(gf.gradient_flow, net, x)
             before.append(tb)
             after.append(ta)
             print(f"  before {tb:8.2f} s   after {ta:8.2f} s   ({tb / ta:.1f}x)", flush=True)
@@ -73,11 +75,22 @@ def main():
             print(f"  curves before/after: max |Δ {key}| = {d:.1e}")
         traj = net.unroll(x)
         with thread_limit(chosen):
-            t_full, l_full = timed(lambda: gf.lyapunov_exponents(net, traj))
-            t_lead, l_lead = timed(lambda: gf.lyapunov_exponents(net, traj, 8))
+            t_full, l_full = timed(gf.lyapunov_exponents, net, traj)
+            t_lead, l_lead = timed(gf.lyapunov_exponents, net, traj, 8)
         print(f"  Lyapunov pass alone ({'1 thread' if chosen == 1 else 'BLAS default'}): full {t_full:.2f} s, "
               f"leading 8 {t_lead:.2f} s; max |λ_i(leading) − λ_i(full)|, i < 8: "
               f"{np.abs(l_lead[0] - l_full[0, :8]).max():.1e} (T = {T}: O(1/T), different starts)")
+        chain = {"dense": [], "structured": []}
+        with thread_limit(chosen):
+            for _ in range(a.repeats):
+                for key, dense in (("dense", True), ("structured", False)):
+                    t0 = time.perf_counter()
+                    for _pr in gf.products(net, traj, dense=dense):
+                        pass
+                    chain[key].append(time.perf_counter() - t0)
+        d, st = statistics.median(chain["dense"]), statistics.median(chain["structured"])
+        print(f"  product chain alone: dense {', '.join(f'{v:.2f}' for v in chain['dense'])} s, "
+              f"structured {', '.join(f'{v:.2f}' for v in chain['structured'])} s; median {d / st:.2f}x")
     print(f"\nload average after: {os.getloadavg()}")
 
 

@@ -245,7 +245,35 @@ class Product:
     sumsq: Any
 
 
-def products(net: Network, traj: Trajectory, *, truncated: bool = False) -> Iterator[Product]:
+def _column_kinds(blocks, S: int) -> list[bool]:
+    """For each column block b of J: True when every non-zero block in it is diagonal (or none
+    is), so that P's new columns are Σ_a P[:, a] ⊙ v_ab, no matmul."""
+    return [all(blk.kind != "dense" for blk in blocks if blk.b == b) for b in range(S)]
+
+
+def _times_jacobian(xp, P, J, blocks, diagonal_columns: list[bool], n: int):
+    """P · J for a J whose column blocks ``diagonal_columns`` hold diagonal blocks only: the dense
+    columns by matmul, the diagonal ones by scaling P's column blocks (the LSTM's c column:
+    diag(o ⊙ tanh′(c) ⊙ f) and diag(f)): half the FLOPs of the dense product for an LSTM."""
+    B, N = P.shape[0], P.shape[-1]
+    out = xp.empty((B, N, J.shape[-1]), dtype=J.dtype)
+    for b, diagonal in enumerate(diagonal_columns):
+        cols = slice(b * n, (b + 1) * n)
+        if not diagonal:
+            out[:, :, cols] = P @ J[:, :, cols]
+            continue
+        acc = None
+        for blk in blocks:
+            if blk.b == b:
+                rows = slice(blk.a * n, (blk.a + 1) * n)
+                term = P[:, :, rows] * xp.linalg.diagonal(J[:, rows, cols])[:, None, :]
+                acc = term if acc is None else acc + term
+        out[:, :, cols] = 0.0 if acc is None else acc
+    return out
+
+
+def products(net: Network, traj: Trajectory, *, truncated: bool = False,
+             dense: bool = False) -> Iterator[Product]:
     """The products ∂s_T/∂s_k = J_T J_{T−1} ⋯ J_{k+1} for k = T−1, …, 0, one backward pass.
 
     J_t is written into one (B, N, N) buffer, block by block from the derived expressions, and
@@ -256,6 +284,9 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False) -> Iter
     Arguments:
         net, traj: the network and its unrolled trajectory (:meth:`Network.unroll`).
         truncated: use the 1997-truncated Jacobians (the carousel path of an LSTM).
+        dense: always multiply the whole N × N J_t (the reference path); by default column
+            blocks of J_t made of diagonal blocks only (the LSTM's c column) scale P's columns
+            instead of entering the matmul.
 
     Yields:
         :class:`Product` for each k, latest first. Each ``P`` is a new array.
@@ -272,8 +303,14 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False) -> Iter
     S = N // net.hidden
     pattern = np.eye(S, dtype=int)
     jpat = np.zeros((S, S), dtype=int)
-    for blk in (net.kernels.carousel if truncated else net.kernels.blocks):
+    jblocks = net.kernels.carousel if truncated else net.kernels.blocks
+    for blk in jblocks:
         jpat[blk.a, blk.b] = 2 if blk.kind == "dense" else 1
+    diagonal_columns = _column_kinds(jblocks, S)
+    structured = not dense and any(diagonal_columns)
+
+    def times(P, Jm):
+        return _times_jacobian(xp, P, Jm, jblocks, diagonal_columns, net.hidden) if structured else P @ Jm
     for k in range(T - 1, -1, -1):
         env = net.step_env(traj, k + 1)
         net.fill_jacobian(J, env, truncated)
@@ -286,12 +323,12 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False) -> Iter
             L = L + xp.log10(jmax)
         rescale = not bool(xp.all((f > lo) & (f < hi)))
         if rescale:
-            P = P @ (Jm / xp.where(f > 0, f, xp.ones_like(f))[:, None, None])
+            P = times(P / xp.where(f > 0, f, xp.ones_like(f))[:, None, None], Jm)
             with np.errstate(divide="ignore"):
                 L = L + xp.where(f > 0, xp.log10(xp.where(f > 0, f, xp.ones_like(f))),
                                  -xp.inf * xp.ones_like(f))
         else:
-            P = P @ Jm
+            P = times(P, Jm)
         pattern = _pattern_product(pattern, jpat)
         sumsq = _sumsq(xp, P)
         f = xp.sqrt(sumsq)
