@@ -14,6 +14,10 @@ default) against the dense N × N matmul (``products(..., dense=True)``), interl
 
     python benchmarks/bench_default.py                   # LSTM n = 64, T = 200 and n = 256, T = 500
     python benchmarks/bench_default.py --repeats 3 --sizes 64:200
+    python benchmarks/bench_default.py --scan      # ms/step, 1 thread against the BLAS default, by n
+
+``--scan`` measures where more BLAS threads start to pay (the threshold ``ONE_THREAD_BELOW``):
+``gradient_flow`` without Lyapunov exponents, LSTM n = 32…256, interleaved, 3 repeats.
 """
 
 from __future__ import annotations
@@ -39,10 +43,27 @@ def timed(f, *args, **kwargs):
     return time.perf_counter() - t0, out
 
 
+def scan(default: int) -> None:
+    import gradflow as gf
+
+    for n, T in ((32, 100), (64, 60), (96, 40), (128, 30), (192, 20), (256, 15)):
+        net = gf.network("lstm", n, n, seed=0, forget_bias=1.0)
+        x = gf.random_inputs(T, n, seed=0)
+        res: dict = {1: [], default: []}
+        for _ in range(3):
+            for th in res:
+                t, _f = timed(gf.gradient_flow, net, x, lyapunov=False, bound=False, threads=th)
+                res[th].append(1e3 * t / T)
+        print(f"lstm n = {n:3d}, N^2 = {(2 * n) ** 2:6d}: " + ", ".join(
+            f"{th} thread(s) {min(v):6.2f} ms/step (median {statistics.median(v):6.2f})" for th, v in res.items()),
+            flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="64:200,256:500", help="n:T pairs (LSTM, m = n)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--scan", action="store_true", help="only the thread scan")
     a = ap.parse_args()
 
     import gradflow as gf
@@ -53,6 +74,10 @@ def main():
           f"{platform.machine()}, {os.cpu_count()} CPUs, BLAS default threads {default}, "
           f"ONE_THREAD_BELOW = {ONE_THREAD_BELOW}")
     print(f"load average before: {os.getloadavg()}")
+    if a.scan:
+        scan(default)
+        print(f"load average after: {os.getloadavg()}")
+        return
     for pair in a.sizes.split(","):
         n, T = (int(v) for v in pair.split(":"))
         net = gf.network("lstm", n, n, seed=0, forget_bias=1.0)
