@@ -64,6 +64,8 @@ def main():
     ap.add_argument("--sizes", default="64:200,256:500", help="n:T pairs (LSTM, m = n)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--scan", action="store_true", help="only the thread scan")
+    ap.add_argument("--parts", default="flow,lyapunov,chain",
+                    help="which timings: flow (before/after), lyapunov (the pass alone), chain")
     a = ap.parse_args()
 
     import gradflow as gf
@@ -87,32 +89,36 @@ def main():
         print(f"\nlstm n = {n}, m = {n}, N = {N}, T = {T}, B = 1; threads chosen: "
               f"{chosen if chosen is not None else f'BLAS default ({default})'}")
         before, after = [], []
-        for _ in range(a.repeats):
+        for _ in range(a.repeats if "flow" in a.parts else 0):
             tb, fb = timed(gf.gradient_flow, net, x, lyapunov="full", threads=default)
             ta, fa = timed(gf.gradient_flow, net, x)
             before.append(tb)
             after.append(ta)
             print(f"  before {tb:8.2f} s   after {ta:8.2f} s   ({tb / ta:.1f}x)", flush=True)
-        print(f"  median: before {statistics.median(before):.2f} s, after {statistics.median(after):.2f} s "
-              f"({statistics.median(before) / statistics.median(after):.1f}x)")
-        for key in fa.full.FIELDS:
-            d = np.nanmax(np.abs(np.asarray(fa.full[key]) - np.asarray(fb.full[key])))
-            print(f"  curves before/after: max |Δ {key}| = {d:.1e}")
+        if before:
+            print(f"  median: before {statistics.median(before):.2f} s, after {statistics.median(after):.2f} s "
+                  f"({statistics.median(before) / statistics.median(after):.1f}x)")
+            for key in fa.full.FIELDS:
+                d = np.nanmax(np.abs(np.asarray(fa.full[key]) - np.asarray(fb.full[key])))
+                print(f"  curves before/after: max |Δ {key}| = {d:.1e}")
         traj = net.unroll(x)
-        with thread_limit(chosen):
-            t_full, l_full = timed(gf.lyapunov_exponents, net, traj)
-            t_lead, l_lead = timed(gf.lyapunov_exponents, net, traj, 8)
-        print(f"  Lyapunov pass alone ({'1 thread' if chosen == 1 else 'BLAS default'}): full {t_full:.2f} s, "
-              f"leading 8 {t_lead:.2f} s; max |λ_i(leading) − λ_i(full)|, i < 8: "
-              f"{np.abs(l_lead[0] - l_full[0, :8]).max():.1e} (T = {T}: O(1/T), different starts)")
+        if "lyapunov" in a.parts:
+            with thread_limit(chosen):
+                t_full, l_full = timed(gf.lyapunov_exponents, net, traj)
+                t_lead, l_lead = timed(gf.lyapunov_exponents, net, traj, 8)
+            print(f"  Lyapunov pass alone ({'1 thread' if chosen == 1 else 'BLAS default'}): full {t_full:.2f} s, "
+                  f"leading 8 {t_lead:.2f} s; max |λ_i(leading) − λ_i(full)|, i < 8: "
+                  f"{np.abs(l_lead[0] - l_full[0, :8]).max():.1e} (T = {T}: O(1/T), different starts)")
         chain = {"dense": [], "structured": []}
         with thread_limit(chosen):
-            for _ in range(a.repeats):
+            for _ in range(a.repeats if "chain" in a.parts else 0):
                 for key, dense in (("dense", True), ("structured", False)):
                     t0 = time.perf_counter()
                     for _pr in gf.products(net, traj, dense=dense):
                         pass
                     chain[key].append(time.perf_counter() - t0)
+        if not chain["dense"]:
+            continue
         d, st = statistics.median(chain["dense"]), statistics.median(chain["structured"])
         print(f"  product chain alone: dense {', '.join(f'{v:.2f}' for v in chain['dense'])} s, "
               f"structured {', '.join(f'{v:.2f}' for v in chain['structured'])} s; median {d / st:.2f}x")
