@@ -1,9 +1,10 @@
 """Benchmark (issue 13): the default ``gradient_flow`` run before and after the "fast default".
 
-* before: the old default — the full Lyapunov spectrum (an N × N QR per step, ``lyapunov="full"``)
-  and BLAS with its default number of threads;
-* after: the new default — the 8 largest exponents (an N × 8 QR per step) and BLAS threads chosen
-  for the size (one thread below N²·B = ``ONE_THREAD_BELOW``, the BLAS default above).
+* before: the old default — the full Lyapunov spectrum (an N × N QR per step, ``lyapunov="full"``),
+  BLAS with its default number of threads, and the dense N × N product chain;
+* after: the new default — the 8 largest exponents (an N × 8 QR per step), BLAS threads chosen
+  for the size (one thread below N²·B = ``ONE_THREAD_BELOW``, the BLAS default above), and the
+  LSTM's diagonal c column applied as column scalings in the product chain.
 
 Both are timed in this process, interleaved (before, after, before, after, …) so that a change
 of load on a shared machine hits both; the load average is printed before and after. Also the
@@ -23,6 +24,7 @@ default) against the dense N × N matmul (``products(..., dense=True)``), interl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -35,6 +37,19 @@ def blas_default_threads() -> int:
     from threadpoolctl import threadpool_info
 
     return max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+
+
+@contextlib.contextmanager
+def dense_chain():
+    """The product chain as before issue 13: every J_t multiplied as a dense N × N matrix."""
+    from gradflow._numeric import flow
+
+    kinds = flow._column_kinds
+    flow._column_kinds = lambda blocks, S: [False] * S  # no column is taken as diagonal
+    try:
+        yield
+    finally:
+        flow._column_kinds = kinds
 
 
 def timed(f, *args, **kwargs):
@@ -90,7 +105,8 @@ def main():
               f"{chosen if chosen is not None else f'BLAS default ({default})'}")
         before, after = [], []
         for _ in range(a.repeats if "flow" in a.parts else 0):
-            tb, fb = timed(gf.gradient_flow, net, x, lyapunov="full", threads=default)
+            with dense_chain():
+                tb, fb = timed(gf.gradient_flow, net, x, lyapunov="full", threads=default)
             ta, fa = timed(gf.gradient_flow, net, x)
             before.append(tb)
             after.append(ta)
