@@ -16,7 +16,7 @@ import operator
 from collections.abc import Iterable
 from typing import TypeVar
 
-__all__ = ["GradflowError", "finite_float", "one_of", "positive_int", "parse_int", "parse_float"]
+__all__ = ["GradflowError", "finite_float", "lyapunov_count", "one_of", "positive_int", "parse_int", "parse_float"]
 
 T = TypeVar("T")
 
@@ -89,3 +89,20 @@ def parse_float(text: object, name: str) -> float:
     except ValueError:
         raise GradflowError(f"{name} must be a finite number, got {text!r}") from None
     return finite_float(v, name)
+
+
+def lyapunov_count(value: object, size: int, default: int = 8) -> int:
+    """How many Lyapunov exponents ``lyapunov=value`` asks for, of a state of ``size`` numbers.
+
+    ``False`` → 0 (none); ``True`` → the leading ``min(size, default)``; ``"full"`` → all
+    ``size``; a positive integer r → the leading ``min(r, size)``.
+    """
+    if value is False:
+        return 0
+    if value is True:
+        return min(size, default)
+    if isinstance(value, str):
+        if value == "full":
+            return size
+        raise GradflowError(f"lyapunov must be True, False, 'full' or a positive integer, got {value!r}")
+    return min(positive_int(value, "lyapunov"), size)

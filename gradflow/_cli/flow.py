@@ -3,7 +3,8 @@
     gradflow flow CELL --hidden N --input M --steps T [--batch B] [--seed S] [--init SCHEME]
                   [--gain G] [--forget-bias F] [--weights FILE.pt|FILE.npz] [--prefix NAME]
                   [--layer L] [--direction forward] [--inputs FILE.npy] [--batch-first]
-                  [--dtype float64|float32] [--spectral power|svd] [--carousel] [--json]
+                  [--dtype float64|float32] [--spectral power|svd] [--carousel]
+                  [--lyapunov N|full | --no-lyapunov] [--json]
 
 With ``--json`` stdout is one JSON object (schema in the README); the progress bar, if any,
 goes to stderr.
@@ -93,6 +94,15 @@ def _fmt(x) -> str:
     return f"{x:10.4f}"
 
 
+def _lyapunov(a) -> bool | int | str:
+    """The ``lyapunov=`` argument of gradient_flow from --lyapunov N|full and --no-lyapunov."""
+    if a.lyapunov is None:
+        return not a.no_lyapunov
+    if a.no_lyapunov:
+        raise GradflowError("--lyapunov has no effect with --no-lyapunov")
+    return "full" if a.lyapunov.strip() == "full" else int_option(a.lyapunov, "--lyapunov")
+
+
 HELP = "measure log10 ||ds_T/ds_k|| for every k on an unrolled network"
 
 
@@ -132,7 +142,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="spectral norm by warm-started power iteration (default) or full SVD")
     p.add_argument("--carousel", action="store_true",
                    help="LSTM: also the carousel path (1997-truncated gradient) curve")
-    p.add_argument("--no-lyapunov", action="store_true", help="skip the Lyapunov spectrum")
+    p.add_argument("--lyapunov", default=None, metavar="N|full",
+                   help="how many Lyapunov exponents, the largest first (default 8), or full")
+    p.add_argument("--no-lyapunov", action="store_true", help="skip the Lyapunov exponents")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: for long runs on a terminal)")
@@ -193,8 +205,7 @@ def run(a: argparse.Namespace) -> int:
     tty = _isatty(sys.stderr)
     show = a.progress if a.progress is not None else \
         ((tty and T * net.state_size >= 20_000) or _long_run(T, inputs.shape[1], net.state_size))
-    flow = gradient_flow(net, inputs, spectral=a.spectral, carousel=a.carousel,
-                         lyapunov=not a.no_lyapunov,
+    flow = gradient_flow(net, inputs, spectral=a.spectral, carousel=a.carousel, lyapunov=_lyapunov(a),
                          progress=_Progress(f"{cell.name} T={T}") if show else None)
     record = flow.to_json()
     if a.json:

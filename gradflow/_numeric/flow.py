@@ -13,7 +13,9 @@ singular values, the Pascanu bound beside the measured curve, decay rates.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,7 @@ import numpy as np
 import sympy as sp
 from sympy import Identity
 
-from .._checks import GradflowError
+from .._checks import GradflowError, lyapunov_count, parse_int, positive_int
 from .compile import compile_expr
 from .diagonal import diagonal_curves, is_diagonal
 from .network import Network, Trajectory, network, random_inputs, to_host
@@ -84,7 +86,8 @@ class Flow:
         carousel: curves of the carousel path alone, the 1997-truncated product's c→c block
             ∏ diag(f_j) (LSTM cells, when asked), else None; its gradient curve is the
             truncated (1997) ‖∂L/∂c_k‖.
-        lyapunov: Lyapunov exponents (N,), batch mean, descending, when asked.
+        lyapunov: the r largest Lyapunov exponents (r,), batch mean, descending, when asked
+            (r = min(N, 8) by default, N with ``lyapunov="full"``).
         bound: log10 of the Pascanu bound (γ σ_max(W))^{T−k}, (T,), for Elman cells, else None.
     """
 
@@ -242,7 +245,35 @@ class Product:
     sumsq: Any
 
 
-def products(net: Network, traj: Trajectory, *, truncated: bool = False) -> Iterator[Product]:
+def _column_kinds(blocks, S: int) -> list[bool]:
+    """For each column block b of J: True when every non-zero block in it is diagonal (or none
+    is), so that P's new columns are Σ_a P[:, a] ⊙ v_ab, no matmul."""
+    return [all(blk.kind != "dense" for blk in blocks if blk.b == b) for b in range(S)]
+
+
+def _times_jacobian(xp, P, J, blocks, diagonal_columns: list[bool], n: int):
+    """P · J for a J whose column blocks ``diagonal_columns`` hold diagonal blocks only: the dense
+    columns by matmul, the diagonal ones by scaling P's column blocks (the LSTM's c column:
+    diag(o ⊙ tanh′(c) ⊙ f) and diag(f)): half the FLOPs of the dense product for an LSTM."""
+    B, N = P.shape[0], P.shape[-1]
+    out = xp.empty((B, N, J.shape[-1]), dtype=J.dtype)
+    for b, diagonal in enumerate(diagonal_columns):
+        cols = slice(b * n, (b + 1) * n)
+        if not diagonal:
+            out[:, :, cols] = P @ J[:, :, cols]
+            continue
+        acc = None
+        for blk in blocks:
+            if blk.b == b:
+                rows = slice(blk.a * n, (blk.a + 1) * n)
+                term = P[:, :, rows] * xp.linalg.diagonal(J[:, rows, cols])[:, None, :]
+                acc = term if acc is None else acc + term
+        out[:, :, cols] = 0.0 if acc is None else acc
+    return out
+
+
+def products(net: Network, traj: Trajectory, *, truncated: bool = False,
+             dense: bool = False) -> Iterator[Product]:
     """The products ∂s_T/∂s_k = J_T J_{T−1} ⋯ J_{k+1} for k = T−1, …, 0, one backward pass.
 
     J_t is written into one (B, N, N) buffer, block by block from the derived expressions, and
@@ -253,6 +284,9 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False) -> Iter
     Arguments:
         net, traj: the network and its unrolled trajectory (:meth:`Network.unroll`).
         truncated: use the 1997-truncated Jacobians (the carousel path of an LSTM).
+        dense: always multiply the whole N × N J_t (the reference path); by default column
+            blocks of J_t made of diagonal blocks only (the LSTM's c column) scale P's columns
+            instead of entering the matmul.
 
     Yields:
         :class:`Product` for each k, latest first. Each ``P`` is a new array.
@@ -269,8 +303,14 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False) -> Iter
     S = N // net.hidden
     pattern = np.eye(S, dtype=int)
     jpat = np.zeros((S, S), dtype=int)
-    for blk in (net.kernels.carousel if truncated else net.kernels.blocks):
+    jblocks = net.kernels.carousel if truncated else net.kernels.blocks
+    for blk in jblocks:
         jpat[blk.a, blk.b] = 2 if blk.kind == "dense" else 1
+    diagonal_columns = _column_kinds(jblocks, S)
+    structured = not dense and any(diagonal_columns)
+
+    def times(P, Jm):
+        return _times_jacobian(xp, P, Jm, jblocks, diagonal_columns, net.hidden) if structured else P @ Jm
     for k in range(T - 1, -1, -1):
         env = net.step_env(traj, k + 1)
         net.fill_jacobian(J, env, truncated)
@@ -283,12 +323,12 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False) -> Iter
             L = L + xp.log10(jmax)
         rescale = not bool(xp.all((f > lo) & (f < hi)))
         if rescale:
-            P = P @ (Jm / xp.where(f > 0, f, xp.ones_like(f))[:, None, None])
+            P = times(P / xp.where(f > 0, f, xp.ones_like(f))[:, None, None], Jm)
             with np.errstate(divide="ignore"):
                 L = L + xp.where(f > 0, xp.log10(xp.where(f > 0, f, xp.ones_like(f))),
                                  -xp.inf * xp.ones_like(f))
         else:
-            P = P @ Jm
+            P = times(P, Jm)
         pattern = _pattern_product(pattern, jpat)
         sumsq = _sumsq(xp, P)
         f = xp.sqrt(sumsq)
@@ -350,25 +390,77 @@ def loss_gradient(net: Network, traj: Trajectory, output: tuple | None = None):
     return xp.concat([gh, xp.zeros((B, N - n), dtype=net.dtype)], axis=-1)
 
 
-def lyapunov_exponents(net: Network, traj: Trajectory):
-    """Lyapunov exponents of the unrolled map, by repeated QR (natural log per step).
+def lyapunov_exponents(net: Network, traj: Trajectory, count: int | None = None, *, start=None):
+    """The leading Lyapunov exponents of the unrolled map, by repeated QR (natural log per step).
 
-        Q_0 = I,  J_t Q_{t−1} = Q_t R_t,  λ_i = (1/T) Σ_t log|(R_t)_ii|
+        J_t Q_{t−1} = Q_t R_t  (Q_t: N × r orthonormal),   λ_i = (1/T) Σ_t log|(R_t)_ii|
+
+    With r < N only an N × r block is carried (O(N²r) per step): its column span converges to
+    the r most expanding directions and the λ_i to the r largest exponents. The start Q_0 is
+    the identity for the full spectrum, else ``start``, by default the orthonormal factor of a
+    standard normal N × r matrix drawn with ``numpy.random.default_rng(0)`` (a generic
+    subspace: a block of the identity may miss the leading directions, e.g. of a triangular W).
+
+    Arguments:
+        net, traj: the network and its unrolled trajectory (:meth:`Network.unroll`).
+        count: r, how many exponents (the r largest); ``None`` for all N.
+        start: an N × r matrix with orthonormal columns, the start Q_0 (r from its columns).
 
     Returns:
-        (B, N) array, each row sorted in descending order.
+        (B, r) array, each row sorted in descending order.
     """
     xp, N, T = net.xp, net.state_size, traj.steps
     B = traj.states[0].shape[0]
-    Q = xp.broadcast_to(xp.eye(N, dtype=net.dtype)[None], (B, N, N))
-    acc = np.zeros((B, N))
+    if start is not None:
+        Q0 = np.asarray(to_host(start), dtype=np.float64)
+        if Q0.ndim != 2 or Q0.shape[0] != N or not 1 <= Q0.shape[1] <= N:
+            raise GradflowError(f"start must be an {N} × r matrix (1 ≤ r ≤ {N}), got shape {Q0.shape}")
+        if count is not None and positive_int(count, "count") != Q0.shape[1]:
+            raise GradflowError(f"count {count} does not match the {Q0.shape[1]} columns of start")
+        if not np.allclose(Q0.T @ Q0, np.eye(Q0.shape[1]), rtol=0, atol=1e-10):
+            raise GradflowError("start must have orthonormal columns")
+    else:
+        r = N if count is None else min(positive_int(count, "count"), N)
+        Q0 = np.eye(N) if r == N else np.linalg.qr(np.random.default_rng(0).standard_normal((N, r)))[0]
+    Q = xp.broadcast_to(xp.asarray(Q0, dtype=net.dtype)[None], (B,) + Q0.shape)
+    J = xp.zeros((B, N, N), dtype=net.dtype)  # one buffer: the zero blocks never change
+    acc = np.zeros((B, Q0.shape[1]))
     for t in range(1, T + 1):
-        Z = net.step_jacobian(traj, t) @ Q
+        Z = net.fill_jacobian(J, net.step_env(traj, t)) @ Q
         Q, R = xp.linalg.qr(Z)
         d = xp.abs(xp.linalg.diagonal(R))
         with np.errstate(divide="ignore"):
             acc += np.log(to_host(d))
     return -np.sort(-(acc / T), axis=1)
+
+
+# BLAS threads: below this N²·B a sweep runs on one thread (measured in benchmarks/README.md: on a
+# loaded 2-core machine more threads made small runs 10–30× slower; above it they pay)
+ONE_THREAD_BELOW = 2**17
+
+
+def blas_threads(threads: int | None, work: int) -> int | None:
+    """BLAS threads for a sweep of ``work`` = N²·B: ``threads`` if given, else the environment
+    variable ``GRADFLOW_THREADS`` if set, else 1 below :data:`ONE_THREAD_BELOW` and ``None`` (the
+    BLAS default, untouched) above."""
+    if threads is not None:
+        return positive_int(threads, "threads")
+    env = os.environ.get("GRADFLOW_THREADS", "").strip()
+    if env:
+        return parse_int(env, "GRADFLOW_THREADS")
+    return 1 if work < ONE_THREAD_BELOW else None
+
+
+@contextmanager
+def thread_limit(threads: int | None):
+    """BLAS limited to ``threads`` threads inside the block (``None``: nothing changed)."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits  # only here: `import gradflow` stays light
+
+    with threadpool_limits(limits=threads, user_api="blas"):
+        yield
 
 
 def _pascanu_log10(net: Network, T: int):
@@ -405,8 +497,9 @@ def _pascanu_log10(net: Network, T: int):
 
 def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = None,
                   output: tuple | None = None, spectral: str = "power", tol: float = 1e-10,
-                  lyapunov: bool = True, carousel: bool = False, bound: bool = True,
-                  progress: Callable[[int, int], None] | None = None, structure: str = "auto") -> Flow:
+                  lyapunov: bool | int | str = True, carousel: bool = False, bound: bool = True,
+                  progress: Callable[[int, int], None] | None = None, structure: str = "auto",
+                  threads: int | None = None) -> Flow:
     """Measure ‖∂s_T/∂s_k‖₂, ‖∂s_T/∂s_k‖_F and ‖∂L/∂s_k‖ for every k in one backward sweep.
 
     Arguments:
@@ -416,7 +509,9 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
         output: ``(V, c, targets)`` for a softmax cross-entropy loss; default L = Σ h_T.
         spectral: ``"power"`` (warm-started subspace iteration to relative ``tol``, see
             :func:`spectral_norm`) or ``"svd"`` (an SVD at every k, ~10× the cost of the chain).
-        lyapunov: also compute the Lyapunov spectrum (a forward QR pass, same order of cost).
+        lyapunov: also the Lyapunov exponents (a forward QR pass): ``True`` the r = min(N, 8)
+            largest (an N × r QR per step, O(N²r)), an integer r the r largest, ``"full"`` all N
+            (an N × N QR per step, O(N³): as costly as the sweep), ``False`` none.
         carousel: for LSTM cells, also sweep the 1997-truncated Jacobian: its c→c block is the
             carousel path ∏ diag(f_j).
         bound: the Pascanu bound beside the curve (Elman cells).
@@ -424,10 +519,23 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
         structure: ``"auto"`` uses the O(T·n) diagonal path (:mod:`gradflow._numeric.diagonal`,
             exact norms, no n × n matrix) when the derived state Jacobian is diagonal, the dense
             sweep otherwise; ``"dense"`` always sweeps dense Jacobians.
+        threads: BLAS threads for the run; default: the environment variable
+            ``GRADFLOW_THREADS`` if set, else one thread for small runs (N²·B below
+            :data:`ONE_THREAD_BELOW`, where more threads only wait on each other) and the BLAS
+            default for larger ones.
 
     Returns:
         :class:`Flow`.
     """
+    r = lyapunov_count(lyapunov, net.state_size)
+    shape = getattr(inputs, "shape", None) or np.shape(inputs)
+    B = int(shape[1]) if len(shape) == 3 else 1
+    with thread_limit(blas_threads(threads, net.state_size ** 2 * B)):
+        return _gradient_flow(net, inputs, initial, output, spectral, tol, r, carousel, bound, progress,
+                              structure)
+
+
+def _gradient_flow(net, inputs, initial, output, spectral, tol, r, carousel, bound, progress, structure) -> Flow:
     if spectral not in ("power", "svd"):
         raise GradflowError(f"spectral must be 'power' or 'svd', got {spectral!r}")
     if structure not in ("auto", "dense"):
@@ -438,7 +546,7 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
         T, B = c["log10_norm_2"].shape[1], c["log10_norm_2"].shape[0]
         full = Curves(c["log10_norm_2"], c["log10_norm_fro"], c["log10_grad_norm"])
         return Flow(net.cell.name, net.hidden, T, B, full, None, None,
-                    c["lyapunov"].mean(axis=0) if lyapunov else None,
+                    c["lyapunov"].mean(axis=0)[:r] if r else None,
                     _pascanu_log10(net, T) if bound else None)
     traj = net.unroll(inputs, initial)
     T, B = traj.steps, traj.states[0].shape[0]
@@ -454,7 +562,7 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
     if carousel and has_c:
         car = sweep(net, traj, g, truncated=True, spectral=spectral, tol=tol,
                      blocks={"cell_state": blocks["cell_state"]})["cell_state"]
-    lyap = lyapunov_exponents(net, traj).mean(axis=0) if lyapunov else None
+    lyap = lyapunov_exponents(net, traj, r).mean(axis=0) if r else None
     return Flow(net.cell.name, n, T, B, res["full"], res.get("cell_state"), car, lyap,
                 _pascanu_log10(net, T) if bound else None)
 
