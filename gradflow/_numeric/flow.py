@@ -24,6 +24,7 @@ import sympy as sp
 from sympy import Identity
 
 from .._checks import GradflowError, lyapunov_count, parse_int, positive_int
+from .._vocabulary import SPECTRAL_METHODS, SpectralMethod
 from .compile import compile_expr
 from .diagonal import diagonal_curves, is_diagonal
 from .network import Network, Trajectory, network, random_inputs, to_host
@@ -335,7 +336,7 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False,
         yield Product(k, P, L, pattern, sumsq)
 
 
-def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral="power", tol=1e-10,
+def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral: SpectralMethod = "power", tol=1e-10,
            blocks: Mapping[str, tuple] | None = None, progress=None, each=None):
     """One backward sweep over :func:`products`; records log10 norms of the named sub-blocks.
 
@@ -496,7 +497,7 @@ def _pascanu_log10(net: Network, T: int):
 
 
 def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = None,
-                  output: tuple | None = None, spectral: str = "power", tol: float = 1e-10,
+                  output: tuple | None = None, spectral: SpectralMethod = "power", tol: float = 1e-10,
                   lyapunov: bool | int | str = True, carousel: bool = False, bound: bool = True,
                   progress: Callable[[int, int], None] | None = None, structure: str = "auto",
                   threads: int | None = None) -> Flow:
@@ -536,7 +537,7 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
 
 
 def _gradient_flow(net, inputs, initial, output, spectral, tol, r, carousel, bound, progress, structure) -> Flow:
-    if spectral not in ("power", "svd"):
+    if spectral not in SPECTRAL_METHODS:
         raise GradflowError(f"spectral must be 'power' or 'svd', got {spectral!r}")
     if structure not in ("auto", "dense"):
         raise GradflowError(f"structure must be 'auto' or 'dense', got {structure!r}")
