@@ -70,11 +70,16 @@ def one_of(value: object, name: str, choices: Iterable[T]) -> T:
     return value  # type: ignore[return-value]
 
 
+def is_decimal(text: str) -> bool:
+    """``text`` is an integer in plain ASCII decimal digits with an optional sign (not ``1_6``, ``1e3``)."""
+    digits = text[1:] if text[:1] in "+-" else text
+    return digits.isascii() and digits.isdigit()
+
+
 def parse_int(text: object, name: str, minimum: int = 1) -> int:
     """An integer written in decimal digits on a command line (``"1_6"`` and ``"1e3"`` are refused)."""
     s = str(text).strip()
-    digits = s[1:] if s[:1] in "+-" else s
-    if not digits.isdigit() or not digits.isascii():
+    if not is_decimal(s):
         raise GradflowError(f"{name} must be {_int_need(minimum)}, got {text!r}")
     return positive_int(int(s), name, minimum)
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 import os
 import sys
 
-from .._checks import GradflowError, parse_float, parse_int
+from .._checks import GradflowError, is_decimal, parse_float, parse_int
 
 
 def int_option(text, option: str, minimum: int | None = 1) -> int:
     """The integer value of a command-line option, in plain decimal digits (``1_6``, ``1e3`` and
     ``16.0`` are refused); ``GradflowError`` naming the option otherwise."""
     s = "" if text is None else str(text).strip()
-    digits = s[1:] if s[:1] in "+-" else s
-    if not digits.isascii() or not digits.isdigit():
+    if not is_decimal(s):
         raise GradflowError(f"{option} must be an integer, got {text!r}")
     if minimum is None:
         return int(s)

@@ -278,7 +278,7 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False,
     """The products ∂s_T/∂s_k = J_T J_{T−1} ⋯ J_{k+1} for k = T−1, …, 0, one backward pass.
 
     J_t is written into one (B, N, N) buffer, block by block from the derived expressions, and
-    multiplied in one matmul. The product is carried as 10^L · P; whenever ‖P‖_F leaves
+    multiplied in (see ``dense``). The product is carried as 10^L · P; whenever ‖P‖_F leaves
     [tiny^¼, max^¼] of the dtype (1e±77 in float64), P is rescaled by it (folded into the next
     J), so it never under- or overflows; a J_t with entries beyond that range is scaled apart too.
 
