@@ -110,12 +110,12 @@ def _s4d(r: Recurrence):
     beta = r.w("im", label=r"A_{im}")                                               # Im A
     rho = r.let(r"\rho", exp(hadamard(dt, alpha)))
     phi = r.let(r"\phi", hadamard(dt, beta))
-    re, im = r.let(r"\lambda_{re}", hadamard(rho, cos(phi))), r.let(r"\lambda_{im}", hadamard(rho, sin(phi)))
+    re, im = r.let(r"\lambda^{re}", hadamard(rho, cos(phi))), r.let(r"\lambda^{im}", hadamard(rho, sin(phi)))
     # (λ − 1)/A = ((λ_re − 1) + i λ_im)(α − i β)/(α² + β²)
     inv = HadamardPower(MatAdd(hadamard(alpha, alpha), hadamard(beta, beta)), -1)
     p = MatMul(-1, one_minus(re))  # λ_re − 1
-    g_re = r.let("g_{re}", hadamard(MatAdd(hadamard(p, alpha), hadamard(im, beta)), inv))
-    g_im = r.let("g_{im}", hadamard(MatAdd(hadamard(im, alpha), MatMul(-1, hadamard(p, beta))), inv))
+    g_re = r.let("g^{re}", hadamard(MatAdd(hadamard(p, alpha), hadamard(im, beta)), inv))
+    g_im = r.let("g^{im}", hadamard(MatAdd(hadamard(im, alpha), MatMul(-1, hadamard(p, beta))), inv))
     v_re, v_im = MatMul(r.U("re", label=r"B_{re}"), r.x), MatMul(r.U("im", label=r"B_{im}"), r.x)
     h_new = MatAdd(hadamard(re, h), MatMul(-1, hadamard(im, q)),
                    hadamard(g_re, v_re), MatMul(-1, hadamard(g_im, v_im)))
