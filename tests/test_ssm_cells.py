@@ -331,3 +331,29 @@ def test_inits_as_the_reference_code_draws_them():
 def test_bad_init_arguments_raise_one_gradflow_error(call):
     with pytest.raises(gf.GradflowError):
         call()
+
+
+# --------------------------------------------------------------------------------------------
+# parameter counts: the per-unit form, as torch modules (nn.Linear: one bias per projection)
+# --------------------------------------------------------------------------------------------
+def _per_unit_module(name: str, n_: int, m_: int) -> torch.nn.Module:
+    mod = torch.nn.Module()
+    if name.startswith("mamba"):   # A_log (n), Δ projection with bias, B and u projections without
+        mod.A_log = torch.nn.Parameter(torch.zeros(n_))
+        mod.dt, mod.B = torch.nn.Linear(m_, n_), torch.nn.Linear(m_, n_, bias=False)
+        mod.u = torch.nn.Linear(m_, n_, bias=False)
+    elif name == "s4d":            # log Δ, log(−Re A), Im A per mode; complex B (n × m, two real parts)
+        mod.vec = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(n_)) for _ in range(3)])
+        mod.B = torch.nn.Parameter(torch.zeros(n_, m_, dtype=torch.complex128))
+    elif name == "rg-lru":         # Λ; gate projections a, x with bias; the unit's input u
+        mod.Lam = torch.nn.Parameter(torch.zeros(n_))
+        mod.a, mod.x = torch.nn.Linear(m_, n_), torch.nn.Linear(m_, n_)
+        mod.u = torch.nn.Linear(m_, n_, bias=False)
+    return mod
+
+
+@pytest.mark.parametrize("name", SSM)
+def test_parameter_counts_of_the_per_unit_form(name):
+    n_, m_ = 12, 5
+    want = sum(p.numel() * (2 if p.is_complex() else 1) for p in _per_unit_module(name, n_, m_).parameters())
+    assert gf.count_params(name, n_, m_).total == want
