@@ -52,7 +52,7 @@ softplus = Activation(
 
 # sqrt(a);  sqrt'(a) = ½ y^{∘−1}
 sqrt = Activation(
-    "sqrt", r"\sqrt", sp.sqrt,
+    "sqrt", r"\operatorname{sqrt}", sp.sqrt,
     lambda a, y: (MatMul(sp.Rational(1, 2), HadamardPower(y, -1)),),
     lambda xp, a: xp.sqrt(a),
 )
