@@ -120,3 +120,19 @@ def test_a_disagreement_is_reported_not_hidden(monkeypatch):
     md = doc.markdown()
     assert "contradicts the algebra" in md
     assert "`tanh-rnn`: every term of" in md
+
+
+@pytest.mark.parametrize("name, reads", [("mamba-zoh", True), ("rg-lru", True), ("mingru", True),
+                                         ("lru", True), ("lstm", False), ("gru", False)])
+def test_what_the_path_reads_is_true_numerically(name, reads):
+    """"Reads x_t only" (or nothing): J_t is the same from two different s_{t−1}; "reads s_{t−1}": it is not."""
+    assert (gradient_path(gf.get_cell(name)).reads != "state") == reads
+    net = gf.network(name, 3, 2, seed=1)
+    x = gf.random_inputs(1, 2, seed=2)
+    rng = np.random.default_rng(3)
+    J = []
+    for _ in range(2):
+        s0 = rng.standard_normal(net.state_size)
+        init = {st: s0[i * 3:(i + 1) * 3] for i, st in enumerate(net.cell.states)}
+        J.append(np.asarray(net.step_jacobian(net.unroll(x, initial=init), 1))[0])
+    assert np.array_equal(J[0], J[1]) == reads
