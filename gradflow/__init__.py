@@ -25,6 +25,7 @@ from ._numeric.flow import (
 from ._numeric.modern_init import chrono_init, lru_ring_init
 from ._numeric.network import Network, Trajectory, network, random_inputs
 from ._numeric.spectral import spectral_norm
+from ._numeric.ssm_init import mamba_init, rglru_init, s4d_init
 from ._numeric.sweep_grid import GridPoint, grid_points, measure_point, phase_grids
 from ._numeric.sweep_run import SweepResult, run_sweep
 from ._numeric.weights import INIT_SCHEMES, Weights, from_state_dict, init_weights, load_weights, to_state_dict
@@ -70,6 +71,7 @@ __all__ = [
     # numeric engine
     "INIT_SCHEMES", "Weights", "from_state_dict", "init_weights", "load_weights", "to_state_dict",
     "chrono_init", "lru_ring_init",
+    "mamba_init", "rglru_init", "s4d_init",
     "Network", "Trajectory", "network", "random_inputs",
     "Curves", "Flow", "Product", "decay_rate", "gradient_flow", "loss_gradient", "lyapunov_exponents", "products",
     "singular_values", "spectral_norm",

@@ -175,6 +175,7 @@ class Build:
     doc: Doc
     runs: dict[str, Measurement] = field(default_factory=dict)
     evidence: Evidence | None = None
+    paths: list[dict] = field(default_factory=list)
 
 
 def introduction(b: Build) -> None:
@@ -225,6 +226,13 @@ def numeric_evidence(b: Build) -> None:
                                   b.forget_bias)
 
 
+def gradient_paths(b: Build) -> None:
+    """Section: which path carries each cell's gradient, read off its Jacobian (:mod:`.paths`)."""
+    from .paths import gradient_path_section
+
+    b.paths = gradient_path_section(b.doc, b.cells, b.runs, b.input, b.steps, b.seed)
+
+
 def reproduce(b: Build) -> None:
     """Section: the command line, the versions and where the raw numbers are."""
     doc, versions, date = b.doc, b.versions, b.date
@@ -246,7 +254,8 @@ def reproduce(b: Build) -> None:
 
 
 #: the report's sections in order; level-2 headings are numbered by the document, in this order
-SECTIONS: tuple[Callable[[Build], None], ...] = (introduction, derivation, numeric_evidence, reproduce)
+SECTIONS: tuple[Callable[[Build], None], ...] = (introduction, derivation, numeric_evidence, gradient_paths,
+                                                 reproduce)
 
 
 def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int, seed: int,
