@@ -198,6 +198,25 @@ def cotangents(hs: Any, loss: Loss = "sum", head: Any = None, targets: Any = Non
 
 
 # -- the reverse sweep --------------------------------------------------------------------------
+def _plus(g: np.ndarray, ell: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """10^ell' · g' = 10^ell · g + d with ‖g'‖ = 1 (or g' = 0): no term under- or overflows."""
+    with np.errstate(divide="ignore"):
+        dn = np.sqrt((d * d).sum(axis=-1))
+        gn = np.sqrt((g * g).sum(axis=-1))
+        m = np.maximum(ell + np.log10(gn), np.log10(dn))   # log10 of the larger term
+    live = np.isfinite(m)
+    m = np.where(live, m, ell)
+    gd, dd = np.where(gn > 0, gn, 1.0), np.where(dn > 0, dn, 1.0)
+    with np.errstate(under="ignore"):
+        gs = np.where(gn > 0, 10.0 ** np.minimum(ell + np.log10(gd) - m, 0.0), 0.0)
+        ds = np.where(dn > 0, 10.0 ** np.minimum(np.log10(dd) - m, 0.0), 0.0)
+        new = g / gd[:, None] * gs[:, None] + d / dd[:, None] * ds[:, None]
+    nn = np.sqrt((new * new).sum(axis=-1))
+    ok = live & (nn > 0)
+    new = np.where(ok[:, None], new / np.where(ok, nn, 1.0)[:, None], new)
+    return new, np.where(ok, m + np.log10(np.where(ok, nn, 1.0)), m)
+
+
 def backward_norms(net: Network, traj: Trajectory, cot: Any, *, truncated: bool = False) -> dict[str, np.ndarray]:
     """log10 ‖∂L/∂s_k‖ and of each state's part ‖∂L/∂(s_k)_part‖ (h_k, c_k …), each (B, T), k = 0…T−1.
 
@@ -212,38 +231,29 @@ def backward_norms(net: Network, traj: Trajectory, cot: Any, *, truncated: bool 
         raise GradflowError(f"cotangents must have shape {(T, B, n)}, got {cot.shape}")
     direct = np.zeros((T, B, N))
     direct[:, :, :n] = cot
-    tiny = float(np.finfo(np.float64).tiny) ** 0.5
     out = {key: np.full((B, T), -math.inf) for key in ("full", *net.cell.states)}
     diagonal = not truncated and is_diagonal(net.cell)  # J_t = diag(a_t): no N × N matrix
     J = None if diagonal else xp.zeros((B, N, N), dtype=net.dtype)
-    g = np.zeros((B, N))           # ḡ_k = 10^ell · g
-    ell = np.zeros(B)
+    g, ell = _plus(np.zeros((B, N)), np.zeros(B), direct[T - 1])  # ḡ_T = 10^ell · g
     for k in range(T - 1, -1, -1):
-        # add the direct partial of s_{k+1}, then carry ḡ_{k+1} back through J_{k+1}
-        d = direct[k]
-        with np.errstate(divide="ignore"):
-            ld = np.log10(np.sqrt((d * d).sum(axis=-1)))                  # −inf where d = 0
-            lg = ell + np.log10(np.sqrt((g * g).sum(axis=-1)))
-        m = np.maximum(lg, ld)
-        m = np.where(np.isfinite(m), m, ell)
-        dn = np.sqrt((d * d).sum(axis=-1))
-        dn = np.where(dn > 0, dn, 1.0)
-        with np.errstate(under="ignore"):
-            g = g * (10.0 ** np.minimum(ell - m, 0.0))[:, None] \
-                + (d / dn[:, None]) * (10.0 ** np.where(np.isfinite(ld), ld - m, -np.inf))[:, None]
-        ell = m
+        # ḡ_k = ḡ_{k+1} J_{k+1} + (the direct partial of s_k, k ≥ 1)
         env = net.step_env(traj, k + 1)
         if diagonal:
-            g = g * np.asarray(to_host(jacobian_diagonal(net, env, B)), dtype=np.float64)
+            a = np.asarray(to_host(jacobian_diagonal(net, env, B)), dtype=np.float64)
+            scale = np.max(np.abs(a), axis=-1)
         else:
             net.fill_jacobian(J, env, truncated)
-            g = np.asarray(to_host(xp.asarray(g, dtype=net.dtype)[:, None, :] @ J)[:, 0, :], dtype=np.float64)
-        if not np.isfinite(g).all():
-            raise GradflowError(f"the gradient at step {k} is NaN or inf (the Jacobian J_{k + 1} is not finite)")
-        s = np.sqrt((g * g).sum(axis=-1))
-        ok = s > tiny
-        g = np.where(ok[:, None], g / np.where(ok, s, 1.0)[:, None], g)
-        ell = np.where(ok, ell + np.log10(np.where(ok, s, 1.0)), ell)
+            scale = np.asarray(to_host(xp.max(xp.abs(xp.reshape(J, (B, -1))), axis=-1)), dtype=np.float64)
+        if not np.isfinite(scale).all():
+            raise GradflowError(f"the Jacobian J_{k + 1} contains NaN or inf")
+        scale = np.where(scale > 0, scale, 1.0)  # J / scale: entries ≤ 1, so g J cannot overflow
+        if diagonal:
+            g = g * (a / scale[:, None])
+        else:
+            Js = J / xp.asarray(scale, dtype=net.dtype)[:, None, None]
+            g = np.asarray(to_host(xp.asarray(g, dtype=net.dtype)[:, None, :] @ Js)[:, 0, :], dtype=np.float64)
+        ell = ell + np.log10(scale)
+        g, ell = _plus(g, ell, direct[k - 1] if k >= 1 else np.zeros((B, N)))
         with np.errstate(divide="ignore"):
             out["full"][:, k] = ell + np.log10(np.sqrt((g * g).sum(axis=-1)))
             for i, name in enumerate(net.cell.states):
