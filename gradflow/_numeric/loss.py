@@ -131,10 +131,10 @@ def resolve_head(head: Any, hidden: int) -> tuple[np.ndarray, np.ndarray]:
         raise GradflowError(f"head must be an nn.Linear, a (V, c) pair or a state_dict, got {type(head).__name__}")
     V, c = np.asarray(V, dtype=np.float64), np.asarray(c, dtype=np.float64)
     if V.ndim != 2 or V.shape[1] != hidden or c.shape != (V.shape[0],):
-        raise GradflowError(f"the head's weight must be (K, {hidden}) and its bias (K,), "
+        raise GradflowError(f"the head's output weight V must be (K, {hidden}) and its bias c (K,), "
                             f"got {tuple(V.shape)}, {tuple(c.shape)}")
     if not (np.isfinite(V).all() and np.isfinite(c).all()):
-        raise GradflowError("the head's weight or bias contains NaN or inf")
+        raise GradflowError("the head's output weight V or bias c contains NaN or inf")
     return V, c
 
 
