@@ -356,7 +356,8 @@ def test_help_documents_the_inputs_layout(capsys):
     with pytest.raises(SystemExit):
         main(["flow", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "time first, whatever the sizes, unless --batch-first" in out
+    assert "time first unless --batch-first; when batch = T both layouts fit and --time-first or " \
+           "--batch-first must say which" in out
     for opt in ("--prefix", "--layer", "--direction", "--batch-first"):
         assert opt in out
 

@@ -140,8 +140,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="forward: the forward direction of a bidirectional module (refused without "
                         "it); reverse is refused (it runs over reversed time)")
     p.add_argument("--inputs", default=None,
-                   help=".npy array of shape (T, m) or (T, batch, m): time first, whatever the sizes, "
-                        "unless --batch-first")
+                   help=".npy array of shape (T, m) or (T, batch, m): time first unless --batch-first; "
+                        "when batch = T both layouts fit and --time-first or --batch-first must say which")
     p.add_argument("--batch-first", action="store_true",
                    help="read --inputs of shape (batch, T, m), as a module built with batch_first=True "
                         "takes them (and --targets of --loss every as (batch, T))")
