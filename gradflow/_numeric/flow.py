@@ -28,7 +28,7 @@ from .._vocabulary import LOSSES, SPECTRAL_METHODS, Loss, SpectralMethod
 from .compile import compile_expr
 from .diagonal import diagonal_curves, is_diagonal
 from .loading import note
-from .loss import backward_norms, cotangents, read_initial
+from .loss import Reverse, backward_norms, cotangents, read_initial
 from .network import Network, Trajectory, network, random_inputs, to_host
 from .spectral import spectral_blocks, spectral_norm, start_basis
 
@@ -248,6 +248,7 @@ class Product:
         pattern: (S, S) block structure of the product over the S states (0 zero, 1 diagonal,
             2 dense), derived from the cell's Jacobian blocks.
         sumsq: (B,) ‖P‖_F².
+        jacobian: J_{k+1} (B, N, N), unscaled: a buffer, valid until the next product comes.
     """
 
     k: int
@@ -255,6 +256,7 @@ class Product:
     log10_scale: Any
     pattern: np.ndarray
     sumsq: Any
+    jacobian: Any = None
 
 
 def _column_kinds(blocks, S: int) -> list[bool]:
@@ -344,22 +346,25 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False,
         pattern = _pattern_product(pattern, jpat)
         sumsq = _sumsq(xp, P)
         f = xp.sqrt(sumsq)
-        yield Product(k, P, L, pattern, sumsq)
+        yield Product(k, P, L, pattern, sumsq, J)
 
 
 def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral: SpectralMethod = "power", tol=1e-10,
-           blocks: Mapping[str, tuple] | None = None, progress=None, each=None):
+           blocks: Mapping[str, tuple] | None = None, progress=None, each=None, reverse=None):
     """One backward sweep over :func:`products`; records log10 norms of the named sub-blocks.
 
     ``blocks``: name → (rows, cols) of ∂s_T/∂s_k to measure; the gradient figure of a block is
     ‖∂L/∂(its columns of s_k)‖, e.g. ‖∂L/∂c_k‖ for the c→c block. ``each(k, P, L)`` is called
-    with the true product ∂s_T/∂s_k = 10^L · P.
+    with the true product ∂s_T/∂s_k = 10^L · P. ``reverse`` (a :class:`~gradflow._numeric.loss.Reverse`)
+    is fed every J_{k+1}: the loss gradient of any loss, from the same Jacobians.
     """
     tracker = _Tracker(net.xp, blocks or {}, traj.steps, traj.states[0].shape[0], net.dtype, spectral, tol)
     g = g_T[:, None, :] if blocks else None
     for i, pr in enumerate(products(net, traj, truncated=truncated)):
         if each is not None:
             each(pr.k, pr.P, pr.log10_scale)
+        if reverse is not None:
+            reverse.step(pr.k, pr.jacobian)
         if blocks:
             gP = (g @ pr.P)[:, 0, :]  # 10^−L · ∂L/∂s_k
             diagonal = [name for name, (r, c) in blocks.items() if _is_diagonal(pr.pattern, r, c, net.hidden)]
@@ -612,13 +617,9 @@ def _layout(net: Network, inputs, targets, loss: str, batch_first: bool | None):
     return inputs, targets
 
 
-def _every_grad(net: Network, inputs, initial, spec):
-    """The reverse sweep's gradient curves (full and per state) and the trajectory."""
-    traj = net.unroll(inputs, initial)
-    n, xp = net.hidden, net.xp
-    hs = xp.stack([s[:, :n] for s in traj.states[1:]])
-    cot = cotangents(hs, *spec)
-    return traj, backward_norms(net, traj, cot), cot
+def _cotangents(net: Network, traj: Trajectory, spec):
+    """∂L/∂h_t (T, B, n) of the loss ``spec`` = (loss, head, targets) along a trajectory."""
+    return cotangents(net.xp.stack([s[:, :net.hidden] for s in traj.states[1:]]), *spec)
 
 
 def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound, progress, structure) -> Flow:
@@ -635,12 +636,17 @@ def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound
 
         c = diagonal_curves(net, inputs, initial, last if loss != "every" else None)
         T, B = c["log10_norm_2"].shape[1], c["log10_norm_2"].shape[0]
-        grad = c["log10_grad_norm"] if loss != "every" else _every_grad(net, inputs, initial, spec)[1]["full"]
+        if loss == "every":  # the per-step losses: the trajectory is needed (O(T·B·n))
+            traj = net.unroll(inputs, initial)
+            grad = backward_norms(net, traj, _cotangents(net, traj, spec))["full"]
+        else:
+            grad = c["log10_grad_norm"]
         full = Curves(c["log10_norm_2"], c["log10_norm_fro"], grad)
         return Flow(net.cell.name, net.hidden, T, B, full, None, None,
                     c["lyapunov"].mean(axis=0)[:r] if r else None,
                     _pascanu_log10(net, T) if bound else None, None, loss)
-    traj, parts, cot = _every_grad(net, inputs, initial, spec)
+    traj = net.unroll(inputs, initial)
+    cot = _cotangents(net, traj, spec)
     T, B = traj.steps, traj.states[0].shape[0]
     n, N = net.hidden, net.state_size
     g = net.xp.asarray(cot[-1], dtype=net.dtype)
@@ -651,16 +657,20 @@ def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound
     if has_c:
         ci = net.cell.states.index("c")
         blocks["cell_state"] = (slice(ci * n, (ci + 1) * n), slice(ci * n, (ci + 1) * n))
-    res = sweep(net, traj, g, spectral=spectral, tol=tol, blocks=blocks, progress=progress)
-    # the gradient curves: Σ_{t≥k} (∂L/∂s_t)(∂s_t/∂s_k) by reverse accumulation (any loss)
+    # the gradient curves: Σ_{t≥k} (∂L/∂s_t)(∂s_t/∂s_k) by reverse accumulation (any loss), fed
+    # the sweep's own Jacobians
+    rev = Reverse(net, cot)
+    res = sweep(net, traj, g, spectral=spectral, tol=tol, blocks=blocks, progress=progress, reverse=rev)
+    parts = rev.norms
     res["full"].log10_grad_norm = parts["full"]
     if has_c:
         res["cell_state"].log10_grad_norm = parts["c"]
     car = None
     if carousel and has_c:
+        rev_car = Reverse(net, cot)
         car = sweep(net, traj, g, truncated=True, spectral=spectral, tol=tol,
-                     blocks={"cell_state": blocks["cell_state"]})["cell_state"]
-        car.log10_grad_norm = backward_norms(net, traj, cot, truncated=True)["c"]
+                     blocks={"cell_state": blocks["cell_state"]}, reverse=rev_car)["cell_state"]
+        car.log10_grad_norm = rev_car.norms["c"]
     lyap = lyapunov_exponents(net, traj, r).mean(axis=0) if r else None
     several = {name: parts[name] for name in net.cell.states} if len(net.cell.states) > 1 else None
     return Flow(net.cell.name, n, T, B, res["full"], res.get("cell_state"), car, lyap,

@@ -36,7 +36,8 @@ from .diagonal import is_diagonal, jacobian_diagonal
 from .loading import note, read_npz, read_pt, real_array
 from .network import Network, Trajectory, to_host
 
-__all__ = ["HEAD_NAMES", "backward_norms", "cotangents", "find_head", "read_head", "read_initial", "resolve_head"]
+__all__ = ["HEAD_NAMES", "Reverse", "backward_norms", "cotangents", "find_head", "read_head", "read_initial",
+           "resolve_head"]
 
 #: module names under which a checkpoint's output Linear is found without being told
 HEAD_NAMES = ("head", "fc", "linear", "classifier", "out", "output", "decoder")
@@ -217,49 +218,72 @@ def _plus(g: np.ndarray, ell: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np
     return new, np.where(ok, m + np.log10(np.where(ok, nn, 1.0)), m)
 
 
-def backward_norms(net: Network, traj: Trajectory, cot: Any, *, truncated: bool = False) -> dict[str, np.ndarray]:
-    """log10 ‖∂L/∂s_k‖ and of each state's part ‖∂L/∂(s_k)_part‖ (h_k, c_k …), each (B, T), k = 0…T−1.
+class Reverse:
+    """Reverse accumulation of ∂L/∂s_k, k = T−1 … 0, fed one Jacobian at a time (latest first).
 
     ``cot`` (T, B, n): the direct partials ∂L/∂h_t (:func:`cotangents`); the other state parts have
-    no direct partial. One vector–Jacobian product per step with the Jacobians J_t rebuilt from the
-    derived blocks (the 1997-truncated ones if ``truncated``). Keys: ``"full"`` and the state names.
+    no direct partial. :meth:`step` takes J_{k+1} (B, N, N), or its diagonal (B, N) for a diagonal
+    cell, and records the log10 norms at k; :attr:`norms` has ``"full"`` and one key per state,
+    each (B, T).
     """
-    xp, n, N, T = net.xp, net.hidden, net.state_size, traj.steps
-    B = traj.states[0].shape[0]
-    cot = np.asarray(to_host(cot), dtype=np.float64)
-    if cot.shape != (T, B, n):
-        raise GradflowError(f"cotangents must have shape {(T, B, n)}, got {cot.shape}")
-    direct = np.zeros((T, B, N))
-    direct[:, :, :n] = cot
-    out = {key: np.full((B, T), -math.inf) for key in ("full", *net.cell.states)}
-    diagonal = not truncated and is_diagonal(net.cell)  # J_t = diag(a_t): no N × N matrix
-    J = None if diagonal else xp.zeros((B, N, N), dtype=net.dtype)
-    g, ell = _plus(np.zeros((B, N)), np.zeros(B), direct[T - 1])  # ḡ_T = 10^ell · g
-    for k in range(T - 1, -1, -1):
-        # ḡ_k = ḡ_{k+1} J_{k+1} + (the direct partial of s_k, k ≥ 1)
-        env = net.step_env(traj, k + 1)
-        if diagonal:
-            a = np.asarray(to_host(jacobian_diagonal(net, env, B)), dtype=np.float64)
+
+    def __init__(self, net: Network, cot: Any):
+        self.xp, self.n, self.N, self.dtype = net.xp, net.hidden, net.state_size, net.dtype
+        self.states = net.cell.states
+        cot = np.asarray(to_host(cot), dtype=np.float64)
+        T, B = cot.shape[0], cot.shape[1] if cot.ndim == 3 else 0
+        if cot.ndim != 3 or cot.shape[2] != self.n:
+            raise GradflowError(f"cotangents must have shape (T, B, {self.n}), got {cot.shape}")
+        self.direct = np.zeros((T, B, self.N))
+        self.direct[:, :, :self.n] = cot
+        self.norms = {key: np.full((B, T), -math.inf) for key in ("full", *self.states)}
+        self.g, self.ell = _plus(np.zeros((B, self.N)), np.zeros(B), self.direct[T - 1])  # ḡ_T = 10^ell · g
+
+    def step(self, k: int, J: Any = None, diagonal: Any = None) -> None:
+        """ḡ_k = ḡ_{k+1} J_{k+1} + (the direct partial of s_k, k ≥ 1); J is scaled apart first."""
+        xp, B = self.xp, self.g.shape[0]
+        if diagonal is not None:
+            a = np.asarray(to_host(diagonal), dtype=np.float64)
             scale = np.max(np.abs(a), axis=-1)
         else:
-            net.fill_jacobian(J, env, truncated)
             scale = np.asarray(to_host(xp.max(xp.abs(xp.reshape(J, (B, -1))), axis=-1)), dtype=np.float64)
         if not np.isfinite(scale).all():
             raise GradflowError(f"the Jacobian J_{k + 1} contains NaN or inf")
-        scale = np.where(scale > 0, scale, 1.0)  # J / scale: entries ≤ 1, so g J cannot overflow
-        if diagonal:
-            g = g * (a / scale[:, None])
+        scale = np.where(scale > 0, scale, 1.0)  # J / scale: entries ≤ 1, so ḡ J cannot overflow
+        if diagonal is not None:
+            g = self.g * (a / scale[:, None])
         else:
-            Js = J / xp.asarray(scale, dtype=net.dtype)[:, None, None]
-            g = np.asarray(to_host(xp.asarray(g, dtype=net.dtype)[:, None, :] @ Js)[:, 0, :], dtype=np.float64)
-        ell = ell + np.log10(scale)
-        g, ell = _plus(g, ell, direct[k - 1] if k >= 1 else np.zeros((B, N)))
+            gs = xp.asarray(self.g / scale[:, None], dtype=self.dtype)[:, None, :]
+            g = np.asarray(to_host(gs @ J)[:, 0, :], dtype=np.float64)
+        g, ell = _plus(g, self.ell + np.log10(scale), self.direct[k - 1] if k >= 1 else np.zeros_like(g))
+        self.g, self.ell = g, ell
         with np.errstate(divide="ignore"):
-            out["full"][:, k] = ell + np.log10(np.sqrt((g * g).sum(axis=-1)))
-            for i, name in enumerate(net.cell.states):
-                part = g[:, i * n:(i + 1) * n]
-                out[name][:, k] = ell + np.log10(np.sqrt((part * part).sum(axis=-1)))
-    return out
+            self.norms["full"][:, k] = ell + np.log10(np.sqrt((g * g).sum(axis=-1)))
+            for i, name in enumerate(self.states):
+                part = g[:, i * self.n:(i + 1) * self.n]
+                self.norms[name][:, k] = ell + np.log10(np.sqrt((part * part).sum(axis=-1)))
+
+
+def backward_norms(net: Network, traj: Trajectory, cot: Any, *, truncated: bool = False) -> dict[str, np.ndarray]:
+    """log10 ‖∂L/∂s_k‖ and of each state's part ‖∂L/∂(s_k)_part‖ (h_k, c_k …), each (B, T), k = 0…T−1.
+
+    :class:`Reverse` over the Jacobians J_t rebuilt from the derived blocks (the 1997-truncated
+    ones if ``truncated``; only the diagonal for a diagonal cell). Keys: ``"full"`` and the state names.
+    """
+    T, B = traj.steps, traj.states[0].shape[0]
+    cot = np.asarray(to_host(cot), dtype=np.float64)
+    if cot.shape != (T, B, net.hidden):
+        raise GradflowError(f"cotangents must have shape {(T, B, net.hidden)}, got {cot.shape}")
+    rev = Reverse(net, cot)
+    diagonal = not truncated and is_diagonal(net.cell)  # J_t = diag(a_t): no N × N matrix
+    J = None if diagonal else net.xp.zeros((B, net.state_size, net.state_size), dtype=net.dtype)
+    for k in range(T - 1, -1, -1):
+        env = net.step_env(traj, k + 1)
+        if diagonal:
+            rev.step(k, diagonal=jacobian_diagonal(net, env, B))
+        else:
+            rev.step(k, net.fill_jacobian(J, env, truncated))
+    return rev.norms
 
 
 # -- initial states -----------------------------------------------------------------------------
