@@ -340,3 +340,18 @@ def test_api_refusals():
                     ({"initial": {"z": np.zeros(N)}}, "unknown state 'z'")):
         with pytest.raises(GradflowError, match=msg):
             gradient_flow(net, x, lyapunov=False, **kw)
+
+
+def test_several_states_have_their_own_gradient_keys(capsys):
+    """coRNN (h, z): JSON keys log10_grad_norm_h and _z with ‖∂L/∂s_k‖² = ‖∂L/∂h_k‖² + ‖∂L/∂z_k‖²
+    (batch 1); a one-state cell has none; an LSTM given h_0 alone starts c_0 at zero, said."""
+    code, out, err = _cli(capsys, "cornn", "--hidden", 3, "--input", 2, "--steps", 4, "--json", "--no-lyapunov")
+    assert code == 0, err
+    for r in json.loads(out)["curve"]:
+        full, h, z = (10.0 ** (2 * r[k]) for k in ("log10_grad_norm", "log10_grad_norm_h", "log10_grad_norm_z"))
+        assert abs(full - h - z) <= 1e-12 * full and h > 0 and z > 0
+    code, out, _ = _cli(capsys, "gru", "--hidden", 3, "--input", 2, "--steps", 4, "--json", "--no-lyapunov")
+    assert code == 0 and not any(k.startswith("log10_grad_norm_") for k in json.loads(out)["curve"][0])
+    net = network("lstm", 3, 2)
+    with pytest.warns(GradflowNote, match="no c0 given; starting from zero"):
+        gradient_flow(net, np.ones((4, 2)), initial=np.ones(3), lyapunov=False)

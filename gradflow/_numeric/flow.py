@@ -119,6 +119,7 @@ class Flow:
         full = self.full.mean()
         cs = self.cell_state.mean() if self.cell_state is not None else None
         car = self.carousel.mean() if self.carousel is not None else None
+        parts = {name: to_host(v).mean(axis=0) for name, v in (self.grad_parts or {}).items()}
         curve = []
         for k in range(self.steps):
             rec = {key: json_number(v[k], f"{key} at k = {k}") for key, v in full.items()}
@@ -129,9 +130,9 @@ class Flow:
                 rec["carousel"] = {key: json_number(v[k], f"carousel {key} at k = {k}") for key, v in car.items()}
             if self.bound is not None:
                 rec["log10_bound"] = json_number(self.bound[k], f"log10_bound at k = {k}")
-            for name, v in (self.grad_parts or {}).items():
+            for name, v in parts.items():
                 key = f"log10_grad_norm_{name}"
-                rec[key] = json_number(to_host(v).mean(axis=0)[k], f"{key} at k = {k}")
+                rec[key] = json_number(v[k], f"{key} at k = {k}")
             curve.append(rec)
         return {
             "cell": self.cell, "hidden": self.hidden, "steps": self.steps, "batch": self.batch,
