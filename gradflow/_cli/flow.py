@@ -296,7 +296,7 @@ def _loss_options(a: argparse.Namespace, net, T: int, B: int):
         if a.head is not None and os.path.isfile(a.head):
             head = read_head(a.head, net.hidden)
         elif a.weights is not None:
-            head = read_head(a.weights, net.hidden, a.head)
+            head = read_head(a.weights, net.hidden, a.head, what=f"weights file {a.weights}")
         elif a.head is not None:
             raise GradflowError(f"--head {a.head} is not a file, and there is no --weights to find it in")
         else:

@@ -82,12 +82,12 @@ def find_head(state: Mapping[str, Any], hidden: int, prefix: str | None = None,
                  and (p.rpartition(".")[2] in HEAD_NAMES or p == "")]
         if not cands:
             raise GradflowError(f"{what} holds no output Linear with in-features {hidden} under any of "
-                                f"the names {', '.join(HEAD_NAMES)}; name it with --head PREFIX "
-                                "(head='PREFIX' in Python) or give the head's (V, c)")
+                                f"the names {', '.join(HEAD_NAMES)}; name it with --head PREFIX, or "
+                                "pass the head itself in Python (head=model.fc, or its (V, c))")
         if len(cands) > 1:
             raise GradflowError(f"{what} holds {len(cands)} Linear layers that could be the head: "
                                 f"{', '.join(repr(p) for p in sorted(cands))}; pick one with --head PREFIX "
-                                "(head='PREFIX' in Python)")
+                                "(in Python, pass that nn.Linear as head=)")
         chosen = cands[0]
         note(f"{what}: using the output Linear {chosen or '(top level)'!r} as the head")
     V = real_array(weights[chosen], f"head weight {chosen}.weight")
@@ -96,7 +96,8 @@ def find_head(state: Mapping[str, Any], hidden: int, prefix: str | None = None,
     return V, c, chosen
 
 
-def read_head(path: str, hidden: int, prefix: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_head(path: str, hidden: int, prefix: str | None = None,
+              what: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The head from a file: a ``.pt``/``.npz`` holding a Linear's ``weight`` (and ``bias``), or a
     whole model's state_dict (searched as :func:`find_head`)."""
     if path.endswith(".npz"):
@@ -105,7 +106,7 @@ def read_head(path: str, hidden: int, prefix: str | None = None) -> tuple[np.nda
         state = read_pt(path)
     else:
         raise GradflowError(f"unknown head file type {path!r}: use .pt, .pth or .npz")
-    V, c, _ = find_head(state, hidden, prefix, what=f"head file {path}")
+    V, c, _ = find_head(state, hidden, prefix, what=what or f"head file {path}")
     return V, c
 
 
