@@ -24,3 +24,6 @@ PARAM_KINDS: tuple[str, ...] = get_args(ParamKind)
 BLOCK_KINDS: tuple[str, ...] = get_args(BlockKind)
 SPECTRAL_METHODS: tuple[str, ...] = get_args(SpectralMethod)
 INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
+#: expRNN initialisations of the log-orthogonal A (gradflow.exprnn_init)
+ExprnnInit = Literal["henaff", "cayley", "random"]
+EXPRNN_INITS: tuple[str, ...] = get_args(ExprnnInit)
