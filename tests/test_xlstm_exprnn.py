@@ -305,3 +305,49 @@ def test_param_counts_match_reference_modules(name):
                 nn.Parameter(torch.zeros(n))
         want = sum(p.numel() for p in mod.parameters())
         assert gf.count_params(name, n, m).total == want
+
+
+# --------------------------------------------------------------------------------------------
+# the per-unit block path (LRU: 2 × 2 rotation–scaling blocks)
+# --------------------------------------------------------------------------------------------
+def _lru(N, seed, r_min=0.5, r_max=0.99):
+    net = gf.network("lru", N, M, seed=seed)
+    return gf.Network(gf.lru_ring_init(net.weights, r_min=r_min, r_max=r_max, seed=seed))
+
+
+@pytest.mark.parametrize("N", SIZES)
+def test_lru_block_path_agrees_with_dense_engine_and_closed_form(N):
+    """Block path = dense sweep (SVD) to 1e-12 in log10; both = the closed forms
+    ‖P_k‖₂ = max_j |λ_j|^{T−k}, ‖P_k‖_F² = 2 Σ_j |λ_j|^{2(T−k)}, Lyapunov exponents log|λ_j| (twice)."""
+    from gradflow._numeric.blocks import is_block_structured
+
+    assert is_block_structured(gf.get_cell("lru"))
+    T = 25
+    net = _lru(N, seed=N)
+    x = gf.random_inputs(T, M, batch=2, seed=1)
+    fast = gf.gradient_flow(net, x, lyapunov="full")
+    dense = gf.gradient_flow(net, x, structure="dense", spectral="svd", lyapunov="full")
+    for f in ("log10_norm_2", "log10_norm_fro", "log10_grad_norm"):
+        assert np.abs(np.asarray(fast.full[f]) - np.asarray(dense.full[f])).max() < 1e-12, f
+    mod = np.exp(-np.exp(np.asarray(net.weights.arrays[r"\nu"])))  # |λ_j|, from the paper's formula
+    lags = T - np.arange(T)
+    two = np.log10(mod.max()) * lags
+    fro = 0.5 * np.log10(2 * np.sum(mod[None, :] ** (2 * lags[:, None]), axis=1))
+    assert np.allclose(fast.full.mean()["log10_norm_2"], two, atol=1e-12)
+    assert np.allclose(fast.full.mean()["log10_norm_fro"], fro, atol=1e-12)
+    assert np.allclose(np.sort(fast.lyapunov), np.sort(np.repeat(np.log(mod), 2)), atol=1e-12)
+
+
+def test_block_path_keeps_tiny_products_and_refuses_dense_blocks():
+    """|λ| = 0.05 over T = 400: ‖P_0‖₂ = 10^{400·log10 0.05} ≈ 1e-520, below float64, still exact in log."""
+    from gradflow._numeric.blocks import block_curves
+
+    N, T = 2, 400
+    net = _lru(N, seed=0, r_min=0.05, r_max=0.0500001)
+    x = gf.random_inputs(T, M, seed=2)
+    c = block_curves(net, x)
+    mod = np.exp(-np.exp(np.asarray(net.weights.arrays[r"\nu"])))
+    assert c["log10_norm_2"][0, 0] == pytest.approx(T * np.log10(mod.max()), abs=1e-9)
+    assert c["log10_norm_2"][0, 0] < -500
+    with pytest.raises(gf.GradflowError, match="dense"):
+        block_curves(gf.network("cornn", 2, M), x)

@@ -25,6 +25,7 @@ from sympy import Identity
 
 from .._checks import GradflowError, lyapunov_count, parse_int, positive_int
 from .._vocabulary import SPECTRAL_METHODS, SpectralMethod
+from .blocks import block_curves, is_block_structured
 from .compile import compile_expr
 from .diagonal import diagonal_curves, is_diagonal
 from .network import Network, Trajectory, network, random_inputs, to_host
@@ -518,8 +519,9 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
         bound: the Pascanu bound beside the curve (Elman cells).
         progress: ``callback(done, total)``.
         structure: ``"auto"`` uses the O(T·n) diagonal path (:mod:`gradflow._numeric.diagonal`,
-            exact norms, no n × n matrix) when the derived state Jacobian is diagonal, the dense
-            sweep otherwise; ``"dense"`` always sweeps dense Jacobians.
+            exact norms, no n × n matrix) when the derived state Jacobian is diagonal, the
+            O(T·n·S²) per-unit block path (:mod:`gradflow._numeric.blocks`: LRU) when its blocks are
+            all diagonal, the dense sweep otherwise; ``"dense"`` always sweeps dense Jacobians.
         threads: BLAS threads for the run; default: the environment variable
             ``GRADFLOW_THREADS`` if set, else one thread for small runs (N²·B below
             :data:`ONE_THREAD_BELOW`, where more threads only wait on each other) and the BLAS
@@ -548,6 +550,12 @@ def _gradient_flow(net, inputs, initial, output, spectral, tol, r, carousel, bou
         full = Curves(c["log10_norm_2"], c["log10_norm_fro"], c["log10_grad_norm"])
         return Flow(net.cell.name, net.hidden, T, B, full, None, None,
                     c["lyapunov"].mean(axis=0)[:r] if r else None,
+                    _pascanu_log10(net, T) if bound else None)
+    if structure == "auto" and "c" not in net.cell.states and is_block_structured(net.cell):  # LRU
+        c = block_curves(net, inputs, initial, lambda traj: loss_gradient(net, traj, output), lyapunov=r or 0)
+        T, B = c["log10_norm_2"].shape[1], c["log10_norm_2"].shape[0]
+        full = Curves(c["log10_norm_2"], c["log10_norm_fro"], c["log10_grad_norm"])
+        return Flow(net.cell.name, net.hidden, T, B, full, None, None, c.get("lyapunov"),
                     _pascanu_log10(net, T) if bound else None)
     traj = net.unroll(inputs, initial)
     T, B = traj.steps, traj.states[0].shape[0]
