@@ -351,3 +351,14 @@ def test_block_path_keeps_tiny_products_and_refuses_dense_blocks():
     assert c["log10_norm_2"][0, 0] < -500
     with pytest.raises(gf.GradflowError, match="dense"):
         block_curves(gf.network("cornn", 2, M), x)
+
+
+def test_two_by_two_sigma_max_closed_form_against_numpy_svd():
+    from gradflow._numeric.blocks import _log_sigma_max
+
+    rng = np.random.default_rng(0)
+    G = rng.standard_normal((500, 2, 2)) * np.exp(rng.uniform(-30, 30, (500, 1, 1)))
+    G[0] = [[3.0, -4.0], [4.0, 3.0]]  # a rotation–scaling: σ_max = σ_min = 5
+    ref = np.log(np.linalg.svd(G, compute_uv=False)[:, 0])
+    assert np.abs(_log_sigma_max(G) - ref).max() < 1e-13
+    assert _log_sigma_max(G[:1])[0] == pytest.approx(math.log(5.0), abs=1e-15)

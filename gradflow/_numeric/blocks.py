@@ -88,15 +88,14 @@ def unit_blocks(net: Network, env, B: int) -> np.ndarray:
 def _log_sigma_max(G: np.ndarray) -> np.ndarray:
     """log σ_max of each S × S block of G (..., S, S) (−inf for a zero block).
 
-    S = 2 in closed form: σ_max² = (‖G‖_F² + √(‖G‖_F⁴ − 4 det² G))/2 (no cancellation: a sum of
-    non-negative terms); larger S by an SVD.
+    S = 2 in closed form, for G = [[a, b], [c, d]]:
+    σ_max = (√((a + d)² + (c − b)²) + √((a − d)² + (b + c)²))/2, a sum of non-negative terms (no
+    cancellation, also where σ_max = σ_min, as for a rotation–scaling); larger S by an SVD.
     """
     with np.errstate(divide="ignore"):
         if G.shape[-1] == 2:
-            fro2 = np.sum(G * G, axis=(-2, -1))
-            det = G[..., 0, 0] * G[..., 1, 1] - G[..., 0, 1] * G[..., 1, 0]
-            disc = np.sqrt(np.maximum(fro2 * fro2 - 4 * det * det, 0.0))
-            return 0.5 * np.log(0.5 * (fro2 + disc))
+            a, b, c, d = G[..., 0, 0], G[..., 0, 1], G[..., 1, 0], G[..., 1, 1]
+            return np.log(0.5 * (np.hypot(a + d, c - b) + np.hypot(a - d, b + c)))
         return np.log(np.linalg.svd(G, compute_uv=False)[..., 0])
 
 
