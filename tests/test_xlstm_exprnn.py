@@ -362,3 +362,48 @@ def test_two_by_two_sigma_max_closed_form_against_numpy_svd():
     ref = np.log(np.linalg.svd(G, compute_uv=False)[:, 0])
     assert np.abs(_log_sigma_max(G) - ref).max() < 1e-13
     assert _log_sigma_max(G[:1])[0] == pytest.approx(math.log(5.0), abs=1e-15)
+
+
+# --------------------------------------------------------------------------------------------
+# weights of element-wise-weight cells, by the cell's own parameter names
+# --------------------------------------------------------------------------------------------
+def test_named_weights_round_trip_through_npz_and_cli(tmp_path, capsys):
+    from gradflow._cli import main
+
+    w = gf.lru_ring_init(gf.network("lru", 4, 3).weights, r_min=0.5, r_max=0.9, seed=2)
+    plain = {"nu": w.arrays[r"\nu"], "theta": w.arrays[r"\theta"], "gamma_log": w.arrays[r"\gamma_{\log}"],
+             "B_re": w.arrays["B_{re}"], "B_im": w.arrays["B_{im}"]}
+    path = tmp_path / "lru.npz"
+    np.savez(path, **plain)
+    loaded = gf.load_weights("lru", str(path))
+    assert (loaded.hidden, loaded.input) == (4, 3)
+    for k, v in w.arrays.items():
+        assert np.array_equal(np.asarray(loaded.arrays[k]), np.asarray(v)), k
+    ind = gf.network("indrnn", 5, 2, seed=1).weights
+    net = gf.network("indrnn", weights={"rnn.U": ind.arrays["U"], "rnn.u": ind.arrays["u"],
+                                        "rnn.b": ind.arrays["b"]}, prefix="rnn")
+    assert np.array_equal(np.asarray(net.weights.arrays["u"]), np.asarray(ind.arrays["u"]))
+    ex = gf.exprnn_init(gf.network("exprnn", 3, 2).weights)  # no w-kind: read by name when keyed so
+    assert np.array_equal(np.asarray(gf.load_weights("exprnn", dict(ex.arrays)).arrays["A"]),
+                          np.asarray(ex.arrays["A"]))
+    assert main(["flow", "lru", "--weights", str(path), "--steps", "4"]) == 0
+    assert "Lyapunov" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"nu": np.zeros(4), "theta": np.zeros(3), "gamma_log": np.zeros(4), "B_re": np.zeros((4, 3)),
+      "B_im": np.zeros((4, 3))}, r"theta has shape \(3,\), expected \(4,\)"),
+    ({"nu": np.zeros(4)}, "lacks lru's parameter"),
+    ({"nu": np.full(4, np.nan), "theta": np.zeros(4), "gamma_log": np.zeros(4), "B_re": np.zeros((4, 3)),
+      "B_im": np.zeros((4, 3))}, "NaN or inf"),
+])
+def test_named_weights_errors_are_one_line(tmp_path, capsys, arrays, message):
+    from gradflow._cli import main
+
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(gf.GradflowError, match=message):
+        gf.load_weights("lru", str(path))
+    assert main(["flow", "lru", "--weights", str(path), "--steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gradflow: error:") and err.count("\n") == 1 and "Traceback" not in err
