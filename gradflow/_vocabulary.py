@@ -25,5 +25,5 @@ BLOCK_KINDS: tuple[str, ...] = get_args(BlockKind)
 SPECTRAL_METHODS: tuple[str, ...] = get_args(SpectralMethod)
 INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
 #: expRNN initialisations of the log-orthogonal A (gradflow.exprnn_init)
-ExprnnInit = Literal["henaff", "cayley", "random"]
+ExprnnInit = Literal["henaff", "cayley", "random", "orthogonal"]
 EXPRNN_INITS: tuple[str, ...] = get_args(ExprnnInit)

@@ -274,7 +274,7 @@ def test_exprnn_with_zero_bias_is_orthogonal_for_every_k():
 def test_exprnn_inits_give_orthogonal_w():
     N = 6
     base = gf.network("exprnn", N, M, seed=0).weights
-    for scheme in ("henaff", "cayley", "random"):
+    for scheme in ("henaff", "cayley", "random", "orthogonal"):
         w = gf.exprnn_init(base, scheme=scheme, seed=1)
         A = np.asarray(w.arrays["A"])
         S = A - A.T
@@ -285,6 +285,12 @@ def test_exprnn_inits_give_orthogonal_w():
             for j in range(0, N - 1, 2):
                 mask[j, j + 1] = mask[j + 1, j] = True
             assert np.all(S[~mask] == 0) and np.any(S[mask] != 0)
+    # "orthogonal": the Henaff angles in a random basis: the same eigenvalues e^{±iθ}, a dense W
+    Ao, Ah = (np.asarray(gf.exprnn_init(base, scheme=s, seed=1).arrays["A"]) for s in ("orthogonal", "henaff"))
+    Wo, Wh = (torch.linalg.matrix_exp(_t(a - a.T)).numpy() for a in (Ao, Ah))
+    assert np.allclose(np.sort(np.angle(np.linalg.eigvals(Wo))), np.sort(np.angle(np.linalg.eigvals(Wh))),
+                       atol=1e-10)
+    assert np.linalg.det(Wo) == pytest.approx(1.0) and np.count_nonzero(np.abs(Wo - np.eye(N)) > 1e-6) > 2 * N
     henaff = np.asarray(gf.exprnn_init(base, scheme="henaff", seed=1).arrays["A"])
     assert np.all(np.abs(henaff) <= math.pi)
     with pytest.raises(gf.GradflowError, match="exprnn"):

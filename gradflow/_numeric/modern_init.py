@@ -88,7 +88,10 @@ def exprnn_init(weights: Weights, *, scheme: ExprnnInit = "henaff", seed: int = 
 
     * ``"henaff"``: A_{2j, 2j+1} = θ_j ~ U[−π, π] (Henaff et al. 2016): rotations by uniform angles;
     * ``"cayley"``: A_{2j, 2j+1} = −√((1 − cos s_j)/(1 + cos s_j)), s_j ~ U[0, π/2];
-    * ``"random"``: every entry of A ~ N(0, 1/n): a random skew part, W a random rotation.
+    * ``"random"``: every entry of A ~ N(0, 1/n): a random skew part, W a random rotation;
+    * ``"orthogonal"``: the Henaff rotations in a random orthonormal basis Z (QR of a Gaussian,
+      signs fixed): A = ½ Z B Zᵀ with B the Henaff skew blocks, so W = Z exp(B) Zᵀ, a dense rotation
+      with eigenvalues e^{±iθ_j}, θ_j ~ U[−π, π].
     """
     if weights.cell.name != "exprnn":
         raise GradflowError(f"exprnn_init initialises the exprnn cell; got {weights.cell.name}")
@@ -99,6 +102,14 @@ def exprnn_init(weights: Weights, *, scheme: ExprnnInit = "henaff", seed: int = 
     A = np.zeros((n, n))
     if scheme == "random":
         A = rng.standard_normal((n, n)) / math.sqrt(n)
+    elif scheme == "orthogonal":
+        B = np.zeros((n, n))
+        for j in range(0, n - 1, 2):
+            B[j, j + 1] = rng.uniform(-math.pi, math.pi)
+            B[j + 1, j] = -B[j, j + 1]
+        Z, R = np.linalg.qr(rng.standard_normal((n, n)))
+        Z = Z * np.sign(np.diag(R))[None, :]
+        A = 0.5 * (Z @ B @ Z.T)
     else:
         for j in range(0, n - 1, 2):
             if scheme == "henaff":
