@@ -22,7 +22,7 @@ from ._numeric.flow import (
     products,
     singular_values,
 )
-from ._numeric.modern_init import chrono_init, lru_ring_init
+from ._numeric.modern_init import chrono_init, exprnn_init, lru_ring_init
 from ._numeric.network import Network, Trajectory, network, random_inputs
 from ._numeric.spectral import spectral_norm
 from ._numeric.ssm_init import mamba_init, rglru_init, s4d_init
@@ -72,6 +72,7 @@ __all__ = [
     "INIT_SCHEMES", "Weights", "from_state_dict", "init_weights", "load_weights", "to_state_dict",
     "chrono_init", "lru_ring_init",
     "mamba_init", "rglru_init", "s4d_init",
+    "exprnn_init",
     "Network", "Trajectory", "network", "random_inputs",
     "Curves", "Flow", "Product", "decay_rate", "gradient_flow", "loss_gradient", "lyapunov_exponents", "products",
     "singular_values", "spectral_norm",

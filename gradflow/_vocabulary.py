@@ -27,3 +27,6 @@ INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
 #: the loss whose gradient the flow follows: Σ h_T, cross-entropy of a head on h_T, or on every h_t
 Loss = Literal["sum", "last", "every"]
 LOSSES: tuple[str, ...] = get_args(Loss)
+#: expRNN initialisations of the log-orthogonal A (gradflow.exprnn_init)
+ExprnnInit = Literal["henaff", "cayley", "random", "orthogonal"]
+EXPRNN_INITS: tuple[str, ...] = get_args(ExprnnInit)

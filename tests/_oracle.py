@@ -26,6 +26,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
 from gradflow import Diag, Elementwise
+from gradflow._symbolic.nodes import MatrixExp
 
 #: textbook scalar definitions, written here independently of gradflow._symbolic.activations
 SCALAR = {
@@ -38,6 +39,9 @@ SCALAR = {
     "sin": sp.sin,
     "softplus": lambda u: sp.log(1 + sp.exp(u)),
     "sqrt": sp.sqrt,
+    "logsigmoid": lambda u: -sp.log(1 + sp.exp(-u)),
+    "abs": sp.Abs,
+    "sign": sp.sign,
 }
 
 
@@ -87,6 +91,9 @@ def explicit(expr, leaves: dict, sizes) -> ImmutableMatrix:
         return explicit(expr.arg, leaves, sizes).applyfunc(SCALAR[expr.args[0].name])
     if isinstance(expr, ElementwiseApplyFunction):
         return explicit(expr.expr, leaves, sizes).applyfunc(expr.function)
+    if isinstance(expr, MatrixExp):  # a constant of the recurrence: opaque entries of the parameters
+        S = explicit(expr.arg, leaves, sizes)
+        return ImmutableMatrix(S.rows, S.cols, lambda i, j: sp.Function(f"expm_{i}{j}", real=True)(*S))
     if isinstance(expr, Diag):
         v = explicit(expr.vector, leaves, sizes)
         return ImmutableMatrix(sp.diag(*list(v)))
@@ -102,7 +109,8 @@ def explicit(expr, leaves: dict, sizes) -> ImmutableMatrix:
 
 
 def _heaviside_common(e):
-    """Heaviside(u, H0) → Heaviside(u): compares two functions away from u = 0."""
+    """Heaviside(u, H0) → Heaviside(u), DiracDelta(u) → 0 (sign' a.e.): compares away from u = 0."""
+    e = e.replace(lambda a: isinstance(a, sp.DiracDelta), lambda a: sp.S.Zero)
     return e.replace(lambda a: isinstance(a, sp.Heaviside), lambda a: sp.Heaviside(a.args[0]))
 
 

@@ -25,6 +25,7 @@ from sympy import Identity
 
 from .._checks import GradflowError, lyapunov_count, parse_int, positive_int
 from .._vocabulary import LOSSES, SPECTRAL_METHODS, Loss, SpectralMethod
+from .blocks import block_curves, is_block_structured
 from .compile import compile_expr
 from .diagonal import diagonal_curves, is_diagonal
 from .loading import note
@@ -551,8 +552,9 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
         bound: the Pascanu bound beside the curve (Elman cells).
         progress: ``callback(done, total)``.
         structure: ``"auto"`` uses the O(T·n) diagonal path (:mod:`gradflow._numeric.diagonal`,
-            exact norms, no n × n matrix) when the derived state Jacobian is diagonal, the dense
-            sweep otherwise; ``"dense"`` always sweeps dense Jacobians.
+            exact norms, no n × n matrix) when the derived state Jacobian is diagonal, the
+            O(T·n·S²) per-unit block path (:mod:`gradflow._numeric.blocks`: LRU) when its blocks are
+            all diagonal, the dense sweep otherwise; ``"dense"`` always sweeps dense Jacobians.
         threads: BLAS threads for the run; default: the environment variable
             ``GRADFLOW_THREADS`` if set, else one thread for small runs (N²·B below
             :data:`ONE_THREAD_BELOW`, where more threads only wait on each other) and the BLAS
@@ -629,12 +631,12 @@ def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound
         raise GradflowError(f"spectral must be 'power' or 'svd', got {spectral!r}")
     if structure not in ("auto", "dense"):
         raise GradflowError(f"structure must be 'auto' or 'dense', got {structure!r}")
-    if structure == "auto" and is_diagonal(net.cell) and "c" not in net.cell.states:
-        def last(traj):  # ∂L/∂s_T of a last-step loss from the final state alone
-            g = net.xp.asarray(cotangents(traj.states[-1][None, :, :net.hidden], *spec)[-1], dtype=net.dtype)
-            pad = net.xp.zeros((g.shape[0], net.state_size - net.hidden), dtype=net.dtype)
-            return net.xp.concat([g, pad], axis=-1)
+    def last(traj):  # ∂L/∂s_T of a last-step loss from the final state alone
+        g = net.xp.asarray(cotangents(traj.states[-1][None, :, :net.hidden], *spec)[-1], dtype=net.dtype)
+        pad = net.xp.zeros((g.shape[0], net.state_size - net.hidden), dtype=net.dtype)
+        return net.xp.concat([g, pad], axis=-1)
 
+    if structure == "auto" and is_diagonal(net.cell) and "c" not in net.cell.states:
         c = diagonal_curves(net, inputs, initial, last if loss != "every" else None)
         T, B = c["log10_norm_2"].shape[1], c["log10_norm_2"].shape[0]
         if loss == "every":  # the per-step losses: the trajectory is needed (O(T·B·n))
@@ -645,6 +647,17 @@ def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound
         full = Curves(c["log10_norm_2"], c["log10_norm_fro"], grad)
         return Flow(net.cell.name, net.hidden, T, B, full, None, None,
                     c["lyapunov"].mean(axis=0)[:r] if r else None,
+                    _pascanu_log10(net, T) if bound else None, None, loss)
+    if structure == "auto" and "c" not in net.cell.states and is_block_structured(net.cell):  # LRU
+        c = block_curves(net, inputs, initial, last, lyapunov=r or 0)
+        T, B = c["log10_norm_2"].shape[1], c["log10_norm_2"].shape[0]
+        if loss == "every":  # the per-step losses: reverse accumulation over the trajectory
+            traj = net.unroll(inputs, initial)
+            grad = backward_norms(net, traj, _cotangents(net, traj, spec))["full"]
+        else:
+            grad = c["log10_grad_norm"]
+        full = Curves(c["log10_norm_2"], c["log10_norm_fro"], grad)
+        return Flow(net.cell.name, net.hidden, T, B, full, None, None, c.get("lyapunov"),
                     _pascanu_log10(net, T) if bound else None, None, loss)
     traj = net.unroll(inputs, initial)
     cot = _cotangents(net, traj, spec)

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from .._checks import GradflowError
+from .._vocabulary import EXPRNN_INITS, ExprnnInit
 from .weights import Weights, to_numpy
 
 
@@ -77,3 +78,46 @@ def lru_ring_init(weights: Weights, *, r_min: float = 0.0, r_max: float = 1.0, m
     for key, v in values.items():
         arrays[key] = _as(arrays[key], v)
     return Weights(weights.cell, n, m, arrays)
+
+
+def exprnn_init(weights: Weights, *, scheme: ExprnnInit = "henaff", seed: int = 0) -> Weights:
+    """``weights`` of the ``exprnn`` cell with its log-orthogonal A initialised (others unchanged).
+
+    W = exp(A − Aᵀ) is orthogonal for every A. The schemes of the reference code
+    (Lezcano-Casado & Martínez-Rubio 2019), both 2 × 2 rotation blocks on the diagonal of A − Aᵀ:
+
+    * ``"henaff"``: A_{2j, 2j+1} = θ_j ~ U[−π, π] (Henaff et al. 2016): rotations by uniform angles;
+    * ``"cayley"``: A_{2j, 2j+1} = −√((1 − cos s_j)/(1 + cos s_j)), s_j ~ U[0, π/2];
+    * ``"random"``: every entry of A ~ N(0, 1/n): a random skew part, W a random rotation;
+    * ``"orthogonal"``: the Henaff rotations in a random orthonormal basis Z (QR of a Gaussian,
+      signs fixed): A = ½ Z B Zᵀ with B the Henaff skew blocks, so W = Z exp(B) Zᵀ, a dense rotation
+      with eigenvalues e^{±iθ_j}, θ_j ~ U[−π, π].
+    """
+    if weights.cell.name != "exprnn":
+        raise GradflowError(f"exprnn_init initialises the exprnn cell; got {weights.cell.name}")
+    if scheme not in EXPRNN_INITS:
+        raise GradflowError(f"unknown expRNN init scheme {scheme!r}; known: {', '.join(EXPRNN_INITS)}")
+    n = weights.hidden
+    rng = np.random.default_rng(seed)
+    A = np.zeros((n, n))
+    if scheme == "random":
+        A = rng.standard_normal((n, n)) / math.sqrt(n)
+    elif scheme == "orthogonal":
+        B = np.zeros((n, n))
+        for j in range(0, n - 1, 2):
+            B[j, j + 1] = rng.uniform(-math.pi, math.pi)
+            B[j + 1, j] = -B[j, j + 1]
+        Z, R = np.linalg.qr(rng.standard_normal((n, n)))
+        Z = Z * np.sign(np.diag(R))[None, :]
+        A = 0.5 * (Z @ B @ Z.T)
+    else:
+        for j in range(0, n - 1, 2):
+            if scheme == "henaff":
+                A[j, j + 1] = rng.uniform(-math.pi, math.pi)
+            else:
+                s = rng.uniform(0.0, math.pi / 2)
+                A[j, j + 1] = -math.sqrt((1 - math.cos(s)) / (1 + math.cos(s)))
+    arrays = dict(weights.arrays)
+    arrays["A"] = _as(arrays["A"], A)
+    return Weights(weights.cell, n, weights.input, arrays)
+

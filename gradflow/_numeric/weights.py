@@ -23,6 +23,7 @@ from .._symbolic.cells import get_cell
 from .._vocabulary import INIT_SCHEMES, InitScheme
 from .checkpoint import Selected, select_layer
 from .loading import check_dtype, note, read_weights_file, real_array
+from .named_weights import holds_own_names, read_named, uses_own_names
 
 
 @dataclass(frozen=True)
@@ -282,7 +283,10 @@ def load_weights(cell: str | Cell, source: Any, *, prefix: str | None = None, la
     any prefix). The recurrent module is found under any prefix (a whole model, a checkpoint
     ``{'model': …}``); ``prefix``, ``layer`` and ``direction`` pick one when there is a choice
     (see :func:`from_state_dict`). A module is also checked against ``cell`` (an ``nn.GRU`` is
-    gradflow's ``gru``, an ``nn.RNN(nonlinearity='relu')`` its ``relu-rnn``).
+    gradflow's ``gru``, an ``nn.RNN(nonlinearity='relu')`` its ``relu-rnn``). A cell with weights
+    that layout cannot hold (IndRNN's u, the LRU's ν, θ, γ_log, B_re, B_im), or a source keyed by
+    the cell's own parameter names (``W_i`` or ``W_{i}``, ``nu``, ``A``), is read by those names
+    (:mod:`gradflow._numeric.named_weights`).
     """
     return load_layer(cell, source, prefix=prefix, layer=layer, direction=direction, dtype=dtype,
                       xp=xp)[0]
@@ -293,6 +297,12 @@ def load_layer(cell: str | Cell, source: Any, *, prefix: str | None = None, laye
                xp: Any = np) -> tuple[Weights, Selected]:
     """:func:`load_weights` and what was selected (prefix, layer, the module's batch_first)."""
     cell = get_cell(cell)
+    if uses_own_names(cell) or holds_own_names(cell, source, prefix):  # IndRNN's u, the LRU's ν, θ …
+        if layer not in (None, 0) or direction not in (None, "forward"):
+            raise GradflowError(f"{cell.name} weights are read by parameter name: no layer or direction")
+        n, m, arrays = read_named(cell, source, prefix=prefix, dtype=dtype)
+        w = Weights(cell, n, m, arrays)
+        return (w if xp is np else w.to(xp)), Selected(arrays, prefix or "", 0, 1, None)
     _require_torch_layout(cell)
     state: Mapping[str, Any]
     if isinstance(source, (str, os.PathLike)):

@@ -132,6 +132,8 @@ def _derive(expr, D: Mapping, out=None) -> list[_Term]:
         return _scale((HadamardPower(expr.base, expr.exp - 1),), expr.exp, _derive(expr.base, D))
     if isinstance(expr, Elementwise):
         factors = expr.activation.factors(expr.arg, out if out is not None else expr)
+        if any(isinstance(f, ZeroMatrix) for f in factors):  # φ' = 0 a.e. (sign, step)
+            return []
         return _scale(factors, sp.S.One, _derive(expr.arg, D))
     raise NotImplementedError(f"gradflow's chain rule has no rule for {type(expr).__name__}: {expr}")
 

@@ -24,6 +24,7 @@ from .activations import relu, sigmoid, tanh
 from .cell import Cell, Recurrence, n
 from .modern_activations import cos, exp, sin
 from .nodes import hadamard, one_minus
+from .xlstm_exprnn import XLSTM_EXPRNN_ALIASES, XLSTM_EXPRNN_CELLS
 
 #: reference implementations keep one bias per gate (see the module docstring)
 ONE_BIAS = {"pytorch": 1, "keras": 1}
@@ -218,10 +219,12 @@ MODERN_CELLS: tuple[Cell, ...] = (
          _cornn(imex=False), bias_copies=ONE_BIAS, reference="rusch2021cornn"),
     Cell("cornn-imex", "coRNN, IMEX damping (paper); state (y, z) = (h, z)", ("h", "z"),
          _cornn(imex=True), bias_copies=ONE_BIAS, reference="rusch2021cornn"),
+    *XLSTM_EXPRNN_CELLS,
 )
 
 MODERN_ALIASES = {"peephole": "peephole-lstm", "antisymmetricrnn": "antisymmetric-rnn",
-                  "asymrnn": "antisymmetric-rnn", "lipschitzrnn": "lipschitz-rnn"}
+                  "asymrnn": "antisymmetric-rnn", "lipschitzrnn": "lipschitz-rnn",
+                  **XLSTM_EXPRNN_ALIASES}
 
 # -- diagonal state-space recurrences (S4D, Mamba/S6, RG-LRU): gradflow/_symbolic/ssm_cells.py --
 from .ssm_cells import SSM_ALIASES, SSM_CELLS  # noqa: E402

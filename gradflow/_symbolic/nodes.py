@@ -116,3 +116,34 @@ def _register_with_sympy() -> None:
 
 
 _register_with_sympy()
+
+
+class MatrixExp(MatrixExpr):
+    """exp(S): the matrix exponential of the square matrix expression S (expRNN's W = exp(A − Aᵀ)).
+
+    A constant of the recurrence (it holds parameters only); explicit entries at concrete n are
+    left as the opaque entries exp(S)_{ij}.
+    """
+
+    def __new__(cls, arg):
+        arg = sp.sympify(arg)
+        if arg.shape[0] != arg.shape[1]:
+            raise GradflowError("the matrix exponential needs a square matrix")
+        return super().__new__(cls, arg)
+
+    @property
+    def arg(self):
+        return self.args[0]
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+    def _entry(self, i, j, **kwargs):
+        return sp.Function("expm")(sp.Symbol(str(self.arg)), i, j)
+
+    def _latex(self, printer):
+        return r"\exp\left(%s\right)" % printer._print(self.arg)
+
+    def _sympystr(self, printer):
+        return "expm(%s)" % printer._print(self.arg)
