@@ -1,0 +1,253 @@
+"""Stacked, bidirectional and projected networks against PyTorch autograd through the REAL
+``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` modules (float64): products, per-layer products and the loss
+gradient of every layer and direction are built here from torch, never from gradflow."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from gradflow._numeric.stack import (  # noqa: E402
+    stacked_flow,
+    stacked_gradients,
+    stacked_network,
+    stacked_products,
+    stacked_state_gradient,
+)
+
+KINDS = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "tanh-rnn": torch.nn.RNN}
+N, M, T = 3, 2, 5
+
+
+def module(cell, layers, bidirectional=False, proj=0, seed=0):
+    torch.manual_seed(seed)
+    kw = {"proj_size": proj} if proj else {}
+    mod = KINDS[cell](M, N, num_layers=layers, bidirectional=bidirectional, **kw).double()
+    with torch.no_grad():  # larger weights than the default init, so that the layers interact
+        for p in mod.parameters():
+            p.mul_(2.5)
+    return mod.requires_grad_(False)
+
+
+def inputs(B=1, seed=1):
+    return np.random.default_rng(seed).standard_normal((T, B, M))
+
+
+def rel(a, b):
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(np.asarray(b))), 1e-300))
+
+
+def split_state(cell, mod, s):
+    """gradflow's stacked state (layer-major; h then c) → the module's (h0, c0) of batch 1."""
+    L, D = mod.num_layers, 2 if mod.bidirectional else 1
+    p = mod.proj_size or mod.hidden_size
+    hs, cs, i = [], [], 0
+    for _ in range(L * D):
+        hs.append(s[i:i + p])
+        i += p
+        if cell == "lstm":
+            cs.append(s[i:i + N])
+            i += N
+    h = torch.stack(hs)[:, None, :]
+    return (h, torch.stack(cs)[:, None, :]) if cell == "lstm" else h
+
+
+def join_state(cell, hc):
+    if cell != "lstm":
+        return hc[:, 0, :].reshape(-1)
+    h, c = hc
+    return torch.cat([torch.cat([h[j, 0], c[j, 0]]) for j in range(h.shape[0])])
+
+
+@pytest.mark.parametrize("cell,layers,proj", [("lstm", 2, 0), ("gru", 3, 0), ("tanh-rnn", 2, 0), ("lstm", 2, 2)])
+def test_whole_stack_products_are_torch_jacobians(cell, layers, proj):
+    """∂s_T/∂s_k of the whole stack = torch's Jacobian of (h_n, c_n) after steps k+1…T of the real
+    module with respect to its (h0, c0)."""
+    mod = module(cell, layers, proj=proj)
+    x = inputs()
+    net = stacked_network(cell, weights=mod)
+    assert (net.num_layers, net.proj_size) == (layers, proj)
+    P = stacked_products(net, x)
+    X = torch.from_numpy(x)
+    for k in range(T):
+        with torch.no_grad():
+            _, sk = mod(X[:k], None) if k else (None, None)
+        s0 = join_state(cell, sk) if k else torch.zeros(P[k].shape[-1], dtype=torch.float64)
+
+        def F(s, k=k):
+            return join_state(cell, mod(X[k:], split_state(cell, mod, s))[1])
+
+        Jt = torch.autograd.functional.jacobian(F, s0).numpy()
+        assert rel(P[k][0], Jt) < 1e-10, (k, rel(P[k][0], Jt))
+    # lower block-triangular: no path from a higher layer down
+    assert np.all(P[0][0][: net.layers[0][0].state_size, net.layers[0][0].state_size:] == 0)
+
+
+def single(mod, cell, layer, reverse):
+    """A one-layer, one-direction real module holding ``mod``'s layer ``layer`` (its reverse copy)."""
+    sfx = f"_l{layer}" + ("_reverse" if reverse else "")
+    sd = {k.replace(sfx, "_l0"): v for k, v in mod.state_dict().items() if k.endswith(sfx)}
+    m_in = sd["weight_ih_l0"].shape[1]
+    kw = {"proj_size": mod.proj_size} if mod.proj_size else {}
+    one = KINDS[cell](m_in, N, **kw).double()
+    one.load_state_dict(sd)
+    return one.requires_grad_(False)
+
+
+def torch_node_gradients(cell, mod, x, cot):
+    """∂L/∂h^(l,d)_k (and c) at every state node, L = Σ_t ⟨cot_t, y_t⟩, by torch autograd through
+    one-layer real modules stepped one time step at a time; returns (grads, top output)."""
+    L, D = mod.num_layers, 2 if mod.bidirectional else 1
+    p = mod.proj_size or N
+    B = x.shape[1]
+    feed = torch.from_numpy(x)
+    nodes, ys = {}, None
+    for lay in range(L):
+        outs = []
+        for d in range(D):
+            one = single(mod, cell, lay, d == 1)
+            h = torch.zeros(1, B, p, dtype=torch.float64, requires_grad=True)
+            c = torch.zeros(1, B, N, dtype=torch.float64, requires_grad=True)
+            hs, cs, seq = [h], [c], []
+            order = range(T) if d == 0 else range(T - 1, -1, -1)
+            for t in order:
+                if cell == "lstm":
+                    _, (h, c) = one(feed[t:t + 1], (h, c))
+                else:
+                    _, h = one(feed[t:t + 1], h)
+                hs.append(h)
+                cs.append(c)
+                seq.append(h[0])
+            if d == 1:
+                seq = seq[::-1]
+            nodes[(lay, d)] = (hs, cs)
+            outs.append(torch.stack(seq))
+        feed = torch.cat(outs, dim=-1)
+    ys = feed
+    loss = (ys * torch.from_numpy(cot)).sum()
+    flat = [v for (hs, cs) in nodes.values() for v in hs + (cs if cell == "lstm" else [])]
+    grads = torch.autograd.grad(loss, flat, allow_unused=True)
+    out, i = {}, 0
+    for key, (hs, cs) in nodes.items():
+        gh = [g for g in grads[i:i + T + 1]]
+        i += T + 1
+        gc = None
+        if cell == "lstm":
+            gc = grads[i:i + T + 1]
+            i += T + 1
+        zh = [torch.zeros_like(h) if g is None else g for g, h in zip(gh, hs, strict=True)]
+        zc = None if gc is None else [torch.zeros_like(c) if g is None else g for g, c in zip(gc, cs, strict=True)]
+        out[key] = (zh, zc)
+    return out, ys.detach().numpy()
+
+
+@pytest.mark.parametrize("cell,layers,bidir,proj", [
+    ("lstm", 2, False, 0), ("lstm", 2, True, 0), ("gru", 3, True, 0), ("tanh-rnn", 2, True, 0),
+    ("lstm", 2, True, 2)])
+def test_every_layer_gradient_is_torch_autograd(cell, layers, bidir, proj):
+    """∂L/∂s^(l,d)_k for every layer, direction and step, with a cotangent on every step."""
+    mod = module(cell, layers, bidir, proj, seed=3)
+    x = inputs(B=2, seed=4)
+    with torch.no_grad():  # the oracle's composition of one-layer modules is the real module
+        y_real = mod(torch.from_numpy(x))[0].numpy()
+    net = stacked_network(cell, weights=mod)
+    cot = np.random.default_rng(5).standard_normal((T, 2, net.output_size))
+    want, y = torch_node_gradients(cell, mod, x, cot)
+    assert rel(y, y_real) < 1e-13
+    traj = net.unroll(x)
+    assert rel(traj.outputs[-1], y_real) < 1e-13
+    got = stacked_gradients(net, traj, cot)
+    D = 2 if bidir else 1
+    for lay in range(layers):
+        for d in range(D):
+            A = got[(lay, ("forward", "reverse")[d])]
+            layer = net.layers[lay][d]
+            gh, gc = want[(lay, d)]
+            for k in range(T + 1):
+                w = gh[k][0].numpy()
+                if gc is not None:
+                    w = np.concatenate([w, gc[k][0].numpy()], axis=-1)
+                assert A[k].shape == (2, layer.state_size)
+                assert rel(A[k], w) < 1e-10, (lay, d, k, rel(A[k], w))
+
+
+def test_default_loss_is_sum_of_last_output_and_state_gradient_is_carried_state():
+    """Default L = Σ y_T; ∂L/∂s_k of the carried stacked state = torch's gradient at the (h_n, c_n)
+    the real 2-layer module passes from step k to k+1 (stepped one time step at a time)."""
+    cell, mod, x = "lstm", module("lstm", 2, seed=6), inputs(B=1, seed=7)
+    net = stacked_network(cell, weights=mod)
+    A = stacked_state_gradient(net, net.unroll(x))
+    X = torch.from_numpy(x)
+    hc = (torch.zeros(2, 1, N, dtype=torch.float64, requires_grad=True),
+          torch.zeros(2, 1, N, dtype=torch.float64, requires_grad=True))
+    carried = [hc]
+    for t in range(T):
+        _, hc = mod(X[t:t + 1], hc)
+        carried.append(hc)
+    loss = hc[0][-1].sum()
+    for k in range(T + 1):
+        gh, gc = torch.autograd.grad(loss, carried[k], retain_graph=True, allow_unused=True)
+        gc = torch.zeros_like(carried[k][1]) if gc is None else gc
+        want = join_state(cell, (gh, gc)).numpy()
+        assert rel(A[k][0], want) < 1e-10, k
+
+
+def test_per_layer_products_are_the_layers_own_recurrence():
+    """The per-layer curve of a bidirectional stack is ‖∂s^(l,d)_T/∂s^(l,d)_k‖ of the layer's own
+    recurrence on its true inputs (the reverse one over reversed time), torch Jacobians."""
+    cell, mod, x = "lstm", module("lstm", 2, True, seed=8), inputs(B=1, seed=9)
+    net = stacked_network(cell, weights=mod)
+    flow = stacked_flow(net, x, spectral="svd", lyapunov=False)
+    assert flow.full is None
+    traj = net.unroll(x)
+    feed = {0: torch.from_numpy(x), 1: torch.from_numpy(np.asarray(traj.outputs[0]))}
+    for lf in flow.layers:
+        one = single(mod, cell, lf.layer, lf.direction == "reverse")
+        xs = feed[lf.layer] if lf.direction == "forward" else torch.flip(feed[lf.layer], dims=[0])
+        for k in range(T):
+            with torch.no_grad():
+                sk = one(xs[:k])[1] if k else None
+            s0 = join_state(cell, sk) if k else torch.zeros(2 * N, dtype=torch.float64)
+
+            def F(s, k=k, one=one, xs=xs):
+                return join_state(cell, one(xs[k:], (s[None, None, :N], s[None, None, N:]))[1])
+
+            J = torch.autograd.functional.jacobian(F, s0).numpy()
+            assert abs(lf.curves.log10_norm_2[0, k] - np.log10(np.linalg.norm(J, 2))) < 1e-10
+            assert abs(lf.curves.log10_norm_fro[0, k] - np.log10(np.linalg.norm(J))) < 1e-10
+
+
+def test_whole_stack_curves_match_torch_norms():
+    cell, mod, x = "gru", module("gru", 2, seed=10), inputs(B=1, seed=11)
+    net = stacked_network(cell, weights=mod)
+    flow = stacked_flow(net, x, spectral="power", lyapunov=2)
+    P = stacked_products(net, x)
+    for k in range(T):  # power iteration (certified to 1e-10) against an SVD of the plain product
+        assert abs(flow.full.log10_norm_2[0, k] - np.log10(np.linalg.norm(P[k][0], 2))) < 1e-9
+    assert flow.lyapunov.shape == (2,)
+    rec = flow.to_json()
+    assert [r["k"] for r in rec["curve"]] == list(range(T))
+    assert [(r["layer"], r["direction"]) for r in rec["layers"]] == [(0, "forward"), (1, "forward")]
+
+
+def test_bad_cotangents_and_contradictions_are_one_error():
+    from gradflow import GradflowError
+
+    mod = module("lstm", 2, True)
+    net = stacked_network("lstm", weights=mod)
+    x = inputs()
+    with pytest.raises(GradflowError, match="cotangents must have shape"):
+        stacked_gradients(net, net.unroll(x), np.ones((T, 1, 3)))
+    with pytest.raises(GradflowError, match="NaN"):
+        stacked_gradients(net, net.unroll(x), np.full((T, 1, 2 * N), np.nan))
+    with pytest.raises(GradflowError, match="contradicts"):
+        stacked_network("gru", weights=mod)
+    with pytest.raises(GradflowError, match="contradicts"):
+        stacked_network("lstm", weights=mod, layers=3)
+    with pytest.raises(GradflowError, match="no whole-stack"):
+        net.stacked_jacobian(net.unroll(x), 1)
+
