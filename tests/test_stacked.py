@@ -251,3 +251,63 @@ def test_bad_cotangents_and_contradictions_are_one_error():
     with pytest.raises(GradflowError, match="no whole-stack"):
         net.stacked_jacobian(net.unroll(x), 1)
 
+
+def test_cli_flow_analyses_every_layer(tmp_path, capsys):
+    from gradflow._cli import main
+
+    mod = module("lstm", 2, True, proj=2, seed=12)
+    path = tmp_path / "m.pt"
+    torch.save(mod.state_dict(), path)
+    assert main(["flow", "lstm", "--weights", str(path), "--steps", "4", "--json"]) == 0
+    out = capsys.readouterr()
+    rec = json.loads(out.out)
+    assert "4 layer/direction" in out.err
+    assert rec["num_layers"] == 2 and rec["bidirectional"] and rec["proj_size"] == 2
+    assert [(r["layer"], r["direction"]) for r in rec["layers"]] == [
+        (0, "forward"), (0, "reverse"), (1, "forward"), (1, "reverse")]
+    assert rec["curve"] == [] and len(rec["layers"][0]["curve"]) == 5
+    # the text table: every layer, the reverse one on its reversed clock
+    assert main(["flow", "lstm", "--weights", str(path), "--steps", "4", "--no-lyapunov"]) == 0
+    text = capsys.readouterr().out
+    assert "layer 1 reverse (reversed time" in text and "no whole-stack product" in text
+
+
+def test_cli_layer_still_picks_one_layer(tmp_path, capsys):
+    """--layer 0 on a 2-layer module measures layer 0 alone: the one-layer JSON, no "layers"."""
+    from gradflow._cli import main
+
+    mod = module("gru", 2, seed=13)
+    path = tmp_path / "g.pt"
+    torch.save(mod.state_dict(), path)
+    assert main(["flow", "gru", "--weights", str(path), "--steps", "3", "--layer", "0", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert "layers" not in rec and len(rec["curve"]) == 3
+    assert main(["flow", "gru", "--weights", str(path), "--steps", "3", "--json", "--no-lyapunov"]) == 0
+    out = capsys.readouterr()
+    rec = json.loads(out.out)
+    assert [r["direction"] for r in rec["layers"]] == ["forward", "forward"] and len(rec["curve"]) == 3
+    assert main(["flow", "gru", "--weights", str(path), "--steps", "3", "--carousel"]) == 2
+    assert "gradflow: error: --carousel" in capsys.readouterr().err
+
+
+def test_depth_time_heat_map():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import gradflow as gf
+
+    net = gf.stacked_network("lstm", 3, 2, layers=2, bidirectional=True, seed=2)
+    flow = gf.stacked_flow(net, inputs(B=2), lyapunov=False)
+    labels, grid = flow.grad_map()
+    assert labels == ["layer 1 forward", "layer 1 reverse", "layer 0 forward", "layer 0 reverse"]
+    assert grid.shape == (4, T + 2) and np.isnan(grid[0, T + 1]) and np.isnan(grid[1, 0])
+    # the default loss Σ y_T reaches the top reverse direction only at t = T (its first step)
+    assert np.isneginf(grid[1, 1:T]).all() and np.isfinite(grid[1, T])
+    ax = gf.plot_depth_time(flow)
+    assert ax.get_ylabel() == "layer (top first)"
+    label = ax.figure.axes[-1].get_ylabel()
+    finite = grid[np.isfinite(grid)]
+    assert f"{finite.min():.3g}" in label and f"{finite.max():.3g}" in label
+    import matplotlib.pyplot as plt
+
+    plt.close(ax.figure)

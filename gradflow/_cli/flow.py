@@ -176,6 +176,10 @@ def run(a: argparse.Namespace) -> int:
         if m is not None and m != inputs.shape[2]:
             raise GradflowError(f"--input {m} does not match the inputs' {inputs.shape[2]} features")
         m = inputs.shape[2]
+    from .stacked import run_stacked, stacked_inputs, stacked_or_none  # every layer and direction
+    stacked = stacked_or_none(a, cell, dtype)
+    if stacked is not None:
+        return run_stacked(a, stacked, stacked_inputs(a, stacked, inputs, batch, seed, dtype), _lyapunov(a))
     if a.weights is not None:
         layer = int_option(a.layer, "--layer", minimum=0) if a.layer is not None else None
         if layer is not None and layer > 0 and inputs is None:
