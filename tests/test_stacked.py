@@ -311,3 +311,28 @@ def test_depth_time_heat_map():
     import matplotlib.pyplot as plt
 
     plt.close(ax.figure)
+
+
+@pytest.mark.parametrize("layers,bidir,proj,output", [(1, False, 2, None), (3, True, 3, None), (2, False, 1, 5)])
+def test_projected_parameter_count_is_torchs(layers, bidir, proj, output):
+    import gradflow as gf
+
+    mod = torch.nn.LSTM(7, 5, num_layers=layers, bidirectional=bidir, proj_size=proj)
+    want = sum(q.numel() for q in mod.parameters())
+    if output is not None:
+        want += torch.nn.Linear((2 if bidir else 1) * proj, output).weight.numel() + output
+    got = gf.count_params("lstm", 5, 7, layers=layers, bidirectional=bidir, proj_size=proj, output=output)
+    assert got.total == want and got.as_dict()["proj_size"] == proj
+    assert "p" in str(got.formula)
+
+
+def test_params_cli_proj_size(capsys):
+    from gradflow._cli import main
+
+    assert main(["params", "lstm", "--hidden", "5", "--input", "7", "--proj-size", "2", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["total"] == sum(q.numel() for q in torch.nn.LSTM(7, 5, proj_size=2).parameters())
+    assert main(["params", "gru", "--hidden", "5", "--input", "7", "--proj-size", "2"]) == 2
+    assert "only an LSTM-type cell" in capsys.readouterr().err
+    assert main(["params", "lstm", "--hidden", "5", "--input", "7", "--proj-size", "5"]) == 2
+    assert "smaller than the hidden size" in capsys.readouterr().err
