@@ -336,3 +336,30 @@ def test_params_cli_proj_size(capsys):
     assert "only an LSTM-type cell" in capsys.readouterr().err
     assert main(["params", "lstm", "--hidden", "5", "--input", "7", "--proj-size", "5"]) == 2
     assert "smaller than the hidden size" in capsys.readouterr().err
+
+
+def test_batch_first_module_and_inputs_on_the_cli(tmp_path, capsys):
+    """A batch_first module and (batch, T, m) inputs with --batch-first: the outputs are the real
+    module's, and the whole-stack curve is torch's Jacobian norm on the transposed inputs."""
+    from gradflow._cli import main
+
+    torch.manual_seed(14)
+    mod = torch.nn.GRU(M, N, num_layers=2, batch_first=True).double().requires_grad_(False)
+    xb = np.random.default_rng(15).standard_normal((2, T, M))  # (batch, T, m)
+    with pytest.warns(UserWarning, match="batch_first=True"):
+        net = stacked_network("gru", weights=mod)
+    x = xb.transpose(1, 0, 2)
+    assert rel(np.asarray(net.unroll(x).outputs[-1]).transpose(1, 0, 2), mod(torch.from_numpy(xb))[0].numpy()) < 1e-13
+    path, xs = tmp_path / "g.pt", tmp_path / "x.npy"
+    torch.save(mod.state_dict(), path)
+    np.save(xs, xb)
+    assert main(["flow", "gru", "--weights", str(path), "--inputs", str(xs), "--batch-first", "--json",
+                 "--spectral", "svd", "--no-lyapunov"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    X = torch.from_numpy(xb)
+    norms = []
+    for b in range(2):  # per sequence: log10 ‖∂(h_n)/∂(h0)‖₂ of the real module, then the batch mean
+        J = torch.autograd.functional.jacobian(
+            lambda s, b=b: mod(X[b:b + 1], s.reshape(2, 1, N))[1].reshape(-1), torch.zeros(2 * N, dtype=torch.float64))
+        norms.append(np.log10(np.linalg.norm(J.numpy(), 2)))
+    assert abs(rec["curve"][0]["log10_norm_2"] - np.mean(norms)) < 1e-10

@@ -107,11 +107,17 @@ def stacked_inputs(a: argparse.Namespace, net: Any, inputs: Any, batch: int, see
     from .._numeric.size_guard import check_flow_size
     from .options import int_option
 
+    if inputs is None and a.steps is None:
+        raise GradflowError("flow needs --steps (or --inputs)")
+    T = int_option(a.steps, "--steps") if inputs is None else inputs.shape[0]
+    B = batch if inputs is None else inputs.shape[1]
+    size = np.dtype(dtype).itemsize
+    # before any allocation: every layer, and the whole stack as one state of the summed size
+    for lay in net.all_layers():
+        check_flow_size(lay.cell, lay.hidden, lay.input, T, B, size)
+    S = len(net.cell.states)
+    check_flow_size(net.cell, -(-net.state_size // S), net.input, T, B, size,
+                    what=f"the whole stack ({net.state_size} states), {T} steps, batch {B}")
     if inputs is None:
-        if a.steps is None:
-            raise GradflowError("flow needs --steps (or --inputs)")
-        T = int_option(a.steps, "--steps")
-        for lay in net.all_layers():
-            check_flow_size(lay.cell, lay.hidden, lay.input, T, batch, np.dtype(dtype).itemsize)
         inputs = random_inputs(T, net.input, batch=batch, seed=seed, dtype=dtype)
     return inputs

@@ -15,6 +15,8 @@ direction, refusing whatever it would otherwise have to cut or guess:
   GRU, n Elman RNN) and, for a module, its type and ``nonlinearity``.
 
 What it picked without being told is said in one note (``gradflow: note: …`` on the CLI).
+:func:`select_module` returns every layer and direction of the module instead, refusing none of
+the three (for :mod:`gradflow._numeric.stack`).
 """
 
 from __future__ import annotations
@@ -241,7 +243,7 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
         raise GradflowError(f"{what}: the LSTM{' ' + repr(g.prefix) if g.prefix else ''} has proj_size > 0 "
                             f"({', '.join(sorted(proj)) or 'proj_size'}): its output is projected, "
                             "h_t = W_hr (o_t * tanh c_t), a recurrence gradflow's lstm does not have; "
-                            "gradflow refuses it rather than measure another network")
+                            "gradflow.stacked_network measures it (its projected lstm)")
     _check_gates(cell, g, what)
 
     layers = g.layers()
@@ -252,7 +254,8 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
             ex = g.keys.get(("weight_ih", layers[1], False), f"weight_ih_l{layers[1]}")
             raise GradflowError(f"{cell.name}: {what}{at} holds {len(layers)} layers ({ex.rpartition('.')[2]} …); "
                                 f"gradflow measures one layer: pass --layer 0 (layer=0 in Python) to measure layer 0 "
-                                "alone, knowing the curves then ignore the layers above")
+                                "alone, knowing the curves then ignore the layers above (gradflow.stacked_network "
+                                "measures every layer)")
         layer = layers[0]
     elif layer not in layers:
         raise GradflowError(f"{what}{at} has no layer {layer}: its layers are {', '.join(map(str, layers))}")
@@ -260,7 +263,7 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
         raise GradflowError(f"{cell.name}: {what}{at} is bidirectional (…_reverse keys); gradflow measures one "
                             "direction: pass --direction forward (direction='forward' in Python) to "
                             "measure the forward direction alone, knowing the curves then ignore the "
-                            "reverse one")
+                            "reverse one (gradflow.stacked_network measures both)")
     if direction == "reverse":
         raise GradflowError("direction reverse is not supported: the reverse direction runs over "
                             "reversed time, which gradflow does not measure; pass forward")
