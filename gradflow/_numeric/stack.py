@@ -46,7 +46,7 @@ from .._symbolic.projected import PROJECTION, p, projected
 from .._vocabulary import SpectralMethod
 from .checkpoint import Module, select_module
 from .compile import compile_expr, dense_diag, stable_substitutions
-from .flow import Curves, json_number, lyapunov_exponents, sweep
+from .flow import Curves, blas_threads, json_number, lyapunov_exponents, sweep, thread_limit
 from .loading import check_dtype, note, read_weights_file, real_array
 from .network import kernels, to_host
 from .weights import init_weights, to_state_dict
@@ -692,29 +692,39 @@ def stacked_flow(net: StackedNetwork, inputs, *, cotangents=None, spectral: Spec
     traj = net.unroll(inputs)
     T, B = traj.steps, traj.batch
     r = lyapunov_count(lyapunov, net.state_size)
-    grads = stacked_gradients(net, traj, cotangents)
-    layers = []
-    for lay in net.all_layers():
-        key = (lay.layer, lay.direction)
-        envs = traj.envs[key]
-        c = _product_curves(net, lay.state_size, lambda t, lay=lay, envs=envs: lay.jacobian(envs[t - 1]),
-                            T, B, {"own": (slice(0, lay.state_size), slice(0, lay.state_size))},
-                            spectral, tol)["own"]
-        A = grads[key]
-        c = Curves(c.log10_norm_2, c.log10_norm_fro, _log10_norms(net.xp, A[:T]))
-        layers.append(LayerFlow(lay.layer, lay.direction, lay.state_size, c,
-                                _log10_norms(net.xp, A[:, :, lay.output])))
-    full, lyap = None, None
-    if not net.bidirectional:
-        N = net.state_size
-        c = _product_curves(net, N, lambda t: net.stacked_jacobian(traj, t), T, B,
-                            {"full": (slice(0, N), slice(0, N))}, spectral, tol)["full"]
-        A = stacked_state_gradient(net, traj, cotangents)
-        full = Curves(c.log10_norm_2, c.log10_norm_fro, _log10_norms(net.xp, A[:T]))
-        if r:
-            chain = _Chain(net.xp, net.dtype, N, lambda t: net.stacked_jacobian(traj, t))
-            lyap = lyapunov_exponents(chain, _ChainTrajectory(T, [net.xp.zeros((B, N), dtype=net.dtype)]),  # type: ignore[arg-type]
-                                      r).mean(axis=0)
+    N = net.state_size
+    with thread_limit(blas_threads(None, N * N * B)):
+        grads = stacked_gradients(net, traj, cotangents)
+        own: dict = {}
+        full, lyap = None, None
+        if not net.bidirectional:
+            # one sweep: the whole product and its diagonal blocks, which (J_t being lower
+            # block-triangular) are the layers' own products J^(l)_T ⋯ J^(l)_{k+1}
+            blocks, off = {"full": (slice(0, N), slice(0, N))}, 0
+            for lay in net.all_layers():
+                blocks[(lay.layer, lay.direction)] = (slice(off, off + lay.state_size),) * 2
+                off += lay.state_size
+            res = _product_curves(net, N, lambda t: net.stacked_jacobian(traj, t), T, B, blocks, spectral, tol)
+            own = {key: c for key, c in res.items() if key != "full"}
+            A = stacked_state_gradient(net, traj, cotangents)
+            full = Curves(res["full"].log10_norm_2, res["full"].log10_norm_fro, _log10_norms(net.xp, A[:T]))
+            if r:
+                chain = _Chain(net.xp, net.dtype, N, lambda t: net.stacked_jacobian(traj, t))
+                lyap = lyapunov_exponents(chain, _ChainTrajectory(T, [net.xp.zeros((B, N), dtype=net.dtype)]),  # type: ignore[arg-type]
+                                          r).mean(axis=0)
+        layers = []
+        for lay in net.all_layers():
+            key = (lay.layer, lay.direction)
+            c = own.get(key)
+            if c is None:
+                envs = traj.envs[key]
+                Nl = lay.state_size
+                c = _product_curves(net, Nl, lambda t, lay=lay, envs=envs: lay.jacobian(envs[t - 1]),
+                                    T, B, {"own": (slice(0, Nl), slice(0, Nl))}, spectral, tol)["own"]
+            A = grads[key]
+            c = Curves(c.log10_norm_2, c.log10_norm_fro, _log10_norms(net.xp, A[:T]))
+            layers.append(LayerFlow(lay.layer, lay.direction, lay.state_size, c,
+                                    _log10_norms(net.xp, A[:, :, lay.output])))
     return StackedFlow(net.cell.name, net.hidden, T, B, net.num_layers, net.bidirectional,
                        net.proj_size, full, layers, lyap)
 
