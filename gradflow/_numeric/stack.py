@@ -702,7 +702,7 @@ def stacked_flow(net: StackedNetwork, inputs, *, cotangents=None, spectral: Spec
             # block-triangular) are the layers' own products J^(l)_T ⋯ J^(l)_{k+1}
             blocks, off = {"full": (slice(0, N), slice(0, N))}, 0
             for lay in net.all_layers():
-                blocks[(lay.layer, lay.direction)] = (slice(off, off + lay.state_size),) * 2
+                blocks[f"{lay.layer} {lay.direction}"] = (slice(off, off + lay.state_size),) * 2
                 off += lay.state_size
             res = _product_curves(net, N, lambda t: net.stacked_jacobian(traj, t), T, B, blocks, spectral, tol)
             own = {key: c for key, c in res.items() if key != "full"}
@@ -715,7 +715,7 @@ def stacked_flow(net: StackedNetwork, inputs, *, cotangents=None, spectral: Spec
         layers = []
         for lay in net.all_layers():
             key = (lay.layer, lay.direction)
-            c = own.get(key)
+            c = own.get(f"{lay.layer} {lay.direction}")
             if c is None:
                 envs = traj.envs[key]
                 Nl = lay.state_size
