@@ -8,6 +8,8 @@
 
 With ``--json`` stdout is one JSON object (schema in the README); the progress bar, if any,
 goes to stderr.
+A stacked, bidirectional or projected module in ``--weights`` is analysed whole (every layer
+and direction, :mod:`gradflow._cli.stacked`) unless ``--layer``/``--direction`` pick one.
 """
 
 from __future__ import annotations
