@@ -371,3 +371,26 @@ def test_batch_first_module_and_inputs_on_the_cli(tmp_path, capsys):
             lambda s, b=b: mod(X[b:b + 1], s.reshape(2, 1, N))[1].reshape(-1), torch.zeros(2 * N, dtype=torch.float64))
         norms.append(np.log10(np.linalg.norm(J.numpy(), 2)))
     assert abs(rec["curve"][0]["log10_norm_2"] - np.mean(norms)) < 1e-10
+
+
+def test_initial_states_in_pytorch_layout():
+    """h0/c0 as the real module takes them: outputs and the gradient at the initial states match."""
+    mod = module("lstm", 2, True, proj=2, seed=16)
+    net = stacked_network("lstm", weights=mod)
+    x = inputs(B=2, seed=17)
+    rng = np.random.default_rng(18)
+    h0, c0 = rng.standard_normal((4, 2, 2)), rng.standard_normal((4, 2, N))
+    H0 = torch.tensor(h0, requires_grad=True)
+    C0 = torch.tensor(c0, requires_grad=True)
+    y, _ = mod(torch.from_numpy(x), (H0, C0))
+    gh, gc = torch.autograd.grad(y[-1].sum(), (H0, C0))
+    traj = net.unroll(x, {"h": h0, "c": c0})
+    assert rel(traj.outputs[-1], y.detach().numpy()) < 1e-13
+    A = stacked_gradients(net, traj)
+    for j, (lay, d) in enumerate([(0, "forward"), (0, "reverse"), (1, "forward"), (1, "reverse")]):
+        want = np.concatenate([gh[j].numpy(), gc[j].numpy()], axis=-1)
+        assert rel(A[(lay, d)][0], want) < 1e-10 or np.abs(want).max() == 0 and np.abs(A[(lay, d)][0]).max() == 0
+    from gradflow import GradflowError
+
+    with pytest.raises(GradflowError, match=r"initial state c must have shape \(layers x directions"):
+        net.unroll(x, {"c": c0[:2]})

@@ -296,17 +296,50 @@ class StackedNetwork:
             raise GradflowError("inputs contain NaN or inf")
         return xp.astype(inputs, self.dtype)
 
-    def unroll(self, inputs) -> StackTrajectory:
-        """Run every layer and direction from zero initial states (as PyTorch without h0/c0)."""
+    def initial_states(self, initial: Mapping[str, Any] | None, B: int) -> list:
+        """Initial states (B, N_l) per layer and direction (``all_layers`` order) from PyTorch's
+        layout ``{"h": h0, "c": c0}``, each (L·D, B, size) or (L·D, size); zeros where not given."""
+        xp, lays = self.xp, self.all_layers()
+        initial = dict(initial or {})
+        unknown = set(initial) - set(self.cell.states)
+        if unknown:
+            raise GradflowError(f"{self.cell.name} has no state(s) {', '.join(sorted(unknown))}")
+        given = {}
+        for name, v in initial.items():
+            if hasattr(v, "detach") or not hasattr(v, "dtype"):
+                v = real_array(v, f"initial state {name}")
+            check_dtype(v.dtype, f"initial state {name}")
+            v = xp.asarray(v, dtype=self.dtype)
+            i = self.cell.states.index(name)
+            size = lays[0].sizes[i]
+            if v.ndim == 2:
+                v = xp.broadcast_to(v[:, None, :], (v.shape[0], B, v.shape[-1]))
+            if tuple(v.shape) != (len(lays), B, size):
+                raise GradflowError(f"initial state {name} must have shape (layers x directions, batch, "
+                                    f"{size}) = {(len(lays), B, size)} as PyTorch's, got {tuple(v.shape)}")
+            if not bool(xp.all(xp.isfinite(v))):
+                raise GradflowError(f"initial state {name} contains NaN or inf")
+            given[i] = v
+        out = []
+        for j, lay in enumerate(lays):
+            parts = [given[i][j] if i in given else xp.zeros((B, lay.sizes[i]), dtype=self.dtype)
+                     for i in range(len(lay.sizes))]
+            out.append(parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1))
+        return out
+
+    def unroll(self, inputs, initial: Mapping[str, Any] | None = None) -> StackTrajectory:
+        """Run every layer and direction, from ``initial`` states in PyTorch's layout
+        (``{"h": h0, "c": c0}``, (L·D, B, size)) or zeros (as PyTorch without h0/c0)."""
         xp = self.xp
-        x = self.check_inputs(inputs)
+        x = x0 = self.check_inputs(inputs)
         T, B = x.shape[0], x.shape[1]
+        starts = self.initial_states(initial, B)
         states, envs, outputs = {}, {}, []
         for l, row in enumerate(self.layers):
             outs = []
             for d, lay in enumerate(row):
                 xs = x if d == 0 else xp.flip(x, axis=0)
-                s = xp.zeros((B, lay.state_size), dtype=self.dtype)
+                s = starts[l * len(row) + d]
                 ss, es = [s], []
                 for k in range(T):
                     env = lay.env(s, xs[k])
@@ -318,7 +351,7 @@ class StackedNetwork:
                 outs.append(h if d == 0 else xp.flip(h, axis=0))
             x = outs[0] if len(outs) == 1 else xp.concat(outs, axis=-1)
             outputs.append(x)
-        return StackTrajectory(self.check_inputs(inputs), states, envs, outputs)
+        return StackTrajectory(x0, states, envs, outputs)
 
     # -- Jacobians --------------------------------------------------------------------------------
     def stacked_jacobian(self, traj: StackTrajectory, t: int):
@@ -674,8 +707,9 @@ def _product_curves(net: StackedNetwork, N: int, jac, T: int, B: int, blocks, sp
     return sweep(chain, traj, g, spectral=spectral, tol=tol, blocks=blocks)  # type: ignore[arg-type]
 
 
-def stacked_flow(net: StackedNetwork, inputs, *, cotangents=None, spectral: SpectralMethod = "power",
-                 tol: float = 1e-10, lyapunov: bool | int | str = True) -> StackedFlow:
+def stacked_flow(net: StackedNetwork, inputs, *, initial: Mapping[str, Any] | None = None, cotangents=None,
+                 spectral: SpectralMethod = "power", tol: float = 1e-10,
+                 lyapunov: bool | int | str = True) -> StackedFlow:
     """Measure every layer and direction of ``net`` on ``inputs`` (T, B, m).
 
     Per layer l and direction d: ‖∂s^(l,d)_T/∂s^(l,d)_k‖ (2 and F) of the layer's own recurrence
@@ -685,11 +719,13 @@ def stacked_flow(net: StackedNetwork, inputs, *, cotangents=None, spectral: Spec
     J_t, see :class:`StackedNetwork`), ‖∂L/∂s_k‖ and its Lyapunov exponents.
 
     Arguments:
+        initial: initial states in PyTorch's layout, ``{"h": h0, "c": c0}`` of shape (L·D, B, size)
+            (:meth:`StackedNetwork.unroll`); zeros otherwise.
         cotangents: ∂L/∂y_t of the top layer's output for every t, (T, B, n_top) (e.g. from a
             loss on every step); default L = Σ_i (y_T)_i.
         spectral, tol, lyapunov: as :func:`~gradflow.gradient_flow`.
     """
-    traj = net.unroll(inputs)
+    traj = net.unroll(inputs, initial)
     T, B = traj.steps, traj.batch
     r = lyapunov_count(lyapunov, net.state_size)
     N = net.state_size
@@ -729,10 +765,10 @@ def stacked_flow(net: StackedNetwork, inputs, *, cotangents=None, spectral: Spec
                        net.proj_size, full, layers, lyap)
 
 
-def stacked_products(net: StackedNetwork, inputs):
+def stacked_products(net: StackedNetwork, inputs, initial: Mapping[str, Any] | None = None):
     """The whole-stack products ∂s_T/∂s_k (B, N, N) for k = T−1, …, 0 (unidirectional; unscaled,
     for checks on short sequences)."""
-    traj = net.unroll(inputs)
+    traj = net.unroll(inputs, initial)
     xp, N = net.xp, net.state_size
     P = xp.broadcast_to(xp.eye(N, dtype=net.dtype)[None], (traj.batch, N, N))
     out = {}
