@@ -287,7 +287,8 @@ def test_cli_layer_still_picks_one_layer(tmp_path, capsys):
     mod = module("gru", 2, seed=13)
     path = tmp_path / "g.pt"
     torch.save(mod.state_dict(), path)
-    assert main(["flow", "gru", "--weights", str(path), "--steps", "3", "--layer", "0", "--json"]) == 0
+    assert main(["flow", "gru", "--weights", str(path), "--steps", "3", "--layer", "0", "--json",
+                 "--no-lyapunov"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert "layers" not in rec and len(rec["curve"]) == 3
     assert main(["flow", "gru", "--weights", str(path), "--steps", "3", "--json", "--no-lyapunov"]) == 0
