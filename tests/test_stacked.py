@@ -395,3 +395,15 @@ def test_initial_states_in_pytorch_layout():
 
     with pytest.raises(GradflowError, match=r"initial state c must have shape \(layers x directions"):
         net.unroll(x, {"c": c0[:2]})
+
+
+def test_cli_names_a_bad_upper_layer(tmp_path, capsys):
+    from gradflow._cli import main
+
+    sd = module("lstm", 2, seed=19).state_dict()
+    sd["weight_hh_l1"][0, 0] = float("nan")
+    path = tmp_path / "bad.pt"
+    torch.save(sd, path)
+    assert main(["flow", "lstm", "--weights", str(path), "--steps", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gradflow: error: ") and "layer 1 (forward)" in err and "NaN" in err, err

@@ -33,21 +33,19 @@ def stacked_or_none(a: argparse.Namespace, cell: Any, dtype: Any):
     """The :class:`~gradflow._numeric.stack.StackedNetwork` of ``--weights`` when it has more than
     one layer or direction or a projection and no ``--layer``/``--direction`` picks one; else
     None (the one-layer path then reads the file and says what is wrong with it, if anything)."""
-    from .._numeric.stack import stacked_network
+    from .._numeric.stack import inspect_module, stacked_network
 
     if a.weights is None or a.layer is not None or a.direction is not None:
         return None
-    with warnings.catch_warnings(record=True) as seen:
+    with warnings.catch_warnings(record=True):  # its notes come again from stacked_network
         warnings.simplefilter("always", GradflowNote)
         try:
-            net = stacked_network(cell, weights=a.weights, prefix=a.prefix, dtype=dtype)
+            mod, _ = inspect_module(cell, a.weights, a.prefix)
         except GradflowError:
             return None
-    if net.num_layers == 1 and not net.bidirectional and not net.proj_size:
+    if mod.layers == 1 and not mod.bidirectional and not mod.proj_size:
         return None
-    for w in seen:
-        note(str(w.message))
-    return net
+    return stacked_network(cell, weights=a.weights, prefix=a.prefix, dtype=dtype)  # errors name the layer
 
 
 def run_stacked(a: argparse.Namespace, net: Any, inputs: Any, lyapunov: Any) -> int:

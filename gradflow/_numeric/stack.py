@@ -36,7 +36,6 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace
 from sympy import ZeroMatrix
 
 from .._checks import GradflowError, lyapunov_count, positive_int
@@ -430,9 +429,12 @@ def _layer(base: Cell, plain: Mapping[str, Any], lay: int, d: str, P: int, dtype
     return Layer(c, lay, d, H, M, sizes, arrays)
 
 
-def _from_weights(base, weights, hidden, input, layers, bidirectional, proj_size, prefix, dtype):
+def inspect_module(cell: str | Cell, weights: Any, prefix: str | None = None) -> tuple[Module, str]:
+    """The recurrent module in ``weights`` (module, state_dict, checkpoint, ``.pt``/``.npz`` path)
+    with all its layers and directions, and how to name the source in messages."""
     import os
 
+    base = get_cell(cell)
     if isinstance(weights, (str, os.PathLike)):
         state, what = read_weights_file(os.fspath(weights)), f"weights file {os.fspath(weights)}"
     elif hasattr(weights, "state_dict") and callable(weights.state_dict):
@@ -441,7 +443,11 @@ def _from_weights(base, weights, hidden, input, layers, bidirectional, proj_size
         state, what = weights, f"state_dict for {base.name}"
     else:
         raise GradflowError(f"cannot read weights from {type(weights).__name__}")
-    mod: Module = select_module(base, weights, state, what=what, prefix=prefix)
+    return select_module(base, weights, state, what=what, prefix=prefix), what
+
+
+def _from_weights(base, weights, hidden, input, layers, bidirectional, proj_size, prefix, dtype):
+    mod, what = inspect_module(base, weights, prefix)
     rows = []
     for lay in range(mod.layers):
         rows.append(tuple(_layer(base, mod.arrays[(lay, d)], lay, d, mod.proj_size, dtype, what)
@@ -780,4 +786,4 @@ def stacked_products(net: StackedNetwork, inputs, initial: Mapping[str, Any] | N
 
 __all__ = ["Layer", "LayerFlow", "StackTrajectory", "StackedFlow", "StackedNetwork", "stacked_flow",
            "stacked_gradients", "stacked_network", "stacked_products", "stacked_state_gradient",
-           "top_cotangents", "array_namespace"]
+           "top_cotangents", "inspect_module"]
