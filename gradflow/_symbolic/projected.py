@@ -27,15 +27,19 @@ p = sp.Symbol("p", integer=True, positive=True)
 PROJECTION = "W_{hr}"
 
 
-@cache
 def projected(cell: str | Cell) -> Cell:
     """``cell`` with its output projected, h_t = W_hr u_t (u_t the cell's own h_t), h of size p.
 
     Only cells with a separate cell state c (so that h is an output, not the whole memory) can be
-    projected, as in PyTorch, where only ``nn.LSTM`` takes ``proj_size``.
+    projected, as in PyTorch, where only ``nn.LSTM`` takes ``proj_size``. One projected cell per
+    cell (its kernels are compiled once).
     """
-    base = get_cell(cell)
-    if base.states != ("h", "c") and set(base.states) != {"h", "c"}:
+    return _projected(get_cell(cell))
+
+
+@cache
+def _projected(base: Cell) -> Cell:
+    if set(base.states) != {"h", "c"}:
         raise GradflowError(f"{base.name} has no cell state c; only an LSTM-type cell (states h and c) "
                             "can be projected (PyTorch: nn.LSTM(proj_size=p))")
 
