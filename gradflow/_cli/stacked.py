@@ -54,6 +54,10 @@ def run_stacked(a: argparse.Namespace, net: Any, inputs: Any, lyapunov: Any) -> 
 
     if a.forget_bias is not None:
         raise GradflowError(f"--forget-bias has no effect with --weights: the weights come from {a.weights}")
+    for opt in ("head", "targets", "loss", "initial"):  # options of other flow features, if present:
+        if getattr(a, opt, None) not in (None, False):  # refused here rather than silently ignored
+            raise GradflowError(f"--{opt} is not yet applied to a stacked or bidirectional checkpoint; "
+                                "measure one layer with --layer K (--direction forward)")
     if a.carousel:
         raise GradflowError("--carousel measures one layer: pick it with --layer K --direction forward")
     for name, want, got in (("--hidden", a.hidden, net.hidden), ("--input", a.input, net.input)):
