@@ -55,7 +55,7 @@ def run_stacked(a: argparse.Namespace, net: Any, inputs: Any, lyapunov: Any) -> 
     if a.forget_bias is not None:
         raise GradflowError(f"--forget-bias has no effect with --weights: the weights come from {a.weights}")
     for opt in ("head", "targets", "loss", "initial"):  # options of other flow features, if present:
-        if getattr(a, opt, None) not in (None, False):  # refused here rather than silently ignored
+        if getattr(a, opt, None) not in (None, False, "sum"):  # refused rather than ignored ("sum": ours)
             raise GradflowError(f"--{opt} is not yet applied to a stacked or bidirectional checkpoint; "
                                 "measure one layer with --layer K (--direction forward)")
     if a.carousel:
