@@ -7,7 +7,7 @@ figure. For each cell the script prints, from its derived one-step Jacobian, the
 those with no weight matrix (diag(f_t) in the LSTM's c → c block, diag(1 − z_t) for minGRU, the
 rotation-scaling blocks of the LRU). Along a direct term the gradient is multiplied by gates only;
 every other term goes through a recurrent weight matrix and an activation's derivative.
-Mamba/S6 is not in the library yet.
+Mamba/S6, S4D and the RG-LRU are compared in compare_modern.py.
 
 Figure: ``OUT/modern_cells.png`` (and .pdf).
 

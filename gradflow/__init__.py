@@ -25,6 +25,9 @@ from ._numeric.flow import (
 from ._numeric.modern_init import chrono_init, lru_ring_init
 from ._numeric.network import Network, Trajectory, network, random_inputs
 from ._numeric.spectral import spectral_norm
+from ._numeric.ssm_init import mamba_init, rglru_init, s4d_init
+from ._numeric.sweep_grid import GridPoint, grid_points, measure_point, phase_grids
+from ._numeric.sweep_run import SweepResult, run_sweep
 from ._numeric.weights import INIT_SCHEMES, Weights, from_state_dict, init_weights, load_weights, to_state_dict
 from ._symbolic.activations import ACTIVATIONS, Activation, relu, sigmoid, tanh
 from ._symbolic.cell import Cell, Param, Recurrence, StateJacobian, Step, m, n, t
@@ -54,6 +57,7 @@ from ._views.plots import (
     save_figure,
 )
 from ._views.report import write_report
+from ._views.sweep_plots import plot_sweep_rates, write_sweep_figures
 
 __all__ = [
     # symbolic core
@@ -67,13 +71,16 @@ __all__ = [
     # numeric engine
     "INIT_SCHEMES", "Weights", "from_state_dict", "init_weights", "load_weights", "to_state_dict",
     "chrono_init", "lru_ring_init",
+    "mamba_init", "rglru_init", "s4d_init",
     "Network", "Trajectory", "network", "random_inputs",
     "Curves", "Flow", "Product", "decay_rate", "gradient_flow", "loss_gradient", "lyapunov_exponents", "products",
     "singular_values", "spectral_norm",
     "PhaseGrid", "decay_table", "phase_grid",
+    "GridPoint", "SweepResult", "grid_points", "measure_point", "phase_grids", "run_sweep",
     # views
     "paper_style", "plot_carousel", "plot_decay", "plot_jacobian", "plot_phase_diagram",
     "plot_spectrum", "save_figure", "write_report",
+    "plot_sweep_rates", "write_sweep_figures",
     "GradflowError", "__version__",
 ]
 

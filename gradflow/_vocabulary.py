@@ -24,3 +24,6 @@ PARAM_KINDS: tuple[str, ...] = get_args(ParamKind)
 BLOCK_KINDS: tuple[str, ...] = get_args(BlockKind)
 SPECTRAL_METHODS: tuple[str, ...] = get_args(SpectralMethod)
 INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
+#: the loss whose gradient the flow follows: Σ h_T, cross-entropy of a head on h_T, or on every h_t
+Loss = Literal["sum", "last", "every"]
+LOSSES: tuple[str, ...] = get_args(Loss)

@@ -36,6 +36,8 @@ SCALAR = {
     "exp": sp.exp,
     "cos": sp.cos,
     "sin": sp.sin,
+    "softplus": lambda u: sp.log(1 + sp.exp(u)),
+    "sqrt": sp.sqrt,
 }
 
 

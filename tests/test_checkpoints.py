@@ -346,10 +346,12 @@ def test_batch_first_inputs(tmp_path, capsys):
     assert rec["steps"] == T and rec["batch"] == B
     assert rel([r["log10_norm_2"] for r in rec["curve"]], ref) <= 1e-10
     # the module says batch_first=True: the network records it and a note says how to pass inputs
-    with pytest.warns(GradflowNote, match=r"batch_first=True; .*x.transpose\(0, 1\)"):
+    with pytest.warns(GradflowNote, match=r"batch_first=True; gradient_flow reads inputs as \(batch, T, m\)"):
         net = network("lstm", weights=mod)
     assert net.batch_first is True
-    assert rel(_curve(net, x), ref) <= 1e-10
+    with pytest.warns(GradflowNote, match=r"reading the inputs as \(batch, T, m\)"):
+        assert rel(_curve(net, xbf), ref) <= 1e-10  # the module's layout, taken from it
+    assert rel(gradient_flow(net, x, batch_first=False, lyapunov=False).full.mean().log10_norm_2, ref) <= 1e-10
     assert network("lstm", weights=_lstm()).batch_first is False
 
 
@@ -357,7 +359,8 @@ def test_help_documents_the_inputs_layout(capsys):
     with pytest.raises(SystemExit):
         main(["flow", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "time first, whatever the sizes, unless --batch-first" in out
+    assert "time first unless --batch-first; when batch = T both layouts fit and --time-first or " \
+           "--batch-first must say which" in out
     for opt in ("--prefix", "--layer", "--direction", "--batch-first"):
         assert opt in out
 

@@ -61,7 +61,8 @@ def test_json_curve_equals_torch_products(tmp_path, capsys, name, module, two):
     np.save(tmp_path / "x.npy", x)
     code, out, err = _run(capsys, "flow", name, "--weights", str(tmp_path / "w.pt"),
                           "--inputs", str(tmp_path / "x.npy"), "--json", "--spectral", "svd")
-    assert code == 0 and err == ""
+    # the one note a tanh RNN's state_dict gets: it does not record its nonlinearity
+    assert code == 0 and all("does not record nn.RNN's nonlinearity" in line for line in err.splitlines())
     rec = json.loads(out)
     assert (rec["cell"], rec["hidden"], rec["steps"], rec["batch"]) == (name, N, T, 1)
     assert [r["k"] for r in rec["curve"]] == list(range(T))

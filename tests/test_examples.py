@@ -31,7 +31,8 @@ def assert_figure(out: Path, stem: str) -> None:
 
 def test_every_example_is_tested():
     tested = {"parameter_counts.py", "why_lstm_does_not_vanish.py", "rnn_lstm_gru_decay.py",
-              "remedies.py", "load_pytorch_model.py", "modern_cells.py"}
+              "remedies.py", "load_pytorch_model.py", "modern_cells.py",
+              "compare_modern.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -117,3 +118,16 @@ def test_load_pytorch_model(tmp_path):
                 assert ratio > 1 and float(factor) == ratio, line
             said[m.group(1)] = ratio
     assert set(said) == {"before", "after"}, out
+
+
+def test_compare_modern(tmp_path):
+    """The diagonal cells' gate products (written in the script from the papers) equal the measured norms."""
+    out = run_example("compare_modern.py", tmp_path)
+    assert "DIFFER" not in out
+    table = out.split("one-step Jacobians")[0]
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()
+            if line.split() and line.split()[0] in ("mamba-zoh", "mamba-euler", "rg-lru", "mingru", "lstm")}
+    for name in ("mamba-zoh", "mamba-euler", "rg-lru", "mingru"):
+        assert len(rows[name]) == 3 and rows[name][1] == rows[name][2], rows[name]
+    assert len(rows["lstm"]) == 2  # not diagonal: no gate product printed
+    assert_figure(tmp_path, "compare_modern")

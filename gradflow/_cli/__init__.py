@@ -1,4 +1,4 @@
-"""The ``gradflow`` command line: ``derive``, ``params``, ``flow``, ``report``, ``cite``.
+"""The ``gradflow`` command line: ``derive``, ``params``, ``flow``, ``report``, ``cite``, ``sweep``.
 
 Every subcommand turns a ``ValueError`` into a one-line ``gradflow: error: ...`` on stderr
 and exit status 2.
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from . import cite, derive, flow, params, report
+from . import cite, derive, flow, params, report, sweep
 from .options import quiet_stdout
 
 #: the subcommands, in the order ``gradflow --help`` lists them: name -> module with
@@ -23,6 +23,7 @@ COMMANDS: dict[str, ModuleType] = {
     "params": params,
     "report": report,
     "cite": cite,
+    "sweep": sweep,
 }
 
 

@@ -5,6 +5,8 @@
                   [--layer L] [--direction forward] [--inputs FILE.npy] [--batch-first]
                   [--dtype float64|float32] [--spectral power|svd] [--carousel]
                   [--lyapunov N|full | --no-lyapunov] [--json]
+                  [--loss sum|last|every] [--targets FILE.npy] [--head PREFIX|FILE]
+                  [--initial FILE.npy|FILE.npz] [--time-first]
 
 With ``--json`` stdout is one JSON object (schema in the README); the progress bar, if any,
 goes to stderr.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +71,11 @@ def _no_effect(a) -> None:
         for opt, val in (("--prefix", a.prefix), ("--layer", a.layer), ("--direction", a.direction)):
             if val is not None:
                 raise GradflowError(f"{opt} selects weights in a --weights file; give --weights too")
+    if a.batch_first and a.time_first:
+        raise GradflowError("--batch-first and --time-first contradict each other; give one")
+    if a.time_first and a.inputs is None:
+        raise GradflowError("--time-first has no effect without --inputs: it says how the --inputs "
+                            "array is laid out")
     if a.batch_first and a.inputs is None:
         raise GradflowError("--batch-first has no effect without --inputs: it says how the --inputs "
                             "array is laid out")
@@ -134,11 +142,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="forward: the forward direction of a bidirectional module (refused without "
                         "it); reverse is refused (it runs over reversed time)")
     p.add_argument("--inputs", default=None,
-                   help=".npy array of shape (T, m) or (T, batch, m): time first, whatever the sizes, "
-                        "unless --batch-first")
+                   help=".npy array of shape (T, m) or (T, batch, m): time first unless --batch-first; "
+                        "when batch = T both layouts fit and --time-first or --batch-first must say which")
     p.add_argument("--batch-first", action="store_true",
                    help="read --inputs of shape (batch, T, m), as a module built with batch_first=True "
-                        "takes them")
+                        "takes them (and --targets of --loss every as (batch, T))")
+    p.add_argument("--time-first", action="store_true",
+                   help="say that --inputs are (T, batch, m): needed when batch = T, where both "
+                        "layouts fit (refused without --time-first or --batch-first)")
+    p.add_argument("--loss", default=None, choices=("sum", "last", "every"),
+                   help="the loss followed back: sum (L = sum of h_T, the default), last (softmax "
+                        "cross-entropy of the head on h_T, --targets of shape (batch,)) or every "
+                        "(cross-entropy summed over every step, --targets (T, batch)); batch summed")
+    p.add_argument("--targets", default=None, help=".npy of integer classes for --loss last/every")
+    p.add_argument("--head", default=None, metavar="PREFIX|FILE",
+                   help="the output Linear of --loss last/every: its name in --weights (e.g. fc or "
+                        "model.head), or a .pt/.npz file holding its weight and bias; default: the "
+                        "Linear named head, fc, linear, classifier, out, output or decoder in --weights "
+                        "whose in-features are the hidden size")
+    p.add_argument("--initial", default=None, metavar="FILE",
+                   help="initial state: .npy of PyTorch's h_0 (1, batch, n), (batch, n) or (n,), or .npz "
+                        "with h0 and c0 (LSTM) or the cell's other states; zeros otherwise")
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     p.add_argument("--spectral", default="power", choices=("power", "svd"),
                    help="spectral norm by warm-started power iteration (default) or full SVD")
@@ -171,6 +195,9 @@ def run(a: argparse.Namespace) -> int:
         if inputs.ndim != 3:
             raise GradflowError(f"--inputs must have shape (T, m) or ({'batch, T' if a.batch_first else 'T, batch'}"
                                 f", m), got {inputs.shape}")
+        if not (a.batch_first or a.time_first) and inputs.ndim == 3 and inputs.shape[0] == inputs.shape[1]:
+            raise GradflowError(f"--inputs {a.inputs} has shape {inputs.shape}: (T, batch, m) and (batch, T, m) "
+                                "both fit; say which with --time-first or --batch-first")
         if a.batch_first:
             inputs = np.ascontiguousarray(inputs.transpose(1, 0, 2))
         if a.steps is not None and int_option(a.steps, "--steps") != inputs.shape[0]:
@@ -211,15 +238,17 @@ def run(a: argparse.Namespace) -> int:
     tty = _isatty(sys.stderr)
     show = a.progress if a.progress is not None else \
         ((tty and T * net.state_size >= 20_000) or _long_run(T, inputs.shape[1], net.state_size))
+    loss, head, targets, initial = _loss_options(a, net, T, inputs.shape[1])
     flow = gradient_flow(net, inputs, spectral=a.spectral, carousel=a.carousel, lyapunov=_lyapunov(a),
-                         progress=_Progress(f"{cell.name} T={T}") if show else None)
+                         progress=_Progress(f"{cell.name} T={T}") if show else None, loss=loss, head=head,
+                         targets=targets, initial=initial, batch_first=False)
     record = flow.to_json()
     if a.json:
         json.dump(record, sys.stdout, allow_nan=False)
         sys.stdout.write("\n")
         return 0
     print(f"{cell.title} ({cell.name}): n = {net.hidden}, m = {net.input}, T = {T}, "
-          f"batch = {flow.batch}; log10 norms, batch mean")
+          f"batch = {flow.batch}; loss {flow.loss}; log10 norms, batch mean")
     head = f"{'k':>6} {'T-k':>6} {'||.||_2':>10} {'||.||_F':>10} {'||dL/ds_k||':>11}"
     if flow.cell_state is not None:
         head += f" {'c: ||.||_2':>10} {'c: ||.||_F':>10}"
@@ -227,6 +256,9 @@ def run(a: argparse.Namespace) -> int:
         head += f" {'carousel_2':>10}"
     if flow.bound is not None:
         head += f" {'bound':>10}"
+    parts = list(flow.grad_parts or {})
+    for name in parts:
+        head += f" {'||dL/d' + name + '_k||':>11}"
     print(head)
     for rec in record["curve"]:
         line = (f"{rec['k']:>6} {T - rec['k']:>6} {_fmt(rec['log10_norm_2'])} "
@@ -236,9 +268,52 @@ def run(a: argparse.Namespace) -> int:
         if "carousel" in rec:
             line += f"{_fmt(rec['carousel']['log10_norm_2'])} "
         if "log10_bound" in rec:
-            line += _fmt(rec["log10_bound"])
+            line += _fmt(rec["log10_bound"]) + " "
+        for name in parts:
+            line += f" {_fmt(rec['log10_grad_norm_' + name])}"
         print(line.rstrip())
     if record["lyapunov"]:
         top = ", ".join(_fmt(v).strip() for v in record["lyapunov"][:5])
         print(f"Lyapunov exponents (natural log per step, largest {min(5, len(record['lyapunov']))}): {top}")
     return 0
+
+
+def _loss_options(a: argparse.Namespace, net, T: int, B: int):
+    """(loss, head, targets, initial) for gradient_flow from --loss, --head, --targets, --initial."""
+    import os
+
+    from .._numeric.loading import read_npz
+    from .._numeric.loss import read_head
+
+    loss = a.loss
+    if loss is None:
+        if a.targets is not None:
+            raise GradflowError("--targets needs --loss last (targets (batch,)) or --loss every (targets "
+                                "(T, batch))")
+        loss = "sum"
+    head = targets = None
+    if loss == "sum":
+        if a.head is not None:
+            raise GradflowError("--head has no effect with --loss sum (L = sum of h_T); pass --loss last or every")
+    else:
+        if a.targets is None:
+            raise GradflowError(f"--loss {loss} needs --targets FILE.npy (integer classes, shape "
+                                f"{'(batch,)' if loss == 'last' else '(T, batch)'})")
+        if a.head is not None and os.path.isfile(a.head):
+            head = read_head(a.head, net.hidden)
+        elif a.weights is not None:
+            head = read_head(a.weights, net.hidden, a.head, what=f"weights file {a.weights}")
+        elif a.head is not None:
+            raise GradflowError(f"--head {a.head} is not a file, and there is no --weights to find it in")
+        else:
+            raise GradflowError(f"--loss {loss} needs a head: --weights holding it, or --head FILE")
+        targets = read_npy(a.targets, "targets")
+        if loss == "every" and a.batch_first and targets.ndim == 2:
+            targets = targets.T
+    initial: Any = None
+    if a.initial is not None:
+        if a.initial.endswith(".npz"):
+            initial = read_npz(a.initial, lambda name: True)
+        else:
+            initial = read_npy(a.initial, "initial")
+    return loss, head, targets, initial

@@ -294,6 +294,12 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
             told.append(f"no PyTorch module computes {cell.name}; these weights are read as its "
                         "parameters (a state_dict of nn.LSTM is gradflow's lstm, of nn.GRU its gru, of "
                         "nn.RNN its tanh-rnn or relu-rnn)")
+    if mod is None and cell.torch_cell == "RNNCell":  # nn.RNN's nonlinearity is not in its state_dict
+        nl = cell.torch_kwargs.get("nonlinearity")
+        other = "relu-rnn" if nl == "tanh" else "tanh-rnn"
+        told.append(f"a state_dict does not record nn.RNN's nonlinearity: read with {nl} as {cell.name}; "
+                    f"pass {other} if the module was built with nonlinearity="
+                    f"{'relu' if nl == 'tanh' else 'tanh'!r}")
     if told:
         note(f"{what}: {'; '.join(told)}")
     return Selected(out, g.prefix, layer, len(layers), batch_first)

@@ -107,3 +107,7 @@ def diagonal_curves(net: Network, inputs, initial=None, loss_gradient=None) -> d
     run(read)
     lyap = to_host(xp.where(Z > 0, xp.full_like(C, -math.inf), C)) / T
     return {**out, "lyapunov": -np.sort(-lyap, axis=1)}
+
+
+#: a_t (B, N), the diagonal of J_t (public name for the reverse sweep of :mod:`.loss`)
+jacobian_diagonal = _diagonal

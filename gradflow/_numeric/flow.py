@@ -24,9 +24,11 @@ import sympy as sp
 from sympy import Identity
 
 from .._checks import GradflowError, lyapunov_count, parse_int, positive_int
-from .._vocabulary import SPECTRAL_METHODS, SpectralMethod
+from .._vocabulary import LOSSES, SPECTRAL_METHODS, Loss, SpectralMethod
 from .compile import compile_expr
 from .diagonal import diagonal_curves, is_diagonal
+from .loading import note
+from .loss import Reverse, backward_norms, cotangents, read_initial
 from .network import Network, Trajectory, network, random_inputs, to_host
 from .spectral import spectral_blocks, spectral_norm, start_basis
 
@@ -90,6 +92,9 @@ class Flow:
         lyapunov: the r largest Lyapunov exponents (r,), batch mean, descending, when asked
             (r = min(N, 8) by default, N with ``lyapunov="full"``).
         bound: log10 of the Pascanu bound (γ σ_max(W))^{T−k}, (T,), for Elman cells, else None.
+        grad_parts: for a cell whose state has several parts (LSTM: h, c), log10 ‖∂L/∂h_k‖,
+            ‖∂L/∂c_k‖ … by state name, each (B, T) (JSON ``log10_grad_norm_h`` …), else None.
+        loss: the loss followed back (``"sum"``, ``"last"`` or ``"every"``).
     """
 
     cell: str
@@ -101,6 +106,8 @@ class Flow:
     carousel: Curves | None = None
     lyapunov: np.ndarray | None = None
     bound: np.ndarray | None = None
+    grad_parts: dict[str, np.ndarray] | None = None
+    loss: str = "sum"
 
     @property
     def k(self) -> np.ndarray:
@@ -112,6 +119,7 @@ class Flow:
         full = self.full.mean()
         cs = self.cell_state.mean() if self.cell_state is not None else None
         car = self.carousel.mean() if self.carousel is not None else None
+        parts = {name: to_host(v).mean(axis=0) for name, v in (self.grad_parts or {}).items()}
         curve = []
         for k in range(self.steps):
             rec = {key: json_number(v[k], f"{key} at k = {k}") for key, v in full.items()}
@@ -122,12 +130,16 @@ class Flow:
                 rec["carousel"] = {key: json_number(v[k], f"carousel {key} at k = {k}") for key, v in car.items()}
             if self.bound is not None:
                 rec["log10_bound"] = json_number(self.bound[k], f"log10_bound at k = {k}")
+            for name, v in parts.items():
+                key = f"log10_grad_norm_{name}"
+                rec[key] = json_number(v[k], f"{key} at k = {k}")
             curve.append(rec)
         return {
             "cell": self.cell, "hidden": self.hidden, "steps": self.steps, "batch": self.batch,
             "curve": curve,
             "lyapunov": [json_number(v, f"Lyapunov exponent {i}") for i, v in enumerate(self.lyapunov)]
             if self.lyapunov is not None else [],
+            "loss": self.loss,
         }
 
 
@@ -237,6 +249,7 @@ class Product:
         pattern: (S, S) block structure of the product over the S states (0 zero, 1 diagonal,
             2 dense), derived from the cell's Jacobian blocks.
         sumsq: (B,) ‖P‖_F².
+        jacobian: J_{k+1} (B, N, N), unscaled: a buffer, valid until the next product comes.
     """
 
     k: int
@@ -244,6 +257,7 @@ class Product:
     log10_scale: Any
     pattern: np.ndarray
     sumsq: Any
+    jacobian: Any = None
 
 
 def _column_kinds(blocks, S: int) -> list[bool]:
@@ -333,22 +347,25 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False,
         pattern = _pattern_product(pattern, jpat)
         sumsq = _sumsq(xp, P)
         f = xp.sqrt(sumsq)
-        yield Product(k, P, L, pattern, sumsq)
+        yield Product(k, P, L, pattern, sumsq, J)
 
 
 def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral: SpectralMethod = "power", tol=1e-10,
-           blocks: Mapping[str, tuple] | None = None, progress=None, each=None):
+           blocks: Mapping[str, tuple] | None = None, progress=None, each=None, reverse=None):
     """One backward sweep over :func:`products`; records log10 norms of the named sub-blocks.
 
     ``blocks``: name → (rows, cols) of ∂s_T/∂s_k to measure; the gradient figure of a block is
     ‖∂L/∂(its columns of s_k)‖, e.g. ‖∂L/∂c_k‖ for the c→c block. ``each(k, P, L)`` is called
-    with the true product ∂s_T/∂s_k = 10^L · P.
+    with the true product ∂s_T/∂s_k = 10^L · P. ``reverse`` (a :class:`~gradflow._numeric.loss.Reverse`)
+    is fed every J_{k+1}: the loss gradient of any loss, from the same Jacobians.
     """
     tracker = _Tracker(net.xp, blocks or {}, traj.steps, traj.states[0].shape[0], net.dtype, spectral, tol)
     g = g_T[:, None, :] if blocks else None
     for i, pr in enumerate(products(net, traj, truncated=truncated)):
         if each is not None:
             each(pr.k, pr.P, pr.log10_scale)
+        if reverse is not None:
+            reverse.step(pr.k, pr.jacobian)
         if blocks:
             gP = (g @ pr.P)[:, 0, :]  # 10^−L · ∂L/∂s_k
             diagonal = [name for name, (r, c) in blocks.items() if _is_diagonal(pr.pattern, r, c, net.hidden)]
@@ -496,18 +513,34 @@ def _pascanu_log10(net: Network, T: int):
         return (T - np.arange(T)) * log_rate
 
 
-def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = None,
-                  output: tuple | None = None, spectral: SpectralMethod = "power", tol: float = 1e-10,
+def gradient_flow(net: Network, inputs, *, initial: Any = None,
+                  output: tuple | None = None, loss: Loss | None = None, head: Any = None,
+                  targets: Any = None, batch_first: bool | None = None,
+                  spectral: SpectralMethod = "power", tol: float = 1e-10,
                   lyapunov: bool | int | str = True, carousel: bool = False, bound: bool = True,
                   progress: Callable[[int, int], None] | None = None, structure: str = "auto",
                   threads: int | None = None) -> Flow:
     """Measure ‖∂s_T/∂s_k‖₂, ‖∂s_T/∂s_k‖_F and ‖∂L/∂s_k‖ for every k in one backward sweep.
 
+    ∂L/∂s_k = Σ_{t≥k} (∂L/∂s_t)(∂s_t/∂s_k) is accumulated in reverse, one vector–Jacobian product
+    per step (:func:`gradflow._numeric.loss.backward_norms`); for a last-step loss it is
+    (∂L/∂s_T)(∂s_T/∂s_k).
+
     Arguments:
         net: the :class:`Network`.
-        inputs: (T, B, m) or (T, m) inputs.
-        initial: initial states by name (zeros otherwise).
-        output: ``(V, c, targets)`` for a softmax cross-entropy loss; default L = Σ h_T.
+        inputs: (T, B, m) or (T, m) inputs; (B, T, m) with ``batch_first``.
+        initial: initial states: PyTorch's h_0 ((1, B, n), (B, n) or (n,)), an (h_0, c_0) pair, or
+            a mapping by state name (``{"h": …, "c": …}`` or ``{"h0": …, "c0": …}``); zeros otherwise.
+        output: ``(V, c, targets)``: the same as ``loss="last", head=(V, c), targets=targets``.
+        loss: ``"sum"`` (L = Σ_i (h_T)_i, the default without targets), ``"last"`` (softmax
+            cross-entropy of the head on h_T, targets (B,)) or ``"every"`` (summed over every
+            step, targets (T, B), or (B, T) with ``batch_first``); the batch is summed.
+        head: the output layer for a cross-entropy loss: an ``nn.Linear``, a ``(V, c)`` pair of
+            any array type, or a state_dict/model holding it (``head``, ``fc``, ``linear``,
+            ``classifier``, ``out`` …); detached, never changed.
+        targets: integer classes for the cross-entropy (see ``loss``).
+        batch_first: inputs (and ``"every"`` targets) batch first; default: the module's
+            ``batch_first`` when the weights came from a module (said in a note), else False.
         spectral: ``"power"`` (warm-started subspace iteration to relative ``tol``, see
             :func:`spectral_norm`) or ``"svd"`` (an SVD at every k, ~10× the cost of the chain).
         lyapunov: also the Lyapunov exponents (a forward QR pass): ``True`` the r = min(N, 8)
@@ -529,43 +562,120 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
         :class:`Flow`.
     """
     r = lyapunov_count(lyapunov, net.state_size)
+    loss_name, head, targets = _loss_spec(output, loss, head, targets)
+    inputs, targets = _layout(net, inputs, targets, loss_name, batch_first)
     shape = getattr(inputs, "shape", None) or np.shape(inputs)
     B = int(shape[1]) if len(shape) == 3 else 1
     with thread_limit(blas_threads(threads, net.state_size ** 2 * B)):
-        return _gradient_flow(net, inputs, initial, output, spectral, tol, r, carousel, bound, progress,
-                              structure)
+        if initial is not None:
+            initial = read_initial(initial, net.cell.states, B, net.hidden)
+        return _gradient_flow(net, inputs, initial, (loss_name, head, targets), spectral, tol, r, carousel, bound,
+                              progress, structure)
 
 
-def _gradient_flow(net, inputs, initial, output, spectral, tol, r, carousel, bound, progress, structure) -> Flow:
+def _loss_spec(output, loss, head, targets) -> tuple[str, Any, Any]:
+    """(loss, head, targets) from the arguments of :func:`gradient_flow` (``output`` is the older
+    spelling of a last-step cross-entropy)."""
+    if output is not None:
+        if loss not in (None, "last") or head is not None or targets is not None:
+            raise GradflowError("give either output=(V, c, targets) or loss=, head=, targets=, not both")
+        if not isinstance(output, (tuple, list)) or len(output) != 3:
+            raise GradflowError("output must be a tuple (V, c, targets)")
+        return "last", (output[0], output[1]), output[2]
+    if loss is None:
+        if targets is None:
+            loss = "sum"
+        else:
+            raise GradflowError("targets given without a loss: pass loss='last' (targets (B,)) or "
+                                "loss='every' (targets (T, B))")
+    if loss not in LOSSES:
+        raise GradflowError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+    return loss, head, targets
+
+
+def _layout(net: Network, inputs, targets, loss: str, batch_first: bool | None):
+    """Inputs (T, B, m) (and ``"every"`` targets (T, B)) from the layout the user stated, or the
+    module's ``batch_first`` when the weights came from a module."""
+    if batch_first is not None and not isinstance(batch_first, bool):
+        raise GradflowError(f"batch_first must be True, False or None, got {batch_first!r}")
+    bf = batch_first
+    if bf is None:
+        bf = bool(getattr(net, "batch_first", False))
+        if bf:
+            note(f"{net.cell.name}: reading the inputs as (batch, T, m), as the module (batch_first=True) "
+                 "takes them; pass batch_first=False for (T, batch, m)")
+    if not bf:
+        return inputs, targets
+    if not hasattr(inputs, "swapaxes"):
+        inputs = np.asarray(inputs)
+    if len(inputs.shape) == 3:
+        inputs = inputs.swapaxes(0, 1)
+    if loss == "every" and targets is not None:
+        if not hasattr(targets, "swapaxes"):
+            targets = np.asarray(targets)
+        if len(targets.shape) == 2:
+            targets = targets.swapaxes(0, 1)
+    return inputs, targets
+
+
+def _cotangents(net: Network, traj: Trajectory, spec):
+    """∂L/∂h_t (T, B, n) of the loss ``spec`` = (loss, head, targets) along a trajectory."""
+    return cotangents(net.xp.stack([s[:, :net.hidden] for s in traj.states[1:]]), *spec)
+
+
+def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound, progress, structure) -> Flow:
+    loss = spec[0]
     if spectral not in SPECTRAL_METHODS:
         raise GradflowError(f"spectral must be 'power' or 'svd', got {spectral!r}")
     if structure not in ("auto", "dense"):
         raise GradflowError(f"structure must be 'auto' or 'dense', got {structure!r}")
     if structure == "auto" and is_diagonal(net.cell) and "c" not in net.cell.states:
-        c = diagonal_curves(net, inputs, initial,
-                            lambda traj: loss_gradient(net, traj, output))
+        def last(traj):  # ∂L/∂s_T of a last-step loss from the final state alone
+            g = net.xp.asarray(cotangents(traj.states[-1][None, :, :net.hidden], *spec)[-1], dtype=net.dtype)
+            pad = net.xp.zeros((g.shape[0], net.state_size - net.hidden), dtype=net.dtype)
+            return net.xp.concat([g, pad], axis=-1)
+
+        c = diagonal_curves(net, inputs, initial, last if loss != "every" else None)
         T, B = c["log10_norm_2"].shape[1], c["log10_norm_2"].shape[0]
-        full = Curves(c["log10_norm_2"], c["log10_norm_fro"], c["log10_grad_norm"])
+        if loss == "every":  # the per-step losses: the trajectory is needed (O(T·B·n))
+            traj = net.unroll(inputs, initial)
+            grad = backward_norms(net, traj, _cotangents(net, traj, spec))["full"]
+        else:
+            grad = c["log10_grad_norm"]
+        full = Curves(c["log10_norm_2"], c["log10_norm_fro"], grad)
         return Flow(net.cell.name, net.hidden, T, B, full, None, None,
                     c["lyapunov"].mean(axis=0)[:r] if r else None,
-                    _pascanu_log10(net, T) if bound else None)
+                    _pascanu_log10(net, T) if bound else None, None, loss)
     traj = net.unroll(inputs, initial)
+    cot = _cotangents(net, traj, spec)
     T, B = traj.steps, traj.states[0].shape[0]
     n, N = net.hidden, net.state_size
-    g = loss_gradient(net, traj, output)
+    g = net.xp.asarray(cot[-1], dtype=net.dtype)
+    if N > n:
+        g = net.xp.concat([g, net.xp.zeros((B, N - n), dtype=net.dtype)], axis=-1)
     blocks = {"full": (slice(0, N), slice(0, N))}
     has_c = "c" in net.cell.states
     if has_c:
         ci = net.cell.states.index("c")
         blocks["cell_state"] = (slice(ci * n, (ci + 1) * n), slice(ci * n, (ci + 1) * n))
-    res = sweep(net, traj, g, spectral=spectral, tol=tol, blocks=blocks, progress=progress)
+    # the gradient curves: Σ_{t≥k} (∂L/∂s_t)(∂s_t/∂s_k) by reverse accumulation (any loss), fed
+    # the sweep's own Jacobians
+    rev = Reverse(net, cot)
+    res = sweep(net, traj, g, spectral=spectral, tol=tol, blocks=blocks, progress=progress, reverse=rev)
+    parts = rev.norms
+    res["full"].log10_grad_norm = parts["full"]
+    if has_c:
+        res["cell_state"].log10_grad_norm = parts["c"]
     car = None
     if carousel and has_c:
+        rev_car = Reverse(net, cot)
         car = sweep(net, traj, g, truncated=True, spectral=spectral, tol=tol,
-                     blocks={"cell_state": blocks["cell_state"]})["cell_state"]
+                     blocks={"cell_state": blocks["cell_state"]}, reverse=rev_car)["cell_state"]
+        car.log10_grad_norm = rev_car.norms["c"]
     lyap = lyapunov_exponents(net, traj, r).mean(axis=0) if r else None
+    several = {name: parts[name] for name in net.cell.states} if len(net.cell.states) > 1 else None
     return Flow(net.cell.name, n, T, B, res["full"], res.get("cell_state"), car, lyap,
-                _pascanu_log10(net, T) if bound else None)
+                _pascanu_log10(net, T) if bound else None, several, loss)
 
 def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | None = None,
                     resolve: float = 2e-6) -> dict:

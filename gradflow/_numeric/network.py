@@ -110,7 +110,7 @@ class Network:
 
     Attributes:
         batch_first: True when the weights came from a module built with ``batch_first=True``
-            (information only: inputs are always read as (T, batch, m)).
+            (:func:`~gradflow.gradient_flow` then reads inputs as (batch, T, m) unless told).
     """
 
     batch_first: bool = False
@@ -287,8 +287,8 @@ def network(cell: str | Cell, hidden: int | None = None, input: int | None = Non
     must agree. ``prefix``, ``layer`` and ``direction`` pick one layer of one recurrent module in
     a whole model or checkpoint (see :func:`~gradflow.load_weights`). Layer ``l > 0`` reads the
     outputs of layer ``l - 1``: give those as the inputs of :func:`~gradflow.gradient_flow`.
-    ``gradient_flow`` reads inputs as (T, batch, m), also for a module built with
-    ``batch_first=True`` (the network's ``batch_first`` records it): transpose such inputs.
+    ``gradient_flow`` reads inputs as (T, batch, m), but as (batch, T, m) for a module built with
+    ``batch_first=True`` (the network's ``batch_first`` records it; ``batch_first=`` overrides).
     """
     cell = get_cell(cell)
     if weights is None and (prefix, layer, direction) != (None, None, None):
@@ -309,7 +309,7 @@ def network(cell: str | Cell, hidden: int | None = None, input: int | None = Non
                      f"({w.input} features): measure it on those outputs, not on random inputs")
             if batch_first:
                 note(f"{cell.name}: the module was built with batch_first=True; gradient_flow reads "
-                     "inputs as (T, batch, m): pass your (batch, T, m) inputs as x.transpose(0, 1)")
+                     "inputs as (batch, T, m) for it, as the module does (batch_first=False for (T, batch, m))")
         for name, want, got in (("hidden", hidden, w.hidden), ("input", input, w.input)):
             if want is not None and want != got:
                 raise GradflowError(f"{name} size {want} does not match the weights' {name} size {got}")

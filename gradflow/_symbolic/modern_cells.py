@@ -222,3 +222,9 @@ MODERN_CELLS: tuple[Cell, ...] = (
 
 MODERN_ALIASES = {"peephole": "peephole-lstm", "antisymmetricrnn": "antisymmetric-rnn",
                   "asymrnn": "antisymmetric-rnn", "lipschitzrnn": "lipschitz-rnn"}
+
+# -- diagonal state-space recurrences (S4D, Mamba/S6, RG-LRU): gradflow/_symbolic/ssm_cells.py --
+from .ssm_cells import SSM_ALIASES, SSM_CELLS  # noqa: E402
+
+MODERN_CELLS = MODERN_CELLS + SSM_CELLS
+MODERN_ALIASES.update(SSM_ALIASES)

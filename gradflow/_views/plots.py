@@ -196,7 +196,8 @@ def plot_jacobian(J: Any, *, ax: Axes | None = None, title: str | None = None,
     return ax
 
 
-def plot_phase_diagram(grid: PhaseGrid, *, ax: Axes | None = None, annotate: bool = False) -> Axes:
+def plot_phase_diagram(grid: PhaseGrid, *, ax: Axes | None = None, annotate: bool = False,
+                       vmax: float | None = None) -> Axes:
     """Decay rate over recurrent-weight scale × forget-gate bias, with its contour at rate 0.
 
     Grid points sit at equal spacing, labelled with their values (the sweep need not be uniform).
@@ -205,6 +206,8 @@ def plot_phase_diagram(grid: PhaseGrid, *, ax: Axes | None = None, annotate: boo
         grid: a :class:`~gradflow.PhaseGrid`.
         ax: Axes to draw on; a new figure when None.
         annotate: write each rate in its cell.
+        vmax: the colour range is ±vmax (default: the grid's largest |rate|); give one value to
+            several panels to compare them by colour.
 
     Returns:
         the Axes.
@@ -212,6 +215,8 @@ def plot_phase_diagram(grid: PhaseGrid, *, ax: Axes | None = None, annotate: boo
     rates = np.ma.masked_invalid(np.asarray(grid.rates, dtype=float))
     ax = _axes(ax)
     v = float(np.abs(rates).max()) if rates.count() and np.abs(rates).max() > 0 else 1.0
+    if vmax is not None:
+        v = float(vmax)
     im = ax.imshow(rates, cmap=_DIVERGING, vmin=-v, vmax=v, origin="lower", aspect="auto",
                    interpolation="nearest")
     _frame(ax)
@@ -231,7 +236,7 @@ def plot_phase_diagram(grid: PhaseGrid, *, ax: Axes | None = None, annotate: boo
     ax.set_xticks(range(nx), [f"{s:g}" for s in grid.scales])
     ax.set_yticks(range(ny), ["default" if b is None else f"{b:g}" for b in grid.forget_biases])
     ax.set_xlabel(r"recurrent weight scale (gain of $W$)")
-    ax.set_ylabel(r"forget-gate bias $b_f$")
+    ax.set_ylabel(r"forget-gate bias $b_f$" if grid.forget_biases != (None,) else "")
     what = r"$\partial c_T/\partial c_k$" if grid.which == "cell_state" else r"$\partial s_T/\partial s_k$"
     ax.set_title(f"{grid.cell}, n = {grid.hidden}, T = {grid.steps}: {what}")
     return ax

@@ -1,0 +1,111 @@
+"""``gradflow sweep``: decay rates over a grid of cells × gains × forget biases × n × T × seeds, on Dask.
+
+    gradflow sweep CELL [CELL ...] -o DIR [--gains 0.5,1,1.5] [--forget-biases -1,0,1]
+                   [--hidden 16,32] [--steps 50,100] [--seeds 0,1,2] [--input M] [--batch B]
+                   [--init SCHEME] [--workers N | --scheduler ADDRESS] [--csv] [--no-figures]
+                   [--quiet]
+
+DIR receives ``results.parquet`` (``results.csv`` with ``--csv``), ``decay_rates.png/pdf``,
+``phase_diagram.png/pdf``, ``sweep.json`` and ``points/`` (one file per finished point). Run the
+same command again after an interruption or a failed point: finished points are not recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .._checks import GradflowError
+from .options import float_option, int_option, say
+
+HELP = "decay rates over a grid of cells, gains, forget biases, sizes and seeds (on Dask)"
+
+
+def _list(text: str, option: str, parse) -> list:
+    items = [s.strip() for s in str(text).split(",")]
+    if not items or any(not s for s in items):
+        raise GradflowError(f"{option} must be a comma-separated list, got {text!r}")
+    return [parse(s, option) for s in items]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("cells", nargs="+", metavar="CELL", help="cells to sweep (see `gradflow derive --list`)")
+    p.add_argument("-o", "--out", required=True, metavar="DIR",
+                   help="the sweep's directory: new, empty, or an earlier sweep's (resumed)")
+    p.add_argument("--gains", default="0.5,1,1.5", metavar="G,G,…",
+                   help="gains of W (with the orthogonal init: σ_max of each gate's W); default 0.5,1,1.5")
+    p.add_argument("--forget-biases", default=None, metavar="B,B,…",
+                   help="forget-gate biases b_f (cells with a forget gate; the others use their default)")
+    p.add_argument("--hidden", default="16", metavar="N,N,…", help="hidden sizes (default 16)")
+    p.add_argument("--steps", default="50", metavar="T,T,…", help="sequence lengths (default 50)")
+    p.add_argument("--seeds", default="0", metavar="S,S,…", help="seeds of weights and inputs (default 0)")
+    p.add_argument("--input", default="4", metavar="M", help="input size (default 4)")
+    p.add_argument("--batch", default="4", metavar="B", help="input sequences per point (default 4)")
+    p.add_argument("--init", default="orthogonal", help="initialisation scheme (default orthogonal)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", default=None, metavar="N",
+                       help="local Dask worker processes (default: the CPU count); 0: in this process")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="a running Dask scheduler, e.g. tcp://10.0.0.1:8786")
+    p.add_argument("--csv", action="store_true", help="also write results.csv")
+    p.add_argument("--no-figures", action="store_true", help="write the table only")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+class _Progress:
+    """``sweep: 12/24 points`` on stderr: one updated line on a terminal, else every 10 %."""
+
+    def __init__(self, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+
+    def __call__(self, done: int, total: int, point, row) -> None:
+        failed = row is None
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        if failed:
+            self.stream.write(("\n" if tty else "") + f"sweep: point failed: {point.describe()}\n")
+        if tty:
+            self.stream.write(f"\rsweep: {done}/{total} points")
+            if done == total:
+                self.stream.write("\n")
+        elif done == total or done % max(1, total // 10) == 0:
+            self.stream.write(f"sweep: {done}/{total} points ({100 * done // total}%)\n")
+        self.stream.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._numeric.sweep_grid import grid_points
+    from .._numeric.sweep_run import run_sweep
+
+    fbs = None if args.forget_biases is None else _list(args.forget_biases, "--forget-biases", float_option)
+    points = grid_points(
+        args.cells, gains=_list(args.gains, "--gains", float_option),
+        forget_biases=fbs if fbs is not None else (None,),
+        hidden=_list(args.hidden, "--hidden", int_option), steps=_list(args.steps, "--steps", int_option),
+        seeds=_list(args.seeds, "--seeds", lambda s, o: int_option(s, o, minimum=0)),
+        input=int_option(args.input, "--input"), batch=int_option(args.batch, "--batch"), init=args.init)
+    if fbs is not None and not any(p.forget_bias is not None for p in points):
+        raise GradflowError("--forget-biases applies to cells with a forget gate; none of "
+                            f"{', '.join(args.cells)} has one")
+    workers = None if args.workers is None else int_option(args.workers, "--workers", minimum=0)
+    try:
+        result = run_sweep(points, args.out, scheduler=args.scheduler, workers=workers,
+                           progress=None if args.quiet else _Progress(), command=["gradflow", *args.argv],
+                           csv=args.csv)
+    except KeyboardInterrupt:
+        print(f"gradflow: interrupted; the finished points are saved in {args.out}: run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
+    files = ["results.parquet"] + (["results.csv"] if args.csv else [])
+    if result.rows and not args.no_figures:
+        from .._views.sweep_plots import write_sweep_figures
+
+        files += [p.name for p in write_sweep_figures(result.rows, args.out)]
+    say(f"sweep: {len(points)} points ({result.computed} computed, {result.resumed} already done, "
+        f"{len(result.failed)} failed) in {args.out}: {', '.join(files) if result.rows else 'no table'}")
+    if result.failed:
+        shown = "; ".join(f"{p.describe()}: {why}" for p, why in result.failed[:3])
+        more = f"; and {len(result.failed) - 3} more" if len(result.failed) > 3 else ""
+        raise GradflowError(f"{len(result.failed)} of {len(points)} points failed ({shown}{more}); the "
+                            f"{len(result.rows)} finished points are saved in {args.out}: run the same "
+                            "command again to retry the others")
+    return 0

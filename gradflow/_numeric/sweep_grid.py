@@ -1,0 +1,203 @@
+"""A grid of gradient-flow runs: its points, their keys and the measurement of one point.
+
+A sweep is the Cartesian product cells × gains × forget biases × n × T × seeds. Each point is
+one :func:`~gradflow.gradient_flow` run on freshly initialised weights (batch-mean curves over
+``batch`` standard-normal input sequences), summarised as decay rates — least-squares slopes of
+the log10 norm curves against the lag T − k, in log10 per step (:func:`~gradflow.decay_rate`).
+
+A point's **key** is a hash of exactly the parameters that determine its numbers (and
+:data:`SCHEMA`, bumped whenever what a point measures changes): the same point is never
+computed twice, whatever grid it was part of.
+
+No scheduler lives here: :func:`measure_point` is a plain function of one :class:`GridPoint`,
+which :mod:`gradflow._numeric.sweep_run` hands to Dask (or runs in this process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .._checks import GradflowError, positive_int
+from .._symbolic.cells import get_cell
+from .._vocabulary import INIT_SCHEMES, InitScheme
+from .analysis import PhaseGrid
+from .flow import decay_rate, gradient_flow, network, random_inputs
+from .size_guard import check_flow_size
+
+#: version of what a point measures; part of every key
+SCHEMA = 1
+
+#: the columns of a result row, in table order (see :func:`measure_point`)
+COLUMNS = ("key", "cell", "gain", "forget_bias", "hidden", "input", "steps", "seed", "batch", "init",
+           "rate", "rate_fro", "rate_grad", "log10_norm_k0", "rate_cell_state", "seconds")
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One run of a sweep.
+
+    Attributes:
+        cell: the cell's name.
+        gain: scale of the recurrent weights W (with the ``orthogonal`` init, W = gain·Q for every
+            gate, so gain = σ_max of each gate's recurrent matrix).
+        forget_bias: b_f (cells with a forget gate), None for the cell's default.
+        hidden, input, steps: n, m, T.
+        seed: seed of the weights and the inputs.
+        batch: input sequences averaged over.
+        init: initialisation scheme.
+    """
+
+    cell: str
+    gain: float
+    forget_bias: float | None
+    hidden: int
+    input: int
+    steps: int
+    seed: int
+    batch: int
+    init: InitScheme
+
+    @property
+    def key(self) -> str:
+        """16 hex digits of SHA-256 over the point's parameters and :data:`SCHEMA`."""
+        text = json.dumps({"schema": SCHEMA, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        """The point in words, for progress and error lines."""
+        fb = "" if self.forget_bias is None else f" b_f={self.forget_bias:g}"
+        return (f"{self.cell} gain={self.gain:g}{fb} n={self.hidden} T={self.steps} "
+                f"seed={self.seed}")
+
+
+def _numbers(name: str, values: Iterable, *, allow_none: bool = False) -> tuple:
+    out: list = []
+    for v in values:
+        if v is None and allow_none:
+            out.append(None)
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+            raise GradflowError(f"{name} must be finite numbers, got {v!r}")
+        out.append(float(v))
+    if not out:
+        raise GradflowError(f"{name} must not be empty")
+    if len(set(out)) != len(out):
+        raise GradflowError(f"{name} lists a value twice: {', '.join(map(str, out))}")
+    return tuple(out)
+
+
+def _ints(name: str, values: Iterable[int], minimum: int = 1) -> tuple[int, ...]:
+    out = tuple(positive_int(v, name) if minimum >= 1 else int(v) for v in values)
+    if not out:
+        raise GradflowError(f"{name} must not be empty")
+    if minimum < 1 and any(isinstance(v, bool) or v < minimum for v in out):
+        raise GradflowError(f"{name} must be integers ≥ {minimum}, got {', '.join(map(str, out))}")
+    if len(set(out)) != len(out):
+        raise GradflowError(f"{name} lists a value twice: {', '.join(map(str, out))}")
+    return out
+
+
+def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5),
+                forget_biases: Sequence[float | None] = (None,), hidden: Sequence[int] = (16,),
+                steps: Sequence[int] = (50,), seeds: Sequence[int] = (0,), input: int = 4,
+                batch: int = 4, init: InitScheme = "orthogonal") -> list[GridPoint]:
+    """Every point of the grid cells × gains × forget biases × n × T × seeds, checked.
+
+    A forget bias applies only to cells with a forget gate; for the others the points use the
+    cell's default (``forget_bias`` None) once, whatever ``forget_biases`` lists.
+
+    Raises:
+        GradflowError: unknown cell or init, non-finite or repeated values, a run too large for
+            this machine's memory (the size guard, checked on the largest n and T).
+    """
+    if isinstance(cells, str):
+        cells = [cells]
+    names = [get_cell(c).name for c in cells]
+    if not names:
+        raise GradflowError("give at least one cell")
+    if len(set(names)) != len(names):
+        raise GradflowError(f"cells lists a cell twice: {', '.join(names)}")
+    if init not in INIT_SCHEMES:
+        raise GradflowError(f"unknown init scheme {init!r}; known: {', '.join(INIT_SCHEMES)}")
+    gs = _numbers("gains", gains)
+    fbs = _numbers("forget biases", forget_biases, allow_none=True)
+    ns, Ts = _ints("hidden sizes", hidden), _ints("steps", steps)
+    sds = _ints("seeds", seeds, minimum=0)
+    m, B = positive_int(input, "input size"), positive_int(batch, "batch")
+    for name in names:
+        c = get_cell(name)
+        check_flow_size(c, max(ns), m, max(Ts), B, what=f"the sweep's largest {name} run (hidden size "
+                        f"{max(ns)}, input size {m}, {max(Ts)} steps, batch {B}) on one worker")
+    points = []
+    for name in names:
+        own_fbs = fbs if get_cell(name).has_forget_gate else (None,)
+        for g, fb, n, T, s in itertools.product(gs, own_fbs, ns, Ts, sds):
+            points.append(GridPoint(name, g, fb, n, m, T, s, B, init))
+    return points
+
+
+def measure_point(point: GridPoint) -> dict:
+    """Run one point and summarise it as one result row (keys :data:`COLUMNS`).
+
+    ``rate``, ``rate_fro``: decay rates of the batch-mean log10 ‖∂s_T/∂s_k‖₂ and ‖·‖_F;
+    ``rate_grad``: of log10 ‖∂L/∂s_k‖ for L = Σ h_T; ``log10_norm_k0``: log10 ‖∂s_T/∂s_0‖₂ (batch
+    mean); ``rate_cell_state``: decay rate of ‖∂c_T/∂c_k‖₂ for cells with a cell state, else None.
+    A rate is −∞ where a product is exactly zero from some lag on, None where T = 1. One BLAS thread:
+    the parallelism of a sweep is across points.
+    """
+    start = time.perf_counter()
+    net = network(point.cell, point.hidden, point.input, init=point.init, seed=point.seed,
+                  gain=point.gain, forget_bias=point.forget_bias)
+    x = random_inputs(point.steps, point.input, batch=point.batch, seed=point.seed)
+    flow = gradient_flow(net, x, lyapunov=False, bound=False, threads=1)
+    full = flow.full.mean()
+
+    def rate(curve) -> float | None:
+        r = decay_rate(curve)  # −∞: a product exactly zero from some lag on (kept as −∞)
+        return None if math.isnan(r) else r
+
+    row = {"key": point.key, **asdict(point),
+           "rate": rate(full.log10_norm_2), "rate_fro": rate(full.log10_norm_fro),
+           "rate_grad": rate(full.log10_grad_norm),
+           "log10_norm_k0": float(full.log10_norm_2[0]),
+           "rate_cell_state": rate(flow.cell_state.mean().log10_norm_2)
+           if flow.cell_state is not None else None}
+    row["seconds"] = round(time.perf_counter() - start, 4)
+    return {c: row[c] for c in COLUMNS}
+
+
+def phase_grids(rows: Sequence[dict], *, which: str = "rate") -> list[PhaseGrid]:
+    """The sweep's rows as phase grids: one per (cell, n, T, init), the seed mean of ``which``.
+
+    ``which`` is a rate column (``rate``, ``rate_fro``, ``rate_grad``, ``rate_cell_state``). A grid
+    cell is NaN where no finished point has it (a failed point) or a rate is missing; a mean over
+    seeds that includes −∞ is −∞.
+    """
+    if which not in ("rate", "rate_fro", "rate_grad", "rate_cell_state"):
+        raise GradflowError(f"which must be a rate column, got {which!r}")
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["cell"], r["hidden"], r["steps"], r["init"]), []).append(r)
+    grids = []
+    for (cell, n, T, init), rs in groups.items():
+        gains = tuple(sorted({float(r["gain"]) for r in rs}))
+        fbs = sorted({r["forget_bias"] for r in rs}, key=lambda b: (b is not None, b or 0.0))
+        rates = np.full((len(fbs), len(gains)), np.nan)
+        for i, fb in enumerate(fbs):
+            for j, g in enumerate(gains):
+                vals = [r[which] for r in rs if r["forget_bias"] == fb and float(r["gain"]) == g
+                        and r[which] is not None]
+                if vals:
+                    rates[i, j] = float(np.mean(vals))
+        rates.setflags(write=False)
+        grids.append(PhaseGrid(gains, tuple(fbs), rates, cell, int(n), int(T),
+                               "cell_state" if which == "rate_cell_state" else "full", init))
+    return grids
