@@ -407,3 +407,46 @@ def test_cli_names_a_bad_upper_layer(tmp_path, capsys):
     assert main(["flow", "lstm", "--weights", str(path), "--steps", "3"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gradflow: error: ") and "layer 1 (forward)" in err and "NaN" in err, err
+
+
+def test_cli_real_loss_on_every_step_and_initial_states(tmp_path, capsys):
+    """--loss every with the model's own head and --initial h0/c0 (PyTorch's (L·D, B, n)) on a
+    2-layer bidirectional LSTM: ‖∂L/∂h^(l,d)‖, ‖∂L/∂c^(l,d)‖ at the initial states are torch's
+    gradients at h0, c0 through the real module and head (cross-entropy summed over steps and batch)."""
+    from gradflow._cli import main
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.LSTM(M, N, num_layers=2, bidirectional=True)
+            self.head = torch.nn.Linear(2 * N, 4)
+
+    torch.manual_seed(20)
+    model = Model().double()
+    B = 2
+    x = inputs(B=B, seed=21)
+    rng = np.random.default_rng(22)
+    y = rng.integers(0, 4, (T, B))
+    h0, c0 = rng.standard_normal((4, B, N)), rng.standard_normal((4, B, N))
+    for name, arr in (("m.pt", None), ("x.npy", x), ("y.npy", y)):
+        if arr is None:
+            torch.save(model.state_dict(), tmp_path / name)
+        else:
+            np.save(tmp_path / name, arr)
+    np.savez(tmp_path / "init.npz", h0=h0, c0=c0)
+    assert main(["flow", "lstm", "--weights", str(tmp_path / "m.pt"), "--inputs", str(tmp_path / "x.npy"),
+                 "--loss", "every", "--targets", str(tmp_path / "y.npy"), "--initial", str(tmp_path / "init.npz"),
+                 "--json", "--no-lyapunov"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["loss"] == "every"
+    H0 = torch.tensor(h0, requires_grad=True)
+    C0 = torch.tensor(c0, requires_grad=True)
+    out, _ = model.rnn(torch.from_numpy(x), (H0, C0))
+    logits = model.head(out)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(T * B, 4), torch.from_numpy(y).reshape(-1), reduction="sum")
+    gh, gc = torch.autograd.grad(loss, (H0, C0))
+    for j, lay in enumerate(rec["layers"]):
+        first = lay["curve"][0]  # k = 0: the initial state (reverse: t = T + 1)
+        for key, g in (("log10_grad_norm_h", gh), ("log10_grad_norm_c", gc)):
+            want = np.mean(np.log10(np.linalg.norm(g[j].numpy(), axis=-1)))
+            assert abs(first[key] - want) < 1e-10, (j, key)

@@ -207,8 +207,10 @@ def run(a: argparse.Namespace) -> int:
         m = inputs.shape[2]
     from .stacked import run_stacked, stacked_inputs, stacked_or_none  # every layer and direction
     stacked = stacked_or_none(a, cell, dtype)
-    if stacked is not None:
-        return run_stacked(a, stacked, stacked_inputs(a, stacked, inputs, batch, seed, dtype), _lyapunov(a))
+    if stacked is not None:  # the loss's head reads the top layer's output (D·n or D·p features)
+        x = stacked_inputs(a, stacked, inputs, batch, seed, dtype)
+        sized = argparse.Namespace(hidden=stacked.output_size)
+        return run_stacked(a, stacked, x, _lyapunov(a), _loss_options(a, sized, x.shape[0], x.shape[1]))
     if a.weights is not None:
         layer = int_option(a.layer, "--layer", minimum=0) if a.layer is not None else None
         if layer is not None and layer > 0 and inputs is None:

@@ -48,16 +48,16 @@ def stacked_or_none(a: argparse.Namespace, cell: Any, dtype: Any):
     return stacked_network(cell, weights=a.weights, prefix=a.prefix, dtype=dtype)  # errors name the layer
 
 
-def run_stacked(a: argparse.Namespace, net: Any, inputs: Any, lyapunov: Any) -> int:
-    """Measure every layer and direction of ``net``; print the table or the JSON object."""
+def run_stacked(a: argparse.Namespace, net: Any, inputs: Any, lyapunov: Any,
+                losses: tuple = ("sum", None, None, None)) -> int:
+    """Measure every layer and direction of ``net``; print the table or the JSON object.
+
+    ``losses``: (loss, head, targets, initial) as the flow command read them (the head's
+    in-features are the top output's size; initial states in PyTorch's (L·D, B, size) layout)."""
     from .._numeric.stack import stacked_flow
 
     if a.forget_bias is not None:
         raise GradflowError(f"--forget-bias has no effect with --weights: the weights come from {a.weights}")
-    for opt in ("head", "targets", "loss", "initial"):  # options of other flow features, if present:
-        if getattr(a, opt, None) not in (None, False, "sum"):  # refused rather than ignored ("sum": ours)
-            raise GradflowError(f"--{opt} is not yet applied to a stacked or bidirectional checkpoint; "
-                                "measure one layer with --layer K (--direction forward)")
     if a.carousel:
         raise GradflowError("--carousel measures one layer: pick it with --layer K --direction forward")
     for name, want, got in (("--hidden", a.hidden, net.hidden), ("--input", a.input, net.input)):
@@ -68,7 +68,9 @@ def run_stacked(a: argparse.Namespace, net: Any, inputs: Any, lyapunov: Any) -> 
          f"{'bidirectional' if net.bidirectional else 'one direction'}"
          f"{f', proj_size {net.proj_size}' if net.proj_size else ''}); --layer K (--direction forward) "
          "measures one alone")
-    flow = stacked_flow(net, inputs, spectral=a.spectral, lyapunov=lyapunov)
+    loss, head, targets, initial = losses
+    flow = stacked_flow(net, inputs, initial=initial, loss=loss, head=head, targets=targets,
+                        spectral=a.spectral, lyapunov=lyapunov)
     record = flow.to_json()
     if a.json:
         json.dump(record, sys.stdout, allow_nan=False)
@@ -77,7 +79,8 @@ def run_stacked(a: argparse.Namespace, net: Any, inputs: Any, lyapunov: Any) -> 
     T = flow.steps
     print(f"{net.cell.title} ({net.cell.name}): {net.num_layers} layer(s)"
           f"{', bidirectional' if net.bidirectional else ''}{f', proj_size {net.proj_size}' if net.proj_size else ''}"
-          f", n = {net.hidden}, m = {net.input}, T = {T}, batch = {flow.batch}; log10 norms, batch mean")
+          f", n = {net.hidden}, m = {net.input}, T = {T}, batch = {flow.batch}; loss {flow.loss}; "
+          "log10 norms, batch mean")
     if record["curve"]:
         print("whole stack: s_k = (s^(1)_k, ..., s^(L)_k)")
         print(f"{'k':>6} {'T-k':>6} {'||.||_2':>10} {'||.||_F':>10} {'||dL/ds_k||':>11}")

@@ -42,11 +42,12 @@ from .._checks import GradflowError, lyapunov_count, positive_int
 from .._symbolic.cell import Cell, m, n
 from .._symbolic.cells import get_cell
 from .._symbolic.projected import PROJECTION, p, projected
-from .._vocabulary import SpectralMethod
+from .._vocabulary import Loss, SpectralMethod
 from .checkpoint import Module, select_module
 from .compile import compile_expr, dense_diag, stable_substitutions
 from .flow import Curves, blas_threads, json_number, lyapunov_exponents, sweep, thread_limit
 from .loading import check_dtype, note, read_weights_file, real_array
+from .loss import cotangents as loss_cotangents
 from .network import kernels, to_host
 from .weights import init_weights, to_state_dict
 
@@ -113,8 +114,11 @@ class Layer:
         i = self.cell.states.index("h")
         return slice(self.offsets[i], self.offsets[i] + self.sizes[i])
 
-    def _slice(self, i: int) -> slice:
+    def state_slice(self, i: int) -> slice:
+        """Where state ``cell.states[i]`` sits in the layer's state vector."""
         return slice(self.offsets[i], self.offsets[i] + self.sizes[i])
+
+    _slice = state_slice
 
     def env(self, s_prev, x) -> dict:
         """Every named quantity of one step from s_{t−1} (B, N) and x_t (B, m)."""
@@ -295,11 +299,20 @@ class StackedNetwork:
             raise GradflowError("inputs contain NaN or inf")
         return xp.astype(inputs, self.dtype)
 
-    def initial_states(self, initial: Mapping[str, Any] | None, B: int) -> list:
+    def initial_states(self, initial: Any, B: int) -> list:
         """Initial states (B, N_l) per layer and direction (``all_layers`` order) from PyTorch's
-        layout ``{"h": h0, "c": c0}``, each (L·D, B, size) or (L·D, size); zeros where not given."""
+        layout: ``{"h": h0, "c": c0}`` (or ``h0``/``c0`` keys, an ``(h0, c0)`` pair, or h0 alone),
+        each (L·D, B, size) or (L·D, size); zeros where not given."""
         xp, lays = self.xp, self.all_layers()
-        initial = dict(initial or {})
+        if initial is None:
+            initial = {}
+        elif not isinstance(initial, Mapping):  # h0, or the pair (h0, c0)
+            seq = initial if isinstance(initial, (tuple, list)) else (initial,)
+            if len(seq) > len(self.cell.states):
+                raise GradflowError(f"{len(seq)} initial states given, {self.cell.name} has {len(self.cell.states)}")
+            initial = dict(zip(self.cell.states, seq, strict=False))
+        initial = {(str(k)[:-1] if str(k).endswith("0") and str(k)[:-1] in self.cell.states else str(k)): v
+                   for k, v in initial.items()}  # PyTorch's names h0, c0
         unknown = set(initial) - set(self.cell.states)
         if unknown:
             raise GradflowError(f"{self.cell.name} has no state(s) {', '.join(sorted(unknown))}")
@@ -326,7 +339,7 @@ class StackedNetwork:
             out.append(parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1))
         return out
 
-    def unroll(self, inputs, initial: Mapping[str, Any] | None = None) -> StackTrajectory:
+    def unroll(self, inputs, initial: Any = None) -> StackTrajectory:
         """Run every layer and direction, from ``initial`` states in PyTorch's layout
         (``{"h": h0, "c": c0}``, (L·D, B, size)) or zeros (as PyTorch without h0/c0)."""
         xp = self.xp
@@ -625,6 +638,7 @@ class LayerFlow:
             ∂s^(l,d)_T/∂s^(l,d)_k = J^(l)_T ⋯ J^(l)_{k+1} (its inputs held fixed; on its own clock),
             and ``log10_grad_norm`` = log10 ‖∂L/∂s^(l,d)_k‖ (the node adjoint), k = 0…T−1.
         log10_grad_h: log10 ‖∂L/∂h^(l,d)_k‖ (the layer's output rows of the adjoint), k = 0…T.
+        log10_grad_states: the same for every state of the cell (``{"h": …, "c": …}``).
     """
 
     layer: int
@@ -632,6 +646,7 @@ class LayerFlow:
     state_size: int
     curves: Curves
     log10_grad_h: Any
+    log10_grad_states: dict = field(default_factory=dict)
 
     def time(self, k) -> Any:
         """Original time t of own-clock step k (reverse: t = T + 1 − k)."""
@@ -661,6 +676,7 @@ class StackedFlow:
     full: Curves | None
     layers: list[LayerFlow]
     lyapunov: np.ndarray | None = None
+    loss: str = "sum"
 
     def grad_map(self) -> tuple[list[str], np.ndarray]:
         """Rows (top layer first) × original time t = 0…T (…T+1 with a reverse direction) of the
@@ -694,6 +710,10 @@ class StackedFlow:
                 if k < self.steps:
                     r.update(rec(lf.curves, k, f"layer {lf.layer} {lf.direction}"))
                 r["log10_grad_norm_h"] = json_number(gh[k], f"layer {lf.layer} log10_grad_norm_h at k = {k}")
+                for st, g in lf.log10_grad_states.items():
+                    if st != "h":
+                        r[f"log10_grad_norm_{st}"] = json_number(to_host(g).mean(axis=0)[k],
+                                                                 f"layer {lf.layer} log10_grad_norm_{st} at k = {k}")
                 pts.append(r)
             layers.append({"layer": lf.layer, "direction": lf.direction,
                            "clock": "forward" if lf.direction == "forward" else "reversed",
@@ -703,7 +723,7 @@ class StackedFlow:
                 "lyapunov": [json_number(v, f"Lyapunov exponent {i}") for i, v in enumerate(self.lyapunov)]
                 if self.lyapunov is not None else [],
                 "num_layers": self.num_layers, "bidirectional": self.bidirectional,
-                "proj_size": self.proj_size, "layers": layers}
+                "proj_size": self.proj_size, "loss": self.loss, "layers": layers}
 
 
 def _product_curves(net: StackedNetwork, N: int, jac, T: int, B: int, blocks, spectral, tol) -> dict:
@@ -713,7 +733,8 @@ def _product_curves(net: StackedNetwork, N: int, jac, T: int, B: int, blocks, sp
     return sweep(chain, traj, g, spectral=spectral, tol=tol, blocks=blocks)  # type: ignore[arg-type]
 
 
-def stacked_flow(net: StackedNetwork, inputs, *, initial: Mapping[str, Any] | None = None, cotangents=None,
+def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents=None,
+                 loss: Loss | None = None, head: Any = None, targets: Any = None,
                  spectral: SpectralMethod = "power", tol: float = 1e-10,
                  lyapunov: bool | int | str = True) -> StackedFlow:
     """Measure every layer and direction of ``net`` on ``inputs`` (T, B, m).
@@ -727,12 +748,21 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Mapping[str, Any] | No
     Arguments:
         initial: initial states in PyTorch's layout, ``{"h": h0, "c": c0}`` of shape (L·D, B, size)
             (:meth:`StackedNetwork.unroll`); zeros otherwise.
-        cotangents: ∂L/∂y_t of the top layer's output for every t, (T, B, n_top) (e.g. from a
+        loss, head, targets: a loss on the top output y_t, as :func:`~gradflow.gradient_flow`'s
+            (``"sum"`` L = Σ y_T, the default; ``"last"``/``"every"``: cross-entropy of the head, whose
+            in-features are the top output's size, D·n or D·p): its cotangents
+            (:func:`gradflow._numeric.loss.cotangents`).
+        cotangents: instead of a loss, ∂L/∂y_t of the top layer's output for every t, (T, B, n_top) (e.g. from a
             loss on every step); default L = Σ_i (y_T)_i.
         spectral, tol, lyapunov: as :func:`~gradflow.gradient_flow`.
     """
     traj = net.unroll(inputs, initial)
     T, B = traj.steps, traj.batch
+    given = cotangents is not None
+    if loss is not None or head is not None or targets is not None:
+        if cotangents is not None:
+            raise GradflowError("give a loss (loss, head, targets) or cotangents, not both")
+        cotangents = loss_cotangents(traj.outputs[-1], loss or "sum", head, targets)
     r = lyapunov_count(lyapunov, net.state_size)
     N = net.state_size
     with thread_limit(blas_threads(None, N * N * B)):
@@ -765,13 +795,15 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Mapping[str, Any] | No
                                     T, B, {"own": (slice(0, Nl), slice(0, Nl))}, spectral, tol)["own"]
             A = grads[key]
             c = Curves(c.log10_norm_2, c.log10_norm_fro, _log10_norms(net.xp, A[:T]))
-            layers.append(LayerFlow(lay.layer, lay.direction, lay.state_size, c,
-                                    _log10_norms(net.xp, A[:, :, lay.output])))
+            per_state = {st: _log10_norms(net.xp, A[:, :, lay.state_slice(i)])
+                         for i, st in enumerate(lay.cell.states)}
+            layers.append(LayerFlow(lay.layer, lay.direction, lay.state_size, c, per_state["h"], per_state))
     return StackedFlow(net.cell.name, net.hidden, T, B, net.num_layers, net.bidirectional,
-                       net.proj_size, full, layers, lyap)
+                       net.proj_size, full, layers, lyap,
+                       "cotangents" if given and loss is None else (loss or "sum"))
 
 
-def stacked_products(net: StackedNetwork, inputs, initial: Mapping[str, Any] | None = None):
+def stacked_products(net: StackedNetwork, inputs, initial: Any = None):
     """The whole-stack products ∂s_T/∂s_k (B, N, N) for k = T−1, …, 0 (unidirectional; unscaled,
     for checks on short sequences)."""
     traj = net.unroll(inputs, initial)
