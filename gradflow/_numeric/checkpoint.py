@@ -192,6 +192,26 @@ def _check_gates(cell: Cell, g: _Group, source: str) -> None:
                         f"{G} x columns): {kind}")
 
 
+def _identity_notes(cell: Cell, mod: Any) -> list[str]:
+    """What a state_dict (no module object) cannot say about the cell, said in notes."""
+    out: list[str] = []
+    if mod is None and cell.torch_cell is None:  # a state_dict cannot tell such a cell apart
+        if cell.name == "gru-cho":
+            out.append("PyTorch's nn.GRU/nn.GRUCell is gradflow's gru (reset gate after the recurrent "
+                       "product); these weights are read as Cho et al.'s gru-cho")
+        else:
+            out.append(f"no PyTorch module computes {cell.name}; these weights are read as its "
+                       "parameters (a state_dict of nn.LSTM is gradflow's lstm, of nn.GRU its gru, of "
+                       "nn.RNN its tanh-rnn or relu-rnn)")
+    if mod is None and cell.torch_cell == "RNNCell":  # nn.RNN's nonlinearity is not in its state_dict
+        nl = cell.torch_kwargs.get("nonlinearity")
+        other = "relu-rnn" if nl == "tanh" else "tanh-rnn"
+        out.append(f"a state_dict does not record nn.RNN's nonlinearity: read with {nl} as {cell.name}; "
+                   f"pass {other} if the module was built with nonlinearity="
+                   f"{'relu' if nl == 'tanh' else 'tanh'!r}")
+    return out
+
+
 def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, what: str,
                  prefix: str | None = None, layer: int | None = None,
                  direction: str | None = None) -> Selected:
@@ -286,20 +306,7 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
         told.append(f"measuring layer {layer} of {len(layers)}: the curves ignore the other layers")
     if bidir:
         told.append("measuring the forward direction: the curves ignore the reverse one")
-    if mod is None and cell.torch_cell is None:  # a state_dict cannot tell such a cell apart
-        if cell.name == "gru-cho":
-            told.append("PyTorch's nn.GRU/nn.GRUCell is gradflow's gru (reset gate after the recurrent "
-                        "product); these weights are read as Cho et al.'s gru-cho")
-        else:
-            told.append(f"no PyTorch module computes {cell.name}; these weights are read as its "
-                        "parameters (a state_dict of nn.LSTM is gradflow's lstm, of nn.GRU its gru, of "
-                        "nn.RNN its tanh-rnn or relu-rnn)")
-    if mod is None and cell.torch_cell == "RNNCell":  # nn.RNN's nonlinearity is not in its state_dict
-        nl = cell.torch_kwargs.get("nonlinearity")
-        other = "relu-rnn" if nl == "tanh" else "tanh-rnn"
-        told.append(f"a state_dict does not record nn.RNN's nonlinearity: read with {nl} as {cell.name}; "
-                    f"pass {other} if the module was built with nonlinearity="
-                    f"{'relu' if nl == 'tanh' else 'tanh'!r}")
+    told += _identity_notes(cell, mod)
     if told:
         note(f"{what}: {'; '.join(told)}")
     return Selected(out, g.prefix, layer, len(layers), batch_first)
@@ -393,6 +400,8 @@ def select_module(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wh
             arrays[(lay, d)] = out
     batch_first = bool(mod.batch_first) if mod is not None and hasattr(mod, "batch_first") else None
     dropout = float(getattr(mod, "dropout", 0.0) or 0.0) if mod is not None else 0.0
-    if g.prefix and prefix is None:
-        note(f"{what}: using the recurrent layer under {g.prefix!r}")
+    told = [f"using the recurrent layer under {g.prefix!r}"] if g.prefix and prefix is None else []
+    told += _identity_notes(cell, mod)
+    if told:
+        note(f"{what}: {'; '.join(told)}")
     return Module(arrays, g.prefix, len(layers), len(dirs) == 2, proj, batch_first, dropout)
