@@ -84,3 +84,11 @@ __all__ = [
     "plot_sweep_rates", "write_sweep_figures",
     "GradflowError", "__version__",
 ]
+
+# stacked and bidirectional networks: every layer, both directions (issue 10)
+from ._numeric.stack import StackedFlow, StackedNetwork, stacked_flow, stacked_gradients, stacked_network  # noqa: E402
+from ._symbolic.projected import projected  # noqa: E402
+from ._views.plots import plot_depth_time  # noqa: E402
+
+__all__ += ["StackedFlow", "StackedNetwork", "plot_depth_time", "projected", "stacked_flow",
+            "stacked_gradients", "stacked_network"]

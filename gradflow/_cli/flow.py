@@ -10,6 +10,8 @@
 
 With ``--json`` stdout is one JSON object (schema in the README); the progress bar, if any,
 goes to stderr.
+A stacked, bidirectional or projected module in ``--weights`` is analysed whole (every layer
+and direction, :mod:`gradflow._cli.stacked`) unless ``--layer``/``--direction`` pick one.
 """
 
 from __future__ import annotations
@@ -203,6 +205,12 @@ def run(a: argparse.Namespace) -> int:
         if m is not None and m != inputs.shape[2]:
             raise GradflowError(f"--input {m} does not match the inputs' {inputs.shape[2]} features")
         m = inputs.shape[2]
+    from .stacked import run_stacked, stacked_inputs, stacked_or_none  # every layer and direction
+    stacked = stacked_or_none(a, cell, dtype)
+    if stacked is not None:  # the loss's head reads the top layer's output (D·n or D·p features)
+        x = stacked_inputs(a, stacked, inputs, batch, seed, dtype)
+        sized = argparse.Namespace(hidden=stacked.output_size)
+        return run_stacked(a, stacked, x, _lyapunov(a), _loss_options(a, sized, x.shape[0], x.shape[1]))
     if a.weights is not None:
         layer = int_option(a.layer, "--layer", minimum=0) if a.layer is not None else None
         if layer is not None and layer > 0 and inputs is None:

@@ -19,11 +19,11 @@ from .options import int_option
 
 # options each layer kind accepts (besides --json); anything else given is an error
 _ALLOWED = {
-    "cell": {"hidden", "input", "convention", "layers", "bidirectional", "output"},
+    "cell": {"hidden", "input", "convention", "layers", "bidirectional", "output", "proj_size"},
     "dense": {"input", "output", "no_bias"},
     "conv": {"kernel", "in_channels", "filters", "no_bias"},
 }
-_FLAG = {"no_bias": "--no-bias", "in_channels": "--in-channels"}
+_FLAG = {"no_bias": "--no-bias", "in_channels": "--in-channels", "proj_size": "--proj-size"}
 
 
 def _kernel(text: str) -> tuple[int, int]:
@@ -50,7 +50,7 @@ def _check_options(args: argparse.Namespace, kind: str, what: str) -> None:
     """Reject options that do not apply to this kind of layer."""
     defaults = {"convention": None, "layers": None, "bidirectional": False, "no_bias": False}
     for name in ("hidden", "input", "convention", "layers", "bidirectional", "output",
-                 "kernel", "in_channels", "filters", "no_bias"):
+                 "kernel", "in_channels", "filters", "no_bias", "proj_size"):
         given = getattr(args, name) != defaults.get(name)
         if given and name not in _ALLOWED[kind]:
             flag = _FLAG.get(name, "--" + name)
@@ -70,6 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="bias convention: pytorch (b_ih + b_hh, default) or keras (one bias)")
     cell.add_argument("--layers", metavar="L", help="stacked layers (default 1)")
     cell.add_argument("--bidirectional", action="store_true", help="every layer in both directions")
+    cell.add_argument("--proj-size", metavar="P", help="LSTM output projection (PyTorch proj_size)")
     cell.add_argument("--output", metavar="K",
                       help="dense output layer of size k on top (for dense: its output size)")
     ff = p.add_argument_group("dense and conv")
@@ -107,7 +108,8 @@ def run(a: argparse.Namespace) -> int:
             convention="pytorch" if a.convention is None else a.convention,
             layers=1 if a.layers is None else int_option(a.layers, "--layers", None),
             bidirectional=a.bidirectional,
-            output=None if a.output is None else int_option(a.output, "--output", None))
+            output=None if a.output is None else int_option(a.output, "--output", None),
+            proj_size=0 if a.proj_size is None else int_option(a.proj_size, "--proj-size", None))
     if a.json:
         print(json.dumps(result.as_dict()))
     else:

@@ -15,6 +15,8 @@ direction, refusing whatever it would otherwise have to cut or guess:
   GRU, n Elman RNN) and, for a module, its type and ``nonlinearity``.
 
 What it picked without being told is said in one note (``gradflow: note: …`` on the CLI).
+:func:`select_module` returns every layer and direction of the module instead, refusing none of
+the three (for :mod:`gradflow._numeric.stack`).
 """
 
 from __future__ import annotations
@@ -190,6 +192,26 @@ def _check_gates(cell: Cell, g: _Group, source: str) -> None:
                         f"{G} x columns): {kind}")
 
 
+def _identity_notes(cell: Cell, mod: Any) -> list[str]:
+    """What a state_dict (no module object) cannot say about the cell, said in notes."""
+    out: list[str] = []
+    if mod is None and cell.torch_cell is None:  # a state_dict cannot tell such a cell apart
+        if cell.name == "gru-cho":
+            out.append("PyTorch's nn.GRU/nn.GRUCell is gradflow's gru (reset gate after the recurrent "
+                       "product); these weights are read as Cho et al.'s gru-cho")
+        else:
+            out.append(f"no PyTorch module computes {cell.name}; these weights are read as its "
+                       "parameters (a state_dict of nn.LSTM is gradflow's lstm, of nn.GRU its gru, of "
+                       "nn.RNN its tanh-rnn or relu-rnn)")
+    if mod is None and cell.torch_cell == "RNNCell":  # nn.RNN's nonlinearity is not in its state_dict
+        nl = cell.torch_kwargs.get("nonlinearity")
+        other = "relu-rnn" if nl == "tanh" else "tanh-rnn"
+        out.append(f"a state_dict does not record nn.RNN's nonlinearity: read with {nl} as {cell.name}; "
+                   f"pass {other} if the module was built with nonlinearity="
+                   f"{'relu' if nl == 'tanh' else 'tanh'!r}")
+    return out
+
+
 def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, what: str,
                  prefix: str | None = None, layer: int | None = None,
                  direction: str | None = None) -> Selected:
@@ -241,7 +263,7 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
         raise GradflowError(f"{what}: the LSTM{' ' + repr(g.prefix) if g.prefix else ''} has proj_size > 0 "
                             f"({', '.join(sorted(proj)) or 'proj_size'}): its output is projected, "
                             "h_t = W_hr (o_t * tanh c_t), a recurrence gradflow's lstm does not have; "
-                            "gradflow refuses it rather than measure another network")
+                            "gradflow.stacked_network measures it (its projected lstm)")
     _check_gates(cell, g, what)
 
     layers = g.layers()
@@ -252,7 +274,8 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
             ex = g.keys.get(("weight_ih", layers[1], False), f"weight_ih_l{layers[1]}")
             raise GradflowError(f"{cell.name}: {what}{at} holds {len(layers)} layers ({ex.rpartition('.')[2]} …); "
                                 f"gradflow measures one layer: pass --layer 0 (layer=0 in Python) to measure layer 0 "
-                                "alone, knowing the curves then ignore the layers above")
+                                "alone, knowing the curves then ignore the layers above (gradflow.stacked_network "
+                                "measures every layer)")
         layer = layers[0]
     elif layer not in layers:
         raise GradflowError(f"{what}{at} has no layer {layer}: its layers are {', '.join(map(str, layers))}")
@@ -260,7 +283,7 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
         raise GradflowError(f"{cell.name}: {what}{at} is bidirectional (…_reverse keys); gradflow measures one "
                             "direction: pass --direction forward (direction='forward' in Python) to "
                             "measure the forward direction alone, knowing the curves then ignore the "
-                            "reverse one")
+                            "reverse one (gradflow.stacked_network measures both)")
     if direction == "reverse":
         raise GradflowError("direction reverse is not supported: the reverse direction runs over "
                             "reversed time, which gradflow does not measure; pass forward")
@@ -283,21 +306,102 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
         told.append(f"measuring layer {layer} of {len(layers)}: the curves ignore the other layers")
     if bidir:
         told.append("measuring the forward direction: the curves ignore the reverse one")
-    if mod is None and cell.torch_cell is None:  # a state_dict cannot tell such a cell apart
-        if cell.name == "gru-cho":
-            told.append("PyTorch's nn.GRU/nn.GRUCell is gradflow's gru (reset gate after the recurrent "
-                        "product); these weights are read as Cho et al.'s gru-cho")
-        else:
-            told.append(f"no PyTorch module computes {cell.name}; these weights are read as its "
-                        "parameters (a state_dict of nn.LSTM is gradflow's lstm, of nn.GRU its gru, of "
-                        "nn.RNN its tanh-rnn or relu-rnn)")
-    if mod is None and cell.torch_cell == "RNNCell":  # nn.RNN's nonlinearity is not in its state_dict
-        nl = cell.torch_kwargs.get("nonlinearity")
-        other = "relu-rnn" if nl == "tanh" else "tanh-rnn"
-        told.append(f"a state_dict does not record nn.RNN's nonlinearity: read with {nl} as {cell.name}; "
-                    f"pass {other} if the module was built with nonlinearity="
-                    f"{'relu' if nl == 'tanh' else 'tanh'!r}")
+    told += _identity_notes(cell, mod)
     if told:
         note(f"{what}: {'; '.join(told)}")
     return Selected(out, g.prefix, layer, len(layers), batch_first)
 
+
+
+@dataclass(frozen=True)
+class Module:
+    """Every layer and direction of one recurrent module (for :mod:`gradflow._numeric.stack`).
+
+    Attributes:
+        arrays: ``(layer, direction)`` → ``{weight_ih, weight_hh[, bias_ih, bias_hh][, weight_hr]}``.
+        prefix: where the module was found; layers: how many it stacks; bidirectional: whether
+            it has ``…_reverse`` keys; proj_size: rows of ``weight_hr`` (0 without projection).
+        batch_first, dropout: the module's, when a module object was given (else None, 0.0).
+    """
+
+    arrays: Mapping[tuple[int, str], Mapping[str, Any]]
+    prefix: str
+    layers: int
+    bidirectional: bool
+    proj_size: int
+    batch_first: bool | None
+    dropout: float
+
+
+def select_module(cell: str | Cell, source: Any, state: Mapping[str, Any], *, what: str,
+                  prefix: str | None = None) -> Module:
+    """Find the recurrent module in ``state`` and return all its layers and directions.
+
+    The module is chosen as by :func:`select_layer` (``prefix`` when there are several) and
+    checked against ``cell`` (a module's type; the gate count of ``weight_hh``, of a projected
+    LSTM counted against ``weight_hr``'s columns). Nothing is refused for being stacked,
+    bidirectional or projected.
+    """
+    cell = get_cell(cell)
+    check_state(state, what)
+    flat: dict[str, Any] = {}
+    _flatten(state, "", flat)
+    groups = _groups(flat, what)
+    modules = _torch_modules(source) if hasattr(source, "state_dict") else {}
+    if not groups:
+        raise GradflowError(f"{what} holds no recurrent layer (no weight_ih/weight_hh, weight_ih_l0/…, "
+                            "under any prefix)")
+    if prefix is not None:
+        chosen = [g for g in groups if g.prefix == prefix.strip().rstrip(".")]
+        if not chosen:
+            raise GradflowError(f"{what} has no recurrent module under prefix {prefix!r}; it has: "
+                                f"{', '.join(_label(g.prefix) for g in groups)}")
+        g = chosen[0]
+    elif len(groups) == 1:
+        g = groups[0]
+    else:
+        listed = ", ".join(_label(x.prefix) for x in sorted(groups, key=lambda x: x.prefix))
+        raise GradflowError(f"{what} holds {len(groups)} recurrent modules: {listed}; pick one with "
+                            "--prefix NAME (prefix='NAME' in Python)")
+    mod = modules.get(g.prefix)
+    if mod is not None:
+        _check_module(cell, mod, g.prefix, what)
+    hr = g.keys.get(("weight_hr", 0, False)) or g.keys.get(("weight_hr", None, False))
+    proj = 0
+    if hr is None:
+        _check_gates(cell, g, what)
+    else:
+        hr_shape = tuple(int(x) for x in getattr(flat[hr], "shape", ()))
+        hh_shape = g.whh_shape()
+        if len(hr_shape) != 2 or len(hh_shape) != 2 or hh_shape[0] % hr_shape[1]:
+            raise GradflowError(f"{what}: weight_hr {hr_shape} and weight_hh {hh_shape} are not an "
+                                "LSTM with proj_size (weight_hh (4n, p), weight_hr (p, n))")
+        G, want = hh_shape[0] // hr_shape[1], len(cell.recorded.gates)
+        if G != want or "c" not in cell.states:
+            raise GradflowError(f"cell {cell.name} contradicts the weights in {what}: a projection "
+                                f"(weight_hr) over {G} stacked gates is nn.LSTM(proj_size=...): gradflow's lstm")
+        proj = hr_shape[0]
+    layers = g.layers()
+    if layers != list(range(len(layers))):
+        raise GradflowError(f"{what}: the layers are {layers}, not 0..{len(layers) - 1}")
+    dirs = DIRECTIONS if g.reverse() else DIRECTIONS[:1]
+    arrays: dict[tuple[int, str], dict[str, Any]] = {}
+    for lay in layers:
+        for d in dirs:
+            out = {}
+            for kind in TORCH_KEYS + ("weight_hr",):
+                for key_layer in ((None, 0) if lay == 0 else (lay,)):
+                    key = g.keys.get((kind, key_layer, d == "reverse"))
+                    if key is not None:
+                        out[kind] = flat[key]
+                        break
+            if "weight_ih" not in out or "weight_hh" not in out or ("weight_hr" in out) != bool(proj):
+                raise GradflowError(f"{what}: layer {lay} ({d}) lacks weight_ih, weight_hh or weight_hr")
+            arrays[(lay, d)] = out
+    batch_first = bool(mod.batch_first) if mod is not None and hasattr(mod, "batch_first") else None
+    dropout = float(getattr(mod, "dropout", 0.0) or 0.0) if mod is not None else 0.0
+    told = [f"using the recurrent layer under {g.prefix!r}"] if g.prefix and prefix is None else []
+    told += _identity_notes(cell, mod)
+    if told:
+        note(f"{what}: {'; '.join(told)}")
+    return Module(arrays, g.prefix, len(layers), len(dirs) == 2, proj, batch_first, dropout)

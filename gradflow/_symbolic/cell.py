@@ -57,9 +57,9 @@ class Param:
 class Recurrence:
     """The builder a cell definition writes its recurrence with (one time step)."""
 
-    def __init__(self, states: tuple[str, ...], time=t):
+    def __init__(self, states: tuple[str, ...], time=t, sizes: Mapping[str, sp.Expr] | None = None):
         self.time = time
-        self.prev = {s: MatrixSymbol(timed(s, time - 1), n, 1) for s in states}
+        self.prev = {s: MatrixSymbol(timed(s, time - 1), (sizes or {}).get(s, n), 1) for s in states}
         self.x = MatrixSymbol(timed("x", time), m, 1)
         self.params: dict[str, Param] = {}
         self.gates: list[str | None] = []
@@ -76,8 +76,10 @@ class Recurrence:
         return self.params[label].symbol
 
     def W(self, gate: str | None = None, label: str | None = None) -> MatrixSymbol:
-        """Recurrent weight W_g (n × n); ``label`` prints it under another name (M_{A})."""
-        return self._param("W", gate, n, n, label=label)
+        """Recurrent weight W_g (n × n; n × p when the state h has size p, as in a projected LSTM);
+        ``label`` prints it under another name (M_{A})."""
+        cols = self.prev["h"].shape[0] if "h" in self.prev else n
+        return self._param("W", gate, n, cols, label=label)
 
     def U(self, gate: str | None = None, label: str | None = None) -> MatrixSymbol:
         """Input weight U_g (n × m)."""
@@ -174,20 +176,26 @@ class Cell:
     torch_kwargs: Mapping[str, str] = field(default_factory=dict)
     default_init: str = "pytorch"
     reference: str = ""
+    #: state name → its size where it is not n (a projected LSTM's h has size p)
+    sizes: Mapping[str, sp.Expr] = field(default_factory=dict)
+
+    def size(self, state: str) -> sp.Expr:
+        """The size of state ``state``: n unless :attr:`sizes` says otherwise."""
+        return self.sizes.get(state, n)
 
     def step(self, time=t) -> Step:
         """Record the recurrence at time index ``time`` (a SymPy symbol or expression)."""
-        rec = Recurrence(self.states, time)
+        rec = Recurrence(self.states, time, self.sizes)
         new = dict(self.definition(rec))
         if set(new) != set(self.states):
             raise GradflowError(f"{self.name}: the definition returned {sorted(new)}, not {self.states}")
         for s, expr in new.items():  # name every new state s_t
-            want = MatrixSymbol(timed(s, time), n, 1)
+            want = MatrixSymbol(timed(s, time), self.size(s), 1)
             if expr != want:
                 rec.let(s, expr)
         return Step(
             prev=rec.prev,
-            new={s: MatrixSymbol(timed(s, time), n, 1) for s in self.states},
+            new={s: MatrixSymbol(timed(s, time), self.size(s), 1) for s in self.states},
             x=rec.x,
             definitions=rec.definitions,
             params=tuple(rec.params.values()),
@@ -218,6 +226,15 @@ class Cell:
             for s_out in self.states:
                 blocks[(s_out, s_in)] = D[st.new[s_out]]
         return StateJacobian(self, st, blocks)
+
+    def input_jacobian(self, time=t) -> dict[str, MatrixExpr]:
+        """∂s_t/∂x_t per state (numerator layout, size(s) × m), derived by the same chain rule as
+        :meth:`jacobian`: what a layer above passes down in a stacked network."""
+        from .chain import total_derivatives
+
+        st = self.step(time) if time != t else self.recorded
+        D = total_derivatives(st.definitions, st.x)
+        return {s: D[st.new[s]] for s in self.states}
 
     def _repr_latex_(self) -> str:
         return "$\\displaystyle %s$" % self.recorded_latex()

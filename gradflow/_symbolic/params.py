@@ -154,6 +154,7 @@ class ParamCount:
     biases: int
     output_params: int
     title: str = ""
+    proj_size: int = 0
 
     @property
     def breakdown(self) -> dict[str, int]:
@@ -163,6 +164,10 @@ class ParamCount:
 
     def _items(self) -> list[_Item]:
         items: list[_Item] = [(n, self.hidden, ""), (m, self.input, "")]
+        if self.proj_size:
+            from .projected import p
+
+            items.append((p, self.proj_size, ""))
         if self.output is not None:
             items.append((k, self.output, ""))
         if self.layers > 1:
@@ -179,6 +184,7 @@ class ParamCount:
             "output": self.output, "formula": _text(self.formula),
             "formula_latex": _latex(self.formula), "layer_formula": _text(self.layer_formula),
             "total": self.total, **self.breakdown,
+            **({"proj_size": self.proj_size} if self.proj_size else {}),
         }
 
     def __str__(self) -> str:
@@ -230,7 +236,8 @@ def _layer_parts(cell: Cell, copies: int) -> dict[str, sp.Expr]:
 
 
 def count_params(cell: str | Cell, hidden: int, input: int, *, convention: Convention = "pytorch",
-                 layers: int = 1, bidirectional: bool = False, output: int | None = None) -> ParamCount:
+                 layers: int = 1, bidirectional: bool = False, output: int | None = None,
+                 proj_size: int = 0) -> ParamCount:
     """Count the trainable parameters of a recurrent layer, from the cell's recurrence.
 
     Arguments:
@@ -242,6 +249,9 @@ def count_params(cell: str | Cell, hidden: int, input: int, *, convention: Conve
         layers: stacked layers; layer l ≥ 2 has input size n (2n when bidirectional).
         bidirectional: every layer twice, once per direction.
         output: size k of a dense output layer V h_t + c on top ((n·dirs)·k + k), or ``None``.
+        proj_size: p > 0 for PyTorch's projected LSTM (``nn.LSTM(proj_size=p)``): the cell of
+            :func:`gradflow._symbolic.projected.projected`, W_hr p × n, recurrent weights n × p,
+            layers above the first read D·p features.
 
     Returns:
         A :class:`ParamCount` with the formula, the total and its breakdown.
@@ -257,17 +267,31 @@ def count_params(cell: str | Cell, hidden: int, input: int, *, convention: Conve
     layers = positive_int(layers, "number of layers")
     output = None if output is None else positive_int(output, "output size")
     dirs = 2 if bidirectional else 1
+    proj = positive_int(proj_size, "proj_size", minimum=0)
+    width: sp.Symbol = n
+    gens: tuple[sp.Symbol, ...] = (n, m)
+    if proj:
+        from .projected import p, projected
+
+        if proj >= hidden:
+            raise GradflowError(f"proj_size must be smaller than the hidden size {hidden}, got {proj}")
+        if key != "pytorch":
+            raise GradflowError("proj_size is PyTorch's (nn.LSTM(proj_size=p)); use --convention pytorch")
+        cell = projected(cell)
+        width, gens = p, (n, m, p)
 
     parts = _layer_parts(cell, copies)
-    deeper = {kind: e.subs(m, dirs * n) for kind, e in parts.items()}  # layers 2..L
+    deeper = {kind: e.subs(m, dirs * width) for kind, e in parts.items()}  # layers 2..L
     stack = {kind: dirs * (parts[kind] + (layers - 1) * deeper[kind]) for kind in parts}
-    out = k * dirs * n + k if output is not None else sp.Integer(0)
+    out = k * dirs * width + k if output is not None else sp.Integer(0)
 
     rnn = sum(stack.values(), sp.Integer(0))
-    formula = _join(_readable(rnn, (n, m)), _readable(out, (k, n)) if output is not None else out)
-    layer_formula = _readable(sum(parts.values(), sp.Integer(0)), (n, m))
+    formula = _join(_readable(rnn, gens), _readable(out, (k, width)) if output is not None else out)
+    layer_formula = _readable(sum(parts.values(), sp.Integer(0)), gens)
 
     at = {n: hidden, m: input, k: output if output is not None else 0}
+    if proj:
+        at[p] = proj
     values = {kind: int(e.subs(at)) for kind, e in stack.items()}
     out_value = int(out.subs(at))
     total = int(sp.expand(formula).subs(at))
@@ -277,7 +301,7 @@ def count_params(cell: str | Cell, hidden: int, input: int, *, convention: Conve
                       bidirectional=bool(bidirectional), output=output, formula=formula,
                       layer_formula=layer_formula, total=total, recurrent_weights=values["W"],
                       input_weights=values["U"], biases=values["b"], output_params=out_value,
-                      title=cell.title)
+                      title=cell.title, proj_size=proj)
 
 
 # -- feed-forward layers --------------------------------------------------------------------

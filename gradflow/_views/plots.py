@@ -18,6 +18,7 @@ import numpy as np
 from .._checks import GradflowError
 from .._numeric.flow import Flow
 from .._numeric.norms import get_norm
+from .._numeric.stack import StackedFlow
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -304,3 +305,42 @@ def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("pdf", 
         fig.savefig(path, format=f, dpi=dpi, metadata=meta[f])
         out.append(path)
     return out
+
+
+def plot_depth_time(flow: StackedFlow, *, ax: Axes | None = None) -> Axes:
+    """Depth × time heat map of log10 ‖∂L/∂h^(l,d)_t‖ (batch mean) of a stacked network.
+
+    One row per layer and direction (top layer at the top), one column per original time step t;
+    the reverse direction's states sit at their original times t = T + 1 − k. Blank cells: no
+    state there (t = T + 1 forward, t = 0 reverse) or an exactly zero gradient (log10 0 = −∞).
+    The colour bar states the range of the finite values.
+
+    Arguments:
+        flow: a :class:`~gradflow._numeric.stack.StackedFlow` (:func:`~gradflow.stacked_flow`).
+        ax: Axes to draw on; a new figure when None.
+
+    Returns:
+        the Axes.
+    """
+    labels, grid = flow.grad_map()
+    data = np.ma.masked_invalid(grid)
+    ax = _axes(ax)
+    if data.count():
+        lo, hi = float(data.min()), float(data.max())
+    else:
+        lo, hi = -1.0, 0.0
+    if hi == lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    im = ax.imshow(data, cmap="viridis", vmin=lo, vmax=hi, aspect="auto", interpolation="nearest")
+    _frame(ax)
+    cb = ax.figure.colorbar(im, ax=ax)
+    cb.set_label(r"$\log_{10}\|\partial L/\partial h^{(l)}_t\|$" + f" (from {lo:.3g} to {hi:.3g})")
+    ax.set_yticks(range(len(labels)), labels)
+    T = grid.shape[1]
+    step = max(1, T // 10)
+    ax.set_xticks(range(0, T, step), [str(t) for t in range(0, T, step)])
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("layer (top first)")
+    ax.set_title(f"{flow.cell}: {flow.num_layers} layer(s)"
+                 f"{', bidirectional' if flow.bidirectional else ''}, T = {flow.steps}")
+    return ax
