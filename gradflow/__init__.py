@@ -54,6 +54,7 @@ from ._views.plots import (
     save_figure,
 )
 from ._views.report import write_report
+from ._views.training_plots import plot_training_curves
 
 __all__ = [
     # symbolic core
@@ -74,5 +75,15 @@ __all__ = [
     # views
     "paper_style", "plot_carousel", "plot_decay", "plot_jacobian", "plot_phase_diagram",
     "plot_spectrum", "save_figure", "write_report",
+    "plot_training_curves",
     "GradflowError", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    """``gradflow.torch`` (the training hook) on first use, so that ``import gradflow`` stays light."""
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module 'gradflow' has no attribute {name!r}")
