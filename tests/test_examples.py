@@ -31,7 +31,8 @@ def assert_figure(out: Path, stem: str) -> None:
 
 def test_every_example_is_tested():
     tested = {"parameter_counts.py", "why_lstm_does_not_vanish.py", "rnn_lstm_gru_decay.py",
-              "remedies.py", "load_pytorch_model.py", "modern_cells.py"}
+              "remedies.py", "load_pytorch_model.py", "modern_cells.py",
+              "train_digits.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -117,3 +118,14 @@ def test_load_pytorch_model(tmp_path):
                 assert ratio > 1 and float(factor) == ratio, line
             said[m.group(1)] = ratio
     assert set(said) == {"before", "after"}, out
+
+
+def test_train_digits(tmp_path):
+    pytest.importorskip("sklearn")
+    out = run_example("train_digits.py", tmp_path)
+    assert "T = 64, m = 1" in out and "test accuracy after" in out and "overhead:" in out
+    records = [json.loads(line) for line in (tmp_path / "train_digits.jsonl").read_text().splitlines()]
+    assert len(records) >= 2 and records[0]["step"] == 0
+    assert [r["step"] for r in records] == sorted(r["step"] for r in records)
+    assert all(r["cell"] == "lstm" and r["steps"] == 64 and len(r["curve"]) == 64 for r in records)
+    assert_figure(tmp_path, "train_digits")

@@ -11,9 +11,11 @@ alone.
 
 Torch is imported only inside the functions that need it.
 
-Overhead per recording (one sweep; measured on a shared 2-core CPU, LSTM, probe batch 16,
-Lyapunov exponents off): about 0.02 s for n = 32, T = 64 and 0.1 s for n = 64, T = 64; it grows
-as T·B·(2n)³ (the dense sweep over the 2n × 2n Jacobian of an LSTM).
+Overhead per recording (``benchmarks/bench_recorder.py``: an LSTM with m = 1, probe batch 16,
+one BLAS thread, Lyapunov exponents off; CPU seconds of the process, on a shared 2-core machine
+under a load of about 10, whose wall times were about 3× these): 0.09 s for n = 32, T = 8;
+0.46 s for n = 32, T = 64; 1.3 s for n = 64, T = 64. It grows with T·B and with the state size
+(the sweep over the 2n × 2n Jacobian of an LSTM).
 """
 
 from __future__ import annotations
@@ -100,6 +102,11 @@ class Recorder:
         lyapunov: also the leading Lyapunov exponents (as :func:`~gradflow.gradient_flow`);
             off by default to keep a recording cheap.
         spectral: ``"power"`` or ``"svd"``.
+        layer, direction: which layer / direction of a stacked or bidirectional module.
+        append: append to an existing ``path`` instead of starting it afresh.
+        threads: BLAS threads of a recording (default 1: the training loop already keeps the
+            cores busy, and competing BLAS threads made a recording many times slower in our
+            measurements); None for gradflow's own choice.
 
     Attributes:
         records: the recordings so far (the dicts written as JSON lines).
@@ -108,14 +115,15 @@ class Recorder:
     the whole horizon), ``log10_grad_norm_k0``, ``decay_per_step`` (:func:`~gradflow.decay_rate`
     of the spectral curve, decades per step), ``seconds``, and ``lyapunov_max`` when computed.
 
-    Overhead: one recording is one gradflow sweep, about 0.02 s for an LSTM with n = 32, T = 64,
-    probe batch 16, and 0.1 s for n = 64 (measured on a shared 2-core CPU).
+    Overhead: one recording is one gradflow sweep: 0.46 CPU seconds for an LSTM with n = 32,
+    T = 64, probe batch 16 (1.3 s for n = 64), measured by ``benchmarks/bench_recorder.py`` on a
+    loaded shared CPU; record every few dozen steps, or use a smaller probe batch.
     """
 
     def __init__(self, module: Any, *, every: int = 50, inputs: Any, path: str | os.PathLike | None = None,
                  tensorboard: Any = None, cell: str | None = None, lyapunov: bool | int | str = False,
                  spectral: str = "power", layer: int | None = None, direction: str | None = None,
-                 append: bool = False) -> None:
+                 append: bool = False, threads: int | None = 1) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise GradflowError(f"every must be an integer >= 1, got {every!r}")
         self.module = module
@@ -123,6 +131,7 @@ class Recorder:
         self.every = every
         self.lyapunov, self.spectral = lyapunov, spectral
         self.layer, self.direction = layer, direction
+        self.threads = threads
         x = real_array(inputs, "probe inputs").astype(np.float64)  # a copy: the probe stays fixed
         if x.ndim == 2:
             x = x[:, None, :]
@@ -163,7 +172,8 @@ class Recorder:
         """Record now, whatever ``every`` says (e.g. after the last training step)."""
         t0 = time.perf_counter()
         net = self._net()
-        flow = gradient_flow(net, self.inputs, lyapunov=self.lyapunov, spectral=self.spectral)  # type: ignore[arg-type]
+        flow = gradient_flow(net, self.inputs, lyapunov=self.lyapunov, spectral=self.spectral,  # type: ignore[arg-type]
+                             threads=self.threads)
         rec = {"step": int(step), "seconds": 0.0, **flow.to_json()}
         rec["seconds"] = time.perf_counter() - t0
         self.records.append(rec)
