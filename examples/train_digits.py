@@ -86,11 +86,11 @@ def main() -> None:
     y = torch.tensor(digits.target[order])
     x_train, y_train, x_test, y_test = x[:split], y[:split], x[split:], y[split:]
     if args.quick:  # a smoke test: a few steps on a few images
-        x_train, y_train = x_train[:320], y_train[:320]
+        x_train, y_train = x_train[:256], y_train[:256]
     T, m = x.shape[1], x.shape[2]
 
     model = DigitReader(m, hidden)
-    probe = x_train[:16]  # the fixed probe batch: (batch, T, m), as the batch_first module takes it
+    probe = x_train[:4 if args.quick else 16]  # the fixed probe batch: (batch, T, m), as the module takes it
     path = args.out / "train_digits.jsonl"
     rec = gft.Recorder(model.rnn, every=every, inputs=probe, path=path)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
