@@ -120,9 +120,24 @@ def test_load_pytorch_model(tmp_path):
     assert set(said) == {"before", "after"}, out
 
 
-def test_train_digits(tmp_path):
+def test_train_digits(tmp_path, capsys):
+    """In this process (torch, sklearn and gradflow are imported once, not again in a subprocess)."""
     pytest.importorskip("sklearn")
-    out = run_example("train_digits.py", tmp_path)
+    pytest.importorskip("torch")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_digits", EXAMPLES / "train_digits.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        module.main(["--quick", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)  # the example sets one thread; the tests after it keep theirs
+    out = capsys.readouterr().out
     assert "T = 64, m = 1" in out and "test accuracy after" in out and "overhead:" in out
     records = [json.loads(line) for line in (tmp_path / "train_digits.jsonl").read_text().splitlines()]
     assert len(records) >= 2 and records[0]["step"] == 0
