@@ -157,6 +157,12 @@ def test_bidirectional_needs_forward(tmp_path):
     with pytest.raises(gf.GradflowError, match="Bidirectional"):
         gf.load_weights("lstm", str(path))
     w = gf.load_weights("lstm", str(path), direction="forward")
+    by_name = gf.load_weights("lstm", str(path), prefix="bi", direction="forward")
+    assert all(np.array_equal(w.arrays[k], by_name.arrays[k]) for k in w.arrays)
+    with pytest.raises(gf.GradflowError, match="is bidirectional"):
+        gf.load_weights("lstm", str(path), prefix="bi")
+    with pytest.raises(gf.GradflowError, match="reverse"):
+        gf.load_weights("lstm", str(path), prefix="bi", direction="reverse")
     fwd = model.layers[0].forward_layer.cell
     np.testing.assert_array_equal(w.arrays["U_{f}"], keras.ops.convert_to_numpy(fwd.kernel)[:, N:2 * N].T)
     np.testing.assert_array_equal(w.arrays["W_{o}"], keras.ops.convert_to_numpy(fwd.recurrent_kernel)[:, 3 * N:].T)

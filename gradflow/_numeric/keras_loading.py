@@ -42,6 +42,7 @@ from .._checks import GradflowError
 from .._symbolic.cell import Cell
 from .checkpoint import Selected
 from .loading import note, real_array
+from .size_guard import MEMORY_SHARE, available_bytes, human
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -140,8 +141,6 @@ def _open_h5(path: str):
                     raise GradflowError(f"{what} is a zip archive without model.weights.h5: not a Keras 3 "
                                         ".keras file")
                 info = z.getinfo("model.weights.h5")
-                from .size_guard import MEMORY_SHARE, available_bytes, human
-
                 if info.file_size > available_bytes() * MEMORY_SHARE:
                     raise GradflowError(f"{what}: model.weights.h5 inflates to {human(info.file_size)}, more "
                                         "than the memory available")
@@ -178,7 +177,14 @@ def read_keras_layers(path: str) -> list[KerasLayer]:
             for i in range(3):
                 if str(i) not in obj:
                     break
-                arrays.append(real_array(obj[str(i)][()], f"{what}: {name}/{i}"))
+                ds = obj[str(i)]
+                label = f"{what}: {name}/{i}"
+                if not hasattr(ds, "shape") or not hasattr(ds, "dtype"):
+                    raise GradflowError(f"{label} is not an array")
+                nbytes = int(np.prod(ds.shape, dtype=np.int64)) * np.dtype(ds.dtype).itemsize
+                if nbytes > available_bytes() * MEMORY_SHARE:  # checked before anything is read
+                    raise GradflowError(f"{label} declares {human(nbytes)} of data, more than the memory available")
+                arrays.append(real_array(ds[()], label))
             if len(arrays) >= 2 and arrays[0].ndim == 2 and arrays[1].ndim == 2:
                 found.append(KerasLayer(name.removesuffix("/cell/vars"), arrays))
 
@@ -204,7 +210,7 @@ def _choose(layers: list[KerasLayer], what: str, prefix: str | None, direction: 
         want = prefix.strip().strip("/")
         chosen = [x for x in layers if want in x.keys()]
         if not chosen:
-            bi = [x for x in layers if any(k.rstrip("/").endswith(f"{want}/forward_layer") for k in x.keys())]
+            bi = [x for x in layers if f"{want}/forward_layer" in x.keys()]
             if bi and direction is None:
                 raise GradflowError(f"{what}: {prefix!r} is bidirectional; gradflow measures one direction: "
                                     "pass --direction forward (direction='forward' in Python) to measure "
