@@ -26,6 +26,7 @@ from ._numeric.modern_init import chrono_init, exprnn_init, lru_ring_init
 from ._numeric.network import Network, Trajectory, network, random_inputs
 from ._numeric.spectral import spectral_norm
 from ._numeric.ssm_init import mamba_init, rglru_init, s4d_init
+from ._numeric.stack import StackedFlow, StackedNetwork, stacked_flow, stacked_gradients, stacked_network
 from ._numeric.sweep_grid import GridPoint, grid_points, measure_point, phase_grids
 from ._numeric.sweep_run import SweepResult, run_sweep
 from ._numeric.weights import INIT_SCHEMES, Weights, from_state_dict, init_weights, load_weights, to_state_dict
@@ -46,11 +47,13 @@ from ._symbolic.many_steps import (
 from ._symbolic.nodes import Diag, Elementwise, hadamard, one_minus
 from ._symbolic.params import LayerCount, ParamCount, conv_params, count_params, dense_params
 from ._symbolic.printing import latex
+from ._symbolic.projected import projected
 from ._version import __version__
 from ._views.plots import (
     paper_style,
     plot_carousel,
     plot_decay,
+    plot_depth_time,
     plot_jacobian,
     plot_phase_diagram,
     plot_spectrum,
@@ -58,6 +61,7 @@ from ._views.plots import (
 )
 from ._views.report import write_report
 from ._views.sweep_plots import plot_sweep_rates, write_sweep_figures
+from ._views.training_plots import plot_training_curves
 
 __all__ = [
     # symbolic core
@@ -78,17 +82,20 @@ __all__ = [
     "singular_values", "spectral_norm",
     "PhaseGrid", "decay_table", "phase_grid",
     "GridPoint", "SweepResult", "grid_points", "measure_point", "phase_grids", "run_sweep",
+    "StackedFlow", "StackedNetwork", "projected", "stacked_flow", "stacked_gradients", "stacked_network",
     # views
     "paper_style", "plot_carousel", "plot_decay", "plot_jacobian", "plot_phase_diagram",
     "plot_spectrum", "save_figure", "write_report",
     "plot_sweep_rates", "write_sweep_figures",
+    "plot_training_curves", "plot_depth_time",
     "GradflowError", "__version__",
 ]
 
-# stacked and bidirectional networks: every layer, both directions (issue 10)
-from ._numeric.stack import StackedFlow, StackedNetwork, stacked_flow, stacked_gradients, stacked_network  # noqa: E402
-from ._symbolic.projected import projected  # noqa: E402
-from ._views.plots import plot_depth_time  # noqa: E402
 
-__all__ += ["StackedFlow", "StackedNetwork", "plot_depth_time", "projected", "stacked_flow",
-            "stacked_gradients", "stacked_network"]
+def __getattr__(name: str):
+    """``gradflow.torch`` (the training hook) on first use, so that ``import gradflow`` stays light."""
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module 'gradflow' has no attribute {name!r}")

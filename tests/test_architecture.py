@@ -5,7 +5,7 @@
     2 numeric     gradflow._numeric.*                      (array API; never draws, never prints a CLI)
     3 views       gradflow._views.*
     4 CLI         gradflow._cli.*
-    facade        gradflow (``__init__``), gradflow.__main__
+    facade        gradflow (``__init__``), gradflow.__main__, gradflow.torch (the training hook)
 
 A module may import only from its own floor or the floors below it; the facade is imported by
 nobody inside the package; module imports form no cycle; no module imports an underscored
@@ -23,7 +23,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "gradflow"
 FLOORS = {"_checks": 0, "_version": 0, "_vocabulary": 0, "_symbolic": 1, "_numeric": 2, "_views": 3, "_cli": 4}
-FACADE = {"gradflow", "gradflow.__main__"}
+FACADE = {"gradflow", "gradflow.__main__", "gradflow.torch"}
 
 
 def _modules() -> dict[str, Path]:
@@ -142,7 +142,7 @@ def test_floor_keeps_to_its_libraries(floor, forbidden):
 
 
 def test_import_gradflow_stays_light():
-    code = ("import sys, gradflow; heavy = [m for m in ('torch', 'cupy', 'dask', 'h5py', 'ipywidgets', "
+    code = ("import sys, gradflow, gradflow.torch; heavy = [m for m in ('torch', 'cupy', 'dask', 'h5py', 'ipywidgets', "
             "'threadpoolctl') if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=PKG.parent)

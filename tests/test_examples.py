@@ -32,7 +32,7 @@ def assert_figure(out: Path, stem: str) -> None:
 def test_every_example_is_tested():
     tested = {"parameter_counts.py", "why_lstm_does_not_vanish.py", "rnn_lstm_gru_decay.py",
               "remedies.py", "load_pytorch_model.py", "modern_cells.py",
-              "compare_modern.py"}
+              "compare_modern.py", "train_digits.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -131,3 +131,29 @@ def test_compare_modern(tmp_path):
         assert len(rows[name]) == 3 and rows[name][1] == rows[name][2], rows[name]
     assert len(rows["lstm"]) == 2  # not diagonal: no gate product printed
     assert_figure(tmp_path, "compare_modern")
+
+
+def test_train_digits(tmp_path, capsys):
+    """In this process (torch, sklearn and gradflow are imported once, not again in a subprocess)."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("torch")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_digits", EXAMPLES / "train_digits.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        module.main(["--quick", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)  # the example sets one thread; the tests after it keep theirs
+    out = capsys.readouterr().out
+    assert "T = 64, m = 1" in out and "test accuracy after" in out and "overhead:" in out
+    records = [json.loads(line) for line in (tmp_path / "train_digits.jsonl").read_text().splitlines()]
+    assert len(records) >= 2 and records[0]["step"] == 0
+    assert [r["step"] for r in records] == sorted(r["step"] for r in records)
+    assert all(r["cell"] == "lstm" and r["steps"] == 64 and len(r["curve"]) == 64 for r in records)
+    assert_figure(tmp_path, "train_digits")

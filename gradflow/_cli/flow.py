@@ -1,7 +1,7 @@
 """``gradflow flow``: measured gradient-decay curves of an unrolled network.
 
     gradflow flow CELL --hidden N --input M --steps T [--batch B] [--seed S] [--init SCHEME]
-                  [--gain G] [--forget-bias F] [--weights FILE.pt|FILE.npz] [--prefix NAME]
+                  [--gain G] [--forget-bias F] [--weights FILE.pt|.npz|.weights.h5|.keras] [--prefix NAME]
                   [--layer L] [--direction forward] [--inputs FILE.npy] [--batch-first]
                   [--dtype float64|float32] [--spectral power|svd] [--carousel]
                   [--lyapunov N|full | --no-lyapunov] [--json]
@@ -131,7 +131,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None,
                    help="PyTorch state_dict (.pt) or .npz with the same keys: an nn.RNN/LSTM/GRU's, a "
                         "whole model's (the recurrent layer is found under any prefix) or a checkpoint "
-                        "such as {'model': state_dict, 'optimizer': ...}")
+                        "such as {'model': state_dict, 'optimizer': ...}; or a Keras 3 .weights.h5 / .keras "
+                        "file (LSTM, GRU, SimpleRNN layers; pick one with --prefix)")
     p.add_argument("--prefix", default=None,
                    help="which recurrent module of --weights (its name in the model, e.g. rnn or "
                         "model.encoder), when it holds several")

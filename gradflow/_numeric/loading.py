@@ -368,4 +368,5 @@ def read_weights_file(path: str) -> Mapping[str, Any]:
     if path.endswith((".pt", ".pth")):
         return read_pt(path)
     _open_file(path, "weights")
-    raise GradflowError(f"unknown weights file type {path!r}: use .pt, .pth or .npz")
+    raise GradflowError(f"unknown weights file type {path!r}: use .pt, .pth or .npz (PyTorch), or "
+                        ".weights.h5 or .keras (Keras 3)")

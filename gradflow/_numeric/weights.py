@@ -22,6 +22,7 @@ from .._symbolic.cell import Cell, Param
 from .._symbolic.cells import get_cell
 from .._vocabulary import INIT_SCHEMES, InitScheme
 from .checkpoint import Selected, select_layer
+from .keras_loading import is_keras_path, read_keras_layer
 from .loading import check_dtype, note, read_weights_file, real_array
 from .named_weights import holds_own_names, read_named, uses_own_names
 
@@ -287,6 +288,11 @@ def load_weights(cell: str | Cell, source: Any, *, prefix: str | None = None, la
     that layout cannot hold (IndRNN's u, the LRU's ν, θ, γ_log, B_re, B_im), or a source keyed by
     the cell's own parameter names (``W_i`` or ``W_{i}``, ``nu``, ``A``), is read by those names
     (:mod:`gradflow._numeric.named_weights`).
+
+    Keras 3 files (``.weights.h5``, ``.keras``; need h5py) are read too: LSTM → ``lstm``,
+    GRU(reset_after=True) → ``gru``, GRU(reset_after=False) → ``gru-cho``, SimpleRNN → ``tanh-rnn``
+    (``relu-rnn``, ``sigmoid-rnn`` by its activation); ``prefix`` names the layer (the user's name
+    in a ``.keras`` file, Keras' saved name such as ``lstm_1`` in either).
     """
     return load_layer(cell, source, prefix=prefix, layer=layer, direction=direction, dtype=dtype,
                       xp=xp)[0]
@@ -307,6 +313,9 @@ def load_layer(cell: str | Cell, source: Any, *, prefix: str | None = None, laye
     state: Mapping[str, Any]
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
+        if is_keras_path(path):  # Keras 3 .weights.h5 / .keras: converted to the PyTorch layout
+            sel = read_keras_layer(cell, path, prefix=prefix, layer=layer, direction=direction)
+            return _from_plain(cell, sel.state, dtype, xp), sel
         state = read_weights_file(path)  # every bad file is one GradflowError
         what = f"weights file {path}"
     elif hasattr(source, "state_dict") and callable(source.state_dict):
