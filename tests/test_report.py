@@ -1,7 +1,7 @@
 """Derivation reports: content against independent expectations, LaTeX that compiles, safe writing.
 
 Expectations are written here by hand (the LaTeX a reader would write for diag(f_t), the tanh
-RNN's diag(1 − h_t ∘ h_t)·W, γ = 1/4 for the sigmoid) or parsed from the files themselves
+RNN's diag(1 − h_t ⊙ h_t)·W, γ = 1/4 for the sigmoid) or parsed from the files themselves
 (BibTeX entries, \\cite keys); the report must also agree with the symbolic core it prints.
 
 Tests that compile LaTeX need pdflatex: without it they skip with the reason; CI installs TeX Live
@@ -101,9 +101,9 @@ def test_lstm_cell_state_block_is_diag_f(report):
 
 def test_tanh_rnn_block(report):
     md = (report / "report.md").read_text()
-    # written by hand: ∂h_t/∂h_{t−1} = diag(1 − h_t ∘ h_t) W, with h∘h printed as h^{∘2}
+    # written by hand: ∂h_t/∂h_{t−1} = diag(1 − h_t ⊙ h_t) W, with h⊙h printed as h^{⊙2}
     assert (r"\frac{\partial h_{t}}{\partial h_{t - 1}} &= "
-            r"\operatorname{diag}\left(1 - h_{t}^{\circ {2}}\right) W") in md
+            r"\operatorname{diag}\left(1 - h_{t}^{\odot 2}\right) W") in md
     assert r"\gamma = \sup|\phi'| = 1$ for $\phi = \tanh$" in md
     assert r"\sigma_{\max}(W)^{t - k}" in md
     # the report prints exactly what the symbolic core derives
@@ -116,7 +116,7 @@ def test_block_matches_explicit_sympy_jacobian():
     hp = sympy.Matrix(sympy.symbols("p0:2"))
     a = W * hp + sympy.Matrix(sympy.symbols("q0:2"))
     h = a.applyfunc(sympy.tanh)
-    expected = sympy.diag(*[1 - v ** 2 for v in h]) * W  # diag(1 − h ∘ h) W
+    expected = sympy.diag(*[1 - v ** 2 for v in h]) * W  # diag(1 − h ⊙ h) W
     assert sympy.simplify(h.jacobian(hp) - expected) == sympy.zeros(2, 2)
 
 
@@ -131,8 +131,8 @@ def test_sigmoid_gamma_quarter_and_1997_identity():
     assert r"\gamma = \sup|\phi'| = \frac{1}{4}$" in md
     assert r"1/\gamma = 4$" in md
     md = _derivation_md("lstm-1997")
-    assert r"\frac{\partial c_{t}}{\partial c_{t - 1}} &= \mathbb{I}" in md
-    assert r"\right|_{\text{carousel}} &= \mathbb{I}" in md
+    assert r"\frac{\partial c_{t}}{\partial c_{t - 1}} &= I" in md
+    assert r"\right|_{\text{carousel}} &= I" in md
     assert "constant error carousel" in md
     md = _derivation_md("gru")
     assert "no bound" in md and r"&\le" not in md

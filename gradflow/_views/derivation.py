@@ -121,7 +121,7 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
         g = bound.gamma
         doc.para("Since $\\lVert \\operatorname{diag}(v) \\rVert_2 = \\max_i |v_i|$ and the spectral norm "
                  "is submultiplicative, every factor has norm at most $\\gamma\\,\\sigma_{\\max}(W)$ with "
-                 f"$\\gamma = \\sup|\\phi'| = {sp.latex(g)}$ for $\\phi = {act.latex}$. This is the bound "
+                 f"$\\gamma = \\sup|\\varphi'| = {sp.latex(g)}$ for $\\varphi = {act.latex}$. This is the bound "
                  "of @[pascanu2013difficulty]:")
         doc.display([_relation_row(bound.latex(), "\\le")])
         doc.para(f"Hence $\\sigma_{{\\max}}(W) < 1/\\gamma = {sp.latex(1 / g)}$ is sufficient for the "
@@ -173,7 +173,7 @@ def _derive_carousel(doc: Doc, cell: Cell) -> None:
                  "fixed) the product of these blocks is a product of diagonal matrices, hence diagonal:")
         doc.display([_relation_row(car.latex(), "=")])
         if no_w and no_phi:
-            doc.para("It contains no recurrent weight matrix and no activation derivative $\\phi'$: each "
+            doc.para("It contains no recurrent weight matrix and no activation derivative $\\varphi'$: each "
                      "unit's gradient is multiplied by its own forget gate at every step, and decays only "
                      "as far as its forget gates fall below 1. The network controls this decay through "
                      "the forget gate introduced by @[gers2000forget]; initialising the forget-gate bias "

@@ -194,7 +194,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                     f"Jacobian at {fmt_num(r.rate_full)}.")
             if carousel(c).constant:
                 dev = float(np.max(np.abs(car))) if np.all(np.isfinite(car)) else float("inf")
-                text += (" The carousel curve is flat at $\\log_{10} \\lVert \\mathbb{I} \\rVert_2 = 0$ "
+                text += (" The carousel curve is flat at $\\log_{10} \\lVert I \\rVert_2 = 0$ "
                          f"(largest deviation {dev:.1e}), as the algebra says."
                          if dev < 1e-9 else
                          f" The carousel curve deviates from 0 by up to {dev:.3g}, which contradicts "

@@ -202,10 +202,13 @@ def introduction(b: Build) -> None:
     doc.para("Notation. Vectors are columns. Jacobians use numerator layout: "
              "$\\partial y/\\partial x$ has one row per entry of $y$ and one column per entry of $x$, "
              "so chain-rule products run from the output on the left to the input on the right. "
-             "$u \\circ v$ is the entry-wise (Hadamard) product and $v^{\\circ 2} = v \\circ v$; "
-             "$\\operatorname{diag}(v)$ is the diagonal matrix with $v$ on its diagonal; $\\mathbb{I}$ "
-             "the identity; $\\sigma$ the logistic sigmoid; $H$ the Heaviside step (the derivative of "
-             "ReLU, $H(0) = 0$); $\\sigma_{\\max}(W) = \\lVert W \\rVert_2$ the largest singular value. "
+             "$u \\odot v$ is the entry-wise (Hadamard) product and $v^{\\odot 2} = v \\odot v$; "
+             "$\\operatorname{diag}(v)$ is the diagonal matrix with $v$ on its diagonal; $I$ "
+             "the identity; $\\varphi$ an activation applied entry by entry, $\\varphi'$ its derivative, "
+             "and $\\tanh^{2}(v) = \\tanh(v) \\odot \\tanh(v)$; $\\sigma(a)$ the logistic sigmoid, "
+             "always with its argument; $H$ the Heaviside step (the derivative of "
+             "ReLU, $H(0) = 0$); $\\sigma_i(A)$ the singular values of a matrix $A$, always with a "
+             "subscript, and $\\sigma_{\\max}(A) = \\lVert A \\rVert_2$ the largest. "
              "$W$ are recurrent weights ($n \\times n$), $U$ input weights ($n \\times m$), $b$ "
              "biases; $n$ is the hidden size and $m$ the input size.")
 
