@@ -320,7 +320,7 @@ def heading_text(text: str) -> str:
             if depth == 0:
                 break
             depth -= 1
-        elif c == "," and depth == 0:
+        elif c in ",`" and depth == 0 or text.startswith(" (", end) and depth == 0:
             break
         end += 1
     formula = text[m.start():end].rstrip()
