@@ -247,12 +247,30 @@ def fmt_num(x, fmt: str = "{:.4f}") -> str:
 # The document model: one list of blocks, rendered as Markdown and as LaTeX
 # ================================================================================================
 
-_INLINE = re.compile(r"(\$[^$]+\$|`[^`]+`|\[@[^\]]+\]|@\[[^\]]+\]|\[#[\w:.-]+\])")
+_INLINE = re.compile(r"(\$[^$]+\$|`[^`]+`|\[@[^\]]+\]|@\[[^\]]+\]|\[#[\w:.-]+(?:;[\w:.-]+)*\])")
+_REF = re.compile(r"\[#([\w:.-]+(?:;[\w:.-]+)*)\]")
 
 #: the label prefix of everything the report labels (so that a paper \inputting it has no clash)
 LABEL_PREFIX = "gf:"
 #: what a reference to each kind of label reads as
 _REF_WORDS = {"sec": "Section", "fig": "Figure", "tab": "Table"}
+
+
+def _refs_text(labels: list[str], number) -> str:
+    """References grouped by kind: "Figures 3, 4 and 5 and Table 1"; ``number(label)`` is its text."""
+    groups: dict[str, list[str]] = {}
+    for lab in labels:
+        groups.setdefault(lab.split(":", 1)[0], []).append(lab)
+    out = []
+    for kind, labs in groups.items():
+        nums = [number(lab) for lab in labs]
+        listed = nums[0] if len(nums) == 1 else ", ".join(nums[:-1]) + " and " + nums[-1]
+        if kind == "eq":
+            out.append(listed)
+        else:
+            word = _REF_WORDS.get(kind, "")
+            out.append((word + ("s" if len(nums) > 1 else "") + "~" + listed) if word else listed)
+    return "; ".join(out)
 
 
 @dataclass(frozen=True)
@@ -307,8 +325,9 @@ BODY_PACKAGES = ("amsmath", "amssymb", "graphicx", "booktabs", "natbib", "hyperr
 
 def heading_text(text: str) -> str:
     """A title in plain text with its informal formula made math: ``h_t = h_{t-1} + tanh(.)``
-    becomes ``$h_t = h_{t-1} + \\tanh(\\cdot)$`` (a formula is ``name[_sub] = …`` up to a comma)."""
-    m = re.search(r"(?<![\w$\\])([A-Za-z]\w*?(?:_\{[^{}]*\}|_\w+)?~?)\s*=\s*", text)
+    becomes ``$h_t = h_{t-1} + \\tanh(\\cdot)$`` (a formula is ``x[_sub] = …``, x one letter, up to a
+    comma or `` (``; ``reset_after=True`` stays text)."""
+    m = re.search(r"(?<![\w$\\])([A-Za-z](?:_\{[^{}]*\}|_\w+)?~?)\s*=\s*", text)
     if not m or "$" in text:
         return text
     end, depth = m.end(), 0
@@ -395,7 +414,8 @@ class Doc:
 
     # -- cross-references --------------------------------------------------------------------
     def _referenced(self) -> set[str]:
-        return {m for b in self.blocks if isinstance(b, Paragraph) for m in re.findall(r"\[#([\w:.-]+)\]", b.text)}
+        return {lab for b in self.blocks if isinstance(b, Paragraph) for m in _REF.findall(b.text)
+                for lab in m.split(";")}
 
     def _resolved(self) -> tuple[list[Block], dict[str, str]]:
         """The blocks with a reference to every float added, and each label's number as text."""
@@ -412,7 +432,7 @@ class Doc:
         for i, labels in pending.items():
             p = blocks[i]
             assert isinstance(p, Paragraph)
-            see = " and ".join(f"[#{lab}]" for lab in labels)
+            see = "[#" + ";".join(labels) + "]"
             text = p.text.rstrip()
             if text.endswith("."):
                 text = text[:-1] + f" ({see})."
@@ -464,10 +484,9 @@ class Doc:
             elif tok.startswith("@["):
                 out.append(self._cite_md([k.strip() for k in tok[2:-1].split(";")], True))
             elif tok.startswith("[#"):
-                label = tok[2:-1]
-                num = (numbers or {}).get(label, "?")
-                kind = label.split(":", 1)[0]
-                out.append(f"({num})" if kind == "eq" else f"{_REF_WORDS.get(kind, '')} {num}".strip())
+                text = _refs_text(tok[2:-1].split(";"), lambda lab: (
+                    "({})" if lab.startswith("eq:") else "{}").format((numbers or {}).get(lab, "?")))
+                out.append(text.replace("~", " "))
             else:
                 out.append(_md_text(tok))
         return "".join(out)
@@ -489,12 +508,8 @@ class Doc:
             elif tok.startswith("@["):
                 out.append(r"\citet{" + ",".join(k.strip() for k in tok[2:-1].split(";")) + "}")
             elif tok.startswith("[#"):
-                label = tok[2:-1]
-                kind = label.split(":", 1)[0]
-                if kind == "eq":
-                    out.append(r"\eqref{" + LABEL_PREFIX + label + "}")
-                else:
-                    out.append(_REF_WORDS.get(kind, "") + r"~\ref{" + LABEL_PREFIX + label + "}")
+                out.append(_refs_text(tok[2:-1].split(";"), lambda lab: (
+                    r"\eqref{%s}" if lab.startswith("eq:") else r"\ref{%s}") % (LABEL_PREFIX + lab)))
             else:
                 out.append(tex_text(tok))
         return "".join(out)
@@ -558,7 +573,8 @@ class Doc:
         folder of that name); every label starts with ``gf:``.
         """
         blocks, _ = self._resolved()
-        refs = {m for b in blocks if isinstance(b, Paragraph) for m in re.findall(r"\[#([\w:.-]+)\]", b.text)}
+        refs = {lab for b in blocks if isinstance(b, Paragraph) for m in _REF.findall(b.text)
+                for lab in m.split(";")}
         budget = BUDGET_TWO if columns == 2 else BUDGET_ONE
         body = ["% gradflow report body (report-body.tex): \\input it into a LaTeX document that loads\n"
                 "% " + ", ".join(BODY_PACKAGES) + " (hyperref optional).\n"
