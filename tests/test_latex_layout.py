@@ -180,14 +180,17 @@ def test_compiles_without_overfull_lines_or_undefined_citations(lstm_report, tmp
 
 
 def test_long_jacobians_fit_one_column_of_two(tmp_path):
-    """LSTM and GRU blocks broken to a column of a two-column page: no overfull line, nothing scaled."""
+    """LSTM and GRU blocks broken to a column of a two-column page, the normalised sLSTM's 3 × 3 block matrix
+    in text style: no overfull line, nothing scaled."""
     exe = need_program("pdflatex")
     doc = Doc(bibliography())
-    for name in ("lstm", "gru"):
+    for name in ("lstm", "gru", "slstm-normalised"):
         derive_cell(doc, get_cell(name))
     (tmp_path / "two.tex").write_text(doc.latex("two columns", "today", columns=2))
     proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "two.tex"], cwd=tmp_path,
                           capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stdout.decode("latin-1")[-2000:]
     assert "Overfull \\hbox" not in (tmp_path / "two.log").read_text(encoding="latin-1")
+    tex = (tmp_path / "two.tex").read_text()
+    assert "\\resizebox" not in tex and "\\arraycolsep" in tex  # the 3 × 3 product, narrower gaps
     assert BUDGET_TWO < 62

@@ -231,6 +231,21 @@ def _spread_matrices(tex: str) -> str:
     return ("\\renewcommand{\\arraystretch}{2.3}" + tex) if "\\begin{bmatrix}" in tex else tex
 
 
+def _matrix_width(tex: str) -> float:
+    """Estimated width of the widest row of the bmatrix in ``tex`` (entries plus column gaps)."""
+    inner = tex.split("\\begin{bmatrix}", 1)[1].split("\\end{bmatrix}", 1)[0]
+    return max(sum(visible_width(e) + 2 for e in row.split(" & ")) for row in inner.split("\\\\"))
+
+
+def _matrix_tex(tex: str, room: float) -> str:
+    """LaTeX only: a bmatrix with taller rows for its display-style fractions; one too wide for
+    ``room`` keeps its entries in text style with narrower gaps instead (never scaled)."""
+    if _matrix_width(tex) <= room:
+        return "{" + _spread_matrices(tex) + "}"
+    return "{\\setlength{\\arraycolsep}{3pt}\\renewcommand{\\arraystretch}{1.6}" + tex.replace(
+        "\\displaystyle ", "") + "}"
+
+
 def fmt_num(x, fmt: str = "{:.4f}") -> str:
     """A number as inline math ($-0.1234$), "–" for None."""
     if x is None:
@@ -559,8 +574,8 @@ class Doc:
         label = f"\\label{{{LABEL_PREFIX}{b.label}}}" if b.label and b.label in refs else ""
         if not b.rows:
             return "\\begin{equation}" + label + "\n" + _spread_matrices(b.tex) + "\n\\end{equation}"
-        rows = [Row(r.lhs, (), r.rel, "{" + _spread_matrices(r.rhs) + "}") if "\\begin{bmatrix}" in r.rhs
-                else r for r in b.rows]
+        rows = [Row(r.lhs, (), r.rel, _matrix_tex(r.rhs, budget - visible_width(r.lhs) - 3))
+                if "\\begin{bmatrix}" in r.rhs else r for r in b.rows]
         lines = [ln for r in rows for ln in row_lines(r, budget)]
         body = " \\notag \\\\\n".join(lines)
         return "\\begin{align}\n" + body + (" " + label if label else "") + "\n\\end{align}"
