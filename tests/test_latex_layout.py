@@ -94,7 +94,7 @@ def lstm_report(tmp_path_factory):
 def _compile_by_hand(src: Path, name: str, work: Path) -> str:
     """pdflatex, bibtex, pdflatex ×2 (slides: pdflatex ×2) on a copy of the sources; the last log."""
     shutil.copytree(src, work)
-    steps = [["pdflatex"], ["bibtex"], ["pdflatex"], ["pdflatex"]] if name == "report" else [["pdflatex"]] * 2
+    steps = [["pdflatex"], ["bibtex"], ["pdflatex"], ["pdflatex"]] if name != "slides" else [["pdflatex"]] * 2
     for cmd in steps:
         args = [*cmd, name] if cmd == ["bibtex"] else [*cmd, "-interaction=nonstopmode", "-halt-on-error",
                                                          f"{name}.tex"]
@@ -167,13 +167,20 @@ def test_every_label_is_referenced_and_nothing_is_resized(lstm_report):
     assert "\\documentclass" not in body and "\\begin{document}" not in body
 
 
-@pytest.mark.parametrize("name", ["report", "slides"])
+@pytest.mark.parametrize("name", ["report", "report-one-column", "slides"])
 def test_compiles_without_overfull_lines_or_undefined_citations(lstm_report, tmp_path, name):
-    log = _compile_by_hand(lstm_report, name, tmp_path / "w")
+    src = lstm_report
+    if name == "report-one-column":  # the same body in a one-column page
+        src = tmp_path / "one"
+        shutil.copytree(lstm_report, src)
+        tex = (lstm_report / "report.tex").read_text()
+        assert "[10pt,twocolumn]" in tex
+        (src / f"{name}.tex").write_text(tex.replace("[10pt,twocolumn]", "[11pt]"))
+    log = _compile_by_hand(src, name, tmp_path / "w")
     assert "Overfull \\hbox" not in log
     assert not re.search(r"(Citation|Reference) .* undefined", log)
-    if name == "report":
-        bbl = (tmp_path / "w" / "report.bbl").read_text(encoding="latin-1")
+    if name != "slides":
+        bbl = (tmp_path / "w" / f"{name}.bbl").read_text(encoding="latin-1")
         cited = {k for g in re.findall(r"\\cite[pt]\{([^}]*)\}", (lstm_report / "report-body.tex").read_text())
                  for k in g.split(",")}
         assert cited and cited == set(re.findall(r"\\bibitem\[[^\]]*\]\{([^}]+)\}", bbl, flags=re.S))
