@@ -1,7 +1,12 @@
 """One document, two renderings: the report's text as GitHub Markdown and as a LaTeX article.
 
-Paragraphs, display equations (aligned rows broken at summands to fit the page), figures, tables
-and citations (``[@key]`` / ``@[key]``) are collected once and written out in both formats.
+Paragraphs, numbered display equations, figures, tables, code, citations (``[@key]`` /
+``@[key]``) and cross-references (``[#eq:…]``, ``[#sec:…]``, ``[#fig:…]``) are collected once
+and written out in both formats. In LaTeX a display is an ``align`` (breakable across pages; one
+number, on its last line) whose long right-hand sides are cut to the width of the page, of one
+column of two, or of a slide (:func:`break_math`; nothing is ever scaled); citations are natbib
+commands resolved by BibTeX from ``references.bib``; the body (:meth:`Doc.latex_body`) can be
+``\\input`` into a paper, and :meth:`Doc.latex` wraps it as a standalone article.
 """
 
 from __future__ import annotations
