@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import need_program
 
-from gradflow import get_cell, latex
+from gradflow import get_cell, latex, write_report
 from gradflow._cli import main
 from gradflow._views.bibtex import bibliography
 from gradflow._views.document import BUDGET_MD, BUDGET_TWO, Doc, break_math, heading_text, visible_width
@@ -201,3 +201,11 @@ def test_long_jacobians_fit_one_column_of_two(tmp_path):
     tex = (tmp_path / "two.tex").read_text()
     assert "\\resizebox" not in tex and "\\arraycolsep" in tex  # the 3 × 3 product, narrower gaps
     assert BUDGET_TWO < 62
+
+
+def test_bad_columns(tmp_path, capsys):
+    assert main(["report", "lstm", "-o", str(tmp_path / "r"), "--columns", "3"]) == 2
+    assert capsys.readouterr().err == "gradflow: error: --columns must be 1 or 2, got '3'\n"
+    with pytest.raises(ValueError, match="columns must be 1 or 2"):
+        write_report("lstm", tmp_path / "r", columns=True)
+    assert not (tmp_path / "r").exists()
