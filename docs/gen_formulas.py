@@ -33,16 +33,15 @@ symbolic hidden size $n$. The symbols are the guide's [notation](theory.md#notat
 element-wise (Hadamard) product, $v^{\\odot 2} = v \\odot v$, $I$ the identity, $\\sigma$ the logistic
 sigmoid, $\\sigma_{\\max}(W)$ the largest singular value of $W$ and $H$ the Heaviside step (the
 derivative of ReLU). The same expressions come from `gradflow derive CELL --latex`, and in Python
-from `gf.get_cell(CELL).jacobian().latex()`, whose LaTeX writes SymPy's symbols for two of them:
-`\\circ` for $\\odot$ and `\\mathbb{I}` for $I$. How the blocks are used is explained in
-[Theory](theory.md).
+from `gf.get_cell(CELL).jacobian().latex()`, in the same notation. How the blocks are used is
+explained in [Theory](theory.md).
 
 Regenerate with `python docs/gen_formulas.py` after changing a cell.
 """
 
 
-# gradflow's LaTeX printer keeps SymPy's symbols for the Hadamard product and power (\circ) and the
-# identity (\mathbb{I}); the guide writes \odot and I (docs/theory.md#notation)
+# gradflow's LaTeX printer writes the guide's notation (\odot, I: docs/theory.md#notation); this
+# check keeps SymPy's own symbols (\circ, \mathbb{I}) from coming back unnoticed
 _HADAMARD_POWER = re.compile(r"\^\{\\circ \{?([^{}]+?)\}?\}")
 
 

@@ -111,3 +111,10 @@ def lyapunov_count(value: object, size: int, default: int = 8) -> int:
             return size
         raise GradflowError(f"lyapunov must be True, False, 'full' or a positive integer, got {value!r}")
     return min(positive_int(value, "lyapunov"), size)
+
+
+def check_columns(value: object) -> int:
+    """The number of text columns of a LaTeX report: 1 or 2."""
+    if isinstance(value, bool) or value not in (1, 2):
+        raise GradflowError(f"columns must be 1 or 2, got {value!r}")
+    return int(value)  # type: ignore[call-overload]

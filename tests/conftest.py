@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXLIVE = "texlive-latex-base texlive-latex-recommended texlive-fonts-recommended"
+TEXLIVE = "texlive-latex-base texlive-latex-recommended texlive-fonts-recommended texlive-pictures"
 CHROMIUM = "chromium"
 
 

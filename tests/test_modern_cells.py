@@ -408,7 +408,7 @@ def test_comparison_example(tmp_path):
     assert set(rates) == {"lstm", "gru", "lru", "mingru", "minlstm", "slstm"}
     assert rates["lru"] > rates["mingru"]  # ring init: moduli up to ~1
     for want in ("lstm     ∂c_t/∂c_{t-1} = diag(f_t)", "mingru   ∂h_t/∂h_{t-1} = diag(1 - z_t)",
-                 "lru      ∂h_t/∂q_{t-1} = -diag(rho_t ⊙ sin(phi_t))", "gru      ∂h_t/∂h_{t-1} = diag(z_t)"):
+                 "lru      ∂h_t/∂q_{t-1} = -diag(rho_t ⊙ sin(omega_t))", "gru      ∂h_t/∂h_{t-1} = diag(z_t)"):
         assert want in out, want
     assert (tmp_path / "modern_cells.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

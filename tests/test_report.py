@@ -1,7 +1,7 @@
 """Derivation reports: content against independent expectations, LaTeX that compiles, safe writing.
 
 Expectations are written here by hand (the LaTeX a reader would write for diag(f_t), the tanh
-RNN's diag(1 − h_t ∘ h_t)·W, γ = 1/4 for the sigmoid) or parsed from the files themselves
+RNN's diag(1 − h_t ⊙ h_t)·W, γ = 1/4 for the sigmoid) or parsed from the files themselves
 (BibTeX entries, \\cite keys); the report must also agree with the symbolic core it prints.
 
 Tests that compile LaTeX need pdflatex: without it they skip with the reason; CI installs TeX Live
@@ -86,7 +86,7 @@ def test_files_exist(report):
 # -- the derivation ---------------------------------------------------------------------------------
 def test_lstm_cell_state_block_is_diag_f(report):
     md = (report / "report.md").read_text()
-    tex = (report / "report.tex").read_text()
+    tex = (report / "report-body.tex").read_text()
     line = r"\frac{\partial c_{t}}{\partial c_{t - 1}} &= \operatorname{diag}\left(f_{t}\right)"
     assert line in md and line in tex
     # the carousel over many steps: diag of the entry-wise product of the forget gates
@@ -101,10 +101,10 @@ def test_lstm_cell_state_block_is_diag_f(report):
 
 def test_tanh_rnn_block(report):
     md = (report / "report.md").read_text()
-    # written by hand: ∂h_t/∂h_{t−1} = diag(1 − h_t ∘ h_t) W, with h∘h printed as h^{∘2}
+    # written by hand: ∂h_t/∂h_{t−1} = diag(1 − h_t ⊙ h_t) W, with h⊙h printed as h^{⊙2}
     assert (r"\frac{\partial h_{t}}{\partial h_{t - 1}} &= "
-            r"\operatorname{diag}\left(1 - h_{t}^{\circ {2}}\right) W") in md
-    assert r"\gamma = \sup|\phi'| = 1$ for $\phi = \tanh$" in md
+            r"\operatorname{diag}\left(1 - h_{t}^{\odot 2}\right) W") in md
+    assert r"\gamma = \sup|\varphi'| = 1$ for $\varphi = \tanh$" in md
     assert r"\sigma_{\max}(W)^{t - k}" in md
     # the report prints exactly what the symbolic core derives
     assert latex(get_cell("tanh-rnn").jacobian()["h", "h"]) in md
@@ -116,7 +116,7 @@ def test_block_matches_explicit_sympy_jacobian():
     hp = sympy.Matrix(sympy.symbols("p0:2"))
     a = W * hp + sympy.Matrix(sympy.symbols("q0:2"))
     h = a.applyfunc(sympy.tanh)
-    expected = sympy.diag(*[1 - v ** 2 for v in h]) * W  # diag(1 − h ∘ h) W
+    expected = sympy.diag(*[1 - v ** 2 for v in h]) * W  # diag(1 − h ⊙ h) W
     assert sympy.simplify(h.jacobian(hp) - expected) == sympy.zeros(2, 2)
 
 
@@ -128,11 +128,11 @@ def _derivation_md(name: str) -> str:
 
 def test_sigmoid_gamma_quarter_and_1997_identity():
     md = _derivation_md("sigmoid-rnn")
-    assert r"\gamma = \sup|\phi'| = \frac{1}{4}$" in md
+    assert r"\gamma = \sup|\varphi'| = \frac{1}{4}$" in md
     assert r"1/\gamma = 4$" in md
     md = _derivation_md("lstm-1997")
-    assert r"\frac{\partial c_{t}}{\partial c_{t - 1}} &= \mathbb{I}" in md
-    assert r"\right|_{\text{carousel}} &= \mathbb{I}" in md
+    assert r"\frac{\partial c_{t}}{\partial c_{t - 1}} &= I" in md
+    assert r"\right|_{\text{carousel}} &= I" in md
     assert "constant error carousel" in md
     md = _derivation_md("gru")
     assert "no bound" in md and r"&\le" not in md
@@ -160,7 +160,7 @@ def test_provenance(report):
     assert (p["seed"], p["hidden"], p["input"], p["steps"]) == (0, 4, 4, 12)
     assert p["cells"] == ["tanh-rnn", "lstm"]
     assert datetime.datetime.fromisoformat(p["date"]).tzinfo is not None
-    for doc in ("report.md", "report.tex"):
+    for doc in ("report.md", "report-body.tex"):
         text = (report / doc).read_text()
         assert "Reproduce" in text
         assert "gradflow report tanh-rnn lstm -o rep --hidden 4 --steps 12" in text
@@ -186,25 +186,24 @@ def test_references_bib(report):
 
 
 def test_every_cite_key_exists(report):
-    tex = (report / "report.tex").read_text()
+    tex = (report / "report-body.tex").read_text()
     keys = set(_bib_entries((report / "references.bib").read_text()))
-    cited = {k.strip() for group in re.findall(r"\\cite\{([^}]*)\}", tex) for k in group.split(",")}
-    items = set(re.findall(r"\\bibitem\{([^}]*)\}", tex))
-    assert cited and cited <= keys and cited == items
+    cited = {k.strip() for group in re.findall(r"\\cite[pt]\{([^}]*)\}", tex) for k in group.split(",")}
+    assert cited and cited <= keys
+    assert "\\bibliography{references}" in (report / "report.tex").read_text()
     assert set(CLASSICS) <= cited
 
 
 # -- LaTeX --------------------------------------------------------------------------------------------
 def test_tex_compiles(report, pdf):
     assert pdf.read_bytes()[:5] == b"%PDF-"
-    log = (report / "report.log").read_text(encoding="latin-1")
-    assert not re.search(r"(Citation|Reference) .* undefined", log)
-    assert "Overfull \\hbox" not in log
+    assert not (report / "report.log").exists()  # the log (and .aux, .bbl) stay in the work folder
     tex = (report / "report.tex").read_text()
     used = set()
     for group in re.findall(r"\\usepackage(?:\[[^\]]*\])?\{([^}]*)\}", tex):
         used |= {p.strip() for p in group.split(",")}
-    assert used <= {"amsmath", "amssymb", "graphicx", "booktabs", "hyperref", "geometry"}
+    assert used <= {"amsmath", "amssymb", "graphicx", "booktabs", "hyperref", "geometry", "natbib"}
+    # the layout (overfull lines, undefined citations) is checked in test_latex_layout.py
 
 
 def test_every_cell_derivation_compiles(tmp_path):

@@ -246,13 +246,15 @@ def injected(tmp_path_factory):
     secret = d / "secret.txt"
     secret.write_text("TOPSECRETMARKER\n")
     out = d / ("r" + INJECT.replace("SECRET", str(secret)) + "```\n# heading")
-    write_report("tanh-rnn", out, hidden=2, steps=3)
+    # the path as typed on a command line (the report names no absolute path it was not given)
+    write_report("tanh-rnn", out, hidden=2, steps=3, command=["gradflow", "report", "tanh-rnn", "-o", str(out)])
     return out, secret
 
 
 def test_injected_path_stays_text_in_markdown_and_latex(injected):
     out, _ = injected
-    tex = (out / "report.tex").read_text()
+    assert (out / "report.tex").read_text().count("\\input{") == 1  # \input{report-body}, nothing else
+    tex = (out / "report-body.tex").read_text()
     assert "\\input{" not in tex and "\\end{verbatim}\\input" not in tex
     assert "\\textbackslash{}input\\{" in tex.replace("\\allowbreak{}", "")
     md = (out / "report.md").read_text()
@@ -274,13 +276,12 @@ def test_pdf_of_an_injected_path_holds_no_file_contents(injected):
     out, secret = injected
     pdf = compile_pdf(out)
     assert pdf == out / "report.pdf" and pdf.is_file()
-    log = (out / "report.log").read_text(encoding="latin-1")
-    assert str(secret) not in log
+    assert not (out / "report.log").exists()  # only the PDF is added to the report
     if shutil.which("pdftotext"):
         text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout
         assert "TOPSECRETMARKER" not in text and "begin{verbatim}" in text  # the path printed as text
     manifest = json.loads((out / MANIFEST).read_text())["files"]
-    assert "report.pdf" in manifest and "report.log" in manifest and "report.aux" not in manifest
+    assert "report.pdf" in manifest and "report.log" not in manifest and "report.aux" not in manifest
     assert not (out / "report.aux").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(STAGE_PREFIX) or p.name == LOCK]
 

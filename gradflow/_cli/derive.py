@@ -29,10 +29,14 @@ def run(a: argparse.Namespace) -> int:
     cell = get_cell(a.cell)
     J = cell.jacobian()
     if a.latex:
+        from .._symbolic.printing import latex
+        from .._views.document import aligned, display_row
+
+        # the report's line breaking: a long sum one summand per line (LaTeX: \\ and &\quad)
         print("% recurrence")
-        print(cell.recorded_latex())
+        print(aligned([display_row(latex(s), e) for s, e in cell.recorded.definitions.items()]))
         print("% one-step Jacobian blocks (numerator layout)")
-        print(J.latex())
+        print(aligned([display_row(J.block_name(k), v) for k, v in J.blocks.items()]))
     else:
         print(f"{cell.title} ({cell.name})")
         print("recurrence:")

@@ -1,9 +1,11 @@
 """``gradflow report``: a derivation report (Markdown, LaTeX, figures, references, provenance).
 
     gradflow report CELL [CELL ...] -o DIR [--hidden N] [--steps T] [--seed S] [--input M]
-                    [--forget-bias F] [--force] [--pdf]
+                    [--forget-bias F] [--force] [--pdf] [--columns 1|2] [--slides]
 
-With ``--pdf`` it also runs pdflatex there. The command line recorded in the report is the one
+With ``--pdf`` it also runs pdflatex and BibTeX there (only report.pdf is added); ``--columns 2``
+lays report.tex out in two columns; ``--slides`` also writes beamer slides (slides.tex).
+The command line recorded in the report is the one
 this run parsed (``args.argv``, set by :func:`gradflow._cli.main`), never re-read from ``sys.argv``.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from .._checks import GradflowError, check_columns
 from .options import float_option, int_option, say
 
 HELP = "write a derivation report (Markdown, LaTeX, figures, references) for cells"
@@ -28,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="forget-gate bias of the LSTM in the numeric runs (e.g. 1)")
     p.add_argument("--force", action="store_true", help="replace a report already in DIR")
     p.add_argument("--pdf", action="store_true", help="also compile report.tex with pdflatex")
+    p.add_argument("--columns", default="1", metavar="1|2",
+                   help="text columns of the standalone report.tex (default 1)")
+    p.add_argument("--slides", action="store_true",
+                   help="also write beamer slides, slides.tex (and slides.pdf with --pdf)")
 
 
 def run(a: argparse.Namespace) -> int:
@@ -40,11 +47,18 @@ def run(a: argparse.Namespace) -> int:
     seed = int_option(a.seed, "--seed", 0)
     m = None if a.input is None else int_option(a.input, "--input", 1)
     fb = float_option(a.forget_bias, "--forget-bias")
+    try:
+        columns = check_columns(int_option(a.columns, "--columns", 1))
+    except GradflowError:
+        raise GradflowError(f"--columns must be 1 or 2, got {a.columns!r}") from None
     argv = ["gradflow", *a.argv]  # exactly what was parsed: one source for the recorded command
     out = write_report(cells, a.output, hidden=hidden, steps=steps, seed=seed, input=m,
-                       forget_bias=fb, command=argv, force=a.force, pdf=a.pdf)
+                       forget_bias=fb, command=argv, force=a.force, pdf=a.pdf, columns=columns,
+                       slides=a.slides)  # a missing bibtex is one "gradflow: note:" line
     say(f"wrote {out / 'report.md'} and {out / 'report.tex'}")
+    if a.slides:
+        say(f"wrote {out / 'slides.tex'}")
     if a.pdf:
-        say(f"wrote {out / 'report.pdf'}")
+        say(f"wrote {out / 'report.pdf'}" + (f" and {out / 'slides.pdf'}" if a.slides else ""))
     return 0
 

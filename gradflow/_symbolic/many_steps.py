@@ -86,6 +86,12 @@ class TimeHadamardProduct(_OverTime):
 
     _latex_op, _text_op = r"\bigodot", "⊙"
 
+    def _wrap(self, body: str) -> str:  # ⊙_j (1 − i_j), not ⊙_j 1 − i_j
+        return r"\left(%s\right)" % body if isinstance(self.args[0], (MatAdd, sp.Add)) else body
+
+    def _wrap_text(self, body: str) -> str:
+        return " (%s)" % body if isinstance(self.args[0], (MatAdd, sp.Add)) else " " + body
+
 
 def _as_matrix(J: StateJacobian) -> MatrixExpr:
     """The one-step Jacobian as one matrix (a BlockMatrix for two states)."""

@@ -111,7 +111,7 @@ def _lru(r: Recurrence):
     """
     h, q = r.prev["h"], r.prev["q"]
     mod = r.let(r"\rho", exp(MatMul(-1, exp(r.w("nu", label=r"\nu")))))
-    phase = r.let(r"\phi", exp(r.w("theta", label=r"\theta")))
+    phase = r.let(r"\omega", exp(r.w("theta", label=r"\theta")))
     gamma = r.let(r"\gamma", exp(r.w("gamma", label=r"\gamma_{\log}")))
     re, im = hadamard(mod, cos(phase)), hadamard(mod, sin(phase))
     h_new = MatAdd(hadamard(re, h), MatMul(-1, hadamard(im, q)),

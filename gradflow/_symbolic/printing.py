@@ -1,6 +1,11 @@
 """Printing gradflow expressions: LaTeX in the order the summands were built, and plain text.
 
 ``latex(diag(1 - h_t ⊙ h_t)·W)`` and ``text(...)`` → ``diag(1 - h_t ⊙ h_t)·W``.
+
+One notation everywhere (the guide's, docs/theory.md#notation): ``\\odot`` for the Hadamard
+product and power (``h_{t}^{\\odot 2}``), ``I`` for the identity, and a positive integer power of
+an activation applied entry by entry written as ``\\tanh^{2}\\left(c_{t}\\right)`` (never
+``\\tanh(c_t)^{\\circ 2}``, which reads as a composition).
 """
 
 from __future__ import annotations
@@ -9,14 +14,37 @@ import re
 
 import sympy as sp
 from sympy import MatAdd
-from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import PRECEDENCE, precedence_traditional
 from sympy.printing.str import StrPrinter
 
 
+class _LatexPrinter(LatexPrinter):
+    """SymPy's LaTeX in gradflow's notation: ⊙ (not ∘) for Hadamard products, I (not 𝕀)."""
+
+    def _print_HadamardProduct(self, expr):
+        prec = precedence_traditional(expr)
+        return r" \odot ".join(self.parenthesize(a, prec, False) for a in expr.args)
+
+    def _print_HadamardPower(self, expr):
+        base, exp = expr.base, expr.exp
+        if getattr(base, "activation", None) is not None and exp.is_Integer and exp > 0:
+            # tanh^2(c_t): the activation's power, entry by entry (no ^{∘2} after a bracket)
+            return r"%s^{%s}\left(%s\right)" % (base.activation.latex, self._print(exp),
+                                                 self._print(base.arg))
+        e = self._print(exp)
+        if precedence_traditional(exp) < PRECEDENCE["Mul"]:
+            e = r"\left(%s\right)" % e
+        return r"%s^{\odot %s}" % (self.parenthesize(base, PRECEDENCE["Pow"], strict=True), e)
+
+    def _print_Identity(self, expr):
+        return "I"
+
+
 def latex(expr, **settings) -> str:
-    """LaTeX of a gradflow expression, summands in the order they were built."""
+    """LaTeX of a gradflow expression, summands in the order they were built (⊙, I: see above)."""
     settings.setdefault("order", "none")
-    return sp.latex(expr, **settings)
+    return _LatexPrinter(settings).doprint(expr)
 
 
 class _TextPrinter(StrPrinter):
@@ -30,7 +58,10 @@ class _TextPrinter(StrPrinter):
                           for a in expr.args)
 
     def _print_HadamardPower(self, expr):
-        return "%s^∘%s" % (self.parenthesize(expr.base, PRECEDENCE["Pow"]), self._print(expr.exp))
+        base = expr.base
+        if getattr(base, "activation", None) is not None and expr.exp.is_Integer and expr.exp > 0:
+            return "%s^%s(%s)" % (base.activation.name, self._print(expr.exp), self._print(base.arg))
+        return "%s^⊙%s" % (self.parenthesize(expr.base, PRECEDENCE["Pow"]), self._print(expr.exp))
 
     def _print_MatMul(self, expr):
         args = list(expr.args)

@@ -81,7 +81,8 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                  "$n \\times n$ in numerator layout (row $i$ of a block holds the derivatives of the "
                  "$i$-th entry of its numerator). Differentiating the step through the named "
                  "quantities with gradflow's matrix chain rule gives:")
-    doc.display([display_row(J.block_name(key), v) for key, v in J.blocks.items()])
+    jac = f"eq:{cell.name}-jacobian"
+    doc.display([display_row(J.block_name(key), v) for key, v in J.blocks.items()], label=jac)
     elman = _elman_form(cell)
     if elman is not None:
         act, arg, vec = elman
@@ -102,9 +103,10 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
         compact = prod.expr.func(Jj, *prod.expr.args[1:])
         doc.display([Row(lhs, (latex(compact),))])
         if len(cell.states) == 1:
-            doc.para("where $J_j$ is the one-step Jacobian above at step $j$ (every $t$ replaced by $j$).")
+            doc.para(f"where $J_j$ is the one-step Jacobian [#{jac}] at step $j$ (every $t$ replaced by $j$).")
         else:
-            doc.para("where $J_j$ is the one-step Jacobian at step $j$, assembled from the blocks above "
+            doc.para("where $J_j$ is the one-step Jacobian at step $j$, assembled from the blocks "
+                     f"[#{jac}] "
                      "with every $t$ replaced by $j$, the state ordered as "
                      f"$({', '.join(cell.states)})$:")
             doc.display([Row(f"J_{{{sp.latex(_j)}}}", (_block_names_matrix(cell, _j),))])
@@ -115,13 +117,13 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
         bound = None
     doc.para("Whether the product shrinks or grows geometrically in $t-k$ depends on the sizes of "
              "its factors; " + ("the next paragraph bounds them and " if bound is not None else "")
-             + "Section 2 measures them.")
+             + "[#sec:evidence] measures them.")
     if bound is not None and elman is not None and bound.gamma is not None:
         act = elman[0]
         g = bound.gamma
         doc.para("Since $\\lVert \\operatorname{diag}(v) \\rVert_2 = \\max_i |v_i|$ and the spectral norm "
                  "is submultiplicative, every factor has norm at most $\\gamma\\,\\sigma_{\\max}(W)$ with "
-                 f"$\\gamma = \\sup|\\phi'| = {sp.latex(g)}$ for $\\phi = {act.latex}$. This is the bound "
+                 f"$\\gamma = \\sup|\\varphi'| = {sp.latex(g)}$ for $\\varphi = {act.latex}$. This is the bound "
                  "of @[pascanu2013difficulty]:")
         doc.display([_relation_row(bound.latex(), "\\le")])
         doc.para(f"Hence $\\sigma_{{\\max}}(W) < 1/\\gamma = {sp.latex(1 / g)}$ is sufficient for the "
@@ -143,7 +145,7 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                  "initial state would bound them, e.g. a GRU started with $|h_0| < 1$ keeps every "
                  "state in $(-1, 1)$), so gradflow derives no bound of the form of "
                  "@[pascanu2013difficulty] from the one-step Jacobian alone; the measurements in "
-                 "Section 2 take its place.")
+                 "[#sec:evidence] take its place.")
     else:
         doc.para("The bound of @[pascanu2013difficulty] is a statement about a single state; for this "
                  "two-state cell the decisive path is the cell state, below.")
@@ -157,7 +159,7 @@ def _derive_carousel(doc: Doc, cell: Cell) -> None:
     car = carousel(cell)
     what = "the constant error carousel" if car.constant else "the carousel of its forget gates"
     doc.heading(4, f"The cell state of `{cell.name}`: {what}")
-    doc.para("The cell-state block of the one-step Jacobian is")
+    doc.para(f"The cell-state block of the one-step Jacobian [#eq:{cell.name}-jacobian] is")
     doc.display([display_row(J.block_name(("c", "c")), J["c", "c"])])
     no_w, no_phi = not _weight_names(car.expr), not _has_activation(car.expr)
     if car.constant:
@@ -173,7 +175,7 @@ def _derive_carousel(doc: Doc, cell: Cell) -> None:
                  "fixed) the product of these blocks is a product of diagonal matrices, hence diagonal:")
         doc.display([_relation_row(car.latex(), "=")])
         if no_w and no_phi:
-            doc.para("It contains no recurrent weight matrix and no activation derivative $\\phi'$: each "
+            doc.para("It contains no recurrent weight matrix and no activation derivative $\\varphi'$: each "
                      "unit's gradient is multiplied by its own forget gate at every step, and decays only "
                      "as far as its forget gates fall below 1. The network controls this decay through "
                      "the forget gate introduced by @[gers2000forget]; initialising the forget-gate bias "
@@ -217,4 +219,4 @@ def _derive_carousel(doc: Doc, cell: Cell) -> None:
              "with respect to $h_{t-1}$; they contain the recurrent weights "
              + ", ".join(f"${w}$" for w in w_cut)
              + " and activation derivatives, and they add paths that leave the cell state and return "
-             "to it. Section 2 separates the two numerically.")
+             "to it. [#sec:evidence] separates the two numerically.")

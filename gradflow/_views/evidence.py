@@ -126,7 +126,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     flows = [runs[c.name].flow for c in cells]
     lstm_cells = [c for c in cells if "c" in c.states]
     inits = ", ".join(f"`{c.name}`: {c.default_init}" for c in cells)
-    doc.heading(2, "Numeric evidence")
+    doc.heading(2, "Numeric evidence", label="sec:evidence")
     doc.para(f"Each cell is unrolled for $T = {steps}$ steps with hidden size $n = {hidden}$ and input "
              f"size $m = {input}$, weights from the cell's default initialisation ({inits}) with seed "
              f"{seed}"
@@ -134,7 +134,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                 f" and the forget-gate bias set to $b_f = {float(forget_bias):g}$ "
                 "[@jozefowicz2015empirical]")
              + ", standard normal inputs from the same seed, zero initial state and batch size 1. "
-             "The one-step Jacobians are evaluated from the closed forms of Section 1 (not by automatic "
+             "The one-step Jacobians are evaluated from the closed forms of [#sec:derivation] (not by automatic "
              "differentiation) and multiplied backwards, "
              "$\\partial s_T/\\partial s_k = J_T J_{T-1} \\cdots J_{k+1}$; norms are reported as "
              "$\\log_{10}$. A decay rate is the least-squares slope of such a curve against $T-k$: "
@@ -194,7 +194,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                     f"Jacobian at {fmt_num(r.rate_full)}.")
             if carousel(c).constant:
                 dev = float(np.max(np.abs(car))) if np.all(np.isfinite(car)) else float("inf")
-                text += (" The carousel curve is flat at $\\log_{10} \\lVert \\mathbb{I} \\rVert_2 = 0$ "
+                text += (" The carousel curve is flat at $\\log_{10} \\lVert I \\rVert_2 = 0$ "
                          f"(largest deviation {dev:.1e}), as the algebra says."
                          if dev < 1e-9 else
                          f" The carousel curve deviates from 0 by up to {dev:.3g}, which contradicts "

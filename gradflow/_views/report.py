@@ -3,7 +3,9 @@
 :func:`write_report` writes, for one or more cells, a self-contained report directory::
 
     report.md          GitHub-renderable Markdown ($$ display math, $ inline math)
-    report.tex         the same content as a standalone LaTeX article (pdflatex)
+    report.tex         the same content as a standalone LaTeX article (pdflatex + BibTeX)
+    report-body.tex    its body alone, to input into a paper (no preamble)
+    slides.tex         beamer slides of the same derivation and figures (``slides=True``)
     figures/           every figure as PDF and PNG
     references.bib     the bibliography (gradflow's package data)
     flows.json         the measured curves behind the figures
@@ -28,6 +30,7 @@ import platform
 import shlex
 import shutil
 import subprocess
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from .._checks import GradflowError, positive_int
+from .._checks import GradflowError, check_columns, positive_int
 from .._numeric.flow import json_number
 from .._symbolic.cell import Cell
 from .._symbolic.cells import get_cell
@@ -48,7 +51,8 @@ from .evidence import Evidence, Measurement, evidence_section, measure
 REPORT_MARKERS = ("report.md", "report.tex", "provenance.json")
 
 #: Debian packages that provide pdflatex and every LaTeX package report.tex uses
-TEXLIVE_PACKAGES = ("texlive-latex-base", "texlive-latex-recommended", "texlive-fonts-recommended")
+TEXLIVE_PACKAGES = ("texlive-latex-base", "texlive-latex-recommended", "texlive-fonts-recommended",
+                    "texlive-pictures")  # pictures: pgf, which beamer (the slides) needs
 
 
 # ================================================================================================
@@ -98,7 +102,7 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
                  steps: int = 100, seed: int = 0, input: int | None = None,
                  forget_bias: float | None = None,
                  command: str | Sequence[str] | None = None, force: bool = False,
-                 pdf: bool = False) -> Path:
+                 pdf: bool = False, columns: int = 1, slides: bool = False) -> Path:
     """Write a derivation report for ``cells`` into ``out_dir`` and return its path.
 
     The directory receives ``report.md``, ``report.tex``, ``figures/`` (PDF and PNG),
@@ -117,6 +121,9 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
             manifest ``.gradflow-manifest.json`` lists); everything else there is kept.
         pdf: also compile ``report.pdf`` (see :func:`compile_pdf`) while the directory is locked;
             if that fails the report stays installed and the error is raised.
+        columns: 1 or 2, the layout of the standalone ``report.tex`` (the body breaks its
+            displays to that width).
+        slides: also write ``slides.tex`` (beamer), compiled to ``slides.pdf`` with ``pdf``.
 
     Raises:
         ValueError: an unknown cell or bad size; ``out_dir`` holds a report and ``force`` is
@@ -136,6 +143,7 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
     steps = positive_int(steps, "steps", 2)
     seed = positive_int(seed, "seed", 0)
     input = hidden if input is None else positive_int(input, "input", 1)
+    columns = check_columns(columns)
     if forget_bias is not None:
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) \
                 or not np.isfinite(forget_bias):
@@ -150,10 +158,13 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
     with open_target(out, force) as target:
         assert target.stage is not None
         _build(target.stage, resolved, out, hidden=hidden, steps=steps, seed=seed, input=input,
-               forget_bias=forget_bias, command=command, out_arg=str(out_dir))
+               forget_bias=forget_bias, command=command, out_arg=_typed_path(out_dir, out),
+               columns=columns, slides=slides)
         target.install()
         if pdf:
             target.compile_pdf(_pdflatex_runner(out))
+            if slides:
+                target.compile_pdf(_pdflatex_runner(out, name="slides"), name="slides")
     return out
 
 
@@ -204,10 +215,13 @@ def introduction(b: Build) -> None:
     doc.para("Notation. Vectors are columns. Jacobians use numerator layout: "
              "$\\partial y/\\partial x$ has one row per entry of $y$ and one column per entry of $x$, "
              "so chain-rule products run from the output on the left to the input on the right. "
-             "$u \\circ v$ is the entry-wise (Hadamard) product and $v^{\\circ 2} = v \\circ v$; "
-             "$\\operatorname{diag}(v)$ is the diagonal matrix with $v$ on its diagonal; $\\mathbb{I}$ "
-             "the identity; $\\sigma$ the logistic sigmoid; $H$ the Heaviside step (the derivative of "
-             "ReLU, $H(0) = 0$); $\\sigma_{\\max}(W) = \\lVert W \\rVert_2$ the largest singular value. "
+             "$u \\odot v$ is the entry-wise (Hadamard) product and $v^{\\odot 2} = v \\odot v$; "
+             "$\\operatorname{diag}(v)$ is the diagonal matrix with $v$ on its diagonal; $I$ "
+             "the identity; $\\varphi$ an activation applied entry by entry, $\\varphi'$ its derivative, "
+             "and $\\tanh^{2}(v) = \\tanh(v) \\odot \\tanh(v)$; $\\sigma(a)$ the logistic sigmoid, "
+             "always with its argument; $H$ the Heaviside step (the derivative of "
+             "ReLU, $H(0) = 0$); $\\sigma_i(A)$ the singular values of a matrix $A$, always with a "
+             "subscript, and $\\sigma_{\\max}(A) = \\lVert A \\rVert_2$ the largest. "
              "$W$ are recurrent weights ($n \\times n$), $U$ input weights ($n \\times m$), $b$ "
              "biases; $n$ is the hidden size and $m$ the input size.")
 
@@ -215,7 +229,7 @@ def introduction(b: Build) -> None:
 
 def derivation(b: Build) -> None:
     """Section: every requested cell derived from its recurrence (:mod:`.derivation`)."""
-    b.doc.heading(2, "Derivation")
+    b.doc.heading(2, "Derivation", label="sec:derivation")
     for cell in b.cells:
         derive_cell(b.doc, cell)
 
@@ -259,8 +273,21 @@ SECTIONS: tuple[Callable[[Build], None], ...] = (introduction, derivation, numer
                                                  reproduce)
 
 
+def _typed_path(out_dir, out: Path) -> str:
+    """The output folder as the reproduce command should name it: as typed when relative, else
+    relative to the current folder when inside it, else "." (run from the report's folder)."""
+    typed = os.fspath(out_dir)
+    if not os.path.isabs(typed):
+        return typed
+    try:
+        return Path(out).relative_to(Path.cwd().resolve()).as_posix() or "."
+    except ValueError:
+        return "."
+
+
 def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int, seed: int,
-           input: int, forget_bias: float | None, command, out_arg: str) -> None:
+           input: int, forget_bias: float | None, command, out_arg: str, columns: int = 1,
+           slides: bool = False) -> None:
     bib_text = bibliography_text()
     bib = parse_bibtex(bib_text)
     versions = _versions()
@@ -282,9 +309,14 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
     title = f"Gradient flow in recurrent networks: {', '.join(c.name for c in cells)}"
 
     md = doc.markdown()
-    tex = doc.latex(title, date[:10])
     (stage / "report.md").write_text(md, encoding="utf-8")
-    (stage / "report.tex").write_text(tex, encoding="utf-8")
+    (stage / "report-body.tex").write_text(doc.latex_body(columns), encoding="utf-8")
+    (stage / "report.tex").write_text(doc.latex(title, date[:10], columns, body="report-body"),
+                                      encoding="utf-8")
+    if slides:
+        from .slides import slides_tex
+
+        (stage / "slides.tex").write_text(slides_tex(b, title), encoding="utf-8")
     (stage / "references.bib").write_text(bib_text, encoding="utf-8")
 
     flows_json = {name: {**r.flow.to_json(), "init": r.init,
@@ -315,7 +347,7 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
         "versions": versions,
         "platform": {"system": platform.system(), "machine": platform.machine(),
                      "python_implementation": platform.python_implementation()},
-        "output": str(out),
+        "output": out_arg,
         "figures": numeric.figures,
         "decay_table": [{k: clean(v, f"decay table {row['cell']} {k}") for k, v in row.items()}
                         for row in numeric.table],
@@ -326,7 +358,11 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
 
 
 def compile_pdf(out_dir: str | os.PathLike, *, timeout: float = 180.0) -> Path:
-    """Run pdflatex (twice, for the citations) on ``out_dir/report.tex``; return the PDF's path.
+    """Compile ``out_dir/report.tex`` (pdflatex, BibTeX, pdflatex twice); return the PDF's path.
+
+    Only ``report.pdf`` is added to the report (on a failure, ``report.log`` instead); the
+    auxiliary files stay in a work folder that is removed. Where BibTeX is missing the PDF is
+    still made (its citations unresolved) and a one-line warning says so.
 
     Raises:
         ValueError: pdflatex is not installed, or the compilation fails (the first LaTeX error
@@ -341,28 +377,52 @@ def compile_pdf(out_dir: str | os.PathLike, *, timeout: float = 180.0) -> Path:
         return target.compile_pdf(_pdflatex_runner(out, timeout))
 
 
-def _pdflatex_runner(out: Path, timeout: float = 180.0):
-    """pdflatex twice (for the citations) in a work folder; errors name the report's own files."""
-    from .safe_write import run_pdflatex
+def _pdflatex_runner(out: Path, timeout: float = 180.0, name: str = "report"):
+    """pdflatex, bibtex, pdflatex twice in a work folder; errors name the report's own files."""
+    from .safe_write import run_bibtex, run_pdflatex
 
-    tex = out / "report.tex"
+    tex = out / f"{name}.tex"
     exe = shutil.which("pdflatex")
     if exe is None:
         raise GradflowError(f"pdflatex not found (install TeX Live, e.g. apt-get install "
                          f"{' '.join(TEXLIVE_PACKAGES)}); report.md and report.tex are in {out}")
+    bibtex = shutil.which("bibtex")
+
+    def latex_pass(work: Path) -> None:
+        try:
+            proc = run_pdflatex(exe, work, timeout, name)
+        except subprocess.TimeoutExpired:
+            raise GradflowError(f"pdflatex did not finish within {timeout:g} s on {tex}") from None
+        if proc.returncode != 0:
+            log = (work / f"{name}.log").read_text(encoding="latin-1") if (work / f"{name}.log").exists() \
+                else proc.stdout.decode("latin-1")
+            first = next((ln for ln in log.splitlines() if ln.startswith("!")), "unknown error")
+            raise GradflowError(f"pdflatex failed on {tex}: {first.lstrip('! ')} (see {out / (name + '.log')})")
 
     def run(work: Path) -> None:
-        for _ in range(2):
-            try:
-                proc = run_pdflatex(exe, work, timeout)
-            except subprocess.TimeoutExpired:
-                raise GradflowError(f"pdflatex did not finish within {timeout:g} s on {tex}") from None
-            if proc.returncode != 0:
-                log = (work / "report.log").read_text(encoding="latin-1") if (work / "report.log").exists() \
-                    else proc.stdout.decode("latin-1")
-                first = next((ln for ln in log.splitlines() if ln.startswith("!")), "unknown error")
-                raise GradflowError(f"pdflatex failed on {tex}: {first.lstrip('! ')} (see {out / 'report.log'})")
-        if not (work / "report.pdf").is_file():
+        latex_pass(work)
+        aux = work / f"{name}.aux"
+        if aux.is_file() and "\\bibdata" in aux.read_text(encoding="latin-1"):
+            if bibtex is None:
+                from .._numeric.loading import GradflowNote
+
+                warnings.warn("bibtex not found: the PDF's citations are unresolved (bibtex comes with "
+                              "TeX Live: texlive-binaries)", GradflowNote, stacklevel=2)
+            else:
+                try:
+                    proc = run_bibtex(bibtex, work, timeout, name)
+                except subprocess.TimeoutExpired:
+                    raise GradflowError(f"bibtex did not finish within {timeout:g} s on {tex}") from None
+                if proc.returncode > 1:  # 1: warnings only
+                    raise GradflowError(f"bibtex failed on {tex}: "
+                                        + proc.stdout.decode("latin-1").strip().splitlines()[-1])
+        for _ in range(3):  # twice, and once more while the cross-references still move
+            latex_pass(work)
+            log = work / f"{name}.log"
+            if _ and not (log.is_file() and "Rerun to get cross-references right" in log.read_text(
+                    encoding="latin-1")):
+                break
+        if not (work / f"{name}.pdf").is_file():
             raise GradflowError(f"pdflatex produced no PDF in {out}")
 
     return run

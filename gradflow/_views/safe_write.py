@@ -19,9 +19,10 @@ The rules, in the order a run meets them:
   build, nothing is installed. Otherwise the staged files replace the old report's files one by
   one (``os.replace``), old report files that the new report lacks are removed, and everything
   else in the directory is left as it was.
-* **The PDF** is compiled in its own stage (a copy of ``report.tex`` and the figures) with shell
-  escape off and TeX's file access restricted to that folder; only ``report.pdf`` and
-  ``report.log`` are moved into the report.
+* **The PDF** is compiled in its own stage (a copy of ``report.tex``, ``report-body.tex``,
+  ``references.bib`` and the figures) with shell escape off and TeX's file access restricted to
+  that folder; only ``report.pdf`` is moved into the report (``report.log`` instead when the
+  compilation fails); the .aux/.log/.out/.bbl/.blg files go with the work folder.
 
 This module is about files only; it knows nothing of what a report contains.
 """
@@ -48,7 +49,8 @@ LOCK = ".gradflow.lock"
 STAGE_PREFIX = ".gradflow-stage-"
 #: the files a gradflow report (of any version) writes at its top level
 REPORT_FILES = ("report.md", "report.tex", "report.pdf", "report.log", "report.aux", "report.out",
-                "references.bib", "flows.json", "provenance.json")
+                "references.bib", "flows.json", "provenance.json", "report-body.tex", "report.bbl",
+                "report.blg", "slides.tex", "slides.pdf", "slides.log")
 #: names whose presence makes a directory look like a report
 MARKERS = ("report.md", "report.tex", "provenance.json")
 
@@ -381,23 +383,27 @@ class Target:
         shutil.rmtree(stage, ignore_errors=True)
 
     # -- the PDF --------------------------------------------------------------------------------
-    def compile_pdf(self, run: Callable[[Path], None]) -> Path:
-        """Run ``run(folder)`` (pdflatex) on a copy of report.tex and the figures; install the PDF."""
+    def compile_pdf(self, run: Callable[[Path], None], name: str = "report") -> Path:
+        """Run ``run(folder)`` (pdflatex, bibtex) on a copy of NAME.tex, its inputs and the figures;
+        install NAME.pdf alone (NAME.log alone if ``run`` fails)."""
         stage = self.new_stage()
         work = self.new_stage()
-        shutil.copy2(self.out / "report.tex", work / "report.tex")
+        for source in (f"{name}.tex", "report-body.tex", "references.bib"):
+            if (self.out / source).is_file():
+                shutil.copy2(self.out / source, work / source)
         if (self.out / "figures").is_dir():
             shutil.copytree(self.out / "figures", work / "figures", symlinks=True)
+        keep = f"{name}.log"
         try:
             run(work)
+            keep = f"{name}.pdf"
         finally:
-            for name in ("report.pdf", "report.log"):
-                if (work / name).is_file():
-                    os.replace(work / name, stage / name)
+            if (work / keep).is_file():
+                os.replace(work / keep, stage / keep)
             shutil.rmtree(work, ignore_errors=True)
-            if (stage / "report.log").exists() or (stage / "report.pdf").exists():
+            if (stage / keep).exists():
                 self.install(stage, replace_all=False)
-        return self.out / "report.pdf"
+        return self.out / f"{name}.pdf"
 
 
 @contextlib.contextmanager
@@ -435,7 +441,13 @@ def pdflatex_env() -> dict:
     return env
 
 
-def run_pdflatex(exe: str, folder: Path, timeout: float) -> subprocess.CompletedProcess:
+def run_pdflatex(exe: str, folder: Path, timeout: float, name: str = "report") -> subprocess.CompletedProcess:
     return subprocess.run([exe, "-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error",
-                           "report.tex"], cwd=folder, stdin=subprocess.DEVNULL, capture_output=True,
+                           f"{name}.tex"], cwd=folder, stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=timeout, env=pdflatex_env())
+
+
+def run_bibtex(exe: str, folder: Path, timeout: float, name: str = "report") -> subprocess.CompletedProcess:
+    """BibTeX on NAME.aux in ``folder`` (TeX's file access restricted there, as for pdflatex)."""
+    return subprocess.run([exe, name], cwd=folder, stdin=subprocess.DEVNULL, capture_output=True,
                           timeout=timeout, env=pdflatex_env())

@@ -1,0 +1,143 @@
+"""Beamer slides of a report: the same derivation and figures as report.tex, one idea per frame.
+
+Per cell: the recurrence, the one-step Jacobian (broken to the slide width; a long one over
+several frames), the product over time, the bound or why there is none, the carousel of a cell
+state; then the measured decay and carousel figures and a takeaway whose numbers come from the
+report's own runs. Every formula is printed by the symbolic core, as in the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sympy as sp
+from sympy import MatrixSymbol
+
+from .._symbolic.cell import Cell
+from .._symbolic.many_steps import carousel, pascanu_bound, state_product
+from .._symbolic.many_steps import j as _j
+from .._symbolic.printing import latex
+from .bibtex import entry_label, tex_text
+from .document import BUDGET_SLIDE, Row, display_row, row_lines
+
+#: a report's Build (``.report.Build``; not imported here: report.py imports this module)
+Build = Any
+
+#: display lines per frame (at \small), so that a frame never runs off the slide
+LINES_PER_FRAME = 9
+
+
+def _frame(title: str, body: str) -> str:
+    return f"\\begin{{frame}}{{{title}}}\n{body}\n\\end{{frame}}"
+
+
+def _math(lines: list[str]) -> str:
+    return "{\\small\n\\begin{align*}\n" + " \\\\\n".join(lines) + "\n\\end{align*}}"
+
+
+def _display_frames(title: str, rows: list[Row], intro: str = "") -> list[str]:
+    """Frames showing ``rows``, at most :data:`LINES_PER_FRAME` lines each (a row is never split)."""
+    frames: list[list[str]] = []
+    chunk: list[str] = []
+    for r in rows:
+        lines = row_lines(r, BUDGET_SLIDE)
+        if chunk and len(chunk) + len(lines) > LINES_PER_FRAME:
+            frames.append(chunk)
+            chunk = []
+        chunk += lines
+    frames.append(chunk)
+    out = []
+    for i, lines in enumerate(frames):
+        t = title if len(frames) == 1 else f"{title} ({i + 1}/{len(frames)})"
+        out.append(_frame(t, (intro + "\n" if intro and i == 0 else "") + _math(lines)))
+    return out
+
+
+def _cite(b: Build, key: str) -> str:
+    e = b.doc.bib[key]
+    return tex_text(f"{entry_label(e)} ({e.fields.get('year', 'n.d.')})")
+
+
+def _cell_frames(b: Build, cell: Cell) -> list[str]:
+    name = tex_text(cell.name)
+    st, J = cell.recorded, cell.jacobian()
+    out = _display_frames(f"\\texttt{{{name}}}: one step of the recurrence",
+                          [display_row(latex(s), e) for s, e in st.definitions.items()])
+    out += _display_frames(f"\\texttt{{{name}}}: the one-step Jacobian $J_t = \\partial s_t/\\partial s_{{t-1}}$",
+                           [display_row(J.block_name(k), v) for k, v in J.blocks.items()])
+    prod = state_product(cell)
+    lhs, _, _ = prod.latex().partition(" = ")
+    body = prod.expr.args[0]
+    Jj = MatrixSymbol(f"J_{{{sp.latex(_j)}}}", *body.shape)
+    compact = prod.expr.func(Jj, *prod.expr.args[1:])
+    out.append(_frame(f"\\texttt{{{name}}}: the product over time",
+                      "The chain rule multiplies one-step Jacobians, the latest on the left:\n"
+                      + _math(row_lines(Row(lhs, (latex(compact),)), BUDGET_SLIDE))
+                      + "\nIt shrinks or grows geometrically in $t-k$ with the sizes of its factors."))
+    try:
+        bound = pascanu_bound(cell)
+    except ValueError:
+        bound = None
+    if bound is not None:
+        lhs, _, rhs = bound.latex().partition(" \\le ")
+        text = (f"After {_cite(b, 'pascanu2013difficulty')}: "
+                + (f"with $\\gamma = \\sup|\\varphi'| = {sp.latex(bound.gamma)}$, "
+                   f"$\\sigma_{{\\max}}(W) < {sp.latex(1 / bound.gamma)}$ suffices for vanishing gradients."
+                   if bound.gamma is not None else "a sum of terms $\\operatorname{diag}(v)\\,M$, each bounded."))
+        out.append(_frame(f"\\texttt{{{name}}}: the bound",
+                          text + "\n" + _math(row_lines(Row(lhs, (rhs,), "\\le"), BUDGET_SLIDE))))
+    if "c" in cell.states:
+        car = carousel(cell)
+        lhs, _, rhs = car.latex().partition(" = ")
+        what = ("the identity: the constant error carousel of " + _cite(b, "hochreiter1997lstm")
+                if car.constant else "diagonal: no recurrent weights, no $\\varphi'$; it decays only as far "
+                "as the forget gates fall below 1")
+        out.append(_frame(f"\\texttt{{{name}}}: the cell state carries the gradient",
+                          "Along the cell state alone (gates held fixed) the product is " + what + ":\n"
+                          + _math(row_lines(Row(lhs, (rhs,)), BUDGET_SLIDE))))
+    return out
+
+
+def _figure(title: str, stem: str) -> str:
+    return _frame(title, "\\centering\n\\includegraphics[width=\\textwidth,height=0.78\\textheight,"
+                         f"keepaspectratio]{{figures/{stem}.pdf}}")
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"${x:+.3f}$"
+
+
+def _takeaway(b: Build) -> str:
+    items = []
+    for cell in b.cells:
+        r = b.runs[cell.name]
+        text = (f"\\texttt{{{tex_text(cell.name)}}}: $\\log_{{10}}\\lVert\\partial s_T/\\partial s_k\\rVert_2$ "
+                f"changes by {_num(r.rate_full)} per step of lag")
+        if r.rate_carousel is not None:
+            text += f"; along the carousel by {_num(r.rate_carousel)}"
+        if r.rate_bound is not None:
+            text += f"; the bound by {_num(r.rate_bound)}"
+        items.append("\\item " + text + ".")
+    sizes = f"$n = {b.hidden}$, $m = {b.input}$, $T = {b.steps}$, seed {b.seed}"
+    return _frame("Takeaway", "Measured on random weights (" + sizes + "):\n\\begin{itemize}\n"
+                  + "\n".join(items) + "\n\\end{itemize}\n"
+                  "A one-step Jacobian near the identity (cell state, residual path) keeps the gradient; "
+                  "a product of contractions loses it geometrically.")
+
+
+def slides_tex(b: Build, title: str) -> str:
+    """slides.tex for a built report (its sections have run: ``b.runs`` and the figures exist)."""
+    frames = ["\\begin{frame}\n\\titlepage\n\\end{frame}"]
+    for cell in b.cells:
+        frames += _cell_frames(b, cell)
+    stems = set(b.evidence.figures) if b.evidence is not None else set()
+    if "decay" in stems:
+        frames.append(_figure("Measured: the gradient norm against the lag", "decay"))
+    if "carousel" in stems:
+        frames.append(_figure("Measured: the gradient split by path", "carousel"))
+    frames.append(_takeaway(b))
+    return ("\\documentclass[aspectratio=169,11pt]{beamer}\n"
+            "\\usepackage{amsmath}\n\\usepackage{amssymb}\n\\usepackage{graphicx}\n"
+            "\\setbeamertemplate{navigation symbols}{}\n"
+            f"\\title{{{tex_text(title)}}}\n\\author{{generated by gradflow}}\n\\date{{{tex_text(b.date[:10])}}}\n"
+            "\\begin{document}\n\n" + "\n\n".join(frames) + "\n\n\\end{document}\n")
