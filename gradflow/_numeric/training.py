@@ -173,7 +173,7 @@ class Recorder:
         t0 = time.perf_counter()
         net = self._net()
         flow = gradient_flow(net, self.inputs, lyapunov=self.lyapunov, spectral=self.spectral,  # type: ignore[arg-type]
-                             threads=self.threads)
+                             threads=self.threads, batch_first=False)  # the probe is kept as (T, B, m)
         rec = {"step": int(step), "seconds": 0.0, **flow.to_json()}
         rec["seconds"] = time.perf_counter() - t0
         self.records.append(rec)
