@@ -24,7 +24,7 @@ import sympy as sp
 from sympy import Identity
 
 from .._checks import GradflowError, lyapunov_count, parse_int, positive_int
-from .._vocabulary import SPECTRAL_METHODS, SpectralMethod
+from .._vocabulary import CHAIN_DTYPES, FLOW_MODES, SPECTRAL_METHODS, ChainDtype, FlowMode, SpectralMethod
 from .compile import compile_expr
 from .diagonal import diagonal_curves, is_diagonal
 from .network import Network, Trajectory, network, random_inputs, to_host
@@ -90,6 +90,13 @@ class Flow:
         lyapunov: the r largest Lyapunov exponents (r,), batch mean, descending, when asked
             (r = min(N, 8) by default, N with ``lyapunov="full"``).
         bound: log10 of the Pascanu bound (γ σ_max(W))^{T−k}, (T,), for Elman cells, else None.
+        mode: ``"exact"`` or ``"matrix-free"``: how the curves were measured. Matrix-free, the
+            Frobenius curves are estimates, ``log10_norm_2`` is NaN (not measured) and
+            ``sketch`` holds, per block (``"full"``, ``"cell_state"``, ``"carousel"``), the
+            :class:`~gradflow._numeric.matrix_free.SketchCurves`: standard errors and the band
+            of the spectral norm.
+        dtype: the dtype of the backward products.
+        probes: the number of probe vectors (matrix-free), else None.
     """
 
     cell: str
@@ -101,6 +108,10 @@ class Flow:
     carousel: Curves | None = None
     lyapunov: np.ndarray | None = None
     bound: np.ndarray | None = None
+    mode: str = "exact"
+    dtype: str = "float64"
+    sketch: dict | None = None
+    probes: int | None = None
 
     @property
     def k(self) -> np.ndarray:
@@ -112,23 +123,40 @@ class Flow:
         full = self.full.mean()
         cs = self.cell_state.mean() if self.cell_state is not None else None
         car = self.carousel.mean() if self.carousel is not None else None
+        skip = ("log10_norm_2",) if self.sketch is not None else ()
+        sk = {name: _sketch_mean(c) for name, c in self.sketch.items()} if self.sketch is not None else {}
+
+        def entries(curves, name, k, what):
+            rec = {key: json_number(v[k], f"{what}{key} at k = {k}") for key, v in curves.items() if key not in skip}
+            rec.update({key: json_number(v[k], f"{what}{key} at k = {k}") for key, v in sk.get(name, {}).items()})
+            return rec
+
         curve = []
         for k in range(self.steps):
-            rec = {key: json_number(v[k], f"{key} at k = {k}") for key, v in full.items()}
-            rec = {"k": k, **rec}
+            rec = {"k": k, **entries(full, "full", k, "")}
             if cs is not None:
-                rec["cell_state"] = {key: json_number(v[k], f"cell_state {key} at k = {k}") for key, v in cs.items()}
+                rec["cell_state"] = entries(cs, "cell_state", k, "cell_state ")
             if car is not None:
-                rec["carousel"] = {key: json_number(v[k], f"carousel {key} at k = {k}") for key, v in car.items()}
+                rec["carousel"] = entries(car, "carousel", k, "carousel ")
             if self.bound is not None:
                 rec["log10_bound"] = json_number(self.bound[k], f"log10_bound at k = {k}")
             curve.append(rec)
+        extra = {"probes": self.probes} if self.sketch is not None else {}
         return {
             "cell": self.cell, "hidden": self.hidden, "steps": self.steps, "batch": self.batch,
+            "mode": self.mode, "dtype": self.dtype, **extra,
             "curve": curve,
             "lyapunov": [json_number(v, f"Lyapunov exponent {i}") for i, v in enumerate(self.lyapunov)]
             if self.lyapunov is not None else [],
         }
+
+
+def _sketch_mean(c) -> dict:
+    """Batch means of a SketchCurves' extra curves (the standard error of the mean of B estimates)."""
+    B = c.log10_norm_fro_se.shape[0]
+    return {"log10_norm_fro_se": np.sqrt(np.mean(c.log10_norm_fro_se ** 2, axis=0) / B),
+            "log10_norm_2_low": c.log10_norm_2_low.mean(axis=0),
+            "log10_norm_2_high": c.log10_norm_2_high.mean(axis=0)}
 
 
 # -- the backward sweep -------------------------------------------------------------------------
@@ -500,7 +528,8 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
                   output: tuple | None = None, spectral: SpectralMethod = "power", tol: float = 1e-10,
                   lyapunov: bool | int | str = True, carousel: bool = False, bound: bool = True,
                   progress: Callable[[int, int], None] | None = None, structure: str = "auto",
-                  threads: int | None = None) -> Flow:
+                  threads: int | None = None, mode: FlowMode = "auto", dtype: ChainDtype | None = None,
+                  probes: int = 32, probe_blocks: int = 8) -> Flow:
     """Measure ‖∂s_T/∂s_k‖₂, ‖∂s_T/∂s_k‖_F and ‖∂L/∂s_k‖ for every k in one backward sweep.
 
     Arguments:
@@ -524,19 +553,95 @@ def gradient_flow(net: Network, inputs, *, initial: Mapping[str, Any] | None = N
             ``GRADFLOW_THREADS`` if set, else one thread for small runs (N²·B below
             :data:`ONE_THREAD_BELOW`, where more threads only wait on each other) and the BLAS
             default for larger ones.
+        mode: ``"exact"`` the backward sweep of N × N products (O(T·N³)); ``"matrix-free"``
+            row vectors carried backward through the derived blocks (O(T·R·n²), R = 1 + r per
+            measured block, :mod:`gradflow._numeric.matrix_free`): ‖∂L/∂s_k‖ exact, ‖·‖_F
+            estimated from ``probes`` probe vectors with a standard error (from
+            ``probe_blocks`` independent blocks), ‖·‖₂ as a band, Lyapunov exponents exact;
+            ``"auto"`` (default) exact up to N = ``MATRIX_FREE_ABOVE`` (1024) when it fits in
+            memory, matrix-free above. :attr:`Flow.mode` says which ran.
+        dtype: the dtype of the backward products, ``"float64"`` or ``"float32"`` (default: the
+            network's). float32 doubles the GEMM rate; the products are rescaled every step
+            (matrix-free) or whenever ‖P‖_F leaves [1e−9.5, 1e9.5] (exact), their log10 scale
+            carried apart, so nothing underflows at any T. Accuracy against float64, measured
+            (benchmarks/README.md): log10 norms within ~1e−4 (T = 10⁴, LSTM n = 64).
 
     Returns:
         :class:`Flow`.
     """
+    from .size_guard import choose_mode
+
     r = lyapunov_count(lyapunov, net.state_size)
     shape = getattr(inputs, "shape", None) or np.shape(inputs)
     B = int(shape[1]) if len(shape) == 3 else 1
+    if mode not in FLOW_MODES:
+        raise GradflowError(f"mode must be one of {', '.join(FLOW_MODES)}; got {mode!r}")
+    if dtype is not None and dtype not in CHAIN_DTYPES:
+        raise GradflowError(f"dtype must be one of {', '.join(CHAIN_DTYPES)}; got {dtype!r}")
+    chain = np.dtype(dtype) if dtype is not None else np.dtype(net.dtype)
+    T = int(shape[0])
+    if mode == "auto" and structure == "auto" and is_diagonal(net.cell) and "c" not in net.cell.states:
+        mode = "exact"  # the O(T·n) diagonal path: exact at any size
+    mode = choose_mode(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode)  # type: ignore[assignment]
     with thread_limit(blas_threads(threads, net.state_size ** 2 * B)):
+        if mode == "matrix-free":
+            return _matrix_free_flow(net, inputs, initial, output, r, carousel, bound, progress,
+                                     chain, probes, probe_blocks)
+        if chain != np.dtype(net.dtype):  # the exact sweep in another dtype: a cast copy of the network
+            return _cast_flow(net, inputs, initial, output, spectral, tol, r, carousel, bound, progress,
+                              structure, chain)
         return _gradient_flow(net, inputs, initial, output, spectral, tol, r, carousel, bound, progress,
                               structure)
 
 
-def _gradient_flow(net, inputs, initial, output, spectral, tol, r, carousel, bound, progress, structure) -> Flow:
+def _cast_flow(net, inputs, initial, output, spectral, tol, r, carousel, bound, progress, structure, chain) -> Flow:
+    """The exact sweep on float64 states with the products in ``chain``: the trajectory is
+    unrolled by ``net`` and cast, then swept by a cast copy of the network."""
+    xp = net.xp
+    traj = net.unroll(inputs, initial)
+    low = Network(net.weights.to(xp, chain))
+    cast = Trajectory(xp.astype(traj.inputs, chain), [xp.astype(s, chain) for s in traj.states],
+                      [{k: xp.astype(v, chain) if hasattr(v, "dtype") else v for k, v in d.items()}
+                       for d in traj.named])
+    flow = _gradient_flow(low, cast.inputs, initial, output, spectral, tol, r, carousel, bound, progress,
+                          structure, traj=cast)
+    flow.dtype = str(chain)
+    return flow
+
+
+def _matrix_free_flow(net, inputs, initial, output, r, carousel, bound, progress, chain, probes,
+                      probe_blocks) -> Flow:
+    from .matrix_free import matrix_free_lyapunov, sketch_sweep
+
+    traj = net.unroll(inputs, initial)
+    T, B = traj.steps, traj.states[0].shape[0]
+    n, N = net.hidden, net.state_size
+    g = loss_gradient(net, traj, output)
+    blocks = {"full": (slice(0, N), slice(0, N))}
+    has_c = "c" in net.cell.states
+    if has_c:
+        ci = net.cell.states.index("c")
+        blocks["cell_state"] = (slice(ci * n, (ci + 1) * n), slice(ci * n, (ci + 1) * n))
+    kw = {"probes": probes, "probe_blocks": probe_blocks, "dtype": chain}
+    res = sketch_sweep(net, traj, g, blocks, progress=progress, **kw)
+    sketch = dict(res)
+    if carousel and has_c:
+        sketch["carousel"] = sketch_sweep(net, traj, g, {"cell_state": blocks["cell_state"]}, truncated=True,
+                                          **kw)["cell_state"]
+
+    def curves(c):
+        return Curves(np.full_like(c.log10_norm_fro, np.nan), c.log10_norm_fro, c.log10_grad_norm)
+
+    lyap = matrix_free_lyapunov(net, traj, r, dtype=chain).mean(axis=0) if r else None
+    return Flow(net.cell.name, n, T, B, curves(sketch["full"]),
+                curves(sketch["cell_state"]) if has_c else None,
+                curves(sketch["carousel"]) if "carousel" in sketch else None, lyap,
+                _pascanu_log10(net, T) if bound else None, mode="matrix-free", dtype=str(chain),
+                sketch=sketch, probes=probes)
+
+
+def _gradient_flow(net, inputs, initial, output, spectral, tol, r, carousel, bound, progress, structure,
+                   traj=None) -> Flow:
     if spectral not in SPECTRAL_METHODS:
         raise GradflowError(f"spectral must be 'power' or 'svd', got {spectral!r}")
     if structure not in ("auto", "dense"):
@@ -548,8 +653,8 @@ def _gradient_flow(net, inputs, initial, output, spectral, tol, r, carousel, bou
         full = Curves(c["log10_norm_2"], c["log10_norm_fro"], c["log10_grad_norm"])
         return Flow(net.cell.name, net.hidden, T, B, full, None, None,
                     c["lyapunov"].mean(axis=0)[:r] if r else None,
-                    _pascanu_log10(net, T) if bound else None)
-    traj = net.unroll(inputs, initial)
+                    _pascanu_log10(net, T) if bound else None, dtype=str(np.dtype(net.dtype)))
+    traj = net.unroll(inputs, initial) if traj is None else traj
     T, B = traj.steps, traj.states[0].shape[0]
     n, N = net.hidden, net.state_size
     g = loss_gradient(net, traj, output)
@@ -565,7 +670,7 @@ def _gradient_flow(net, inputs, initial, output, spectral, tol, r, carousel, bou
                      blocks={"cell_state": blocks["cell_state"]})["cell_state"]
     lyap = lyapunov_exponents(net, traj, r).mean(axis=0) if r else None
     return Flow(net.cell.name, n, T, B, res["full"], res.get("cell_state"), car, lyap,
-                _pascanu_log10(net, T) if bound else None)
+                _pascanu_log10(net, T) if bound else None, dtype=str(np.dtype(net.dtype)))
 
 def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | None = None,
                     resolve: float = 2e-6) -> dict:
