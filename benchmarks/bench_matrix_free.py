@@ -8,10 +8,11 @@ For one LSTM (m = ``--input``, default n), ``gradient_flow(..., mode="matrix-fre
 defaults (32 probes per block on the full product and the c→c block, 8 Lyapunov exponents):
 
 * wall time of the whole call and of its parts (forward unroll, the sketch sweep, the Lyapunov
-  pass), and the peak resident memory of the process (``resource.getrusage``; run one size per
-  process for a clean figure);
+  pass, split by the progress callback), and the peak resident memory of the process
+  (``resource.getrusage``; run one size per process for a clean figure);
 * the product chain alone (T_chain steps of yᵀ ↦ yᵀJ_t for the R = 65 rows, renormalised) and
-  its FLOP rate, counting only the GEMM FLOPs it must do (2·R·(4n)·n per step), against the
+  its FLOP rate, counting only the GEMM FLOPs it must do (2·R·(4n)·n per step, the first
+  ``--chain-steps`` steps), against the
   machine's float64 matmul rate measured here for n × n matrices and for the chain's own GEMM
   shape (R × 4n times 4n × n);
 * with ``--exact-steps T_e``: the exact sweep on the first T_e inputs and the matrix-free curves
@@ -97,15 +98,16 @@ def main():
     n, T = a.hidden, a.steps
     m = a.input or n
     N = 2 * n
-    with thread_limit(blas_threads(None, N * N)):  # the threads gradient_flow chooses, for every part
+    threads = blas_threads(None, N * N)
+    print(f"BLAS threads: {threads or 'BLAS default'} (GRADFLOW_THREADS={os.environ.get('GRADFLOW_THREADS')})")
+    with thread_limit(threads):  # the threads gradient_flow chooses, for every part
         run(a, n, m, N, T)
     print(f"peak RSS at the end: {rss_peak_mib():.0f} MiB; load average after: {os.getloadavg()}")
 
 
 def run(a, n, m, N, T):
     import gradflow as gf
-    from gradflow._numeric.flow import loss_gradient
-    from gradflow._numeric.matrix_free import JacobianOperator, matrix_free_lyapunov, sketch_sweep
+    from gradflow._numeric.matrix_free import JacobianOperator
 
     R = 1 + 2 * 32
     print(f"machine float64 matmul {n}x{n} @ {n}x{n}: {matmul_rate((n, n), (n, n)):.1f} GFLOP/s; "
@@ -115,16 +117,22 @@ def run(a, n, m, N, T):
     x = gf.random_inputs(T, m, seed=0)
     print(f"lstm n = {n}, m = {m}, N = {N}, T = {T}, B = 1; after building the weights: "
           f"peak RSS {rss_peak_mib():.0f} MiB", flush=True)
-    t_all, flow = timed(gf.gradient_flow, net, x, mode="matrix-free", dtype=a.dtype)
+    marks: list[float] = []
+
+    def progress(done, total):  # the first call comes after the unroll, the last ends the sweep
+        if done in (1, total):
+            marks.append(time.perf_counter())
+
+    t0 = time.perf_counter()
+    flow = gf.gradient_flow(net, x, mode="matrix-free", dtype=a.dtype, progress=progress)
+    t_all = time.perf_counter() - t0
     print(f"gradient_flow(mode='matrix-free', dtype={a.dtype}), whole call: {t_all:.1f} s; peak RSS "
           f"{rss_peak_mib():.0f} MiB", flush=True)
-    t_un, traj = timed(net.unroll, x)
-    g = loss_gradient(net, traj)
-    blocks = {"full": (slice(0, N), slice(0, N)), "cell_state": (slice(n, N), slice(n, N))}
-    t_sw, _ = timed(sketch_sweep, net, traj, g, blocks, dtype=np.dtype(a.dtype))
-    t_ly, _ = timed(matrix_free_lyapunov, net, traj, 8, dtype=np.dtype(a.dtype))
-    print(f"  parts: forward unroll {t_un:.1f} s, sketch sweep {t_sw:.1f} s ({1e3 * t_sw / T:.0f} ms/step), "
-          f"Lyapunov (8, forward products) {t_ly:.1f} s", flush=True)
+    print(f"  parts: forward unroll and first step {marks[0] - t0:.1f} s, sketch sweep {marks[-1] - marks[0]:.1f} s "
+          f"({1e3 * (marks[-1] - marks[0]) / max(T - 1, 1):.0f} ms/step), Lyapunov (8, forward products) "
+          f"{t0 + t_all - marks[-1]:.1f} s; log10 ||dL/ds_0|| = {flow.full.log10_grad_norm[0, 0]:.3f}", flush=True)
+    traj = net.unroll(x[:a.chain_steps])
+    T = traj.steps
     op = JacobianOperator(net, dtype=np.dtype(a.dtype))
     Tc = min(a.chain_steps, T)
     Y = np.random.default_rng(0).standard_normal((1, R, N)).astype(a.dtype)
