@@ -215,3 +215,12 @@ def test_memory_estimate_lets_matrix_free_runs_through():
     exact, free = flow_bytes(lstm, 4096, 4096, 1000), matrix_free_bytes(lstm, 4096, 4096, 1000)
     assert free < exact / 2
     assert math.isclose(free, matrix_free_bytes(lstm, 4096, 4096, 1000))
+
+
+def test_views_refuse_the_unmeasured_spectral_curve():
+    net = gf.network("lstm", 4, 2, seed=0)
+    f = gf.gradient_flow(net, gf.random_inputs(5, 2, seed=0), mode="matrix-free", probes=16, carousel=True)
+    for call in (lambda: gf.decay_table(f), lambda: gf.plot_decay(f), lambda: gf.plot_carousel(f)):
+        with pytest.raises(gf.GradflowError, match="no spectral-norm curve"):
+            call()
+    assert np.isfinite(gf.decay_table(f, norm="fro")[0]["rate"])

@@ -117,6 +117,12 @@ class Flow:
     def k(self) -> np.ndarray:
         return np.arange(self.steps)
 
+    def check_curve(self, field: str) -> None:
+        """``GradflowError`` when the curve ``field`` was not measured (‖·‖₂ of a matrix-free flow)."""
+        if self.sketch is not None and field == "log10_norm_2":
+            raise GradflowError("a matrix-free flow has no spectral-norm curve, only a band "
+                                "(flow.sketch): use norm='fro', or mode='exact'")
+
     def to_json(self) -> dict:
         """The ``gradflow flow --json`` object (see the README for the schema)."""
 
