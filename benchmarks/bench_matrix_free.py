@@ -39,22 +39,26 @@ def rss_peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def matmul_rate(shape_a, shape_b, dtype=np.float64, repeats=5) -> float:
+def matmul_rate(shape_a, shape_b, dtype=np.float64, repeats=5, clock=time.process_time) -> float:
+    """GFLOP/s of A @ B, median of ``repeats``; by CPU time of this process by default (on one
+    BLAS thread and a shared machine, the rate of the core while this process held it)."""
     rng = np.random.default_rng(0)
     A, B = rng.standard_normal(shape_a).astype(dtype), rng.standard_normal(shape_b).astype(dtype)
     A @ B
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        A @ B
-        times.append(time.perf_counter() - t0)
+        t0 = clock()
+        for _ in range(3):
+            A @ B
+        times.append((clock() - t0) / 3)
     return 2 * shape_a[0] * shape_a[1] * shape_b[1] / statistics.median(times) / 1e9
 
 
 def timed(f, *args, **kwargs):
-    t0 = time.perf_counter()
+    """(CPU seconds of this process, result): on one BLAS thread, the work without the waits."""
+    t0 = time.process_time()
     out = f(*args, **kwargs)
-    return time.perf_counter() - t0, out
+    return time.process_time() - t0, out
 
 
 def float32_check(n: int, T: int) -> None:
@@ -65,7 +69,7 @@ def float32_check(n: int, T: int) -> None:
     for mode in ("matrix-free", "exact"):
         t64, f64 = timed(gf.gradient_flow, net, x, mode=mode, lyapunov=False)
         t32, f32 = timed(gf.gradient_flow, net, x, mode=mode, dtype="float32", lyapunov=False)
-        print(f"lstm n = {n}, T = {T}, {mode}: float64 {t64:.1f} s, float32 {t32:.1f} s", flush=True)
+        print(f"lstm n = {n}, T = {T}, {mode}: float64 {t64:.1f} s CPU, float32 {t32:.1f} s CPU", flush=True)
         for key in ("log10_norm_2", "log10_norm_fro", "log10_grad_norm"):
             a, b = np.asarray(f64.full[key]), np.asarray(f32.full[key])
             if np.all(np.isnan(a)):
@@ -112,7 +116,7 @@ def run(a, n, m, N, T):
     R = 1 + 2 * 32
     print(f"machine float64 matmul {n}x{n} @ {n}x{n}: {matmul_rate((n, n), (n, n)):.1f} GFLOP/s; "
           f"the chain's shape {R}x{4 * n} @ {4 * n}x{n}: {matmul_rate((R, 4 * n), (4 * n, n)):.1f} GFLOP/s "
-          f"(median of 5)", flush=True)
+          f"(median of 5, CPU time)", flush=True)
     net = gf.network("lstm", n, m, seed=0, forget_bias=1.0)
     x = gf.random_inputs(T, m, seed=0)
     print(f"lstm n = {n}, m = {m}, N = {N}, T = {T}, B = 1; after building the weights: "
@@ -123,11 +127,11 @@ def run(a, n, m, N, T):
         if done in (1, total):
             marks.append(time.perf_counter())
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     flow = gf.gradient_flow(net, x, mode="matrix-free", dtype=a.dtype, progress=progress)
-    t_all = time.perf_counter() - t0
-    print(f"gradient_flow(mode='matrix-free', dtype={a.dtype}), whole call: {t_all:.1f} s; peak RSS "
-          f"{rss_peak_mib():.0f} MiB", flush=True)
+    t_all, c_all = time.perf_counter() - t0, time.process_time() - c0
+    print(f"gradient_flow(mode='matrix-free', dtype={a.dtype}), whole call: {t_all:.1f} s wall, "
+          f"{c_all:.1f} s CPU; peak RSS {rss_peak_mib():.0f} MiB", flush=True)
     print(f"  parts: forward unroll and first step {marks[0] - t0:.1f} s, sketch sweep {marks[-1] - marks[0]:.1f} s "
           f"({1e3 * (marks[-1] - marks[0]) / max(T - 1, 1):.0f} ms/step), Lyapunov (8, forward products) "
           f"{t0 + t_all - marks[-1]:.1f} s; log10 ||dL/ds_0|| = {flow.full.log10_grad_norm[0, 0]:.3f}", flush=True)
@@ -137,15 +141,16 @@ def run(a, n, m, N, T):
     Tc = min(a.chain_steps, T)
     Y = np.random.default_rng(0).standard_normal((1, R, N)).astype(a.dtype)
     envs = [net.step_env(traj, t) for t in range(T, T - Tc, -1)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for env in envs:
         Y = op.vjp(Y, env)
         Y = Y / np.sqrt(np.sum(Y * Y, axis=-1, keepdims=True))
-    tc = time.perf_counter() - t0
+    tw, tc = time.perf_counter() - t0, time.process_time() - c0
     rate = op.flops(R) * Tc / tc / 1e9
     ref = matmul_rate((R, 4 * n), (4 * n, n), np.dtype(a.dtype))
     sq = matmul_rate((n, n), (n, n), np.dtype(a.dtype))
-    print(f"  chain alone ({Tc} steps, R = {R} rows, {a.dtype}): {1e3 * tc / Tc:.1f} ms/step, "
+    print(f"  chain alone ({Tc} steps, R = {R} rows, {a.dtype}): {1e3 * tc / Tc:.1f} ms/step CPU "
+          f"({1e3 * tw / Tc:.1f} wall), by CPU time "
           f"{rate:.1f} GFLOP/s = {100 * rate / sq:.0f}% of the {n}x{n} matmul rate ({sq:.1f}), "
           f"{100 * rate / ref:.0f}% of the same-shape GEMM rate ({ref:.1f}), measured just after", flush=True)
     if a.exact_steps:
@@ -153,7 +158,8 @@ def run(a, n, m, N, T):
         xe = x[:Te]
         t_ex, fe = timed(gf.gradient_flow, net, xe, mode="exact", lyapunov=False, bound=False)
         t_mf, fm = timed(gf.gradient_flow, net, xe, mode="matrix-free", lyapunov=False, bound=False)
-        print(f"exact sweep, first {Te} steps: {t_ex:.1f} s; matrix-free, same steps: {t_mf:.1f} s", flush=True)
+        print(f"exact sweep, first {Te} steps: {t_ex:.1f} s CPU; matrix-free, same steps: {t_mf:.1f} s CPU",
+              flush=True)
         for name in ("full", "cell_state"):
             ce = fe.full if name == "full" else fe.cell_state
             cm = fm.full if name == "full" else fm.cell_state
