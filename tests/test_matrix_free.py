@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -213,8 +212,11 @@ def test_memory_estimate_lets_matrix_free_runs_through():
 
     lstm = gf.get_cell("lstm")
     exact, free = flow_bytes(lstm, 4096, 4096, 1000), matrix_free_bytes(lstm, 4096, 4096, 1000)
-    assert free < exact / 2
-    assert math.isclose(free, matrix_free_bytes(lstm, 4096, 4096, 1000))
+    assert exact - free > 4 * 8192**2 * 8  # no (N, N) buffers: at least 4 of the 8 counted are saved
+    # the peak RSS measured by benchmarks/bench_matrix_free.py (README there): 2691 MiB at
+    # n = m = 4096, T = 100, and 306 MiB at n = m = 1024, T = 1000 (~80 MiB of it the interpreter)
+    assert 0.8 * 2691 <= matrix_free_bytes(lstm, 4096, 4096, 100) / 2**20 <= 1.5 * 2691
+    assert 0.6 * 306 <= matrix_free_bytes(lstm, 1024, 1024, 1000) / 2**20 <= 1.5 * 306
 
 
 def test_views_refuse_the_unmeasured_spectral_curve():

@@ -168,13 +168,15 @@ MATRIX_FREE_ABOVE = 1024
 def matrix_free_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsize: int = 8,
                       rows: int = 65) -> int:
     """Estimated peak bytes of a matrix-free run: the exact run's weights and trajectory, a
-    second (stacked) copy of the recurrent weights, and a few (batch, rows, N) row blocks
-    instead of the (batch, N, N) buffers."""
+    second copy of all weights (the temporaries of their initialisation or loading, measured:
+    at n = 4096 the weights dominate), a stacked copy of the recurrent weights, and a few
+    (batch, rows, N) row blocks instead of the (batch, N, N) buffers."""
     n, m, T, B = int(hidden), int(input), int(steps), int(batch)
     N = len(cell.states) * n
     G = max(1, len(cell.recorded.gates))
     square = _SQUARE_BUFFERS * B * N * N * itemsize
-    return flow_bytes(cell, n, m, T, B, itemsize) - square + G * n * n * itemsize + \
+    weights = G * n * (n + m + 2) * itemsize
+    return flow_bytes(cell, n, m, T, B, itemsize) - square + weights + G * n * n * itemsize + \
         8 * B * rows * N * 8 + 8 * B * T * 8 * 6
 
 
