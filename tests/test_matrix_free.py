@@ -205,6 +205,8 @@ def test_cli_mode_and_float32(capsys):
     assert json.loads(out)["mode"] == "exact"
     code, out, err = _cli(capsys, *base, "--mode", "exact", "--probes", "16")
     assert code == 2 and err.startswith("gradflow: error: --probes has no effect")
+    code, out, err = _cli(capsys, *base, "--probes", "16")  # auto: exact at this size
+    assert code == 2 and err.startswith("gradflow: error: --probes has no effect: --mode auto")
 
 
 def test_memory_estimate_lets_matrix_free_runs_through():

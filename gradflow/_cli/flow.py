@@ -218,8 +218,11 @@ def run(a: argparse.Namespace) -> int:
                         mode=mode_of(net.hidden, net.input, T, batch))
         inputs = random_inputs(T, net.input, batch=batch, seed=seed, dtype=dtype)
     T = inputs.shape[0]
-    check_flow_size(cell, net.hidden, net.input, T, inputs.shape[1], np.dtype(dtype).itemsize,
-                    mode=mode_of(net.hidden, net.input, T, inputs.shape[1]))
+    mode = mode_of(net.hidden, net.input, T, inputs.shape[1])
+    if a.probes is not None and mode == "exact":
+        raise GradflowError("--probes has no effect: --mode auto runs this size exactly "
+                            "(--mode matrix-free forces the estimates)")
+    check_flow_size(cell, net.hidden, net.input, T, inputs.shape[1], np.dtype(dtype).itemsize, mode=mode)
     tty = _isatty(sys.stderr)
     show = a.progress if a.progress is not None else \
         ((tty and T * net.state_size >= 20_000) or _long_run(T, inputs.shape[1], net.state_size))
