@@ -16,6 +16,10 @@ ParamKind = Literal["W", "U", "b", "w"]
 BlockKind = Literal["dense", "diag", "identity"]
 #: how spectral norms are computed: certified subspace iteration (default) or an SVD at every k
 SpectralMethod = Literal["power", "svd"]
+#: how gradient_flow measures: chosen by size and memory, the exact sweep, or matrix-free VJPs
+FlowMode = Literal["auto", "exact", "matrix-free"]
+#: the dtype of the backward products
+ChainDtype = Literal["float64", "float32"]
 #: weight initialisation schemes
 InitScheme = Literal["pytorch", "glorot", "orthogonal", "identity", "gaussian"]
 
@@ -24,6 +28,8 @@ PARAM_KINDS: tuple[str, ...] = get_args(ParamKind)
 BLOCK_KINDS: tuple[str, ...] = get_args(BlockKind)
 SPECTRAL_METHODS: tuple[str, ...] = get_args(SpectralMethod)
 INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
+FLOW_MODES: tuple[str, ...] = get_args(FlowMode)
+CHAIN_DTYPES: tuple[str, ...] = get_args(ChainDtype)
 #: the loss whose gradient the flow follows: Σ h_T, cross-entropy of a head on h_T, or on every h_t
 Loss = Literal["sum", "last", "every"]
 LOSSES: tuple[str, ...] = get_args(Loss)

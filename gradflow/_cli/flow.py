@@ -7,6 +7,7 @@
                   [--lyapunov N|full | --no-lyapunov] [--json]
                   [--loss sum|last|every] [--targets FILE.npy] [--head PREFIX|FILE]
                   [--initial FILE.npy|FILE.npz] [--time-first]
+                  [--mode auto|exact|matrix-free] [--float32] [--probes R]
 
 With ``--json`` stdout is one JSON object (schema in the README); the progress bar, if any,
 goes to stderr.
@@ -25,7 +26,7 @@ import numpy as np
 
 from .._checks import GradflowError
 from .._numeric.loading import read_npy
-from .._numeric.size_guard import check_flow_size
+from .._numeric.size_guard import check_flow_size, choose_mode
 from .options import float_option, int_option
 
 
@@ -175,6 +176,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: for long runs on a terminal)")
+    p.add_argument("--mode", default="auto", choices=("auto", "exact", "matrix-free"),
+                   help="exact N x N products, or matrix-free vector-Jacobian products (Frobenius "
+                        "norms estimated with standard errors, the spectral norm as a band); auto: "
+                        "exact up to N = 1024 when it fits in memory")
+    p.add_argument("--float32", action="store_true",
+                   help="the backward products in float32 (rescaled, log scale carried apart)")
+    p.add_argument("--probes", default=None, help="probe vectors of the matrix-free mode (default 32)")
 
 
 def run(a: argparse.Namespace) -> int:
@@ -186,6 +194,13 @@ def run(a: argparse.Namespace) -> int:
     seed = int_option(a.seed, "--seed", 0) if a.seed is not None else 0
     batch = int_option(a.batch, "--batch") if a.batch is not None else 1
     dtype = np.float64 if a.dtype == "float64" else np.float32
+    probes = int_option(a.probes, "--probes", minimum=2) if a.probes is not None else 32
+    if a.probes is not None and a.mode == "exact":
+        raise GradflowError("--probes has no effect with --mode exact")
+    chain = "float32" if a.float32 or a.dtype == "float32" else "float64"
+
+    def mode_of(n, m, T, B):  # the mode gradient_flow will choose, for the size guard
+        return choose_mode(cell, n, m, T, B, np.dtype(chain).itemsize, a.mode)
     hidden = int_option(a.hidden, "--hidden") if a.hidden is not None else None
     m = int_option(a.input, "--input") if a.input is not None else None
     inputs = None
@@ -208,6 +223,9 @@ def run(a: argparse.Namespace) -> int:
         m = inputs.shape[2]
     from .stacked import run_stacked, stacked_inputs, stacked_or_none  # every layer and direction
     stacked = stacked_or_none(a, cell, dtype)
+    if stacked is not None and (a.mode != "auto" or a.float32 or a.probes is not None):
+        raise GradflowError("--mode, --float32 and --probes apply to one layer; this model is analysed "
+                            "whole (every layer and direction): pick one with --layer/--direction")
     if stacked is not None:  # the loss's head reads the top layer's output (D·n or D·p features)
         x = stacked_inputs(a, stacked, inputs, batch, seed, dtype)
         sized = argparse.Namespace(hidden=stacked.output_size)
@@ -227,24 +245,31 @@ def run(a: argparse.Namespace) -> int:
             raise GradflowError("flow needs --steps (or --inputs)")
         T = inputs.shape[0] if inputs is not None else int_option(a.steps, "--steps")
         B = inputs.shape[1] if inputs is not None else batch
-        check_flow_size(cell, hidden, m, T, B, np.dtype(dtype).itemsize)  # before any allocation
+        check_flow_size(cell, hidden, m, T, B, np.dtype(dtype).itemsize,  # before any allocation
+                        mode=mode_of(hidden, m, T, B))
         net = network(cell, hidden, m, init=a.init, seed=seed, gain=_gain(a.gain or "1.0"),
                       forget_bias=float_option(a.forget_bias, "--forget-bias"), dtype=dtype)
     if inputs is None:
         if a.steps is None:
             raise GradflowError("flow needs --steps (or --inputs)")
         T = int_option(a.steps, "--steps")
-        check_flow_size(cell, net.hidden, net.input, T, batch, np.dtype(dtype).itemsize)
+        check_flow_size(cell, net.hidden, net.input, T, batch, np.dtype(dtype).itemsize,
+                        mode=mode_of(net.hidden, net.input, T, batch))
         inputs = random_inputs(T, net.input, batch=batch, seed=seed, dtype=dtype)
     T = inputs.shape[0]
-    check_flow_size(cell, net.hidden, net.input, T, inputs.shape[1], np.dtype(dtype).itemsize)
+    mode = mode_of(net.hidden, net.input, T, inputs.shape[1])
+    if a.probes is not None and mode == "exact":
+        raise GradflowError("--probes has no effect: --mode auto runs this size exactly "
+                            "(--mode matrix-free forces the estimates)")
+    check_flow_size(cell, net.hidden, net.input, T, inputs.shape[1], np.dtype(dtype).itemsize, mode=mode)
     tty = _isatty(sys.stderr)
     show = a.progress if a.progress is not None else \
         ((tty and T * net.state_size >= 20_000) or _long_run(T, inputs.shape[1], net.state_size))
     loss, head, targets, initial = _loss_options(a, net, T, inputs.shape[1])
     flow = gradient_flow(net, inputs, spectral=a.spectral, carousel=a.carousel, lyapunov=_lyapunov(a),
                          progress=_Progress(f"{cell.name} T={T}") if show else None, loss=loss, head=head,
-                         targets=targets, initial=initial, batch_first=False)
+                         targets=targets, initial=initial, batch_first=False,
+                         mode=a.mode, dtype="float32" if a.float32 else None, probes=probes)
     record = flow.to_json()
     if a.json:
         json.dump(record, sys.stdout, allow_nan=False)
@@ -252,6 +277,10 @@ def run(a: argparse.Namespace) -> int:
         return 0
     print(f"{cell.title} ({cell.name}): n = {net.hidden}, m = {net.input}, T = {T}, "
           f"batch = {flow.batch}; loss {flow.loss}; log10 norms, batch mean")
+    if flow.mode == "matrix-free":
+        _sketch_table(flow, record, T)
+        return 0
+    print(f"mode: exact (N x N products, {flow.dtype})")
     head = f"{'k':>6} {'T-k':>6} {'||.||_2':>10} {'||.||_F':>10} {'||dL/ds_k||':>11}"
     if flow.cell_state is not None:
         head += f" {'c: ||.||_2':>10} {'c: ||.||_F':>10}"
@@ -320,3 +349,24 @@ def _loss_options(a: argparse.Namespace, net, T: int, B: int):
         else:
             initial = read_npy(a.initial, "initial")
     return loss, head, targets, initial
+
+
+def _sketch_table(flow, record, T: int) -> None:
+    """The table of a matrix-free run: the estimates with their standard errors, the band."""
+    print(f"mode: matrix-free ({flow.dtype}; {flow.probes} probe vectors): ||.||_F estimated "
+          f"+- one standard error, ||.||_2 a band [low, high], ||dL/ds_k|| exact")
+    head = f"{'k':>6} {'T-k':>6} {'||.||_F':>10} {'+-se':>8} {'||.||_2 low':>11} {'high':>10} {'||dL/ds_k||':>11}"
+    if flow.cell_state is not None:
+        head += f" {'c: ||.||_F':>10} {'+-se':>8}"
+    print(head)
+    for rec in record["curve"]:
+        line = (f"{rec['k']:>6} {T - rec['k']:>6} {_fmt(rec['log10_norm_fro'])} {rec['log10_norm_fro_se']:8.4f} "
+                f"{_fmt(rec['log10_norm_2_low']):>11} {_fmt(rec['log10_norm_2_high'])} "
+                f"{_fmt(rec['log10_grad_norm']):>11}")
+        if "cell_state" in rec:
+            c = rec["cell_state"]
+            line += f" {_fmt(c['log10_norm_fro'])} {c['log10_norm_fro_se']:8.4f}"
+        print(line)
+    if record["lyapunov"]:
+        top = ", ".join(_fmt(v).strip() for v in record["lyapunov"][:5])
+        print(f"Lyapunov exponents (natural log per step, largest {min(5, len(record['lyapunov']))}): {top}")

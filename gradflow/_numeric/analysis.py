@@ -141,6 +141,7 @@ def decay_table(flows: Flow | Iterable[Flow], *, norm: str = "2") -> list[dict]:
     for f in flows:
         if not isinstance(f, Flow):
             raise GradflowError(f"decay_table takes Flow objects, got {type(f).__name__}")
+        f.check_curve(key)
         rate, k0 = _curve_stats(f.full, key)
         rate_c, k0_c = _curve_stats(f.cell_state, key)
         rows.append({"cell": f.cell, "n": f.hidden, "T": f.steps, "batch": f.batch,

@@ -195,12 +195,21 @@ def stable_substitutions(definitions, exprs) -> dict:
         for i, fac in enumerate(act.factors(a, y)):
             if fac == y or fac in subs or not isinstance(fac, MatAdd):  # only the complements
                 continue
-            subs[fac] = _stable_factor(act.stable, fa, i)
+            subs[fac] = _stable_factor(act.stable, fa, i, a)
     return subs
 
 
-def _stable_factor(stable, fa, i) -> Fn:
-    return lambda env: stable(env["xp"], fa(env))[i]
+def _stable_factor(stable, fa, i, a) -> Fn:
+    """Factor i of ``stable(a)``; the factors of one pre-activation are evaluated once per
+    environment (each a matvec with a weight: many Jacobian terms share them)."""
+    key = ("stable factors", stable, a)
+
+    def f(env):
+        if key not in env:
+            env[key] = stable(env["xp"], fa(env))
+        return env[key][i]
+
+    return f
 
 
 def expm(xp, S):

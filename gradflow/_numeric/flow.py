@@ -24,7 +24,16 @@ import sympy as sp
 from sympy import Identity
 
 from .._checks import GradflowError, lyapunov_count, parse_int, positive_int
-from .._vocabulary import LOSSES, SPECTRAL_METHODS, Loss, SpectralMethod
+from .._vocabulary import (
+    CHAIN_DTYPES,
+    FLOW_MODES,
+    LOSSES,
+    SPECTRAL_METHODS,
+    ChainDtype,
+    FlowMode,
+    Loss,
+    SpectralMethod,
+)
 from .blocks import block_curves, is_block_structured
 from .compile import compile_expr
 from .diagonal import diagonal_curves, is_diagonal
@@ -96,6 +105,13 @@ class Flow:
         grad_parts: for a cell whose state has several parts (LSTM: h, c), log10 ‖∂L/∂h_k‖,
             ‖∂L/∂c_k‖ … by state name, each (B, T) (JSON ``log10_grad_norm_h`` …), else None.
         loss: the loss followed back (``"sum"``, ``"last"`` or ``"every"``).
+        mode: ``"exact"`` or ``"matrix-free"``: how the curves were measured. Matrix-free, the
+            Frobenius curves are estimates, ``log10_norm_2`` is NaN (not measured) and
+            ``sketch`` holds, per block (``"full"``, ``"cell_state"``, ``"carousel"``), the
+            :class:`~gradflow._numeric.matrix_free.SketchCurves`: standard errors and the band
+            of the spectral norm.
+        dtype: the dtype of the backward products.
+        probes: the number of probe vectors (matrix-free), else None.
     """
 
     cell: str
@@ -109,10 +125,20 @@ class Flow:
     bound: np.ndarray | None = None
     grad_parts: dict[str, np.ndarray] | None = None
     loss: str = "sum"
+    mode: str = "exact"
+    dtype: str = "float64"
+    sketch: dict | None = None
+    probes: int | None = None
 
     @property
     def k(self) -> np.ndarray:
         return np.arange(self.steps)
+
+    def check_curve(self, field: str) -> None:
+        """``GradflowError`` when the curve ``field`` was not measured (‖·‖₂ of a matrix-free flow)."""
+        if self.sketch is not None and field == "log10_norm_2":
+            raise GradflowError("a matrix-free flow has no spectral-norm curve, only a band "
+                                "(flow.sketch): use norm='fro', or mode='exact'")
 
     def to_json(self) -> dict:
         """The ``gradflow flow --json`` object (see the README for the schema)."""
@@ -121,27 +147,44 @@ class Flow:
         cs = self.cell_state.mean() if self.cell_state is not None else None
         car = self.carousel.mean() if self.carousel is not None else None
         parts = {name: to_host(v).mean(axis=0) for name, v in (self.grad_parts or {}).items()}
+        skip = ("log10_norm_2",) if self.sketch is not None else ()
+        sk = {name: _sketch_mean(c) for name, c in self.sketch.items()} if self.sketch is not None else {}
+
+        def entries(curves, name, k, what):
+            rec = {key: json_number(v[k], f"{what}{key} at k = {k}") for key, v in curves.items() if key not in skip}
+            rec.update({key: json_number(v[k], f"{what}{key} at k = {k}") for key, v in sk.get(name, {}).items()})
+            return rec
+
         curve = []
         for k in range(self.steps):
-            rec = {key: json_number(v[k], f"{key} at k = {k}") for key, v in full.items()}
-            rec = {"k": k, **rec}
+            rec = {"k": k, **entries(full, "full", k, "")}
             if cs is not None:
-                rec["cell_state"] = {key: json_number(v[k], f"cell_state {key} at k = {k}") for key, v in cs.items()}
+                rec["cell_state"] = entries(cs, "cell_state", k, "cell_state ")
             if car is not None:
-                rec["carousel"] = {key: json_number(v[k], f"carousel {key} at k = {k}") for key, v in car.items()}
+                rec["carousel"] = entries(car, "carousel", k, "carousel ")
             if self.bound is not None:
                 rec["log10_bound"] = json_number(self.bound[k], f"log10_bound at k = {k}")
             for name, v in parts.items():
                 key = f"log10_grad_norm_{name}"
                 rec[key] = json_number(v[k], f"{key} at k = {k}")
             curve.append(rec)
+        extra = {"probes": self.probes} if self.sketch is not None else {}
         return {
             "cell": self.cell, "hidden": self.hidden, "steps": self.steps, "batch": self.batch,
+            "mode": self.mode, "dtype": self.dtype, **extra,
             "curve": curve,
             "lyapunov": [json_number(v, f"Lyapunov exponent {i}") for i, v in enumerate(self.lyapunov)]
             if self.lyapunov is not None else [],
             "loss": self.loss,
         }
+
+
+def _sketch_mean(c) -> dict:
+    """Batch means of a SketchCurves' extra curves (the standard error of the mean of B estimates)."""
+    B = c.log10_norm_fro_se.shape[0]
+    return {"log10_norm_fro_se": np.sqrt(np.mean(c.log10_norm_fro_se ** 2, axis=0) / B),
+            "log10_norm_2_low": c.log10_norm_2_low.mean(axis=0),
+            "log10_norm_2_high": c.log10_norm_2_high.mean(axis=0)}
 
 
 # -- the backward sweep -------------------------------------------------------------------------
@@ -520,7 +563,8 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
                   spectral: SpectralMethod = "power", tol: float = 1e-10,
                   lyapunov: bool | int | str = True, carousel: bool = False, bound: bool = True,
                   progress: Callable[[int, int], None] | None = None, structure: str = "auto",
-                  threads: int | None = None) -> Flow:
+                  threads: int | None = None, mode: FlowMode = "auto", dtype: ChainDtype | None = None,
+                  probes: int = 32, probe_blocks: int = 8) -> Flow:
     """Measure ‖∂s_T/∂s_k‖₂, ‖∂s_T/∂s_k‖_F and ‖∂L/∂s_k‖ for every k in one backward sweep.
 
     ∂L/∂s_k = Σ_{t≥k} (∂L/∂s_t)(∂s_t/∂s_k) is accumulated in reverse, one vector–Jacobian product
@@ -559,20 +603,51 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
             ``GRADFLOW_THREADS`` if set, else one thread for small runs (N²·B below
             :data:`ONE_THREAD_BELOW`, where more threads only wait on each other) and the BLAS
             default for larger ones.
+        mode: ``"exact"`` the backward sweep of N × N products (O(T·N³)); ``"matrix-free"``
+            row vectors carried backward through the derived blocks (O(T·R·n²), R = 1 + r per
+            measured block, :mod:`gradflow._numeric.matrix_free`): ‖∂L/∂s_k‖ exact, ‖·‖_F
+            estimated from ``probes`` probe vectors with a standard error (from
+            ``probe_blocks`` independent blocks), ‖·‖₂ as a band, Lyapunov exponents exact;
+            ``"auto"`` (default) exact up to N = ``MATRIX_FREE_ABOVE`` (1024) when it fits in
+            memory, matrix-free above. :attr:`Flow.mode` says which ran.
+        dtype: the dtype of the backward products, ``"float64"`` or ``"float32"`` (default: the
+            network's). float32 doubles the GEMM rate; the products are rescaled every step
+            (matrix-free) or whenever ‖P‖_F leaves [1e−9.5, 1e9.5] (exact), their log10 scale
+            carried apart, so nothing underflows at any T. Accuracy against float64, measured
+            (``benchmarks/bench_matrix_free.py --float32-check``, LSTM n = 64, T = 10⁴, norms down
+            to 1e−860): log10 norms within 1e−5 (matrix-free) and 2.4e−4 (exact; median 2e−5).
 
     Returns:
         :class:`Flow`.
     """
+    from .size_guard import choose_mode
+
     r = lyapunov_count(lyapunov, net.state_size)
     loss_name, head, targets = _loss_spec(output, loss, head, targets)
     inputs, targets = _layout(net, inputs, targets, loss_name, batch_first)
     shape = getattr(inputs, "shape", None) or np.shape(inputs)
     B = int(shape[1]) if len(shape) == 3 else 1
+    if mode not in FLOW_MODES:
+        raise GradflowError(f"mode must be one of {', '.join(FLOW_MODES)}; got {mode!r}")
+    if dtype is not None and dtype not in CHAIN_DTYPES:
+        raise GradflowError(f"dtype must be one of {', '.join(CHAIN_DTYPES)}; got {dtype!r}")
+    chain = np.dtype(dtype) if dtype is not None else np.dtype(net.dtype)
+    T = int(shape[0])
+    if mode == "auto" and structure == "auto" and is_diagonal(net.cell) and "c" not in net.cell.states:
+        mode = "exact"  # the O(T·n) diagonal path: exact at any size
+    mode = choose_mode(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode)  # type: ignore[assignment]
     with thread_limit(blas_threads(threads, net.state_size ** 2 * B)):
         if initial is not None:
             initial = read_initial(initial, net.cell.states, B, net.hidden)
-        return _gradient_flow(net, inputs, initial, (loss_name, head, targets), spectral, tol, r, carousel, bound,
-                              progress, structure)
+        spec = (loss_name, head, targets)
+        if mode == "matrix-free":
+            return _matrix_free_flow(net, inputs, initial, spec, r, carousel, bound, progress,
+                                     chain, probes, probe_blocks)
+        if chain != np.dtype(net.dtype):  # the exact sweep in another dtype: a cast copy of the network
+            return _cast_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound, progress,
+                              structure, chain)
+        return _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound, progress,
+                              structure)
 
 
 def _loss_spec(output, loss, head, targets) -> tuple[str, Any, Any]:
@@ -625,7 +700,69 @@ def _cotangents(net: Network, traj: Trajectory, spec):
     return cotangents(net.xp.stack([s[:, :net.hidden] for s in traj.states[1:]]), *spec)
 
 
-def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound, progress, structure) -> Flow:
+def _cast_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound, progress, structure, chain) -> Flow:
+    """The exact sweep on float64 states with the products in ``chain``: the trajectory is
+    unrolled by ``net`` and cast, then swept by a cast copy of the network."""
+    xp = net.xp
+    traj = net.unroll(inputs, initial)
+    low = Network(net.weights.to(xp, chain))
+    cast = Trajectory(xp.astype(traj.inputs, chain), [xp.astype(s, chain) for s in traj.states],
+                      [{k: xp.astype(v, chain) if hasattr(v, "dtype") else v for k, v in d.items()}
+                       for d in traj.named])
+    flow = _gradient_flow(low, cast.inputs, initial, spec, spectral, tol, r, carousel, bound, progress,
+                          structure, traj=cast)
+    flow.dtype = str(chain)
+    return flow
+
+
+def _matrix_free_flow(net, inputs, initial, spec, r, carousel, bound, progress, chain, probes,
+                      probe_blocks) -> Flow:
+    from .matrix_free import matrix_free_lyapunov, sketch_sweep
+
+    traj = net.unroll(inputs, initial)
+    T, B = traj.steps, traj.states[0].shape[0]
+    n, N = net.hidden, net.state_size
+    cot = _cotangents(net, traj, spec)
+    g = _padded(net, cot[-1])
+    blocks = {"full": (slice(0, N), slice(0, N))}
+    has_c = "c" in net.cell.states
+    if has_c:
+        ci = net.cell.states.index("c")
+        blocks["cell_state"] = (slice(ci * n, (ci + 1) * n), slice(ci * n, (ci + 1) * n))
+    kw = {"probes": probes, "probe_blocks": probe_blocks, "dtype": chain}
+    res = sketch_sweep(net, traj, g, blocks, progress=progress, **kw)
+    sketch = dict(res)
+    if carousel and has_c:
+        sketch["carousel"] = sketch_sweep(net, traj, g, {"cell_state": blocks["cell_state"]}, truncated=True,
+                                          **kw)["cell_state"]
+
+    if spec[0] == "every":  # per-step losses: ∂L/∂s_k by reverse accumulation (one VJP chain)
+        every = backward_norms(net, traj, cot)
+        sketch["full"].log10_grad_norm = every["full"]
+        if has_c:
+            sketch["cell_state"].log10_grad_norm = every["c"]
+
+    def curves(c):
+        return Curves(np.full_like(c.log10_norm_fro, np.nan), c.log10_norm_fro, c.log10_grad_norm)
+
+    lyap = matrix_free_lyapunov(net, traj, r, dtype=chain).mean(axis=0) if r else None
+    return Flow(net.cell.name, n, T, B, curves(sketch["full"]),
+                curves(sketch["cell_state"]) if has_c else None,
+                curves(sketch["carousel"]) if "carousel" in sketch else None, lyap,
+                _pascanu_log10(net, T) if bound else None, None, spec[0], mode="matrix-free", dtype=str(chain),
+                sketch=sketch, probes=probes)
+
+
+def _padded(net: Network, g):
+    """∂L/∂h (B, n) as ∂L/∂s (B, N): zeros for the other states."""
+    g = net.xp.asarray(g, dtype=net.dtype)
+    if net.state_size > net.hidden:
+        g = net.xp.concat([g, net.xp.zeros((g.shape[0], net.state_size - net.hidden), dtype=net.dtype)], axis=-1)
+    return g
+
+
+def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound, progress, structure,
+                   traj=None) -> Flow:
     loss = spec[0]
     if spectral not in SPECTRAL_METHODS:
         raise GradflowError(f"spectral must be 'power' or 'svd', got {spectral!r}")
@@ -647,7 +784,7 @@ def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound
         full = Curves(c["log10_norm_2"], c["log10_norm_fro"], grad)
         return Flow(net.cell.name, net.hidden, T, B, full, None, None,
                     c["lyapunov"].mean(axis=0)[:r] if r else None,
-                    _pascanu_log10(net, T) if bound else None, None, loss)
+                    _pascanu_log10(net, T) if bound else None, None, loss, dtype=str(np.dtype(net.dtype)))
     if structure == "auto" and "c" not in net.cell.states and is_block_structured(net.cell):  # LRU
         c = block_curves(net, inputs, initial, last, lyapunov=r or 0)
         T, B = c["log10_norm_2"].shape[1], c["log10_norm_2"].shape[0]
@@ -658,8 +795,8 @@ def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound
             grad = c["log10_grad_norm"]
         full = Curves(c["log10_norm_2"], c["log10_norm_fro"], grad)
         return Flow(net.cell.name, net.hidden, T, B, full, None, None, c.get("lyapunov"),
-                    _pascanu_log10(net, T) if bound else None, None, loss)
-    traj = net.unroll(inputs, initial)
+                    _pascanu_log10(net, T) if bound else None, None, loss, dtype=str(np.dtype(net.dtype)))
+    traj = net.unroll(inputs, initial) if traj is None else traj
     cot = _cotangents(net, traj, spec)
     T, B = traj.steps, traj.states[0].shape[0]
     n, N = net.hidden, net.state_size
@@ -688,7 +825,7 @@ def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound
     lyap = lyapunov_exponents(net, traj, r).mean(axis=0) if r else None
     several = {name: parts[name] for name in net.cell.states} if len(net.cell.states) > 1 else None
     return Flow(net.cell.name, n, T, B, res["full"], res.get("cell_state"), car, lyap,
-                _pascanu_log10(net, T) if bound else None, several, loss)
+                _pascanu_log10(net, T) if bound else None, several, loss, dtype=str(np.dtype(net.dtype)))
 
 def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | None = None,
                     resolve: float = 2e-6) -> dict:

@@ -117,24 +117,27 @@ def _largest(fits: Callable[[int], bool], upper: int) -> int:
 
 
 def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int = 1,
-                    itemsize: int = 8, *, what: str | None = None, input_follows_hidden: bool = False) -> int:
+                    itemsize: int = 8, *, what: str | None = None, input_follows_hidden: bool = False,
+                    mode: str = "exact") -> int:
     """Refuse a run whose estimate exceeds the memory available; return the estimate.
 
     ``input_follows_hidden``: m is the hidden size (the report's default), so the largest hidden
-    size that fits is searched with m = n.
+    size that fits is searched with m = n. ``mode``: ``"exact"`` or ``"matrix-free"``
+    (:func:`matrix_free_bytes`), as :func:`choose_mode` resolves it.
     """
     m = hidden if input is None else input
-    need = flow_bytes(cell, hidden, m, steps, batch, itemsize)
+    estimate = matrix_free_bytes if mode == "matrix-free" else flow_bytes
+    need = estimate(cell, hidden, m, steps, batch, itemsize)
     avail = available_bytes()
     budget = int(avail * MEMORY_SHARE)
     if need <= budget:
         return need
 
     def fits_n(k):
-        return flow_bytes(cell, k, k if input_follows_hidden else m, steps, batch, itemsize) <= budget
+        return estimate(cell, k, k if input_follows_hidden else m, steps, batch, itemsize) <= budget
 
     def fits_t(k):
-        return flow_bytes(cell, hidden, m, k, batch, itemsize) <= budget
+        return estimate(cell, hidden, m, k, batch, itemsize) <= budget
 
     best_n = _largest(fits_n, hidden)
     best_t = _largest(fits_t, steps)
@@ -155,3 +158,36 @@ def check_report_size(cells, hidden: int, input: int | None, steps: int) -> None
         check_flow_size(c, hidden, input, steps, 1, 8, input_follows_hidden=input is None,
                         what=f"the report's run of {c.name} with hidden size {hidden}, "
                              f"input size {hidden if input is None else input}, {steps} steps")
+
+
+#: the exact sweep (O(T·N³)) is chosen up to this state size N; above it the matrix-free one
+#: (O(T·R·n²), :mod:`gradflow._numeric.matrix_free`): an LSTM with n = 512 is still exact
+MATRIX_FREE_ABOVE = 1024
+
+
+def matrix_free_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsize: int = 8,
+                      rows: int = 65) -> int:
+    """Estimated peak bytes of a matrix-free run: the exact run's weights and trajectory, a
+    second copy of all weights (the temporaries of their initialisation or loading, measured:
+    at n = 4096 the weights dominate), a stacked copy of the recurrent weights, and a few
+    (batch, rows, N) row blocks instead of the (batch, N, N) buffers."""
+    n, m, T, B = int(hidden), int(input), int(steps), int(batch)
+    N = len(cell.states) * n
+    G = max(1, len(cell.recorded.gates))
+    square = _SQUARE_BUFFERS * B * N * N * itemsize
+    weights = G * n * (n + m + 2) * itemsize
+    return flow_bytes(cell, n, m, T, B, itemsize) - square + weights + G * n * n * itemsize + \
+        8 * B * rows * N * 8 + 8 * B * T * 8 * 6
+
+
+def choose_mode(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsize: int = 8,
+                mode: str = "auto") -> str:
+    """``"exact"`` or ``"matrix-free"`` for ``mode="auto"``: exact while N ≤ :data:`MATRIX_FREE_ABOVE`
+    and the exact run fits in memory, matrix-free otherwise; a given mode is returned as is."""
+    if mode != "auto":
+        return mode
+    N = len(cell.states) * int(hidden)
+    budget = int(available_bytes() * MEMORY_SHARE)
+    if N <= MATRIX_FREE_ABOVE and flow_bytes(cell, hidden, input, steps, batch, itemsize) <= budget:
+        return "exact"
+    return "matrix-free"

@@ -80,6 +80,9 @@ def plot_decay(flows: Flow | Sequence[Flow], *, ax: Axes | None = None, norm: st
     """
     key, sub = _norm_key(norm)
     flows = [flows] if isinstance(flows, Flow) else list(flows)
+    for f in flows:
+        if isinstance(f, Flow):
+            f.check_curve(key)
     if not flows:
         raise GradflowError("plot_decay needs at least one Flow")
     for f in flows:
@@ -122,6 +125,7 @@ def plot_carousel(flow: Flow, *, ax: Axes | None = None, norm: str = "2") -> Axe
         raise GradflowError("this flow has no carousel curves: compute it with "
                          "gradient_flow(net, inputs, carousel=True)")
     key, sub = _norm_key(norm)
+    flow.check_curve(key)
     ax = _axes(ax)
     x = flow.steps - flow.k
     ax.plot(x, flow.full.mean()[key], label=r"full $\partial s_T/\partial s_k$")

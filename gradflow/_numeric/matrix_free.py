@@ -1,0 +1,358 @@
+"""Matrix-free gradient flow for large n: vector–Jacobian products carried backward.
+
+The product P_k = ∂s_T/∂s_k (N × N) is never formed. Row vectors are carried backward through
+the one-step Jacobians, y_kᵀ = y_{k+1}ᵀ J_{k+1}, at O(R·n²) per step for R rows instead of the
+O(N³) of the exact sweep (:func:`gradflow._numeric.flow.products`):
+
+* the loss gradient: y_T = ∂L/∂s_T gives ∂L/∂s_k = y_kᵀ exactly at every k (backpropagation);
+* r probe vectors ω on the rows of a block (Rademacher or standard normal, E ωωᵀ = I) give
+  Hutchinson's estimate ‖P_k‖_F² = E‖ωᵀP_k‖², the mean of the r samples, with the standard error
+  from the spread of the means of ``probe_blocks`` independent blocks of probes,
+  se = std(block means)/√b (in log10: se/(2 ln10 · estimate));
+* the spectral norm is bracketed, not computed: σ_max(QᵀP_k) ≤ ‖P_k‖₂ ≤ ‖P_k‖_F, Q the
+  orthonormal basis of the probes (a certified lower bound: QᵀP_k = R⁻ᵀ ΩᵀP_k for Ω = QR), and
+  ‖P_k‖_F/√N ≤ ‖P_k‖₂; the bounds through ‖P_k‖_F carry that estimate's uncertainty.
+
+J_tᵀ y is applied block by block from the derived expressions, never assembled: a block
+Σ_g diag(v_g) W_g gives Σ_g (y ⊙ v_g)ᵀ W_g, and all the weight terms of one column block of J_t
+are one GEMM of the scaled rows against the stacked weights [W_1; …; W_G]; diagonal and identity
+blocks are scalings. The forward product J_t X (for the Lyapunov exponents) is applied the same
+way with the transposed stack. Each row carries its log10 scale apart and is renormalised every
+step, so nothing under- or overflows at any T, in float64 or float32 (``dtype``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sympy import Identity, MatAdd, MatMul, MatrixSymbol, ZeroMatrix
+from sympy.matrices.expressions.matexpr import MatrixExpr
+
+from .._checks import GradflowError, one_of, positive_int
+from .._symbolic.nodes import Diag
+from .compile import compile_expr, scalar_coefficient, stable_substitutions
+from .network import Network, Trajectory, to_host
+
+__all__ = ["JacobianOperator", "SketchCurves", "matrix_free_lyapunov", "sketch_sweep"]
+
+PROBE_KINDS = ("rademacher", "gaussian")
+#: the F-based ends of the spectral band are the estimate ∓ this many standard errors
+BAND_Z = 3.0
+_LN10 = math.log(10.0)
+
+
+@dataclass(frozen=True)
+class _Term:
+    """One term coeff · [diag(v)] · M of block (a, b) of J_t, or a fallback dense block."""
+
+    a: int
+    b: int
+    kind: str            # "weight" (coeff·diag(v)·W or coeff·W), "diag", "identity", "dense"
+    coeff: Any           # float or env -> float
+    vfn: Any             # closure of v (or None)
+    weight: Any          # the MatrixSymbol W of a "weight" term
+    fn: Any              # closure of the whole dense term ("dense")
+
+
+def _terms(a: int, b: int, expr, subs) -> list[_Term]:
+    if isinstance(expr, ZeroMatrix):
+        return []
+    if isinstance(expr, MatAdd):
+        return [t for arg in expr.args for t in _terms(a, b, arg, subs)]
+    if isinstance(expr, Identity):
+        return [_Term(a, b, "identity", 1.0, None, None, None)]
+    if isinstance(expr, Diag):
+        return [_Term(a, b, "diag", 1.0, compile_expr(expr.vector, subs), None, None)]
+    if isinstance(expr, MatrixSymbol):
+        return [_Term(a, b, "weight", 1.0, None, expr, None)]
+    if isinstance(expr, MatMul):
+        mats = [x for x in expr.args if isinstance(x, MatrixExpr)]
+        scalars = [x for x in expr.args if not isinstance(x, MatrixExpr)]
+        from sympy import Mul
+
+        coeff = scalar_coefficient(Mul(*scalars))
+        if len(mats) == 2 and isinstance(mats[0], Diag) and isinstance(mats[1], MatrixSymbol):
+            return [_Term(a, b, "weight", coeff, compile_expr(mats[0].vector, subs), mats[1], None)]
+        if len(mats) == 1 and isinstance(mats[0], MatrixSymbol):
+            return [_Term(a, b, "weight", coeff, None, mats[0], None)]
+        if len(mats) == 1 and isinstance(mats[0], Diag):
+            return [_Term(a, b, "diag", coeff, compile_expr(mats[0].vector, subs), None, None)]
+    return [_Term(a, b, "dense", 1.0, None, None, compile_expr(expr, subs))]
+
+
+def _value(c, env) -> float:
+    return c(env) if callable(c) else c
+
+
+class JacobianOperator:
+    """y ↦ yᵀJ_t and x ↦ J_t x for a network's one-step Jacobians, from the derived blocks.
+
+    Arguments:
+        net: the network.
+        truncated: the 1997-truncated Jacobian (the LSTM's carousel path).
+        dtype: the dtype of the products (``None``: the network's); the gates are cast to it.
+
+    Rows are (B, R, N) arrays; a weight appearing in several terms of one column block enters
+    one stacked GEMM once.
+    """
+
+    def __init__(self, net: Network, truncated: bool = False, dtype=None):
+        from .._symbolic.many_steps import truncated_jacobian
+
+        self.net, self.xp, self.n = net, net.xp, net.hidden
+        self.dtype = net.dtype if dtype is None else dtype
+        cell = net.cell
+        idx = {s: i for i, s in enumerate(cell.states)}
+        J = truncated_jacobian(cell) if truncated else cell.jacobian()
+        subs = stable_substitutions(cell.recorded.definitions, list(J.blocks.values()))
+        env0 = net.env0()
+        terms: list[_Term] = []
+        for (sa, sb), e in J.blocks.items():
+            ts = _terms(idx[sa], idx[sb], e, subs)
+            if any(t.kind == "weight" and getattr(env0.get(t.weight), "ndim", 0) != 2 for t in ts):
+                # a matrix that is not one of the network's weights: the block is evaluated densely
+                ts = [_Term(idx[sa], idx[sb], "dense", 1.0, None, None, compile_expr(e, subs))]
+            terms.extend(ts)
+        self.terms = terms
+        self.S = len(cell.states)
+        xp = self.xp
+        # per column block b (VJP) and per source block b (JVP): the distinct weights, stacked
+        self.weights: dict[int, list] = {}
+        self.stack: dict[int, Any] = {}
+        for b in range(self.S):
+            ws = []
+            for t in terms:
+                if t.kind == "weight" and t.b == b and t.weight not in ws:
+                    ws.append(t.weight)
+            self.weights[b] = ws
+            if ws:
+                self.stack[b] = xp.astype(xp.concat([env0[w] for w in ws], axis=0), self.dtype)
+
+    def _v(self, t: _Term, env):
+        xp = self.xp
+        c = _value(t.coeff, env)
+        if t.vfn is None:
+            return c
+        v = xp.astype(xp.asarray(t.vfn(env)), self.dtype)
+        return v if c == 1 else c * v
+
+    def vjp(self, Y, env):
+        """Y J_t for rows Y (B, R, N) (each row yᵀ ↦ yᵀJ_t)."""
+        xp, n = self.xp, self.n
+        B, R, N = Y.shape
+        out = []
+        for b in range(self.S):
+            acc = None
+            ws = self.weights[b]
+            if ws:
+                Z = [None] * len(ws)
+                for t in self.terms:
+                    if t.kind != "weight" or t.b != b:
+                        continue
+                    v = self._v(t, env)
+                    Ya = Y[:, :, t.a * n:(t.a + 1) * n]
+                    z = Ya * (v[:, None, :] if hasattr(v, "ndim") and v.ndim == 2 else v)
+                    i = ws.index(t.weight)
+                    Z[i] = z if Z[i] is None else Z[i] + z
+                Zs = xp.concat(Z, axis=-1) if len(Z) > 1 else Z[0]
+                acc = xp.reshape(xp.reshape(Zs, (B * R, len(ws) * n)) @ self.stack[b], (B, R, n))
+            for t in self.terms:
+                if t.b != b or t.kind == "weight":
+                    continue
+                Ya = Y[:, :, t.a * n:(t.a + 1) * n]
+                if t.kind == "identity":
+                    term = Ya
+                elif t.kind == "diag":
+                    v = self._v(t, env)
+                    term = Ya * (v[:, None, :] if hasattr(v, "ndim") and v.ndim == 2 else v)
+                else:
+                    term = Ya @ xp.astype(xp.asarray(t.fn(env)), self.dtype)
+                acc = term if acc is None else acc + term
+            out.append(xp.zeros((B, R, n), dtype=Y.dtype) if acc is None else acc)
+        return out[0] if self.S == 1 else xp.concat(out, axis=-1)
+
+    def jvp(self, X, env):
+        """(J_t xᵀ)ᵀ for rows X (B, R, N): each row x ↦ J_t x, kept as a row."""
+        xp, n = self.xp, self.n
+        B, R, N = X.shape
+        out: list[Any] = [None] * self.S
+        for b in range(self.S):
+            ws = self.weights[b]
+            if not ws:
+                continue
+            Xb = xp.reshape(X[:, :, b * n:(b + 1) * n], (B * R, n))
+            U = xp.reshape(Xb @ xp.matrix_transpose(self.stack[b]), (B, R, len(ws) * n))  # x W_gᵀ for every g
+            for t in self.terms:
+                if t.kind != "weight" or t.b != b:
+                    continue
+                i = ws.index(t.weight)
+                v = self._v(t, env)
+                term = U[:, :, i * n:(i + 1) * n] * (v[:, None, :] if hasattr(v, "ndim") and v.ndim == 2 else v)
+                out[t.a] = term if out[t.a] is None else out[t.a] + term
+        for t in self.terms:
+            if t.kind == "weight":
+                continue
+            Xb = X[:, :, t.b * n:(t.b + 1) * n]
+            if t.kind == "identity":
+                term = Xb
+            elif t.kind == "diag":
+                v = self._v(t, env)
+                term = Xb * (v[:, None, :] if hasattr(v, "ndim") and v.ndim == 2 else v)
+            else:
+                term = Xb @ xp.matrix_transpose(xp.astype(xp.asarray(t.fn(env)), self.dtype))
+            out[t.a] = term if out[t.a] is None else out[t.a] + term
+        parts = [xp.zeros((B, R, n), dtype=X.dtype) if o is None else o for o in out]
+        return parts[0] if self.S == 1 else xp.concat(parts, axis=-1)
+
+    def flops(self, R: int, B: int = 1) -> int:
+        """The multiply–add FLOPs one :meth:`vjp` of R rows must do in its GEMMs (2·R·K·n each)."""
+        return sum(2 * B * R * len(ws) * self.n * self.n for ws in self.weights.values())
+
+
+@dataclass
+class SketchCurves:
+    """log10 curves of one block of ∂s_T/∂s_k from the matrix-free sweep, each (B, T).
+
+    Attributes:
+        log10_norm_fro: Hutchinson's estimate of log10 ‖·‖_F.
+        log10_norm_fro_se: its standard error, in log10 units (from the probe blocks).
+        log10_norm_2_low: the lower end of the band of log10 ‖·‖₂: the larger of the certified
+            sketch bound σ_max(QᵀP) and ‖P‖_F/√C (C = columns of the block) at the estimate's
+            lower confidence limit (:data:`BAND_Z` standard errors below).
+        log10_norm_2_high: the upper end: ‖P‖_F at the estimate's upper confidence limit
+            (:data:`BAND_Z` standard errors above).
+        log10_norm_2_sketch: the certified lower bound log10 σ_max(QᵀP) alone.
+        log10_grad_norm: log10 ‖∂L/∂(the block's columns of s_k)‖, exact.
+    """
+
+    log10_norm_fro: np.ndarray
+    log10_norm_fro_se: np.ndarray
+    log10_norm_2_low: np.ndarray
+    log10_norm_2_high: np.ndarray
+    log10_norm_2_sketch: np.ndarray
+    log10_grad_norm: np.ndarray
+
+
+def _probes(kind: str, rows: int, r: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "rademacher":
+        return rng.choice(np.array([-1.0, 1.0]), size=(r, rows))
+    return rng.standard_normal((r, rows))
+
+
+def sketch_sweep(net: Network, traj: Trajectory, g_T, blocks: dict, *, probes: int = 32,
+                 probe_blocks: int = 8, probe: str = "rademacher", seed: int = 0, dtype=None,
+                 truncated: bool = False, progress=None) -> dict[str, SketchCurves]:
+    """The matrix-free backward sweep (see the module docstring) for named blocks of ∂s_T/∂s_k.
+
+    Arguments:
+        net, traj: the network and its unrolled trajectory.
+        g_T: ∂L/∂s_T, (B, N).
+        blocks: name → (rows, cols) slices of ∂s_T/∂s_k; r probes are drawn on each distinct
+            rows slice (``numpy.random.default_rng(seed + i)`` for the i-th), the same for
+            every sequence of the batch.
+        probes: r, probe vectors per rows slice (a multiple of ``probe_blocks``).
+        probe_blocks: b ≥ 2 independent blocks of r/b probes, for the standard error.
+        probe: ``"rademacher"`` (±1 entries) or ``"gaussian"``.
+        dtype: dtype of the carried rows and products (``None``: the network's).
+
+    Returns:
+        name → :class:`SketchCurves`.
+    """
+    xp, T, N = net.xp, traj.steps, net.state_size
+    r = positive_int(probes, "probes", 2)
+    nb = positive_int(probe_blocks, "probe_blocks", 2)
+    one_of(probe, "probe", PROBE_KINDS)
+    if r % nb:
+        raise GradflowError(f"probes ({r}) must be a multiple of probe_blocks ({nb})")
+    dt = net.dtype if dtype is None else dtype
+    op = JacobianOperator(net, truncated, dt)
+    B = traj.states[0].shape[0]
+    row_slices: list[tuple[int, int]] = []
+    for rows, _ in blocks.values():
+        key = (rows.start, rows.stop)
+        if key not in row_slices:
+            row_slices.append(key)
+    # rows of Y: the gradient, then r probes per rows slice
+    Y0 = np.zeros((B, 1 + r * len(row_slices), N))
+    Y0[:, 0, :] = to_host(g_T)
+    qinv: dict[tuple[int, int], tuple[int, np.ndarray]] = {}  # Σ⁻¹Vᵀ of each rows slice's probes
+    for i, (lo, hi) in enumerate(row_slices):
+        Om = _probes(probe, hi - lo, r, seed + i)
+        Y0[:, 1 + i * r:1 + (i + 1) * r, lo:hi] = Om
+        # Ωᵀ = V Σ Uᵀ (Ω = Om.T, rows × r): Q = U spans the probes, Qᵀ = Σ⁻¹ Vᵀ Ωᵀ
+        _, sv, Vt = np.linalg.svd(Om.T, full_matrices=False)
+        keep = sv > sv[0] * 1e-8
+        qinv[(lo, hi)] = (r, Vt[keep] / sv[keep, None])
+    Y = xp.asarray(Y0, dtype=dt)
+    L = np.zeros((B, Y0.shape[1]))  # log10 scale of each row
+    out = {name: {f: np.full((B, T), np.nan) for f in SketchCurves.__dataclass_fields__} for name in blocks}
+    for k in range(T - 1, -1, -1):
+        Y = op.vjp(Y, net.step_env(traj, k + 1))
+        sq = to_host(xp.sum(Y * Y, axis=-1)).astype(np.float64)  # (B, R)
+        if not np.all(np.isfinite(sq)):
+            raise GradflowError(f"the matrix-free sweep met NaN or inf at k = {k}")
+        Yh = to_host(Y).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for name, (rows, cols) in blocks.items():
+                o = out[name]
+                C = cols.stop - cols.start
+                g = Yh[:, 0, cols]
+                o["log10_grad_norm"][:, k] = L[:, 0] + 0.5 * np.log10(np.sum(g * g, axis=-1))
+                i = row_slices.index((rows.start, rows.stop))
+                sl = slice(1 + i * r, 1 + (i + 1) * r)
+                Yb = Yh[:, sl, cols]
+                x = 2 * L[:, sl] + np.log10(np.sum(Yb * Yb, axis=-1))      # log10 ‖ω_iᵀP‖², (B, r)
+                ref = np.max(x, axis=-1, keepdims=True)
+                ref = np.where(np.isfinite(ref), ref, 0.0)
+                w = 10.0 ** (x - ref)
+                means = w.reshape(B, nb, r // nb).mean(axis=-1)
+                est = means.mean(axis=-1)
+                se = means.std(axis=-1, ddof=1) / math.sqrt(nb)
+                fro = 0.5 * (ref[:, 0] + np.log10(est))
+                se_log = np.where(est > 0, se / (2 * _LN10 * np.where(est > 0, est, 1)), 0.0)
+                o["log10_norm_fro"][:, k] = fro
+                o["log10_norm_fro_se"][:, k] = se_log
+                q, RinvT = qinv[(rows.start, rows.stop)]  # q = r: every probe
+                Lq = L[:, sl][:, :q]
+                lref = np.max(Lq, axis=-1, keepdims=True)
+                lref = np.where(np.isfinite(lref), lref, 0.0)
+                M = RinvT @ (Yb[:, :q] * 10.0 ** (Lq - lref)[:, :, None])  # QᵀP / 10^lref
+                lam = np.linalg.eigvalsh(M @ np.swapaxes(M, -1, -2))[:, -1]
+                sk = lref[:, 0] + 0.5 * np.log10(np.maximum(lam, 0.0))
+                o["log10_norm_2_sketch"][:, k] = sk
+                o["log10_norm_2_low"][:, k] = np.maximum(sk, fro - BAND_Z * se_log - 0.5 * math.log10(C))
+                o["log10_norm_2_high"][:, k] = fro + BAND_Z * se_log
+        # renormalise every row (its scale goes to L): no under- or overflow at any T
+        nrm = np.sqrt(sq)
+        safe = np.where(nrm > 0, nrm, 1.0)
+        Y = Y / xp.asarray(safe[:, :, None], dtype=dt)
+        with np.errstate(divide="ignore"):
+            L = L + np.where(nrm > 0, np.log10(safe), -np.inf)
+        if progress is not None:
+            progress(T - k, T)
+    return {name: SketchCurves(**o) for name, o in out.items()}
+
+
+def matrix_free_lyapunov(net: Network, traj: Trajectory, count: int, *, dtype=None) -> np.ndarray:
+    """The ``count`` leading Lyapunov exponents, (B, count) descending, by QR of J_t Q carried
+    as forward products J_t x through the derived blocks (no N × N matrix), started from the
+    same basis as :func:`gradflow.lyapunov_exponents` (``numpy.random.default_rng(0)``)."""
+    xp, N, T = net.xp, net.state_size, traj.steps
+    r = min(positive_int(count, "count"), N)
+    B = traj.states[0].shape[0]
+    dt = net.dtype if dtype is None else dtype
+    op = JacobianOperator(net, False, dt)
+    Q0 = np.eye(N) if r == N else np.linalg.qr(np.random.default_rng(0).standard_normal((N, r)))[0]
+    X = xp.asarray(np.broadcast_to(Q0.T[None], (B, r, N)).copy(), dtype=dt)
+    acc = np.zeros((B, r))
+    for t in range(1, T + 1):
+        Z = op.jvp(X, net.step_env(traj, t))
+        Q, R = xp.linalg.qr(xp.matrix_transpose(Z))
+        X = xp.matrix_transpose(Q)
+        with np.errstate(divide="ignore"):
+            acc += np.log(np.abs(to_host(xp.linalg.diagonal(R))).astype(np.float64))
+    return -np.sort(-(acc / T), axis=1)
