@@ -63,7 +63,7 @@ def init_scheme(text: str | None, cell) -> InitScheme:
 
     if text is None:
         return cast(InitScheme, REFERENCE_INIT.get(cell.name, cell.default_init))
-    return one_of(str(text).strip().lower(), "--init", INIT_SCHEMES)
+    return cast(InitScheme, one_of(str(text).strip().lower(), "--init", INIT_SCHEMES))
 
 
 def init_words(scheme: str, hidden: int, input: int) -> str:
