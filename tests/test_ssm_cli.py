@@ -152,7 +152,7 @@ def test_flow_cli_mamba_init_matches_the_product_written_out(capsys):
     (["mamba-zoh", "--hidden", "7", "--input", "3"], "not channels × state size"),
     (["rg-lru", "--hidden", "6", "--input", "3"], "input size must equal the hidden size"),
     (["s4d", "--hidden", "6", "--input", "3", "--init", "s4d-real", "--gain", "2"], "gain does not apply"),
-    (["s4d", "--hidden", "6", "--input", "3", "--init", "s4d"], "--init must be one of"),
+    (["s4d", "--hidden", "6", "--input", "3", "--init", "s4d"], "unknown init scheme"),
 ])
 def test_flow_cli_init_bad_input(capsys, argv, words):
     code, out, err = _cli(capsys, "flow", *argv, "--steps", "3")
@@ -197,3 +197,25 @@ def test_report_measures_with_the_reference_init():
     dt = np.exp(np.asarray(want.arrays[r"\log\Delta"]))
     k1 = np.exp(np.asarray(want.arrays[r"A_{re,\log}"]))
     assert abs(run.flow.full.mean().log10_norm_2[0] - (-(dt * k1) * 6).max() / math.log(10)) < 1e-12
+
+
+@pytest.mark.parametrize("name, words", [("mamba-zoh", "depend on the input $x_t$ and the parameters"),
+                                         ("s4d", "depend on the parameters only: the same at every step")])
+def test_derivation_says_what_the_factors_read(name, words):
+    """No 'candidate state' (S6 has none) and no 'cell state' (S4D's (h, q) are Re and Im)."""
+    from gradflow._views.bibtex import bibliography_text, parse_bibtex
+    from gradflow._views.derivation import derive_cell
+    from gradflow._views.document import Doc
+
+    doc = Doc(parse_bibtex(bibliography_text()))
+    derive_cell(doc, gf.get_cell(name))
+    md = doc.markdown()
+    assert words in md and "candidate state" not in md and "cell state" not in md
+    # what the sentence says, on numbers: J_t from two different previous states is the same
+    net = gf.network(name, 4, 2, init="mamba" if name == "mamba-zoh" else "s4d-lin", seed=1)
+    x = gf.random_inputs(2, 2, seed=2)
+    states = gf.get_cell(name).states
+    J = [np.asarray(net.step_jacobian(net.unroll(x, initial={s: s0[4 * i:4 * i + 4] for i, s in enumerate(states)}),
+                                      2))[0]
+         for s0 in np.random.default_rng(0).standard_normal((2, net.state_size))]
+    assert np.array_equal(J[0], J[1]) and np.abs(J[0]).max() < 1

@@ -57,13 +57,15 @@ def quiet_stdout() -> None:
 def init_scheme(text: str | None, cell) -> InitScheme:
     """The init scheme of ``--init`` (checked against the vocabulary), or the cell's default:
     the reference init for the state-space cells (``mamba``, ``s4d-lin``, ``rg-lru``)."""
-    from .._checks import one_of
     from .._numeric.reference_init import REFERENCE_INIT
     from .._vocabulary import INIT_SCHEMES
 
     if text is None:
         return cast(InitScheme, REFERENCE_INIT.get(cell.name, cell.default_init))
-    return cast(InitScheme, one_of(str(text).strip().lower(), "--init", INIT_SCHEMES))
+    scheme = str(text).strip().lower()
+    if scheme not in INIT_SCHEMES:
+        raise GradflowError(f"--init: unknown init scheme {text!r}; known: {', '.join(INIT_SCHEMES)}")
+    return cast(InitScheme, scheme)
 
 
 def init_words(scheme: str, hidden: int, input: int) -> str:

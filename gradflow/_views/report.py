@@ -155,7 +155,13 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
         init = one_of(init, "init", INIT_SCHEMES)
     inits = {c.name: init or REFERENCE_INIT.get(c.name, c.default_init) for c in resolved}
     for c in resolved:  # before anything is derived or written
-        check_fits(inits[c.name], c.name, hidden, input)
+        try:
+            check_fits(inits[c.name], c.name, hidden, input)
+        except GradflowError as e:
+            if init is not None:
+                raise
+            raise GradflowError(f"{e} ({inits[c.name]} is {c.name}'s default init here; report {c.name} "
+                                "separately at sizes that fit, or give an init such as pytorch)") from None
 
     check_report_size(resolved, hidden, input, steps)
     out = _check_out_dir(out_dir, force)
