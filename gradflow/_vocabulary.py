@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-#: parameter-count conventions: PyTorch (two bias vectors per gate) or Keras (one)
-Convention = Literal["pytorch", "keras"]
+#: parameter-count conventions: PyTorch (two bias vectors per gate), Keras (one), or the reference
+#: implementation of a state-space cell (Mamba, S4D, Griffin: shared rows, see ``ssm_cells``)
+Convention = Literal["pytorch", "keras", "reference"]
 #: kinds of a cell's parameters: recurrent W, input U, bias b, element-wise recurrent w
 ParamKind = Literal["W", "U", "b", "w"]
 #: how a block of the one-step Jacobian is stored: a dense matrix, a diagonal, or the identity
@@ -20,8 +21,9 @@ SpectralMethod = Literal["power", "svd"]
 FlowMode = Literal["auto", "exact", "matrix-free"]
 #: the dtype of the backward products
 ChainDtype = Literal["float64", "float32"]
-#: weight initialisation schemes
-InitScheme = Literal["pytorch", "glorot", "orthogonal", "identity", "gaussian"]
+#: weight initialisation schemes; the last four are the state-space cells' reference inits
+InitScheme = Literal["pytorch", "glorot", "orthogonal", "identity", "gaussian",
+                     "mamba", "s4d-lin", "s4d-real", "rg-lru"]
 
 CONVENTIONS: tuple[str, ...] = get_args(Convention)
 PARAM_KINDS: tuple[str, ...] = get_args(ParamKind)

@@ -105,7 +105,7 @@ def test_sentences(section):
     rows, _, md = section
     assert "contradicts" not in md
     assert md.count("the same number: the path is the whole Jacobian") == 4   # lru, mamba, mingru, rg-lru
-    assert r"\bar{a}_{t} = \exp\left(- \Delta_{t} \circ \exp\left(A_{\log}\right)\right)" in md
+    assert r"\bar{a}_{t} = \exp\left(- \Delta_{t} \odot \exp\left(A_{\log}\right)\right)" in md
     assert not math.isnan(rows["gru"]["path"]) and rows["gru"]["path"] != rows["gru"]["measured"]
 
 

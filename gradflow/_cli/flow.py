@@ -26,8 +26,9 @@ import numpy as np
 
 from .._checks import GradflowError
 from .._numeric.loading import read_npy
+from .._numeric.reference_init import SCHEME_CELLS
 from .._numeric.size_guard import check_flow_size, choose_mode
-from .options import float_option, int_option
+from .options import float_option, init_scheme, init_words, int_option
 
 
 class _Progress:
@@ -126,7 +127,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", default=None, help="sequences in the batch (default 1)")
     p.add_argument("--seed", default=None, help="random seed for weights and inputs (default 0)")
     p.add_argument("--init", default=None,
-                   help="pytorch, glorot, orthogonal, identity or gaussian (default: the cell's)")
+                   help="pytorch, glorot, orthogonal, identity or gaussian (default: the cell's); the "
+                        "state-space cells' reference inits mamba (mamba-zoh, mamba-euler), s4d-lin or "
+                        "s4d-real (s4d), rg-lru (rg-lru, input = hidden): channels = --input, state "
+                        "size N = hidden/input; these are those cells' defaults")
     p.add_argument("--gain", default=None, help="scale of the recurrent weights (default 1)")
     p.add_argument("--forget-bias", default=None, help="forget-gate bias (LSTM)")
     p.add_argument("--weights", default=None,
@@ -191,6 +195,7 @@ def run(a: argparse.Namespace) -> int:
 
     cell = get_cell(a.cell)
     _no_effect(a)
+    init = None
     seed = int_option(a.seed, "--seed", 0) if a.seed is not None else 0
     batch = int_option(a.batch, "--batch") if a.batch is not None else 1
     dtype = np.float64 if a.dtype == "float64" else np.float32
@@ -247,7 +252,8 @@ def run(a: argparse.Namespace) -> int:
         B = inputs.shape[1] if inputs is not None else batch
         check_flow_size(cell, hidden, m, T, B, np.dtype(dtype).itemsize,  # before any allocation
                         mode=mode_of(hidden, m, T, B))
-        net = network(cell, hidden, m, init=a.init, seed=seed, gain=_gain(a.gain or "1.0"),
+        init = init_scheme(a.init, cell)
+        net = network(cell, hidden, m, init=init, seed=seed, gain=_gain(a.gain or "1.0"),
                       forget_bias=float_option(a.forget_bias, "--forget-bias"), dtype=dtype)
     if inputs is None:
         if a.steps is None:
@@ -277,6 +283,8 @@ def run(a: argparse.Namespace) -> int:
         return 0
     print(f"{cell.title} ({cell.name}): n = {net.hidden}, m = {net.input}, T = {T}, "
           f"batch = {flow.batch}; loss {flow.loss}; log10 norms, batch mean")
+    if init is not None and init in SCHEME_CELLS:
+        print(f"init: {init_words(init, net.hidden, net.input)}")
     if flow.mode == "matrix-free":
         _sketch_table(flow, record, T)
         return 0

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import cast
 
 from .._checks import GradflowError, is_decimal, parse_float, parse_int
+from .._vocabulary import InitScheme
 
 
 def int_option(text, option: str, minimum: int | None = 1) -> int:
@@ -50,3 +52,26 @@ def quiet_stdout() -> None:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown quiet
     except OSError:
         pass
+
+
+def init_scheme(text: str | None, cell) -> InitScheme:
+    """The init scheme of ``--init`` (checked against the vocabulary), or the cell's default:
+    the reference init for the state-space cells (``mamba``, ``s4d-lin``, ``rg-lru``)."""
+    from .._numeric.reference_init import REFERENCE_INIT
+    from .._vocabulary import INIT_SCHEMES
+
+    if text is None:
+        return cast(InitScheme, REFERENCE_INIT.get(cell.name, cell.default_init))
+    scheme = str(text).strip().lower()
+    if scheme not in INIT_SCHEMES:
+        raise GradflowError(f"--init: unknown init scheme {text!r}; known: {', '.join(INIT_SCHEMES)}")
+    return cast(InitScheme, scheme)
+
+
+def init_words(scheme: str, hidden: int, input: int) -> str:
+    """``mamba (d = 4 channels, N = 2 state entries each)`` for a reference init, else the name."""
+    from .._numeric.reference_init import SCHEME_CELLS
+
+    if scheme not in SCHEME_CELLS or scheme == "rg-lru":
+        return scheme
+    return f"{scheme} (d = {input} channels, N = {hidden // input} state entries each)"

@@ -1,7 +1,7 @@
 """``gradflow params``: parameter counts of a recurrent cell, a dense layer or a convolution.
 
-    gradflow params CELL --hidden N --input M [--convention pytorch|keras] [--layers L]
-                         [--bidirectional] [--output K] [--json]
+    gradflow params CELL --hidden N --input M [--convention pytorch|keras|reference] [--layers L]
+                         [--bidirectional] [--output K] [--heads H] [--json]
     gradflow params dense --input M --output K [--no-bias] [--json]
     gradflow params conv --kernel KHxKW [--in-channels C] --filters K [--no-bias] [--json]
 
@@ -19,7 +19,7 @@ from .options import int_option
 
 # options each layer kind accepts (besides --json); anything else given is an error
 _ALLOWED = {
-    "cell": {"hidden", "input", "convention", "layers", "bidirectional", "output", "proj_size"},
+    "cell": {"hidden", "input", "convention", "layers", "bidirectional", "output", "proj_size", "heads"},
     "dense": {"input", "output", "no_bias"},
     "conv": {"kernel", "in_channels", "filters", "no_bias"},
 }
@@ -50,7 +50,7 @@ def _check_options(args: argparse.Namespace, kind: str, what: str) -> None:
     """Reject options that do not apply to this kind of layer."""
     defaults = {"convention": None, "layers": None, "bidirectional": False, "no_bias": False}
     for name in ("hidden", "input", "convention", "layers", "bidirectional", "output",
-                 "kernel", "in_channels", "filters", "no_bias", "proj_size"):
+                 "kernel", "in_channels", "filters", "no_bias", "proj_size", "heads"):
         given = getattr(args, name) != defaults.get(name)
         if given and name not in _ALLOWED[kind]:
             flag = _FLAG.get(name, "--" + name)
@@ -67,7 +67,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cell.add_argument("--hidden", metavar="N", help="hidden size n")
     cell.add_argument("--input", metavar="M", help="input size m (also for dense)")
     cell.add_argument("--convention", metavar="NAME",
-                      help="bias convention: pytorch (b_ih + b_hh, default) or keras (one bias)")
+                      help="bias convention: pytorch (b_ih + b_hh, default) or keras (one bias); reference "
+                           "for mamba-zoh, mamba-euler, s4d, rg-lru: the reference module's tensors "
+                           "(channels d = input, state size N = hidden/input)")
+    cell.add_argument("--heads", metavar="H", help="rg-lru --convention reference: Griffin's gate heads (default 1)")
     cell.add_argument("--layers", metavar="L", help="stacked layers (default 1)")
     cell.add_argument("--bidirectional", action="store_true", help="every layer in both directions")
     cell.add_argument("--proj-size", metavar="P", help="LSTM output projection (PyTorch proj_size)")
@@ -109,7 +112,8 @@ def run(a: argparse.Namespace) -> int:
             layers=1 if a.layers is None else int_option(a.layers, "--layers", None),
             bidirectional=a.bidirectional,
             output=None if a.output is None else int_option(a.output, "--output", None),
-            proj_size=0 if a.proj_size is None else int_option(a.proj_size, "--proj-size", None))
+            proj_size=0 if a.proj_size is None else int_option(a.proj_size, "--proj-size", None),
+            heads=None if a.heads is None else int_option(a.heads, "--heads", None))
     if a.json:
         print(json.dumps(result.as_dict()))
     else:

@@ -1,7 +1,7 @@
 """``gradflow report``: a derivation report (Markdown, LaTeX, figures, references, provenance).
 
     gradflow report CELL [CELL ...] -o DIR [--hidden N] [--steps T] [--seed S] [--input M]
-                    [--forget-bias F] [--force] [--pdf] [--columns 1|2] [--slides]
+                    [--forget-bias F] [--init SCHEME] [--force] [--pdf] [--columns 1|2] [--slides]
 
 With ``--pdf`` it also runs pdflatex and BibTeX there (only report.pdf is added); ``--columns 2``
 lays report.tex out in two columns; ``--slides`` also writes beamer slides (slides.tex).
@@ -29,6 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", default=None, help="input size m (default: the hidden size)")
     p.add_argument("--forget-bias", default=None, metavar="F",
                    help="forget-gate bias of the LSTM in the numeric runs (e.g. 1)")
+    p.add_argument("--init", default=None, metavar="SCHEME",
+                   help="init scheme of every cell's run (see gradflow flow --help); default: the cell's "
+                        "own, the reference init for mamba-zoh, mamba-euler (mamba), s4d (s4d-lin) and "
+                        "rg-lru (rg-lru): channels = --input, state size N = hidden/input")
     p.add_argument("--force", action="store_true", help="replace a report already in DIR")
     p.add_argument("--pdf", action="store_true", help="also compile report.tex with pdflatex")
     p.add_argument("--columns", default="1", metavar="1|2",
@@ -54,7 +58,8 @@ def run(a: argparse.Namespace) -> int:
     argv = ["gradflow", *a.argv]  # exactly what was parsed: one source for the recorded command
     out = write_report(cells, a.output, hidden=hidden, steps=steps, seed=seed, input=m,
                        forget_bias=fb, command=argv, force=a.force, pdf=a.pdf, columns=columns,
-                       slides=a.slides)  # a missing bibtex is one "gradflow: note:" line
+                       slides=a.slides,  # a missing bibtex is one "gradflow: note:" line
+                       init=None if a.init is None else a.init.strip().lower())
     say(f"wrote {out / 'report.md'} and {out / 'report.tex'}")
     if a.slides:
         say(f"wrote {out / 'slides.tex'}")

@@ -25,6 +25,7 @@ from .checkpoint import Selected, select_layer
 from .keras_loading import is_keras_path, read_keras_layer
 from .loading import check_dtype, note, read_weights_file, real_array
 from .named_weights import holds_own_names, read_named, uses_own_names
+from .reference_init import SCHEME_CELLS, reference_arrays
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,10 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: InitSchem
             Q orthogonal; U Glorot; zero biases), ``"identity"`` (W = gain·I, U ~ N(0, 0.001²),
             zero biases: the IRNN of Le et al. 2015), ``"gaussian"`` (entries N(0, gain²/fan_in),
             zero biases). Default: the cell's own (``identity`` for ``irnn``, else ``pytorch``).
+            The state-space cells' reference inits (every parameter as the reference code draws
+            it, rows shared; see :mod:`gradflow._numeric.reference_init`): ``"mamba"``
+            (``mamba-zoh``/``mamba-euler``), ``"s4d-lin"``/``"s4d-real"`` (``s4d``), with
+            channels d = m and state size N = n / m; ``"rg-lru"`` (Griffin, m = n). No ``gain``.
         seed: random seed (NumPy ``default_rng``).
         gain: scale of W (and of U for glorot/gaussian).
         forget_bias: set the forget-gate bias b_f (cells with a forget gate only).
@@ -130,6 +135,15 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: InitSchem
         raise GradflowError(f"unknown init scheme {scheme!r}; known: {', '.join(INIT_SCHEMES)}")
     if not math.isfinite(gain):
         raise GradflowError(f"gain must be finite, got {gain!r}")
+    if scheme in SCHEME_CELLS:  # a state-space cell's reference init: every parameter drawn by it
+        if gain != 1.0:
+            raise GradflowError(f"gain does not apply to the {scheme} init (it draws every parameter "
+                                "as the reference code does)")
+        if forget_bias is not None:
+            raise GradflowError(f"{cell.name} has no forget gate; a forget bias applies to the LSTM")
+        ref = reference_arrays(scheme, cell.name, n, m, seed)
+        w = Weights(cell, n, m, {k: v.astype(dtype) for k, v in ref.items()})
+        return w if xp is np else w.to(xp)
     rng = np.random.default_rng(seed)
     arrays: dict[str, np.ndarray] = {}
     for p in cell.recorded.params:

@@ -27,7 +27,7 @@ k = sp.Symbol("k", integer=True, positive=True)
 k_h, k_w, c_in = sp.symbols("k_h k_w c", integer=True, positive=True)
 
 #: framework convention → the name it is printed with
-CONVENTIONS = {"pytorch": "PyTorch", "keras": "Keras"}
+CONVENTIONS = {"pytorch": "PyTorch", "keras": "Keras", "reference": "reference-implementation"}
 
 # Why a framework lacks a cell, where a plain "has no such cell" would not say enough.
 _ABSENT = {
@@ -155,6 +155,9 @@ class ParamCount:
     output_params: int
     title: str = ""
     proj_size: int = 0
+    parts: tuple[tuple[str, int], ...] = ()
+    source: str = ""
+    not_counted: str = ""
 
     @property
     def breakdown(self) -> dict[str, int]:
@@ -185,6 +188,8 @@ class ParamCount:
             "formula_latex": _latex(self.formula), "layer_formula": _text(self.layer_formula),
             "total": self.total, **self.breakdown,
             **({"proj_size": self.proj_size} if self.proj_size else {}),
+            **({"parts": dict(self.parts), "source": self.source, "not_counted": self.not_counted}
+               if self.parts else {}),
         }
 
     def __str__(self) -> str:
@@ -195,6 +200,10 @@ class ParamCount:
         if self.layers > 1 or self.bidirectional:
             rows.append(f"  per layer          {_text(self.layer_formula)}  (first layer, one direction)")
         width = len(f"{self.total:,}")
+        if self.parts:
+            rows.append(f"  counted            {self.source}")
+            rows += [f"    {name:30s} {value:>{width},}" for name, value in self.parts]
+            rows.append(f"  not counted        {self.not_counted}")
         for label, value in (("recurrent weights", self.recurrent_weights),
                              ("input weights", self.input_weights), ("biases", self.biases),
                              ("output layer", self.output_params if self.output else None),
@@ -235,9 +244,47 @@ def _layer_parts(cell: Cell, copies: int) -> dict[str, sp.Expr]:
     return parts
 
 
+def _reference_count(cell: Cell, hidden: int, input: int, heads: int | None) -> ParamCount:
+    """The ``reference`` convention: the reference module's tensors (``ssm_cells.REFERENCE_MODULES``)."""
+    from .ssm_cells import REFERENCE_MODULES, H, N, R, d
+
+    ref = REFERENCE_MODULES.get(cell.name)
+    if ref is None:
+        raise GradflowError(f"the reference convention counts the state-space cells' reference modules "
+                            f"({', '.join(REFERENCE_MODULES)}); use pytorch or keras for {cell.name}")
+    if heads is not None and not ref.width:
+        raise GradflowError(f"heads applies to the reference count of rg-lru, not {cell.name}")
+    heads = 1 if heads is None else positive_int(heads, "number of heads")
+    if ref.width:
+        if hidden != input:
+            raise GradflowError(f"{cell.name}: the reference module has one state per input channel "
+                                f"(width d = hidden = input); got hidden {hidden}, input {input}")
+        if hidden % heads:
+            raise GradflowError(f"{cell.name}: width {hidden} is not a multiple of {heads} heads")
+        at = {d: hidden, H: heads, N: 1, R: 1}
+    else:
+        if hidden % input:
+            raise GradflowError(f"{cell.name}: hidden size {hidden} is not channels × state size "
+                                f"(channels d = input = {input}); give a multiple of {input}")
+        at = {d: input, N: hidden // input, R: -(-input // 32), H: 1}
+    counts = [(name, kind, int(expr.subs(at))) for name, kind, expr in ref.parts]
+    by_kind = {k: sum(c for _, kind, c in counts if kind == k) for k in ("w", "U", "b")}
+    formula = sp.Add(*[expr for _, _, expr in ref.parts], evaluate=False)
+    total = sum(by_kind.values())
+    if total != int(sp.expand(formula).subs(at)):
+        raise AssertionError(f"{cell.name}: reference formula and parts disagree")
+    return ParamCount(cell=cell.name, convention="reference", hidden=hidden, input=input, layers=1,
+                      bidirectional=False, output=None, formula=formula, layer_formula=formula, total=total,
+                      recurrent_weights=by_kind["w"], input_weights=by_kind["U"], biases=by_kind["b"],
+                      output_params=0, title=cell.title, parts=tuple((nm, c) for nm, _, c in counts),
+                      source=("d = {}, N = {}, R = {}; ".format(*(at[x] for x in (d, N, R))) if not ref.width
+                              else f"d = {hidden}, H = {heads}; ") + ref.source,
+                      not_counted=ref.not_counted)
+
+
 def count_params(cell: str | Cell, hidden: int, input: int, *, convention: Convention = "pytorch",
                  layers: int = 1, bidirectional: bool = False, output: int | None = None,
-                 proj_size: int = 0) -> ParamCount:
+                 proj_size: int = 0, heads: int | None = None) -> ParamCount:
     """Count the trainable parameters of a recurrent layer, from the cell's recurrence.
 
     Arguments:
@@ -252,6 +299,13 @@ def count_params(cell: str | Cell, hidden: int, input: int, *, convention: Conve
         proj_size: p > 0 for PyTorch's projected LSTM (``nn.LSTM(proj_size=p)``): the cell of
             :func:`gradflow._symbolic.projected.projected`, W_hr p × n, recurrent weights n × p,
             layers above the first read D·p features.
+        heads: Griffin's gate heads H (``reference`` convention of ``rg-lru`` only; default 1).
+
+    ``convention="reference"`` (the state-space cells only) counts the reference module's tensors
+    that the recurrence reads, rows shared (``gradflow._symbolic.ssm_cells.REFERENCE_MODULES``):
+    Mamba's scan d·N + (R + N)·d + R·d + d with d = input (channels), N = hidden/input,
+    R = ⌈d/32⌉; S4D d + 2·d·N; RG-LRU d + 2·(d²/H + d) with d = hidden = input. One layer, one
+    direction, no output layer.
 
     Returns:
         A :class:`ParamCount` with the formula, the total and its breakdown.
@@ -261,6 +315,14 @@ def count_params(cell: str | Cell, hidden: int, input: int, *, convention: Conve
             a size or layer count that is not a positive integer.
     """
     cell = get_cell(cell)
+    if str(convention).strip().lower() == "reference":
+        if layers != 1 or bidirectional or output is not None:
+            raise GradflowError("the reference convention counts one recurrence (one layer, one "
+                                "direction, no output layer)")
+        return _reference_count(cell, positive_int(hidden, "hidden size"), positive_int(input, "input size"),
+                                heads)
+    if heads is not None:
+        raise GradflowError("heads applies to the reference convention of rg-lru")
     key, copies = _convention(cell, convention)
     hidden = positive_int(hidden, "hidden size")
     input = positive_int(input, "input size")

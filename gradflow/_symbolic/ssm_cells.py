@@ -19,15 +19,17 @@ the state Jacobian, unchanged.
 For S6 and the RG-LRU the derived blocks are diagonal, so ``gradient_flow`` takes the O(T·n)
 diagonal path (:mod:`gradflow._numeric.diagonal`).
 
-**Parameter counts** (``count_params``) are those of this per-unit form: each unit's rows are
-counted (A_log: n; U_Δ, U_B, U_u: n × m each; b_Δ: n), one bias per projection (``nn.Linear``),
-as for the other modern cells. They exceed the reference implementations' shared-row counts
-(Mamba's scan: d·N for A_log, (R + N)·d for x_proj's Δ and B rows and R·d + d for dt_proj, with
-R = ⌈d/16⌉; C_t and D belong to the read-out and are not counted by either); the difference is
-the sharing, not the recurrence.
+**Parameter counts** (``count_params``) with the ``pytorch``/``keras`` conventions are those of
+this per-unit form: each unit's rows are counted (A_log: n; U_Δ, U_B, U_u: n × m each; b_Δ: n),
+one bias per projection (``nn.Linear``), as for the other modern cells. The ``reference``
+convention counts the reference modules' tensors instead (:data:`REFERENCE_MODULES`: shared rows,
+the recurrence's parameters only; C_t, D and the block's other layers are the read-out and are
+counted by neither convention); the difference is the sharing, not the recurrence.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import sympy as sp
 from sympy import HadamardPower, MatAdd, MatMul
@@ -154,3 +156,53 @@ SSM_CELLS: tuple[Cell, ...] = (
 )
 
 SSM_ALIASES = {"mamba": "mamba-zoh", "s6": "mamba-zoh", "rglru": "rg-lru", "griffin": "rg-lru"}
+
+
+# -- the reference modules' parameter tensors (the ``reference`` count convention) ------------------
+#: channels d, state entries per channel N, Mamba's dt rank R, Griffin's heads H
+d, N, R, H = sp.symbols("d N R H", integer=True, positive=True)
+
+
+@dataclass(frozen=True)
+class ReferenceModule:
+    """The parameter tensors of a reference implementation that the recurrence reads.
+
+    Attributes:
+        source: file, class and commit the shapes are read from.
+        parts: (tensor and its shape, kind ``"w"`` element-wise/decay, ``"U"`` projection weight or
+            ``"b"`` bias, entries in d, N, R, H).
+        not_counted: the module's other tensors (the read-out and the block around the scan).
+        width: True when the module keeps one state per input channel (d = n = m, Griffin);
+            else n = d·N units with m = d input channels.
+    """
+
+    source: str
+    parts: tuple[tuple[str, str, sp.Expr], ...]
+    not_counted: str
+    width: bool = False
+
+
+_MAMBA = ReferenceModule(
+    "state-spaces/mamba mamba_ssm/modules/mamba_simple.py, class Mamba (commit 000b310f), its selective "
+    "scan; d = d_inner = 2 d_model, R = dt_rank = ceil(d_model/16) = ceil(d/32)",
+    (("A_log (d x N)", "w", d * N), ("x_proj rows of dt (R x d)", "U", R * d),
+     ("x_proj rows of B (N x d)", "U", N * d), ("dt_proj.weight (d x R)", "U", d * R),
+     ("dt_proj.bias (d)", "b", d)),
+    "x_proj rows of C (N x d) and D (d), the read-out; in_proj, conv1d, out_proj")
+
+REFERENCE_MODULES: dict[str, ReferenceModule] = {
+    "mamba-zoh": _MAMBA,
+    "mamba-euler": _MAMBA,
+    "s4d": ReferenceModule(
+        "state-spaces/s4 models/s4/s4d.py, classes S4D and S4DKernel (commit 2ed46fcf); N = d_state/2 "
+        "complex modes per channel, B = 1 fixed (no tensor)",
+        (("log_dt (d)", "w", d), ("log_A_real (d x N)", "w", d * N), ("A_imag (d x N)", "w", d * N)),
+        "C (d x N x 2) and D (d), the read-out; output_linear"),
+    "rg-lru": ReferenceModule(
+        "google-deepmind/recurrentgemma recurrentgemma/torch/layers.py, class RGLRU (commit 2a3dde4b); "
+        "width d = n = m, gates BlockDiagonalLinear with H heads",
+        (("a_param (d)", "w", d), ("a_gate.w (H x d/H x d/H)", "U", d ** 2 / H), ("a_gate.b (d)", "b", d),
+         ("input_gate.w (H x d/H x d/H)", "U", d ** 2 / H), ("input_gate.b (d)", "b", d)),
+        "none of the RGLRU module; the recurrent block's linear_x, linear_y, conv_1d, linear_out",
+        width=True),
+}

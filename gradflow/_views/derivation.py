@@ -17,7 +17,9 @@ from .._symbolic.many_steps import carousel, pascanu_bound, state_product, trunc
 from .._symbolic.many_steps import j as _j
 from .._symbolic.nodes import Diag, Elementwise
 from .._symbolic.printing import latex
+from .._symbolic.ssm_cells import REFERENCE_MODULES
 from .document import Doc, Row, bmatrix, display_row, visible_width
+from .paths import gradient_path
 
 
 def _relation_row(tex: str, rel: str) -> Row:
@@ -139,6 +141,13 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
             doc.para("Its rate is at least 1 whatever $W$ is, so this bound cannot show that gradients "
                      "vanish: the identity term passes the gradient from one step to the previous one "
                      "unchanged, the mechanism of residual connections [@he2016residual].")
+    elif cell.name in REFERENCE_MODULES and gradient_path(cell).reads != "state":  # S6, S4D, RG-LRU
+        reads = gradient_path(cell).reads
+        doc.para("The one-step Jacobian holds no recurrent weight matrix, so there is no bound of the "
+                 "form of @[pascanu2013difficulty]; its factors, read off it in the section on the path "
+                 "that carries the gradient, "
+                 + ("depend on the input $x_t$ and the parameters, never on the previous state."
+                    if reads == "input" else "depend on the parameters only: the same at every step."))
     elif len(cell.states) == 1:
         doc.para("A diagonal factor of this Jacobian involves the previous state or the candidate "
                  "state, whose size the one-step recurrence alone does not fix (bounds on the "

@@ -76,16 +76,31 @@ def _bound_reads_w(cell: Cell) -> bool:
     return all(isinstance(M, Identity) or getattr(M, "name", None) == "W" for _, M in terms)
 
 
+def _init_words(scheme: str, hidden: int, input: int) -> str:
+    """The init as the report names it; a state-space cell's reference init with its sizes."""
+    from .._numeric.reference_init import SCHEME_CELLS
+
+    if scheme not in SCHEME_CELLS:
+        return scheme
+    if scheme == "rg-lru":
+        return "rg-lru, Griffin's reference init"
+    return (f"{scheme}, the reference code's init with $d = {input}$ channels and "
+            f"$N = {hidden // input}$ state entries each")
+
+
 def measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
-            forget_bias: float | None = None) -> dict[str, Measurement]:
-    """Run every cell once (random weights and inputs from ``seed``) and measure what the report shows."""
+            forget_bias: float | None = None, inits: dict[str, str] | None = None) -> dict[str, Measurement]:
+    """Run every cell once (random weights and inputs from ``seed``) and measure what the report shows.
+
+    ``inits``: cell name → init scheme (default: the cell's own)."""
     from .._numeric.flow import decay_rate, gradient_flow, network, random_inputs, singular_values
 
     out = {}
     ks = _spectrum_ks(steps)
     for cell in cells:
         fb = forget_bias if cell.has_forget_gate else None
-        net = network(cell, hidden, input, seed=seed, forget_bias=fb)
+        init = (inits or {}).get(cell.name, cell.default_init)
+        net = network(cell, hidden, input, init=init, seed=seed, forget_bias=fb)  # type: ignore[arg-type]
         inputs = random_inputs(steps, input, seed=seed)
         flow = gradient_flow(net, inputs, carousel="c" in cell.states)
         traj = net.unroll(inputs)
@@ -93,7 +108,7 @@ def measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
         spectra = singular_values(net, inputs, ks)
         W = net.weights.arrays.get("W")
         out[cell.name] = Measurement(
-            cell=cell, net=net, flow=flow, J_T=J_T, spectra=spectra, init=cell.default_init,
+            cell=cell, net=net, flow=flow, J_T=J_T, spectra=spectra, init=init,
             rate_full=decay_rate(flow.full.mean().log10_norm_2),
             rate_cell_state=None if flow.cell_state is None else decay_rate(flow.cell_state.mean().log10_norm_2),
             rate_carousel=None if flow.carousel is None else decay_rate(flow.carousel.mean().log10_norm_2),
@@ -125,10 +140,10 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
 
     flows = [runs[c.name].flow for c in cells]
     lstm_cells = [c for c in cells if "c" in c.states]
-    inits = ", ".join(f"`{c.name}`: {c.default_init}" for c in cells)
+    inits = "; ".join(f"`{c.name}`: {_init_words(runs[c.name].init, hidden, input)}" for c in cells)
     doc.heading(2, "Numeric evidence", label="sec:evidence")
     doc.para(f"Each cell is unrolled for $T = {steps}$ steps with hidden size $n = {hidden}$ and input "
-             f"size $m = {input}$, weights from the cell's default initialisation ({inits}) with seed "
+             f"size $m = {input}$, weights from the initialisation ({inits}) with seed "
              f"{seed}"
              + ("" if forget_bias is None else
                 f" and the forget-gate bias set to $b_f = {float(forget_bias):g}$ "

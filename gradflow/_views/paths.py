@@ -65,7 +65,7 @@ class GradientPath:
         if isinstance(self.vector, OneMatrix):
             return r"\mathbb{I}"
         if self.kind == "rotation":
-            return r"\sqrt{(%s)^{\circ 2} + (%s)^{\circ 2}}" % (latex(self.vector), latex(self.other))
+            return r"\sqrt{(%s)^{\odot 2} + (%s)^{\odot 2}}" % (latex(self.vector), latex(self.other))
         out = r"\operatorname{diag}\left(%s\right)" % latex(self.vector)
         defs = self.cell.recorded.definitions
         if self.vector in defs:  # a named quantity: print what it is

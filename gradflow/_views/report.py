@@ -70,8 +70,9 @@ def _versions() -> dict:
 
 
 def _canonical_command(cells: list[Cell], out_dir: str, hidden: int, steps: int, seed: int,
-                       input: int, forget_bias: float | None = None) -> str:
+                       input: int, forget_bias: float | None = None, init: str | None = None) -> str:
     fb = [] if forget_bias is None else ["--forget-bias", repr(float(forget_bias))]
+    fb += [] if init is None else ["--init", init]
     return shlex.join(["gradflow", "report", *[c.name for c in cells], "-o", out_dir,
                        "--hidden", str(hidden), "--steps", str(steps), "--seed", str(seed),
                        "--input", str(input), *fb])
@@ -102,7 +103,8 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
                  steps: int = 100, seed: int = 0, input: int | None = None,
                  forget_bias: float | None = None,
                  command: str | Sequence[str] | None = None, force: bool = False,
-                 pdf: bool = False, columns: int = 1, slides: bool = False) -> Path:
+                 pdf: bool = False, columns: int = 1, slides: bool = False,
+                 init: str | None = None) -> Path:
     """Write a derivation report for ``cells`` into ``out_dir`` and return its path.
 
     The directory receives ``report.md``, ``report.tex``, ``figures/`` (PDF and PNG),
@@ -124,6 +126,8 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
         columns: 1 or 2, the layout of the standalone ``report.tex`` (the body breaks its
             displays to that width).
         slides: also write ``slides.tex`` (beamer), compiled to ``slides.pdf`` with ``pdf``.
+        init: the init scheme of every cell's run (``gf.INIT_SCHEMES``); default: the cell's own,
+            but the reference init for the state-space cells (``mamba``, ``s4d-lin``, ``rg-lru``).
 
     Raises:
         ValueError: an unknown cell or bad size; ``out_dir`` holds a report and ``force`` is
@@ -150,8 +154,23 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
             raise GradflowError(f"forget bias must be a finite number, got {forget_bias!r}")
         if not any(c.has_forget_gate for c in resolved):
             raise GradflowError("a forget bias needs a cell with a forget gate (lstm)")
+    from .._checks import one_of
+    from .._numeric.reference_init import REFERENCE_INIT, check_fits
     from .._numeric.size_guard import check_report_size
+    from .._vocabulary import INIT_SCHEMES
     from .safe_write import open_target
+
+    if init is not None:
+        init = one_of(init, "init", INIT_SCHEMES)
+    inits = {c.name: init or REFERENCE_INIT.get(c.name, c.default_init) for c in resolved}
+    for c in resolved:  # before anything is derived or written
+        try:
+            check_fits(inits[c.name], c.name, hidden, input)
+        except GradflowError as e:
+            if init is not None:
+                raise
+            raise GradflowError(f"{e} ({inits[c.name]} is {c.name}'s default init here; report {c.name} "
+                                "separately at sizes that fit, or give an init such as pytorch)") from None
 
     check_report_size(resolved, hidden, input, steps)
     out = _check_out_dir(out_dir, force)
@@ -159,7 +178,7 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
         assert target.stage is not None
         _build(target.stage, resolved, out, hidden=hidden, steps=steps, seed=seed, input=input,
                forget_bias=forget_bias, command=command, out_arg=_typed_path(out_dir, out),
-               columns=columns, slides=slides)
+               columns=columns, slides=slides, init=init, inits=inits)
         target.install()
         if pdf:
             target.compile_pdf(_pdflatex_runner(out))
@@ -187,6 +206,7 @@ class Build:
     runs: dict[str, Measurement] = field(default_factory=dict)
     evidence: Evidence | None = None
     paths: list[dict] = field(default_factory=list)
+    inits: dict[str, str] = field(default_factory=dict)
 
 
 def introduction(b: Build) -> None:
@@ -236,7 +256,7 @@ def derivation(b: Build) -> None:
 
 def numeric_evidence(b: Build) -> None:
     """Section: the same quantities measured on random weights (:mod:`.evidence`)."""
-    b.runs = measure(b.cells, b.hidden, b.input, b.steps, b.seed, b.forget_bias)
+    b.runs = measure(b.cells, b.hidden, b.input, b.steps, b.seed, b.forget_bias, b.inits)
     b.evidence = evidence_section(b.doc, b.stage, b.cells, b.runs, b.hidden, b.input, b.steps, b.seed,
                                   b.forget_bias)
 
@@ -287,12 +307,13 @@ def _typed_path(out_dir, out: Path) -> str:
 
 def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int, seed: int,
            input: int, forget_bias: float | None, command, out_arg: str, columns: int = 1,
-           slides: bool = False) -> None:
+           slides: bool = False, init: str | None = None,
+           inits: dict[str, str] | None = None) -> None:
     bib_text = bibliography_text()
     bib = parse_bibtex(bib_text)
     versions = _versions()
     date = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    canonical = _canonical_command(cells, out_arg, hidden, steps, seed, input, forget_bias)
+    canonical = _canonical_command(cells, out_arg, hidden, steps, seed, input, forget_bias, init)
     if command is None:
         command_str = canonical
     elif isinstance(command, str):
@@ -300,7 +321,7 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
     else:
         command_str = shlex.join([str(a) for a in command])
     b = Build(stage, cells, hidden, input, steps, seed, forget_bias, versions, date, command_str, canonical,
-              Doc(bib))
+              Doc(bib), inits=dict(inits or {}))
     for section in SECTIONS:
         section(b)
     doc, runs = b.doc, b.runs
@@ -342,7 +363,7 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
         "cells": [c.name for c in cells],
         "hidden": hidden, "input": input, "steps": steps, "batch": 1, "seed": seed,
         "forget_bias": forget_bias,
-        "init": {c.name: c.default_init for c in cells},
+        "init": {c.name: runs[c.name].init for c in cells},
         "date": date,
         "versions": versions,
         "platform": {"system": platform.system(), "machine": platform.machine(),
