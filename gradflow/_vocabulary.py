@@ -24,3 +24,6 @@ PARAM_KINDS: tuple[str, ...] = get_args(ParamKind)
 BLOCK_KINDS: tuple[str, ...] = get_args(BlockKind)
 SPECTRAL_METHODS: tuple[str, ...] = get_args(SpectralMethod)
 INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
+#: where a report's figures go: one column of a two-column page, the full page width, a slide
+FigureSizeName = Literal["one-column", "two-column", "slide"]
+FIGURE_SIZE_NAMES: tuple[str, ...] = get_args(FigureSizeName)

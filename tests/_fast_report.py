@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def fake_build(stage: Path, cells, out, *, hidden, steps, seed, input, forget_bias, command, out_arg,
-               sleep: float = 0.0) -> None:
+               sleep: float = 0.0, figure_size: str = "two-column") -> None:
     (stage / "figures").mkdir()
     (stage / "figures" / "decay.png").write_bytes(b"\x89PNG fake " + str(seed).encode())
     (stage / "figures" / "decay.pdf").write_bytes(b"%PDF fake")

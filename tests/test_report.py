@@ -83,6 +83,23 @@ def test_files_exist(report):
     assert siblings == [], f"temporary directories left behind: {siblings}"
 
 
+def test_figures_print_at_their_size_with_their_data(report):
+    """Default preset two-column: every PDF is 6.9 in wide, LaTeX includes it at 6.9 in (shrunk only
+    to the line), and each figure has its data beside it as CSV and pgfplots."""
+    tex = (report / "report.tex").read_text()
+    widths = re.findall(r"\\includegraphics\[width=([\d.]+)in", tex)
+    assert widths and set(widths) == {"6.90"} and "\\fitbox{\\includegraphics" in tex
+    for pdf in (report / "figures").glob("*.pdf"):
+        box = re.search(rb"/MediaBox\s*\[\s*0\s+0\s+([\d.]+)", pdf.read_bytes())
+        assert box and float(box.group(1)) == pytest.approx(6.9 * 72, abs=0.1), pdf.name
+    for stem in ("decay", "carousel", "spectrum", "jacobian", "phase"):
+        assert (report / "figures" / f"{stem}.csv").is_file() and (report / "figures" / f"{stem}.tex").is_file()
+    md = (report / "report.md").read_text()
+    assert "10–90 %" in md and "4 weight draws × 4 input sequences" in md
+    prov = json.loads((report / "provenance.json").read_text())
+    assert prov["figure_size"] == "two-column" and "paths" in prov["claims"]
+
+
 # -- the derivation ---------------------------------------------------------------------------------
 def test_lstm_cell_state_block_is_diag_f(report):
     md = (report / "report.md").read_text()

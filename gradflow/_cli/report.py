@@ -1,7 +1,7 @@
 """``gradflow report``: a derivation report (Markdown, LaTeX, figures, references, provenance).
 
     gradflow report CELL [CELL ...] -o DIR [--hidden N] [--steps T] [--seed S] [--input M]
-                    [--forget-bias F] [--force] [--pdf]
+                    [--forget-bias F] [--figure-size one-column|two-column|slide] [--force] [--pdf]
 
 With ``--pdf`` it also runs pdflatex there. The command line recorded in the report is the one
 this run parsed (``args.argv``, set by :func:`gradflow._cli.main`), never re-read from ``sys.argv``.
@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", default=None, help="input size m (default: the hidden size)")
     p.add_argument("--forget-bias", default=None, metavar="F",
                    help="forget-gate bias of the LSTM in the numeric runs (e.g. 1)")
+    p.add_argument("--figure-size", default="two-column", choices=("one-column", "two-column", "slide"),
+                   help="size the figures for where they go: a 3.3 in column, the 6.9 in page width "
+                        "(default) or a slide; fonts are 8-10 pt at that size")
     p.add_argument("--force", action="store_true", help="replace a report already in DIR")
     p.add_argument("--pdf", action="store_true", help="also compile report.tex with pdflatex")
 
@@ -42,7 +45,7 @@ def run(a: argparse.Namespace) -> int:
     fb = float_option(a.forget_bias, "--forget-bias")
     argv = ["gradflow", *a.argv]  # exactly what was parsed: one source for the recorded command
     out = write_report(cells, a.output, hidden=hidden, steps=steps, seed=seed, input=m,
-                       forget_bias=fb, command=argv, force=a.force, pdf=a.pdf)
+                       forget_bias=fb, command=argv, force=a.force, pdf=a.pdf, figure_size=a.figure_size)
     say(f"wrote {out / 'report.md'} and {out / 'report.tex'}")
     if a.pdf:
         say(f"wrote {out / 'report.pdf'}")

@@ -161,6 +161,7 @@ class Figure:
     stem: str  # figures/<stem>.png and .pdf
     caption: str
     width: float  # fraction of the line width in LaTeX
+    print_width: float | None = None  # inches: include at this width (never wider than the line)
 
 
 @dataclass(frozen=True)
@@ -203,9 +204,9 @@ class Doc:
     def display(self, rows: Sequence[Row] | str):
         self.blocks.append(Display(rows if isinstance(rows, str) else _aligned(rows)))
 
-    def figure(self, stem: str, caption: str, width: float = 0.75):
+    def figure(self, stem: str, caption: str, width: float = 0.75, print_width: float | None = None):
         self._keys_of(caption)
-        self.blocks.append(Figure(stem, caption, width))
+        self.blocks.append(Figure(stem, caption, width, print_width))
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[str]], caption: str, align: str):
         self._keys_of(caption)
@@ -327,9 +328,11 @@ class Doc:
             elif isinstance(b, Display):
                 body.append("\\[\n\\fitmath{" + _spread_matrices(b.tex) + "}\n\\]")
             elif isinstance(b, Figure):
+                width = (f"{b.width:.2f}\\linewidth" if b.print_width is None
+                         else f"{b.print_width:.2f}in")  # at print size, shrunk only to fit the line
                 body.append("\\begin{figure}[htbp]\n\\centering\n"
-                            f"\\includegraphics[width={b.width:.2f}\\linewidth,height=0.8\\textheight,"
-                            f"keepaspectratio]{{figures/{b.stem}.pdf}}\n"
+                            f"\\fitbox{{\\includegraphics[width={width},height=0.8\\textheight,"
+                            f"keepaspectratio]{{figures/{b.stem}.pdf}}}}\n"
                             f"\\caption{{{self.inline_tex(b.caption)}}}\n\\end{{figure}}")
             elif isinstance(b, Table):
                 header, rows, caption, align = b.header, b.rows, b.caption, b.align

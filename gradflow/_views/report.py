@@ -66,11 +66,12 @@ def _versions() -> dict:
 
 
 def _canonical_command(cells: list[Cell], out_dir: str, hidden: int, steps: int, seed: int,
-                       input: int, forget_bias: float | None = None) -> str:
+                       input: int, forget_bias: float | None = None, figure_size: str = "two-column") -> str:
     fb = [] if forget_bias is None else ["--forget-bias", repr(float(forget_bias))]
+    fs = [] if figure_size == "two-column" else ["--figure-size", figure_size]
     return shlex.join(["gradflow", "report", *[c.name for c in cells], "-o", out_dir,
                        "--hidden", str(hidden), "--steps", str(steps), "--seed", str(seed),
-                       "--input", str(input), *fb])
+                       "--input", str(input), *fb, *fs])
 
 
 def _wrap_command(cmd: str, width: int = 78) -> str:
@@ -98,7 +99,7 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
                  steps: int = 100, seed: int = 0, input: int | None = None,
                  forget_bias: float | None = None,
                  command: str | Sequence[str] | None = None, force: bool = False,
-                 pdf: bool = False) -> Path:
+                 pdf: bool = False, figure_size: str = "two-column") -> Path:
     """Write a derivation report for ``cells`` into ``out_dir`` and return its path.
 
     The directory receives ``report.md``, ``report.tex``, ``figures/`` (PDF and PNG),
@@ -117,6 +118,9 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
             manifest ``.gradflow-manifest.json`` lists); everything else there is kept.
         pdf: also compile ``report.pdf`` (see :func:`compile_pdf`) while the directory is locked;
             if that fails the report stays installed and the error is raised.
+        figure_size: ``"one-column"`` (3.3 in), ``"two-column"`` (the 6.9 in page width) or
+            ``"slide"``: figures drawn at that print size with 8–10 pt fonts (see
+            :data:`gradflow._views.plots.FIGURE_SIZES`).
 
     Raises:
         ValueError: an unknown cell or bad size; ``out_dir`` holds a report and ``force`` is
@@ -136,6 +140,9 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
     steps = positive_int(steps, "steps", 2)
     seed = positive_int(seed, "seed", 0)
     input = hidden if input is None else positive_int(input, "input", 1)
+    from .plots import figure_size as _check_figure_size
+
+    _check_figure_size(figure_size)
     if forget_bias is not None:
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) \
                 or not np.isfinite(forget_bias):
@@ -150,7 +157,7 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
     with open_target(out, force) as target:
         assert target.stage is not None
         _build(target.stage, resolved, out, hidden=hidden, steps=steps, seed=seed, input=input,
-               forget_bias=forget_bias, command=command, out_arg=str(out_dir))
+               forget_bias=forget_bias, command=command, out_arg=str(out_dir), figure_size=figure_size)
         target.install()
         if pdf:
             target.compile_pdf(_pdflatex_runner(out))
@@ -175,6 +182,7 @@ class Build:
     doc: Doc
     runs: dict[str, Measurement] = field(default_factory=dict)
     evidence: Evidence | None = None
+    figure_size: str = "two-column"
 
 
 def introduction(b: Build) -> None:
@@ -226,7 +234,7 @@ def numeric_evidence(b: Build) -> None:
     """Section: the same quantities measured on random weights (:mod:`.evidence`)."""
     b.runs = measure(b.cells, b.hidden, b.input, b.steps, b.seed, b.forget_bias)
     b.evidence = evidence_section(b.doc, b.stage, b.cells, b.runs, b.hidden, b.input, b.steps, b.seed,
-                                  b.forget_bias)
+                                  b.forget_bias, figure_size=b.figure_size)
 
 
 def reproduce(b: Build) -> None:
@@ -254,12 +262,13 @@ SECTIONS: tuple[Callable[[Build], None], ...] = (introduction, derivation, numer
 
 
 def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int, seed: int,
-           input: int, forget_bias: float | None, command, out_arg: str) -> None:
+           input: int, forget_bias: float | None, command, out_arg: str,
+           figure_size: str = "two-column") -> None:
     bib_text = bibliography_text()
     bib = parse_bibtex(bib_text)
     versions = _versions()
     date = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    canonical = _canonical_command(cells, out_arg, hidden, steps, seed, input, forget_bias)
+    canonical = _canonical_command(cells, out_arg, hidden, steps, seed, input, forget_bias, figure_size)
     if command is None:
         command_str = canonical
     elif isinstance(command, str):
@@ -267,7 +276,7 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
     else:
         command_str = shlex.join([str(a) for a in command])
     b = Build(stage, cells, hidden, input, steps, seed, forget_bias, versions, date, command_str, canonical,
-              Doc(bib))
+              Doc(bib), figure_size=figure_size)
     for section in SECTIONS:
         section(b)
     doc, runs = b.doc, b.runs
@@ -311,12 +320,30 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
                      "python_implementation": platform.python_implementation()},
         "output": str(out),
         "figures": numeric.figures,
+        "figure_size": figure_size,
+        "claims": _jsonable(numeric.claims),
         "decay_table": [{k: clean(v, f"decay table {row['cell']} {k}") for k, v in row.items()}
                         for row in numeric.table],
         "references": doc.cited,
     }
     (stage / "provenance.json").write_text(json.dumps(provenance, indent=2, allow_nan=False) + "\n",
                                            encoding="utf-8")
+
+
+def _jsonable(x):
+    """Plain JSON values for the claims' numbers: ±∞ and NaN as strings (never a NaN token)."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        v = float(x)
+        return v if np.isfinite(v) else ("nan" if np.isnan(v) else "inf" if v > 0 else "-inf")
+    return x
 
 
 def compile_pdf(out_dir: str | os.PathLike, *, timeout: float = 180.0) -> Path:
