@@ -306,3 +306,52 @@ def gf_flow(net, x):
     from gradflow import gradient_flow
 
     return gradient_flow(net, x, lyapunov=False)
+
+
+# -- the worked example: index form → matrix form, and the one-unit walk-through ---------------------
+def test_worked_example_index_form_is_the_matrix_form():
+    """The claim "(1 − h_{t,i}²) W_ij is diag(1 − h_t²) W": SymPy element-wise at n = 3, and the
+    matrix form printed is the one the core derives."""
+    import sympy as sp
+
+    from gradflow import get_cell, latex
+    from gradflow._views.bibtex import bibliography
+    from gradflow._views.document import Doc
+    from gradflow._views.teaching import teach
+
+    n = 3
+    W = sp.Matrix(n, n, lambda i, j: sp.Symbol(f"W{i}{j}"))
+    hp = sp.Matrix(n, 1, lambda i, j: sp.Symbol(f"p{i}"))
+    a = W * hp + sp.Matrix(n, 1, lambda i, j: sp.Symbol(f"c{i}"))  # U x + b folded into c
+    h = a.applyfunc(sp.tanh)
+    J = h.jacobian(hp)
+    for i in range(n):
+        for j in range(n):
+            assert sp.simplify(J[i, j] - (1 - sp.tanh(a[i]) ** 2) * W[i, j]) == 0
+    doc = Doc(bibliography())
+    teach(doc, [get_cell("lstm")])
+    md = doc.markdown()
+    assert latex(get_cell("tanh-rnn").jacobian()["h", "h"]) in md
+    assert latex(get_cell("lstm").jacobian()["c", "c"]) in md and "f_{t,i}" in md
+    assert "WARNING" not in md
+
+
+@pytest.mark.parametrize("w,h0", [(0.9, 0.5), (1.5, 0.5), (1.5, 0.0), (3.0, 0.5)])
+def test_one_unit_walk_through(w, h0):
+    from gradflow._views.teaching import WALK_STEPS, walk_through
+
+    T = WALK_STEPS
+    h = [h0]
+    for _ in range(T):  # h_t = tanh(w h_{t−1}), written out
+        h.append(np.tanh(w * h[-1]))
+    h = np.array(h)
+    fac = w * (1 - h[1:] ** 2)  # ∂h_t/∂h_{t−1}, t = 1…T
+    curve = np.array([np.log10(abs(np.prod(fac[k:]))) for k in range(T)])  # ∂h_T/∂h_k
+    slope = np.polyfit(T - np.arange(T), curve, 1)[0]
+    r = walk_through(w, h0)
+    assert r["h_T"] == pytest.approx(h[-1], abs=1e-12)
+    assert r["factor"] == pytest.approx(fac[-1], rel=1e-10)
+    assert r["rate"] == pytest.approx(slope, abs=1e-9)
+    assert r["log10_total"] == pytest.approx(curve[0], abs=1e-9)
+    # the table's claim: growth only from the unstable fixed point h_0 = 0 with w > 1
+    assert (r["rate"] > 0) == (h0 == 0.0 and w > 1)

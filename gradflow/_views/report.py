@@ -228,6 +228,9 @@ def derivation(b: Build) -> None:
     b.doc.heading(2, "Derivation")
     for cell in b.cells:
         derive_cell(b.doc, cell)
+    from .teaching import teach
+
+    teach(b.doc, b.cells)
 
 
 def numeric_evidence(b: Build) -> None:
