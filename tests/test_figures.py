@@ -119,7 +119,7 @@ def test_heat_map_colour_ranges_are_stated():
     J = np.array([[0.5, -2.0], [0.25, 1.0]])
     ax = gf.plot_jacobian(J)
     cbar_label = ax.figure.axes[-1].get_ylabel()
-    assert r"\pm2" in cbar_label and "this panel" in cbar_label
+    assert r"\pm2" in cbar_label and "range" in cbar_label
 
 
 def test_figure_size_is_checked():

@@ -60,7 +60,8 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
     """One cell's subsection: recurrence, one-step Jacobian, product over time, bound, carousel."""
     st = cell.recorded
     J = cell.jacobian()
-    ref = f" [@{cell.reference}]" if cell.reference else ""
+    # the residual recurrence is not from its reference (a feed-forward paper): cited below for what it is
+    ref = f" [@{cell.reference}]" if cell.reference and cell.name != "residual-rnn" else ""
     doc.heading(3, f"{cell.title} (`{cell.name}`)")
 
     # the recurrence ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from sympy import Identity
 from .._numeric.flow import json_number
 from .._symbolic.cell import Cell
 from .._symbolic.many_steps import carousel, pascanu_bound
+from .._symbolic.nodes import Diag
 from .document import Doc, fmt_num
 
 
@@ -258,8 +259,8 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
             worst = max(float(np.linalg.norm(np.asarray(r.net.step_jacobian(traj, t))[0], 2))
                         for t in range(1, steps + 1))
             drift_claims.setdefault("gru_bound", {})[c.name] = {"bound": gb, "max_one_step_norm": worst}
-            text += (f" Its one-step bound of Section 1 (valid as $|h_t| < 1$) is {gb:.3g} on these weights; "
-                     f"the largest measured one-step norm $\\lVert J_t \\rVert_2$ is {worst:.3g}"
+            text += (f" Its one-step bound of Section 1 (valid while $|h_t| < 1$) is {gb:.4g} on these weights; "
+                     f"the largest measured one-step norm $\\lVert J_t \\rVert_2$ is {worst:.4g}"
                      + ("." if worst <= gb else ", ABOVE the bound: please report this."))
         if _bound_kind(c) == "residual":
             d = state_drift(r.net, r.net_inputs)
@@ -291,12 +292,13 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
             series += [(c.name, "block", lag, P.block[0]), (c.name, "carousel", lag, P.carousel[0]),
                        (c.name, "through h", lag, P.through_h[0])]
         export_curves(fig_dir / "carousel", series, "lag $T-k$", "$\\log_{10}\\|\\cdot\\|_2$")
-        add_figure("carousel", "The LSTM's cell-state gradient split by path (first sequence): the "
-                   "$c \\to c$ block of the full product, $\\partial c_T/\\partial c_k$; the carousel "
-                   "$\\prod_{j=k+1}^{T} \\operatorname{diag}(f_j)$, the $c \\to c$ block of the "
-                   "1997-truncated product [@hochreiter1997lstm]; and their difference, every path that "
-                   "leaves the cell state through $h_{j-1}$ into the gates and the candidate of a later "
-                   "step and comes back. At lag 1 the difference is exactly zero (the one-step block is "
+        add_figure("carousel", "The cell-state gradient split by path (first sequence): the "
+                   "$c \\to c$ block of the full product, $\\partial c_T/\\partial c_k$; the carousel, "
+                   "the $c \\to c$ block of the 1997-truncated product [@hochreiter1997lstm] "
+                   "($\\prod_{j=k+1}^{T} \\operatorname{diag}(f_j)$ for the LSTM with forget gate, the "
+                   "identity for the 1997 LSTM); and their difference, every path that leaves the cell "
+                   "state through $h_{j-1}$ (and the cell's other states) into the gates and the candidate "
+                   "of a later step and comes back. At lag 1 the difference is exactly zero (the one-step block is "
                    "$\\operatorname{diag}(f_T)$). Data: `figures/carousel.csv`, `figures/carousel.tex`.")
         for c in lstm_cells:
             r = runs[c.name]
@@ -328,7 +330,12 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                 text += (f" From lag {cross} on the paths through $h$ carry more than the carousel; at "
                          f"lag {steps} the block is $10^{{{blk[0]:.2f}}}$ and the carousel "
                          f"$10^{{{car[0]:.2f}}}$.")
-            if not carousel(c).constant and r_car < r_blk:
+            cc_block = c.jacobian()["c", "c"]
+            is_diag_f = isinstance(cc_block, Diag) and getattr(cc_block.vector, "name", "").startswith("f")
+            if not is_diag_f and not carousel(c).constant:
+                text += (" (This cell's one-step $c \\to c$ block is not $\\operatorname{diag}(f_t)$ alone; "
+                         "the carousel here is the product of its truncated $c \\to c$ blocks.)")
+            elif not carousel(c).constant and r_car < r_blk:
                 if r_car < r_blk <= best_step + 1e-12:
                     text += (" Why the full block beats the carousel: the carousel keeps the gradient in "
                              "one unit for the whole lag, so its norm is that of the best single unit, "
@@ -387,7 +394,8 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                "`figures/spectrum.csv`, `figures/spectrum.tex`.")
 
     with figure_style(size):
-        fig, axes = preset_figure(len(cells), size, height=size.row_height * 1.1)
+        cols = min(len(cells), size.max_cols)  # square-ish panels: a heat map of a square matrix
+        fig, axes = preset_figure(len(cells), size, height=0.8 * size.width / cols)
         for ax, c in zip(axes, cells, strict=True):
             plot_jacobian(runs[c.name].J_T, ax=ax, title=panel_title(c.title), state_names=c.states)
         save(fig, "jacobian")
@@ -428,16 +436,24 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
 
     rows = []
     table = decay_table(flows)
+    with_c = bool(lstm_cells)  # the c-columns only where some cell has a cell state
     for row in table:
         r = runs[row["cell"]]
+        cs = [fmt_num(row["rate_cell_state"]), fmt_num(r.rate_carousel)] if with_c else []
         rows.append([f"`{row['cell']}`", str(row["n"]), str(input), str(row["T"]), fmt_num(row["rate"]),
-                     fmt_num(row["rate_cell_state"]), fmt_num(r.rate_carousel), fmt_num(r.rate_bound),
-                     fmt_num(row["log10_norm_k0"], "{:.2f}")])
+                     *cs, fmt_num(r.rate_bound), fmt_num(row["log10_norm_k0"], "{:.2f}")])
+    bound_words = []
+    if pas:
+        bound_words.append(f"$(\\gamma\\,\\sigma_{{\\max}}(W))^{{T-k}}$ [@pascanu2013difficulty] for {', '.join(pas)}")
+    if res:
+        bound_words.append(f"$(1 + \\sigma_{{\\max}}(W))^{{T-k}}$ (Section 1) for {', '.join(res)}")
     doc.table(["cell", "$n$", "$m$", "$T$", "rate $\\partial s_T/\\partial s_k$",
-               "rate $\\partial c_T/\\partial c_k$", "rate carousel", "rate bound",
+               *(["rate $\\partial c_T/\\partial c_k$", "rate carousel"] if with_c else []), "rate bound",
                "$\\log_{10}\\lVert\\partial s_T/\\partial s_0\\rVert_2$"],
               rows, "Decay rates ($\\log_{10}$ change of the spectral norm per step of lag; negative: "
-              "vanishing) and the norm over the whole sequence. Carousel: the $c \\to c$ block of the "
-              "1997-truncated product; bound: $(\\gamma\\,\\sigma_{\\max}(W))^{T-k}$ where it applies.",
-              "lrrrrrrrr")
+              "vanishing) and the norm over the whole sequence, first sequence of seed "
+              f"{seed}. "
+              + ("Carousel: the $c \\to c$ block of the 1997-truncated product. " if with_c else "")
+              + ("Bound: " + "; ".join(bound_words) + "." if bound_words else ""),
+              "lrrrrrrrr" if with_c else "lrrrrrr")
     return Evidence(figures=figures, table=table, phase=phase, claims=claims)

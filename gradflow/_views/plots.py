@@ -338,7 +338,7 @@ def plot_jacobian(J: Any, *, ax: Axes | None = None, title: str | None = None,
     im = ax.imshow(J, cmap=_DIVERGING, vmin=-v, vmax=v, interpolation="nearest")
     _frame(ax)
     cb = ax.figure.colorbar(im, ax=ax)
-    cb.set_label(f"entry (this panel: $\\pm{v:.3g}$)")
+    cb.set_label(f"range $\\pm{v:.3g}$")  # each panel's own: say so in the caption
     rows, cols = J.shape
     if state_names:
         S = len(state_names)
