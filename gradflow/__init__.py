@@ -22,9 +22,12 @@ from ._numeric.flow import (
     products,
     singular_values,
 )
+from ._numeric.gru_bound import gru_step_bound
 from ._numeric.modern_init import chrono_init, lru_ring_init
 from ._numeric.network import Network, Trajectory, network, random_inputs
+from ._numeric.paths import CellStatePaths, cell_state_paths, state_drift
 from ._numeric.spectral import spectral_norm
+from ._numeric.spread import Spread, flow_spread
 from ._numeric.weights import INIT_SCHEMES, Weights, from_state_dict, init_weights, load_weights, to_state_dict
 from ._symbolic.activations import ACTIVATIONS, Activation, relu, sigmoid, tanh
 from ._symbolic.cell import Cell, Param, Recurrence, StateJacobian, Step, m, n, t
@@ -45,9 +48,12 @@ from ._symbolic.params import LayerCount, ParamCount, conv_params, count_params,
 from ._symbolic.printing import latex
 from ._version import __version__
 from ._views.plots import (
+    figure_style,
     paper_style,
     plot_carousel,
+    plot_cell_state_paths,
     plot_decay,
+    plot_decay_band,
     plot_jacobian,
     plot_phase_diagram,
     plot_spectrum,
@@ -75,4 +81,7 @@ __all__ = [
     "paper_style", "plot_carousel", "plot_decay", "plot_jacobian", "plot_phase_diagram",
     "plot_spectrum", "save_figure", "write_report",
     "GradflowError", "__version__",
+    # report content: paths, drift, spread, the GRU bound, figures sized for print
+    "CellStatePaths", "Spread", "cell_state_paths", "flow_spread", "gru_step_bound", "state_drift",
+    "figure_style", "plot_cell_state_paths", "plot_decay_band",
 ]

@@ -238,10 +238,12 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
         r = runs[c.name]
         f = r.flow
         full = f.full.mean()["log10_norm_2"]
-        text = (f"`{c.name}`: decay rate {fmt_num(r.rate_full)} per step, "
-                f"$\\log_{{10}}\\lVert \\partial s_T/\\partial s_0 \\rVert_2$ = {fmt_num(full[0], '{:.2f}')}")
         if np.isneginf(full).any():  # once exactly zero, every longer lag stays zero
-            text += _zero_sentence(full, steps)
+            text = (f"`{c.name}`: no steady decay to fit a rate to"
+                    + _zero_sentence(full, steps))
+        else:
+            text = (f"`{c.name}`: decay rate {fmt_num(r.rate_full)} per step, "
+                    f"$\\log_{{10}}\\lVert \\partial s_T/\\partial s_0 \\rVert_2$ = {fmt_num(full[0], '{:.2f}')}")
         if f.bound is not None:
             below = bool(np.all(full <= np.asarray(f.bound) + 1e-9))
             sigma = "" if r.sigma_max_W is None else f"; $\\sigma_{{\\max}}(W)$ = {fmt_num(r.sigma_max_W)}"
