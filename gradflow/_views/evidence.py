@@ -342,7 +342,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                     text += (" Why the full block beats the carousel: the carousel keeps the gradient in "
                              "one unit for the whole lag, so its norm is that of the best single unit, "
                              "$\\max_i \\prod_j f_{j,i}$ (rate "
-                             f"{fmt_num(best_unit)} per step, the carousel's own rate), while the paths "
+                             f"{fmt_num(best_unit)} per step at lag $T$; the carousel's fitted rate is close), while the paths "
                              "through $h$ can move it between units at every step. Taking the largest "
                              "forget gate at each step, $\\prod_j \\max_i f_{j,i}$, would decay at "
                              f"{fmt_num(best_step)}; the measured block lies between the two, as it does "
