@@ -125,8 +125,9 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
         bound = pascanu_bound(cell)
     except ValueError:
         bound = None
+    bounded = bound is not None or cell.name in ("gru", "gru-cho")
     doc.para("Whether the product shrinks or grows geometrically in $t-k$ depends on the sizes of "
-             "its factors; " + ("the next paragraph bounds them and " if bound is not None else "")
+             "its factors; " + ("the next paragraph bounds them and " if bounded else "")
              + "Section 2 measures them.")
     if bound is not None and elman is not None and bound.gamma is not None:
         act = elman[0]
@@ -187,7 +188,7 @@ def _gru_bound(doc: Doc, cell: Cell) -> None:
         rhs = ("1 + \\tfrac{1}{2}\\sigma_{\\max}(W_z) "
                "+ \\sigma_{\\max}(W_n)\\left(1 + \\tfrac{1}{4}\\sigma_{\\max}(W_r)\\right)")
     doc.display([Row("\\left\\lVert \\frac{\\partial h_{t}}{\\partial h_{t-1}} \\right\\rVert_2", (rhs,), "\\le")])
-    doc.para("A finite bound exists, but it is at least 1 (the $\\operatorname{diag}(z_t)$ term), so it "
+    doc.para("A finite bound exists, but it is at least 1 (its first term bounds $\\operatorname{diag}(z_t)$), so it "
              "limits how fast gradients can grow and cannot show that they vanish; the measurements in "
              "Section 2 show what they do.")
 
