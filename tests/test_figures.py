@@ -204,3 +204,12 @@ def test_pgfplots_snippets_compile(tmp_path):
     r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
                        cwd=tmp_path, capture_output=True, timeout=120)
     assert r.returncode == 0, r.stdout.decode(errors="replace")[-2000:]
+
+
+def test_spread_plan_shrinks_for_large_runs():
+    from gradflow._views.evidence import spread_plan
+
+    lstm, tanh = CELLS["lstm"], CELLS["tanh-rnn"]
+    assert spread_plan([tanh, lstm], 16, 100) == (4, 4)  # the report's defaults: 16 sequences
+    assert spread_plan([lstm], 512, 100) == (2, 2)  # (2·512)²·100 ≈ 1.0e8
+    assert spread_plan([lstm], 2048, 100) == (1, 2)  # ≈ 1.7e9

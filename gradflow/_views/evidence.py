@@ -95,6 +95,17 @@ def measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
 
 #: how the report's decay figure spreads its curves: weight draws × input sequences per draw
 SPREAD_SEEDS, SPREAD_BATCH = 4, 4
+#: above this work N²·T (N the state size), fewer: 2 × 2 sequences, and 1 × 2 beyond SPREAD_SMALLEST
+SPREAD_FULL_BELOW, SPREAD_SMALLEST = 5e7, 1e9
+
+
+def spread_plan(cells: list[Cell], hidden: int, steps: int) -> tuple[int, int]:
+    """(weight draws, sequences per draw) of the decay figure: 4 × 4, fewer for large runs so that
+    the band never costs more than a few sweeps of the run itself."""
+    work = max(len(c.states) * hidden for c in cells) ** 2 * steps
+    if work <= SPREAD_FULL_BELOW:
+        return SPREAD_SEEDS, SPREAD_BATCH
+    return (2, 2) if work <= SPREAD_SMALLEST else (1, 2)
 
 
 def _bound_kind(cell: Cell) -> str | None:
@@ -162,6 +173,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     )
 
     size = get_figure_size(figure_size)
+    n_seeds, n_batch = spread_plan(cells, hidden, steps)
     figures: dict[str, list[str]] = {}
     claims: dict[str, Any] = {}
     fig_dir = stage / "figures"
@@ -190,13 +202,13 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
              "$\\partial s_T/\\partial s_k = J_T J_{T-1} \\cdots J_{k+1}$; norms are reported as "
              "$\\log_{10}$. A decay rate is the least-squares slope of such a curve against $T-k$: "
              "the change of $\\log_{10}$ of the norm per step, negative when gradients vanish. The "
-             f"main figure shows {SPREAD_SEEDS * SPREAD_BATCH} sequences per cell ({SPREAD_SEEDS} weight "
-             f"draws, seeds {seed} to {seed + SPREAD_SEEDS - 1}, × {SPREAD_BATCH} input sequences each); "
+             f"main figure shows {n_seeds * n_batch} sequences per cell ({n_seeds} weight "
+             f"draws, seeds {seed} to {seed + n_seeds - 1}, × {n_batch} input sequences each); "
              "the sentences and the table read the first sequence of seed "
              f"{seed} (batch size 1), whose curves `flows.json` holds.")
 
     # -- the decay figure: median and band over seeds × sequences --------------------------------
-    spreads = {c.name: flow_spread(c, hidden, input, steps, seed=seed, seeds=SPREAD_SEEDS, batch=SPREAD_BATCH,
+    spreads = {c.name: flow_spread(c, hidden, input, steps, seed=seed, seeds=n_seeds, batch=n_batch,
                                    forget_bias=forget_bias if c.has_forget_gate else None) for c in cells}
     bounds = {c.name: runs[c.name].flow.bound for c in cells if runs[c.name].flow.bound is not None}
     with figure_style(size):
@@ -215,8 +227,8 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     export_curves(fig_dir / "decay", series, "lag $T-k$", "$\\log_{10}\\|\\partial s_T/\\partial s_k\\|_2$")
     caption = (f"$\\log_{{10}}$ spectral norm of $\\partial s_T/\\partial s_k$ against the lag $T-k$: the "
                f"line is the median and the shaded band the 10–90 % range (at each lag, the 10 % and 90 % "
-               f"empirical quantiles) of {SPREAD_SEEDS * SPREAD_BATCH} curves per cell, {SPREAD_SEEDS} "
-               f"weight draws × {SPREAD_BATCH} input sequences")
+               f"empirical quantiles) of {n_seeds * n_batch} curves per cell, {n_seeds} "
+               f"weight draws × {n_batch} input sequences")
     kinds = {c.name: _bound_kind(c) for c in cells if c.name in bounds}
     pas = [f"`{k}`" for k, v in kinds.items() if v == "pascanu"]
     res = [f"`{k}`" for k, v in kinds.items() if v == "residual"]
