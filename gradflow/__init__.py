@@ -22,9 +22,12 @@ from ._numeric.flow import (
     products,
     singular_values,
 )
+from ._numeric.gru_bound import gru_step_bound
 from ._numeric.modern_init import chrono_init, exprnn_init, lru_ring_init
 from ._numeric.network import Network, Trajectory, network, random_inputs
+from ._numeric.paths import CellStatePaths, cell_state_paths, state_drift
 from ._numeric.spectral import spectral_norm
+from ._numeric.spread import Spread, flow_spread
 from ._numeric.ssm_init import mamba_init, rglru_init, s4d_init
 from ._numeric.stack import StackedFlow, StackedNetwork, stacked_flow, stacked_gradients, stacked_network
 from ._numeric.sweep_grid import GridPoint, grid_points, measure_point, phase_grids
@@ -50,9 +53,12 @@ from ._symbolic.printing import latex
 from ._symbolic.projected import projected
 from ._version import __version__
 from ._views.plots import (
+    figure_style,
     paper_style,
     plot_carousel,
+    plot_cell_state_paths,
     plot_decay,
+    plot_decay_band,
     plot_depth_time,
     plot_jacobian,
     plot_phase_diagram,
@@ -89,6 +95,9 @@ __all__ = [
     "plot_sweep_rates", "write_sweep_figures",
     "plot_training_curves", "plot_depth_time",
     "GradflowError", "__version__",
+    # report content: paths, drift, spread, the GRU bound, figures sized for print
+    "CellStatePaths", "Spread", "cell_state_paths", "flow_spread", "gru_step_bound", "state_drift",
+    "figure_style", "plot_cell_state_paths", "plot_decay_band",
 ]
 
 

@@ -38,3 +38,6 @@ LOSSES: tuple[str, ...] = get_args(Loss)
 #: expRNN initialisations of the log-orthogonal A (gradflow.exprnn_init)
 ExprnnInit = Literal["henaff", "cayley", "random", "orthogonal"]
 EXPRNN_INITS: tuple[str, ...] = get_args(ExprnnInit)
+#: where a report's figures go: one column of a two-column page, the full page width, a slide
+FigureSizeName = Literal["one-column", "two-column", "slide"]
+FIGURE_SIZE_NAMES: tuple[str, ...] = get_args(FigureSizeName)

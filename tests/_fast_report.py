@@ -11,7 +11,8 @@ from pathlib import Path
 
 
 def fake_build(stage: Path, cells, out, *, hidden, steps, seed, input, forget_bias, command, out_arg,
-               columns=1, slides=False, sleep: float = 0.0, init=None, inits=None) -> None:
+               columns=1, slides=False, sleep: float = 0.0, init=None, inits=None,
+               figure_size: str = "two-column") -> None:
     (stage / "figures").mkdir()
     (stage / "figures" / "decay.png").write_bytes(b"\x89PNG fake " + str(seed).encode())
     (stage / "figures" / "decay.pdf").write_bytes(b"%PDF fake")

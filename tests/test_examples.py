@@ -32,7 +32,7 @@ def assert_figure(out: Path, stem: str) -> None:
 def test_every_example_is_tested():
     tested = {"parameter_counts.py", "why_lstm_does_not_vanish.py", "rnn_lstm_gru_decay.py",
               "remedies.py", "load_pytorch_model.py", "modern_cells.py",
-              "compare_modern.py", "train_digits.py"}
+              "compare_modern.py", "train_digits.py", "exploding_cliff.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -157,3 +157,42 @@ def test_train_digits(tmp_path, capsys):
     assert [r["step"] for r in records] == sorted(r["step"] for r in records)
     assert all(r["cell"] == "lstm" and r["steps"] == 64 and len(r["curve"]) == 64 for r in records)
     assert_figure(tmp_path, "train_digits")
+
+
+def test_exploding_cliff(tmp_path, capsys):
+    """The cliff, its gradient and both steps, recomputed with mpmath at 50 digits (in-process)."""
+    import importlib.util
+
+    mpmath = pytest.importorskip("mpmath")
+    spec = importlib.util.spec_from_file_location("exploding_cliff", EXAMPLES / "exploding_cliff.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert_figure(tmp_path, "exploding_cliff")
+    num = r"(-?[0-9.]+(?:e[+-]?[0-9]+)?)"
+    wc = float(re.search(r"cliff at w_c = " + num, out).group(1))
+    g0 = float(re.search(r"dL/dw = " + num, out).group(1))
+    w_free = float(re.search(r"step without clipping: w1 = " + num, out).group(1))
+    w_clip = float(re.search(r"step with clipping to 5: w1 = " + num, out).group(1))
+    mpmath.mp.dps = 50
+
+    def x_T(w):  # x_t = w σ(x_{t−1}) + b, b = −3, x_0 = 0.5, T = 50, written out here
+        x = mpmath.mpf("0.5")
+        for _ in range(50):
+            x = w / (1 + mpmath.exp(-x)) - 3
+        return x
+
+    def L(w):
+        return (x_T(w) + mpmath.mpf("2.6")) ** 2 / 2
+
+    # a cliff: x_T on the low branch just below w_c, on the high branch just above, L jumps by ~10
+    assert x_T(mpmath.mpf(wc) - mpmath.mpf("1e-8")) < 0 < x_T(mpmath.mpf(wc) + mpmath.mpf("1e-8"))
+    assert L(mpmath.mpf(wc) + mpmath.mpf("1e-3")) - L(mpmath.mpf(wc) - mpmath.mpf("1e-3")) > 9
+    # the printed gradient at w0 = w_c + 1e-6 is dL/dw (mpmath's numerical derivative at 50 digits)
+    w0 = mpmath.mpf(wc) + mpmath.mpf("1e-6")
+    assert abs(float(mpmath.diff(L, w0)) - g0) < 1e-3 * abs(g0) and abs(g0) > 1e5
+    # the steps: w − 0.05 g without clipping; with g clipped to norm 5, a step of exactly 0.25
+    assert abs(w_free - float(w0 - mpmath.mpf("0.05") * g0)) < 1e-5 * abs(w_free)
+    assert abs(w_clip - (float(w0) - 0.25)) < 1e-5
+    assert float(L(mpmath.mpf(w_clip))) < 0.01  # below the cliff: the low branch

@@ -115,7 +115,7 @@ def test_plot_spectrum():
     for ln, k in zip(lines, (0, 5, T - 1), strict=True):
         np.testing.assert_array_equal(ln.get_xdata(), np.arange(1, 2 * N + 1))
         np.testing.assert_array_equal(ln.get_ydata(), spectra[k])
-    assert ax.get_xlabel() == "$i$" and r"\sigma_i" in ax.get_ylabel()
+    assert ax.get_xlabel() == "index $i$" and r"\sigma_i" in ax.get_ylabel()
     with pytest.raises(ValueError):
         gf.plot_spectrum({})
 

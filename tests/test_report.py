@@ -83,6 +83,24 @@ def test_files_exist(report):
     assert siblings == [], f"temporary directories left behind: {siblings}"
 
 
+def test_figures_print_at_their_size_with_their_data(report):
+    """Default preset two-column: every PDF is 6.9 in wide, LaTeX includes it at 6.9 in (shrunk only
+    to the line), and each figure has its data beside it as CSV and pgfplots."""
+    tex = (report / "report-body.tex").read_text()
+    widths = re.findall(r"\\gradflowfigure\{([\d.]+)in\}", tex)
+    assert widths and set(widths) == {"6.90"}
+    assert "\\providecommand{\\gradflowfigure}[2]{\\ifdim#1>\\linewidth" in tex
+    for pdf in (report / "figures").glob("*.pdf"):
+        box = re.search(rb"/MediaBox\s*\[\s*0\s+0\s+([\d.]+)", pdf.read_bytes())
+        assert box and float(box.group(1)) == pytest.approx(6.9 * 72, abs=0.1), pdf.name
+    for stem in ("decay", "carousel", "spectrum", "jacobian", "phase"):
+        assert (report / "figures" / f"{stem}.csv").is_file() and (report / "figures" / f"{stem}.tex").is_file()
+    md = (report / "report.md").read_text()
+    assert "10–90 %" in md and "4 weight draws × 4 input sequences" in md
+    prov = json.loads((report / "provenance.json").read_text())
+    assert prov["figure_size"] == "two-column" and "paths" in prov["claims"]
+
+
 # -- the derivation ---------------------------------------------------------------------------------
 def test_lstm_cell_state_block_is_diag_f(report):
     md = (report / "report.md").read_text()
@@ -135,7 +153,8 @@ def test_sigmoid_gamma_quarter_and_1997_identity():
     assert r"\right|_{\text{carousel}} &= I" in md
     assert "constant error carousel" in md
     md = _derivation_md("gru")
-    assert "no bound" in md and r"&\le" not in md
+    # a finite one-step bound exists while |h| < 1 (tests/test_report_claims.py checks it numerically)
+    assert "no bound" not in md and r"&\le 1 + \tfrac{1}{2}\sigma_{\max}(W_z)" in md
 
 
 def test_markdown_math_is_github_safe(report):

@@ -1,7 +1,8 @@
 """``gradflow report``: a derivation report (Markdown, LaTeX, figures, references, provenance).
 
     gradflow report CELL [CELL ...] -o DIR [--hidden N] [--steps T] [--seed S] [--input M]
-                    [--forget-bias F] [--init SCHEME] [--force] [--pdf] [--columns 1|2] [--slides]
+                    [--forget-bias F] [--init SCHEME] [--figure-size one-column|two-column|slide]
+                    [--force] [--pdf] [--columns 1|2] [--slides]
 
 With ``--pdf`` it also runs pdflatex and BibTeX there (only report.pdf is added); ``--columns 2``
 lays report.tex out in two columns; ``--slides`` also writes beamer slides (slides.tex).
@@ -33,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="init scheme of every cell's run (see gradflow flow --help); default: the cell's "
                         "own, the reference init for mamba-zoh, mamba-euler (mamba), s4d (s4d-lin) and "
                         "rg-lru (rg-lru): channels = --input, state size N = hidden/input")
+    p.add_argument("--figure-size", default="two-column", choices=("one-column", "two-column", "slide"),
+                   help="size the figures for where they go: a 3.3 in column, the 6.9 in page width "
+                        "(default) or a slide; fonts are 8-10 pt at that size")
     p.add_argument("--force", action="store_true", help="replace a report already in DIR")
     p.add_argument("--pdf", action="store_true", help="also compile report.tex with pdflatex")
     p.add_argument("--columns", default="1", metavar="1|2",
@@ -59,7 +63,8 @@ def run(a: argparse.Namespace) -> int:
     out = write_report(cells, a.output, hidden=hidden, steps=steps, seed=seed, input=m,
                        forget_bias=fb, command=argv, force=a.force, pdf=a.pdf, columns=columns,
                        slides=a.slides,  # a missing bibtex is one "gradflow: note:" line
-                       init=None if a.init is None else a.init.strip().lower())
+                       init=None if a.init is None else a.init.strip().lower(),
+                       figure_size=a.figure_size)
     say(f"wrote {out / 'report.md'} and {out / 'report.tex'}")
     if a.slides:
         say(f"wrote {out / 'slides.tex'}")

@@ -110,7 +110,8 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: InitSchem
     Arguments:
         cell: cell or its name.
         hidden, input: n and m.
-        scheme: ``"pytorch"`` (every entry U(±1/√n), PyTorch's default), ``"glorot"`` (uniform
+        scheme: ``"pytorch"`` (PyTorch's default: every entry U(±1/√n); a merged bias, which
+            PyTorch stores twice as b_ih + b_hh, is the sum of two such draws), ``"glorot"`` (uniform
             ±gain·√(6/(fan_in+fan_out)) per gate matrix, zero biases), ``"orthogonal"`` (W = gain·Q,
             Q orthogonal; U Glorot; zero biases), ``"identity"`` (W = gain·I, U ~ N(0, 0.001²),
             zero biases: the IRNN of Le et al. 2015), ``"gaussian"`` (entries N(0, gain²/fan_in),
@@ -149,7 +150,10 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: InitSchem
     for p in cell.recorded.params:
         shape = _expected_shape(p, n, m)
         fan_in = shape[1] if len(shape) == 2 else n
-        if scheme == "pytorch":  # gain scales W only (1: PyTorch's own default)
+        if scheme == "pytorch" and p.kind == "b" and p.bias == "merged" and cell.bias_copies.get("pytorch") == 2:
+            # PyTorch draws bias_ih and bias_hh, each U(±1/√n); the cell sees their sum (variance 2/(3n))
+            a = rng.uniform(-1 / math.sqrt(n), 1 / math.sqrt(n), (2, *shape)).sum(axis=0)
+        elif scheme == "pytorch":  # gain scales W only (1: PyTorch's own default)
             a = rng.uniform(-1 / math.sqrt(n), 1 / math.sqrt(n), shape) * (gain if p.kind in "Ww" else 1.0)
         elif p.kind == "w":  # element-wise recurrent weight: gain·1 (identity), else U(±gain/√n)
             a = gain * (np.ones(shape) if scheme == "identity" else rng.uniform(-1, 1, shape) / math.sqrt(n))

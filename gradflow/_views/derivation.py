@@ -62,13 +62,25 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
     """One cell's subsection: recurrence, one-step Jacobian, product over time, bound, carousel."""
     st = cell.recorded
     J = cell.jacobian()
-    ref = f" [@{cell.reference}]" if cell.reference else ""
+    # the residual recurrence is not from its reference (a feed-forward paper): cited below for what it is
+    ref = f" [@{cell.reference}]" if cell.reference and cell.name != "residual-rnn" else ""
     doc.heading(3, f"{cell.title} (`{cell.name}`)")
 
     # the recurrence ----------------------------------------------------------------------------
     doc.para("One time step of the cell, with its named intermediate quantities in the order they "
              f"are computed{ref}:")
     doc.display([display_row(latex(s), e) for s, e in st.definitions.items()])
+    if cell.name == "gru":
+        doc.para("This is the GRU as PyTorch (`torch.nn.GRU`) and Keras (`reset_after=True`) compute it. "
+                 "It differs from the GRU of @[cho2014gru] in where the reset gate acts: here it "
+                 "multiplies the recurrent product, $r_t \\circ (W_n h_{t-1} + b_{hn})$, while Cho et al. "
+                 "reset the state before the product, $W_n (r_t \\circ h_{t-1})$ (gradflow's `gru-cho`). "
+                 "The two have different Jacobians and are not interchangeable.")
+    elif cell.name == "residual-rnn":
+        doc.para("@[he2016residual] introduced the identity skip connection in feed-forward networks "
+                 "(across layers, not time steps); this recurrence carries the same form over to time, "
+                 "$h_t = h_{t-1} + \tanh(a_t)$. It is a construction for comparison here, not a cell "
+                 "from that paper.")
 
     # the one-step Jacobian -------------------------------------------------------------------
     if len(cell.states) == 1:
@@ -117,8 +129,9 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
         bound = pascanu_bound(cell)
     except ValueError:
         bound = None
+    bounded = bound is not None or cell.name in ("gru", "gru-cho")
     doc.para("Whether the product shrinks or grows geometrically in $t-k$ depends on the sizes of "
-             "its factors; " + ("the next paragraph bounds them and " if bound is not None else "")
+             "its factors; " + ("the next paragraph bounds them and " if bounded else "")
              + "[#sec:evidence] measures them.")
     if bound is not None and elman is not None and bound.gamma is not None:
         act = elman[0]
@@ -134,13 +147,17 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                  "explode.")
     elif bound is not None:
         doc.para("The one-step Jacobian is a sum of terms $\\operatorname{diag}(v)\\,M$. Bounding each "
-                 "by $\\sup|v|\\,\\sigma_{\\max}(M)$, in the manner of @[pascanu2013difficulty], gives")
+                 "by $\\sup|v|\\,\\sigma_{\\max}(M)$ (the triangle inequality; an extension of the "
+                 "argument of @[pascanu2013difficulty], not their bound) gives")
         doc.display([_relation_row(bound.latex(), "\\le")])
         identity_terms = [s for s, M in bound.terms if isinstance(M, Identity) and s >= 1]
         if identity_terms:
             doc.para("Its rate is at least 1 whatever $W$ is, so this bound cannot show that gradients "
                      "vanish: the identity term passes the gradient from one step to the previous one "
-                     "unchanged, the mechanism of residual connections [@he2016residual].")
+                     "unchanged, the mechanism of residual connections. The price is that the state "
+                     "itself is a running sum and can drift ([#sec:evidence] measures $|h_t|$).")
+    elif cell.name in ("gru", "gru-cho"):
+        _gru_bound(doc, cell)
     elif cell.name in REFERENCE_MODULES and gradient_path(cell).reads != "state":  # S6, S4D, RG-LRU
         reads = gradient_path(cell).reads
         doc.para("The one-step Jacobian holds no recurrent weight matrix, so there is no bound of the "
@@ -161,6 +178,30 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
 
     if "c" in cell.states:
         _derive_carousel(doc, cell)
+
+
+def _gru_bound(doc: Doc, cell: Cell) -> None:
+    """The GRU's finite one-step bound (valid while |h| < 1); see :mod:`gradflow._numeric.gru_bound`."""
+    pytorch = cell.name == "gru"
+    doc.para("Some diagonal factors of this Jacobian contain the previous state $h_{t-1}$ and the "
+             "candidate $\\tilde{h}_t$, so the one-step recurrence alone does not bound them. The "
+             "trajectory does: $h_t$ is a convex combination of $h_{t-1}$ and $\\tilde{h}_t \\in (-1, 1)$, "
+             "so a start with $|h_0| < 1$ (entry-wise; gradflow starts at 0) keeps every state in "
+             "$(-1, 1)$. Then $|h_{t-1} - \\tilde{h}_t| < 2$, $z(1-z) \\le 1/4$, $r(1-r) \\le 1/4$, "
+             "$(1-z)(1-\\tilde{h}^2) \\le 1$, $r < 1$"
+             + (", and $|W_n h_{t-1} + b_{hn}|_i \\le \\rho_i = \\sum_j |(W_n)_{ij}| + |(b_{hn})_i|$"
+                if pytorch else "")
+             + ", and the triangle inequality bounds every factor:")
+    if pytorch:
+        rhs = ("1 + \\tfrac{1}{2}\\sigma_{\\max}(W_z) + \\sigma_{\\max}(W_n) "
+               "+ \\tfrac{1}{4}\\max_i \\rho_i\\,\\sigma_{\\max}(W_r)")
+    else:
+        rhs = ("1 + \\tfrac{1}{2}\\sigma_{\\max}(W_z) "
+               "+ \\sigma_{\\max}(W_n)\\left(1 + \\tfrac{1}{4}\\sigma_{\\max}(W_r)\\right)")
+    doc.display([Row("\\left\\lVert \\frac{\\partial h_{t}}{\\partial h_{t-1}} \\right\\rVert_2", (rhs,), "\\le")])
+    doc.para("A finite bound exists, but it is at least 1 (its first term bounds $\\operatorname{diag}(z_t)$), so it "
+             "limits how fast gradients can grow and cannot show that they vanish; the measurements in "
+             "[#sec:evidence] show what they do.")
 
 
 def _derive_carousel(doc: Doc, cell: Cell) -> None:

@@ -317,6 +317,7 @@ class Figure:
     stem: str  # figures/<stem>.png and .pdf
     caption: str
     width: float  # fraction of the line width in LaTeX
+    print_width: float | None = None  # inches: include at this width (never wider than the line)
 
     @property
     def label(self) -> str:
@@ -401,9 +402,9 @@ class Doc:
         else:
             self.blocks.append(Display("", tuple(rows), label))
 
-    def figure(self, stem: str, caption: str, width: float = 0.75):
+    def figure(self, stem: str, caption: str, width: float = 0.75, print_width: float | None = None):
         self._keys_of(caption)
-        self.blocks.append(Figure(stem, caption, width))
+        self.blocks.append(Figure(stem, caption, width, print_width))
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[str]], caption: str, align: str,
               label: str | None = None):
@@ -600,7 +601,11 @@ class Doc:
                 "% " + ", ".join(BODY_PACKAGES) + " (hyperref optional).\n"
                 "% Figures are read from \\gradflowdir figures/ (define \\gradflowdir, e.g. as report/,\n"
                 "% before \\input when the report is in another folder); all labels start with gf:.\n"
-                "\\providecommand{\\gradflowdir}{}"]
+                "\\providecommand{\\gradflowdir}{}\n"
+                "% a figure at its print width #1, or the line width where the line is narrower\n"
+                "\\providecommand{\\gradflowfigure}[2]{\\ifdim#1>\\linewidth\\includegraphics[width=\\linewidth,"
+                "height=0.8\\textheight,keepaspectratio]{#2}\\else\\includegraphics[width=#1,height=0.8\\textheight,"
+                "keepaspectratio]{#2}\\fi}"]
         for b in blocks:
             if isinstance(b, Heading):
                 if b.level == 1:
@@ -616,12 +621,14 @@ class Doc:
             elif isinstance(b, Display):
                 body.append(self._display_tex(b, budget, refs))
             elif isinstance(b, Figure):
-                wide = columns == 2 and b.width > 0.7
+                wide = columns == 2 and (b.width > 0.7 or (b.print_width or 0) > 3.5)
                 env = "figure*" if wide else "figure"
-                width = b.width if columns == 1 else (min(b.width + 0.1, 1.0) if wide else 1.0)
+                if b.print_width is not None:  # at print size, shrunk only where the line is narrower
+                    width = f"{b.print_width:.2f}in"
+                else:
+                    width = f"{b.width if columns == 1 else (min(b.width + 0.1, 1.0) if wide else 1.0):.2f}\\linewidth"
                 body.append(f"\\begin{{{env}}}[htbp]\n\\centering\n"
-                            f"\\includegraphics[width={width:.2f}\\linewidth,height=0.8\\textheight,"
-                            f"keepaspectratio]{{\\gradflowdir figures/{b.stem}.pdf}}\n"
+                            f"\\gradflowfigure{{{width}}}{{\\gradflowdir figures/{b.stem}.pdf}}\n"
                             f"\\caption{{{self.inline_tex(b.caption)}}}\\label{{{LABEL_PREFIX}{b.label}}}\n"
                             f"\\end{{{env}}}")
             elif isinstance(b, Table):

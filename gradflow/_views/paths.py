@@ -152,9 +152,9 @@ def gradient_path_section(doc: Doc, cells: list[Cell], runs: dict[str, Measureme
                           seed: int) -> list[dict]:
     """The section: one paragraph per cell; returns the numbers behind the sentences."""
     doc.heading(2, "Which path carries the gradient")
-    doc.para("For each cell, the path below is read off the derived one-step Jacobian of Section 1: "
+    doc.para("For each cell, the path below is read off the derived one-step Jacobian of [#sec:derivation]: "
              "the part of $\\partial s_t/\\partial s_{t-1}$ that is a diagonal matrix and holds no "
-             "recurrent weight matrix. Beside it, over the run of Section 2: the path's own product, "
+             "recurrent weight matrix. Beside it, over the run of [#sec:evidence]: the path's own product, "
              "$\\max_j \\sum_t \\log_{10} |v_{t,j}|$ (the spectral norm of $\\prod_t \\operatorname{diag}"
              "(v_t)$), and the measured $\\log_{10}\\lVert\\partial s_T/\\partial s_0\\rVert_2$; "
              "the curves of every cell share one axis in the decay figure.")

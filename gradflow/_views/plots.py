@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,12 +97,155 @@ def plot_decay(flows: Flow | Sequence[Flow], *, ax: Axes | None = None, norm: st
     for f, label in zip(flows, labels, strict=True):
         x = f.steps - f.k
         (line,) = ax.plot(x, f.full.mean()[key], label=str(label))
+        mark_exact_zero(ax, x, f.full.mean()[key], line.get_color())
         if bound and f.bound is not None:
             ax.plot(x, np.asarray(f.bound), linestyle="--", color=line.get_color(),
                     linewidth=0.8 * line.get_linewidth(), label=f"{label} bound")
     ax.set_xlabel(r"$T-k$")
     ax.set_ylabel(rf"$\log_{{10}}\|\partial s_T/\partial s_k\|_{sub}$")
     ax.legend()
+    return ax
+
+
+def _human(cell: str) -> str:
+    """A cell's title for a panel (``LSTM with forget gate``), not its command-line name."""
+    from .._symbolic.cells import CELLS
+
+    c = CELLS.get(cell)
+    return cell if c is None else panel_title(c.title)
+
+
+def panel_title(title: str) -> str:
+    """A title as plain words for a plot: clauses with code or formulas (``_``, ``=``) left out.
+
+    ``"residual RNN, h_t = h_{t-1} + tanh(.)"`` → ``"residual RNN"``; ``"GRU (PyTorch; Keras
+    reset_after=True)"`` → ``"GRU (PyTorch)"`` (the text font has no ``_`` or braces).
+    """
+    import re
+
+    def keep(part: str) -> bool:
+        return not any(ch in part for ch in "_={}")
+
+    def paren(m):
+        parts = [p.strip() for p in m.group(1).split(";") if keep(p)]
+        return f"({'; '.join(parts)})" if parts else ""
+
+    clauses, depth, cur = [], 0, ""
+    for ch in title:  # top-level clauses, split at ';' outside parentheses
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == ";" and depth == 0:
+            clauses.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    clauses.append(cur)
+    out = "; ".join([clauses[0].strip()] + [c.strip() for c in clauses[1:] if keep(c)])
+    out = re.sub(r"\(([^()]*)\)", paren, out)
+    out = ", ".join(p.strip() for p in out.split(",") if keep(p))
+    return re.sub(r"\s+", " ", out).strip() or title
+
+
+def _note_size() -> float:
+    """The font size of notes written into a plot: the legend's (never below 8 pt in the presets)."""
+    import matplotlib
+
+    return float(matplotlib.font_manager.FontProperties(size=matplotlib.rcParams["legend.fontsize"])
+                 .get_size_in_points())
+
+
+def mark_exact_zero(ax: Axes, x: Any, y: Any, color: Any) -> int | None:
+    """Where a log10 curve becomes −∞ (an exact zero), mark its last finite point and say so.
+
+    Returns the first lag with an exact zero (None when the curve never reaches zero).
+    """
+    x, y = np.asarray(x), np.asarray(y, dtype=float)
+    zero = np.isneginf(y)
+    if not zero.any() or zero.all():
+        return None
+    first_zero = float(np.min(x[zero]))
+    finite = np.isfinite(y) & (x < first_zero)
+    if not finite.any():
+        return None
+    i = int(np.argmax(np.where(finite, x, -np.inf)))
+    ax.plot([x[i]], [y[i]], marker="v", color=color, markersize=5, linestyle="none")
+    ax.annotate(f"exact 0 from lag {first_zero:g}", (x[i], y[i]), xytext=(-4, -10),
+                textcoords="offset points", ha="right", va="top", fontsize=_note_size(), color=color)
+    return int(first_zero)
+
+
+def plot_decay_band(spreads: Mapping[str, Any], *, ax: Axes | None = None,
+                    bounds: Mapping[str, Any] | None = None, labels: Mapping[str, str] | None = None,
+                    clip_bound: bool = True) -> Axes:
+    """Median of log10 ‖∂s_T/∂s_k‖₂ and its quantile band (a :class:`Spread` per cell) against T − k.
+
+    Arguments:
+        spreads: cell name → :class:`~gradflow._numeric.spread.Spread`.
+        ax: Axes to draw on; a new figure when None.
+        bounds: cell name → log10 bound curve (T,), drawn dashed in the cell's colour.
+        labels: cell name → legend label (default: the cell's title).
+        clip_bound: keep the y-range on the measured curves; a bound that leaves it is cut at
+            the frame and its largest value written at the edge.
+
+    Returns:
+        the Axes.
+    """
+    if not spreads:
+        raise GradflowError("plot_decay_band needs at least one spread")
+    ax = _axes(ax)
+    lo_y, hi_y = np.inf, -np.inf
+    for name, sp in spreads.items():
+        T = sp.median.shape[0]
+        x = T - np.arange(T)
+        label = (labels or {}).get(name, _human(name))
+        (line,) = ax.plot(x, sp.median, label=label)
+        lo = np.where(np.isneginf(sp.lo), np.nan, sp.lo)
+        ax.fill_between(x, lo, sp.hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        mark_exact_zero(ax, x, sp.median, line.get_color())
+        fin = np.concatenate([v[np.isfinite(v)] for v in (sp.median, sp.lo, sp.hi)])
+        if fin.size:
+            lo_y, hi_y = min(lo_y, fin.min()), max(hi_y, fin.max())
+        b = None if bounds is None else bounds.get(name)
+        if b is not None:
+            b = np.asarray(b, dtype=float)
+            ax.plot(x, b, linestyle="--", color=line.get_color(), linewidth=0.8 * line.get_linewidth(),
+                    label=f"{label}: bound")
+    if clip_bound and np.isfinite(lo_y) and bounds:
+        pad = 0.08 * max(hi_y - lo_y, 1.0)
+        top = hi_y + pad
+        ax.set_ylim(lo_y - pad, top)
+        for b in bounds.values():
+            if b is not None and np.nanmax(b) > top:
+                ax.annotate(f"bound up to {np.nanmax(b):+.0f} (off scale)", (0.98, 0.98),
+                            xycoords="axes fraction", ha="right", va="top", fontsize=_note_size())
+                break
+    ax.set_xlabel(r"lag $T-k$")
+    ax.set_ylabel(r"$\log_{10}\|\partial s_T/\partial s_k\|_2$")
+    return ax
+
+
+def plot_cell_state_paths(paths: Any, *, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """An LSTM's ∂c_T/∂c_k split by path (first sequence): block, carousel, paths through h.
+
+    Arguments:
+        paths: a :class:`~gradflow._numeric.paths.CellStatePaths`.
+        ax: Axes to draw on; a new figure when None.
+        title: panel title.
+
+    Returns:
+        the Axes.
+    """
+    ax = _axes(ax)
+    T = paths.block.shape[1]
+    x = T - np.arange(T)
+    for y, label, style in ((paths.block[0], r"$c\to c$ block $\partial c_T/\partial c_k$", "-"),
+                            (paths.carousel[0], r"carousel $\prod_j \mathrm{diag}(f_j)$", "--"),
+                            (paths.through_h[0], r"paths through $h$ (block $-$ carousel)", ":")):
+        (line,) = ax.plot(x, y, linestyle=style, label=label)
+        mark_exact_zero(ax, x, y, line.get_color())
+    ax.set_xlabel(r"lag $T-k$")
+    ax.set_ylabel(r"$\log_{10}\|\cdot\|_2$")
+    if title:
+        ax.set_title(title)
     return ax
 
 
@@ -131,10 +275,10 @@ def plot_carousel(flow: Flow, *, ax: Axes | None = None, norm: str = "2") -> Axe
     ax.plot(x, flow.full.mean()[key], label=r"full $\partial s_T/\partial s_k$")
     ax.plot(x, flow.cell_state.mean()[key], label=r"$c\to c$ block $\partial c_T/\partial c_k$")
     ax.plot(x, flow.carousel.mean()[key], linestyle="--",
-            label=r"carousel $\Pi_j\,\mathrm{diag}(f_j)$")
+            label=r"carousel $\prod_j\,\mathrm{diag}(f_j)$")
     ax.set_xlabel(r"$T-k$")
     ax.set_ylabel(rf"$\log_{{10}}\|\cdot\|_{sub}$")
-    ax.set_title(f"{flow.cell}, n = {flow.hidden}")
+    ax.set_title(f"{_human(flow.cell)}, $n = {flow.hidden}$")
     ax.legend()
     return ax
 
@@ -152,10 +296,27 @@ def plot_spectrum(spectra: Mapping[int, Any], *, ax: Axes | None = None) -> Axes
     if not spectra:
         raise GradflowError("plot_spectrum needs at least one k")
     ax = _axes(ax)
+    notes = []
     for k in sorted(spectra):
         s = np.asarray(spectra[k], dtype=float).reshape(-1)
-        ax.plot(np.arange(1, s.size + 1), s, marker="o", markersize=3, label=f"$k = {int(k)}$")
-    ax.set_xlabel(r"$i$")
+        zero = np.isneginf(s)
+        if zero.all():  # nothing to draw: say so instead of a legend entry without a curve
+            notes.append(f"$k = {int(k)}$: every $\\sigma_i = 0$")
+            continue
+        (line,) = ax.plot(np.arange(1, s.size + 1), s, marker="o", markersize=3, label=f"$k = {int(k)}$")
+        if zero.any():
+            notes.append(f"$k = {int(k)}$: $\\sigma_i = 0$ for $i \\geq {int(np.argmax(zero)) + 1}$")
+    lo, hi = ax.get_ylim()
+    if hi - lo < 1.0:  # a flat spectrum: a readable range around it, not ±0.04 of rounding
+        mid = 0.5 * (lo + hi)
+        ax.set_ylim(mid - 0.5, mid + 0.5)
+    if notes:
+        ax.text(0.02, 0.02, "\n".join(notes), transform=ax.transAxes, ha="left", va="bottom",
+                fontsize=_note_size())
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # i is an index
+    ax.set_xlabel(r"index $i$")
     ax.set_ylabel(r"$\log_{10}\sigma_i(\partial s_T/\partial s_k)$")
     ax.legend()
     return ax
@@ -181,7 +342,8 @@ def plot_jacobian(J: Any, *, ax: Axes | None = None, title: str | None = None,
     v = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     im = ax.imshow(J, cmap=_DIVERGING, vmin=-v, vmax=v, interpolation="nearest")
     _frame(ax)
-    ax.figure.colorbar(im, ax=ax)
+    cb = ax.figure.colorbar(im, ax=ax)
+    cb.set_label(f"range $\\pm{v:.3g}$")  # each panel's own: say so in the caption
     rows, cols = J.shape
     if state_names:
         S = len(state_names)
@@ -225,7 +387,7 @@ def plot_phase_diagram(grid: PhaseGrid, *, ax: Axes | None = None, annotate: boo
                    interpolation="nearest")
     _frame(ax)
     cb = ax.figure.colorbar(im, ax=ax)
-    cb.set_label(r"decay rate ($\log_{10}$ per step)")
+    cb.set_label(rf"decay rate ($\log_{{10}}$ per step; range $\pm{v:.3g}$)")
     ny, nx = rates.shape
     if ny >= 2 and nx >= 2 and rates.count() and rates.min() < 0 < rates.max():
         ax.contour(np.arange(nx), np.arange(ny), rates, levels=[0.0], colors="black",
@@ -235,14 +397,14 @@ def plot_phase_diagram(grid: PhaseGrid, *, ax: Axes | None = None, annotate: boo
             for j in range(nx):
                 if not np.ma.getmaskarray(rates)[i, j]:
                     r = float(rates[i, j])  # white on the dark ends of the colour map
-                    ax.text(j, i, f"{r:.2f}", ha="center", va="center", fontsize="small",
+                    ax.text(j, i, f"{r:.2f}", ha="center", va="center", fontsize=_note_size(),
                             color="white" if abs(r) > 0.6 * v else "black")
     ax.set_xticks(range(nx), [f"{s:g}" for s in grid.scales])
     ax.set_yticks(range(ny), ["default" if b is None else f"{b:g}" for b in grid.forget_biases])
     ax.set_xlabel(r"recurrent weight scale (gain of $W$)")
     ax.set_ylabel(r"forget-gate bias $b_f$" if grid.forget_biases != (None,) else "")
     what = r"$\partial c_T/\partial c_k$" if grid.which == "cell_state" else r"$\partial s_T/\partial s_k$"
-    ax.set_title(f"{grid.cell}, n = {grid.hidden}, T = {grid.steps}: {what}")
+    ax.set_title(f"{_human(grid.cell)}, $n = {grid.hidden}$, $T = {grid.steps}$: {what}")
     return ax
 
 
@@ -277,6 +439,95 @@ def paper_style(rc: Mapping[str, Any] | None = None) -> AbstractContextManager:
     return matplotlib.rc_context(params)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class FigureSize:
+    """A figure preset: its width at print size, its font size, the height of a row of panels."""
+
+    width: float  # inches, as printed
+    font: float  # pt: labels and titles; tick labels, legends and notes half a point smaller, never below 8
+    row_height: float  # inches per row of panels
+    max_cols: int  # panels side by side
+
+
+#: presets for where a figure goes: a column of a two-column paper (3.3 in), the full width of a
+#: page (6.9 in), a slide (4.8 in: a 128 mm beamer frame less its margins)
+FIGURE_SIZES: dict[str, FigureSize] = {
+    "one-column": FigureSize(3.3, 8.0, 2.1, 2),
+    "two-column": FigureSize(6.9, 9.0, 2.5, 3),
+    "slide": FigureSize(4.8, 10.0, 2.6, 2),
+}
+
+
+def figure_size(name: str) -> FigureSize:
+    """The :data:`FIGURE_SIZES` preset called ``name``; GradflowError naming the presets otherwise."""
+    from .._checks import one_of
+    from .._vocabulary import FIGURE_SIZE_NAMES
+
+    return FIGURE_SIZES[one_of(name, "figure size", FIGURE_SIZE_NAMES)]
+
+
+def figure_style(size: str | FigureSize = "two-column", rc: Mapping[str, Any] | None = None
+                 ) -> AbstractContextManager:
+    """:func:`paper_style` for a figure printed at ``size``: serif text and Computer Modern math.
+
+    Text is set in a serif family (matplotlib's ``cmr10``, Computer Modern Roman, which it ships)
+    and math in ``mathtext.fontset = "cm"``, matching a LaTeX document without requiring usetex;
+    every font is 8–10 pt at print size; constrained layout and ``savefig.bbox = "standard"`` keep
+    the saved file exactly ``size.width`` wide, so LaTeX can include it unscaled.
+    """
+    fs = figure_size(size) if isinstance(size, str) else size
+    tick = max(8.0, fs.font - 0.5)  # 8.5 pt on the 6.9 in preset: still 8 pt in a 6.6 in text column
+    params: dict[str, Any] = {
+        "font.family": "serif", "font.serif": ["cmr10", "DejaVu Serif"], "mathtext.fontset": "cm",
+        "axes.formatter.use_mathtext": True, "axes.unicode_minus": True,
+        "font.size": fs.font, "axes.titlesize": fs.font, "axes.labelsize": fs.font,
+        "legend.fontsize": tick, "xtick.labelsize": tick, "ytick.labelsize": tick,
+        "figure.titlesize": fs.font, "legend.title_fontsize": fs.font,
+        "figure.autolayout": False, "figure.constrained_layout.use": True,
+        "savefig.bbox": "standard", "savefig.pad_inches": 0.0,
+        "lines.linewidth": 1.2, "lines.markersize": 3,
+    }
+    params.update(rc or {})
+    return paper_style(params)
+
+
+def preset_figure(count: int, size: str | FigureSize = "two-column", *, cols: int | None = None,
+                  height: float | None = None):
+    """A figure of ``count`` panels laid out for ``size`` (rows of ``size.max_cols``), and its Axes."""
+    from matplotlib.figure import Figure
+
+    fs = figure_size(size) if isinstance(size, str) else size
+    cols = max(1, min(cols or fs.max_cols, fs.max_cols, count))
+    rows = -(-count // cols)
+    fig = Figure(figsize=(fs.width, (height or fs.row_height) * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, list(axes[:count])
+
+
+def figure_legend(fig: Figure, axes: Sequence[Axes], *, ncols: int | None = None) -> None:
+    """One legend for the figure, below the panels (off the data); duplicate labels once."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels and not lab.startswith("_"):
+                handles.append(h)
+                labels.append(lab)
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.remove()
+    if handles:
+        import matplotlib
+
+        size = matplotlib.font_manager.FontProperties(
+            size=matplotlib.rcParams["legend.fontsize"]).get_size_in_points()
+        # a column is as wide as the longest label (≈ 0.5 em a character) plus the line sample
+        col = max(len(lab) for lab in labels) * 0.5 * size / 72 + 0.6
+        fit = max(1, int(fig.get_figwidth() // col))
+        fig.legend(handles, labels, loc="outside lower center", ncols=ncols or min(len(labels), fit))
+
+
 def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("pdf", "png"),
                 dpi: int = 200) -> list[Path]:
     """Write ``fig`` as ``stem.<format>`` for each format: vector PDF/SVG, raster PNG.
@@ -304,10 +555,18 @@ def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("pdf", 
     stem.parent.mkdir(parents=True, exist_ok=True)
     meta = {"pdf": {"CreationDate": None}, "svg": {"Date": None}, "png": {}}
     out = []
-    for f in fmts:
-        path = stem.parent / f"{stem.name}.{f}"
-        fig.savefig(path, format=f, dpi=dpi, metadata=meta[f])
-        out.append(path)
+    import logging
+
+    quiet = logging.getLogger("fontTools")  # embedding cmr10 logs its old font timestamps
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        for f in fmts:
+            path = stem.parent / f"{stem.name}.{f}"
+            fig.savefig(path, format=f, dpi=dpi, metadata=meta[f])
+            out.append(path)
+    finally:
+        quiet.setLevel(level)
     return out
 
 
