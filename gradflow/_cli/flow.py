@@ -302,12 +302,15 @@ def _loss_options(a: argparse.Namespace, net, T: int, B: int):
         else:
             raise GradflowError(f"--loss {loss} needs a head: --weights holding it, or --head FILE")
         targets = read_npy(a.targets, "targets")
-        if loss == "every" and a.batch_first and targets.ndim == 2:
+        if loss == "every" and a.batch_first:  # checked here: the message must name the file's own layout
+            if targets.shape != (B, T):
+                raise GradflowError(f"--targets {a.targets} has shape {tuple(targets.shape)}; with "
+                                    f"--batch-first, --loss every needs (batch, T) = ({B}, {T})")
             targets = targets.T
     initial: Any = None
     if a.initial is not None:
         if a.initial.endswith(".npz"):
-            initial = read_npz(a.initial, lambda name: True)
+            initial = read_npz(a.initial, lambda name: True, "initial")
         else:
             initial = read_npy(a.initial, "initial")
     return loss, head, targets, initial

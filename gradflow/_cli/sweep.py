@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .._checks import GradflowError
 from .options import float_option, int_option, say
@@ -95,11 +96,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"gradflow: interrupted; the finished points are saved in {args.out}: run the same "
               "command again to resume", file=sys.stderr)
         return 130
-    files = ["results.parquet"] + (["results.csv"] if args.csv else [])
+    out = Path(args.out)
+    files = ["results.parquet"] + (["results.csv"] if (out / "results.csv").is_file() else [])
     if result.rows and not args.no_figures:
         from .._views.sweep_plots import write_sweep_figures
 
         files += [p.name for p in write_sweep_figures(result.rows, args.out)]
+    elif args.no_figures:  # an earlier run's figures would show an earlier grid beside this table
+        stale = [out / f"{stem}.{ext}" for stem in ("decay_rates", "phase_diagram") for ext in ("png", "pdf")]
+        if any(f.is_file() for f in stale):
+            for f in stale:
+                f.unlink(missing_ok=True)
+            say(f"sweep: removed the earlier figures in {args.out} (they showed an earlier grid; "
+                "run without --no-figures to draw this one)")
     say(f"sweep: {len(points)} points ({result.computed} computed, {result.resumed} already done, "
         f"{len(result.failed)} failed) in {args.out}: {', '.join(files) if result.rows else 'no table'}")
     if result.failed:

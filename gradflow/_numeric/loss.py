@@ -100,10 +100,12 @@ def read_head(path: str, hidden: int, prefix: str | None = None,
               what: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The head from a file: a ``.pt``/``.npz`` holding a Linear's ``weight`` (and ``bias``), or a
     whole model's state_dict (searched as :func:`find_head`)."""
+    kind = "head" if what is None else "weights"  # the file's name in read errors
     if path.endswith(".npz"):
-        state: Mapping[str, Any] = read_npz(path, lambda name: name.rpartition(".")[2] in ("weight", "bias"))
+        state: Mapping[str, Any] = read_npz(path, lambda name: name.rpartition(".")[2] in ("weight", "bias"),
+                                            kind)
     elif path.endswith((".pt", ".pth")):
-        state = read_pt(path)
+        state = read_pt(path, kind)
     else:
         raise GradflowError(f"unknown head file type {path!r}: use .pt, .pth or .npz")
     V, c, _ = find_head(state, hidden, prefix, what=what or f"head file {path}")

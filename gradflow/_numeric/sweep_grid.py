@@ -115,7 +115,7 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
     cell's default (``forget_bias`` None) once, whatever ``forget_biases`` lists.
 
     Raises:
-        GradflowError: unknown cell or init, non-finite or repeated values, a run too large for
+        GradflowError: unknown cell or init, non-finite or repeated values, fewer than 2 steps, a run too large for
             this machine's memory (the size guard, checked on the largest n and T).
     """
     if isinstance(cells, str):
@@ -130,6 +130,9 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
     gs = _numbers("gains", gains)
     fbs = _numbers("forget biases", forget_biases, allow_none=True)
     ns, Ts = _ints("hidden sizes", hidden), _ints("steps", steps)
+    if min(Ts) < 2:  # one lag has no slope: every rate of the point would be missing
+        raise GradflowError(f"steps must be at least 2 (a decay rate is a slope over the lags T − k), "
+                            f"got {min(Ts)}")
     sds = _ints("seeds", seeds, minimum=0)
     m, B = positive_int(input, "input size"), positive_int(batch, "batch")
     for name in names:

@@ -92,7 +92,8 @@ def write_sweep_figures(rows: Sequence[dict], out: str | Path) -> list[Path]:
     """``decay_rates.{png,pdf}`` and ``phase_diagram.{png,pdf}`` in ``out``; returns the paths.
 
     The phase diagram has one panel per (cell, n, T); beyond :data:`MAX_PANELS` panels only the
-    largest n and T are drawn (said in the figure's title).
+    largest n and T are drawn, and of them the first :data:`MAX_PANELS` cells (both said in the
+    figure's title, with the cells left out).
     """
     import matplotlib.pyplot as plt
 
@@ -108,8 +109,12 @@ def write_sweep_figures(rows: Sequence[dict], out: str | Path) -> list[Path]:
         if len(grids) > MAX_PANELS:
             n_max = max(g.hidden for g in grids)
             t_max = max(g.steps for g in grids if g.hidden == n_max)
-            grids = [g for g in grids if g.hidden == n_max and g.steps == t_max][:MAX_PANELS]
+            largest = [g for g in grids if g.hidden == n_max and g.steps == t_max]
+            grids = largest[:MAX_PANELS]
             title = f"largest size only (n = {n_max}, T = {t_max})"
+            if len(largest) > MAX_PANELS:  # never leave cells out without saying which
+                title += (f"; first {MAX_PANELS} of {len(largest)} cells (not drawn: "
+                          f"{', '.join(g.cell for g in largest[MAX_PANELS:])})")
         finite = [abs(float(v)) for g in grids for v in np.ravel(g.rates) if np.isfinite(v)]
         vmax = max(finite) if finite and max(finite) > 0 else 1.0
         seeds = sorted({r["seed"] for r in rows})

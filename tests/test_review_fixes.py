@@ -1,0 +1,151 @@
+"""Regression tests of the review of ``gradflow sweep`` and the real losses (one test per defect)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+import gradflow as gf
+from gradflow._cli import main
+from gradflow._numeric import sweep_run
+from gradflow._views import sweep_plots
+
+
+def _fake_row(point: gf.GridPoint) -> dict:
+    """A result row with a rate written out here (−0.1 · gain): no run, the files are what is tested."""
+    return {"key": point.key, "cell": point.cell, "gain": point.gain, "forget_bias": point.forget_bias,
+            "hidden": point.hidden, "input": point.input, "steps": point.steps, "seed": point.seed,
+            "batch": point.batch, "init": point.init, "rate": -0.1 * point.gain, "rate_fro": -0.1,
+            "rate_grad": -0.1, "log10_norm_k0": -1.0, "rate_cell_state": None, "seconds": 0.0}
+
+
+def test_one_step_is_refused_before_anything_runs(tmp_path, capsys):
+    """T = 1 has no decay rate: it used to run every point, save them, then fail at the figure."""
+    with pytest.raises(gf.GradflowError, match="steps must be at least 2"):
+        gf.grid_points(["tanh-rnn"], steps=[1, 5])
+    code = main(["sweep", "tanh-rnn", "-o", str(tmp_path / "s"), "--hidden", "2", "--steps", "1",
+                 "--workers", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "steps must be at least 2" in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_resumed_sweep_rewrites_the_csv_an_earlier_run_wrote(tmp_path):
+    """Run 1 with csv, run 2 (more seeds) without: results.csv used to keep run 1's rows only."""
+    out = tmp_path / "s"
+    first = gf.grid_points(["tanh-rnn"], gains=[0.5, 1.0], hidden=[2], steps=[3], seeds=[0])
+    gf.run_sweep(first, out, workers=0, compute=_fake_row, csv=True, parquet=False)
+    more = gf.grid_points(["tanh-rnn"], gains=[0.5, 1.0], hidden=[2], steps=[3], seeds=[0, 1])
+    result = gf.run_sweep(more, out, workers=0, compute=_fake_row, csv=False, parquet=False)
+    assert (result.resumed, result.computed) == (2, 2)
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["key"] for r in rows) == sorted(p.key for p in more)
+    assert sorted(float(r["rate"]) for r in rows) == [-0.1, -0.1, -0.05, -0.05]
+
+
+def test_no_figures_removes_figures_of_an_earlier_grid(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("pyarrow")
+    monkeypatch.setattr(sweep_run, "measure_point", _fake_row)
+    out = tmp_path / "s"
+    args = ["sweep", "tanh-rnn", "-o", str(out), "--hidden", "2", "--steps", "3", "--workers", "0",
+            "--quiet", "--no-figures"]
+    assert main(args) == 0
+    for name in ("decay_rates.png", "phase_diagram.pdf"):  # as an earlier run with figures left them
+        (out / name).write_bytes(b"old")
+    assert main([*args, "--seeds", "0,1"]) == 0
+    said = capsys.readouterr().out
+    assert "removed the earlier figures" in said
+    assert not (out / "decay_rates.png").exists() and not (out / "phase_diagram.pdf").exists()
+    assert (out / "results.parquet").is_file()
+
+
+def test_a_points_file_in_place_of_the_folder_is_one_clear_error(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("pyarrow")
+    monkeypatch.setattr(sweep_run, "measure_point", _fake_row)
+    out = tmp_path / "s"
+    args = ["sweep", "tanh-rnn", "-o", str(out), "--hidden", "2", "--steps", "3", "--workers", "0",
+            "--quiet", "--no-figures"]
+    assert main(args) == 0
+    for f in (out / "points").iterdir():
+        f.unlink()
+    (out / "points").rmdir()
+    (out / "points").write_text("not a folder")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "points is not a directory" in err and err.count("\n") == 1
+    assert (out / "points").read_text() == "not a folder"
+
+
+def test_phase_diagram_names_the_cells_it_leaves_out(tmp_path, monkeypatch):
+    """More than MAX_PANELS cells of one size: the panels beyond it used to vanish without a word."""
+    cells = [f"cell{i:02d}" for i in range(sweep_plots.MAX_PANELS + 2)]
+    rows = [{"key": f"{c}{g}", "cell": c, "gain": g, "forget_bias": None, "hidden": 2, "input": 1,
+             "steps": 3, "seed": 0, "batch": 1, "init": "orthogonal", "rate": -0.1 * g, "rate_fro": -0.1,
+             "rate_grad": -0.1, "log10_norm_k0": -1.0, "rate_cell_state": None, "seconds": 0.0}
+            for c in cells for g in (0.5, 1.0)]
+    titles: list[str] = []
+
+    def keep_title(fig, stem, formats):
+        titles.append(fig._suptitle.get_text() if fig._suptitle is not None else "")
+        return []
+
+    monkeypatch.setattr(sweep_plots, "save_figure", keep_title)
+    sweep_plots.write_sweep_figures(rows, tmp_path)
+    phase = titles[-1]
+    assert f"first {sweep_plots.MAX_PANELS} of {len(cells)} cells" in phase
+    assert cells[-1] in phase and cells[-2] in phase and cells[0] not in phase.split("not drawn")[1]
+
+
+@pytest.fixture
+def lstm_files(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"rnn": torch.nn.LSTM(3, 5), "fc": torch.nn.Linear(5, 4)})
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((4, 2, 3)))
+    np.save(tmp_path / "y.npy", np.array([0, 3]))
+    (tmp_path / "garbage.pt").write_bytes(b"garbage!")
+    np.save(tmp_path / "array.npy", np.zeros((1, 2, 5)))
+    (tmp_path / "array.npz").write_bytes((tmp_path / "array.npy").read_bytes())  # an .npy named .npz
+    np.savez(tmp_path / "named.npz", W=np.ones((4, 5)))
+    return tmp_path
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--head", "{d}/garbage.pt"], "head file {d}/garbage.pt is not a readable PyTorch file"),
+    (["--head", "{d}/array.npz"], "save the head with np.savez(PATH, weight=..., bias=...)"),
+    (["--head", "{d}/named.npz"], "head file {d}/named.npz has none of the arrays it needs (weight, bias)"),
+    (["--initial", "{d}/array.npz"], "initial file {d}/array.npz is a single .npy array"),
+])
+def test_head_and_initial_files_are_named_as_such(lstm_files, capsys, extra, words):
+    """These files used to be called 'weights file', with a hint to save weight_ih, weight_hh."""
+    d = str(lstm_files)
+    args = ["flow", "lstm", "--weights", f"{d}/m.pt", "--inputs", f"{d}/x.npy", "--no-lyapunov",
+            "--loss", "last", "--targets", f"{d}/y.npy", *[e.format(d=d) for e in extra]]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("gradflow: error: ") and words.format(d=d) in err
+    assert "weight_ih" not in err and "weights file" not in err
+
+
+def test_batch_first_every_targets_are_checked_in_their_own_layout(lstm_files, capsys):
+    """(T, B) targets with --batch-first used to be transposed first, then reported as 'got (B, T),
+    must be (T, B)': the shape the user had given was named as the one wanted."""
+    d = lstm_files
+    x = np.load(d / "x.npy")                                 # (T, B, m) = (4, 2, 3)
+    np.save(d / "xb.npy", x.transpose(1, 0, 2))
+    y = np.random.default_rng(1).integers(0, 4, (4, 2))      # (T, B)
+    np.save(d / "y_tb.npy", y)
+    np.save(d / "y_bt.npy", y.T)
+    base = ["flow", "lstm", "--weights", str(d / "m.pt"), "--no-lyapunov", "--loss", "every", "--json"]
+    assert main([*base, "--inputs", str(d / "xb.npy"), "--batch-first", "--targets", str(d / "y_tb.npy")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "has shape (4, 2); with --batch-first, --loss every needs (batch, T) = (2, 4)" in err
+    assert main([*base, "--inputs", str(d / "xb.npy"), "--batch-first", "--targets", str(d / "y_bt.npy")]) == 0
+    batch_first = capsys.readouterr().out
+    assert main([*base, "--inputs", str(d / "x.npy"), "--targets", str(d / "y_tb.npy")]) == 0
+    assert capsys.readouterr().out == batch_first             # the same run, laid out time first
