@@ -149,3 +149,20 @@ def test_batch_first_every_targets_are_checked_in_their_own_layout(lstm_files, c
     batch_first = capsys.readouterr().out
     assert main([*base, "--inputs", str(d / "x.npy"), "--targets", str(d / "y_tb.npy")]) == 0
     assert capsys.readouterr().out == batch_first             # the same run, laid out time first
+
+
+def test_numpy_numbers_make_a_grid():
+    """np.arange / np.array gains were refused ('must be finite numbers, got np.int64(1)')."""
+    pts = gf.grid_points(["tanh-rnn"], gains=np.array([1, 2]), hidden=[2], steps=[3], seeds=np.arange(2))
+    assert sorted({p.gain for p in pts}) == [1.0, 2.0] and len(pts) == 4
+    assert gf.grid_points(["tanh-rnn"], gains=[1.0, 2.0], hidden=[2], steps=[3], seeds=[0, 1])[0].key == pts[0].key
+    with pytest.raises(gf.GradflowError, match="finite numbers"):
+        gf.grid_points(["tanh-rnn"], gains=[np.True_], hidden=[2], steps=[3])
+
+
+def test_a_head_without_outputs_is_refused():
+    """V of shape (0, n) used to end in 'class indices in 0..-1'."""
+    net = gf.network("tanh-rnn", 3, 2, seed=0)
+    with pytest.raises(gf.GradflowError, match="the head has no outputs"):
+        gf.gradient_flow(net, np.ones((3, 2, 2)), loss="last", head=(np.ones((0, 3)), None),
+                         targets=[0, 0], lyapunov=False)

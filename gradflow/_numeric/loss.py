@@ -137,6 +137,8 @@ def resolve_head(head: Any, hidden: int) -> tuple[np.ndarray, np.ndarray]:
     if V.ndim != 2 or V.shape[1] != hidden or c.shape != (V.shape[0],):
         raise GradflowError(f"the head's output weight V must be (K, {hidden}) and its bias c (K,), "
                             f"got {tuple(V.shape)}, {tuple(c.shape)}")
+    if V.shape[0] == 0:
+        raise GradflowError("the head has no outputs (V is (0, n)): a cross-entropy needs at least one class")
     if not (np.isfinite(V).all() and np.isfinite(c).all()):
         raise GradflowError("the head's output weight V or bias c contains NaN or inf")
     return V, c

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import math
+import numbers
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -84,7 +85,7 @@ def _numbers(name: str, values: Iterable, *, allow_none: bool = False) -> tuple:
         if v is None and allow_none:
             out.append(None)
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
             raise GradflowError(f"{name} must be finite numbers, got {v!r}")
         out.append(float(v))
     if not out:
