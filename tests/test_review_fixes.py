@@ -166,3 +166,30 @@ def test_a_head_without_outputs_is_refused():
     with pytest.raises(gf.GradflowError, match="the head has no outputs"):
         gf.gradient_flow(net, np.ones((3, 2, 2)), loss="last", head=(np.ones((0, 3)), None),
                          targets=[0, 0], lyapunov=False)
+
+
+def test_path_section_words_match_its_numbers():
+    """The rotation sentence said 'the product's norm is the product of the moduli' while the number
+    beside it is the largest over the modes; the LSTM's said 'the sweep's carousel curve' in a report
+    that runs no sweep. The LRU number is checked here against |λ_j| = exp(−exp ν_j), max over modes."""
+    from types import SimpleNamespace
+
+    from gradflow._views.bibtex import bibliography_text, parse_bibtex
+    from gradflow._views.document import Doc
+    from gradflow._views.paths import gradient_path_section
+
+    cells = [gf.get_cell("lru"), gf.get_cell("lstm")]
+    x = gf.random_inputs(4, 2, seed=0)
+    runs = {}
+    for c in cells:
+        net = gf.network(c, 2, 2, seed=0)
+        runs[c.name] = SimpleNamespace(net=net, flow=gf.gradient_flow(net, x, carousel="c" in c.states,
+                                                                       lyapunov=False))
+    doc = Doc(parse_bibtex(bibliography_text()))
+    rows = {r["cell"]: r for r in gradient_path_section(doc, cells, runs, 2, 4, 0)}
+    md = doc.markdown()
+    assert "largest, over the modes, of the product over the steps of the moduli" in md
+    assert "sweep" not in md and "measured carousel curve (Section 2)" in md
+    nu = np.asarray(runs["lru"].net.weights.arrays[r"\nu"], dtype=float)   # |λ_j| = exp(−exp ν_j), every step
+    assert rows["lru"]["path"] == pytest.approx(4 * np.log10(np.exp(-np.exp(nu))).max(), rel=1e-12)
+    assert rows["lru"]["path"] > 4 * np.log10(np.exp(-np.exp(nu))).min()   # the largest, not any mode
