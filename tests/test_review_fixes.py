@@ -193,3 +193,29 @@ def test_path_section_words_match_its_numbers():
     nu = np.asarray(runs["lru"].net.weights.arrays[r"\nu"], dtype=float)   # |λ_j| = exp(−exp ν_j), every step
     assert rows["lru"]["path"] == pytest.approx(4 * np.log10(np.exp(-np.exp(nu))).max(), rel=1e-12)
     assert rows["lru"]["path"] > 4 * np.log10(np.exp(-np.exp(nu))).min()   # the largest, not any mode
+
+
+def test_phase_diagram_draws_exact_zero_products_not_blank():
+    """A rate of −∞ (a product exactly 0: the strongest vanishing) was masked like a missing point
+    and drawn blank, i.e. in the white that the diverging scale gives a rate of 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gradflow._numeric.analysis import PhaseGrid
+    from gradflow._views.plots import plot_phase_diagram
+
+    rates = np.array([[-np.inf, -0.2, np.nan]])
+    grid = PhaseGrid((0.0, 1.0, 2.0), (None,), rates, "relu-rnn", 2, 4, "full", "orthogonal")
+    fig, ax = plt.subplots()
+    try:
+        plot_phase_diagram(grid, ax=ax)
+        shown = ax.images[0].get_array()
+        assert float(shown[0, 0]) == -0.2 and not np.ma.getmaskarray(shown)[0, 0]   # the scale's end, ±0.2
+        assert np.ma.getmaskarray(shown)[0, 2]                                       # missing stays missing
+        bad = ax.images[0].get_cmap().get_bad()
+        assert tuple(bad[:3]) != (1.0, 1.0, 1.0)                                      # and is not white
+        assert [t.get_text() for t in ax.texts] == ["−∞ (exact 0)"]
+    finally:
+        plt.close(fig)
