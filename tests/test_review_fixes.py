@@ -112,6 +112,7 @@ def lstm_files(tmp_path):
     np.save(tmp_path / "array.npy", np.zeros((1, 2, 5)))
     (tmp_path / "array.npz").write_bytes((tmp_path / "array.npy").read_bytes())  # an .npy named .npz
     np.savez(tmp_path / "named.npz", W=np.ones((4, 5)))
+    torch.save({"weight": torch.ones(4, 6)}, tmp_path / "wide.pt")   # in-features 6, hidden size 5
     return tmp_path
 
 
@@ -120,9 +121,12 @@ def lstm_files(tmp_path):
     (["--head", "{d}/array.npz"], "save the head with np.savez(PATH, weight=..., bias=...)"),
     (["--head", "{d}/named.npz"], "head file {d}/named.npz has none of the arrays it needs (weight, bias)"),
     (["--initial", "{d}/array.npz"], "initial file {d}/array.npz is a single .npy array"),
+    (["--head", "{d}/wide.pt"], "the head's weight must be (K, 5) (in-features = the hidden size 5), but "
+                                "'(top level)' is (4, 6)"),
 ])
 def test_head_and_initial_files_are_named_as_such(lstm_files, capsys, extra, words):
-    """These files used to be called 'weights file', with a hint to save weight_ih, weight_hh."""
+    """These files used to be called 'weights file', with a hint to save weight_ih, weight_hh; a head
+    of the wrong in-features was told to 'name it with --head PREFIX'."""
     d = str(lstm_files)
     args = ["flow", "lstm", "--weights", f"{d}/m.pt", "--inputs", f"{d}/x.npy", "--no-lyapunov",
             "--loss", "last", "--targets", f"{d}/y.npy", *[e.format(d=d) for e in extra]]

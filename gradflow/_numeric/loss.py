@@ -80,6 +80,11 @@ def find_head(state: Mapping[str, Any], hidden: int, prefix: str | None = None,
     else:
         cands = [p for p, v in weights.items() if int(v.shape[1]) == hidden
                  and (p.rpartition(".")[2] in HEAD_NAMES or p == "")]
+        wrong = [f"{p or '(top level)'!r} is ({int(v.shape[0])}, {int(v.shape[1])})" for p, v in sorted(weights.items())
+                 if int(v.shape[1]) != hidden and (p.rpartition(".")[2] in HEAD_NAMES or p == "")]
+        if not cands and wrong:
+            raise GradflowError(f"{what}: the head's weight must be (K, {hidden}) (in-features = the hidden "
+                                f"size {hidden}), but {', '.join(wrong)}")
         if not cands:
             raise GradflowError(f"{what} holds no output Linear with in-features {hidden} under any of "
                                 f"the names {', '.join(HEAD_NAMES)}; name it with --head PREFIX, or "
