@@ -223,3 +223,18 @@ def test_phase_diagram_draws_exact_zero_products_not_blank():
         assert [t.get_text() for t in ax.texts] == ["−∞ (exact 0)"]
     finally:
         plt.close(fig)
+
+
+def test_gains_apply_only_to_cells_with_a_recurrent_matrix(capsys, tmp_path):
+    """The gain was applied to cells without W (S4D, LRU, minGRU …), where it scaled their Glorot-drawn
+    parameters (log Δ, ν …) while the figure called it 'σ_max of each gate's W'."""
+    pts = gf.grid_points(["s4d", "mingru", "lstm"], gains=[0.5, 2.0], hidden=[2], steps=[3])
+    by_cell: dict[str, set] = {}
+    for p in pts:
+        by_cell.setdefault(p.cell, set()).add(p.gain)
+    assert by_cell == {"s4d": {1.0}, "mingru": {1.0}, "lstm": {0.5, 2.0}}
+    code = main(["sweep", "s4d", "mingru", "-o", str(tmp_path / "s"), "--gains", "0.5,2", "--hidden", "2",
+                 "--steps", "3", "--workers", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "none of s4d, mingru has one" in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()

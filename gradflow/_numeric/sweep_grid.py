@@ -106,6 +106,11 @@ def _ints(name: str, values: Iterable[int], minimum: int = 1) -> tuple[int, ...]
     return out
 
 
+def has_recurrent_matrix(cell: str) -> bool:
+    """Whether the cell has an n × n recurrent matrix W, the matrix a sweep's gain scales."""
+    return any(p.kind == "W" for p in get_cell(cell).recorded.params)
+
+
 def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5),
                 forget_biases: Sequence[float | None] = (None,), hidden: Sequence[int] = (16,),
                 steps: Sequence[int] = (50,), seeds: Sequence[int] = (0,), input: int = 4,
@@ -113,7 +118,10 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
     """Every point of the grid cells × gains × forget biases × n × T × seeds, checked.
 
     A forget bias applies only to cells with a forget gate; for the others the points use the
-    cell's default (``forget_bias`` None) once, whatever ``forget_biases`` lists.
+    cell's default (``forget_bias`` None) once, whatever ``forget_biases`` lists. Likewise a gain
+    (σ_max of each gate's recurrent matrix W) applies only to cells with such a matrix; cells
+    without one (diagonal and state-space cells: LRU, S4D, Mamba, RG-LRU, minGRU, IndRNN …) run
+    once at gain 1, their init unscaled, whatever ``gains`` lists.
 
     Raises:
         GradflowError: unknown cell or init, non-finite or repeated values, fewer than 2 steps, a run too large for
@@ -143,7 +151,8 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
     points = []
     for name in names:
         own_fbs = fbs if get_cell(name).has_forget_gate else (None,)
-        for g, fb, n, T, s in itertools.product(gs, own_fbs, ns, Ts, sds):
+        own_gs = gs if has_recurrent_matrix(name) else (1.0,)
+        for g, fb, n, T, s in itertools.product(own_gs, own_fbs, ns, Ts, sds):
             points.append(GridPoint(name, g, fb, n, m, T, s, B, init))
     return points
 
