@@ -238,3 +238,24 @@ def test_gains_apply_only_to_cells_with_a_recurrent_matrix(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and "none of s4d, mingru has one" in err and err.count("\n") == 1
     assert not (tmp_path / "s").exists()
+
+
+def _always_fails(point):
+    raise FloatingPointError("overflow in the test")
+
+
+def test_a_grid_whose_every_point_fails_leaves_no_earlier_table_behind(tmp_path, capsys, monkeypatch):
+    """The message said 'no table' while an earlier grid's results.parquet and figures stayed."""
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "s"
+    base = ["sweep", "tanh-rnn", "-o", str(out), "--hidden", "2", "--steps", "3", "--workers", "0", "--quiet",
+            "--csv"]
+    monkeypatch.setattr(sweep_run, "measure_point", _fake_row)
+    assert main([*base, "--no-figures"]) == 0
+    (out / "decay_rates.png").write_bytes(b"old")
+    monkeypatch.setattr(sweep_run, "measure_point", _always_fails)
+    assert main([*base, "--gains", "7"]) == 2
+    captured = capsys.readouterr()
+    assert "no table" in captured.out and "3 finished" not in captured.err
+    assert not any((out / n).exists() for n in ("results.parquet", "results.csv", "decay_rates.png"))
+    assert len(list((out / "points").glob("*.json"))) == 3   # the earlier grid's points stay

@@ -106,13 +106,13 @@ def run(args: argparse.Namespace) -> int:
         from .._views.sweep_plots import write_sweep_figures
 
         files += [p.name for p in write_sweep_figures(result.rows, args.out)]
-    elif args.no_figures:  # an earlier run's figures would show an earlier grid beside this table
+    else:  # an earlier run's figures would show an earlier grid beside this table
         stale = [out / f"{stem}.{ext}" for stem in ("decay_rates", "phase_diagram") for ext in ("png", "pdf")]
         if any(f.is_file() for f in stale):
             for f in stale:
                 f.unlink(missing_ok=True)
-            say(f"sweep: removed the earlier figures in {args.out} (they showed an earlier grid; "
-                "run without --no-figures to draw this one)")
+            say(f"sweep: removed the earlier figures in {args.out} (they showed an earlier grid"
+                + ("; run without --no-figures to draw this one)" if result.rows else ")"))
     say(f"sweep: {len(points)} points ({result.computed} computed, {result.resumed} already done, "
         f"{len(result.failed)} failed) in {args.out}: {', '.join(files) if result.rows else 'no table'}")
     if result.failed:

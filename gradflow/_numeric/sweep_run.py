@@ -251,6 +251,9 @@ def run_sweep(points: Sequence[GridPoint], out: str | os.PathLike, *, scheduler:
         result.rows = [done[p.key] for p in points if p.key in done]
         if result.rows:
             store.write_table(result.rows, csv=csv, parquet=parquet)
+        else:  # an earlier grid's table would stand for this one (its points stay in points/)
+            for name in ("results.parquet", "results.csv"):
+                (store.out / name).unlink(missing_ok=True)
     return result
 
 
