@@ -259,3 +259,16 @@ def test_a_grid_whose_every_point_fails_leaves_no_earlier_table_behind(tmp_path,
     assert "no table" in captured.out and "3 finished" not in captured.err
     assert not any((out / n).exists() for n in ("results.parquet", "results.csv", "decay_rates.png"))
     assert len(list((out / "points").glob("*.json"))) == 3   # the earlier grid's points stay
+
+
+def test_flow_table_columns_line_up_with_their_headers(capsys):
+    """The ‖∂L/∂s_k‖ values were one character left of their 11-wide header, shifting the rest."""
+    import re
+
+    assert main(["flow", "tanh-rnn", "--hidden", "2", "--input", "2", "--steps", "3", "--no-lyapunov"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:2] == ["k", "T-k"])
+    ends = [m.end() for m in re.finditer(r"\S+", lines[head])]
+    assert len(ends) == 6   # k, T-k, ||.||_2, ||.||_F, ||dL/ds_k||, bound
+    for row in lines[head + 1:head + 4]:
+        assert [m.end() for m in re.finditer(r"\S+", row)] == ends

@@ -256,7 +256,7 @@ def run(a: argparse.Namespace) -> int:
     print(head)
     for rec in record["curve"]:
         line = (f"{rec['k']:>6} {T - rec['k']:>6} {_fmt(rec['log10_norm_2'])} "
-                f"{_fmt(rec['log10_norm_fro'])} {_fmt(rec['log10_grad_norm'])} ")
+                f"{_fmt(rec['log10_norm_fro'])} {_fmt(rec['log10_grad_norm']):>11} ")
         if "cell_state" in rec:
             line += f"{_fmt(rec['cell_state']['log10_norm_2'])} {_fmt(rec['cell_state']['log10_norm_fro'])} "
         if "carousel" in rec:
