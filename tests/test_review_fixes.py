@@ -272,3 +272,22 @@ def test_flow_table_columns_line_up_with_their_headers(capsys):
     assert len(ends) == 6   # k, T-k, ||.||_2, ||.||_F, ||dL/ds_k||, bound
     for row in lines[head + 1:head + 4]:
         assert [m.end() for m in re.finditer(r"\S+", row)] == ends
+
+
+def test_rate_grad_of_a_point_matches_autograd():
+    """The sweep's ``rate_grad`` (not checked by test_sweep's oracle): the slope of the batch-mean
+    log10 ‖∂L/∂h_k‖, L = Σ_i (h_T)_i, from PyTorch autograd through h_t = tanh(W h_{t−1} + U x_t + b)."""
+    torch = pytest.importorskip("torch")
+    point = gf.GridPoint("tanh-rnn", 1.3, None, 3, 2, 6, 1, 2, "orthogonal")
+    row = gf.measure_point(point)
+    net = gf.network("tanh-rnn", 3, 2, init="orthogonal", seed=1, gain=1.3)
+    a = {k: torch.tensor(np.asarray(v)) for k, v in net.weights.arrays.items()}
+    x = torch.tensor(gf.random_inputs(6, 2, batch=2, seed=1))
+    hs = [torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)]
+    for t in range(6):
+        h = torch.tanh(hs[-1] @ a["W"].T + x[t] @ a["U"].T + a["b"].reshape(-1))
+        h.retain_grad()
+        hs.append(h)
+    hs[-1].sum().backward()
+    curve = np.array([np.log10(hs[k].grad.norm(dim=1).numpy()).mean() for k in range(6)])
+    assert row["rate_grad"] == pytest.approx(np.polyfit(6 - np.arange(6), curve, 1)[0], rel=1e-9)
