@@ -291,3 +291,27 @@ def test_rate_grad_of_a_point_matches_autograd():
     hs[-1].sum().backward()
     curve = np.array([np.log10(hs[k].grad.norm(dim=1).numpy()).mean() for k in range(6)])
     assert row["rate_grad"] == pytest.approx(np.polyfit(6 - np.arange(6), curve, 1)[0], rel=1e-9)
+
+
+def test_rows_read_back_through_pandas_draw_the_same_grids():
+    """pandas reads a missing forget bias or rate back as NaN, not None: the grids came out all NaN
+    (blank panels) and the rate lines keyed by NaN. Rows with NaN in place of None, built here."""
+    pts = gf.grid_points(["tanh-rnn", "lstm"], gains=[0.5, 1.0], hidden=[2], steps=[3])
+    rows = [_fake_row(p) for p in pts]
+    as_pandas = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in rows]
+    want = {g.cell: g for g in gf.phase_grids(rows)}
+    got = {g.cell: g for g in gf.phase_grids(as_pandas)}
+    for cell in ("tanh-rnn", "lstm"):
+        assert got[cell].forget_biases == (None,)
+        assert np.array_equal(got[cell].rates, want[cell].rates) and np.isfinite(got[cell].rates).all()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ax = sweep_plots.plot_sweep_rates(as_pandas)
+    try:
+        assert sorted(line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")) == \
+            ["lstm", "tanh-rnn"]
+    finally:
+        plt.close(ax.figure)

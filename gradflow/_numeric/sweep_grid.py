@@ -187,6 +187,10 @@ def measure_point(point: GridPoint) -> dict:
     return {c: row[c] for c in COLUMNS}
 
 
+def _none_if_nan(v):
+    return None if v is None or (isinstance(v, numbers.Real) and math.isnan(float(v))) else v
+
+
 def phase_grids(rows: Sequence[dict], *, which: str = "rate") -> list[PhaseGrid]:
     """The sweep's rows as phase grids: one per (cell, n, T, init), the seed mean of ``which``.
 
@@ -197,6 +201,8 @@ def phase_grids(rows: Sequence[dict], *, which: str = "rate") -> list[PhaseGrid]
     if which not in ("rate", "rate_fro", "rate_grad", "rate_cell_state"):
         raise GradflowError(f"which must be a rate column, got {which!r}")
     groups: dict[tuple, list[dict]] = {}
+    # a missing value read back through pandas is NaN, not None: the cell's default forget bias
+    rows = [{**r, "forget_bias": _none_if_nan(r["forget_bias"]), which: _none_if_nan(r[which])} for r in rows]
     for r in rows:
         groups.setdefault((r["cell"], r["hidden"], r["steps"], r["init"]), []).append(r)
     grids = []

@@ -58,9 +58,11 @@ def plot_sweep_rates(rows: Sequence[dict], *, ax: Axes | None = None, which: str
     sizes = {(r["hidden"], r["steps"]) for r in rows}
     lines: dict[tuple, dict[float, list[float]]] = {}
     for r in rows:
-        if r[which] is None:
-            continue
-        key = (r["cell"], r["forget_bias"], r["hidden"], r["steps"])
+        if r[which] is None or (isinstance(r[which], float) and math.isnan(r[which])):
+            continue  # None, or NaN as pandas reads a missing value back
+        fb = r["forget_bias"]
+        key = (r["cell"], None if fb is None or (isinstance(fb, float) and math.isnan(fb)) else fb,
+               r["hidden"], r["steps"])
         lines.setdefault(key, {}).setdefault(float(r["gain"]), []).append(float(r[which]))
     if not lines:
         raise GradflowError(f"no finished point has a value of {which}")
