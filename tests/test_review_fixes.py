@@ -315,3 +315,31 @@ def test_rows_read_back_through_pandas_draw_the_same_grids():
             ["lstm", "tanh-rnn"]
     finally:
         plt.close(ax.figure)
+
+
+def test_path_numbers_of_rg_lru_and_s4d_against_the_papers():
+    """test_ssm_report checks the printed path number of five cells; RG-LRU and S4D had none. Here:
+    RG-LRU a_t = σ(Λ)^{c r_t}, r_t = σ(U_a x_t + b_a), c = 8 (De et al. 2024); S4D |λ_j| =
+    exp(Δ_j Re A_j) = exp(−exp(log Δ_j) exp(A_re,log_j)) at every step (Gu et al. 2022)."""
+    from types import SimpleNamespace
+
+    from gradflow._views.bibtex import bibliography_text, parse_bibtex
+    from gradflow._views.document import Doc
+    from gradflow._views.paths import gradient_path_section
+
+    T = 5
+    cells = [gf.get_cell("rg-lru"), gf.get_cell("s4d")]
+    x = gf.random_inputs(T, 2, seed=3)
+    runs = {}
+    for c in cells:
+        net = gf.network(c, 2, 2, seed=3)
+        runs[c.name] = SimpleNamespace(net=net, flow=gf.gradient_flow(net, x, lyapunov=False))
+    doc = Doc(parse_bibtex(bibliography_text()))
+    rows = {r["cell"]: r for r in gradient_path_section(doc, cells, runs, 2, T, 3)}
+    a = {k: np.asarray(v, dtype=float) for k, v in runs["rg-lru"].net.weights.arrays.items()}
+    r = 1 / (1 + np.exp(-(x[:, 0] @ a["U_{a}"].T + a["b_{a}"])))          # (T, n)
+    v = (1 / (1 + np.exp(-a[r"\Lambda"]))) ** (8.0 * r)
+    assert rows["rg-lru"]["path"] == pytest.approx(np.log10(v).sum(axis=0).max(), rel=1e-12)
+    s = {k: np.asarray(v, dtype=float) for k, v in runs["s4d"].net.weights.arrays.items()}
+    modulus = np.exp(-np.exp(s[r"\log\Delta"]) * np.exp(s[r"A_{re,\log}"]))
+    assert rows["s4d"]["path"] == pytest.approx(T * np.log10(modulus).max(), rel=1e-12)
