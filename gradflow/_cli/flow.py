@@ -302,7 +302,7 @@ def run(a: argparse.Namespace) -> int:
     print(head)
     for rec in record["curve"]:
         line = (f"{rec['k']:>6} {T - rec['k']:>6} {_fmt(rec['log10_norm_2'])} "
-                f"{_fmt(rec['log10_norm_fro'])} {_fmt(rec['log10_grad_norm'])} ")
+                f"{_fmt(rec['log10_norm_fro'])} {_fmt(rec['log10_grad_norm']):>11} ")
         if "cell_state" in rec:
             line += f"{_fmt(rec['cell_state']['log10_norm_2'])} {_fmt(rec['cell_state']['log10_norm_fro'])} "
         if "carousel" in rec:
@@ -348,12 +348,15 @@ def _loss_options(a: argparse.Namespace, net, T: int, B: int):
         else:
             raise GradflowError(f"--loss {loss} needs a head: --weights holding it, or --head FILE")
         targets = read_npy(a.targets, "targets")
-        if loss == "every" and a.batch_first and targets.ndim == 2:
+        if loss == "every" and a.batch_first:  # checked here: the message must name the file's own layout
+            if targets.shape != (B, T):
+                raise GradflowError(f"--targets {a.targets} has shape {tuple(targets.shape)}; with "
+                                    f"--batch-first, --loss every needs (batch, T) = ({B}, {T})")
             targets = targets.T
     initial: Any = None
     if a.initial is not None:
         if a.initial.endswith(".npz"):
-            initial = read_npz(a.initial, lambda name: True)
+            initial = read_npz(a.initial, lambda name: True, "initial")
         else:
             initial = read_npy(a.initial, "initial")
     return loss, head, targets, initial

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .._checks import GradflowError
 from .options import float_option, int_option, say
@@ -32,8 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("cells", nargs="+", metavar="CELL", help="cells to sweep (see `gradflow derive --list`)")
     p.add_argument("-o", "--out", required=True, metavar="DIR",
                    help="the sweep's directory: new, empty, or an earlier sweep's (resumed)")
-    p.add_argument("--gains", default="0.5,1,1.5", metavar="G,G,…",
-                   help="gains of W (with the orthogonal init: σ_max of each gate's W); default 0.5,1,1.5")
+    p.add_argument("--gains", default=None, metavar="G,G,…",
+                   help="gains of W (with the orthogonal init: σ_max of each gate's W; cells without a "
+                        "recurrent matrix run once at gain 1); default 0.5,1,1.5")
     p.add_argument("--forget-biases", default=None, metavar="B,B,…",
                    help="forget-gate biases b_f (cells with a forget gate; the others use their default)")
     p.add_argument("--hidden", default="16", metavar="N,N,…", help="hidden sizes (default 16)")
@@ -73,12 +75,12 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._numeric.sweep_grid import grid_points
+    from .._numeric.sweep_grid import grid_points, has_recurrent_matrix
     from .._numeric.sweep_run import run_sweep
 
     fbs = None if args.forget_biases is None else _list(args.forget_biases, "--forget-biases", float_option)
     points = grid_points(
-        args.cells, gains=_list(args.gains, "--gains", float_option),
+        args.cells, gains=_list("0.5,1,1.5" if args.gains is None else args.gains, "--gains", float_option),
         forget_biases=fbs if fbs is not None else (None,),
         hidden=_list(args.hidden, "--hidden", int_option), steps=_list(args.steps, "--steps", int_option),
         seeds=_list(args.seeds, "--seeds", lambda s, o: int_option(s, o, minimum=0)),
@@ -86,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     if fbs is not None and not any(p.forget_bias is not None for p in points):
         raise GradflowError("--forget-biases applies to cells with a forget gate; none of "
                             f"{', '.join(args.cells)} has one")
+    if args.gains is not None and not any(has_recurrent_matrix(c) for c in args.cells):
+        raise GradflowError("--gains scales the recurrent matrix W (σ_max of each gate's W); none of "
+                            f"{', '.join(args.cells)} has one: they run once, at their unscaled init")
     workers = None if args.workers is None else int_option(args.workers, "--workers", minimum=0)
     try:
         result = run_sweep(points, args.out, scheduler=args.scheduler, workers=workers,
@@ -95,11 +100,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"gradflow: interrupted; the finished points are saved in {args.out}: run the same "
               "command again to resume", file=sys.stderr)
         return 130
-    files = ["results.parquet"] + (["results.csv"] if args.csv else [])
+    out = Path(args.out)
+    files = ["results.parquet"] + (["results.csv"] if (out / "results.csv").is_file() else [])
     if result.rows and not args.no_figures:
         from .._views.sweep_plots import write_sweep_figures
 
         files += [p.name for p in write_sweep_figures(result.rows, args.out)]
+    else:  # an earlier run's figures would show an earlier grid beside this table
+        stale = [out / f"{stem}.{ext}" for stem in ("decay_rates", "phase_diagram") for ext in ("png", "pdf")]
+        if any(f.is_file() for f in stale):
+            for f in stale:
+                f.unlink(missing_ok=True)
+            say(f"sweep: removed the earlier figures in {args.out} (they showed an earlier grid"
+                + ("; run without --no-figures to draw this one)" if result.rows else ")"))
     say(f"sweep: {len(points)} points ({result.computed} computed, {result.resumed} already done, "
         f"{len(result.failed)} failed) in {args.out}: {', '.join(files) if result.rows else 'no table'}")
     if result.failed:

@@ -255,14 +255,17 @@ def _is_torch_zip(path: str) -> bool:
         return False
 
 
-def read_npz(path: str, wanted: tuple[str, ...] | Callable[[str], bool]) -> dict[str, np.ndarray]:
+def read_npz(path: str, wanted: tuple[str, ...] | Callable[[str], bool],
+             kind: str = "weights") -> dict[str, np.ndarray]:
     """The members ``wanted`` (names without ``.npy``, or a test of the name) of an ``.npz``; the
-    others are not read."""
-    what = f"weights file {path}"
-    head = _open_file(path, "weights")
+    others are not read. ``kind`` names the file in messages (``weights``, ``head``, ``initial``)."""
+    what = f"{kind} file {path}"
+    head = _open_file(path, kind)
+    example = {"weights": "weight_ih=..., weight_hh=..., ...", "head": "weight=..., bias=...",
+               "initial": "h0=..., c0=..."}.get(kind, "NAME=...")
     if head.startswith(NPY_MAGIC):
         raise GradflowError(f"{what} is a single .npy array, not an .npz archive of named arrays; save "
-                            "the weights with np.savez(PATH, weight_ih=..., weight_hh=..., ...)")
+                            f"the {'initial state' if kind == 'initial' else kind} with np.savez(PATH, {example})")
     if not head.startswith(ZIP_MAGIC):
         raise GradflowError(f"{what} is not an .npz archive (save it with np.savez)")
     try:
@@ -291,16 +294,18 @@ def read_npz(path: str, wanted: tuple[str, ...] | Callable[[str], bool]) -> dict
                 _guard(nbytes, label)
                 out[name] = _read_data(f, shape, fortran, dtype, label)
         if not out:
-            raise GradflowError(f"{what} has none of weight_ih, weight_hh, bias_ih, bias_hh (or *_l0, "
-                                "under any prefix) "
+            wants = ("weight_ih, weight_hh, bias_ih, bias_hh (or *_l0, under any prefix)"
+                     if kind == "weights" else f"the arrays it needs ({example.replace('=...', '')})")
+            raise GradflowError(f"{what} has none of {wants} "
                                 f"(found: {', '.join(sorted(members)) or 'nothing'})")
     return out
 
 
-def read_pt(path: str) -> Mapping[str, Any]:
-    """A state_dict from a ``.pt`` file (or the state_dict of a TorchScript archive)."""
-    what = f"weights file {path}"
-    head = _open_file(path, "weights")
+def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
+    """A state_dict from a ``.pt`` file (or the state_dict of a TorchScript archive); ``kind`` names
+    the file in messages."""
+    what = f"{kind} file {path}"
+    head = _open_file(path, kind)
     try:
         import torch
     except ImportError:

@@ -80,6 +80,11 @@ def find_head(state: Mapping[str, Any], hidden: int, prefix: str | None = None,
     else:
         cands = [p for p, v in weights.items() if int(v.shape[1]) == hidden
                  and (p.rpartition(".")[2] in HEAD_NAMES or p == "")]
+        wrong = [f"{p or '(top level)'!r} is ({int(v.shape[0])}, {int(v.shape[1])})" for p, v in sorted(weights.items())
+                 if int(v.shape[1]) != hidden and (p.rpartition(".")[2] in HEAD_NAMES or p == "")]
+        if not cands and wrong:
+            raise GradflowError(f"{what}: the head's weight must be (K, {hidden}) (in-features = the hidden "
+                                f"size {hidden}), but {', '.join(wrong)}")
         if not cands:
             raise GradflowError(f"{what} holds no output Linear with in-features {hidden} under any of "
                                 f"the names {', '.join(HEAD_NAMES)}; name it with --head PREFIX, or "
@@ -100,10 +105,12 @@ def read_head(path: str, hidden: int, prefix: str | None = None,
               what: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The head from a file: a ``.pt``/``.npz`` holding a Linear's ``weight`` (and ``bias``), or a
     whole model's state_dict (searched as :func:`find_head`)."""
+    kind = "head" if what is None else "weights"  # the file's name in read errors
     if path.endswith(".npz"):
-        state: Mapping[str, Any] = read_npz(path, lambda name: name.rpartition(".")[2] in ("weight", "bias"))
+        state: Mapping[str, Any] = read_npz(path, lambda name: name.rpartition(".")[2] in ("weight", "bias"),
+                                            kind)
     elif path.endswith((".pt", ".pth")):
-        state = read_pt(path)
+        state = read_pt(path, kind)
     else:
         raise GradflowError(f"unknown head file type {path!r}: use .pt, .pth or .npz")
     V, c, _ = find_head(state, hidden, prefix, what=what or f"head file {path}")
@@ -135,6 +142,8 @@ def resolve_head(head: Any, hidden: int) -> tuple[np.ndarray, np.ndarray]:
     if V.ndim != 2 or V.shape[1] != hidden or c.shape != (V.shape[0],):
         raise GradflowError(f"the head's output weight V must be (K, {hidden}) and its bias c (K,), "
                             f"got {tuple(V.shape)}, {tuple(c.shape)}")
+    if V.shape[0] == 0:
+        raise GradflowError("the head has no outputs (V is (0, n)): a cross-entropy needs at least one class")
     if not (np.isfinite(V).all() and np.isfinite(c).all()):
         raise GradflowError("the head's output weight V or bias c contains NaN or inf")
     return V, c

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import math
+import numbers
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -84,7 +85,7 @@ def _numbers(name: str, values: Iterable, *, allow_none: bool = False) -> tuple:
         if v is None and allow_none:
             out.append(None)
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
             raise GradflowError(f"{name} must be finite numbers, got {v!r}")
         out.append(float(v))
     if not out:
@@ -105,6 +106,11 @@ def _ints(name: str, values: Iterable[int], minimum: int = 1) -> tuple[int, ...]
     return out
 
 
+def has_recurrent_matrix(cell: str) -> bool:
+    """Whether the cell has an n × n recurrent matrix W, the matrix a sweep's gain scales."""
+    return any(p.kind == "W" for p in get_cell(cell).recorded.params)
+
+
 def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5),
                 forget_biases: Sequence[float | None] = (None,), hidden: Sequence[int] = (16,),
                 steps: Sequence[int] = (50,), seeds: Sequence[int] = (0,), input: int = 4,
@@ -112,10 +118,13 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
     """Every point of the grid cells × gains × forget biases × n × T × seeds, checked.
 
     A forget bias applies only to cells with a forget gate; for the others the points use the
-    cell's default (``forget_bias`` None) once, whatever ``forget_biases`` lists.
+    cell's default (``forget_bias`` None) once, whatever ``forget_biases`` lists. Likewise a gain
+    (σ_max of each gate's recurrent matrix W) applies only to cells with such a matrix; cells
+    without one (diagonal and state-space cells: LRU, S4D, Mamba, RG-LRU, minGRU, IndRNN …) run
+    once at gain 1, their init unscaled, whatever ``gains`` lists.
 
     Raises:
-        GradflowError: unknown cell or init, non-finite or repeated values, a run too large for
+        GradflowError: unknown cell or init, non-finite or repeated values, fewer than 2 steps, a run too large for
             this machine's memory (the size guard, checked on the largest n and T).
     """
     if isinstance(cells, str):
@@ -130,6 +139,9 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
     gs = _numbers("gains", gains)
     fbs = _numbers("forget biases", forget_biases, allow_none=True)
     ns, Ts = _ints("hidden sizes", hidden), _ints("steps", steps)
+    if min(Ts) < 2:  # one lag has no slope: every rate of the point would be missing
+        raise GradflowError(f"steps must be at least 2 (a decay rate is a slope over the lags T − k), "
+                            f"got {min(Ts)}")
     sds = _ints("seeds", seeds, minimum=0)
     m, B = positive_int(input, "input size"), positive_int(batch, "batch")
     for name in names:
@@ -139,7 +151,8 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
     points = []
     for name in names:
         own_fbs = fbs if get_cell(name).has_forget_gate else (None,)
-        for g, fb, n, T, s in itertools.product(gs, own_fbs, ns, Ts, sds):
+        own_gs = gs if has_recurrent_matrix(name) else (1.0,)
+        for g, fb, n, T, s in itertools.product(own_gs, own_fbs, ns, Ts, sds):
             points.append(GridPoint(name, g, fb, n, m, T, s, B, init))
     return points
 
@@ -174,6 +187,10 @@ def measure_point(point: GridPoint) -> dict:
     return {c: row[c] for c in COLUMNS}
 
 
+def _none_if_nan(v):
+    return None if v is None or (isinstance(v, numbers.Real) and math.isnan(float(v))) else v
+
+
 def phase_grids(rows: Sequence[dict], *, which: str = "rate") -> list[PhaseGrid]:
     """The sweep's rows as phase grids: one per (cell, n, T, init), the seed mean of ``which``.
 
@@ -184,6 +201,8 @@ def phase_grids(rows: Sequence[dict], *, which: str = "rate") -> list[PhaseGrid]
     if which not in ("rate", "rate_fro", "rate_grad", "rate_cell_state"):
         raise GradflowError(f"which must be a rate column, got {which!r}")
     groups: dict[tuple, list[dict]] = {}
+    # a missing value read back through pandas is NaN, not None: the cell's default forget bias
+    rows = [{**r, "forget_bias": _none_if_nan(r["forget_bias"]), which: _none_if_nan(r[which])} for r in rows]
     for r in rows:
         groups.setdefault((r["cell"], r["hidden"], r["steps"], r["init"]), []).append(r)
     grids = []

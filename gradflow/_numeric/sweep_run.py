@@ -85,6 +85,9 @@ class PointStore:
             shown = ", ".join(entries[:6]) + (", …" if len(entries) > 6 else "")
             raise GradflowError(f"{out} is not empty and holds no gradflow sweep ({shown}); give a new "
                                 "or empty directory (gradflow never deletes files it did not write)")
+        if self.points.exists() and not self.points.is_dir():
+            raise GradflowError(f"{self.points} is not a directory: a sweep keeps its finished points "
+                                "there; move that file away")
 
     def _is_sweep(self) -> bool:
         try:
@@ -140,8 +143,11 @@ class PointStore:
         self._atomic(self.points / f"{row['key']}.json", _json_safe(row))
 
     def write_table(self, rows: Sequence[dict], *, csv: bool = False, parquet: bool = True) -> list[Path]:
-        """``results.parquet`` (pyarrow) and/or ``results.csv``: one row per point, :data:`COLUMNS`."""
+        """``results.parquet`` (pyarrow) and/or ``results.csv``: one row per point, :data:`COLUMNS`.
+
+        A ``results.csv`` an earlier run wrote is rewritten too, so the two tables never disagree."""
         written = []
+        csv = csv or (self.out / "results.csv").is_file()
         if parquet:
             try:
                 import pyarrow as pa
@@ -245,6 +251,9 @@ def run_sweep(points: Sequence[GridPoint], out: str | os.PathLike, *, scheduler:
         result.rows = [done[p.key] for p in points if p.key in done]
         if result.rows:
             store.write_table(result.rows, csv=csv, parquet=parquet)
+        else:  # an earlier grid's table would stand for this one (its points stay in points/)
+            for name in ("results.parquet", "results.csv"):
+                (store.out / name).unlink(missing_ok=True)
     return result
 
 

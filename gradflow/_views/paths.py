@@ -14,7 +14,7 @@ For each cell the path is found on the symbolic one-step Jacobian (never named b
 Whether v_t reads s_{t−1}, only x_t, or neither is decided on v's expansion in the step's
 definitions. The numbers beside each sentence are the path's own product, max_j Σ_t log10|v_{t,j}|,
 evaluated from the compiled path expression on the report's run, and the measured
-log10 ‖∂s_T/∂s_0‖₂ of the sweep; "the same number" is written only when they agree to 1e-9.
+log10 ‖∂s_T/∂s_0‖₂ of the run; "the same number" is written only when they agree to 1e-9.
 """
 
 from __future__ import annotations
@@ -155,8 +155,9 @@ def gradient_path_section(doc: Doc, cells: list[Cell], runs: dict[str, Measureme
     doc.para("For each cell, the path below is read off the derived one-step Jacobian of [#sec:derivation]: "
              "the part of $\\partial s_t/\\partial s_{t-1}$ that is a diagonal matrix and holds no "
              "recurrent weight matrix. Beside it, over the run of [#sec:evidence]: the path's own product, "
-             "$\\max_j \\sum_t \\log_{10} |v_{t,j}|$ (the spectral norm of $\\prod_t \\operatorname{diag}"
-             "(v_t)$), and the measured $\\log_{10}\\lVert\\partial s_T/\\partial s_0\\rVert_2$; "
+             "$\\max_j \\sum_t \\log_{10} |v_{t,j}|$ ($\\log_{10}$ of the spectral norm of "
+             "$\\prod_t \\operatorname{diag}(v_t)$), and the measured "
+             "$\\log_{10}\\lVert\\partial s_T/\\partial s_0\\rVert_2$; "
              "the curves of every cell share one axis in the decay figure.")
     out = []
     for cell in cells:
@@ -186,7 +187,8 @@ def gradient_path_section(doc: Doc, cells: list[Cell], runs: dict[str, Measureme
                     f"travels unit by unit and never mixes across units; {reads}.")
         elif path.kind == "rotation":
             text = (f"{name}: the one-step Jacobian is one $2 \\times 2$ rotation–scaling block per mode; "
-                    f"the product's norm is the product of the moduli ${factor}$; {reads}.")
+                    f"so the spectral norm of the product is the largest, over the modes, of the product over "
+                    f"the steps of the moduli ${factor}$; {reads}.")
         elif path.kind == "carousel":
             text = (f"{name}: the cell-state path $\\partial c_t/\\partial c_{{t-1}} = {factor}$ holds no "
                     f"recurrent matrix; {reads}.")
@@ -199,7 +201,7 @@ def gradient_path_section(doc: Doc, cells: list[Cell], runs: dict[str, Measureme
         if path.kind == "carousel" and run.flow.carousel is not None:
             car = float(run.flow.carousel.mean()["log10_norm_2"][0])
             row["carousel"] = car
-            text += (f"; the sweep's carousel curve: {fmt_num(car, '{:.4f}')}"
+            text += (f"; the measured carousel curve ([#sec:evidence]): {fmt_num(car, '{:.4f}')}"
                      + (" (the same number)" if _same(value, car) else
                         ", which differs and contradicts the algebra: please report this"))
         text += f"; full Jacobian: {fmt_num(full, '{:.4f}')}"

@@ -371,19 +371,27 @@ def plot_phase_diagram(grid: PhaseGrid, *, ax: Axes | None = None, annotate: boo
     Arguments:
         grid: a :class:`~gradflow.PhaseGrid`.
         ax: Axes to draw on; a new figure when None.
-        annotate: write each rate in its cell.
+        annotate: write each rate in its cell (±∞ is always written: drawn in the scale's end
+            colour; a missing point, NaN, is grey).
         vmax: the colour range is ±vmax (default: the grid's largest |rate|); give one value to
             several panels to compare them by colour.
 
     Returns:
         the Axes.
     """
-    rates = np.ma.masked_invalid(np.asarray(grid.rates, dtype=float))
+    import matplotlib
+
+    raw = np.asarray(grid.rates, dtype=float)
+    rates = np.ma.masked_invalid(raw)
     ax = _axes(ax)
     v = float(np.abs(rates).max()) if rates.count() and np.abs(rates).max() > 0 else 1.0
     if vmax is not None:
         v = float(vmax)
-    im = ax.imshow(rates, cmap=_DIVERGING, vmin=-v, vmax=v, origin="lower", aspect="auto",
+    # ±∞ (a product exactly 0, or an overflow) takes the colour map's end and is marked; only a
+    # missing point (NaN) is left out, in grey: a blank cell would read as the white of rate 0
+    shown = np.ma.masked_invalid(np.where(np.isinf(raw), np.sign(raw) * v, raw))
+    cmap = matplotlib.colormaps[_DIVERGING].with_extremes(bad="0.8")
+    im = ax.imshow(shown, cmap=cmap, vmin=-v, vmax=v, origin="lower", aspect="auto",
                    interpolation="nearest")
     _frame(ax)
     cb = ax.figure.colorbar(im, ax=ax)
@@ -392,13 +400,15 @@ def plot_phase_diagram(grid: PhaseGrid, *, ax: Axes | None = None, annotate: boo
     if ny >= 2 and nx >= 2 and rates.count() and rates.min() < 0 < rates.max():
         ax.contour(np.arange(nx), np.arange(ny), rates, levels=[0.0], colors="black",
                    linewidths=1.0)
-    if annotate:
-        for i in range(ny):
-            for j in range(nx):
-                if not np.ma.getmaskarray(rates)[i, j]:
-                    r = float(rates[i, j])  # white on the dark ends of the colour map
-                    ax.text(j, i, f"{r:.2f}", ha="center", va="center", fontsize=_note_size(),
-                            color="white" if abs(r) > 0.6 * v else "black")
+    for i in range(ny):
+        for j in range(nx):
+            if np.isinf(raw[i, j]):  # always marked: its colour alone is the end of the scale
+                ax.text(j, i, "−∞ (exact 0)" if raw[i, j] < 0 else "+∞", ha="center", va="center",
+                        fontsize=_note_size(), color="white")
+            elif annotate and not np.ma.getmaskarray(rates)[i, j]:
+                r = float(rates[i, j])  # white on the dark ends of the colour map
+                ax.text(j, i, f"{r:.2f}", ha="center", va="center", fontsize=_note_size(),
+                        color="white" if abs(r) > 0.6 * v else "black")
     ax.set_xticks(range(nx), [f"{s:g}" for s in grid.scales])
     ax.set_yticks(range(ny), ["default" if b is None else f"{b:g}" for b in grid.forget_biases])
     ax.set_xlabel(r"recurrent weight scale (gain of $W$)")

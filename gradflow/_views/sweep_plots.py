@@ -58,9 +58,11 @@ def plot_sweep_rates(rows: Sequence[dict], *, ax: Axes | None = None, which: str
     sizes = {(r["hidden"], r["steps"]) for r in rows}
     lines: dict[tuple, dict[float, list[float]]] = {}
     for r in rows:
-        if r[which] is None:
-            continue
-        key = (r["cell"], r["forget_bias"], r["hidden"], r["steps"])
+        if r[which] is None or (isinstance(r[which], float) and math.isnan(r[which])):
+            continue  # None, or NaN as pandas reads a missing value back
+        fb = r["forget_bias"]
+        key = (r["cell"], None if fb is None or (isinstance(fb, float) and math.isnan(fb)) else fb,
+               r["hidden"], r["steps"])
         lines.setdefault(key, {}).setdefault(float(r["gain"]), []).append(float(r[which]))
     if not lines:
         raise GradflowError(f"no finished point has a value of {which}")
@@ -92,7 +94,8 @@ def write_sweep_figures(rows: Sequence[dict], out: str | Path) -> list[Path]:
     """``decay_rates.{png,pdf}`` and ``phase_diagram.{png,pdf}`` in ``out``; returns the paths.
 
     The phase diagram has one panel per (cell, n, T); beyond :data:`MAX_PANELS` panels only the
-    largest n and T are drawn (said in the figure's title).
+    largest n and T are drawn, and of them the first :data:`MAX_PANELS` cells (both said in the
+    figure's title, with the cells left out).
     """
     import matplotlib.pyplot as plt
 
@@ -108,8 +111,12 @@ def write_sweep_figures(rows: Sequence[dict], out: str | Path) -> list[Path]:
         if len(grids) > MAX_PANELS:
             n_max = max(g.hidden for g in grids)
             t_max = max(g.steps for g in grids if g.hidden == n_max)
-            grids = [g for g in grids if g.hidden == n_max and g.steps == t_max][:MAX_PANELS]
+            largest = [g for g in grids if g.hidden == n_max and g.steps == t_max]
+            grids = largest[:MAX_PANELS]
             title = f"largest size only (n = {n_max}, T = {t_max})"
+            if len(largest) > MAX_PANELS:  # never leave cells out without saying which
+                title += (f"; first {MAX_PANELS} of {len(largest)} cells (not drawn: "
+                          f"{', '.join(g.cell for g in largest[MAX_PANELS:])})")
         finite = [abs(float(v)) for g in grids for v in np.ravel(g.rates) if np.isfinite(v)]
         vmax = max(finite) if finite and max(finite) > 0 else 1.0
         seeds = sorted({r["seed"] for r in rows})
