@@ -39,8 +39,18 @@ from .network import Network, Trajectory, to_host
 __all__ = ["JacobianOperator", "SketchCurves", "matrix_free_lyapunov", "sketch_sweep"]
 
 PROBE_KINDS = ("rademacher", "gaussian")
-#: the F-based ends of the spectral band are the estimate ∓ this many standard errors
-BAND_Z = 3.0
+#: two-sided 99.9 % quantiles of Student's t by degrees of freedom (probe blocks − 1): the F-based
+#: ends of the spectral band are the estimate ∓ this many standard errors, so that a band from few
+#: probe blocks is as wide as its uncertainty (3.29 is the normal quantile, for many blocks)
+_T999 = {1: 636.62, 2: 31.60, 3: 12.92, 4: 8.610, 5: 6.869, 6: 5.959, 7: 5.408, 8: 5.041, 9: 4.781,
+         10: 4.587, 12: 4.318, 15: 4.073, 20: 3.850, 30: 3.646, 60: 3.460}
+
+
+def band_z(blocks: int) -> float:
+    """Standard errors on each side of the F-based band ends for ``blocks`` probe blocks."""
+    dof = blocks - 1
+    known = [d for d in _T999 if d <= dof]
+    return _T999[max(known)] if known else _T999[1]
 _LN10 = math.log(10.0)
 
 
@@ -221,9 +231,10 @@ class SketchCurves:
         log10_norm_fro_se: its standard error, in log10 units (from the probe blocks).
         log10_norm_2_low: the lower end of the band of log10 ‖·‖₂: the larger of the certified
             sketch bound σ_max(QᵀP) and ‖P‖_F/√C (C = columns of the block) at the estimate's
-            lower confidence limit (:data:`BAND_Z` standard errors below).
+            lower confidence limit (:func:`band_z` standard errors below: the two-sided 99.9 %
+            Student-t quantile for the probe blocks).
         log10_norm_2_high: the upper end: ‖P‖_F at the estimate's upper confidence limit
-            (:data:`BAND_Z` standard errors above).
+            (:func:`band_z` standard errors above).
         log10_norm_2_sketch: the certified lower bound log10 σ_max(QᵀP) alone.
         log10_grad_norm: log10 ‖∂L/∂(the block's columns of s_k)‖, exact.
     """
@@ -324,8 +335,9 @@ def sketch_sweep(net: Network, traj: Trajectory, g_T, blocks: dict, *, probes: i
                 lam = np.linalg.eigvalsh(M @ np.swapaxes(M, -1, -2))[:, -1]
                 sk = lref[:, 0] + 0.5 * np.log10(np.maximum(lam, 0.0))
                 o["log10_norm_2_sketch"][:, k] = sk
-                o["log10_norm_2_low"][:, k] = np.maximum(sk, fro - BAND_Z * se_log - 0.5 * math.log10(C))
-                o["log10_norm_2_high"][:, k] = fro + BAND_Z * se_log
+                z = band_z(nb)
+                o["log10_norm_2_low"][:, k] = np.maximum(sk, fro - z * se_log - 0.5 * math.log10(C))
+                o["log10_norm_2_high"][:, k] = fro + z * se_log
         # renormalise every row (its scale goes to L): no under- or overflow at any T
         nrm = np.sqrt(sq)
         safe = np.where(nrm > 0, nrm, 1.0)
