@@ -19,6 +19,12 @@ from pathlib import Path
 
 import pytest
 
+# Two test processes share the machine's cores (pytest-xdist, ``-n 2``): one BLAS/OpenMP thread
+# each, also in the subprocesses tests start (examples, the notebook's kernel); more threads only
+# wait on each other there. Set before NumPy or torch is imported by any test module.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 TEXLIVE = "texlive-latex-base texlive-latex-recommended texlive-fonts-recommended texlive-pictures"
 CHROMIUM = "chromium"
