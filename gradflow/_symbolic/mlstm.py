@@ -19,12 +19,16 @@ max(u, 1) is written 1 + relu(u − 1).
 ‖∂(C_T, n_T)/∂(C_k, n_k)‖₂ = ∏_{j=k+1}^{T} f_j exactly. The only other blocks are the read-out
 rows ∂h_t/∂(C_{t−1}, n_{t−1}).
 
-**Parameters** (``count_params``): U_q, U_k, U_v, U_o (n × m) with their biases, and the two gate
-rows w_i, w_f (1 × m) with scalar biases: 4n·m + 4n + 2m + 2, one bias per projection. This is
-the per-head cell of the paper's equations with q, k, v read from x_t directly; the official
-``xlstm`` package's mLSTM layer wraps the cell in an up-projection, a causal convolution,
-block-diagonal q/k/v projections and a learnable skip, which are counted by neither convention
-here (as for the other modern cells, the cell's recurrence only).
+**Parameters** (``count_params``, both conventions): U_q, U_k, U_v, U_o (n × m) with their
+biases, and the gate rows w_i, w_f (1 × m) with scalar biases, one bias per projection
+(``nn.Linear``): 4n·m + 4n + 2m + 2. This is the cell of the paper's equations, every projection
+reading x_t. The official ``xlstm`` package arranges the same recurrence differently: its
+``mLSTMCell`` takes q, k, v from the surrounding layer and computes the two gates from [q; k; v]
+(``nn.Linear(3·E, heads)`` each, 2·(3E + 1) per head), has no σ output gate (the layer multiplies
+by SiLU(z) instead) and adds a head-wise layer norm; the layer around it adds the up/down
+projections, a causal convolution, head-wise q/k/v projections and a learnable skip. Those are
+not counted here (as for every modern cell, the cell's recurrence only); a ``reference``
+convention for that layout is not implemented.
 """
 
 from __future__ import annotations
