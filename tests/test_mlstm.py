@@ -90,22 +90,30 @@ def _vec(C):
     return C.T.reshape(-1) if isinstance(C, torch.Tensor) else np.asarray(C, dtype=float).T.reshape(-1)
 
 
-def _ours(d: int, M: int, num: dict) -> np.ndarray:
-    """gradflow's derived one-step Jacobian ∂(h, vec C, n)_t/∂(h, vec C, n)_{t−1} at these numbers."""
-    step = CELL.recorded
+def _step(cell, d: int, M: int, num: dict) -> dict:
+    """Every named quantity of one step of ``cell`` at these numbers (the tests' own evaluator)."""
+    step = cell.recorded
     sizes = {n: d, m: M}
     leaves = {k: sp.ImmutableMatrix(num[k]) for k in PARAMS}
     leaves[step.x.name] = sp.ImmutableMatrix(num["x"])
     leaves[step.prev["h"].name] = sp.zeros(d, 1)
     leaves[step.prev["C"].name] = sp.ImmutableMatrix(_vec(num["C"]).reshape(-1, 1))
     leaves[step.prev["n"].name] = sp.ImmutableMatrix(num["n"])
+    if "m" in step.prev:
+        leaves[step.prev["m"].name] = sp.ImmutableMatrix([[num["m"]]])
     for sym, defn in step.definitions.items():
-        leaves[sym.name] = explicit(defn, leaves, sizes)
-    blocks = CELL.jacobian().blocks
+        leaves[sym.name] = explicit(defn, leaves, sizes).subs(n, d)  # k_t's 1/√n
+    return leaves
+
+
+def _ours(d: int, M: int, num: dict, cell=CELL) -> np.ndarray:
+    """gradflow's derived one-step Jacobian ∂(h, vec C, n[, m])_t/∂(…)_{t−1} at these numbers."""
+    leaves, sizes = _step(cell, d, M, num), {n: d, m: M}
+    blocks = cell.jacobian().blocks
     rows = []
-    for a in CELL.states:
+    for a in cell.states:
         rows.append([np.array(explicit(blocks[(a, b)], leaves, sizes).subs(n, d), dtype=float)
-                     for b in CELL.states])
+                     for b in cell.states])
     return np.block(rows)
 
 
@@ -244,3 +252,69 @@ def test_cli_flow_refuses_cleanly(capsys):
     assert main(["flow", "mlstm", "--hidden", "3", "--input", "2", "--steps", "8"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gradflow: error:") and "Traceback" not in err and "mlstm" in err
+
+
+# -- the stabilised form (official recurrent_step_stabilized_simple) -------------------------------
+STAB = gf.get_cell("mlstm-stabilised")
+
+
+def _official_stabilised_step(P, C, nv, mv, x, d):
+    """The official stabilised step, written here with torch (C: d × d; m a scalar)."""
+    x = x.reshape(-1)
+    q = P["U_{q}"] @ x + P["b_{q}"].reshape(-1)
+    k = (P["U_{k}"] @ x + P["b_{k}"].reshape(-1)) / d ** 0.5
+    v = P["U_{v}"] @ x + P["b_{v}"].reshape(-1)
+    i_pre = (P["w_{i}"] @ x + P["b_{i}"].reshape(-1))[0]
+    log_f = torch.nn.functional.logsigmoid((P["w_{f}"] @ x + P["b_{f}"].reshape(-1))[0])
+    o = torch.sigmoid(P["U_{o}"] @ x + P["b_{o}"].reshape(-1))
+    m_new = torch.maximum(log_f + mv, i_pre)
+    i = torch.exp(i_pre - m_new)
+    f = torch.exp(log_f + mv - m_new)
+    C_new = f * C + i * torch.outer(v, k)
+    n_new = f * nv + i * k
+    h = o * (C_new @ q) / torch.maximum(torch.abs(n_new @ q), torch.exp(-m_new))
+    return h, C_new, n_new, m_new
+
+
+@pytest.mark.parametrize("m_prev", [-3.0, 2.5])  # max taken by ĩ_t, then by log f_t + m_{t−1}
+def test_stabilised_jacobian_equals_torch_autograd(m_prev):
+    d, M = 2, 3
+    num = dict(_numbers(d, M, 41, True), m=m_prev)
+    P = {k: torch.tensor(num[k], dtype=torch.float64) for k in PARAMS}
+    x = torch.tensor(num["x"], dtype=torch.float64)
+
+    def F(vecC, nv, mv):
+        h, C_new, n_new, m_new = _official_stabilised_step(P, vecC.reshape(d, d).T, nv, mv[0], x, d)
+        return torch.cat([h, C_new.T.reshape(-1), n_new, m_new.reshape(1)])
+
+    args = (torch.tensor(_vec(num["C"])), torch.tensor(num["n"].reshape(-1)),
+            torch.tensor([m_prev], dtype=torch.float64))
+    oracle = torch.cat(torch.autograd.functional.jacobian(F, args), dim=1).numpy()
+    ours = _ours(d, M, num, STAB)
+    np.testing.assert_allclose(ours[:, d:], oracle, rtol=1e-12, atol=1e-12)
+    assert np.all(ours[:, :d] == 0)
+    branch = float(ours[-1, -1])  # ∂m_t/∂m_{t−1} = H(log f + m_{t−1} − ĩ): which side the max took
+    assert branch == (1.0 if m_prev > 0 else 0.0)
+
+
+def test_stabilised_and_unstabilised_agree():
+    """Same h at every step; the stabilised C, n are the unstabilised ones times e^{−m_t}."""
+    d, M, T = 2, 2, 6
+    rng = np.random.default_rng(5)
+    num = _numbers(d, M, 5, False)
+    num["b_{i}"] = num["b_{i}"] + 3.0  # large input gates: the stabiliser moves away from 0
+    xs = rng.standard_normal((T, M, 1))
+    plain = dict(num, C=np.zeros((d, d)), n=np.zeros((d, 1)))
+    stab = dict(plain, m=0.0)
+    for t in range(T):
+        a = _step(CELL, d, M, dict(plain, x=xs[t]))
+        b = _step(STAB, d, M, dict(stab, x=xs[t]))
+        h_a, h_b = (np.array(v["h_{t}"], dtype=float) for v in (a, b))
+        np.testing.assert_allclose(h_b, h_a, rtol=1e-12, atol=1e-15)
+        mt = float(b["m_{t}"][0, 0])
+        C_a = np.array(a["C_{t}"], dtype=float).reshape(-1)
+        np.testing.assert_allclose(np.array(b["C_{t}"], dtype=float).reshape(-1), C_a * np.exp(-mt), rtol=1e-12)
+        plain = dict(plain, C=C_a.reshape(d, d).T, n=np.array(a["n_{t}"], dtype=float))
+        stab = dict(stab, C=np.array(b["C_{t}"], dtype=float).reshape(d, d).T,
+                    n=np.array(b["n_{t}"], dtype=float), m=mt)
+    assert stab["m"] > 1.0  # the stabiliser was in use

@@ -38,7 +38,7 @@ from sympy import HadamardPower, Identity, KroneckerProduct, MatAdd, MatMul, Mat
 
 from .activations import relu, sigmoid
 from .cell import Cell, Param, Recurrence, m, n
-from .modern_activations import absolute, exp
+from .modern_activations import absolute, exp, logsigmoid
 from .nodes import hadamard
 
 ONE_BIAS = {"pytorch": 1, "keras": 1}
@@ -80,9 +80,38 @@ def _mlstm(r: Recurrence):
     return {"h": hadamard(o, read, HadamardPower(_spread(den, n), -1)), "C": C, "n": nn}
 
 
+def _mlstm_stabilised(r: Recurrence):
+    """mLSTM, one head, with the stabiliser state m (official ``recurrent_step_stabilized_simple``).
+
+    m_t = max(log σ(f̃_t) + m_{t−1}, ĩ_t), i'_t = exp(ĩ_t − m_t), f'_t = exp(log σ(f̃_t) + m_{t−1} − m_t);
+    C_t = f'_t C_{t−1} + i'_t v_t k_tᵀ, n_t = f'_t n_{t−1} + i'_t k_t,
+    h_t = o_t ⊙ C_t q_t / max(|n_tᵀ q_t|, exp(−m_t)). The max's are written max(u, v) = v + relu(u − v).
+    The stored C, n are the unstabilised C̃ e^{−m}, ñ e^{−m}, so h is the same function of the inputs.
+    """
+    C_prev, n_prev, m_prev = r.prev["C"], r.prev["n"], r.prev["m"]
+    q = r.let("q", _read(r, "q"))
+    k = r.let("k", MatMul(1 / sp.sqrt(n), _read(r, "k")))
+    v = r.let("v", _read(r, "v"))
+    i_pre = r.let(r"\tilde{i}", _scalar_gate(r, "i"))
+    log_f = r.let(r"\log f", logsigmoid(_scalar_gate(r, "f")))
+    o = r.let("o", sigmoid(_read(r, "o")))
+    mm = r.let("m", MatAdd(i_pre, relu(MatAdd(log_f, m_prev, MatMul(-1, i_pre)))))
+    i = r.let("i'", exp(MatAdd(i_pre, MatMul(-1, mm))))
+    f = r.let("f'", exp(MatAdd(log_f, m_prev, MatMul(-1, mm))))
+    C = r.let("C", MatAdd(hadamard(_spread(f, n ** 2), C_prev), hadamard(_spread(i, n ** 2), KroneckerProduct(k, v))))
+    nn = r.let("n", MatAdd(hadamard(_spread(f, n), n_prev), hadamard(_spread(i, n), k)))
+    floor = exp(MatMul(-1, mm))
+    den = r.let(r"\nu", MatAdd(floor, relu(MatAdd(absolute(MatMul(q.T, nn)), MatMul(-1, floor)))))
+    read = MatMul(KroneckerProduct(q.T, Identity(n)), C)
+    return {"h": hadamard(o, read, HadamardPower(_spread(den, n), -1)), "C": C, "n": nn, "m": mm}
+
+
 MLSTM_CELLS: tuple[Cell, ...] = (
     Cell("mlstm", "mLSTM of xLSTM (matrix memory, one head, unstabilised form)", ("h", "C", "n"),
          _mlstm, bias_copies=ONE_BIAS, reference="beck2024xlstm", sizes={"C": n ** 2}),
+    Cell("mlstm-stabilised", "mLSTM of xLSTM with its stabiliser state m (one head)", ("h", "C", "n", "m"),
+         _mlstm_stabilised, bias_copies=ONE_BIAS, reference="beck2024xlstm",
+         sizes={"C": n ** 2, "m": sp.Integer(1)}),
 )
 
-MLSTM_ALIASES: dict[str, str] = {}
+MLSTM_ALIASES: dict[str, str] = {"mlstm-stabilized": "mlstm-stabilised"}
