@@ -19,6 +19,11 @@ max(u, 1) is written 1 + relu(u − 1).
 ‖∂(C_T, n_T)/∂(C_k, n_k)‖₂ = ∏_{j=k+1}^{T} f_j exactly. The only other blocks are the read-out
 rows ∂h_t/∂(C_{t−1}, n_{t−1}).
 
+**Numbers.** The numeric engine (``Network``, the backward sweep, the loss) lays every state out
+as n entries, so it does not run these cells yet: ``network``, ``gradient_flow`` and
+``write_report`` refuse them with one :class:`GradflowError`. Nor does the chain rule give their
+input Jacobian ∂s_t/∂x_t (C_t q_t is bilinear in x_t), which a stacked network would need.
+
 **Parameters** (``count_params``, both conventions): U_q, U_k, U_v, U_o (n × m) with their
 biases, and the gate rows w_i, w_f (1 × m) with scalar biases, one bias per projection
 (``nn.Linear``): 4n·m + 4n + 2m + 2. This is the cell of the paper's equations, every projection
