@@ -14,6 +14,7 @@ from sympy import (
     HadamardProduct,
     Identity,
     ImmutableMatrix,
+    KroneckerProduct,
     MatAdd,
     MatMul,
     MatrixSymbol,
@@ -105,6 +106,14 @@ def explicit(expr, leaves: dict, sizes) -> ImmutableMatrix:
         return ImmutableMatrix.ones(*(_dim(d, sizes) for d in expr.shape))
     if isinstance(expr, Identity):
         return ImmutableMatrix.eye(_dim(expr.shape[0], sizes))
+    if isinstance(expr, KroneckerProduct):  # (A ⊗ B)[i·rB + k, j·cB + l] = A[i, j] B[k, l]
+        out = explicit(expr.args[0], leaves, sizes)
+        for b in expr.args[1:]:
+            B = explicit(b, leaves, sizes)
+            A = out
+            out = ImmutableMatrix(A.rows * B.rows, A.cols * B.cols,
+                                  lambda r, c, A=A, B=B: A[r // B.rows, c // B.cols] * B[r % B.rows, c % B.cols])
+        return ImmutableMatrix(out)
     raise TypeError(f"the test evaluator has no rule for {type(expr).__name__}")
 
 

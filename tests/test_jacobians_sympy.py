@@ -66,6 +66,12 @@ def exactly_equal(a, b) -> bool:
     return sp.cancel(sp.together(abstract_transcendentals(a - b))) == 0
 
 
+#: cells whose blocks the abstraction of criterion 1 cannot prove (mLSTM: exp(±u), |·| and max share
+#: arguments, so abstracting them as independent symbols loses identities and the check fails
+#: spuriously); their blocks are compared with SymPy's element-wise Jacobian of the paper's
+#: equations written out in test_mlstm.py, numerically at random points (≤ 1e-12)
+NUMERIC_ORACLE_ONLY = {"mlstm", "mlstm-stabilised"}
+
 #: (cell, n, block) where the raw simplify(a − b) == 0 check is skipped for time (see docstring)
 RAW_SIMPLIFY_SKIP = {(cell, N, ("h", "h")) for cell in ("lstm", "lstm-1997", "cifg") for N in (1, 2)}
 # the peephole LSTM: raw simplify exceeds a minute on every block (criterion 1 still proves them)
@@ -109,6 +115,8 @@ def explicit_cell(name: str, N: int):
 def _block_cases():
     for N in SIZES:
         for name, cell in CELLS.items():
+            if name in NUMERIC_ORACLE_ONLY:
+                continue
             for out in cell.states:
                 for inp in cell.states:
                     yield pytest.param(name, N, (out, inp), id=f"{name}-n{N}-d{out}/d{inp}")
@@ -118,10 +126,11 @@ def _block_cases():
 def test_block_equals_elementwise_jacobian(cell, N, block):
     ours, oracle = explicit_cell(cell, N)
     G, R = ours[block], oracle[block]
-    assert G.shape == R.shape == (N, N)
+    rows, cols = (int(CELLS[cell].size(s).subs(n, N)) for s in block)  # N, or N² (mLSTM's vec C)
+    assert G.shape == R.shape == (rows, cols)
     raw = raw_simplify_applies(cell, N, block)
-    for i in range(N):
-        for j in range(N):
+    for i in range(rows):
+        for j in range(cols):
             a, b = _heaviside_common(G[i, j]), _heaviside_common(R[i, j])
             assert exactly_equal(a, b), (i, j, G[i, j], R[i, j])
             if raw:
@@ -137,8 +146,8 @@ def test_every_block_is_derived(name):
     cell = CELLS[name]
     blocks = cell.jacobian().blocks
     assert set(blocks) == {(a, b) for a in cell.states for b in cell.states}
-    for block in blocks.values():
-        assert block.shape == (n, n)
+    for (out, inp), block in blocks.items():
+        assert block.shape == (cell.size(out), cell.size(inp))
 
 
 @pytest.mark.parametrize("name", list(CELLS))
@@ -149,7 +158,12 @@ def test_expanded_new_state_uses_only_prev_state_input_and_params(name):
         e = step.expanded(s)
         used = {a for a in e.free_symbols if isinstance(a, MatrixSymbol)}
         assert used <= allowed, used - allowed
-        assert step.prev["h"] in used  # every cell's new state depends on h_{t-1}
+        if name.startswith("mlstm"):  # h is a read-out there: C_t and n_t carry the memory, h_{t−1} is unused
+            assert step.prev["h"] not in used
+            if s != step.new["h"]:
+                assert step.prev[s.name[0]] in used  # C_t reads C_{t−1}, n_t reads n_{t−1}
+        else:
+            assert step.prev["h"] in used  # every cell's new state depends on h_{t-1}
 
 
 @pytest.mark.parametrize("name", list(CELLS))

@@ -22,6 +22,7 @@ from sympy import (
     HadamardPower,
     HadamardProduct,
     Identity,
+    KroneckerProduct,
     MatAdd,
     MatMul,
     MatrixSymbol,
@@ -93,12 +94,47 @@ def _product(tags_fns: list[tuple[str, Fn]], coeff: float) -> Fn:
     return f
 
 
-def _tagged(expr, subs=None) -> tuple[str, Fn]:
+def _tagged(expr, subs=None, last: bool = True) -> tuple[str, Fn]:
+    """The operand's tag and closure; a column r × 1 that does not end the product is an r × 1 matrix."""
     if isinstance(expr, Diag):
         return _DIAG, compile_expr(expr.vector, subs)
+    if expr.shape[1] == 1 and not last:
+        return _MAT, _as_matrix(expr, subs)
     if expr.shape[1] == 1:
         return _VEC, compile_expr(expr, subs)
     return _MAT, compile_expr(expr, subs)
+
+
+def _dim(env, d) -> int:
+    """A size expression (n, n², 1) at the environment's sizes."""
+    d = sp.sympify(d)
+    return int(d.xreplace({s: env[s] for s in d.free_symbols}))
+
+
+def _as_matrix(expr, subs=None) -> Fn:
+    """``expr`` as an array whose last two axes are its rows and columns (a column v: v[..., :, None])."""
+    if isinstance(expr, OneMatrix):
+        rows, cols = expr.shape
+        return lambda env: env["xp"].ones((_dim(env, rows), _dim(env, cols)), dtype=env["dtype"])
+    f = compile_expr(expr, subs)
+    if expr.shape[1] == 1:
+        return lambda env: f(env)[..., :, None]
+    return f
+
+
+def _kronecker(parts: list[Fn], column: bool) -> Fn:
+    """A ⊗ B ⊗ … of matrices (last two axes rows, columns; leading axes the batch)."""
+
+    def f(env):
+        out = parts[0](env)
+        for p in parts[1:]:
+            b = p(env)
+            prod = out[..., :, None, :, None] * b[..., None, :, None, :]
+            r, c = out.shape[-2] * b.shape[-2], out.shape[-1] * b.shape[-1]
+            out = env["xp"].reshape(prod, tuple(prod.shape[:-4]) + (r, c))
+        return out[..., 0] if column else out
+
+    return f
 
 
 def compile_expr(expr, subs: dict | None = None) -> Fn:
@@ -118,14 +154,21 @@ def compile_expr(expr, subs: dict | None = None) -> Fn:
         if cols == 1:
             return lambda env: 0.0
         return lambda env: env["xp"].zeros((env[rows], env[cols]), dtype=env["dtype"])
+    if isinstance(expr, Identity) and expr.shape == (1, 1):  # the 1 × 1 one: a scalar
+        return lambda env: 1.0
     if isinstance(expr, Identity):
         rows = expr.shape[0]
-        return lambda env: env["xp"].eye(env[rows], dtype=env["dtype"])
+        return lambda env: env["xp"].eye(_dim(env, rows), dtype=env["dtype"])
+    if isinstance(expr, KroneckerProduct):
+        return _kronecker([_as_matrix(a, subs) for a in expr.args], expr.shape[1] == 1)
     if isinstance(expr, Diag):
         v = compile_expr(expr.vector, subs)
         return lambda env: dense_diag(v(env), env)
     if isinstance(expr, MatrixExp):
         return _compile_expm(compile_expr(expr.arg, subs))
+    if isinstance(expr, Transpose) and expr.arg.shape[1] == 1:  # vᵀ of a column: (..., 1, r)
+        col = compile_expr(expr.arg, subs)
+        return lambda env: col(env)[..., None, :]
     if isinstance(expr, Transpose):
         inner = compile_expr(expr.arg)
         return lambda env: env["xp"].matrix_transpose(inner(env))
@@ -158,9 +201,10 @@ def compile_expr(expr, subs: dict | None = None) -> Fn:
     if isinstance(expr, MatMul):
         ops = []
         scalars = []
-        for a in expr.args:
+        last = max(i for i, a in enumerate(expr.args) if isinstance(a, MatrixExpr))
+        for i, a in enumerate(expr.args):
             if isinstance(a, MatrixExpr):
-                ops.append(_tagged(a, subs))
+                ops.append(_tagged(a, subs, last=i == last))
             else:
                 scalars.append(a)
         coeff = scalar_coefficient(sp.Mul(*scalars))

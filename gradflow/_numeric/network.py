@@ -102,6 +102,17 @@ class Trajectory:
         return len(self.states) - 1
 
 
+def check_uniform_states(cell: Cell) -> None:
+    """``GradflowError`` for a cell with a state of size other than n (the mLSTM's vec C, n²): the
+    single-layer engine lays every state out as n entries; such a cell is derived symbolically only."""
+    odd = {s: cell.size(s) for s in cell.states if s in cell.sizes}
+    if odd:
+        sizes = ", ".join(f"{s}: {v}" for s, v in odd.items())
+        raise GradflowError(f"{cell.name} has a state of size other than the hidden size n ({sizes}); "
+                            "the numeric engine does not run it yet: use `gradflow derive` and "
+                            "`gradflow params` for it")
+
+
 class Network:
     """A cell with weights: forward unroll and the Jacobians J_t of the unrolled map.
 
@@ -116,6 +127,7 @@ class Network:
     batch_first: bool = False
 
     def __init__(self, weights: Weights):
+        check_uniform_states(weights.cell)
         self.weights = weights
         self.cell = weights.cell
         self.hidden, self.input = weights.hidden, weights.input
@@ -291,6 +303,7 @@ def network(cell: str | Cell, hidden: int | None = None, input: int | None = Non
     ``batch_first=True`` (the network's ``batch_first`` records it; ``batch_first=`` overrides).
     """
     cell = get_cell(cell)
+    check_uniform_states(cell)
     if weights is None and (prefix, layer, direction) != (None, None, None):
         raise GradflowError("prefix, layer and direction select loaded weights; give weights too")
     if weights is not None:

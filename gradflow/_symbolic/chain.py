@@ -99,9 +99,8 @@ def _derive(expr, D: Mapping, out=None) -> list[_Term]:
 
     ``out``: a symbol naming ``expr`` (used to print φ'(a) through φ's output, e.g. 1 − h ⊙ h).
     """
-    if not any(s in D for s in expr.free_symbols if isinstance(s, MatrixSymbol)) and not (
-        isinstance(expr, MatrixSymbol) and expr in D
-    ):
+    # constant: no symbol in it varies (a named quantity with no derivative terms is constant too)
+    if not any(D.get(s) for s in expr.free_symbols if isinstance(s, MatrixSymbol)):
         return []
     if isinstance(expr, MatrixSymbol):
         return list(D[expr])

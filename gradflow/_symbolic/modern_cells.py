@@ -231,3 +231,9 @@ from .ssm_cells import SSM_ALIASES, SSM_CELLS  # noqa: E402
 
 MODERN_CELLS = MODERN_CELLS + SSM_CELLS
 MODERN_ALIASES.update(SSM_ALIASES)
+
+# -- xLSTM's mLSTM (matrix memory, vec C a state of size n²): gradflow/_symbolic/mlstm.py --
+from .mlstm import MLSTM_ALIASES, MLSTM_CELLS  # noqa: E402
+
+MODERN_CELLS = MODERN_CELLS + MLSTM_CELLS
+MODERN_ALIASES.update(MLSTM_ALIASES)

@@ -38,7 +38,7 @@ class _LatexPrinter(LatexPrinter):
         return r"%s^{\odot %s}" % (self.parenthesize(base, PRECEDENCE["Pow"], strict=True), e)
 
     def _print_Identity(self, expr):
-        return "I"
+        return "1" if expr.shape == (1, 1) else "I"  # a 1 × 1 one (mLSTM's max(|nᵀq|, 1))
 
 
 def latex(expr, **settings) -> str:
@@ -81,7 +81,10 @@ class _TextPrinter(StrPrinter):
         return "1"
 
     def _print_Identity(self, expr):
-        return "I"
+        return "1" if expr.shape == (1, 1) else "I"
+
+    def _print_KroneckerProduct(self, expr):
+        return "(%s)" % " ⊗ ".join(self._wrap(a) for a in expr.args)
 
     def _print_ZeroMatrix(self, expr):
         return "0"
