@@ -1,0 +1,175 @@
+"""Issue 10 end to end, as a new user runs it: a whole classifier (a 2-layer bidirectional,
+batch-first ``nn.LSTM`` and an ``nn.Linear(2n, K)`` head) saved every way people save it, given to
+``gradflow flow`` with its real loss, and to the training Recorder.
+
+The oracle is PyTorch autograd through the real model in float64: the network is stepped here with
+``nn.LSTMCell`` modules holding the model's own tensors (their composition is checked against the
+model's own forward pass), every h_t and c_t is a leaf of the graph, and the cross-entropy of the
+model's head is differentiated with respect to each of them. Nothing here is computed by gradflow.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from gradflow._cli import main  # noqa: E402
+
+N, M, K, T, B = 3, 2, 4, 5, 2
+
+
+class Classifier(torch.nn.Module):
+    """What people train: a stacked bidirectional LSTM read batch-first, a Linear head on y_t."""
+
+    def __init__(self, layers: int = 2) -> None:
+        super().__init__()
+        self.rnn = torch.nn.LSTM(M, N, num_layers=layers, bidirectional=True, batch_first=True)
+        self.head = torch.nn.Linear(2 * N, K)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.head(y)
+
+
+def classifier(seed: int = 0) -> Classifier:
+    torch.manual_seed(seed)
+    model = Classifier().double()
+    with torch.no_grad():  # larger than the default init, so that layers and directions interact
+        for p in model.rnn.parameters():
+            p.mul_(2.0)
+    return model
+
+
+def data(seed: int = 1):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((B, T, M)), rng.integers(0, K, B), rng.integers(0, K, (B, T))
+
+
+def autograd_h_c(model: Classifier, x: np.ndarray, loss: str, y) -> dict:
+    """{(layer, direction): (‖∂L/∂h_k‖, ‖∂L/∂c_k‖) for k = 0…T on the direction's own clock,
+    shape (B, T+1)}: reverse's own step k is time t = T+1−k (k = 0: its initial state)."""
+    rnn = model.rnn
+    X = torch.from_numpy(x).transpose(0, 1)  # (T, B, m): stepped one time step at a time
+    below = X
+    nodes = {}
+    for lay in range(rnn.num_layers):
+        outs = []
+        for d, sfx in enumerate(("", "_reverse")):
+            cell = torch.nn.LSTMCell(below.shape[-1], N).double()
+            with torch.no_grad():
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(cell, name).copy_(getattr(rnn, f"{name}_l{lay}{sfx}"))
+            # zero leaves added to every h_k and c_k: ∂L/∂(leaf) is the gradient with respect to
+            # that state coordinate alone (the c leaf is added after h_k = o ⊙ tanh c_k is formed,
+            # so ∂L/∂c_k holds h_k fixed, as the block of ∂L/∂s_k, s_k = (h_k, c_k))
+            hs = [torch.zeros(B, N, dtype=torch.float64, requires_grad=True) for _ in range(T + 1)]
+            cs = [torch.zeros(B, N, dtype=torch.float64, requires_grad=True) for _ in range(T + 1)]
+            h, c = hs[0], cs[0]
+            order = range(T) if d == 0 else range(T - 1, -1, -1)
+            out = [None] * T
+            for k, t in enumerate(order, start=1):
+                h, c = cell(below[t], (h, c))
+                h, c = h + hs[k], c + cs[k]
+                out[t] = h
+            nodes[(lay, ("forward", "reverse")[d])] = (hs, cs)
+            outs.append(torch.stack(out))
+        below = torch.cat(outs, dim=-1)
+    with torch.no_grad():  # the composition IS the real model
+        assert torch.allclose(below.transpose(0, 1), rnn(torch.from_numpy(x))[0], rtol=0, atol=1e-13)
+    logits = model.head(below)  # (T, B, K)
+    ce = torch.nn.functional.cross_entropy
+    if loss == "last":
+        L = ce(logits[-1], torch.from_numpy(y), reduction="sum")
+    else:  # every: y is (B, T) as a batch-first user holds it
+        L = ce(logits.reshape(T * B, K), torch.from_numpy(y).T.reshape(-1), reduction="sum")
+    leaves = [v for hs, cs in nodes.values() for v in hs + cs]
+    grads = torch.autograd.grad(L, leaves, allow_unused=True)
+    out, i = {}, 0
+    for key in nodes:
+        g = [torch.zeros(B, N, dtype=torch.float64) if v is None else v for v in grads[i:i + 2 * (T + 1)]]
+        i += 2 * (T + 1)
+        gh = np.stack([v.norm(dim=-1).numpy() for v in g[:T + 1]], axis=1)
+        gc = np.stack([v.norm(dim=-1).numpy() for v in g[T + 1:]], axis=1)
+        out[key] = (gh, gc)
+    return out
+
+
+def batch_mean_log10(norms: np.ndarray) -> np.ndarray:
+    """gradflow's figure: the batch mean of per-sequence log10 norms (None where a norm is 0)."""
+    with np.errstate(divide="ignore"):
+        lg = np.log10(norms)
+    return lg.mean(axis=0)
+
+
+def compare(rec: dict, want: dict) -> None:
+    assert rec["num_layers"] == 2 and rec["bidirectional"] is True and rec["steps"] == T and rec["batch"] == B
+    assert [(r["layer"], r["direction"]) for r in rec["layers"]] == list(want)
+    for lay in rec["layers"]:
+        gh, gc = want[(lay["layer"], lay["direction"])]
+        for key, norms in (("log10_grad_norm_h", gh), ("log10_grad_norm_c", gc)):
+            got = [r[key] for r in lay["curve"]]
+            exp = batch_mean_log10(norms)
+            for k, (a, b) in enumerate(zip(got, exp, strict=True)):
+                if not np.isfinite(b):  # an exact zero gradient: JSON null
+                    assert a is None, (lay["layer"], lay["direction"], key, k, a)
+                else:
+                    assert a is not None and abs(a - b) <= 1e-10 * max(1.0, abs(b)), \
+                        (lay["layer"], lay["direction"], key, k, a, b)
+
+
+def run_flow(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["flow", "lstm", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """The classifier saved four ways, and its batch-first data."""
+    model = classifier()
+    x, y_last, y_every = data()
+    files = {"state_dict": tmp_path / "sd.pt", "checkpoint": tmp_path / "ckpt.pt",
+             "torchscript": tmp_path / "ts.pt", "pickled": tmp_path / "whole.pt"}
+    torch.save(model.state_dict(), files["state_dict"])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 3}, files["checkpoint"])
+    with warnings.catch_warnings():  # torch.jit's deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(model).save(str(files["torchscript"]))
+    torch.save(model, files["pickled"])
+    for name, arr in (("x", x), ("y_last", y_last), ("y_every", y_every)):
+        np.save(tmp_path / f"{name}.npy", arr)
+    return model, tmp_path, files
+
+
+@pytest.mark.parametrize("loss", ["last", "every"])
+def test_whole_classifier_real_loss_is_autograd_through_the_model(saved, capsys, loss):
+    """state_dict, {'model', 'optimizer'} checkpoint and TorchScript archive of the whole
+    classifier: the head (in-features 2n) is found, and ‖∂L/∂h^(l,d)_k‖, ‖∂L/∂c^(l,d)_k‖ of every
+    layer, direction and step are autograd's through the real model (≤ 1e-10)."""
+    model, d, files = saved
+    x, y_last, y_every = data()
+    want = autograd_h_c(model, x, loss, y_last if loss == "last" else y_every)
+    targets = d / ("y_last.npy" if loss == "last" else "y_every.npy")
+    for kind in ("state_dict", "checkpoint", "torchscript"):
+        code, out, err = run_flow(capsys, "--weights", str(files[kind]), "--inputs", str(d / "x.npy"),
+                                  "--batch-first", "--loss", loss, "--targets", str(targets), "--json",
+                                  "--no-lyapunov")
+        assert code == 0, (kind, err)
+        assert "as the head" in err, (kind, err)
+        compare(json.loads(out), want)
+
+
+def test_pickled_whole_model_is_one_line(saved, capsys):
+    """torch.save(model) is never unpickled (weights_only): one line saying what to save instead."""
+    _model, d, files = saved
+    code, out, err = run_flow(capsys, "--weights", str(files["pickled"]), "--inputs", str(d / "x.npy"),
+                              "--batch-first", "--loss", "last", "--targets", str(d / "y_last.npy"))
+    assert code == 2 and out == ""
+    assert err.startswith("gradflow: error: ") and err.count("\n") == 1, err
+    assert "state_dict()" in err and "Traceback" not in err
