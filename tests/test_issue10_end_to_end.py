@@ -83,7 +83,9 @@ def autograd_h_c(model: Classifier, x: np.ndarray, loss: str, y) -> dict:
         assert torch.allclose(below.transpose(0, 1), rnn(torch.from_numpy(x))[0], rtol=0, atol=1e-13)
     logits = model.head(below)  # (T, B, K)
     ce = torch.nn.functional.cross_entropy
-    if loss == "last":
+    if loss == "sum":  # gradflow's default: L = Σ_i (y_T)_i of the top output
+        L = below[-1].sum()
+    elif loss == "last":
         L = ce(logits[-1], torch.from_numpy(y), reduction="sum")
     else:  # every: y is (B, T) as a batch-first user holds it
         L = ce(logits.reshape(T * B, K), torch.from_numpy(y).T.reshape(-1), reduction="sum")
@@ -173,3 +175,24 @@ def test_pickled_whole_model_is_one_line(saved, capsys):
     assert code == 2 and out == ""
     assert err.startswith("gradflow: error: ") and err.count("\n") == 1, err
     assert "state_dict()" in err and "Traceback" not in err
+
+
+def test_recorder_takes_the_whole_model_and_records_every_layer(tmp_path):
+    """Recorder(model) with the whole batch-first classifier: the probe (B, T, m) is read in the
+    recurrent layer's layout (not the wrapper's, which has no batch_first), and the stacked
+    bidirectional LSTM is recorded whole: each layer's ‖∂L/∂h_k‖, ‖∂L/∂c_k‖ (L = Σ y_T) is autograd's."""
+    import gradflow.torch as gft
+
+    model = classifier(seed=3)
+    x, _, _ = data(seed=4)
+    path = tmp_path / "flow.jsonl"
+    rec = gft.Recorder(model, every=2, inputs=torch.from_numpy(x), path=path)
+    assert rec.step(1) is None
+    got = rec.step(2)
+    assert got is not None and got["step"] == 2 and got["batch"] == B and got["steps"] == T
+    compare(got, autograd_h_c(model, x, "sum", None))
+    assert gft.read_records(path)[0]["layers"] == got["layers"]
+    one = gft.Recorder(model, every=1, inputs=x, layer=0, direction="forward").record(0)
+    assert (one["batch"], one["steps"]) == (B, T)  # not (T, B): the layout is the LSTM's
+    with pytest.raises(ValueError, match="bidirectional network"):
+        gft.plot_training_curves([got])
