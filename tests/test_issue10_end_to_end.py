@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +197,84 @@ def test_recorder_takes_the_whole_model_and_records_every_layer(tmp_path):
     assert (one["batch"], one["steps"]) == (B, T)  # not (T, B): the layout is the LSTM's
     with pytest.raises(ValueError, match="bidirectional network"):
         gft.plot_training_curves([got])
+
+
+def test_torchscript_archive_keeps_its_batch_first_layout(saved, capsys):
+    """A TorchScript archive knows batch_first: its (B, T, m) inputs are read so without --batch-first
+    (a note says so), giving the numbers of the state_dict with --batch-first; --time-first overrides."""
+    _model, d, files = saved
+    common = ["--inputs", str(d / "x.npy"), "--loss", "last", "--targets", str(d / "y_last.npy"), "--json",
+              "--no-lyapunov"]
+    code, out, err = run_flow(capsys, "--weights", str(files["torchscript"]), *common)
+    assert code == 0 and "read as (batch, T, m)" in err and "batch_first=True" in err, err
+    code2, out2, _ = run_flow(capsys, "--weights", str(files["state_dict"]), "--batch-first", *common)
+    assert code2 == 0 and json.loads(out) == json.loads(out2)
+    code, _, err = run_flow(capsys, "--weights", str(files["torchscript"]), "--time-first", *common)
+    assert code == 2 and "targets must have shape (5,)" in err  # (B, T, m) = (2, 5, 2) read as T = 2, B = 5
+
+
+def test_stacked_json_keeps_the_one_layer_keys_and_the_readme_schema(saved, capsys):
+    """flow --json of the whole stack keeps every top-level key of a one-layer run (mode, dtype
+    included) and holds the per-layer records the README documents."""
+    _model, d, files = saved
+    common = ["--weights", str(files["state_dict"]), "--inputs", str(d / "x.npy"), "--batch-first", "--json",
+              "--no-lyapunov"]
+    code, out, _ = run_flow(capsys, *common)
+    assert code == 0
+    whole = json.loads(out)
+    code, out, _ = run_flow(capsys, *common, "--layer", "0", "--direction", "forward")
+    assert code == 0
+    one = json.loads(out)
+    assert set(one) <= set(whole), set(one) - set(whole)
+    assert (whole["mode"], whole["dtype"]) == ("exact", "float64")
+    assert {"num_layers", "bidirectional", "proj_size", "layers"} <= set(whole) and whole["curve"] == []
+    for lay in whole["layers"]:
+        assert set(lay) == {"layer", "direction", "clock", "state_size", "curve"}
+        assert lay["clock"] == ("forward" if lay["direction"] == "forward" else "reversed")
+        assert [r["t"] for r in lay["curve"]] == (list(range(T + 1)) if lay["direction"] == "forward"
+                                                  else [T + 1 - k for k in range(T + 1)])
+        for r in lay["curve"]:
+            base = {"k", "t", "log10_grad_norm_h", "log10_grad_norm_c"}
+            assert set(r) == (base | {"log10_norm_2", "log10_norm_fro", "log10_grad_norm"} if r["k"] < T else base)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for key in ("num_layers", "bidirectional", "proj_size", '"layers"', '"clock"', "state_size",
+                "log10_grad_norm_h", "log10_grad_norm_c"):
+        assert key in readme, key
+
+
+def test_one_step_inputs_are_not_called_ambiguous(tmp_path, capsys):
+    """(T, m) with T = 1 has one layout; it was refused as '(T, batch, m) and (batch, T, m) both fit'."""
+    np.save(tmp_path / "x.npy", np.ones((1, 2)))
+    code, out, err = run_flow(capsys, "--hidden", "2", "--inputs", str(tmp_path / "x.npy"), "--json", "--no-lyapunov")
+    assert code == 0 and json.loads(out)["steps"] == 1, err
+    np.save(tmp_path / "sq.npy", np.ones((3, 3, 2)))  # B = T > 1: still refused in one line
+    code, out, err = run_flow(capsys, "--hidden", "2", "--inputs", str(tmp_path / "sq.npy"))
+    assert code == 2 and err.startswith("gradflow: error: ") and "both fit" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("case", ["relu-as-tanh", "gru-as-cho", "proj", "layers"])
+def test_the_silent_cases_of_the_issue_are_said(tmp_path, capsys, case):
+    """Each case the issue found silent: a relu nn.RNN state_dict given as tanh-rnn and nn.GRU weights
+    given as gru-cho say in a note what they were read as (a module object is refused); proj_size and
+    num_layers = 2 are analysed whole, with a note."""
+    torch.manual_seed(5)
+    mod, cell = {"relu-as-tanh": (torch.nn.RNN(M, N, nonlinearity="relu"), "tanh-rnn"),
+                 "gru-as-cho": (torch.nn.GRU(M, N), "gru-cho"),
+                 "proj": (torch.nn.LSTM(M, N, proj_size=2), "lstm"),
+                 "layers": (torch.nn.LSTM(M, N, num_layers=2), "lstm")}[case]
+    path = tmp_path / "w.pt"
+    torch.save(mod.double().state_dict(), path)
+    code, out, err = (lambda c: (c, *capsys.readouterr()))(main(["flow", cell, "--weights", str(path), "--steps", "3",
+                                                                  "--json", "--no-lyapunov"]))
+    assert code == 0 and err.startswith("gradflow: note: "), err
+    want = {"relu-as-tanh": "nonlinearity", "gru-as-cho": "gru-cho", "proj": "proj_size 2",
+            "layers": "2 layer(s)"}[case]
+    assert want in err, err
+    if case in ("relu-as-tanh", "gru-as-cho"):  # the module itself contradicts the cell: refused
+        import gradflow as gf
+
+        with pytest.raises(ValueError, match="contradicts the module"):
+            gf.network(cell, weights=mod)
+    else:
+        rec = json.loads(out)
+        assert rec["num_layers"] == (2 if case == "layers" else 1) and rec["proj_size"] == (2 if case == "proj" else 0)

@@ -375,3 +375,32 @@ def read_weights_file(path: str) -> Mapping[str, Any]:
     _open_file(path, "weights")
     raise GradflowError(f"unknown weights file type {path!r}: use .pt, .pth or .npz (PyTorch), or "
                         ".weights.h5 or .keras (Keras 3)")
+
+
+def torchscript_batch_first(path: str, prefix: str | None = None) -> bool | None:
+    """The ``batch_first`` of the recurrent module (``nn.RNN``/``LSTM``/``GRU``, under ``prefix``
+    when given) of a TorchScript archive, which keeps it; None for any other file, for none or
+    several such modules that disagree, or an archive that does not load (:func:`read_pt` then
+    says why)."""
+    if not path.endswith((".pt", ".pth")) or not os.path.isfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if not (any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)):
+        return None
+    try:
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(path, map_location="cpu")
+        found = {bool(mod.batch_first) for name, mod in module.named_modules()
+                 if getattr(mod, "original_name", None) in ("RNN", "LSTM", "GRU")
+                 and (prefix is None or name == prefix.strip().rstrip("."))
+                 and hasattr(mod, "batch_first")}
+    except Exception:  # noqa: BLE001 - read_pt reports what is wrong with the file
+        return None
+    return found.pop() if len(found) == 1 else None
