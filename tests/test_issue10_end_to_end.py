@@ -278,3 +278,32 @@ def test_the_silent_cases_of_the_issue_are_said(tmp_path, capsys, case):
     else:
         rec = json.loads(out)
         assert rec["num_layers"] == (2 if case == "layers" else 1) and rec["proj_size"] == (2 if case == "proj" else 0)
+
+
+def test_torchscript_archive_is_checked_against_the_cell(tmp_path, capsys):
+    """A TorchScript archive keeps its module's type: a relu nn.RNN given as tanh-rnn is refused in
+    one line (a state_dict can only be read with a note), whole or one layer; relu-rnn reads it."""
+    torch.manual_seed(6)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.RNN(M, N, nonlinearity="relu", num_layers=2)
+            self.fc = torch.nn.Linear(N, K)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[0])
+
+    path = tmp_path / "ts.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(Model().double()).save(str(path))
+    for extra in ([], ["--layer", "0"]):
+        code, out, err = run_flow(capsys, "--weights", str(path), "--steps", "3", *extra)  # lstm: wrong too
+        assert code == 2 and err.count("gradflow: error: ") == 1 and "contradicts" in err, err
+        code = main(["flow", "tanh-rnn", "--weights", str(path), "--steps", "3", *extra])
+        out, err = capsys.readouterr()
+        assert code == 2 and err.count("gradflow: error: ") == 1 and "nonlinearity='relu'" in err, err
+        assert "relu-rnn" in err and "Traceback" not in err
+    assert main(["flow", "relu-rnn", "--weights", str(path), "--steps", "3", "--json", "--no-lyapunov"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_layers"] == 2

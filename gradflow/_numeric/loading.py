@@ -377,30 +377,40 @@ def read_weights_file(path: str) -> Mapping[str, Any]:
                         ".weights.h5 or .keras (Keras 3)")
 
 
-def torchscript_batch_first(path: str, prefix: str | None = None) -> bool | None:
-    """The ``batch_first`` of the recurrent module (``nn.RNN``/``LSTM``/``GRU``, under ``prefix``
-    when given) of a TorchScript archive, which keeps it; None for any other file, for none or
-    several such modules that disagree, or an archive that does not load (:func:`read_pt` then
-    says why)."""
+
+def torchscript_modules(path: Any) -> dict[str, Any]:
+    """The recurrent submodules (``nn.RNN``/``LSTM``/``GRU`` and their cells), by name, of the
+    TorchScript archive at ``path``, which keeps their type, ``nonlinearity``, ``batch_first`` …;
+    ``{}`` for any other file or an archive that does not load (:func:`read_pt` then says why)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return {}
+    path = os.fspath(path)
     if not path.endswith((".pt", ".pth")) or not os.path.isfile(path):
-        return None
+        return {}
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
     except (zipfile.BadZipFile, OSError):
-        return None
+        return {}
     if not (any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)):
-        return None
+        return {}
     try:
         import torch
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(path, map_location="cpu")
-        found = {bool(mod.batch_first) for name, mod in module.named_modules()
-                 if getattr(mod, "original_name", None) in ("RNN", "LSTM", "GRU")
-                 and (prefix is None or name == prefix.strip().rstrip("."))
-                 and hasattr(mod, "batch_first")}
+        kinds = ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell")
+        return {name: mod for name, mod in module.named_modules()
+                if getattr(mod, "original_name", None) in kinds}
     except Exception:  # noqa: BLE001 - read_pt reports what is wrong with the file
-        return None
+        return {}
+
+
+def torchscript_batch_first(path: str, prefix: str | None = None) -> bool | None:
+    """The ``batch_first`` of the recurrent module (under ``prefix`` when given) of a TorchScript
+    archive; None for any other file, for none or several such modules that disagree."""
+    want = None if prefix is None else prefix.strip().rstrip(".")
+    found = {bool(mod.batch_first) for name, mod in torchscript_modules(path).items()
+             if (want is None or name == want) and hasattr(mod, "batch_first")}
     return found.pop() if len(found) == 1 else None
