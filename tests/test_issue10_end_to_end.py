@@ -307,3 +307,14 @@ def test_torchscript_archive_is_checked_against_the_cell(tmp_path, capsys):
         assert "relu-rnn" in err and "Traceback" not in err
     assert main(["flow", "relu-rnn", "--weights", str(path), "--steps", "3", "--json", "--no-lyapunov"]) == 0
     assert json.loads(capsys.readouterr().out)["num_layers"] == 2
+
+
+def test_one_direction_of_a_bidirectional_classifier_names_the_whole_model(saved, capsys):
+    """--layer 0 --direction forward with the model's 2n-wide head: one line that says why the head
+    does not fit and what measures it."""
+    _model, d, files = saved
+    code, out, err = run_flow(capsys, "--weights", str(files["state_dict"]), "--layer", "0", "--direction", "forward",
+                              "--inputs", str(d / "x.npy"), "--batch-first", "--loss", "last", "--targets",
+                              str(d / "y_last.npy"))
+    assert code == 2 and out == "" and err.count("gradflow: error: ") == 1, err
+    assert f"(4, {2 * N})" in err and "both directions" in err and "no --layer/--direction" in err, err
