@@ -131,9 +131,10 @@ def run_flow(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.fixture
-def saved(tmp_path):
-    """The classifier saved four ways, and its batch-first data."""
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """The classifier saved four ways, and its batch-first data (read-only for the tests)."""
+    tmp_path = tmp_path_factory.mktemp("saved")
     model = classifier()
     x, y_last, y_every = data()
     files = {"state_dict": tmp_path / "sd.pt", "checkpoint": tmp_path / "ckpt.pt",
@@ -187,12 +188,20 @@ def test_recorder_takes_the_whole_model_and_records_every_layer(tmp_path):
     model = classifier(seed=3)
     x, _, _ = data(seed=4)
     path = tmp_path / "flow.jsonl"
-    rec = gft.Recorder(model, every=2, inputs=torch.from_numpy(x), path=path)
+    tags: dict = {}
+
+    class Writer:  # the SummaryWriter interface
+        def add_scalar(self, tag, value, step):
+            tags[tag] = value
+
+    rec = gft.Recorder(model, every=2, inputs=torch.from_numpy(x), path=path, tensorboard=Writer())
     assert rec.step(1) is None
     got = rec.step(2)
     assert got is not None and got["step"] == 2 and got["batch"] == B and got["steps"] == T
     compare(got, autograd_h_c(model, x, "sum", None))
     assert gft.read_records(path)[0]["layers"] == got["layers"]
+    top = got["layers"][-1]["curve"][0]["log10_grad_norm_h"]  # layer 1 reverse, k = 0
+    assert tags["gradflow/layer1_reverse/log10_grad_norm_h_k0"] == top and "gradflow/log10_norm_2_k0" not in tags
     one = gft.Recorder(model, every=1, inputs=x, layer=0, direction="forward").record(0)
     assert (one["batch"], one["steps"]) == (B, T)  # not (T, B): the layout is the LSTM's
     with pytest.raises(ValueError, match="bidirectional network"):
