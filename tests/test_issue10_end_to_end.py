@@ -216,6 +216,7 @@ def test_torchscript_archive_keeps_its_batch_first_layout(saved, capsys):
               "--no-lyapunov"]
     code, out, err = run_flow(capsys, "--weights", str(files["torchscript"]), *common)
     assert code == 0 and "read as (batch, T, m)" in err and "batch_first=True" in err, err
+    assert err.count("is a TorchScript archive") == 1, err  # read twice (model, head), noted once
     code2, out2, _ = run_flow(capsys, "--weights", str(files["state_dict"]), "--batch-first", *common)
     assert code2 == 0 and json.loads(out) == json.loads(out2)
     code, _, err = run_flow(capsys, "--weights", str(files["torchscript"]), "--time-first", *common)

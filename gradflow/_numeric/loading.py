@@ -48,14 +48,18 @@ def note(message: str) -> None:
 
 @contextlib.contextmanager
 def notes_to_stderr() -> Iterator[None]:
-    """Show :class:`GradflowNote` warnings as one line ``gradflow: note: …`` on stderr."""
+    """Show :class:`GradflowNote` warnings as one line ``gradflow: note: …`` on stderr (each
+    distinct note once: a file read twice is noted once)."""
     import sys
 
     old = warnings.showwarning
+    shown: set[str] = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, GradflowNote):
-            print(f"gradflow: note: {message}", file=sys.stderr)
+            if str(message) not in shown:
+                shown.add(str(message))
+                print(f"gradflow: note: {message}", file=sys.stderr)
         else:
             old(message, category, filename, lineno, file, line)
 
