@@ -328,3 +328,26 @@ def test_one_direction_of_a_bidirectional_classifier_names_the_whole_model(saved
                               str(d / "y_last.npy"))
     assert code == 2 and out == "" and err.count("gradflow: error: ") == 1, err
     assert f"(4, {2 * N})" in err and "both directions" in err and "no --layer/--direction" in err, err
+
+
+def test_checkpoint_with_numpy_numbers_loads_and_code_is_still_refused(saved, tmp_path, capsys):
+    """A checkpoint whose extras are NumPy scalars and arrays (metrics, say) is data: it loads (still
+    weights_only) and gives the state_dict's numbers; NumPy object arrays and pickled classes are
+    refused in one line naming what is pickled."""
+    model, d, files = saved
+    sd = model.state_dict()
+    cases = {"metrics.pt": {"state_dict": {f"model.{k}": v for k, v in sd.items()}, "best": np.float64(0.9),
+                            "history": np.arange(3.0), "hyper_parameters": {"lr": 0.1, "name": "x"}},
+             "objects.pt": {"model": sd, "extra": np.array([{"a": 1}], dtype=object)},
+             "module.pt": {"model": sd, "head": model.head}}
+    for name, ckpt in cases.items():
+        torch.save(ckpt, tmp_path / name)
+    common = ["--inputs", str(d / "x.npy"), "--batch-first", "--json", "--no-lyapunov"]
+    code, out, err = run_flow(capsys, "--weights", str(tmp_path / "metrics.pt"), *common)
+    assert code == 0, err
+    code2, out2, _ = run_flow(capsys, "--weights", str(files["state_dict"]), *common)
+    assert json.loads(out)["layers"] == json.loads(out2)["layers"]
+    for name, says in (("objects.pt", "pickled Python objects"), ("module.pt", "torch.nn.modules.linear.Linear")):
+        code, out, err = run_flow(capsys, "--weights", str(tmp_path / name), *common)
+        assert code == 2 and out == "" and err.startswith("gradflow: error: ") and err.count("\n") == 1, err
+        assert says in err and "state_dict()" in err, err

@@ -340,7 +340,19 @@ def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as first:  # noqa: BLE001 - NumPy data in a checkpoint is data, not code
+                allowed = _numpy_globals(path, torch) if "Unsupported global" in str(first) else None
+                if allowed is None:
+                    raise
+                try:
+                    with torch.serialization.safe_globals(allowed):
+                        state = torch.load(path, map_location="cpu", weights_only=True)
+                except Exception:  # noqa: BLE001 - e.g. an object array: Python objects after all
+                    raise GradflowError(f"{what} holds pickled Python objects beyond tensors and NumPy "
+                                        "numbers (a NumPy array of objects?); gradflow does not unpickle "
+                                        f"code; {_SAVE_STATE_DICT}") from None
     except Exception as e:  # noqa: BLE001 - classify, never show a traceback
         import pickle
 
@@ -348,6 +360,8 @@ def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
         if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in text:
             glob = text[text.index("Unsupported global"):].split("\n")[0].split(" was not")[0]
             glob = glob.removeprefix("Unsupported global: ").removeprefix("GLOBAL ").strip()
+            code = [g for g in _unsafe_globals(path, torch) if not _NUMPY_DATA.match(g)]
+            glob = code[0] if code else glob
             raise GradflowError(f"{what} holds pickled Python objects (such as {glob}), "
                                 "probably a whole module saved with torch.save(module); gradflow does "
                                 f"not unpickle code; {_SAVE_STATE_DICT}") from None
@@ -359,6 +373,42 @@ def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
     if hasattr(state, "state_dict") and callable(state.state_dict):
         state = state.state_dict()
     return check_state(state, what)
+
+
+#: the pickled NumPy globals of plain arrays, scalars and dtypes (a checkpoint's metrics, say):
+#: data, not code, so a checkpoint holding them is read (weights_only, with these allowed)
+_NUMPY_DATA = re.compile(r"^numpy(?:\._core|\.core)?\.multiarray\.(?:_reconstruct|scalar)$|^numpy\.(?:ndarray|dtype)$"
+                         r"|^numpy\.dtypes\.\w+DType$")
+
+
+def _unsafe_globals(path: str, torch: Any) -> list[str]:
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - an older torch, or an unreadable file: nothing to add
+        return []
+
+
+def _numpy_globals(path: str, torch: Any) -> list[Any] | None:
+    """The objects of a checkpoint's pickled globals when every one is NumPy data (else None)."""
+    import importlib
+
+    names = _unsafe_globals(path, torch)
+    if not names or not all(_NUMPY_DATA.match(g) for g in names):
+        return None
+    out = []
+    for g in names:
+        mod, _, attr = g.rpartition(".")
+        try:
+            out.append(getattr(importlib.import_module(mod), attr))
+        except (ImportError, AttributeError):
+            return None
+    try:  # an array's or scalar's dtype is pickled as its class (numpy >= 1.25)
+        import numpy.dtypes as np_dtypes
+
+        out += [getattr(np_dtypes, n) for n in dir(np_dtypes) if n.endswith("DType") and n != "ObjectDType"]
+    except ImportError:  # pragma: no cover - an older numpy pickles dtypes as numpy.dtype
+        pass
+    return out
 
 
 #: the per-layer tensor names of PyTorch's nn.RNN/LSTM/GRU (layer 0 adds the suffix ``_l0``)
