@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import GradflowError
-from .._numeric.loading import read_npy
+from .._numeric.loading import note, read_npy, torchscript_batch_first
 from .._numeric.reference_init import SCHEME_CELLS
 from .._numeric.size_guard import check_flow_size, choose_mode
 from .options import float_option, init_scheme, init_words, int_option
@@ -211,12 +211,18 @@ def run(a: argparse.Namespace) -> int:
     inputs = None
     if a.inputs is not None:
         inputs = read_npy(a.inputs, "inputs")  # header, dtype and size checked before reading
+        given_3d = inputs.ndim == 3
         if inputs.ndim == 2:
             inputs = inputs[:, None, :]
         if inputs.ndim != 3:
             raise GradflowError(f"--inputs must have shape (T, m) or ({'batch, T' if a.batch_first else 'T, batch'}"
                                 f", m), got {inputs.shape}")
-        if not (a.batch_first or a.time_first) and inputs.ndim == 3 and inputs.shape[0] == inputs.shape[1]:
+        if given_3d and not (a.batch_first or a.time_first) and a.weights is not None \
+                and torchscript_batch_first(a.weights, a.prefix):  # the module keeps its layout
+            a.batch_first = True
+            note(f"--inputs {a.inputs}: read as (batch, T, m), the layout of the recurrent module in the "
+                 f"TorchScript archive {a.weights} (batch_first=True); --time-first if it is not")
+        if given_3d and not (a.batch_first or a.time_first) and inputs.shape[0] == inputs.shape[1] > 1:
             raise GradflowError(f"--inputs {a.inputs} has shape {inputs.shape}: (T, batch, m) and (batch, T, m) "
                                 "both fit; say which with --time-first or --batch-first")
         if a.batch_first:

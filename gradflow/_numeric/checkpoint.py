@@ -29,7 +29,7 @@ from typing import Any
 from .._checks import GradflowError
 from .._symbolic.cell import Cell
 from .._symbolic.cells import CELLS, get_cell
-from .loading import TORCH_KEYS, check_state, note
+from .loading import TORCH_KEYS, check_state, note, torchscript_modules
 
 #: the last component of a recurrent parameter's name in PyTorch's layout
 LAYER_KEY = re.compile(r"^(?P<kind>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)"
@@ -235,7 +235,8 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
     flat: dict[str, Any] = {}
     _flatten(state, "", flat)
     groups = _groups(flat, what)
-    modules = _torch_modules(source) if hasattr(source, "state_dict") else {}
+    # a module object, or a TorchScript archive (which keeps its modules' types): checked against the cell
+    modules = _torch_modules(source) if hasattr(source, "state_dict") else torchscript_modules(source)
     if not groups:
         found = ", ".join(sorted(flat)[:8]) + (" …" if len(flat) > 8 else "")
         raise GradflowError(f"{what} holds no recurrent layer (no weight_ih/weight_hh, weight_ih_l0/…, "
@@ -296,8 +297,8 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
                 break
     out = {kind: flat[key] for kind, key in keys.items()}
     batch_first = None
-    if mod is not None and hasattr(mod, "batch_first"):
-        batch_first = bool(mod.batch_first)
+    if mod is not None and hasattr(mod, "batch_first") and hasattr(source, "state_dict"):
+        batch_first = bool(mod.batch_first)  # an archive's layout is the CLI's to apply
     told = []
     if g.prefix and prefix is None:
         told.append(f"using the recurrent layer under {g.prefix!r}"
@@ -347,7 +348,8 @@ def select_module(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wh
     flat: dict[str, Any] = {}
     _flatten(state, "", flat)
     groups = _groups(flat, what)
-    modules = _torch_modules(source) if hasattr(source, "state_dict") else {}
+    # a module object, or a TorchScript archive (which keeps its modules' types): checked against the cell
+    modules = _torch_modules(source) if hasattr(source, "state_dict") else torchscript_modules(source)
     if not groups:
         raise GradflowError(f"{what} holds no recurrent layer (no weight_ih/weight_hh, weight_ih_l0/…, "
                             "under any prefix)")
@@ -398,7 +400,8 @@ def select_module(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wh
             if "weight_ih" not in out or "weight_hh" not in out or ("weight_hr" in out) != bool(proj):
                 raise GradflowError(f"{what}: layer {lay} ({d}) lacks weight_ih, weight_hh or weight_hr")
             arrays[(lay, d)] = out
-    batch_first = bool(mod.batch_first) if mod is not None and hasattr(mod, "batch_first") else None
+    batch_first = bool(mod.batch_first) if mod is not None and hasattr(mod, "batch_first") \
+        and hasattr(source, "state_dict") else None  # an archive's layout is the CLI's to apply
     dropout = float(getattr(mod, "dropout", 0.0) or 0.0) if mod is not None else 0.0
     told = [f"using the recurrent layer under {g.prefix!r}"] if g.prefix and prefix is None else []
     told += _identity_notes(cell, mod)

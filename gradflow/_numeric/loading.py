@@ -48,14 +48,18 @@ def note(message: str) -> None:
 
 @contextlib.contextmanager
 def notes_to_stderr() -> Iterator[None]:
-    """Show :class:`GradflowNote` warnings as one line ``gradflow: note: …`` on stderr."""
+    """Show :class:`GradflowNote` warnings as one line ``gradflow: note: …`` on stderr (each
+    distinct note once: a file read twice is noted once)."""
     import sys
 
     old = warnings.showwarning
+    shown: set[str] = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, GradflowNote):
-            print(f"gradflow: note: {message}", file=sys.stderr)
+            if str(message) not in shown:
+                shown.add(str(message))
+                print(f"gradflow: note: {message}", file=sys.stderr)
         else:
             old(message, category, filename, lineno, file, line)
 
@@ -336,7 +340,19 @@ def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as first:  # noqa: BLE001 - NumPy data in a checkpoint is data, not code
+                allowed = _numpy_globals(path, torch) if "Unsupported global" in str(first) else None
+                if allowed is None:
+                    raise
+                try:
+                    with torch.serialization.safe_globals(allowed):
+                        state = torch.load(path, map_location="cpu", weights_only=True)
+                except Exception:  # noqa: BLE001 - e.g. an object array: Python objects after all
+                    raise GradflowError(f"{what} holds pickled Python objects beyond tensors and NumPy "
+                                        "numbers (a NumPy array of objects?); gradflow does not unpickle "
+                                        f"code; {_SAVE_STATE_DICT}") from None
     except Exception as e:  # noqa: BLE001 - classify, never show a traceback
         import pickle
 
@@ -344,6 +360,8 @@ def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
         if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in text:
             glob = text[text.index("Unsupported global"):].split("\n")[0].split(" was not")[0]
             glob = glob.removeprefix("Unsupported global: ").removeprefix("GLOBAL ").strip()
+            code = [g for g in _unsafe_globals(path, torch) if not _NUMPY_DATA.match(g)]
+            glob = code[0] if code else glob
             raise GradflowError(f"{what} holds pickled Python objects (such as {glob}), "
                                 "probably a whole module saved with torch.save(module); gradflow does "
                                 f"not unpickle code; {_SAVE_STATE_DICT}") from None
@@ -355,6 +373,42 @@ def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
     if hasattr(state, "state_dict") and callable(state.state_dict):
         state = state.state_dict()
     return check_state(state, what)
+
+
+#: the pickled NumPy globals of plain arrays, scalars and dtypes (a checkpoint's metrics, say):
+#: data, not code, so a checkpoint holding them is read (weights_only, with these allowed)
+_NUMPY_DATA = re.compile(r"^numpy(?:\._core|\.core)?\.multiarray\.(?:_reconstruct|scalar)$|^numpy\.(?:ndarray|dtype)$"
+                         r"|^numpy\.dtypes\.\w+DType$")
+
+
+def _unsafe_globals(path: str, torch: Any) -> list[str]:
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - an older torch, or an unreadable file: nothing to add
+        return []
+
+
+def _numpy_globals(path: str, torch: Any) -> list[Any] | None:
+    """The objects of a checkpoint's pickled globals when every one is NumPy data (else None)."""
+    import importlib
+
+    names = _unsafe_globals(path, torch)
+    if not names or not all(_NUMPY_DATA.match(g) for g in names):
+        return None
+    out = []
+    for g in names:
+        mod, _, attr = g.rpartition(".")
+        try:
+            out.append(getattr(importlib.import_module(mod), attr))
+        except (ImportError, AttributeError):
+            return None
+    try:  # an array's or scalar's dtype is pickled as its class (numpy >= 1.25)
+        import numpy.dtypes as np_dtypes
+
+        out += [getattr(np_dtypes, n) for n in dir(np_dtypes) if n.endswith("DType") and n != "ObjectDType"]
+    except ImportError:  # pragma: no cover - an older numpy pickles dtypes as numpy.dtype
+        pass
+    return out
 
 
 #: the per-layer tensor names of PyTorch's nn.RNN/LSTM/GRU (layer 0 adds the suffix ``_l0``)
@@ -375,3 +429,42 @@ def read_weights_file(path: str) -> Mapping[str, Any]:
     _open_file(path, "weights")
     raise GradflowError(f"unknown weights file type {path!r}: use .pt, .pth or .npz (PyTorch), or "
                         ".weights.h5 or .keras (Keras 3)")
+
+
+
+def torchscript_modules(path: Any) -> dict[str, Any]:
+    """The recurrent submodules (``nn.RNN``/``LSTM``/``GRU`` and their cells), by name, of the
+    TorchScript archive at ``path``, which keeps their type, ``nonlinearity``, ``batch_first`` …;
+    ``{}`` for any other file or an archive that does not load (:func:`read_pt` then says why)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return {}
+    path = os.fspath(path)
+    if not path.endswith((".pt", ".pth")) or not os.path.isfile(path):
+        return {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return {}
+    if not (any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)):
+        return {}
+    try:
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(path, map_location="cpu")
+        kinds = ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell")
+        return {name: mod for name, mod in module.named_modules()
+                if getattr(mod, "original_name", None) in kinds}
+    except Exception:  # noqa: BLE001 - read_pt reports what is wrong with the file
+        return {}
+
+
+def torchscript_batch_first(path: str, prefix: str | None = None) -> bool | None:
+    """The ``batch_first`` of the recurrent module (under ``prefix`` when given) of a TorchScript
+    archive; None for any other file, for none or several such modules that disagree."""
+    want = None if prefix is None else prefix.strip().rstrip(".")
+    found = {bool(mod.batch_first) for name, mod in torchscript_modules(path).items()
+             if (want is None or name == want) and hasattr(mod, "batch_first")}
+    return found.pop() if len(found) == 1 else None

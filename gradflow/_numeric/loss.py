@@ -83,8 +83,11 @@ def find_head(state: Mapping[str, Any], hidden: int, prefix: str | None = None,
         wrong = [f"{p or '(top level)'!r} is ({int(v.shape[0])}, {int(v.shape[1])})" for p, v in sorted(weights.items())
                  if int(v.shape[1]) != hidden and (p.rpartition(".")[2] in HEAD_NAMES or p == "")]
         if not cands and wrong:
+            both = any(int(v.shape[1]) == 2 * hidden for p, v in weights.items() if p.rpartition(".")[2] in HEAD_NAMES)
+            hint = (f"; in-features {2 * hidden} = 2 x {hidden} is a head on both directions of a bidirectional "
+                    "model: analyse the whole model (no --layer/--direction; gradflow.stacked_flow)") if both else ""
             raise GradflowError(f"{what}: the head's weight must be (K, {hidden}) (in-features = the hidden "
-                                f"size {hidden}), but {', '.join(wrong)}")
+                                f"size {hidden}), but {', '.join(wrong)}{hint}")
         if not cands:
             raise GradflowError(f"{what} holds no output Linear with in-features {hidden} under any of "
                                 f"the names {', '.join(HEAD_NAMES)}; name it with --head PREFIX, or "

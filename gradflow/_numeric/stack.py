@@ -677,6 +677,7 @@ class StackedFlow:
     layers: list[LayerFlow]
     lyapunov: np.ndarray | None = None
     loss: str = "sum"
+    dtype: str = "float64"  # of the products (always exact N x N products: mode "exact")
 
     def grad_map(self) -> tuple[list[str], np.ndarray]:
         """Rows (top layer first) × original time t = 0…T (…T+1 with a reverse direction) of the
@@ -719,7 +720,7 @@ class StackedFlow:
                            "clock": "forward" if lf.direction == "forward" else "reversed",
                            "state_size": lf.state_size, "curve": pts})
         return {"cell": self.cell, "hidden": self.hidden, "steps": self.steps, "batch": self.batch,
-                "curve": curve,
+                "mode": "exact", "dtype": self.dtype, "curve": curve,
                 "lyapunov": [json_number(v, f"Lyapunov exponent {i}") for i, v in enumerate(self.lyapunov)]
                 if self.lyapunov is not None else [],
                 "num_layers": self.num_layers, "bidirectional": self.bidirectional,
@@ -800,7 +801,7 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
             layers.append(LayerFlow(lay.layer, lay.direction, lay.state_size, c, per_state["h"], per_state))
     return StackedFlow(net.cell.name, net.hidden, T, B, net.num_layers, net.bidirectional,
                        net.proj_size, full, layers, lyap,
-                       "cotangents" if given and loss is None else (loss or "sum"))
+                       "cotangents" if given and loss is None else (loss or "sum"), np.dtype(net.dtype).name)
 
 
 def stacked_products(net: StackedNetwork, inputs, initial: Any = None):

@@ -39,9 +39,9 @@ from .network import network
 _TORCH_CELLS = {"LSTM": "lstm", "LSTMCell": "lstm", "GRU": "gru", "GRUCell": "gru"}
 
 
-def torch_cell_name(module: Any) -> str:
-    """gradflow's cell for a ``torch.nn`` LSTM/GRU/RNN module or cell (or the one such submodule
-    of a model); ``GradflowError`` when there is none or several."""
+def recurrent_submodule(module: Any) -> Any:
+    """The one ``torch.nn`` RNN/LSTM/GRU module or cell in ``module`` (itself, or a submodule of a
+    whole model); ``GradflowError`` when there is none or several."""
     import torch
 
     kinds = (torch.nn.RNNBase, torch.nn.RNNCellBase)
@@ -53,7 +53,13 @@ def torch_cell_name(module: Any) -> str:
     if len(found) > 1:
         raise GradflowError(f"{type(module).__name__} holds {len(found)} recurrent modules; pass the one to "
                             "record (e.g. Recorder(model.rnn, ...))")
-    mod = found[0]
+    return found[0]
+
+
+def torch_cell_name(module: Any) -> str:
+    """gradflow's cell for a ``torch.nn`` LSTM/GRU/RNN module or cell (or the one such submodule
+    of a model); ``GradflowError`` when there is none or several."""
+    mod = recurrent_submodule(module)
     for klass in type(mod).__mro__:
         if klass.__name__ in _TORCH_CELLS:
             return _TORCH_CELLS[klass.__name__]
@@ -89,8 +95,10 @@ class Recorder:
 
     Arguments:
         module: the ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (or ``*Cell``) being trained, or a model
-            holding exactly one of them. One layer, one direction (as :func:`~gradflow.network`:
-            ``layer``/``direction`` pick one).
+            holding exactly one of them (its ``batch_first`` is the recurrent layer's). A stacked,
+            bidirectional or projected module is recorded whole (:func:`~gradflow.stacked_flow`:
+            the recording is the ``flow --json`` object with ``layers``; ``curve`` is the whole
+            stack's, ``[]`` when bidirectional) unless ``layer``/``direction`` pick one layer.
         every: record when ``step % every == 0``.
         inputs: the fixed probe batch, laid out as the module takes it: (T, B, m), or (B, T, m)
             for a module built with ``batch_first=True``, or (T, m); tensor or array. It is
@@ -140,7 +148,12 @@ class Recorder:
                                 f"(T, m); got {x.shape}")
         if not np.all(np.isfinite(x)):
             raise GradflowError("probe inputs contain NaN or inf")
-        self._batch_first = bool(getattr(module, "batch_first", False))
+        rnn = recurrent_submodule(module)  # a whole model's layout is its recurrent layer's
+        self._batch_first = bool(getattr(rnn, "batch_first", False))
+        # a stacked, bidirectional or projected module is recorded whole unless layer/direction pick one
+        self.stacked = layer is None and direction is None and (
+            int(getattr(rnn, "num_layers", 1)) > 1 or bool(getattr(rnn, "bidirectional", False))
+            or int(getattr(rnn, "proj_size", 0) or 0) > 0)
         self.inputs = np.ascontiguousarray(x.transpose(1, 0, 2)) if self._batch_first else x
         self.path = os.fspath(path) if path is not None else None
         if self.path is not None and not append:
@@ -156,8 +169,13 @@ class Recorder:
                 warnings.simplefilter("ignore", GradflowNote)
             elif self._batch_first:
                 warnings.filterwarnings("ignore", message=".*batch_first=True.*", category=GradflowNote)
-            net = network(self.cell, weights=self.module, layer=self.layer, direction=self.direction,
-                          dtype=np.float64)
+            if self.stacked:
+                from .stack import stacked_network
+
+                net: Any = stacked_network(self.cell, weights=self.module, dtype=np.float64)
+            else:
+                net = network(self.cell, weights=self.module, layer=self.layer, direction=self.direction,
+                              dtype=np.float64)
         if net.input != self.inputs.shape[2]:
             raise GradflowError(f"probe inputs have {self.inputs.shape[2]} features; the module takes {net.input}")
         return net
@@ -172,8 +190,16 @@ class Recorder:
         """Record now, whatever ``every`` says (e.g. after the last training step)."""
         t0 = time.perf_counter()
         net = self._net()
-        flow = gradient_flow(net, self.inputs, lyapunov=self.lyapunov, spectral=self.spectral,  # type: ignore[arg-type]
-                             threads=self.threads, batch_first=False)  # the probe is kept as (T, B, m)
+        if self.stacked:  # every layer and direction (stack.stacked_flow), the probe as (T, B, m)
+            from .flow import thread_limit
+            from .stack import stacked_flow
+
+            with thread_limit(self.threads):
+                flow: Any = stacked_flow(net, self.inputs, lyapunov=self.lyapunov,
+                                         spectral=self.spectral)  # type: ignore[arg-type]
+        else:
+            flow = gradient_flow(net, self.inputs, lyapunov=self.lyapunov, spectral=self.spectral,  # type: ignore[arg-type]
+                                 threads=self.threads, batch_first=False)  # the probe is kept as (T, B, m)
         rec = {"step": int(step), "seconds": 0.0, **flow.to_json()}
         rec["seconds"] = time.perf_counter() - t0
         self.records.append(rec)
@@ -186,11 +212,15 @@ class Recorder:
 
     def _scalars(self, rec: dict, flow) -> None:
         step = rec["step"]
-        first = rec["curve"][0]
-        values = {"log10_norm_2_k0": first["log10_norm_2"], "log10_grad_norm_k0": first["log10_grad_norm"],
-                  "seconds": rec["seconds"]}
-        if flow.steps > 1:
-            values["decay_per_step"] = decay_rate(flow.full.mean().log10_norm_2)
+        values = {"seconds": rec["seconds"]}
+        if rec["curve"]:  # a bidirectional network has no whole-stack curve
+            first = rec["curve"][0]
+            values.update(log10_norm_2_k0=first["log10_norm_2"], log10_grad_norm_k0=first["log10_grad_norm"])
+            if flow.steps > 1:
+                values["decay_per_step"] = decay_rate(flow.full.mean().log10_norm_2)
+        for lay in rec.get("layers", []):  # stacked: each layer's ‖∂L/∂h^(l)_0‖ on its own clock
+            values[f"layer{lay['layer']}_{lay['direction']}/log10_grad_norm_h_k0"] = \
+                lay["curve"][0]["log10_grad_norm_h"]
         if rec["lyapunov"]:
             values["lyapunov_max"] = rec["lyapunov"][0]
         for key, v in values.items():
@@ -227,9 +257,11 @@ def read_records(path: str | os.PathLike) -> list[dict]:
 
 
 def check_record(rec: Any, what: str) -> None:
-    """A recording: a dict with an integer ``step`` and a non-empty ``curve`` of dicts with ``k``."""
+    """A recording: a dict with an integer ``step`` and a ``curve`` of dicts with ``k`` (non-empty,
+    except for a bidirectional network's, which has its per-layer ``layers`` instead)."""
     if not isinstance(rec, Mapping) or not isinstance(rec.get("step"), int) or not isinstance(rec.get("curve"), list) \
-            or not rec["curve"] or not all(isinstance(c, Mapping) and "k" in c for c in rec["curve"]):
+            or not (rec["curve"] or (rec.get("bidirectional") and isinstance(rec.get("layers"), list))) \
+            or not all(isinstance(c, Mapping) and "k" in c for c in rec["curve"]):
         raise GradflowError(f"{what} is not a gradflow recording (a JSON object with step and curve)")
 
 
@@ -240,6 +272,9 @@ def curve_matrix(records: Iterable[Mapping[str, Any]], field: str = "log10_norm_
     steps, rows = [], []
     for i, rec in enumerate(records):
         check_record(rec, f"recording {i}")
+        if not rec["curve"]:
+            raise GradflowError(f"recording {i} (step {rec['step']}) is of a bidirectional network, which has "
+                                "no whole-stack curve; its per-layer curves are in the recording's 'layers'")
         row = []
         for c in rec["curve"]:
             src = c.get(block) if block else c
