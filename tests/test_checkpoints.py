@@ -231,7 +231,7 @@ def test_whole_model_state_dict_prefix_found_with_a_note(tmp_path, capsys):
     path, xs = tmp_path / "model.pt", tmp_path / "x.npy"
     torch.save(model.state_dict(), path)
     np.save(xs, x)
-    rec, err = _cli_json(capsys, "lstm", "--weights", path, "--inputs", xs)
+    rec, err = _cli_json(capsys, "lstm", "--weights", path, "--inputs", xs, "--time-first")
     assert err == f"gradflow: note: weights file {path}: using the recurrent layer under 'rnn'\n"
     assert rel([r["log10_norm_2"] for r in rec["curve"]], ref) <= 1e-10
 
@@ -252,7 +252,7 @@ def test_checkpoints_nested_and_npz(tmp_path, capsys, wrap):
         where = f"{wrap}.rnn"
     xs = tmp_path / "x.npy"
     np.save(xs, x)
-    rec, err = _cli_json(capsys, "lstm", "--weights", path, "--inputs", xs)
+    rec, err = _cli_json(capsys, "lstm", "--weights", path, "--inputs", xs, "--time-first")
     assert f"using the recurrent layer under '{where}'" in err and err.count("\n") == 1
     assert rel([r["log10_norm_2"] for r in rec["curve"]], ref) <= 1e-10
     with pytest.warns(GradflowNote):
@@ -271,7 +271,8 @@ def test_prefix_picks_one_of_several(tmp_path, capsys):
         path, xs = tmp_path / "m.pt", tmp_path / "x.npy"
         torch.save({"model": model.state_dict()}, path)
         np.save(xs, x)
-        rec, err = _cli_json(capsys, cell, "--weights", path, "--inputs", xs, "--prefix", f"model.{prefix}")
+        rec, err = _cli_json(capsys, cell, "--weights", path, "--inputs", xs, "--time-first",
+                             "--prefix", f"model.{prefix}")
         assert err == ""
         assert rel([r["log10_norm_2"] for r in rec["curve"]], ref) <= 1e-10
     with pytest.raises(GradflowError, match=r"2 recurrent modules: 'model.dec', 'model.enc'"):
@@ -297,7 +298,7 @@ def test_layer_0_of_two_and_forward_of_bidirectional(tmp_path, capsys):
         assert rel(_curve(net, x), ref) <= 1e-10
         path = tmp_path / "w.pt"
         torch.save(mod.state_dict(), path)
-        rec, err = _cli_json(capsys, "lstm", "--weights", path, "--inputs", xs, *opts)
+        rec, err = _cli_json(capsys, "lstm", "--weights", path, "--inputs", xs, "--time-first", *opts)
         assert err == f"gradflow: note: weights file {path}: {told}: the curves ignore " \
                       f"{'the other layers' if '--layer' in opts else 'the reverse one'}\n"
         assert rel([r["log10_norm_2"] for r in rec["curve"]], ref) <= 1e-10
@@ -315,7 +316,7 @@ def test_layer_1_with_its_inputs(tmp_path, capsys):
     path, xs = tmp_path / "w.pt", tmp_path / "below.npy"
     torch.save(mod.state_dict(), path)
     np.save(xs, below)
-    rec, err = _cli_json(capsys, "lstm", "--weights", path, "--inputs", xs, "--layer", "1")
+    rec, err = _cli_json(capsys, "lstm", "--weights", path, "--inputs", xs, "--time-first", "--layer", "1")
     assert "measuring layer 1 of 2" in err
     assert rel([r["log10_norm_2"] for r in rec["curve"]], ref) <= 1e-10
     np.save(tmp_path / "x.npy", x)  # the model's inputs are not layer 1's

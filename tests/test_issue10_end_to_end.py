@@ -351,3 +351,24 @@ def test_checkpoint_with_numpy_numbers_loads_and_code_is_still_refused(saved, tm
         code, out, err = run_flow(capsys, "--weights", str(tmp_path / name), *common)
         assert code == 2 and out == "" and err.startswith("gradflow: error: ") and err.count("\n") == 1, err
         assert says in err and "state_dict()" in err, err
+
+
+def test_inputs_from_a_bare_state_dict_say_how_they_are_read(tmp_path, capsys):
+    """A state_dict does not record batch_first: (batch, T, m) data would be read as (T, batch, m)
+    in silence. Now the reading is said, and --batch-first / --steps state or check it."""
+    import torch
+
+    from gradflow._cli import main
+
+    torch.save(torch.nn.LSTM(2, 3).state_dict(), tmp_path / "w.pt")
+    np.save(tmp_path / "x.npy", np.zeros((2, 5, 2)))  # batch 2, T = 5, saved batch first
+    base = ["flow", "lstm", "--weights", str(tmp_path / "w.pt"), "--inputs", str(tmp_path / "x.npy"),
+            "--json", "--no-lyapunov"]
+    assert main(base) == 0
+    err = capsys.readouterr().err
+    assert "read time first, as 2 steps of batch 5; pass --batch-first if it is (batch, T, m)" in err
+    assert main([*base, "--batch-first"]) == 0
+    out, err = capsys.readouterr()
+    assert "read time first" not in err and '"steps": 5' in out and '"batch": 2' in out
+    assert main([*base, "--steps", "5"]) == 2  # --steps checks the reading
+    assert "--steps 5 does not match the 2 steps" in capsys.readouterr().err

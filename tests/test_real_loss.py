@@ -312,7 +312,7 @@ def test_relu_state_dict_read_as_tanh_is_said(tmp_path, capsys):
     torch.save(rnn.state_dict(), tmp_path / "r.pt")
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((T, B, M)))
     code, _, err = _cli(capsys, "tanh-rnn", "--weights", tmp_path / "r.pt", "--inputs", tmp_path / "x.npy",
-                        "--json", "--no-lyapunov")
+                        "--time-first", "--json", "--no-lyapunov")
     assert code == 0 and err.count("\n") == 1
     assert "does not record nn.RNN's nonlinearity: read with tanh as tanh-rnn; pass relu-rnn" in err
     with pytest.warns(GradflowNote, match="read with relu as relu-rnn; pass tanh-rnn"):

@@ -225,6 +225,10 @@ def run(a: argparse.Namespace) -> int:
         if given_3d and not (a.batch_first or a.time_first) and inputs.shape[0] == inputs.shape[1] > 1:
             raise GradflowError(f"--inputs {a.inputs} has shape {inputs.shape}: (T, batch, m) and (batch, T, m) "
                                 "both fit; say which with --time-first or --batch-first")
+        if given_3d and not (a.batch_first or a.time_first) and inputs.shape[1] > 1 and a.steps is None:
+            # nothing says the layout (no module, no --steps to check it against): say how it is read
+            note(f"--inputs {a.inputs} of shape {inputs.shape}: read time first, as {inputs.shape[0]} steps "
+                 f"of batch {inputs.shape[1]}; pass --batch-first if it is (batch, T, m)")
         if a.batch_first:
             inputs = np.ascontiguousarray(inputs.transpose(1, 0, 2))
         if a.steps is not None and int_option(a.steps, "--steps") != inputs.shape[0]:
