@@ -17,6 +17,7 @@ from .._numeric.flow import json_number
 from .._symbolic.cell import Cell
 from .._symbolic.many_steps import carousel, pascanu_bound
 from .._symbolic.nodes import Diag
+from .bound_words import bound_formula, identity_summand
 from .document import Doc, fmt_num
 
 
@@ -129,7 +130,9 @@ def _bound_kind(cell: Cell) -> str | None:
         terms = pascanu_bound(cell).terms
     except ValueError:
         return None
-    return "residual" if any(isinstance(M, Identity) for _, M in terms) else "pascanu"
+    if identity_summand(cell):
+        return "residual"
+    return "pascanu" if len(terms) == 1 and getattr(terms[0][1], "name", None) == "W" else "triangle"
 
 
 def _zero_sentence(curve: np.ndarray, steps: int) -> str:
@@ -246,14 +249,15 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                f"empirical quantiles) of {n_seeds * n_batch} curves per cell, {n_seeds} "
                f"weight draws × {n_batch} input sequences")
     kinds = {c.name: _bound_kind(c) for c in cells if c.name in bounds}
+    by_name = {c.name: c for c in cells}
     pas = [f"`{k}`" for k, v in kinds.items() if v == "pascanu"]
-    res = [f"`{k}`" for k, v in kinds.items() if v == "residual"]
+    res = [f"${bound_formula(by_name[k])}$ for `{k}`" for k, v in kinds.items() if v in ("residual", "triangle")]
     if pas:
         caption += (f"; dashed: the bound $(\\gamma\\,\\sigma_{{\\max}}(W))^{{T-k}}$ of "
                     f"@[pascanu2013difficulty] on the weights of seed {seed} ({', '.join(pas)})")
     if res:
-        caption += (f"; dashed: the triangle-inequality bound $(1 + \\sigma_{{\\max}}(W))^{{T-k}}$ of "
-                    f"[#sec:derivation] ({', '.join(res)}), cut at the frame where it leaves the measured range")
+        caption += (f"; dashed: the triangle-inequality bound of [#sec:derivation], {', '.join(res)}, "
+                    "cut at the frame where it leaves the measured range")
     caption += ("; a triangle marks the last lag before a median that is exactly zero. Data: "
                 "`figures/decay.csv`, `figures/decay.tex` (pgfplots).")
     add_figure("decay", caption)
@@ -395,8 +399,8 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                     text += (f" Here the full gradient grows ({fmt_num(r.rate_full)} per step): the paths "
                              "through $h$ add to the identity carousel.")
                 if info_d["drifts"]:
-                    text += (f" The cell state drifts: $c_t = c_{{t-1}} + i_t \\circ g_t$ has nothing that "
-                             f"pulls it back, and {sent}. In $h_t = o_t \\circ \\tanh(c_t)$ the factor "
+                    text += (f" The cell state drifts: $c_t = c_{{t-1}} + i_t \\odot g_t$ has nothing that "
+                             f"pulls it back, and {sent}. In $h_t = o_t \\odot \\tanh(c_t)$ the factor "
                              f"$\\tanh'(c_T) = 1 - \\tanh^2(c_T)$ averages {tp.mean():.3g} over the units and "
                              f"is below 0.01 in {100 * sat:.0f} % of them: the output saturates and stops "
                              "responding to the cell it reads. This is why @[gers2000forget] added the "
@@ -478,7 +482,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     if pas:
         bound_words.append(f"$(\\gamma\\,\\sigma_{{\\max}}(W))^{{T-k}}$ [@pascanu2013difficulty] for {', '.join(pas)}")
     if res:
-        bound_words.append(f"$(1 + \\sigma_{{\\max}}(W))^{{T-k}}$ ([#sec:derivation]) for {', '.join(res)}")
+        bound_words.append(f"([#sec:derivation]) {', '.join(res)}")
     doc.table(["cell", "$n$", "$m$", "$T$", "rate $\\partial s_T/\\partial s_k$",
                *(["rate $\\partial c_T/\\partial c_k$", "rate carousel"] if with_c else []), "rate bound",
                "$\\log_{10}\\lVert\\partial s_T/\\partial s_0\\rVert_2$"],

@@ -104,7 +104,7 @@ def teach(doc: Doc, cells: list[Cell]) -> None:
         r = walk_through(w, h0)
         rows.append([f"${w:g}$", f"${h0:g}$", fmt_num(r["h_T"]), fmt_num(r["factor"]),
                      fmt_num(np.log10(abs(r["factor"])) if r["factor"] else None), fmt_num(r["rate"])])
-    doc.table(["$w$", "$h_0$", "$h_T$", "$w(1 - h_T^2)$", "$\\log_{10}|w(1 - h_T^2)|$",
+    doc.table(["$w$", "$h_0$", "$h_T$", "$w(1 - h_T^2)$", "$\\log_{10}\\lvert w(1 - h_T^2)\\rvert$",
                "measured rate"], rows,
               "The one-unit tanh RNN: the state it settles in, the one-step factor there, and the "
               "measured decay rate of $\\partial h_T/\\partial h_k$ ($\\log_{10}$ per step; least-squares "
