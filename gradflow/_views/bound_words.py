@@ -34,3 +34,11 @@ def bound_formula(cell: Cell, lag: str = "T-k") -> str:
     rate = pascanu_bound(cell).rate
     base = latex(rate) if isinstance(rate, (sp.Number, sp.Symbol, sp.Function)) else r"\left(%s\right)" % latex(rate)
     return f"{base}^{{{lag}}}"
+
+
+def carousel_words(cells: list[Cell]) -> str:
+    """Each cell's carousel ∂c_T/∂c_k|_carousel, printed from its derived form: "I for `lstm-1997`"."""
+    from .._symbolic.cell import t
+    from .._symbolic.many_steps import carousel
+
+    return "; ".join(f"${latex(carousel(c).expr.subs(t, sp.Symbol('T')))}$ for `{c.name}`" for c in cells)

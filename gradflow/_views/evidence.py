@@ -17,7 +17,7 @@ from .._numeric.flow import json_number
 from .._symbolic.cell import Cell
 from .._symbolic.many_steps import carousel, pascanu_bound
 from .._symbolic.nodes import Diag
-from .bound_words import bound_formula, identity_summand
+from .bound_words import bound_formula, carousel_words, identity_summand
 from .document import Doc, fmt_num
 
 
@@ -50,6 +50,8 @@ class Evidence:
     table: list[dict]
     phase: dict | None
     claims: dict | None = None  # the numbers behind the sentences (paths, drift, spread)
+    spreads: dict | None = None  # cell name → Spread of the decay figure (median and band)
+    bounds: dict | None = None  # cell name → log10 bound curve drawn dashed in the decay figure
 
 
 
@@ -175,6 +177,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     from .._numeric.paths import cell_state_paths, state_drift
     from .._numeric.spread import flow_spread
     from .figure_data import export_curves, export_matrices
+    from .figure_fit import fit_titles
     from .plots import (
         figure_legend,
         figure_style,
@@ -198,6 +201,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     fig_dir = stage / "figures"
 
     def save(fig, stem):
+        fit_titles(fig)
         paths = save_figure(fig, fig_dir / stem, formats=("pdf", "png"), dpi=200)
         figures[stem] = [p.relative_to(stage).as_posix() for p in paths]
 
@@ -330,11 +334,11 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
         add_figure("carousel", "The cell-state gradient split by path (first sequence): the "
                    "$c \\to c$ block of the full product, $\\partial c_T/\\partial c_k$; the carousel, "
                    "the $c \\to c$ block of the 1997-truncated product [@hochreiter1997lstm] "
-                   "($\\prod_{j=k+1}^{T} \\operatorname{diag}(f_j)$ for the LSTM with forget gate, the "
-                   "identity for the 1997 LSTM); and their difference, every path that leaves the cell "
+                   f"({carousel_words(lstm_cells)}); and their difference, every path that leaves the cell "
                    "state through $h_{j-1}$ (and the cell's other states) into the gates and the candidate "
-                   "of a later step and comes back. At lag 1 the difference is exactly zero (the one-step block is "
-                   "$\\operatorname{diag}(f_T)$). Data: `figures/carousel.csv`, `figures/carousel.tex`.")
+                   "of a later step and comes back. At lag 1 the difference is exactly zero (one step holds "
+                   "no such path: the full and the truncated one-step $c \\to c$ blocks are the same). "
+                   "Data: `figures/carousel.csv`, `figures/carousel.tex`.")
         for c in lstm_cells:
             r = runs[c.name]
             P = paths[c.name]
@@ -408,6 +412,11 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
             doc.para(text)
     claims["paths"] = path_claims
     claims["drift"] = drift_claims
+    doc.para("Beyond the norm, [#fig:spectrum] shows how many directions of the state keep a gradient as "
+             "the lag grows, and [#fig:jacobian] the last one-step Jacobian of each cell entry by entry"
+             + (f"; [#fig:phase] how the decay rate of `{lstm_cells[0].name}` moves with the scale of its "
+                "recurrent weights" if lstm_cells else "")
+             + ". [#tab:decay] collects the rates.")
 
     with figure_style(size):
         fig, axes = preset_figure(len(cells), size)
@@ -491,5 +500,5 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
               f"{seed}. "
               + ("Carousel: the $c \\to c$ block of the 1997-truncated product. " if with_c else "")
               + ("Bound: " + "; ".join(bound_words) + "." if bound_words else ""),
-              "lrrrrrrrr" if with_c else "lrrrrrr")
-    return Evidence(figures=figures, table=table, phase=phase, claims=claims)
+              "lrrrrrrrr" if with_c else "lrrrrrr", label="tab:decay")
+    return Evidence(figures=figures, table=table, phase=phase, claims=claims, spreads=spreads, bounds=bounds)

@@ -238,7 +238,7 @@ def plot_cell_state_paths(paths: Any, *, ax: Axes | None = None, title: str | No
     T = paths.block.shape[1]
     x = T - np.arange(T)
     for y, label, style in ((paths.block[0], r"$c\to c$ block $\partial c_T/\partial c_k$", "-"),
-                            (paths.carousel[0], r"carousel $\prod_j \mathrm{diag}(f_j)$", "--"),
+                            (paths.carousel[0], r"carousel (truncated $c\to c$ product)", "--"),
                             (paths.through_h[0], r"paths through $h$ (block $-$ carousel)", ":")):
         (line,) = ax.plot(x, y, linestyle=style, label=label)
         mark_exact_zero(ax, x, y, line.get_color())

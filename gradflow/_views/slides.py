@@ -103,6 +103,45 @@ def _figure(title: str, stem: str) -> str:
                          f"keepaspectratio]{{figures/{stem}.pdf}}")
 
 
+def slide_decay_stem(cell: Cell) -> str:
+    """The per-cell decay figure of the slides: ``figures/slide-decay-<cell>.pdf``."""
+    return "slide-decay-" + cell.name
+
+
+def _cell_decay_frames(b: Build) -> list[str]:
+    """One frame per cell: its own measured decay (median, band and bound) at the slide's width."""
+    import matplotlib
+
+    from .figure_fit import fit_titles
+    from .plots import figure_legend, figure_style, plot_decay_band, preset_figure, save_figure
+
+    ev = b.evidence
+    if ev is None or not ev.spreads:
+        return []
+    out = []
+    for i, cell in enumerate(b.cells):
+        if cell.name not in ev.spreads:
+            continue
+        bounds = {cell.name: ev.bounds[cell.name]} if ev.bounds and cell.name in ev.bounds else None
+        stem = slide_decay_stem(cell)
+        with figure_style("slide"):
+            fig, (ax,) = preset_figure(1, "slide")
+            colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+            ax.set_prop_cycle(color=[colours[i % len(colours)]])  # the cell's colour in the joint figure
+            plot_decay_band({cell.name: ev.spreads[cell.name]}, ax=ax, bounds=bounds)
+            figure_legend(fig, [ax])
+            fit_titles(fig)
+            save_figure(fig, b.stage / "figures" / stem, formats=("pdf",))
+        r = b.runs[cell.name]
+        sp_ = ev.spreads[cell.name]
+        note = (f"Median and 10--90\\,\\% band of {sp_.count} sequences; the first sequence decays at "
+                f"{_num(r.rate_full)} per step of lag.")
+        out.append(_frame(f"\\texttt{{{tex_text(cell.name)}}}: the measured decay",
+                          "\\centering\n\\includegraphics[width=\\textwidth,height=0.7\\textheight,"
+                          f"keepaspectratio]{{figures/{stem}.pdf}}\n\n\\small " + note))
+    return out
+
+
 def _num(x: float | None) -> str:
     return "n/a" if x is None else f"${x:+.3f}$"
 
@@ -133,6 +172,7 @@ def slides_tex(b: Build, title: str) -> str:
     stems = set(b.evidence.figures) if b.evidence is not None else set()
     if "decay" in stems:
         frames.append(_figure("Measured: the gradient norm against the lag", "decay"))
+    frames += _cell_decay_frames(b)
     if "carousel" in stems:
         frames.append(_figure("Measured: the gradient split by path", "carousel"))
     frames.append(_takeaway(b))

@@ -70,7 +70,7 @@ def teach(doc: Doc, cells: list[Cell]) -> None:
     ok = _elementwise_check()
     doc.para("Row $i$ is row $i$ of $W$ multiplied by the number $1 - h_{t,i}^2$, and multiplying row $i$ of "
              "a matrix by $v_i$ is multiplying it by $\\operatorname{diag}(v)$ on the left. So in matrix form, "
-             "as gradflow derives it from the recurrence,"
+             "as gradflow derives it from the recurrence"
              + (" (and as SymPy confirms entry by entry at $n = 2$)" if ok else
                 " (WARNING: SymPy's entry-by-entry check at $n = 2$ disagrees: please report this)") + ":")
     doc.display([Row("\\frac{\\partial h_{t}}{\\partial h_{t-1}}", (block,))])
