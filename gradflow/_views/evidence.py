@@ -491,7 +491,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     if pas:
         bound_words.append(f"$(\\gamma\\,\\sigma_{{\\max}}(W))^{{T-k}}$ [@pascanu2013difficulty] for {', '.join(pas)}")
     if res:
-        bound_words.append(f"([#sec:derivation]) {', '.join(res)}")
+        bound_words.append(f"the triangle-inequality bound of [#sec:derivation], {', '.join(res)}")
     doc.table(["cell", "$n$", "$m$", "$T$", "rate $\\partial s_T/\\partial s_k$",
                *(["rate $\\partial c_T/\\partial c_k$", "rate carousel"] if with_c else []), "rate bound",
                "$\\log_{10}\\lVert\\partial s_T/\\partial s_0\\rVert_2$"],

@@ -220,6 +220,9 @@ def plot_decay_band(spreads: Mapping[str, Any], *, ax: Axes | None = None,
                 break
     ax.set_xlabel(r"lag $T-k$")
     ax.set_ylabel(r"$\log_{10}\|\partial s_T/\partial s_k\|_2$")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a lag is a whole number of steps
     return ax
 
 
@@ -244,6 +247,9 @@ def plot_cell_state_paths(paths: Any, *, ax: Axes | None = None, title: str | No
         mark_exact_zero(ax, x, y, line.get_color())
     ax.set_xlabel(r"lag $T-k$")
     ax.set_ylabel(r"$\log_{10}\|\cdot\|_2$")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a lag is a whole number of steps
     if title:
         ax.set_title(title)
     return ax

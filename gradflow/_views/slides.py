@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import sympy as sp
 from sympy import MatrixSymbol
 
@@ -159,9 +160,23 @@ def _takeaway(b: Build) -> str:
         items.append("\\item " + text + ".")
     sizes = f"$n = {b.hidden}$, $m = {b.input}$, $T = {b.steps}$, seed {b.seed}"
     return _frame("Takeaway", "Measured on random weights (" + sizes + "):\n\\begin{itemize}\n"
-                  + "\n".join(items) + "\n\\end{itemize}\n"
-                  "A one-step Jacobian near the identity (cell state, residual path) keeps the gradient; "
-                  "a product of contractions loses it geometrically.")
+                  + "\n".join(items) + "\n\\end{itemize}\n" + _ranking(b))
+
+
+def _ranking(b: Build) -> str:
+    """Which cell keeps its gradient longest here, which loses it fastest, which grows: from the rates."""
+    rates = {c.name: b.runs[c.name].rate_full for c in b.cells if b.runs[c.name].rate_full is not None}
+    finite = {k: v for k, v in rates.items() if np.isfinite(v)}
+    decay = {k: v for k, v in finite.items() if v < 0}
+    grow = [k for k, v in finite.items() if v > 0]
+    parts = []
+    if len(decay) >= 2:
+        slow, fast = max(decay, key=decay.__getitem__), min(decay, key=decay.__getitem__)
+        parts.append(f"Slowest decay here: \\texttt{{{tex_text(slow)}}} ({_num(decay[slow])}); fastest: "
+                     f"\\texttt{{{tex_text(fast)}}} ({_num(decay[fast])}).")
+    if grow:
+        parts.append("Growing, not decaying: " + ", ".join(f"\\texttt{{{tex_text(k)}}}" for k in grow) + ".")
+    return " ".join(parts)
 
 
 def slides_tex(b: Build, title: str) -> str:
