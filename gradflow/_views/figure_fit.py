@@ -18,15 +18,20 @@ def title_overflows(fig: Any) -> list[str]:
     """The axes titles that run past the figure's edge or more than 10 % past their panel's width."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    titled = [ax for ax in fig.axes if ax.title.get_text()]
+    if not titled:
+        return []
     canvas = fig.canvas if hasattr(fig.canvas, "get_renderer") else FigureCanvasAgg(fig)
-    canvas.draw()
     renderer = canvas.get_renderer()
+    # a title well inside its panel before layout needs no layout to tell (layout is the costly part)
+    if all(ax.title.get_window_extent(renderer).width < 0.6 * ax.get_window_extent(renderer).width
+           for ax in titled):
+        return []
+    canvas.draw()
     width = fig.bbox.width
     out = []
-    for ax in fig.axes:
+    for ax in titled:
         title = ax.title
-        if not title.get_text():
-            continue
         bb = title.get_window_extent(renderer)
         panel = ax.get_window_extent(renderer)
         if bb.x0 < -0.5 or bb.x1 > width + 0.5 or bb.width > 1.1 * panel.width:

@@ -222,7 +222,7 @@ def plot_decay_band(spreads: Mapping[str, Any], *, ax: Axes | None = None,
     ax.set_ylabel(r"$\log_{10}\|\partial s_T/\partial s_k\|_2$")
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a lag is a whole number of steps
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # a lag is whole steps
     return ax
 
 
@@ -249,7 +249,7 @@ def plot_cell_state_paths(paths: Any, *, ax: Axes | None = None, title: str | No
     ax.set_ylabel(r"$\log_{10}\|\cdot\|_2$")
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a lag is a whole number of steps
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # a lag is whole steps
     if title:
         ax.set_title(title)
     return ax
