@@ -257,3 +257,48 @@ def test_relative_output():
     assert relative_output("gradflow report lstm -o /tmp/x/r1 --force") == "gradflow report lstm -o r1 --force"
     assert relative_output("gradflow report lstm --output=/a/b") == "gradflow report lstm --output=b"
     assert relative_output("gradflow report lstm -o rel/dir") == "gradflow report lstm -o rel/dir"
+
+
+def test_the_band_uses_the_init_of_the_run():
+    """The decay figure's band and the sentences beside it describe the same networks: a report that
+    runs mamba-zoh with its reference init drew its band with the default init (−0.24 vs −0.0004 per
+    step at n = m = 16). Oracle: the curves of runs built here with that init."""
+    from gradflow._numeric.flow import gradient_flow, network, random_inputs
+    from gradflow._numeric.spread import flow_spread
+
+    sp = flow_spread("mamba-zoh", 4, 4, 6, seed=0, seeds=2, batch=2, init="mamba")
+    rows = []
+    for s in (0, 1):
+        net = network("mamba-zoh", 4, 4, seed=s, init="mamba")
+        rows.append(np.asarray(gradient_flow(net, random_inputs(6, 4, batch=2, seed=s), lyapunov=False,
+                                             bound=False).full.log10_norm_2))
+    np.testing.assert_allclose(sp.curves, np.concatenate(rows), rtol=0, atol=1e-12)  # seed-major
+    other = flow_spread("mamba-zoh", 4, 4, 6, seed=0, seeds=2, batch=2)  # the default init differs
+    assert not np.allclose(other.curves, sp.curves)
+
+
+def test_a_cell_without_a_cell_state_is_not_sent_to_one():
+    """LRU's state is (h, q): no cell state, no carousel section below it."""
+    from gradflow import get_cell
+    from gradflow._views.bibtex import bibliography
+    from gradflow._views.document import Doc
+    from gradflow._views.report import derive_cell
+
+    doc = Doc(bibliography())
+    derive_cell(doc, get_cell("lru"))
+    derive_cell(doc, get_cell("lstm-1997"))
+    sec = _sections(doc.markdown())
+    assert "cell state" not in sec["lru"] and "two-state cell" in sec["lru"]
+    assert "two-state cell the decisive path is the cell state, below" in sec["lstm-1997"]
+
+
+def test_a_spectrum_with_nothing_resolved_says_so():
+    from matplotlib.figure import Figure
+
+    from gradflow._views.plots import plot_spectrum
+
+    ax = Figure().subplots()
+    plot_spectrum({0: np.full(3, np.nan), 5: np.array([0.0, -1.0, -2.0])}, ax=ax)
+    labels = [ln.get_label() for ln in ax.get_lines()]
+    assert labels == ["$k = 5$"]  # k = 0 has no curve ...
+    assert any("k = 0" in t.get_text() and "resolved" in t.get_text() for t in ax.texts)  # ... and says why

@@ -182,8 +182,13 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                  "@[pascanu2013difficulty] from the one-step Jacobian alone; the measurements in "
                  "[#sec:evidence] take its place.")
     else:
+        words = {2: "two", 3: "three", 4: "four"}
+        count = words.get(len(cell.states), str(len(cell.states)))
         doc.para("The bound of @[pascanu2013difficulty] is a statement about a single state; for this "
-                 "two-state cell the decisive path is the cell state, below.")
+                 f"{count}-state cell "
+                 + ("the decisive path is the cell state, below." if "c" in cell.states else
+                    "the path that carries the gradient is read off the Jacobian in the section on "
+                    "that path, and [#sec:evidence] measures it."))
 
     if "c" in cell.states:
         _derive_carousel(doc, cell)

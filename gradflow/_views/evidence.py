@@ -232,7 +232,8 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
 
     # -- the decay figure: median and band over seeds × sequences --------------------------------
     spreads = {c.name: flow_spread(c, hidden, input, steps, seed=seed, seeds=n_seeds, batch=n_batch,
-                                   forget_bias=forget_bias if c.has_forget_gate else None) for c in cells}
+                                   forget_bias=forget_bias if c.has_forget_gate else None,
+                                   init=runs[c.name].init) for c in cells}
     bounds = {c.name: runs[c.name].flow.bound for c in cells if runs[c.name].flow.bound is not None}
     with figure_style(size):
         fig, (ax,) = preset_figure(1, size, height=size.row_height * 1.15)

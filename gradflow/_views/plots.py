@@ -309,6 +309,9 @@ def plot_spectrum(spectra: Mapping[int, Any], *, ax: Axes | None = None) -> Axes
         if zero.all():  # nothing to draw: say so instead of a legend entry without a curve
             notes.append(f"$k = {int(k)}$: every $\\sigma_i = 0$")
             continue
+        if np.isnan(s).all():  # no value resolved (NaN): say so, as for an exact zero
+            notes.append(f"$k = {int(k)}$: no $\\sigma_i$ resolved")
+            continue
         (line,) = ax.plot(np.arange(1, s.size + 1), s, marker="o", markersize=3, label=f"$k = {int(k)}$")
         if zero.any():
             notes.append(f"$k = {int(k)}$: $\\sigma_i = 0$ for $i \\geq {int(np.argmax(zero)) + 1}$")
