@@ -302,3 +302,23 @@ def test_a_spectrum_with_nothing_resolved_says_so():
     labels = [ln.get_label() for ln in ax.get_lines()]
     assert labels == ["$k = 5$"]  # k = 0 has no curve ...
     assert any("k = 0" in t.get_text() and "resolved" in t.get_text() for t in ax.texts)  # ... and says why
+
+
+def test_a_long_jacobian_is_spread_over_frames_that_fit(tmp_path):
+    """sLSTM's nine-block Jacobian: nine display lines with four fractions ran 18 pt off a frame."""
+    need_program("pdflatex")
+    from gradflow import get_cell
+    from gradflow._views.document import display_row
+    from gradflow._views.slides import _display_frames
+
+    J = get_cell("slstm-normalised").jacobian()
+    frames = _display_frames("J", [display_row(J.block_name(k), v) for k, v in J.blocks.items()])
+    assert len(frames) >= 2
+    (tmp_path / "f.tex").write_text(
+        "\\documentclass[aspectratio=169,11pt]{beamer}\n\\usepackage{amsmath}\n\\usepackage{amssymb}\n"
+        "\\begin{document}\n" + "\n".join(frames) + "\n\\end{document}\n", encoding="utf-8")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "f.tex"], cwd=tmp_path,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout.decode("latin-1")[-1500:]
+    log = (tmp_path / "f.log").read_text(encoding="latin-1")
+    assert "Overfull \\vbox" not in log and "Overfull \\hbox" not in log

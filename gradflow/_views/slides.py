@@ -25,7 +25,7 @@ from .document import BUDGET_SLIDE, Row, display_row, row_lines
 Build = Any
 
 #: display lines per frame (at \small), so that a frame never runs off the slide
-LINES_PER_FRAME = 9
+LINES_PER_FRAME = 8
 
 
 def _frame(title: str, body: str) -> str:
