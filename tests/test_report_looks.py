@@ -322,3 +322,22 @@ def test_a_long_jacobian_is_spread_over_frames_that_fit(tmp_path):
     assert proc.returncode == 0, proc.stdout.decode("latin-1")[-1500:]
     log = (tmp_path / "f.log").read_text(encoding="latin-1")
     assert "Overfull \\vbox" not in log and "Overfull \\hbox" not in log
+
+
+def test_no_string_that_writes_text_holds_a_control_character():
+    """"\\tanh" in a plain Python string is a TAB and "anh": the residual RNN's note printed it so. Every
+    string constant of the layers that write text and LaTeX (symbolic, views), as Python's own parser
+    reads it, is free of \\t \\b \\f \\a \\v \\r (the CLI's progress bars use \\r on purpose)."""
+    import ast
+
+    bad = re.compile("[\t\b\f\a\v\r]")
+    root = VIEWS.parent
+    for f in sorted([*(root / "_symbolic").rglob("*.py"), *(root / "_views").rglob("*.py")]):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and bad.search(node.value):
+                raise AssertionError(f"{f.relative_to(root)}:{node.lineno}: {node.value[:60]!r}")
+
+
+def test_written_report_has_no_control_characters(report):
+    for name in ("report.md", "report-body.tex", "slides.tex"):
+        assert not re.search("[\t\b\f\a\v\r]", (report / name).read_text(encoding="utf-8")), name

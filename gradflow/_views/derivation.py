@@ -80,7 +80,7 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
     elif cell.name == "residual-rnn":
         doc.para("@[he2016residual] introduced the identity skip connection in feed-forward networks "
                  "(across layers, not time steps); this recurrence carries the same form over to time, "
-                 "$h_t = h_{t-1} + \tanh(a_t)$. It is a construction for comparison here, not a cell "
+                 "$h_t = h_{t-1} + \\tanh(a_t)$. It is a construction for comparison here, not a cell "
                  "from that paper.")
 
     # the one-step Jacobian -------------------------------------------------------------------
