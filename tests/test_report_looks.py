@@ -341,3 +341,25 @@ def test_no_string_that_writes_text_holds_a_control_character():
 def test_written_report_has_no_control_characters(report):
     for name in ("report.md", "report-body.tex", "slides.tex"):
         assert not re.search("[\t\b\f\a\v\r]", (report / name).read_text(encoding="utf-8")), name
+
+
+def test_a_shared_spectrum_legend_means_the_same_k_in_every_panel():
+    """A panel that cannot draw k = 0 drew k = 99 in k = 0's colour, under a legend shared by all panels."""
+    from matplotlib.colors import to_rgba
+
+    from gradflow._views.plots import figure_legend, figure_style, plot_spectrum, preset_figure
+
+    full = {0: np.array([0.0, -1.0]), 50: np.array([-1.0, -2.0]), 99: np.array([-2.0, -3.0])}
+    part = {0: np.full(2, np.nan), 50: np.full(2, np.nan), 99: np.array([-2.5, -3.5])}
+    with figure_style("two-column"):
+        fig, axes = preset_figure(2, "two-column")
+        plot_spectrum(part, ax=axes[0])
+        plot_spectrum(full, ax=axes[1])
+        figure_legend(fig, axes)
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["$k = 0$", "$k = 50$", "$k = 99$"]
+    colour = {lab: to_rgba(h.get_color()) for lab, h in zip(labels, legend.legend_handles, strict=True)}
+    for ax in axes:
+        for line in ax.get_lines():
+            assert to_rgba(line.get_color()) == colour[line.get_label()], line.get_label()

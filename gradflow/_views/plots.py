@@ -303,7 +303,10 @@ def plot_spectrum(spectra: Mapping[int, Any], *, ax: Axes | None = None) -> Axes
         raise GradflowError("plot_spectrum needs at least one k")
     ax = _axes(ax)
     notes = []
-    for k in sorted(spectra):
+    import matplotlib
+
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for idx, k in enumerate(sorted(spectra)):  # colour fixed by k, so panels sharing a legend agree
         s = np.asarray(spectra[k], dtype=float).reshape(-1)
         zero = np.isneginf(s)
         if zero.all():  # nothing to draw: say so instead of a legend entry without a curve
@@ -312,7 +315,8 @@ def plot_spectrum(spectra: Mapping[int, Any], *, ax: Axes | None = None) -> Axes
         if np.isnan(s).all():  # no value resolved (NaN): say so, as for an exact zero
             notes.append(f"$k = {int(k)}$: no $\\sigma_i$ resolved")
             continue
-        (line,) = ax.plot(np.arange(1, s.size + 1), s, marker="o", markersize=3, label=f"$k = {int(k)}$")
+        (line,) = ax.plot(np.arange(1, s.size + 1), s, marker="o", markersize=3, label=f"$k = {int(k)}$",
+                          color=colours[idx % len(colours)])
         if zero.any():
             notes.append(f"$k = {int(k)}$: $\\sigma_i = 0$ for $i \\geq {int(np.argmax(zero)) + 1}$")
     lo, hi = ax.get_ylim()
@@ -536,6 +540,12 @@ def figure_legend(fig: Figure, axes: Sequence[Axes], *, ncols: int | None = None
         legend = ax.get_legend()
         if legend is not None:
             legend.remove()
+    import re
+
+    ks = [re.fullmatch(r"\$k = (-?\d+)\$", lab) for lab in labels]
+    if handles and all(ks):  # one entry per k (a panel may lack some): in the order of k
+        order = sorted(range(len(labels)), key=lambda i: int(ks[i].group(1)))  # type: ignore[union-attr]
+        handles, labels = [handles[i] for i in order], [labels[i] for i in order]
     if handles:
         import matplotlib
 
