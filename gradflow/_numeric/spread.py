@@ -58,8 +58,11 @@ def spread_of(curves: Any, *, q_lo: float = 0.1, q_hi: float = 0.9, seeds: int =
 
 def flow_spread(cell: Any, hidden: int, input: int, steps: int, *, seed: int = 0, seeds: int = 4,
                 batch: int = 4, forget_bias: float | None = None, q_lo: float = 0.1,
-                q_hi: float = 0.9) -> Spread:
-    """log10 ‖∂s_T/∂s_k‖₂ over ``seeds`` weight draws × ``batch`` input sequences, summarised."""
+                q_hi: float = 0.9, init: str | None = None) -> Spread:
+    """log10 ‖∂s_T/∂s_k‖₂ over ``seeds`` weight draws × ``batch`` input sequences, summarised.
+
+    ``init``: the initialisation of every draw (default: the cell's own), the one the report's run
+    used, so that the band and the run's sentences describe the same networks."""
     from .flow import gradient_flow
     from .network import network, random_inputs
 
@@ -67,7 +70,7 @@ def flow_spread(cell: Any, hidden: int, input: int, steps: int, *, seed: int = 0
     batch = positive_int(batch, "batch", 1)
     rows = []
     for s in range(seed, seed + seeds):
-        net = network(cell, hidden, input, seed=s, forget_bias=forget_bias)
+        net = network(cell, hidden, input, seed=s, forget_bias=forget_bias, init=init)  # type: ignore[arg-type]
         x = random_inputs(steps, input, batch=batch, seed=s)
         f = gradient_flow(net, x, lyapunov=False, bound=False)
         rows.append(np.asarray(f.full.log10_norm_2, dtype=float))

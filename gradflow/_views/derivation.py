@@ -18,6 +18,7 @@ from .._symbolic.many_steps import j as _j
 from .._symbolic.nodes import Diag, Elementwise
 from .._symbolic.printing import latex
 from .._symbolic.ssm_cells import REFERENCE_MODULES
+from .bound_words import identity_summand
 from .document import Doc, Row, bmatrix, display_row, visible_width
 from .paths import gradient_path
 
@@ -73,13 +74,13 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
     if cell.name == "gru":
         doc.para("This is the GRU as PyTorch (`torch.nn.GRU`) and Keras (`reset_after=True`) compute it. "
                  "It differs from the GRU of @[cho2014gru] in where the reset gate acts: here it "
-                 "multiplies the recurrent product, $r_t \\circ (W_n h_{t-1} + b_{hn})$, while Cho et al. "
-                 "reset the state before the product, $W_n (r_t \\circ h_{t-1})$ (gradflow's `gru-cho`). "
+                 "multiplies the recurrent product, $r_t \\odot (W_n h_{t-1} + b_{hn})$, while Cho et al. "
+                 "reset the state before the product, $W_n (r_t \\odot h_{t-1})$ (gradflow's `gru-cho`). "
                  "The two have different Jacobians and are not interchangeable.")
     elif cell.name == "residual-rnn":
         doc.para("@[he2016residual] introduced the identity skip connection in feed-forward networks "
                  "(across layers, not time steps); this recurrence carries the same form over to time, "
-                 "$h_t = h_{t-1} + \tanh(a_t)$. It is a construction for comparison here, not a cell "
+                 "$h_t = h_{t-1} + \\tanh(a_t)$. It is a construction for comparison here, not a cell "
                  "from that paper.")
 
     # the one-step Jacobian -------------------------------------------------------------------
@@ -146,12 +147,20 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                  f"$\\sigma_{{\\max}}(W) > {sp.latex(1 / g)}$ does not by itself imply that gradients "
                  "explode.")
     elif bound is not None:
-        doc.para("The one-step Jacobian is a sum of terms $\\operatorname{diag}(v)\\,M$. Bounding each "
-                 "by $\\sup|v|\\,\\sigma_{\\max}(M)$ (the triangle inequality; an extension of the "
-                 "argument of @[pascanu2013difficulty], not their bound) gives")
+        single_diag = len(bound.terms) == 1 and isinstance(bound.terms[0][1], Identity)
+        if single_diag:  # J = diag(v): its norm is max_i |v_i|
+            doc.para("The one-step Jacobian is a single diagonal matrix $\\operatorname{diag}(v)$, whose "
+                     "spectral norm is $\\max_i |v_i| \\le \\sup|v|$, so")
+        else:
+            doc.para("The one-step Jacobian is a sum of terms $\\operatorname{diag}(v)\\,M$. Bounding each "
+                     "by $\\sup|v|\\,\\sigma_{\\max}(M)$ (the triangle inequality; an extension of the "
+                     "argument of @[pascanu2013difficulty], not their bound) gives")
         doc.display([_relation_row(bound.latex(), "\\le")])
-        identity_terms = [s for s, M in bound.terms if isinstance(M, Identity) and s >= 1]
-        if identity_terms:
+        if single_diag and bound.rate == 1:
+            doc.para("No factor can make the gradient grow; but since $\\sup|v| = 1$ this bound cannot show "
+                     "that it vanishes: how fast it does depends on how close the entries of $v$ come to 1, "
+                     "which [#sec:evidence] measures.")
+        if identity_summand(cell):
             doc.para("Its rate is at least 1 whatever $W$ is, so this bound cannot show that gradients "
                      "vanish: the identity term passes the gradient from one step to the previous one "
                      "unchanged, the mechanism of residual connections. The price is that the state "
@@ -173,8 +182,13 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                  "@[pascanu2013difficulty] from the one-step Jacobian alone; the measurements in "
                  "[#sec:evidence] take its place.")
     else:
+        words = {2: "two", 3: "three", 4: "four"}
+        count = words.get(len(cell.states), str(len(cell.states)))
         doc.para("The bound of @[pascanu2013difficulty] is a statement about a single state; for this "
-                 "two-state cell the decisive path is the cell state, below.")
+                 f"{count}-state cell "
+                 + ("the decisive path is the cell state, below." if "c" in cell.states else
+                    "the path that carries the gradient is read off the Jacobian in the section on "
+                    "that path, and [#sec:evidence] measures it."))
 
     if "c" in cell.states:
         _derive_carousel(doc, cell)

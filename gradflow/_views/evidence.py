@@ -17,6 +17,7 @@ from .._numeric.flow import json_number
 from .._symbolic.cell import Cell
 from .._symbolic.many_steps import carousel, pascanu_bound
 from .._symbolic.nodes import Diag
+from .bound_words import bound_formula, carousel_words, identity_summand
 from .document import Doc, fmt_num
 
 
@@ -49,6 +50,8 @@ class Evidence:
     table: list[dict]
     phase: dict | None
     claims: dict | None = None  # the numbers behind the sentences (paths, drift, spread)
+    spreads: dict | None = None  # cell name → Spread of the decay figure (median and band)
+    bounds: dict | None = None  # cell name → log10 bound curve drawn dashed in the decay figure
 
 
 
@@ -129,7 +132,9 @@ def _bound_kind(cell: Cell) -> str | None:
         terms = pascanu_bound(cell).terms
     except ValueError:
         return None
-    return "residual" if any(isinstance(M, Identity) for _, M in terms) else "pascanu"
+    if identity_summand(cell):
+        return "residual"
+    return "pascanu" if len(terms) == 1 and getattr(terms[0][1], "name", None) == "W" else "triangle"
 
 
 def _zero_sentence(curve: np.ndarray, steps: int) -> str:
@@ -172,6 +177,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     from .._numeric.paths import cell_state_paths, state_drift
     from .._numeric.spread import flow_spread
     from .figure_data import export_curves, export_matrices
+    from .figure_fit import fit_titles
     from .plots import (
         figure_legend,
         figure_style,
@@ -195,6 +201,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     fig_dir = stage / "figures"
 
     def save(fig, stem):
+        fit_titles(fig)
         paths = save_figure(fig, fig_dir / stem, formats=("pdf", "png"), dpi=200)
         figures[stem] = [p.relative_to(stage).as_posix() for p in paths]
 
@@ -225,7 +232,8 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
 
     # -- the decay figure: median and band over seeds × sequences --------------------------------
     spreads = {c.name: flow_spread(c, hidden, input, steps, seed=seed, seeds=n_seeds, batch=n_batch,
-                                   forget_bias=forget_bias if c.has_forget_gate else None) for c in cells}
+                                   forget_bias=forget_bias if c.has_forget_gate else None,
+                                   init=runs[c.name].init) for c in cells}
     bounds = {c.name: runs[c.name].flow.bound for c in cells if runs[c.name].flow.bound is not None}
     with figure_style(size):
         fig, (ax,) = preset_figure(1, size, height=size.row_height * 1.15)
@@ -246,14 +254,15 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                f"empirical quantiles) of {n_seeds * n_batch} curves per cell, {n_seeds} "
                f"weight draws × {n_batch} input sequences")
     kinds = {c.name: _bound_kind(c) for c in cells if c.name in bounds}
+    by_name = {c.name: c for c in cells}
     pas = [f"`{k}`" for k, v in kinds.items() if v == "pascanu"]
-    res = [f"`{k}`" for k, v in kinds.items() if v == "residual"]
+    res = [f"${bound_formula(by_name[k])}$ for `{k}`" for k, v in kinds.items() if v in ("residual", "triangle")]
     if pas:
         caption += (f"; dashed: the bound $(\\gamma\\,\\sigma_{{\\max}}(W))^{{T-k}}$ of "
                     f"@[pascanu2013difficulty] on the weights of seed {seed} ({', '.join(pas)})")
     if res:
-        caption += (f"; dashed: the triangle-inequality bound $(1 + \\sigma_{{\\max}}(W))^{{T-k}}$ of "
-                    f"[#sec:derivation] ({', '.join(res)}), cut at the frame where it leaves the measured range")
+        caption += (f"; dashed: the triangle-inequality bound of [#sec:derivation], {', '.join(res)}, "
+                    "cut at the frame where it leaves the measured range")
     caption += ("; a triangle marks the last lag before a median that is exactly zero. Data: "
                 "`figures/decay.csv`, `figures/decay.tex` (pgfplots).")
     add_figure("decay", caption)
@@ -326,11 +335,11 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
         add_figure("carousel", "The cell-state gradient split by path (first sequence): the "
                    "$c \\to c$ block of the full product, $\\partial c_T/\\partial c_k$; the carousel, "
                    "the $c \\to c$ block of the 1997-truncated product [@hochreiter1997lstm] "
-                   "($\\prod_{j=k+1}^{T} \\operatorname{diag}(f_j)$ for the LSTM with forget gate, the "
-                   "identity for the 1997 LSTM); and their difference, every path that leaves the cell "
+                   f"({carousel_words(lstm_cells)}); and their difference, every path that leaves the cell "
                    "state through $h_{j-1}$ (and the cell's other states) into the gates and the candidate "
-                   "of a later step and comes back. At lag 1 the difference is exactly zero (the one-step block is "
-                   "$\\operatorname{diag}(f_T)$). Data: `figures/carousel.csv`, `figures/carousel.tex`.")
+                   "of a later step and comes back. At lag 1 the difference is exactly zero (one step holds "
+                   "no such path: the full and the truncated one-step $c \\to c$ blocks are the same). "
+                   "Data: `figures/carousel.csv`, `figures/carousel.tex`.")
         for c in lstm_cells:
             r = runs[c.name]
             P = paths[c.name]
@@ -395,8 +404,8 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                     text += (f" Here the full gradient grows ({fmt_num(r.rate_full)} per step): the paths "
                              "through $h$ add to the identity carousel.")
                 if info_d["drifts"]:
-                    text += (f" The cell state drifts: $c_t = c_{{t-1}} + i_t \\circ g_t$ has nothing that "
-                             f"pulls it back, and {sent}. In $h_t = o_t \\circ \\tanh(c_t)$ the factor "
+                    text += (f" The cell state drifts: $c_t = c_{{t-1}} + i_t \\odot g_t$ has nothing that "
+                             f"pulls it back, and {sent}. In $h_t = o_t \\odot \\tanh(c_t)$ the factor "
                              f"$\\tanh'(c_T) = 1 - \\tanh^2(c_T)$ averages {tp.mean():.3g} over the units and "
                              f"is below 0.01 in {100 * sat:.0f} % of them: the output saturates and stops "
                              "responding to the cell it reads. This is why @[gers2000forget] added the "
@@ -404,6 +413,11 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
             doc.para(text)
     claims["paths"] = path_claims
     claims["drift"] = drift_claims
+    doc.para("Beyond the norm, [#fig:spectrum] shows how many directions of the state keep a gradient as "
+             "the lag grows, and [#fig:jacobian] the last one-step Jacobian of each cell entry by entry"
+             + (f"; [#fig:phase] how the decay rate of `{lstm_cells[0].name}` moves with the scale of its "
+                "recurrent weights" if lstm_cells else "")
+             + ". [#tab:decay] collects the rates.")
 
     with figure_style(size):
         fig, axes = preset_figure(len(cells), size)
@@ -478,7 +492,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     if pas:
         bound_words.append(f"$(\\gamma\\,\\sigma_{{\\max}}(W))^{{T-k}}$ [@pascanu2013difficulty] for {', '.join(pas)}")
     if res:
-        bound_words.append(f"$(1 + \\sigma_{{\\max}}(W))^{{T-k}}$ ([#sec:derivation]) for {', '.join(res)}")
+        bound_words.append(f"the triangle-inequality bound of [#sec:derivation], {', '.join(res)}")
     doc.table(["cell", "$n$", "$m$", "$T$", "rate $\\partial s_T/\\partial s_k$",
                *(["rate $\\partial c_T/\\partial c_k$", "rate carousel"] if with_c else []), "rate bound",
                "$\\log_{10}\\lVert\\partial s_T/\\partial s_0\\rVert_2$"],
@@ -487,5 +501,5 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
               f"{seed}. "
               + ("Carousel: the $c \\to c$ block of the 1997-truncated product. " if with_c else "")
               + ("Bound: " + "; ".join(bound_words) + "." if bound_words else ""),
-              "lrrrrrrrr" if with_c else "lrrrrrr")
-    return Evidence(figures=figures, table=table, phase=phase, claims=claims)
+              "lrrrrrrrr" if with_c else "lrrrrrr", label="tab:decay")
+    return Evidence(figures=figures, table=table, phase=phase, claims=claims, spreads=spreads, bounds=bounds)

@@ -63,7 +63,7 @@ class GradientPath:
         if self.vector is None:
             return ""
         if isinstance(self.vector, OneMatrix):
-            return r"\mathbb{I}"
+            return "I"
         if self.kind == "rotation":
             return r"\sqrt{(%s)^{\odot 2} + (%s)^{\odot 2}}" % (latex(self.vector), latex(self.other))
         out = r"\operatorname{diag}\left(%s\right)" % latex(self.vector)

@@ -220,6 +220,9 @@ def plot_decay_band(spreads: Mapping[str, Any], *, ax: Axes | None = None,
                 break
     ax.set_xlabel(r"lag $T-k$")
     ax.set_ylabel(r"$\log_{10}\|\partial s_T/\partial s_k\|_2$")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # a lag is whole steps
     return ax
 
 
@@ -238,12 +241,15 @@ def plot_cell_state_paths(paths: Any, *, ax: Axes | None = None, title: str | No
     T = paths.block.shape[1]
     x = T - np.arange(T)
     for y, label, style in ((paths.block[0], r"$c\to c$ block $\partial c_T/\partial c_k$", "-"),
-                            (paths.carousel[0], r"carousel $\prod_j \mathrm{diag}(f_j)$", "--"),
+                            (paths.carousel[0], r"carousel (truncated $c\to c$ product)", "--"),
                             (paths.through_h[0], r"paths through $h$ (block $-$ carousel)", ":")):
         (line,) = ax.plot(x, y, linestyle=style, label=label)
         mark_exact_zero(ax, x, y, line.get_color())
     ax.set_xlabel(r"lag $T-k$")
     ax.set_ylabel(r"$\log_{10}\|\cdot\|_2$")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # a lag is whole steps
     if title:
         ax.set_title(title)
     return ax
@@ -297,13 +303,20 @@ def plot_spectrum(spectra: Mapping[int, Any], *, ax: Axes | None = None) -> Axes
         raise GradflowError("plot_spectrum needs at least one k")
     ax = _axes(ax)
     notes = []
-    for k in sorted(spectra):
+    import matplotlib
+
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for idx, k in enumerate(sorted(spectra)):  # colour fixed by k, so panels sharing a legend agree
         s = np.asarray(spectra[k], dtype=float).reshape(-1)
         zero = np.isneginf(s)
         if zero.all():  # nothing to draw: say so instead of a legend entry without a curve
             notes.append(f"$k = {int(k)}$: every $\\sigma_i = 0$")
             continue
-        (line,) = ax.plot(np.arange(1, s.size + 1), s, marker="o", markersize=3, label=f"$k = {int(k)}$")
+        if np.isnan(s).all():  # no value resolved (NaN): say so, as for an exact zero
+            notes.append(f"$k = {int(k)}$: no $\\sigma_i$ resolved")
+            continue
+        (line,) = ax.plot(np.arange(1, s.size + 1), s, marker="o", markersize=3, label=f"$k = {int(k)}$",
+                          color=colours[idx % len(colours)])
         if zero.any():
             notes.append(f"$k = {int(k)}$: $\\sigma_i = 0$ for $i \\geq {int(np.argmax(zero)) + 1}$")
     lo, hi = ax.get_ylim()
@@ -527,6 +540,12 @@ def figure_legend(fig: Figure, axes: Sequence[Axes], *, ncols: int | None = None
         legend = ax.get_legend()
         if legend is not None:
             legend.remove()
+    import re
+
+    ks = [re.fullmatch(r"\$k = (-?\d+)\$", lab) for lab in labels]
+    if handles and all(ks):  # one entry per k (a panel may lack some): in the order of k
+        order = sorted(range(len(labels)), key=lambda i: int(ks[i].group(1)))  # type: ignore[union-attr]
+        handles, labels = [handles[i] for i in order], [labels[i] for i in order]
     if handles:
         import matplotlib
 

@@ -339,6 +339,7 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
         command_str = command
     else:
         command_str = shlex.join([str(a) for a in command])
+    command_str = relative_output(command_str)
     b = Build(stage, cells, hidden, input, steps, seed, forget_bias, versions, date, command_str, canonical,
               Doc(bib), inits=dict(inits or {}), figure_size=figure_size)
     for section in SECTIONS:
@@ -484,3 +485,21 @@ def _pdflatex_runner(out: Path, timeout: float = 180.0, name: str = "report"):
             raise GradflowError(f"pdflatex produced no PDF in {out}")
 
     return run
+
+
+def relative_output(command: str) -> str:
+    """``command`` with an absolute ``-o``/``--output`` directory replaced by its last component, so that
+    the report names no absolute path (``-o /tmp/x/r1`` → ``-o r1``)."""
+    try:
+        args = shlex.split(command)
+    except ValueError:
+        return command
+    out, changed = [], False
+    for i, a in enumerate(args):
+        prev = args[i - 1] if i else ""
+        if prev in ("-o", "--output") and Path(a).is_absolute():
+            a, changed = Path(a).name or ".", True
+        elif a.startswith("--output=") and Path(a[9:]).is_absolute():
+            a, changed = "--output=" + (Path(a[9:]).name or "."), True
+        out.append(a)
+    return shlex.join(out) if changed else command

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import sympy as sp
 from sympy import MatrixSymbol
 
@@ -24,7 +25,7 @@ from .document import BUDGET_SLIDE, Row, display_row, row_lines
 Build = Any
 
 #: display lines per frame (at \small), so that a frame never runs off the slide
-LINES_PER_FRAME = 9
+LINES_PER_FRAME = 8
 
 
 def _frame(title: str, body: str) -> str:
@@ -103,6 +104,45 @@ def _figure(title: str, stem: str) -> str:
                          f"keepaspectratio]{{figures/{stem}.pdf}}")
 
 
+def slide_decay_stem(cell: Cell) -> str:
+    """The per-cell decay figure of the slides: ``figures/slide-decay-<cell>.pdf``."""
+    return "slide-decay-" + cell.name
+
+
+def _cell_decay_frames(b: Build) -> list[str]:
+    """One frame per cell: its own measured decay (median, band and bound) at the slide's width."""
+    import matplotlib
+
+    from .figure_fit import fit_titles
+    from .plots import figure_legend, figure_style, plot_decay_band, preset_figure, save_figure
+
+    ev = b.evidence
+    if ev is None or not ev.spreads:
+        return []
+    out = []
+    for i, cell in enumerate(b.cells):
+        if cell.name not in ev.spreads:
+            continue
+        bounds = {cell.name: ev.bounds[cell.name]} if ev.bounds and cell.name in ev.bounds else None
+        stem = slide_decay_stem(cell)
+        with figure_style("slide"):
+            fig, (ax,) = preset_figure(1, "slide")
+            colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+            ax.set_prop_cycle(color=[colours[i % len(colours)]])  # the cell's colour in the joint figure
+            plot_decay_band({cell.name: ev.spreads[cell.name]}, ax=ax, bounds=bounds)
+            figure_legend(fig, [ax])
+            fit_titles(fig)
+            save_figure(fig, b.stage / "figures" / stem, formats=("pdf",))
+        r = b.runs[cell.name]
+        sp_ = ev.spreads[cell.name]
+        note = (f"Median and 10--90\\,\\% band of {sp_.count} sequences; the first sequence decays at "
+                f"{_num(r.rate_full)} per step of lag.")
+        out.append(_frame(f"\\texttt{{{tex_text(cell.name)}}}: the measured decay",
+                          "\\centering\n\\includegraphics[width=\\textwidth,height=0.7\\textheight,"
+                          f"keepaspectratio]{{figures/{stem}.pdf}}\n\n\\small " + note))
+    return out
+
+
 def _num(x: float | None) -> str:
     return "n/a" if x is None else f"${x:+.3f}$"
 
@@ -120,9 +160,23 @@ def _takeaway(b: Build) -> str:
         items.append("\\item " + text + ".")
     sizes = f"$n = {b.hidden}$, $m = {b.input}$, $T = {b.steps}$, seed {b.seed}"
     return _frame("Takeaway", "Measured on random weights (" + sizes + "):\n\\begin{itemize}\n"
-                  + "\n".join(items) + "\n\\end{itemize}\n"
-                  "A one-step Jacobian near the identity (cell state, residual path) keeps the gradient; "
-                  "a product of contractions loses it geometrically.")
+                  + "\n".join(items) + "\n\\end{itemize}\n" + _ranking(b))
+
+
+def _ranking(b: Build) -> str:
+    """Which cell keeps its gradient longest here, which loses it fastest, which grows: from the rates."""
+    rates = {c.name: b.runs[c.name].rate_full for c in b.cells if b.runs[c.name].rate_full is not None}
+    finite = {k: v for k, v in rates.items() if np.isfinite(v)}
+    decay = {k: v for k, v in finite.items() if v < 0}
+    grow = [k for k, v in finite.items() if v > 0]
+    parts = []
+    if len(decay) >= 2:
+        slow, fast = max(decay, key=decay.__getitem__), min(decay, key=decay.__getitem__)
+        parts.append(f"Slowest decay here: \\texttt{{{tex_text(slow)}}} ({_num(decay[slow])}); fastest: "
+                     f"\\texttt{{{tex_text(fast)}}} ({_num(decay[fast])}).")
+    if grow:
+        parts.append("Growing, not decaying: " + ", ".join(f"\\texttt{{{tex_text(k)}}}" for k in grow) + ".")
+    return " ".join(parts)
 
 
 def slides_tex(b: Build, title: str) -> str:
@@ -133,6 +187,7 @@ def slides_tex(b: Build, title: str) -> str:
     stems = set(b.evidence.figures) if b.evidence is not None else set()
     if "decay" in stems:
         frames.append(_figure("Measured: the gradient norm against the lag", "decay"))
+    frames += _cell_decay_frames(b)
     if "carousel" in stems:
         frames.append(_figure("Measured: the gradient split by path", "carousel"))
     frames.append(_takeaway(b))

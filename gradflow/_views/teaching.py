@@ -70,7 +70,7 @@ def teach(doc: Doc, cells: list[Cell]) -> None:
     ok = _elementwise_check()
     doc.para("Row $i$ is row $i$ of $W$ multiplied by the number $1 - h_{t,i}^2$, and multiplying row $i$ of "
              "a matrix by $v_i$ is multiplying it by $\\operatorname{diag}(v)$ on the left. So in matrix form, "
-             "as gradflow derives it from the recurrence,"
+             "as gradflow derives it from the recurrence"
              + (" (and as SymPy confirms entry by entry at $n = 2$)" if ok else
                 " (WARNING: SymPy's entry-by-entry check at $n = 2$ disagrees: please report this)") + ":")
     doc.display([Row("\\frac{\\partial h_{t}}{\\partial h_{t-1}}", (block,))])
@@ -104,7 +104,7 @@ def teach(doc: Doc, cells: list[Cell]) -> None:
         r = walk_through(w, h0)
         rows.append([f"${w:g}$", f"${h0:g}$", fmt_num(r["h_T"]), fmt_num(r["factor"]),
                      fmt_num(np.log10(abs(r["factor"])) if r["factor"] else None), fmt_num(r["rate"])])
-    doc.table(["$w$", "$h_0$", "$h_T$", "$w(1 - h_T^2)$", "$\\log_{10}|w(1 - h_T^2)|$",
+    doc.table(["$w$", "$h_0$", "$h_T$", "$w(1 - h_T^2)$", "$\\log_{10}\\lvert w(1 - h_T^2)\\rvert$",
                "measured rate"], rows,
               "The one-unit tanh RNN: the state it settles in, the one-step factor there, and the "
               "measured decay rate of $\\partial h_T/\\partial h_k$ ($\\log_{10}$ per step; least-squares "

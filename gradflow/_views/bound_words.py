@@ -1,0 +1,44 @@
+"""How the report names a single-state cell's one-step bound, read off the derived Jacobian.
+
+A bare identity summand in ∂h_t/∂h_{t−1} (``h_t = h_{t−1} + …``) is a residual path: it passes the
+gradient unchanged and makes the state a running sum. A diagonal term diag(v) whose sup|v| happens to
+be 1 (minGRU's diag(1 − z_t)) is not: it never exceeds 1 and never passes the gradient unchanged.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy import Identity, MatAdd, MatMul
+
+from .._symbolic.cell import Cell
+from .._symbolic.many_steps import pascanu_bound
+from .._symbolic.printing import latex
+
+
+def identity_summand(cell: Cell) -> bool:
+    """True when ∂h_t/∂h_{t−1} holds the identity itself as a summand (a residual path)."""
+    if cell.states != ("h",):
+        return False
+    block = cell.jacobian()["h", "h"]
+    for term in block.args if isinstance(block, MatAdd) else (block,):
+        if isinstance(term, Identity):
+            return True
+        if isinstance(term, MatMul) and len(term.args) == 2 and isinstance(term.args[1], Identity) \
+                and term.args[0] == 1:
+            return True
+    return False
+
+
+def bound_formula(cell: Cell, lag: str = "T-k") -> str:
+    """LaTeX of the derived bound's right-hand side, (rate)^{lag}, printed from the symbolic rate."""
+    rate = pascanu_bound(cell).rate
+    base = latex(rate) if isinstance(rate, (sp.Number, sp.Symbol, sp.Function)) else r"\left(%s\right)" % latex(rate)
+    return f"{base}^{{{lag}}}"
+
+
+def carousel_words(cells: list[Cell]) -> str:
+    """Each cell's carousel ∂c_T/∂c_k|_carousel, printed from its derived form: "I for `lstm-1997`"."""
+    from .._symbolic.cell import t
+    from .._symbolic.many_steps import carousel
+
+    return "; ".join(f"${latex(carousel(c).expr.subs(t, sp.Symbol('T')))}$ for `{c.name}`" for c in cells)
