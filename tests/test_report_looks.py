@@ -206,6 +206,17 @@ def test_slides_show_each_cells_decay(report):
     assert "keeps the gradient" not in tex  # the fixed claim, replaced by a ranking from the rates
 
 
+def test_the_joint_decay_slide_is_drawn_at_the_slide_width(report):
+    """Not the report's page-wide figure shrunk onto a slide: its own figure, 4.8 in wide (the
+    slide preset), so that its fonts print at 8-10 pt on the slide."""
+    tex = (report / "slides.tex").read_text(encoding="utf-8")
+    frame = re.search(r"\\begin\{frame\}\{Measured: the gradient norm against the lag\}(.*?)\\end\{frame\}",
+                      tex, flags=re.S)
+    assert frame and "figures/slide-decay.pdf" in frame.group(1)
+    box = re.search(rb"/MediaBox\s*\[\s*0\s+0\s+([\d.]+)", (report / "figures" / "slide-decay.pdf").read_bytes())
+    assert box and float(box.group(1)) == pytest.approx(4.8 * 72, abs=0.1)
+
+
 def test_takeaway_ranks_from_the_rates():
     from gradflow._views.slides import _ranking
 

@@ -109,6 +109,27 @@ def slide_decay_stem(cell: Cell) -> str:
     return "slide-decay-" + cell.name
 
 
+#: the joint decay figure of the slides (every cell on one axis, at the slide's width)
+SLIDE_DECAY_STEM = "slide-decay"
+
+
+def _joint_decay_frame(b: Build) -> list[str]:
+    """Every cell's measured decay (median and band) on one axis, drawn at the slide's width."""
+    from .figure_fit import fit_titles
+    from .plots import figure_legend, figure_style, plot_decay_band, preset_figure, save_figure
+
+    ev = b.evidence
+    if ev is None or not ev.spreads:
+        return []
+    with figure_style("slide"):
+        fig, (ax,) = preset_figure(1, "slide")
+        plot_decay_band(dict(ev.spreads), ax=ax)
+        figure_legend(fig, [ax])
+        fit_titles(fig)
+        save_figure(fig, b.stage / "figures" / SLIDE_DECAY_STEM, formats=("pdf",))
+    return [_figure("Measured: the gradient norm against the lag", SLIDE_DECAY_STEM)]
+
+
 def _cell_decay_frames(b: Build) -> list[str]:
     """One frame per cell: its own measured decay (median, band and bound) at the slide's width."""
     import matplotlib
@@ -185,7 +206,10 @@ def slides_tex(b: Build, title: str) -> str:
     for cell in b.cells:
         frames += _cell_frames(b, cell)
     stems = set(b.evidence.figures) if b.evidence is not None else set()
-    if "decay" in stems:
+    joint = _joint_decay_frame(b)
+    if joint:
+        frames += joint
+    elif "decay" in stems:
         frames.append(_figure("Measured: the gradient norm against the lag", "decay"))
     frames += _cell_decay_frames(b)
     if "carousel" in stems:
