@@ -49,7 +49,8 @@ def main() -> None:
                   f"{load:.2f} before, {os.getloadavg()[0]:.2f} after)")
     base = times[a.workers[0]]
     for w, dt in times.items():
-        print(f"speed-up of {w} workers over {a.workers[0]}: {base / dt:.2f}×")
+        if w != a.workers[0]:
+            print(f"speed-up of {w} workers over {a.workers[0]}: {base / dt:.2f}×")
 
 
 if __name__ == "__main__":
