@@ -206,6 +206,15 @@ def test_slides_show_each_cells_decay(report):
     assert "keeps the gradient" not in tex  # the fixed claim, replaced by a ranking from the rates
 
 
+def test_the_path_split_slides_are_drawn_at_the_slide_width(report):
+    tex = (report / "slides.tex").read_text(encoding="utf-8")
+    stems = re.findall(r"figures/(slide-paths-[a-z0-9-]+)\.pdf", tex)
+    assert stems and "figures/carousel.pdf" not in tex
+    for stem in stems:
+        box = re.search(rb"/MediaBox\s*\[\s*0\s+0\s+([\d.]+)", (report / "figures" / f"{stem}.pdf").read_bytes())
+        assert box and float(box.group(1)) == pytest.approx(4.8 * 72, abs=0.1), stem
+
+
 def test_the_joint_decay_slide_is_drawn_at_the_slide_width(report):
     """Not the report's page-wide figure shrunk onto a slide: its own figure, 4.8 in wide (the
     slide preset), so that its fonts print at 8-10 pt on the slide."""

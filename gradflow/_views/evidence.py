@@ -52,6 +52,7 @@ class Evidence:
     claims: dict | None = None  # the numbers behind the sentences (paths, drift, spread)
     spreads: dict | None = None  # cell name → Spread of the decay figure (median and band)
     bounds: dict | None = None  # cell name → log10 bound curve drawn dashed in the decay figure
+    paths: dict | None = None  # cell name → CellStatePaths of the path-split figure (LSTM cells)
 
 
 
@@ -318,6 +319,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
 
     # -- the LSTM's cell-state gradient split by path ------------------------------------------------
     path_claims: dict[str, Any] = {}
+    paths: dict[str, Any] = {}
     if lstm_cells:
         paths = {c.name: cell_state_paths(runs[c.name].net, runs[c.name].net_inputs) for c in lstm_cells}
         with figure_style(size):
@@ -502,4 +504,5 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
               + ("Carousel: the $c \\to c$ block of the 1997-truncated product. " if with_c else "")
               + ("Bound: " + "; ".join(bound_words) + "." if bound_words else ""),
               "lrrrrrrrr" if with_c else "lrrrrrr", label="tab:decay")
-    return Evidence(figures=figures, table=table, phase=phase, claims=claims, spreads=spreads, bounds=bounds)
+    return Evidence(figures=figures, table=table, phase=phase, claims=claims, spreads=spreads, bounds=bounds,
+                    paths=paths or None)

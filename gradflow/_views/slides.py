@@ -130,6 +130,29 @@ def _joint_decay_frame(b: Build) -> list[str]:
     return [_figure("Measured: the gradient norm against the lag", SLIDE_DECAY_STEM)]
 
 
+def _path_frames(b: Build) -> list[str]:
+    """One frame per cell with a cell state: ∂c_T/∂c_k split by path, drawn at the slide's width."""
+    from .figure_fit import fit_titles
+    from .plots import figure_legend, figure_style, plot_cell_state_paths, preset_figure, save_figure
+
+    ev = b.evidence
+    if ev is None or not ev.paths:
+        return []
+    out = []
+    for cell in b.cells:
+        if cell.name not in ev.paths:
+            continue
+        stem = "slide-paths-" + cell.name
+        with figure_style("slide"):
+            fig, (ax,) = preset_figure(1, "slide")
+            plot_cell_state_paths(ev.paths[cell.name], ax=ax)
+            figure_legend(fig, [ax])
+            fit_titles(fig)
+            save_figure(fig, b.stage / "figures" / stem, formats=("pdf",))
+        out.append(_figure(f"\\texttt{{{tex_text(cell.name)}}}: the cell-state gradient split by path", stem))
+    return out
+
+
 def _cell_decay_frames(b: Build) -> list[str]:
     """One frame per cell: its own measured decay (median, band and bound) at the slide's width."""
     import matplotlib
@@ -212,7 +235,10 @@ def slides_tex(b: Build, title: str) -> str:
     elif "decay" in stems:
         frames.append(_figure("Measured: the gradient norm against the lag", "decay"))
     frames += _cell_decay_frames(b)
-    if "carousel" in stems:
+    path_frames = _path_frames(b)
+    if path_frames:
+        frames += path_frames
+    elif "carousel" in stems:
         frames.append(_figure("Measured: the gradient split by path", "carousel"))
     frames.append(_takeaway(b))
     return ("\\documentclass[aspectratio=169,11pt]{beamer}\n"
