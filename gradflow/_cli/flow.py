@@ -28,7 +28,7 @@ from .._checks import GradflowError
 from .._numeric.loading import note, read_npy, torchscript_batch_first
 from .._numeric.reference_init import SCHEME_CELLS
 from .._numeric.size_guard import check_flow_size, choose_mode
-from .options import float_option, init_scheme, init_words, int_option
+from .options import float_option, fmt_log10, init_scheme, init_words, int_option
 
 
 class _Progress:
@@ -95,15 +95,6 @@ def _gain(text: str) -> float:
     v = float_option(text, "--gain")
     assert v is not None  # --gain has a default
     return v
-
-
-def _fmt(x) -> str:
-    """A JSON number of :meth:`Flow.to_json` in the table: null is log10 0 (-inf), "inf" +inf."""
-    if x is None:
-        return "      -inf"
-    if x == "inf":
-        return "       inf"
-    return f"{x:10.4f}"
 
 
 def _lyapunov(a) -> bool | int | str:
@@ -311,19 +302,19 @@ def run(a: argparse.Namespace) -> int:
         head += f" {'||dL/d' + name + '_k||':>11}"
     print(head)
     for rec in record["curve"]:
-        line = (f"{rec['k']:>6} {T - rec['k']:>6} {_fmt(rec['log10_norm_2'])} "
-                f"{_fmt(rec['log10_norm_fro'])} {_fmt(rec['log10_grad_norm']):>11} ")
+        line = (f"{rec['k']:>6} {T - rec['k']:>6} {fmt_log10(rec['log10_norm_2'])} "
+                f"{fmt_log10(rec['log10_norm_fro'])} {fmt_log10(rec['log10_grad_norm']):>11} ")
         if "cell_state" in rec:
-            line += f"{_fmt(rec['cell_state']['log10_norm_2'])} {_fmt(rec['cell_state']['log10_norm_fro'])} "
+            line += f"{fmt_log10(rec['cell_state']['log10_norm_2'])} {fmt_log10(rec['cell_state']['log10_norm_fro'])} "
         if "carousel" in rec:
-            line += f"{_fmt(rec['carousel']['log10_norm_2'])} "
+            line += f"{fmt_log10(rec['carousel']['log10_norm_2'])} "
         if "log10_bound" in rec:
-            line += _fmt(rec["log10_bound"]) + " "
+            line += fmt_log10(rec["log10_bound"]) + " "
         for name in parts:
-            line += f" {_fmt(rec['log10_grad_norm_' + name])}"
+            line += f" {fmt_log10(rec['log10_grad_norm_' + name])}"
         print(line.rstrip())
     if record["lyapunov"]:
-        top = ", ".join(_fmt(v).strip() for v in record["lyapunov"][:5])
+        top = ", ".join(fmt_log10(v).strip() for v in record["lyapunov"][:5])
         print(f"Lyapunov exponents (natural log per step, largest {min(5, len(record['lyapunov']))}): {top}")
     return 0
 
@@ -381,13 +372,13 @@ def _sketch_table(flow, record, T: int) -> None:
         head += f" {'c: ||.||_F':>10} {'+-se':>8}"
     print(head)
     for rec in record["curve"]:
-        line = (f"{rec['k']:>6} {T - rec['k']:>6} {_fmt(rec['log10_norm_fro'])} {rec['log10_norm_fro_se']:8.4f} "
-                f"{_fmt(rec['log10_norm_2_low']):>11} {_fmt(rec['log10_norm_2_high'])} "
-                f"{_fmt(rec['log10_grad_norm']):>11}")
+        line = (f"{rec['k']:>6} {T - rec['k']:>6} {fmt_log10(rec['log10_norm_fro'])} {rec['log10_norm_fro_se']:8.4f} "
+                f"{fmt_log10(rec['log10_norm_2_low']):>11} {fmt_log10(rec['log10_norm_2_high'])} "
+                f"{fmt_log10(rec['log10_grad_norm']):>11}")
         if "cell_state" in rec:
             c = rec["cell_state"]
-            line += f" {_fmt(c['log10_norm_fro'])} {c['log10_norm_fro_se']:8.4f}"
+            line += f" {fmt_log10(c['log10_norm_fro'])} {c['log10_norm_fro_se']:8.4f}"
         print(line)
     if record["lyapunov"]:
-        top = ", ".join(_fmt(v).strip() for v in record["lyapunov"][:5])
+        top = ", ".join(fmt_log10(v).strip() for v in record["lyapunov"][:5])
         print(f"Lyapunov exponents (natural log per step, largest {min(5, len(record['lyapunov']))}): {top}")

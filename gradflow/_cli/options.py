@@ -39,6 +39,15 @@ def float_option(text, option: str) -> float | None:
     return parse_float(s, option)
 
 
+def fmt_log10(x) -> str:
+    """A log10 norm of a ``--json`` record as a table cell: null is log10 0 (-inf), "inf" +inf."""
+    if x is None:
+        return "      -inf"
+    if x == "inf":
+        return "       inf"
+    return f"{x:10.4f}"
+
+
 def say(text: str) -> None:
     """Print an informational line; a reader that left (broken pipe) does not stop the work."""
     try:

@@ -19,14 +19,7 @@ import numpy as np
 
 from .._checks import GradflowError
 from .._numeric.loading import GradflowNote, note
-
-
-def _fmt(x) -> str:
-    if x is None:
-        return "      -inf"
-    if x == "inf":
-        return "       inf"
-    return f"{x:10.4f}"
+from .options import fmt_log10
 
 
 def stacked_or_none(a: argparse.Namespace, cell: Any, dtype: Any):
@@ -85,8 +78,8 @@ def run_stacked(a: argparse.Namespace, net: Any, inputs: Any, lyapunov: Any,
         print("whole stack: s_k = (s^(1)_k, ..., s^(L)_k)")
         print(f"{'k':>6} {'T-k':>6} {'||.||_2':>10} {'||.||_F':>10} {'||dL/ds_k||':>11}")
         for rec in record["curve"]:
-            print(f"{rec['k']:>6} {T - rec['k']:>6} {_fmt(rec['log10_norm_2'])} {_fmt(rec['log10_norm_fro'])} "
-                  f"{_fmt(rec['log10_grad_norm'])}")
+            print(f"{rec['k']:>6} {T - rec['k']:>6} {fmt_log10(rec['log10_norm_2'])} "
+                  f"{fmt_log10(rec['log10_norm_fro'])} {fmt_log10(rec['log10_grad_norm'])}")
     else:
         print("bidirectional: no whole-stack product (the reverse direction runs over reversed time); per layer:")
     for lay in record["layers"]:
@@ -96,12 +89,12 @@ def run_stacked(a: argparse.Namespace, net: Any, inputs: Any, lyapunov: Any,
         print(f"{'k':>6} {'t':>6} {'||.||_2':>10} {'||.||_F':>10} {'||dL/dh_k||':>11}")
         for rec in lay["curve"]:
             if "log10_norm_2" in rec:
-                print(f"{rec['k']:>6} {rec['t']:>6} {_fmt(rec['log10_norm_2'])} {_fmt(rec['log10_norm_fro'])} "
-                      f"{_fmt(rec['log10_grad_norm_h'])}")
+                print(f"{rec['k']:>6} {rec['t']:>6} {fmt_log10(rec['log10_norm_2'])} "
+                      f"{fmt_log10(rec['log10_norm_fro'])} {fmt_log10(rec['log10_grad_norm_h'])}")
             else:
-                print(f"{rec['k']:>6} {rec['t']:>6} {'':>10} {'':>10} {_fmt(rec['log10_grad_norm_h'])}")
+                print(f"{rec['k']:>6} {rec['t']:>6} {'':>10} {'':>10} {fmt_log10(rec['log10_grad_norm_h'])}")
     if record["lyapunov"]:
-        top = ", ".join(_fmt(v).strip() for v in record["lyapunov"][:5])
+        top = ", ".join(fmt_log10(v).strip() for v in record["lyapunov"][:5])
         print(f"Lyapunov exponents of the whole stack (natural log per step): {top}")
     return 0
 

@@ -91,17 +91,44 @@ class _Group:
         return int(shape[0]) // int(shape[1])
 
 
-def _flatten(state: Mapping[str, Any], prefix: str, out: dict[str, Any], depth: int = 0) -> None:
-    """Nested mappings with string keys, flattened to dotted names (other nestings skipped)."""
+def flat_state(state: Mapping[str, Any], prefix: str = "", depth: int = 0) -> dict[str, Any]:
+    """Nested mappings with string keys, flattened to dotted names (other keys skipped; at most 8
+    levels deep): a checkpoint's ``{'model': {'rnn.weight_ih_l0': …}}`` → ``{'model.rnn.weight_ih_l0': …}``."""
+    out: dict[str, Any] = {}
     for k, v in state.items():
         if not isinstance(k, str):
             continue
         name = f"{prefix}.{k}" if prefix else k
         if isinstance(v, Mapping):
             if depth < 8:
-                _flatten(v, name, out, depth + 1)
+                out.update(flat_state(v, name, depth + 1))
         else:
             out[name] = v
+    return out
+
+
+def _pick_group(groups: list[_Group], prefix: str | None, what: str, found: str | None = None,
+                example: bool = False) -> _Group:
+    """The one recurrent module: the one there is, or the one under ``prefix``; several without a
+    prefix are refused, listed. ``found`` (keys seen) and ``example`` (a prefix to try) enrich the
+    messages."""
+    if not groups:
+        seen = f" (found: {found or 'nothing'})" if found is not None else ""
+        raise GradflowError(f"{what} holds no recurrent layer (no weight_ih/weight_hh, weight_ih_l0/…, "
+                            f"under any prefix){seen}")
+    if prefix is not None:
+        chosen = [g for g in groups if g.prefix == prefix.strip().rstrip(".")]
+        if not chosen:
+            raise GradflowError(f"{what} has no recurrent module under prefix {prefix!r}; it has: "
+                                f"{', '.join(_label(g.prefix) for g in groups)}")
+        return chosen[0]
+    if len(groups) == 1:
+        return groups[0]
+    ordered = sorted(groups, key=lambda x: x.prefix)
+    listed = ", ".join(_label(x.prefix) for x in ordered)
+    hint = f", e.g. --prefix {ordered[0].prefix or 'rnn'}" if example else ""
+    raise GradflowError(f"{what} holds {len(groups)} recurrent modules: {listed}; pick one with "
+                        f"--prefix NAME (prefix='NAME' in Python){hint}")
 
 
 def _groups(flat: Mapping[str, Any], source: str) -> list[_Group]:
@@ -232,29 +259,12 @@ def select_layer(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wha
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
         raise GradflowError(f"layer must be an integer >= 0, got {layer!r}")
     check_state(state, what)
-    flat: dict[str, Any] = {}
-    _flatten(state, "", flat)
+    flat = flat_state(state)
     groups = _groups(flat, what)
     # a module object, or a TorchScript archive (which keeps its modules' types): checked against the cell
     modules = _torch_modules(source) if hasattr(source, "state_dict") else torchscript_modules(source)
-    if not groups:
-        found = ", ".join(sorted(flat)[:8]) + (" …" if len(flat) > 8 else "")
-        raise GradflowError(f"{what} holds no recurrent layer (no weight_ih/weight_hh, weight_ih_l0/…, "
-                            f"under any prefix) (found: {found or 'nothing'})")
-    if prefix is not None:
-        want = prefix.strip().rstrip(".")
-        chosen = [g for g in groups if g.prefix == want]
-        if not chosen:
-            raise GradflowError(f"{what} has no recurrent module under prefix {prefix!r}; it has: "
-                                f"{', '.join(_label(g.prefix) for g in groups)}")
-        g = chosen[0]
-    elif len(groups) == 1:
-        g = groups[0]
-    else:
-        listed = ", ".join(_label(x.prefix) for x in sorted(groups, key=lambda x: x.prefix))
-        raise GradflowError(f"{what} holds {len(groups)} recurrent modules: {listed}; pick one with "
-                            f"--prefix NAME (prefix='NAME' in Python), e.g. --prefix "
-                            f"{sorted(groups, key=lambda x: x.prefix)[0].prefix or 'rnn'}")
+    found = ", ".join(sorted(flat)[:8]) + (" …" if len(flat) > 8 else "")
+    g = _pick_group(groups, prefix, what, found=found, example=True)
     mod = modules.get(g.prefix)
     if mod is not None:
         _check_module(cell, mod, g.prefix, what)
@@ -345,26 +355,11 @@ def select_module(cell: str | Cell, source: Any, state: Mapping[str, Any], *, wh
     """
     cell = get_cell(cell)
     check_state(state, what)
-    flat: dict[str, Any] = {}
-    _flatten(state, "", flat)
+    flat = flat_state(state)
     groups = _groups(flat, what)
     # a module object, or a TorchScript archive (which keeps its modules' types): checked against the cell
     modules = _torch_modules(source) if hasattr(source, "state_dict") else torchscript_modules(source)
-    if not groups:
-        raise GradflowError(f"{what} holds no recurrent layer (no weight_ih/weight_hh, weight_ih_l0/…, "
-                            "under any prefix)")
-    if prefix is not None:
-        chosen = [g for g in groups if g.prefix == prefix.strip().rstrip(".")]
-        if not chosen:
-            raise GradflowError(f"{what} has no recurrent module under prefix {prefix!r}; it has: "
-                                f"{', '.join(_label(g.prefix) for g in groups)}")
-        g = chosen[0]
-    elif len(groups) == 1:
-        g = groups[0]
-    else:
-        listed = ", ".join(_label(x.prefix) for x in sorted(groups, key=lambda x: x.prefix))
-        raise GradflowError(f"{what} holds {len(groups)} recurrent modules: {listed}; pick one with "
-                            "--prefix NAME (prefix='NAME' in Python)")
+    g = _pick_group(groups, prefix, what)
     mod = modules.get(g.prefix)
     if mod is not None:
         _check_module(cell, mod, g.prefix, what)

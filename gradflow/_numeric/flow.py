@@ -769,24 +769,18 @@ def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound
     if structure not in ("auto", "dense"):
         raise GradflowError(f"structure must be 'auto' or 'dense', got {structure!r}")
     def last(traj):  # ∂L/∂s_T of a last-step loss from the final state alone
-        g = net.xp.asarray(cotangents(traj.states[-1][None, :, :net.hidden], *spec)[-1], dtype=net.dtype)
-        pad = net.xp.zeros((g.shape[0], net.state_size - net.hidden), dtype=net.dtype)
-        return net.xp.concat([g, pad], axis=-1)
+        return _padded(net, cotangents(traj.states[-1][None, :, :net.hidden], *spec)[-1])
 
-    if structure == "auto" and is_diagonal(net.cell) and "c" not in net.cell.states:
-        c = diagonal_curves(net, inputs, initial, last if loss != "every" else None)
-        T, B = c["log10_norm_2"].shape[1], c["log10_norm_2"].shape[0]
-        if loss == "every":  # the per-step losses: the trajectory is needed (O(T·B·n))
-            traj = net.unroll(inputs, initial)
-            grad = backward_norms(net, traj, _cotangents(net, traj, spec))["full"]
-        else:
-            grad = c["log10_grad_norm"]
-        full = Curves(c["log10_norm_2"], c["log10_norm_fro"], grad)
-        return Flow(net.cell.name, net.hidden, T, B, full, None, None,
-                    c["lyapunov"].mean(axis=0)[:r] if r else None,
-                    _pascanu_log10(net, T) if bound else None, None, loss, dtype=str(np.dtype(net.dtype)))
-    if structure == "auto" and "c" not in net.cell.states and is_block_structured(net.cell):  # LRU
-        c = block_curves(net, inputs, initial, last, lyapunov=r or 0)
+    # the structured paths (no N × N matrix): a diagonal state Jacobian, or per-unit blocks (LRU)
+    c, lyap = None, None
+    if structure == "auto" and "c" not in net.cell.states:
+        if is_diagonal(net.cell):
+            c = diagonal_curves(net, inputs, initial, last if loss != "every" else None)
+            lyap = c["lyapunov"].mean(axis=0)[:r] if r else None
+        elif is_block_structured(net.cell):
+            c = block_curves(net, inputs, initial, last, lyapunov=r or 0)
+            lyap = c.get("lyapunov")
+    if c is not None:
         T, B = c["log10_norm_2"].shape[1], c["log10_norm_2"].shape[0]
         if loss == "every":  # the per-step losses: reverse accumulation over the trajectory
             traj = net.unroll(inputs, initial)
@@ -794,15 +788,13 @@ def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound
         else:
             grad = c["log10_grad_norm"]
         full = Curves(c["log10_norm_2"], c["log10_norm_fro"], grad)
-        return Flow(net.cell.name, net.hidden, T, B, full, None, None, c.get("lyapunov"),
+        return Flow(net.cell.name, net.hidden, T, B, full, None, None, lyap,
                     _pascanu_log10(net, T) if bound else None, None, loss, dtype=str(np.dtype(net.dtype)))
     traj = net.unroll(inputs, initial) if traj is None else traj
     cot = _cotangents(net, traj, spec)
     T, B = traj.steps, traj.states[0].shape[0]
     n, N = net.hidden, net.state_size
-    g = net.xp.asarray(cot[-1], dtype=net.dtype)
-    if N > n:
-        g = net.xp.concat([g, net.xp.zeros((B, N - n), dtype=net.dtype)], axis=-1)
+    g = _padded(net, cot[-1])
     blocks = {"full": (slice(0, N), slice(0, N))}
     has_c = "c" in net.cell.states
     if has_c:

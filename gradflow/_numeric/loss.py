@@ -32,6 +32,7 @@ import numpy as np
 
 from .._checks import GradflowError, one_of
 from .._vocabulary import LOSSES, Loss
+from .checkpoint import flat_state
 from .diagonal import is_diagonal, jacobian_diagonal
 from .loading import note, read_npz, read_pt, real_array
 from .network import Network, Trajectory, to_host
@@ -44,20 +45,6 @@ HEAD_NAMES = ("head", "fc", "linear", "classifier", "out", "output", "decoder")
 
 
 # -- the head -----------------------------------------------------------------------------------
-def _flat(state: Mapping[str, Any], prefix: str = "", depth: int = 0) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in state.items():
-        if not isinstance(k, str):
-            continue
-        name = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, Mapping):
-            if depth < 8:
-                out.update(_flat(v, name, depth + 1))
-        else:
-            out[name] = v
-    return out
-
-
 def find_head(state: Mapping[str, Any], hidden: int, prefix: str | None = None,
               what: str = "the weights") -> tuple[np.ndarray, np.ndarray, str]:
     """The output Linear (V (K, n), c (K,), its prefix) in a state_dict or checkpoint.
@@ -66,7 +53,7 @@ def find_head(state: Mapping[str, Any], hidden: int, prefix: str | None = None,
     whose last name component is one of :data:`HEAD_NAMES`, or a bare Linear's ``weight``/``bias``
     at the top; several candidates are refused and listed. With ``prefix``: the Linear there.
     """
-    flat = _flat(state)
+    flat = flat_state(state)
     weights = {name.rpartition(".")[0]: v for name, v in flat.items()
                if name.rpartition(".")[2] == "weight" and len(getattr(v, "shape", ())) == 2}
     if prefix is not None:
