@@ -7,6 +7,9 @@ program fails the test instead. CI's ``.ci/run`` installs the programs and sets 
 * ``pdflatex`` (TeX Live), required under ``GRADFLOW_REQUIRE_TEX=1``;
 * ``chromium`` (a headless browser for the offline user-guide check), required under
   ``GRADFLOW_REQUIRE_BROWSER=1``.
+
+A test module that needs an optional Python package calls :func:`need_module` (the same rule:
+``xlstm``, the official xLSTM package, is required under ``GRADFLOW_REQUIRE_XLSTM=1``).
 """
 
 from __future__ import annotations
@@ -58,3 +61,18 @@ def site(tmp_path_factory) -> Path:
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}\n{proc.stderr}"
     return out
+
+
+def need_module(name: str, install: str, env: str):
+    """``import name`` for a test module; skip without it, or, under ``env=1``, fail instead.
+
+    ``install`` is the command that provides it (for the message). CI's ``.ci/run`` sets the
+    variable, so there a missing package is an error, not a silent skip.
+    """
+    if os.environ.get(env) == "1":
+        try:
+            return __import__(name)
+        except ImportError as exc:
+            pytest.fail(f"{name} is not importable ({exc}; {install}); {env}=1 makes it required",
+                        pytrace=False)
+    return pytest.importorskip(name, reason=f"{name} is not installed ({install})")
