@@ -56,7 +56,7 @@ from gradflow._numeric.network import kernels
 from gradflow._symbolic.cell import m as M_SYM
 from gradflow._symbolic.cell import n as N_SYM
 
-xlstm = need_module("xlstm", "pip install --no-deps xlstm==2.0.6", "GRADFLOW_REQUIRE_XLSTM")
+xlstm = need_module("xlstm", "pip install xlstm==2.0.6", "GRADFLOW_REQUIRE_XLSTM")
 from xlstm.blocks.mlstm.backends import recurrent_step_stabilized_simple  # noqa: E402
 from xlstm.blocks.slstm.cell import sLSTMCell, sLSTMCellConfig  # noqa: E402
 
