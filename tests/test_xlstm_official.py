@@ -349,6 +349,26 @@ def test_unstabilised_mlstm_equals_the_official_step_in_its_coordinates(d, n_sca
     np.testing.assert_allclose(J, torch.autograd.functional.jacobian(F, _t(s0)).numpy(), rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("regime", [REGIMES[0], REGIMES[1]], ids=lambda r: f"{r[0]}-{r[1]}")
+def test_the_official_eps_scales_h_by_nu_over_nu_plus_eps(regime):
+    """With its default ε = 1e-6 the official h̃ is ours times ν_t/(ν_t + ε), ν_t = max(|qᵀn_t|, e^{−m_t})
+    (the only difference between the two steps; the other tests pass ε = 0)."""
+    d = 3
+    P, x, prev = _mlstm_point(d, 500, *regime[2:])
+    assert _mlstm_regime(P, d, x, prev) == regime[:2]
+    s_new, _ = ours_mlstm("mlstm-stabilised", P, d, x, prev)
+    q = P["U_{q}"] @ x + P["b_{q}"]
+    nu = max(abs(q @ s_new[d + d * d:2 * d + d * d]), np.exp(-s_new[-1]))
+    X = _t(x)
+    q_, k_, v_ = ((_t(P[f"U_{{{g}}}"]) @ X + _t(P[f"b_{{{g}}}"])).reshape(1, 1, 1, d) for g in "qkv")
+    i_, f_ = ((_t(P[f"w_{{{g}}}"]) @ X + _t(P[f"b_{{{g}}}"])).reshape(1, 1, 1, 1) for g in "if")
+    h, _ = recurrent_step_stabilized_simple(_t(prev["C"]).reshape(1, 1, d, d), _t(prev["n"]).reshape(1, 1, d, 1),
+                                            _t(prev["m"]).reshape(1, 1, 1, 1), q_, k_, v_, i_, f_)
+    o = 1 / (1 + np.exp(-(P["U_{o}"] @ x + P["b_{o}"])))
+    np.testing.assert_allclose(o * h.numpy().reshape(-1), s_new[:d] * nu / (nu + 1e-6), rtol=1e-13)
+    assert np.abs(o * h.numpy().reshape(-1) - s_new[:d]).max() > 1e-9 * np.abs(s_new[:d]).max()
+
+
 def test_mlstm_trajectory_equals_repeated_official_steps():
     """Six steps from C = 0, n = 0, m = 0: our compiled step fed its own states, the official one its own."""
     d, T = 3, 6

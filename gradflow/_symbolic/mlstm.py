@@ -92,6 +92,8 @@ def _mlstm_stabilised(r: Recurrence):
     C_t = f'_t C_{t−1} + i'_t v_t k_tᵀ, n_t = f'_t n_{t−1} + i'_t k_t,
     h_t = o_t ⊙ C_t q_t / max(|n_tᵀ q_t|, exp(−m_t)). The max's are written max(u, v) = v + relu(u − v).
     The stored C, n are the unstabilised C̃ e^{−m}, ñ e^{−m}, so h is the same function of the inputs.
+    The official step adds ε = 1e-6 to the denominator; this cell has no ε, so the official h is this
+    h times ν_t/(ν_t + ε) (tests/test_xlstm_official.py compares with ε = 0 and checks that factor).
     """
     C_prev, n_prev, m_prev = r.prev["C"], r.prev["n"], r.prev["m"]
     q = r.let("q", _read(r, "q"))

@@ -7,7 +7,9 @@
   The max is written max(u, v) = v + relu(u − v) (relu' = H with H(0) = 0: at a tie the
   derivative follows ĩ_t). The stored states are c = c̃ e^{−m}, n = ñ e^{−m} of the unstabilised
   ``slstm`` (c̃, ñ), so h is the same function of the inputs while c and n stay finite where ĩ is
-  large. The stabiliser is differentiated through, as in the official vanilla code.
+  large. The stabiliser is differentiated through, as in the official vanilla code. From the zero
+  state the official code takes m_1 = ĩ_1 (its n_{t−1} = 0 branch) where this cell takes
+  m_1 = max(log f_1 + m_0, ĩ_1): c and n then differ by a factor e^{Δm}, h and c/n do not.
 * ``exprnn`` (Lezcano-Casado & Martínez-Rubio 2019): h_t = modReLU(exp(A − Aᵀ) h_{t−1} + U x_t),
   modReLU(z) = sign(z) ⊙ relu(|z| + b). W = exp(A − Aᵀ) is orthogonal, and modReLU'(z) =
   H(|z| + b) ∈ {0, 1} (z ≠ 0), so ‖J_t‖₂ ≤ 1: with b ≤ 0 no gradient can grow. The reference code
