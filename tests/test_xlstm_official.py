@@ -345,6 +345,8 @@ def test_unstabilised_mlstm_equals_the_official_step_in_its_coordinates(d, n_sca
 
     s0 = np.concatenate([prev[s] for s in ("h", "C", "n")])
     s_new, J = ours_mlstm("mlstm", P, d, x, prev)
+    q = P["U_{q}"] @ x + P["b_{q}"]
+    assert (abs(q @ s_new[d + d * d:]) > 1) == (n_scale > 1)  # the branch of max(|ñ_tᵀq|, 1) named
     np.testing.assert_allclose(s_new, F(_t(s0)).detach().numpy(), rtol=1e-13, atol=1e-14)
     np.testing.assert_allclose(J, torch.autograd.functional.jacobian(F, _t(s0)).numpy(), rtol=1e-12, atol=1e-13)
 
