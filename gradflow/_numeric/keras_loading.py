@@ -202,7 +202,8 @@ def read_keras_layers(path: str) -> list[KerasLayer]:
     return found
 
 
-def _choose(layers: list[KerasLayer], what: str, prefix: str | None, direction: str | None) -> KerasLayer:
+def _choose(layers: list[KerasLayer], what: str, prefix: str | None, direction: str | None,
+            backward: bool = False) -> KerasLayer:
     if not layers:
         raise GradflowError(f"{what} holds no recurrent layer (no …/cell/vars with a kernel and a "
                             "recurrent kernel)")
@@ -230,6 +231,10 @@ def _choose(layers: list[KerasLayer], what: str, prefix: str | None, direction: 
             raise GradflowError(f"{what} holds {len(layers)} recurrent layers: "
                                 f"{', '.join(x.label for x in layers)}; pick one with --prefix NAME "
                                 "(prefix='NAME' in Python)")
+    if backward:  # the stacked analysis reads a Bidirectional's backward layer on its own (reversed) clock
+        if not layer.path.endswith("/backward_layer"):
+            raise GradflowError(f"{what}: {layer.label} is not the backward layer of a Bidirectional layer")
+        return layer
     if layer.path.endswith("/backward_layer"):
         raise GradflowError(f"{what}: {layer.label} is the backward direction of a Bidirectional layer; it "
                             "runs over reversed time, which gradflow does not measure")
@@ -283,8 +288,13 @@ def _gradflow_cells(klass: str, reset_after: bool, config: Mapping[str, Any]) ->
 
 
 def read_keras_layer(cell: Cell, path: str, *, prefix: str | None = None, layer: int | None = None,
-                     direction: str | None = None) -> Selected:
-    """One recurrent layer of a Keras file as PyTorch-layout arrays in ``cell``'s gate order."""
+                     direction: str | None = None, backward: bool = False,
+                     found: list[KerasLayer] | None = None) -> Selected:
+    """One recurrent layer of a Keras file as PyTorch-layout arrays in ``cell``'s gate order.
+
+    ``backward``: ``prefix`` names the backward layer of a Bidirectional layer, read (not refused)
+    for :mod:`gradflow._numeric.keras_stack`, which runs it over reversed time; ``found``: the
+    file's layers when already read (:func:`read_keras_layers`)."""
     what = f"weights file {path}"
     if direction is not None and direction not in ("forward", "reverse"):
         raise GradflowError(f"direction must be forward or reverse, got {direction!r}")
@@ -294,8 +304,8 @@ def read_keras_layer(cell: Cell, path: str, *, prefix: str | None = None, layer:
     if layer not in (None, 0):
         raise GradflowError(f"{what}: a Keras file stacks recurrent layers as separate layers; pick one with "
                             "--prefix NAME (prefix='NAME' in Python), not --layer")
-    layers = read_keras_layers(path)
-    chosen = _choose(layers, what, prefix, direction)
+    layers = read_keras_layers(path) if found is None else found
+    chosen = _choose(layers, what, prefix, direction, backward)
     klass, reset_after = _keras_class(chosen, what)
     fits = _gradflow_cells(klass, reset_after, chosen.config)
     desc = f"a Keras {klass}" + (f"(reset_after={reset_after})" if klass == "GRU" else "")

@@ -46,6 +46,8 @@ from .._vocabulary import Loss, SpectralMethod
 from .checkpoint import Module, select_module
 from .compile import compile_expr, dense_diag, stable_substitutions
 from .flow import Curves, blas_threads, json_number, lyapunov_exponents, sweep, thread_limit
+from .keras_loading import is_keras_path
+from .keras_stack import keras_module
 from .loading import check_dtype, note, read_weights_file, real_array
 from .loss import cotangents as loss_cotangents
 from .network import kernels, to_host
@@ -448,6 +450,8 @@ def inspect_module(cell: str | Cell, weights: Any, prefix: str | None = None) ->
     import os
 
     base = get_cell(cell)
+    if isinstance(weights, (str, os.PathLike)) and is_keras_path(os.fspath(weights)):  # a Keras 3 stack
+        return keras_module(base, os.fspath(weights), prefix), f"weights file {os.fspath(weights)}"
     if isinstance(weights, (str, os.PathLike)):
         state, what = read_weights_file(os.fspath(weights)), f"weights file {os.fspath(weights)}"
     elif hasattr(weights, "state_dict") and callable(weights.state_dict):
