@@ -252,8 +252,9 @@ def keras_module(cell: Cell, path: str, prefix: str | None = None) -> Module:
     top = stack[-1]
     if top.bidirectional and not top.config.get("return_sequences", False):
         told.append(f"the top layer {top.name!r} returns [h_forward_T ; h_backward at t = 1] (return_sequences="
-                    "False); gradflow's default loss L = sum of y_T reads [h_forward_T ; h_backward_T]: pass "
-                    "cotangents for the model's own output")
+                    "False); gradflow's default loss L = sum of y_T reads [h_forward_T ; h_backward_T] "
+                    "(PyTorch's y_T); for the model's own output pass cotangents (stacked_flow in Python) "
+                    "with the backward half at t = 1")
     if told:
         note(f"{what}: {'; '.join(told)}")
     return Module(arrays, stack[0].name if len(stack) == 1 else "", len(stack), stack[0].bidirectional, 0,
