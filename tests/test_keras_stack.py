@@ -64,6 +64,11 @@ def build(kind):
                   L.Bidirectional(L.LSTM(N, **_kw(30)), name="bi_high")]
     elif kind == "gru2":  # different widths: layer 1 reads 4 features, has 3 units
         layers = [L.GRU(N, name="g1", **_kw(40)), L.GRU(3, name="g2", **_kw(50))]
+    elif kind == "bilast":  # a classifier: the top returns [h_forward_T ; h_backward at t = 1]
+        layers = [L.Bidirectional(L.LSTM(N, **_kw(60))),
+                  L.Bidirectional(L.LSTM(N, **{**_kw(70), "return_sequences": False})), L.Dropout(0.5)]
+        head = L.Dense(3, name="classes", bias_initializer=keras.initializers.RandomNormal(seed=80))
+        return keras.Sequential([keras.Input((T, M))] + layers + [head])
     else:
         raise AssertionError(kind)
     return keras.Sequential([keras.Input((T, M))] + layers + [L.Dense(2, name="head")])
@@ -76,7 +81,7 @@ CELLS = {"lstm2": "lstm", "bilstm": "lstm", "gru2": "gru"}
 def saved(float64_keras, tmp_path_factory):
     d = tmp_path_factory.mktemp("keras_stack")
     out = {}
-    for kind in CELLS:
+    for kind in [*CELLS, "bilast"]:
         model = build(kind)
         model.save(d / f"{kind}.keras")
         out[kind] = (model, str(d / f"{kind}.keras"))
@@ -227,6 +232,48 @@ def test_cli_flow_reads_the_whole_keras_stack(saved, tmp_path, capsys):
     assert main(["flow", "gru", "--weights", saved["gru2"][1], "--steps", "3", "--json", "--no-lyapunov"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["num_layers"] == 2 and len(rec["curve"]) == 3 and [r["state_size"] for r in rec["layers"]] == [4, 3]
+
+
+def test_classifier_on_the_last_output_is_keras_autograd(saved, tmp_path, capsys):
+    """A Keras classifier Bidirectional → Bidirectional(return_sequences=False) → Dropout → Dense:
+    its output is [h^(f)_T ; h^(r)_1]; the default loss L = Σ of it (Python) and the CLI's
+    --loss last with the Dense read from the .keras file as the head equal Keras autograd of
+    Keras' own sparse cross-entropy (from logits, summed over the batch)."""
+    from gradflow._cli import main
+    from gradflow._numeric.stack import stacked_flow
+
+    model, path = saved["bilast"]
+    x = np.random.default_rng(5).standard_normal((B, T, M))
+    y, _, _ = keras_states(model, x)
+    last = torch.cat([y[:, -1, :N], y[:, 0, N:]], dim=-1)  # what Keras' top Bidirectional returns
+    assert rel(last.detach().numpy(), model_sequence(model, x)) < 1e-12
+    net = stacked_network("lstm", weights=path)
+    assert net.last_only and net.bidirectional
+    flow = stacked_flow(net, x.transpose(1, 0, 2), lyapunov=False)
+    targets = np.array([2, 0])
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "t.npy", targets)
+    assert main(["flow", "lstm", "--weights", path, "--inputs", str(tmp_path / "x.npy"), "--batch-first",
+                 "--loss", "last", "--targets", str(tmp_path / "t.npy"), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
+    for loss, got in (("sum", {(lf.layer, lf.direction): lf.log10_grad_h.mean(axis=0) for lf in flow.layers}),
+                      ("ce", {(r["layer"], r["direction"]): [p["log10_grad_norm_h"] for p in r["curve"]]
+                              for r in rec["layers"]})):
+        y, trail, _ = keras_states(model, x)
+        last = torch.cat([y[:, -1, :N], y[:, 0, N:]], dim=-1)
+        L = last.sum() if loss == "sum" else ce(torch.from_numpy(targets), model.get_layer("classes")(last))
+        L.backward()
+        for (lay, d), curve in got.items():
+            for k, v in enumerate(curve):
+                norms = np.linalg.norm(trail[(lay, ("forward", "reverse").index(d))][k][0].grad.numpy(), axis=-1)
+                if v is None or not np.isfinite(v):
+                    assert not norms.any(), (loss, lay, d, k)
+                else:
+                    assert abs(v - np.log10(norms).mean()) < 1e-8, (loss, lay, d, k)
+    with pytest.raises(gf.GradflowError, match="no output at every step"):
+        stacked_flow(net, x.transpose(1, 0, 2), loss="every", head=(np.ones((3, 2 * N)), None),
+                     targets=np.zeros((T, B), dtype=int), lyapunov=False)
 
 
 def rewrite(src, dst, change):

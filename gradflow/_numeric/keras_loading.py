@@ -202,6 +202,27 @@ def read_keras_layers(path: str) -> list[KerasLayer]:
     return found
 
 
+def read_keras_vars(path: str, group: str) -> list[np.ndarray]:
+    """The arrays ``0``, ``1`` … under ``<group>/vars`` of a Keras file (a Dense's kernel and bias)."""
+    what = f"weights file {path}"
+    f, _ = _open_h5(path)
+    out = []
+    with f:
+        vars_ = f.get(f"{group}/vars")
+        if vars_ is None or not hasattr(vars_, "keys"):
+            raise GradflowError(f"{what} has no arrays under {group}/vars")
+        for i in range(len(vars_.keys())):
+            ds = vars_.get(str(i))
+            if ds is None or not hasattr(ds, "shape"):
+                break
+            nbytes = int(np.prod(ds.shape, dtype=np.int64)) * np.dtype(ds.dtype).itemsize
+            if nbytes > available_bytes() * MEMORY_SHARE:
+                raise GradflowError(f"{what}: {group}/vars/{i} declares {human(nbytes)} of data, more than the "
+                                    "memory available")
+            out.append(real_array(ds[()], f"{what}: {group}/vars/{i}"))
+    return out
+
+
 def _choose(layers: list[KerasLayer], what: str, prefix: str | None, direction: str | None,
             backward: bool = False) -> KerasLayer:
     if not layers:

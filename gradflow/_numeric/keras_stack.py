@@ -31,6 +31,7 @@ Nothing here imports Keras or TensorFlow: the configuration is JSON, the weights
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from typing import Any
 from .._checks import GradflowError
 from .._symbolic.cell import Cell
 from .checkpoint import Module
-from .keras_loading import KerasLayer, read_keras_layer, read_keras_layers
+from .keras_loading import KerasLayer, read_keras_layer, read_keras_layers, read_keras_vars
 from .loading import note
 
 _RECURRENT = ("LSTM", "GRU", "SimpleRNN", "RNN")
@@ -249,16 +250,11 @@ def keras_module(cell: Cell, path: str, prefix: str | None = None) -> Module:
             if c.get(k)]
     if between or drop:
         told.append(f"{', '.join(between + drop)} ignored (the model is analysed in inference)")
-    top = stack[-1]
-    if top.bidirectional and not top.config.get("return_sequences", False):
-        told.append(f"the top layer {top.name!r} returns [h_forward_T ; h_backward at t = 1] (return_sequences="
-                    "False); gradflow's default loss L = sum of y_T reads [h_forward_T ; h_backward_T] "
-                    "(PyTorch's y_T); for the model's own output pass cotangents (stacked_flow in Python) "
-                    "with the backward half at t = 1")
     if told:
         note(f"{what}: {'; '.join(told)}")
+    last_only = not stack[-1].config.get("return_sequences", False)  # the loss reads [h_f_T ; h_r_1]
     return Module(arrays, stack[0].name if len(stack) == 1 else "", len(stack), stack[0].bidirectional, 0,
-                  None, 0.0)
+                  None, 0.0, last_only)
 
 
 def _without_config(cell: Cell, path: str, found: list[KerasLayer], prefix: str | None, what: str) -> Module:
@@ -279,6 +275,70 @@ def _without_config(cell: Cell, path: str, found: list[KerasLayer], prefix: str 
     return Module({(0, "forward"): sel.state}, sel.prefix, 1, False, 0, None, 0.0)
 
 
+def _saved_groups(entries: list[Mapping[str, Any]]) -> dict[int, str]:
+    """Index of each top-level layer entry → the HDF5 group Keras saves it under: its class in
+    snake case, numbered from the second of a class on (``dense``, ``dense_1`` …)."""
+    used: dict[str, int] = {}
+    out = {}
+    for i, e in enumerate(entries):
+        klass = str(e.get("class_name", ""))
+        base = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", klass)).lower()
+        k = used.get(base, -1) + 1
+        used[base] = k
+        out[i] = f"layers/{base}" if k == 0 else f"layers/{base}_{k}"
+    return out
+
+
+def keras_head(path: str, features: int, name: str | None = None) -> tuple[Any, Any]:
+    """(V (K, n), c (K,)) of the ``Dense`` that reads the recurrent stack's output in a ``.keras``
+    Sequential (the first one after the last recurrent layer, dropout between allowed; ``name``
+    picks one by its name): logits = V y + c with V the Dense kernelᵀ. Its activation must be
+    linear or softmax (the loss is the cross-entropy of softmax(logits))."""
+    import numpy as np
+
+    what = f"weights file {path}"
+    config = read_keras_config(path)
+    if config is None:
+        raise GradflowError(f"{what} holds no configuration, hence no wiring: which Dense is the head is "
+                            "unknown; give the model's .keras file, or the head as --head FILE (.pt/.npz)")
+    entries = [e for e in ((config.get("config") or {}).get("layers") or []) if isinstance(e, Mapping)]
+    groups = _saved_groups(entries)
+    last = max((i for i, e in enumerate(entries) if _recurrent(e)), default=-1)
+    pick = None
+    for i, e in enumerate(entries):
+        klass, conf = str(e.get("class_name", "")), e.get("config") or {}
+        if name is not None:
+            if name in (conf.get("name"), groups[i], groups[i].removeprefix("layers/")):
+                pick = i
+                break
+            continue
+        if i <= last or klass in _INFERENCE_IDENTITY:
+            continue
+        if klass != "Dense":
+            raise GradflowError(f"{what}: the recurrent stack's output feeds {klass} {conf.get('name')!r}, not a "
+                                "Dense head; give the head as --head FILE (.pt/.npz)")
+        pick = i
+        break
+    if pick is None:
+        which = f"named {name!r}" if name else "after its recurrent layers"
+        raise GradflowError(f"{what} has no Dense layer {which} to read as the head; give it as --head FILE "
+                            "(.pt/.npz)")
+    conf = entries[pick].get("config") or {}
+    if entries[pick].get("class_name") != "Dense":
+        raise GradflowError(f"{what}: {name!r} is a {entries[pick].get('class_name')}, not a Dense head")
+    act = conf.get("activation", "linear")
+    if act not in ("linear", "softmax", None):
+        raise GradflowError(f"{what}: the head {conf.get('name')!r} has activation {act!r}; gradflow's loss is "
+                            "the cross-entropy of softmax(V y + c): a linear or softmax Dense")
+    arrays = read_keras_vars(path, groups[pick])
+    kernel = arrays[0]
+    if kernel.ndim != 2 or kernel.shape[0] != features:
+        raise GradflowError(f"{what}: the head {conf.get('name')!r} has kernel {kernel.shape}; it must read the "
+                            f"stack's {features} output features")
+    bias = arrays[1] if len(arrays) > 1 else np.zeros(kernel.shape[1])
+    return np.ascontiguousarray(kernel.T), np.asarray(bias)
+
+
 def keras_layer_prefix(path: str, layer: int) -> str:
     """The user's name of the ``layer``-th recurrent layer (0-based) of a ``.keras`` Sequential stack
     (``--layer K`` on a Keras file)."""
@@ -294,4 +354,4 @@ def keras_layer_prefix(path: str, layer: int) -> str:
     return stack[layer].name
 
 
-__all__ = ["StackLayer", "keras_layer_prefix", "keras_module", "keras_stack", "read_keras_config"]
+__all__ = ["StackLayer", "keras_head", "keras_layer_prefix", "keras_module", "keras_stack", "read_keras_config"]
