@@ -253,9 +253,11 @@ def test_classifier_on_the_last_output_is_keras_autograd(saved, tmp_path, capsys
     targets = np.array([2, 0])
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "t.npy", targets)
-    assert main(["flow", "lstm", "--weights", path, "--inputs", str(tmp_path / "x.npy"), "--batch-first",
+    assert main(["flow", "lstm", "--weights", path, "--inputs", str(tmp_path / "x.npy"),
                  "--loss", "last", "--targets", str(tmp_path / "t.npy"), "--json"]) == 0
-    rec = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    assert "read as (batch, T, m), the layout of Keras models" in out.err  # Keras' layout by default
+    rec = json.loads(out.out)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
     for loss, got in (("sum", {(lf.layer, lf.direction): lf.log10_grad_h.mean(axis=0) for lf in flow.layers}),
                       ("ce", {(r["layer"], r["direction"]): [p["log10_grad_norm_h"] for p in r["curve"]]

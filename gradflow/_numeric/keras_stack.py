@@ -23,6 +23,11 @@ What is read, and what is refused in one line each:
   different classes, a stack that mixes Bidirectional and one-direction layers, a Functional
   model with more than one recurrent layer (its wiring is a graph: pick one with ``prefix``).
 
+A top layer with ``return_sequences=False`` makes the model's output its last step on each
+direction's own clock, [h^(f)_T ; h^(r)_1] for a Bidirectional one (``Module.last_only``): the
+loss reads that (:func:`gradflow._numeric.stack.model_cotangents`). The ``Dense`` after the stack
+is the head of ``--loss last/every`` (:func:`keras_head`).
+
 A ``.weights.h5`` holds no configuration, hence no wiring: one recurrent layer is read as one
 layer; several are refused with a request for the ``.keras`` file (or a ``prefix``).
 Nothing here imports Keras or TensorFlow: the configuration is JSON, the weights HDF5 (h5py).
@@ -302,6 +307,9 @@ def keras_head(path: str, features: int, name: str | None = None) -> tuple[Any, 
         raise GradflowError(f"{what} holds no configuration, hence no wiring: which Dense is the head is "
                             "unknown; give the model's .keras file, or the head as --head FILE (.pt/.npz)")
     entries = [e for e in ((config.get("config") or {}).get("layers") or []) if isinstance(e, Mapping)]
+    if name is None and config.get("class_name") != "Sequential":
+        raise GradflowError(f"{what} is a Keras {config.get('class_name')} model: its head is not found by its "
+                            "place in a graph; name the Dense with --head NAME (head='NAME' in Python)")
     groups = _saved_groups(entries)
     last = max((i for i, e in enumerate(entries) if _recurrent(e)), default=-1)
     pick = None
