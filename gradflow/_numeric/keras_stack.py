@@ -208,9 +208,9 @@ def _names(lay: StackLayer, found: list[KerasLayer]) -> set[str]:
     return out
 
 
-def _no_wiring(layers: list[KerasLayer], what: str) -> GradflowError:
+def _no_wiring(layers: list[KerasLayer], what: str, holds: str) -> GradflowError:
     return GradflowError(f"{what} holds {len(layers)} recurrent layers ({', '.join(x.label for x in layers)}) "
-                         "and no configuration, hence no wiring: give the model's .keras file "
+                         f"and {holds}, hence no wiring: give the model's .keras file of a Sequential "
                          "(model.save('model.keras')) to analyse the whole stack, or pick one layer with "
                          "--prefix NAME (prefix='NAME' in Python)")
 
@@ -227,6 +227,8 @@ def keras_module(cell: Cell, path: str, prefix: str | None = None) -> Module:
     if config is None:  # a .weights.h5: no wiring
         return _without_config(cell, path, found, prefix, what)
     stack, before, between = keras_stack(config, what, graph_ok=prefix is not None)
+    if not stack:  # a configuration without its layers (a subclassed model): no wiring either
+        return _without_config(cell, path, found, prefix, what, "a configuration without its layers")
     if prefix is not None:
         want = prefix.strip().strip("/")
         stack = [s for s in stack if want in _names(s, found)]
@@ -234,9 +236,6 @@ def keras_module(cell: Cell, path: str, prefix: str | None = None) -> Module:
             read_keras_layer(cell, path, prefix=prefix, found=found)
             raise GradflowError(f"{what} has no recurrent layer {prefix!r} in its Sequential stack")
         before, between = [], []
-    if not stack:
-        read_keras_layer(cell, path, found=found)  # says there is no recurrent layer
-        raise GradflowError(f"{what} holds no recurrent layer in its configuration")
     _refuse_flags(stack, what)
     arrays: dict[tuple[int, str], Any] = {}
     for i, lay in enumerate(stack):
@@ -262,18 +261,20 @@ def keras_module(cell: Cell, path: str, prefix: str | None = None) -> Module:
                   None, 0.0, last_only)
 
 
-def _without_config(cell: Cell, path: str, found: list[KerasLayer], prefix: str | None, what: str) -> Module:
-    """A ``.weights.h5``: one layer (chosen by ``prefix`` when there are several), never a stack."""
+def _without_config(cell: Cell, path: str, found: list[KerasLayer], prefix: str | None, what: str,
+                    holds: str = "no configuration") -> Module:
+    """A ``.weights.h5`` (or a subclassed model's ``.keras``): one layer (chosen by ``prefix`` when
+    there are several), never a stack."""
     if prefix is None:
         plain = [x for x in found if not x.path.endswith(("/forward_layer", "/backward_layer"))]
         if len(found) > 1 and not (len(found) == 2 and not plain):
-            raise _no_wiring(found, what)
+            raise _no_wiring(found, what, holds)
     want = None if prefix is None else prefix.strip().strip("/")
     pair = [x for x in found if x.path.endswith("/forward_layer")
             and (want is None or f"{want}/forward_layer" in x.keys())]
     if pair:
         raise GradflowError(f"{what}: {pair[0].label} is a direction of a Bidirectional layer, and the file "
-                            "holds no configuration (its merge_mode is unknown): give the model's .keras file "
+                            f"holds {holds} (its merge_mode is unknown): give the model's .keras file "
                             "to analyse both directions, or pass --direction forward to measure the forward "
                             "one alone")
     sel = read_keras_layer(cell, path, prefix=prefix, found=found)
