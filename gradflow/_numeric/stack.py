@@ -405,8 +405,10 @@ def stacked_network(cell: str | Cell, hidden: int | None = None, input: int | No
     """A :class:`StackedNetwork`: from an ``nn.LSTM``/``nn.GRU``/``nn.RNN`` module, its state_dict,
     a checkpoint or a ``.pt``/``.npz`` file (``weight_ih_l{k}``, ``…_reverse``, ``weight_hr_l{k}``:
     every layer and direction is read; sizes, layers, directions and proj_size come from the
-    weights), or initialised (``init`` as :func:`~gradflow.init_weights`, layer l direction d
-    seeded ``seed + 2l + d``; a projected LSTM is initialised as PyTorch does, U(±1/√n)).
+    weights), a Keras 3 ``.keras`` Sequential of recurrent layers, Bidirectional ones included
+    (:mod:`gradflow._numeric.keras_stack`: the wiring from its configuration), or initialised
+    (``init`` as :func:`~gradflow.init_weights`, layer l direction d seeded ``seed + 2l + d``; a
+    projected LSTM is initialised as PyTorch does, U(±1/√n)).
     """
     base = get_cell(cell)
     check_dtype(np.dtype(dtype), "dtype")
