@@ -321,6 +321,10 @@ class StackedNetwork:
         unknown = set(initial) - set(self.cell.states)
         if unknown:
             raise GradflowError(f"{self.cell.name} has no state(s) {', '.join(sorted(unknown))}")
+        if initial and len({lay.sizes for lay in lays}) > 1:  # a Keras stack of different widths
+            raise GradflowError("initial states in PyTorch's (layers x directions, batch, size) layout need "
+                                "layers of one size; this network's layers have sizes "
+                                f"{', '.join(str(lay.state_size) for lay in lays)}")
         given = {}
         for name, v in initial.items():
             if hasattr(v, "detach") or not hasattr(v, "dtype"):
