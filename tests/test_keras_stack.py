@@ -346,3 +346,19 @@ def test_weights_h5_has_no_wiring_and_one_layer_stays_reachable(saved, capsys):
     # a single Bidirectional layer named by --prefix is analysed with both directions
     net = stacked_network("lstm", weights=saved["bilstm"][1], prefix="bi_high")
     assert net.num_layers == 1 and net.bidirectional and net.input == 2 * N
+
+
+def test_leading_layers_are_said_and_a_graph_is_refused(float64_keras, tmp_path):
+    L = keras.layers
+    model = keras.Sequential([keras.Input((T,), dtype="int32"), L.Embedding(10, M, mask_zero=True),
+                              L.LSTM(N, return_sequences=True), L.LSTM(N)])
+    model.save(tmp_path / "emb.keras")
+    with pytest.warns(UserWarning, match="reads the output of Embedding.*analysed as if unmasked"):
+        net = stacked_network("lstm", weights=str(tmp_path / "emb.keras"))
+    assert (net.num_layers, net.input, net.last_only) == (2, M, True)
+    inp = keras.Input((T, M))
+    outs = [L.LSTM(N, name=f"branch{i}")(inp) for i in range(2)]
+    keras.Model(inp, L.Concatenate()(outs)).save(tmp_path / "graph.keras")
+    with pytest.raises(gf.GradflowError, match="Functional model with 2 recurrent layers.*--prefix"):
+        stacked_network("lstm", weights=str(tmp_path / "graph.keras"))
+    assert stacked_network("lstm", weights=str(tmp_path / "graph.keras"), prefix="branch1").num_layers == 1

@@ -136,7 +136,7 @@ def keras_stack(config: Mapping[str, Any], what: str,
         rec = [e for e in entries if _recurrent(e)]
         if len(rec) > 1 and not graph_ok:
             names = ", ".join(repr((e.get("config") or {}).get("name", "?")) for e in rec)
-            raise GradflowError(f"{what} is a Keras {top or 'model'} with {len(rec)} recurrent layers ({names}); "
+            raise GradflowError(f"{what} is a Keras {top or 'model'} model with {len(rec)} recurrent layers ({names}); "
                                 "gradflow reads the wiring of a Sequential stack of recurrent layers: pick one "
                                 "with --prefix NAME (prefix='NAME' in Python)")
         return [_stack_layer(e, what) for e in rec], [], []
@@ -155,7 +155,8 @@ def keras_stack(config: Mapping[str, Any], what: str,
                                 "Sequential whose own layers are the recurrent ones: save that model alone, or "
                                 "pick one layer with --prefix NAME")
         if not _recurrent(e):
-            (after if stack else before).append(f"{klass} {name!r}")
+            masks = klass == "Masking" or bool((e.get("config") or {}).get("mask_zero"))
+            (after if stack else before).append(f"{klass} {name!r}" + (" (a mask)" if masks else ""))
             continue
         lay = _stack_layer(e, what)
         if stack:
@@ -250,6 +251,9 @@ def keras_module(cell: Cell, path: str, prefix: str | None = None) -> Module:
     if before:
         told.append(f"the recurrent stack reads the output of {', '.join(before)}: its inputs are that "
                     "layer's outputs")
+    if any(b.endswith("(a mask)") for b in before):
+        told.append("gradflow updates the state at every step: masked steps (which Keras skips) are "
+                    "analysed as if unmasked")
     drop = [f"{k}={c[k]}" for lay in stack for c in (lay.config,) for k in ("dropout", "recurrent_dropout")
             if c.get(k)]
     if between or drop:
