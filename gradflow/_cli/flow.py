@@ -182,6 +182,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace) -> int:
     from .._numeric.flow import gradient_flow, network, random_inputs
+    from .._numeric.keras_loading import is_keras_path
     from .._symbolic.cells import get_cell
 
     cell = get_cell(a.cell)
@@ -213,6 +214,11 @@ def run(a: argparse.Namespace) -> int:
             a.batch_first = True
             note(f"--inputs {a.inputs}: read as (batch, T, m), the layout of the recurrent module in the "
                  f"TorchScript archive {a.weights} (batch_first=True); --time-first if it is not")
+        if given_3d and not (a.batch_first or a.time_first) and a.weights is not None \
+                and is_keras_path(str(a.weights)):  # Keras layers read (batch, T, m)
+            a.batch_first = True
+            note(f"--inputs {a.inputs}: read as (batch, T, m), the layout of Keras models ({a.weights}); "
+                 "--time-first if it is not")
         if given_3d and not (a.batch_first or a.time_first) and inputs.shape[0] == inputs.shape[1] > 1:
             raise GradflowError(f"--inputs {a.inputs} has shape {inputs.shape}: (T, batch, m) and (batch, T, m) "
                                 "both fit; say which with --time-first or --batch-first")

@@ -26,6 +26,7 @@ def stacked_or_none(a: argparse.Namespace, cell: Any, dtype: Any):
     """The :class:`~gradflow._numeric.stack.StackedNetwork` of ``--weights`` when it has more than
     one layer or direction or a projection and no ``--layer``/``--direction`` picks one; else
     None (the one-layer path then reads the file and says what is wrong with it, if anything)."""
+    from .._numeric.keras_loading import is_keras_path
     from .._numeric.stack import inspect_module, stacked_network
 
     if a.weights is None or a.layer is not None or a.direction is not None:
@@ -35,6 +36,8 @@ def stacked_or_none(a: argparse.Namespace, cell: Any, dtype: Any):
         try:
             mod, _ = inspect_module(cell, a.weights, a.prefix)
         except GradflowError:
+            if is_keras_path(str(a.weights)):  # a Keras stack's wiring is refused here, in its own words
+                raise
             return None
     if mod.layers == 1 and not mod.bidirectional and not mod.proj_size:
         return None

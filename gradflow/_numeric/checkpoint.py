@@ -342,6 +342,7 @@ class Module:
     proj_size: int
     batch_first: bool | None
     dropout: float
+    last_only: bool = False  # the model outputs the top layer's last step alone (Keras return_sequences=False)
 
 
 def select_module(cell: str | Cell, source: Any, state: Mapping[str, Any], *, what: str,

@@ -202,7 +202,29 @@ def read_keras_layers(path: str) -> list[KerasLayer]:
     return found
 
 
-def _choose(layers: list[KerasLayer], what: str, prefix: str | None, direction: str | None) -> KerasLayer:
+def read_keras_vars(path: str, group: str) -> list[np.ndarray]:
+    """The arrays ``0``, ``1`` … under ``<group>/vars`` of a Keras file (a Dense's kernel and bias)."""
+    what = f"weights file {path}"
+    f, _ = _open_h5(path)
+    out = []
+    with f:
+        vars_ = f.get(f"{group}/vars")
+        if vars_ is None or not hasattr(vars_, "keys"):
+            raise GradflowError(f"{what} has no arrays under {group}/vars")
+        for i in range(len(vars_.keys())):
+            ds = vars_.get(str(i))
+            if ds is None or not hasattr(ds, "shape"):
+                break
+            nbytes = int(np.prod(ds.shape, dtype=np.int64)) * np.dtype(ds.dtype).itemsize
+            if nbytes > available_bytes() * MEMORY_SHARE:
+                raise GradflowError(f"{what}: {group}/vars/{i} declares {human(nbytes)} of data, more than the "
+                                    "memory available")
+            out.append(real_array(ds[()], f"{what}: {group}/vars/{i}"))
+    return out
+
+
+def _choose(layers: list[KerasLayer], what: str, prefix: str | None, direction: str | None,
+            backward: bool = False) -> KerasLayer:
     if not layers:
         raise GradflowError(f"{what} holds no recurrent layer (no …/cell/vars with a kernel and a "
                             "recurrent kernel)")
@@ -230,6 +252,10 @@ def _choose(layers: list[KerasLayer], what: str, prefix: str | None, direction: 
             raise GradflowError(f"{what} holds {len(layers)} recurrent layers: "
                                 f"{', '.join(x.label for x in layers)}; pick one with --prefix NAME "
                                 "(prefix='NAME' in Python)")
+    if backward:  # the stacked analysis reads a Bidirectional's backward layer on its own (reversed) clock
+        if not layer.path.endswith("/backward_layer"):
+            raise GradflowError(f"{what}: {layer.label} is not the backward layer of a Bidirectional layer")
+        return layer
     if layer.path.endswith("/backward_layer"):
         raise GradflowError(f"{what}: {layer.label} is the backward direction of a Bidirectional layer; it "
                             "runs over reversed time, which gradflow does not measure")
@@ -283,8 +309,13 @@ def _gradflow_cells(klass: str, reset_after: bool, config: Mapping[str, Any]) ->
 
 
 def read_keras_layer(cell: Cell, path: str, *, prefix: str | None = None, layer: int | None = None,
-                     direction: str | None = None) -> Selected:
-    """One recurrent layer of a Keras file as PyTorch-layout arrays in ``cell``'s gate order."""
+                     direction: str | None = None, backward: bool = False,
+                     found: list[KerasLayer] | None = None) -> Selected:
+    """One recurrent layer of a Keras file as PyTorch-layout arrays in ``cell``'s gate order.
+
+    ``backward``: ``prefix`` names the backward layer of a Bidirectional layer, read (not refused)
+    for :mod:`gradflow._numeric.keras_stack`, which runs it over reversed time; ``found``: the
+    file's layers when already read (:func:`read_keras_layers`)."""
     what = f"weights file {path}"
     if direction is not None and direction not in ("forward", "reverse"):
         raise GradflowError(f"direction must be forward or reverse, got {direction!r}")
@@ -294,8 +325,8 @@ def read_keras_layer(cell: Cell, path: str, *, prefix: str | None = None, layer:
     if layer not in (None, 0):
         raise GradflowError(f"{what}: a Keras file stacks recurrent layers as separate layers; pick one with "
                             "--prefix NAME (prefix='NAME' in Python), not --layer")
-    layers = read_keras_layers(path)
-    chosen = _choose(layers, what, prefix, direction)
+    layers = read_keras_layers(path) if found is None else found
+    chosen = _choose(layers, what, prefix, direction, backward)
     klass, reset_after = _keras_class(chosen, what)
     fits = _gradflow_cells(klass, reset_after, chosen.config)
     desc = f"a Keras {klass}" + (f"(reset_after={reset_after})" if klass == "GRU" else "")

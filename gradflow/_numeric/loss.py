@@ -34,6 +34,8 @@ from .._checks import GradflowError, one_of
 from .._vocabulary import LOSSES, Loss
 from .checkpoint import flat_state
 from .diagonal import is_diagonal, jacobian_diagonal
+from .keras_loading import is_keras_path
+from .keras_stack import keras_head
 from .loading import note, read_npz, read_pt, real_array
 from .network import Network, Trajectory, to_host
 
@@ -101,6 +103,8 @@ def read_head(path: str, hidden: int, prefix: str | None = None,
                                             kind)
     elif path.endswith((".pt", ".pth")):
         state = read_pt(path, kind)
+    elif is_keras_path(path):  # a .keras Sequential: the Dense after its recurrent layers
+        return keras_head(path, hidden, prefix)
     else:
         raise GradflowError(f"unknown head file type {path!r}: use .pt, .pth or .npz")
     V, c, _ = find_head(state, hidden, prefix, what=what or f"head file {path}")

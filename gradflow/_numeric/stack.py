@@ -46,6 +46,8 @@ from .._vocabulary import Loss, SpectralMethod
 from .checkpoint import Module, select_module
 from .compile import compile_expr, dense_diag, stable_substitutions
 from .flow import Curves, blas_threads, json_number, lyapunov_exponents, sweep, thread_limit
+from .keras_loading import is_keras_path
+from .keras_stack import keras_module
 from .loading import check_dtype, note, read_weights_file, real_array
 from .loss import cotangents as loss_cotangents
 from .network import kernels, to_host
@@ -248,9 +250,12 @@ class StackedNetwork:
     """
 
     def __init__(self, cell: Cell, layers: list[tuple[Layer, ...]], *, proj_size: int = 0,
-                 batch_first: bool = False):
+                 batch_first: bool = False, last_only: bool = False):
         self.cell, self.layers, self.proj_size = cell, layers, proj_size
         self.batch_first = batch_first
+        # the model's output is the top layer's last step on each direction's own clock (a Keras top
+        # layer with return_sequences=False): [h^(f)_T ; h^(r)_1] when bidirectional (model_cotangents)
+        self.last_only = last_only
         self.bidirectional = len(layers[0]) == 2
         first = layers[0][0]
         self.hidden, self.input, self.xp, self.dtype = first.hidden, first.input, first.xp, first.dtype
@@ -316,6 +321,10 @@ class StackedNetwork:
         unknown = set(initial) - set(self.cell.states)
         if unknown:
             raise GradflowError(f"{self.cell.name} has no state(s) {', '.join(sorted(unknown))}")
+        if initial and len({lay.sizes for lay in lays}) > 1:  # a Keras stack of different widths
+            raise GradflowError("initial states in PyTorch's (layers x directions, batch, size) layout need "
+                                "layers of one size; this network's layers have sizes "
+                                f"{', '.join(str(lay.state_size) for lay in lays)}")
         given = {}
         for name, v in initial.items():
             if hasattr(v, "detach") or not hasattr(v, "dtype"):
@@ -400,8 +409,10 @@ def stacked_network(cell: str | Cell, hidden: int | None = None, input: int | No
     """A :class:`StackedNetwork`: from an ``nn.LSTM``/``nn.GRU``/``nn.RNN`` module, its state_dict,
     a checkpoint or a ``.pt``/``.npz`` file (``weight_ih_l{k}``, ``…_reverse``, ``weight_hr_l{k}``:
     every layer and direction is read; sizes, layers, directions and proj_size come from the
-    weights), or initialised (``init`` as :func:`~gradflow.init_weights`, layer l direction d
-    seeded ``seed + 2l + d``; a projected LSTM is initialised as PyTorch does, U(±1/√n)).
+    weights), a Keras 3 ``.keras`` Sequential of recurrent layers, Bidirectional ones included
+    (:mod:`gradflow._numeric.keras_stack`: the wiring from its configuration), or initialised
+    (``init`` as :func:`~gradflow.init_weights`, layer l direction d seeded ``seed + 2l + d``; a
+    projected LSTM is initialised as PyTorch does, U(±1/√n)).
     """
     base = get_cell(cell)
     check_dtype(np.dtype(dtype), "dtype")
@@ -448,6 +459,8 @@ def inspect_module(cell: str | Cell, weights: Any, prefix: str | None = None) ->
     import os
 
     base = get_cell(cell)
+    if isinstance(weights, (str, os.PathLike)) and is_keras_path(os.fspath(weights)):  # a Keras 3 stack
+        return keras_module(base, os.fspath(weights), prefix), f"weights file {os.fspath(weights)}"
     if isinstance(weights, (str, os.PathLike)):
         state, what = read_weights_file(os.fspath(weights)), f"weights file {os.fspath(weights)}"
     elif hasattr(weights, "state_dict") and callable(weights.state_dict):
@@ -465,7 +478,8 @@ def _from_weights(base, weights, hidden, input, layers, bidirectional, proj_size
     for lay in range(mod.layers):
         rows.append(tuple(_layer(base, mod.arrays[(lay, d)], lay, d, mod.proj_size, dtype, what)
                           for d in DIRECTIONS[:2 if mod.bidirectional else 1]))
-    net = StackedNetwork(base, rows, proj_size=mod.proj_size, batch_first=bool(mod.batch_first))
+    net = StackedNetwork(base, rows, proj_size=mod.proj_size, batch_first=bool(mod.batch_first),
+                         last_only=mod.last_only)
     for name, want, got in (("hidden", hidden, net.hidden), ("input", input, net.input)):
         if want is not None and want != got:
             raise GradflowError(f"{name} size {want} does not match the weights' {name} size {got}")
@@ -497,8 +511,11 @@ def _own(d: int, k: int, T: int) -> int:
 
 
 def top_cotangents(net: StackedNetwork, traj: StackTrajectory, cotangents=None):
-    """∂L/∂y_t (T, B, n_top) for the top output y_t; default L = Σ y_T: ones at t = T, else 0."""
+    """∂L/∂y_t (T, B, n_top) for the top output y_t; default L = Σ y_T: ones at t = T, else 0
+    (L = Σ ŷ of the model's last output when ``net.last_only``, :func:`model_cotangents`)."""
     xp, T, B, K = net.xp, traj.steps, traj.batch, net.output_size
+    if cotangents is None and net.last_only:
+        return xp.asarray(model_cotangents(net, traj), dtype=net.dtype)
     if cotangents is None:
         g = np.zeros((T, B, K))
         g[-1] = 1.0
@@ -513,6 +530,31 @@ def top_cotangents(net: StackedNetwork, traj: StackTrajectory, cotangents=None):
     if not bool(xp.all(xp.isfinite(g))):
         raise GradflowError("cotangents contain NaN or inf")
     return xp.astype(g, net.dtype)
+
+
+def model_cotangents(net: StackedNetwork, traj: StackTrajectory, loss: Loss = "sum", head: Any = None,
+                     targets: Any = None) -> np.ndarray:
+    """∂L/∂y_t (T, B, n_top) of a loss on the model's output (:func:`gradflow._numeric.loss.cotangents`).
+
+    The output is the top layer's sequence y_t = [h^(f)_t ; h^(r)_t], or, when ``net.last_only``
+    (a Keras top layer with return_sequences=False), its last step on each direction's own
+    clock, ŷ = [h^(f)_T ; h^(r)_1]: the loss then reads ŷ, and its gradient goes to y_T's forward
+    half and y_1's reverse half (L = Σ ŷ by default; ``"every"`` has no sequence to read)."""
+    Y = to_host(traj.outputs[-1])
+    if not net.last_only:
+        return loss_cotangents(Y, loss, head, targets)
+    if loss == "every":
+        raise GradflowError("the model's top recurrent layer returns its last step alone (return_sequences="
+                            "False): the loss 'every' has no output at every step to read; pass 'last' or 'sum'")
+    top = net.layers[-1]
+    fw = top[0].output.stop - top[0].output.start
+    last = np.array(Y[-1:], dtype=np.float64)
+    last[0, :, fw:] = Y[0, :, fw:]                     # the reverse direction's last step is t = 1
+    g1 = loss_cotangents(last, loss, head, targets)[0]
+    g = np.zeros(Y.shape)
+    g[-1, :, :fw] = g1[:, :fw]
+    g[0, :, fw:] += g1[:, fw:]
+    return g
 
 
 def stacked_gradients(net: StackedNetwork, traj: StackTrajectory, cotangents=None) -> dict:
@@ -763,7 +805,9 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
     if loss is not None or head is not None or targets is not None:
         if cotangents is not None:
             raise GradflowError("give a loss (loss, head, targets) or cotangents, not both")
-        cotangents = loss_cotangents(traj.outputs[-1], loss or "sum", head, targets)
+        cotangents = model_cotangents(net, traj, loss or "sum", head, targets)
+    elif cotangents is None and net.last_only:
+        cotangents = model_cotangents(net, traj, "sum")
     r = lyapunov_count(lyapunov, net.state_size)
     N = net.state_size
     with thread_limit(blas_threads(None, N * N * B)):
@@ -819,4 +863,4 @@ def stacked_products(net: StackedNetwork, inputs, initial: Any = None):
 
 __all__ = ["Layer", "LayerFlow", "StackTrajectory", "StackedFlow", "StackedNetwork", "stacked_flow",
            "stacked_gradients", "stacked_network", "stacked_products", "stacked_state_gradient",
-           "top_cotangents", "inspect_module"]
+           "top_cotangents", "inspect_module", "model_cotangents"]

@@ -23,6 +23,7 @@ from .._symbolic.cells import get_cell
 from .._vocabulary import INIT_SCHEMES, InitScheme
 from .checkpoint import Selected, select_layer
 from .keras_loading import is_keras_path, read_keras_layer
+from .keras_stack import keras_layer_prefix, read_keras_config
 from .loading import check_dtype, note, read_weights_file, real_array
 from .named_weights import holds_own_names, read_named, uses_own_names
 from .reference_init import SCHEME_CELLS, reference_arrays
@@ -332,6 +333,8 @@ def load_layer(cell: str | Cell, source: Any, *, prefix: str | None = None, laye
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if is_keras_path(path):  # Keras 3 .weights.h5 / .keras: converted to the PyTorch layout
+            if layer is not None and prefix is None and read_keras_config(path) is not None:
+                prefix, layer = keras_layer_prefix(path, layer), None  # the K-th layer of a .keras stack
             sel = read_keras_layer(cell, path, prefix=prefix, layer=layer, direction=direction)
             return _from_plain(cell, sel.state, dtype, xp), sel
         state = read_weights_file(path)  # every bad file is one GradflowError
