@@ -23,6 +23,7 @@ from .._symbolic.cells import get_cell
 from .._vocabulary import INIT_SCHEMES, InitScheme
 from .checkpoint import Selected, select_layer
 from .keras_loading import is_keras_path, read_keras_layer
+from .layout import refuse_sized_states
 from .loading import check_dtype, note, read_weights_file, real_array
 from .named_weights import holds_own_names, read_named, uses_own_names
 from .reference_init import SCHEME_CELLS, reference_arrays
@@ -65,6 +66,8 @@ class Weights:
 
 
 def _expected_shape(p: Param, n: int, m: int) -> tuple[int, ...]:
+    if p.symbol.shape[0] == 1:  # a per-head scalar gate (mLSTM): its row w_g (1 × m), its bias b_g (1,)
+        return (1, m) if p.kind == "U" else (1,)
     return {"W": (n, n), "U": (n, m), "b": (n,), "w": (n,)}[p.kind]
 
 
@@ -176,7 +179,8 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: InitSchem
             raise GradflowError(f"forget bias must be finite, got {forget_bias!r}")
         if not cell.has_forget_gate:
             raise GradflowError(f"{cell.name} has no forget gate; a forget bias applies to the LSTM")
-        arrays[cell.FORGET_BIAS] = np.full((n,), float(forget_bias))
+        bias = next(p for p in cell.recorded.params if p.symbol.name == cell.FORGET_BIAS)
+        arrays[cell.FORGET_BIAS] = np.full(_expected_shape(bias, n, m), float(forget_bias))
     w = Weights(cell, n, m, {k: v.astype(dtype) for k, v in arrays.items()})
     return w if xp is np else w.to(xp)
 
@@ -270,6 +274,7 @@ def _require_torch_layout(cell: Cell) -> None:
 def to_state_dict(weights: Weights) -> dict[str, np.ndarray]:
     """The PyTorch layout of ``weights`` (merged biases go to ``bias_ih``, ``bias_hh`` = 0)."""
     cell, n = weights.cell, weights.hidden
+    refuse_sized_states(cell, "the PyTorch state_dict layout")
     _require_torch_layout(cell)
     gates = cell.recorded.gates
     G, m = len(gates), weights.input
@@ -321,6 +326,7 @@ def load_layer(cell: str | Cell, source: Any, *, prefix: str | None = None, laye
                xp: Any = np) -> tuple[Weights, Selected]:
     """:func:`load_weights` and what was selected (prefix, layer, the module's batch_first)."""
     cell = get_cell(cell)
+    refuse_sized_states(cell, "reading weights from a module, state_dict or file (PyTorch, Keras, by name)")
     if uses_own_names(cell) or holds_own_names(cell, source, prefix):  # IndRNN's u, the LRU's ν, θ …
         if layer not in (None, 0) or direction not in (None, "forward"):
             raise GradflowError(f"{cell.name} weights are read by parameter name: no layer or direction")

@@ -445,7 +445,8 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
         cols = min(len(cells), size.max_cols)  # square-ish panels: a heat map of a square matrix
         fig, axes = preset_figure(len(cells), size, height=0.8 * size.width / cols)
         for ax, c in zip(axes, cells, strict=True):
-            plot_jacobian(runs[c.name].J_T, ax=ax, title=panel_title(c.title), state_names=c.states)
+            plot_jacobian(runs[c.name].J_T, ax=ax, title=panel_title(c.title), state_names=c.states,
+                          state_sizes=runs[c.name].net.layout.sizes)
         save(fig, "jacobian")
     export_matrices(fig_dir / "jacobian", [(c.name, runs[c.name].J_T) for c in cells])
     add_figure("jacobian", "The last one-step Jacobian $J_T = \\partial s_T/\\partial s_{T-1}$ of each "
