@@ -95,8 +95,9 @@ class Flow:
         cell: the cell's name.
         hidden, steps, batch: n, T, B.
         full: curves of ∂s_T/∂s_k (s = h, or (h, c)), k = 0…T−1.
-        cell_state: curves of the c→c block ∂c_T/∂c_k (LSTM cells), else None; its gradient
-            curve is ‖∂L/∂c_k‖.
+        cell_state: curves of the c→c block ∂c_T/∂c_k (LSTM cells), of the memory block
+            ∂(C_T, n_T)/∂(C_k, n_k) = ∏ f_j I (mLSTM), else None; its gradient curve is ‖∂L/∂c_k‖
+            (‖∂L/∂(C_k, n_k)‖).
         carousel: curves of the carousel path alone, the 1997-truncated product's c→c block
             ∏ diag(f_j) (LSTM cells, when asked), else None; its gradient curve is the
             truncated (1997) ‖∂L/∂c_k‖.
