@@ -163,7 +163,7 @@ def test_sizes_and_layout():
 @pytest.mark.parametrize("call, words", [
     (lambda net, x: gf.gradient_flow(net, x, mode="matrix-free"), "matrix-free"),
     (lambda net, x: gf.stacked_network("mlstm", 3, 2, layers=2), "stacked"),
-    (lambda net, x: gf.network("mlstm", weights={"weight_ih": np.zeros((12, 2))}), "state_dict"),
+    (lambda net, x: gf.network("mlstm", weights={"weight_ih": np.zeros((12, 2))}), "PyTorch or Keras"),
     (lambda net, x: gf.to_state_dict(net.weights), "state_dict"),
 ])
 def test_modes_that_do_not_take_it_refuse(call, words):
@@ -171,6 +171,20 @@ def test_modes_that_do_not_take_it_refuse(call, words):
     with pytest.raises(gf.GradflowError, match="mlstm") as e:
         call(net, _inputs(T=3))
     assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_weights_by_parameter_name(tmp_path):
+    """An .npz keyed by the parameter names (U_q, w_i, b_i …) loads; the flow is the same."""
+    from gradflow._numeric.named_weights import plain_name
+
+    net = gf.network("mlstm", 2, M_IN, seed=6)
+    path = tmp_path / "mlstm.npz"
+    np.savez(path, **{plain_name(k): np.asarray(v) for k, v in net.weights.arrays.items()})
+    again = gf.network("mlstm", weights=str(path))
+    assert (again.hidden, again.input) == (2, M_IN)
+    x = _inputs(T=3)
+    a, b = gf.gradient_flow(net, x), gf.gradient_flow(again, x)
+    np.testing.assert_array_equal(a.full.log10_norm_2, b.full.log10_norm_2)
 
 
 def test_block_path_refuses():

@@ -123,11 +123,12 @@ def memory_states(cell: Cell) -> tuple[str, ...]:
     return ()
 
 
-def refuse_sized_states(cell: Cell, what: str) -> None:
+def refuse_sized_states(cell: Cell, what: str, reason: str | None = None) -> None:
     """``GradflowError`` naming ``cell`` when one of its states is not of size n (mLSTM's vec C,
-    n²) and ``what`` (a mode, a loader) still lays every state out as n entries."""
+    n²): ``what`` (a mode, a loader) does not take it, for ``reason`` (default: ``what`` still lays
+    every state out as n entries)."""
     odd = {s: cell.size(s) for s in cell.states if s in cell.sizes}
     if odd:
         sizes = ", ".join(f"{s}: {v}" for s, v in odd.items())
-        raise GradflowError(f"{cell.name}: {what} does not take this cell yet: it lays every state out as "
-                            f"n entries, and {cell.name} has states of other sizes ({sizes})")
+        why = reason or f"it lays every state out as n entries, and {cell.name} has states of other sizes ({sizes})"
+        raise GradflowError(f"{cell.name}: {what} does not take this cell yet: {why}")

@@ -25,8 +25,9 @@ N = n² + 2n (+1)), so ``network`` (the ``pytorch`` init by default; ``forget_bi
 b_f), ``gradient_flow`` (exact mode), ``gradflow flow`` and ``write_report`` run these cells:
 ``Flow.cell_state`` is the memory block ∂(C_T, n_T)/∂(C_k, n_k). Still refused, each with one
 :class:`GradflowError`: the matrix-free mode and the per-unit block path (they assume n entries
-per state), loading PyTorch/Keras weights (no framework module holds this cell; build
-``Weights(cell, n, m, arrays)``), and stacked networks: the chain rule does not give the input
+per state), reading PyTorch/Keras weights (no framework module holds this cell: weights load by
+parameter name, ``U_q`` … ``w_i``, ``b_i`` in a mapping or ``.npz``, or as ``Weights(cell, n, m,
+arrays)``), and stacked networks: the chain rule does not give the input
 Jacobian ∂s_t/∂x_t (C_t q_t is bilinear in x_t) that a stacked network needs.
 
 **Parameters** (``count_params``, both conventions): U_q, U_k, U_v, U_o (n × m) with their
