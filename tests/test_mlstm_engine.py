@@ -149,15 +149,18 @@ def test_stabilised_memory_block_and_same_h():
 
 
 def test_sizes_and_layout():
-    """N = n² + 2n (+1): the network, the size guard, and the Lyapunov count read one layout."""
-    from gradflow._numeric.size_guard import flow_bytes
+    """N = n² + 2n (+1): the network and the size guard read one layout."""
+    from gradflow._numeric.size_guard import choose_mode, flow_bytes, state_entries
 
     net = gf.network("mlstm-stabilised", 3, 2)
     assert net.state_size == 9 + 6 + 1 and net.layout.sizes == (3, 9, 3, 1)
     assert net.layout.slice("m") == slice(15, 16) and net.layout.span(("C", "n")) == slice(3, 15)
-    # the guard's square buffers grow with N², N = n² + 2n: at n = 40, N = 1680, not 3 · 40
-    lstm = gf.get_cell("lstm")
-    assert flow_bytes(gf.get_cell("mlstm"), 40, 2, 4) > flow_bytes(lstm, 40, 2, 4) * 100
+    # the guard counts N = n² + 2n (+1): its square buffers are N² (at n = 40, N = 1680, not 3 · 40)
+    ml, stab, lstm = (gf.get_cell(c) for c in ("mlstm", "mlstm-stabilised", "lstm"))
+    assert [state_entries(c, 40)[0] for c in (ml, stab, lstm)] == [1680, 1681, 80]
+    assert flow_bytes(ml, 40, 2, 4) > flow_bytes(lstm, 40, 2, 4) * 100
+    # auto mode stays exact above N = 1024 (the matrix-free mode does not take the cell)
+    assert choose_mode(ml, 40, 2, 4) == "exact" and choose_mode(lstm, 600, 2, 4) == "matrix-free"
 
 
 @pytest.mark.parametrize("call, words", [

@@ -96,7 +96,7 @@ def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsi
     """Estimated peak bytes of a gradient-flow run of ``cell`` (a :class:`Cell`) at these sizes."""
     n, m, T, B = int(hidden), int(input), int(steps), int(batch)
     S = len(cell.states)
-    N, named_entries = _entries(cell, n)
+    N, named_entries = state_entries(cell, n)
     G = max(1, len(cell.recorded.gates))
     named = max(1, len(cell.recorded.definitions))
     weights = G * n * (n + m + 2)
@@ -107,7 +107,7 @@ def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsi
 
 
 @cache
-def _entries(cell, n: int) -> tuple[int, int]:
+def state_entries(cell, n: int) -> tuple[int, int]:
     """(N, the entries of one step's named quantities): S·n and (named)·n when every state and
     quantity has n entries; mLSTM's vec C_t has n², so N = n² + 2n (+ 1 with its stabiliser m)."""
     from .._symbolic.cell import n as n_symbol
@@ -193,7 +193,7 @@ def matrix_free_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1,
     at n = 4096 the weights dominate), a stacked copy of the recurrent weights, and a few
     (batch, rows, N) row blocks instead of the (batch, N, N) buffers."""
     n, m, T, B = int(hidden), int(input), int(steps), int(batch)
-    N = _entries(cell, n)[0]
+    N = state_entries(cell, n)[0]
     G = max(1, len(cell.recorded.gates))
     square = _SQUARE_BUFFERS * B * N * N * itemsize
     weights = G * n * (n + m + 2) * itemsize
@@ -210,7 +210,7 @@ def choose_mode(cell, hidden: int, input: int, steps: int, batch: int = 1, items
         return mode
     if any(s in cell.sizes for s in cell.states):
         return "exact"
-    N = _entries(cell, int(hidden))[0]
+    N = state_entries(cell, int(hidden))[0]
     budget = int(available_bytes() * MEMORY_SHARE)
     if N <= MATRIX_FREE_ABOVE and flow_bytes(cell, hidden, input, steps, batch, itemsize) <= budget:
         return "exact"
