@@ -758,7 +758,9 @@ def _matrix_free_flow(net, inputs, initial, spec, r, carousel, bound, progress, 
 
 
 def _joint_log10(parts: Mapping[str, np.ndarray], names) -> np.ndarray:
-    """log10 ‖(g_a; g_b; …)‖ from the log10 norms of the parts: ½ log10 Σ 10^(2·part)."""
+    """log10 ‖(g_a; g_b; …)‖ from the log10 norms of the parts: ½ log10 Σ 10^(2·part) (one part: itself)."""
+    if len(names) == 1:
+        return parts[names[0]]
     with np.errstate(divide="ignore", invalid="ignore"):
         ln = np.logaddexp.reduce([2 * math.log(10) * parts[name] for name in names], axis=0)
         return ln / (2 * math.log(10))
