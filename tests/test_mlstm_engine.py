@@ -105,6 +105,12 @@ def test_flow_curves_against_torch(name, d):
                     "log10_grad_norm": np.log10(np.linalg.norm(g))}
             for key, v in want.items():
                 assert abs(flow.full[key][b, k] - v) < 1e-10, (key, b, k)
+            mem = sl.span(("C", "n"))  # the memory block and ‖∂L/∂(C_k, n_k)‖
+            block = {"log10_norm_2": np.log10(np.linalg.norm(J[mem, mem], 2)),
+                     "log10_norm_fro": np.log10(np.linalg.norm(J[mem, mem])),
+                     "log10_grad_norm": np.log10(np.linalg.norm(g[mem]))}
+            for key, v in block.items():
+                assert abs(flow.cell_state[key][b, k] - v) < 1e-10, ("cell_state", key, b, k)
             for state in net.cell.states:
                 part = np.linalg.norm(g[sl.slice(state)])
                 got = flow.grad_parts[state][b, k]
