@@ -297,7 +297,11 @@ def run(a: argparse.Namespace) -> int:
         return 0
     print(f"mode: exact (N x N products, {flow.dtype})")
     head = f"{'k':>6} {'T-k':>6} {'||.||_2':>10} {'||.||_F':>10} {'||dL/ds_k||':>11}"
-    if flow.cell_state is not None:
+    if flow.cell_state is not None and "c" not in cell.states:  # mLSTM: the memory (C, n)
+        f = "f'_j" if "m" in cell.states else "f_j"
+        print(f"Cn: the memory block d(C_T, n_T)/d(C_k, n_k) = prod_{{j>k}} {f} I (vec C has n^2 entries)")
+        head += f" {'Cn:||.||_2':>10} {'Cn:||.||_F':>10}"
+    elif flow.cell_state is not None:
         head += f" {'c: ||.||_2':>10} {'c: ||.||_F':>10}"
     if flow.carousel is not None:
         head += f" {'carousel_2':>10}"

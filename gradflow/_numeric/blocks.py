@@ -29,6 +29,7 @@ from sympy.matrices.expressions.matexpr import MatrixExpr
 from .._checks import GradflowError
 from .._symbolic.nodes import Diag
 from .compile import compile_expr, stable_substitutions
+from .layout import refuse_sized_states
 from .network import Network, to_host
 
 _LN10 = math.log(10.0)
@@ -105,6 +106,7 @@ def block_curves(net: Network, inputs, initial=None, loss_gradient=None, lyapuno
     ``loss_gradient``: ``trajectory -> ∂L/∂s_T`` (B, N); default L = Σ h_T. ``lyapunov``: how many
     exponents (batch mean, descending); 0 for none. ``GradflowError`` for a cell with a dense block.
     """
+    refuse_sized_states(net.cell, "the per-unit block path")
     if not is_block_structured(net.cell):
         raise GradflowError(f"{net.cell.name}: the state Jacobian has dense blocks (use the dense sweep)")
     traj = net.unroll(inputs, initial)

@@ -37,6 +37,7 @@ from .._vocabulary import (
 from .blocks import block_curves, is_block_structured
 from .compile import compile_expr
 from .diagonal import diagonal_curves, is_diagonal
+from .layout import StateLayout, memory_states
 from .loading import note
 from .loss import Reverse, backward_norms, cotangents, read_initial
 from .network import Network, Trajectory, network, random_inputs, to_host
@@ -94,8 +95,9 @@ class Flow:
         cell: the cell's name.
         hidden, steps, batch: n, T, B.
         full: curves of ∂s_T/∂s_k (s = h, or (h, c)), k = 0…T−1.
-        cell_state: curves of the c→c block ∂c_T/∂c_k (LSTM cells), else None; its gradient
-            curve is ‖∂L/∂c_k‖.
+        cell_state: curves of the c→c block ∂c_T/∂c_k (LSTM cells), of the memory block
+            ∂(C_T, n_T)/∂(C_k, n_k) = ∏ f_j I (mLSTM), else None; its gradient curve is ‖∂L/∂c_k‖
+            (‖∂L/∂(C_k, n_k)‖).
         carousel: curves of the carousel path alone, the 1997-truncated product's c→c block
             ∏ diag(f_j) (LSTM cells, when asked), else None; its gradient curve is the
             truncated (1997) ‖∂L/∂c_k‖.
@@ -274,11 +276,11 @@ def _pattern_product(A, B):
     return out
 
 
-def _is_diagonal(pattern, rows, cols, n) -> bool:
+def _is_diagonal(pattern, rows, cols, layout: StateLayout) -> bool:
     """Whether the block (rows, cols) of a product with block structure ``pattern`` is diagonal."""
-    if rows != cols or rows.start % n or rows.stop % n:
+    idx = layout.covered(rows)
+    if rows != cols or idx is None:
         return False
-    idx = range(rows.start // n, rows.stop // n)
     return all(pattern[a, b] == 0 if a != b else pattern[a, b] <= 1 for a in idx for b in idx)
 
 
@@ -310,21 +312,21 @@ def _column_kinds(blocks, S: int) -> list[bool]:
     return [all(blk.kind != "dense" for blk in blocks if blk.b == b) for b in range(S)]
 
 
-def _times_jacobian(xp, P, J, blocks, diagonal_columns: list[bool], n: int):
+def _times_jacobian(xp, P, J, blocks, diagonal_columns: list[bool], layout: StateLayout):
     """P · J for a J whose column blocks ``diagonal_columns`` hold diagonal blocks only: the dense
     columns by matmul, the diagonal ones by scaling P's column blocks (the LSTM's c column:
     diag(o ⊙ tanh′(c) ⊙ f) and diag(f)): half the FLOPs of the dense product for an LSTM."""
     B, N = P.shape[0], P.shape[-1]
     out = xp.empty((B, N, J.shape[-1]), dtype=J.dtype)
     for b, diagonal in enumerate(diagonal_columns):
-        cols = slice(b * n, (b + 1) * n)
+        cols = layout.slice(b)
         if not diagonal:
             out[:, :, cols] = P @ J[:, :, cols]
             continue
         acc = None
         for blk in blocks:
             if blk.b == b:
-                rows = slice(blk.a * n, (blk.a + 1) * n)
+                rows = layout.slice(blk.a)
                 term = P[:, :, rows] * xp.linalg.diagonal(J[:, rows, cols])[:, None, :]
                 acc = term if acc is None else acc + term
         out[:, :, cols] = 0.0 if acc is None else acc
@@ -359,7 +361,7 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False,
     lo, hi = float(fi.smallest_normal) ** 0.25, float(fi.max) ** 0.25
     J = xp.zeros((B, N, N), dtype=net.dtype)  # one buffer: the zero blocks never change
     # block structure of the product (0 zero, 1 diagonal, 2 dense), from the derived blocks
-    S = N // net.hidden
+    S = len(net.layout.sizes)
     pattern = np.eye(S, dtype=int)
     jpat = np.zeros((S, S), dtype=int)
     jblocks = net.kernels.carousel if truncated else net.kernels.blocks
@@ -369,7 +371,7 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False,
     structured = not dense and any(diagonal_columns)
 
     def times(P, Jm):
-        return _times_jacobian(xp, P, Jm, jblocks, diagonal_columns, net.hidden) if structured else P @ Jm
+        return _times_jacobian(xp, P, Jm, jblocks, diagonal_columns, net.layout) if structured else P @ Jm
     for k in range(T - 1, -1, -1):
         env = net.step_env(traj, k + 1)
         net.fill_jacobian(J, env, truncated)
@@ -412,7 +414,7 @@ def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral: Spe
             reverse.step(pr.k, pr.jacobian)
         if blocks:
             gP = (g @ pr.P)[:, 0, :]  # 10^−L · ∂L/∂s_k
-            diagonal = [name for name, (r, c) in blocks.items() if _is_diagonal(pr.pattern, r, c, net.hidden)]
+            diagonal = [name for name, (r, c) in blocks.items() if _is_diagonal(pr.pattern, r, c, net.layout)]
             tracker.record(pr.k, pr.P, pr.log10_scale, gP, pr.sumsq, diagonal)
         if progress is not None:
             progress(i + 1, traj.steps)
@@ -638,7 +640,8 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
     mode = choose_mode(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode)  # type: ignore[assignment]
     with thread_limit(blas_threads(threads, net.state_size ** 2 * B)):
         if initial is not None:
-            initial = read_initial(initial, net.cell.states, B, net.hidden)
+            initial = read_initial(initial, net.cell.states, B, net.hidden,
+                                   sizes=dict(zip(net.cell.states, net.layout.sizes, strict=True)))
         spec = (loss_name, head, targets)
         if mode == "matrix-free":
             return _matrix_free_flow(net, inputs, initial, spec, r, carousel, bound, progress,
@@ -697,7 +700,8 @@ def _layout(net: Network, inputs, targets, loss: str, batch_first: bool | None):
 
 def _cotangents(net: Network, traj: Trajectory, spec):
     """∂L/∂h_t (T, B, n) of the loss ``spec`` = (loss, head, targets) along a trajectory."""
-    return cotangents(net.xp.stack([s[:, :net.hidden] for s in traj.states[1:]]), *spec)
+    h = net.layout.slice("h")
+    return cotangents(net.xp.stack([s[:, h] for s in traj.states[1:]]), *spec)
 
 
 def _cast_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound, progress, structure, chain) -> Flow:
@@ -753,6 +757,15 @@ def _matrix_free_flow(net, inputs, initial, spec, r, carousel, bound, progress, 
                 sketch=sketch, probes=probes)
 
 
+def _joint_log10(parts: Mapping[str, np.ndarray], names) -> np.ndarray:
+    """log10 ‖(g_a; g_b; …)‖ from the log10 norms of the parts: ½ log10 Σ 10^(2·part) (one part: itself)."""
+    if len(names) == 1:
+        return parts[names[0]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ln = np.logaddexp.reduce([2 * math.log(10) * parts[name] for name in names], axis=0)
+        return ln / (2 * math.log(10))
+
+
 def _padded(net: Network, g):
     """∂L/∂h (B, n) as ∂L/∂s (B, N): zeros for the other states."""
     g = net.xp.asarray(g, dtype=net.dtype)
@@ -769,11 +782,11 @@ def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound
     if structure not in ("auto", "dense"):
         raise GradflowError(f"structure must be 'auto' or 'dense', got {structure!r}")
     def last(traj):  # ∂L/∂s_T of a last-step loss from the final state alone
-        return _padded(net, cotangents(traj.states[-1][None, :, :net.hidden], *spec)[-1])
+        return _padded(net, cotangents(traj.states[-1][None, :, net.layout.slice("h")], *spec)[-1])
 
     # the structured paths (no N × N matrix): a diagonal state Jacobian, or per-unit blocks (LRU)
     c, lyap = None, None
-    if structure == "auto" and "c" not in net.cell.states:
+    if structure == "auto" and "c" not in net.cell.states and net.layout.uniform:
         if is_diagonal(net.cell):
             c = diagonal_curves(net, inputs, initial, last if loss != "every" else None)
             lyap = c["lyapunov"].mean(axis=0)[:r] if r else None
@@ -796,18 +809,19 @@ def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound
     n, N = net.hidden, net.state_size
     g = _padded(net, cot[-1])
     blocks = {"full": (slice(0, N), slice(0, N))}
+    memory = memory_states(net.cell)
     has_c = "c" in net.cell.states
-    if has_c:
-        ci = net.cell.states.index("c")
-        blocks["cell_state"] = (slice(ci * n, (ci + 1) * n), slice(ci * n, (ci + 1) * n))
+    if memory:  # the cell state c, or mLSTM's (C, n)
+        span = net.layout.span(memory)
+        blocks["cell_state"] = (span, span)
     # the gradient curves: Σ_{t≥k} (∂L/∂s_t)(∂s_t/∂s_k) by reverse accumulation (any loss), fed
     # the sweep's own Jacobians
     rev = Reverse(net, cot)
     res = sweep(net, traj, g, spectral=spectral, tol=tol, blocks=blocks, progress=progress, reverse=rev)
     parts = rev.norms
     res["full"].log10_grad_norm = parts["full"]
-    if has_c:
-        res["cell_state"].log10_grad_norm = parts["c"]
+    if memory:
+        res["cell_state"].log10_grad_norm = _joint_log10(parts, memory)
     car = None
     if carousel and has_c:
         rev_car = Reverse(net, cot)

@@ -233,13 +233,13 @@ class Reverse:
 
     def __init__(self, net: Network, cot: Any):
         self.xp, self.n, self.N, self.dtype = net.xp, net.hidden, net.state_size, net.dtype
-        self.states = net.cell.states
+        self.states, self.layout = net.cell.states, net.layout
         cot = np.asarray(to_host(cot), dtype=np.float64)
         T, B = cot.shape[0], cot.shape[1] if cot.ndim == 3 else 0
         if cot.ndim != 3 or cot.shape[2] != self.n:
             raise GradflowError(f"cotangents must have shape (T, B, {self.n}), got {cot.shape}")
         self.direct = np.zeros((T, B, self.N))
-        self.direct[:, :, :self.n] = cot
+        self.direct[:, :, self.layout.slice("h")] = cot
         self.norms = {key: np.full((B, T), -math.inf) for key in ("full", *self.states)}
         self.g, self.ell = _plus(np.zeros((B, self.N)), np.zeros(B), self.direct[T - 1])  # ḡ_T = 10^ell · g
 
@@ -263,8 +263,8 @@ class Reverse:
         self.g, self.ell = g, ell
         with np.errstate(divide="ignore"):
             self.norms["full"][:, k] = ell + np.log10(np.sqrt((g * g).sum(axis=-1)))
-            for i, name in enumerate(self.states):
-                part = g[:, i * self.n:(i + 1) * self.n]
+            for name in self.states:
+                part = g[:, self.layout.slice(name)]
                 self.norms[name][:, k] = ell + np.log10(np.sqrt((part * part).sum(axis=-1)))
 
 
@@ -291,9 +291,11 @@ def backward_norms(net: Network, traj: Trajectory, cot: Any, *, truncated: bool 
 
 
 # -- initial states -----------------------------------------------------------------------------
-def read_initial(value: Any, states: tuple[str, ...], batch: int, hidden: int, what: str = "initial") -> dict[str, Any]:
+def read_initial(value: Any, states: tuple[str, ...], batch: int, hidden: int, what: str = "initial",
+                 sizes: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Initial states by name from PyTorch's h_0 (1, B, n), (B, n) or (n,), an (h_0, c_0) pair, or a
-    mapping with keys ``h0``/``c0``/… (or ``h``/``c``/…). States left out start at zero (said in a note)."""
+    mapping with keys ``h0``/``c0``/… (or ``h``/``c``/…). States left out start at zero (said in a note).
+    ``sizes``: state name → its size where it is not ``hidden`` (mLSTM's vec C: n²)."""
     if value is None:
         return {}
     if isinstance(value, Mapping):
@@ -323,9 +325,10 @@ def read_initial(value: Any, states: tuple[str, ...], batch: int, hidden: int, w
             a = a[0]
         if a.ndim == 1:
             a = np.broadcast_to(a[None], (batch, a.shape[0]))
-        if a.shape != (batch, hidden):
-            raise GradflowError(f"{what} state {name}0 has shape {a.shape}, expected (1, {batch}, {hidden}), "
-                                f"({batch}, {hidden}) or ({hidden},)")
+        size = (sizes or {}).get(name, hidden)
+        if a.shape != (batch, size):
+            raise GradflowError(f"{what} state {name}0 has shape {a.shape}, expected (1, {batch}, {size}), "
+                                f"({batch}, {size}) or ({size},)")
         if not np.isfinite(a).all():
             raise GradflowError(f"{what} state {name}0 contains NaN or inf")
         out[name] = a

@@ -34,6 +34,7 @@ from sympy.matrices.expressions.matexpr import MatrixExpr
 from .._checks import GradflowError, one_of, positive_int
 from .._symbolic.nodes import Diag
 from .compile import compile_expr, scalar_coefficient, stable_substitutions
+from .layout import refuse_sized_states
 from .network import Network, Trajectory, to_host
 
 __all__ = ["JacobianOperator", "SketchCurves", "matrix_free_lyapunov", "sketch_sweep"]
@@ -112,6 +113,7 @@ class JacobianOperator:
     def __init__(self, net: Network, truncated: bool = False, dtype=None):
         from .._symbolic.many_steps import truncated_jacobian
 
+        refuse_sized_states(net.cell, "the matrix-free mode (mode='matrix-free'; use mode='exact')")
         self.net, self.xp, self.n = net, net.xp, net.hidden
         self.dtype = net.dtype if dtype is None else dtype
         cell = net.cell

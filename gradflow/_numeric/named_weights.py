@@ -18,8 +18,16 @@ from typing import Any
 import numpy as np
 
 from .._checks import GradflowError
-from .._symbolic.cell import Cell
+from .._symbolic.cell import Cell, Param
 from .loading import note, read_npz, real_array
+
+
+def param_shape(p: Param, n: int, m: int) -> tuple[int, ...]:
+    """The array shape of parameter ``p`` at sizes n, m: W (n, n), U (n, m), b and w (n,); a per-head
+    scalar gate's row w_g (1, m) and bias b_g (1,) (mLSTM)."""
+    if p.symbol.shape[0] == 1:
+        return (1, m) if p.kind == "U" else (1,)
+    return {"W": (n, n), "U": (n, m), "b": (n,), "w": (n,)}[p.kind]
 
 
 def plain_name(label: str) -> str:
@@ -106,14 +114,14 @@ def read_named(cell: Cell, source: Any, *, prefix: str | None = None, dtype: Any
     n = m = None
     for p in cell.recorded.params:  # n and m from the first array that shows them
         a = arrays[p.symbol.name]
-        if a.ndim >= 1 and n is None:
+        if a.ndim >= 1 and n is None and p.symbol.shape[0] != 1:  # not a scalar gate's row (mLSTM)
             n = int(a.shape[0])
         if p.kind == "U" and a.ndim == 2 and m is None:
             m = int(a.shape[1])
     if n is None or m is None:
         raise GradflowError(f"{what}: cannot tell the sizes of {cell.name} from its arrays")
     for p in cell.recorded.params:
-        want = {"W": (n, n), "U": (n, m), "b": (n,), "w": (n,)}[p.kind]
+        want = param_shape(p, n, m)
         got = tuple(arrays[p.symbol.name].shape)
         if got != want:
             raise GradflowError(f"{what}: {cell.name} parameter {plain_name(p.symbol.name)} has shape {got}, "

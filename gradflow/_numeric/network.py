@@ -23,6 +23,7 @@ from .._symbolic.cells import get_cell
 from .._symbolic.nodes import Diag
 from .._vocabulary import BlockKind, InitScheme
 from .compile import compile_expr, dense_diag, stable_substitutions
+from .layout import state_layout
 from .loading import check_dtype, note, real_array
 from .weights import Weights, init_weights, load_layer, to_numpy
 
@@ -87,7 +88,8 @@ def kernels(cell: Cell) -> _Kernels:
 
 @dataclass
 class Trajectory:
-    """States of an unrolled network: ``states[t]`` is s_t, shape (B, S·n), t = 0…T.
+    """States of an unrolled network: ``states[t]`` is s_t, shape (B, N), t = 0…T (the states laid
+    out by :class:`~gradflow._numeric.layout.StateLayout`).
 
     ``named[t − 1]`` keeps the named quantities of step t (gates, pre-activations: O(n) each),
     so the backward sweep does not recompute them.
@@ -100,17 +102,6 @@ class Trajectory:
     @property
     def steps(self) -> int:
         return len(self.states) - 1
-
-
-def check_uniform_states(cell: Cell) -> None:
-    """``GradflowError`` for a cell with a state of size other than n (the mLSTM's vec C, n²): the
-    single-layer engine lays every state out as n entries; such a cell is derived symbolically only."""
-    odd = {s: cell.size(s) for s in cell.states if s in cell.sizes}
-    if odd:
-        sizes = ", ".join(f"{s}: {v}" for s, v in odd.items())
-        raise GradflowError(f"{cell.name} has a state of size other than the hidden size n ({sizes}); "
-                            "the numeric engine does not run it yet: use `gradflow derive` and "
-                            "`gradflow params` for it")
 
 
 class Network:
@@ -127,10 +118,10 @@ class Network:
     batch_first: bool = False
 
     def __init__(self, weights: Weights):
-        check_uniform_states(weights.cell)
         self.weights = weights
         self.cell = weights.cell
         self.hidden, self.input = weights.hidden, weights.input
+        self.layout = state_layout(self.cell, self.hidden)  # where each state sits in s_t (N entries)
         arrays = list(weights.arrays.values())
         self.xp = array_namespace(*arrays)
         self.dtype = arrays[0].dtype
@@ -149,15 +140,15 @@ class Network:
 
     @property
     def state_size(self) -> int:
-        """N = (number of states) · n."""
-        return len(self.cell.states) * self.hidden
+        """N = Σ of the state sizes ((number of states) · n when every state has n entries)."""
+        return self.layout.total
 
     # -- forward ----------------------------------------------------------------------------
     def _env(self, s_prev, x, named: Mapping | None = None) -> dict:
         """Every named quantity of step t from s_{t−1} (B, N) and x_t (B, m) (or ``named``)."""
-        n, env = self.hidden, dict(self._env0)
+        env = dict(self._env0)
         for i, sym in enumerate(self._k.prev):
-            env[sym] = s_prev[:, i * n:(i + 1) * n]
+            env[sym] = s_prev[:, self.layout.slice(i)]
         env[self._k.x] = x
         if named is not None:
             env.update(named)
@@ -190,16 +181,16 @@ class Network:
         inputs = self.check_inputs(inputs)
         T, B, _ = inputs.shape
         parts = []
-        for s in self.cell.states:
+        for s, size in zip(self.cell.states, self.layout.sizes, strict=True):
             v = (initial or {}).get(s)
             if v is None:
-                v = xp.zeros((B, self.hidden), dtype=self.dtype)
+                v = xp.zeros((B, size), dtype=self.dtype)
             else:
                 v = xp.asarray(v, dtype=self.dtype)
-                if v.ndim == 1 and v.shape[0] == self.hidden:
-                    v = xp.broadcast_to(v[None, :], (B, self.hidden))
-                if tuple(v.shape) != (B, self.hidden):
-                    raise GradflowError(f"initial state {s} has shape {tuple(v.shape)}, expected {(B, self.hidden)}")
+                if v.ndim == 1 and v.shape[0] == size:
+                    v = xp.broadcast_to(v[None, :], (B, size))
+                if tuple(v.shape) != (B, size):
+                    raise GradflowError(f"initial state {s} has shape {tuple(v.shape)}, expected {(B, size)}")
                 if not bool(xp.all(xp.isfinite(v))):
                     raise GradflowError(f"initial state {s} contains NaN or inf")
             parts.append(v)
@@ -264,19 +255,20 @@ class Network:
         (through a strided view of the flattened buffer), so the zeros around it stay as they are
         and one buffer serves every step.
         """
-        xp, n, N = self.xp, self.hidden, self.state_size
+        xp, lay, N = self.xp, self.layout, self.state_size
         B = J.shape[0]
         for blk in self._k.carousel if truncated else self._k.blocks:
-            rows, cols = slice(blk.a * n, (blk.a + 1) * n), slice(blk.b * n, (blk.b + 1) * n)
+            rows, cols = lay.slice(blk.a), lay.slice(blk.b)
             if blk.kind == "dense":
                 J[:, rows, cols] = blk.fn(env)
                 continue
+            n = rows.stop - rows.start  # a diagonal block is square
             v = xp.ones((B, n), dtype=self.dtype) if blk.kind == "identity" else \
                 xp.broadcast_to(blk.fn(env), (B, n))
-            start = blk.a * n * N + blk.b * n
+            start = rows.start * N + cols.start
             diag = xp.reshape(J, (B, N * N))[:, start:start + (n - 1) * (N + 1) + 1:N + 1]
             diag[...] = v
-            if n > 1 and bool(J[0, blk.a * n + 1, blk.b * n + 1] != v[0, 1]):  # reshape copied
+            if n > 1 and bool(J[0, rows.start + 1, cols.start + 1] != v[0, 1]):  # reshape copied
                 J[:, rows, cols] = dense_diag(v, env)
         return J
 
@@ -303,7 +295,6 @@ def network(cell: str | Cell, hidden: int | None = None, input: int | None = Non
     ``batch_first=True`` (the network's ``batch_first`` records it; ``batch_first=`` overrides).
     """
     cell = get_cell(cell)
-    check_uniform_states(cell)
     if weights is None and (prefix, layer, direction) != (None, None, None):
         raise GradflowError("prefix, layer and direction select loaded weights; give weights too")
     if weights is not None:

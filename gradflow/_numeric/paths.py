@@ -91,7 +91,7 @@ def state_drift(net: Any, inputs: Any, initial: Any = None) -> Drift:
     S = np.stack([np.asarray(s) for s in traj.states])  # (T+1, B, N)
     out = {}
     for i, name in enumerate(net.cell.states):
-        out[name] = np.abs(S[:, :, i * n:(i + 1) * n]).max(axis=2).T
+        out[name] = np.abs(S[:, :, net.layout.slice(i)]).max(axis=2).T
     tp = None
     if "c" in net.cell.states:
         ci = net.cell.states.index("c")

@@ -18,8 +18,12 @@ from __future__ import annotations
 import os
 import resource
 from collections.abc import Callable
+from functools import cache
+
+import sympy as sp
 
 from .._checks import GradflowError
+from .layout import state_layout
 
 #: (batch, N, N) buffers alive at once in the sweep (J_t, the product, workspaces), with room
 _SQUARE_BUFFERS = 8
@@ -92,14 +96,31 @@ def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsi
     """Estimated peak bytes of a gradient-flow run of ``cell`` (a :class:`Cell`) at these sizes."""
     n, m, T, B = int(hidden), int(input), int(steps), int(batch)
     S = len(cell.states)
-    N = S * n
+    N, named_entries = state_entries(cell, n)
     G = max(1, len(cell.recorded.gates))
     named = max(1, len(cell.recorded.definitions))
     weights = G * n * (n + m + 2)
-    trajectory = (T + 1) * B * N + T * B * named * n + T * B * m
+    trajectory = (T + 1) * B * N + T * B * named_entries + T * B * m
     sweep = _SQUARE_BUFFERS * B * N * N + 8 * T * B
     objects = T * (named + S + 4) * _PER_ARRAY  # every step keeps a few small arrays and their dict
     return itemsize * (weights + trajectory + sweep) + objects + _FIXED
+
+
+@cache
+def state_entries(cell, n: int) -> tuple[int, int]:
+    """(N, the entries of one step's named quantities): S·n and (named)·n when every state and
+    quantity has n entries; mLSTM's vec C_t has n², so N = n² + 2n (+ 1 with its stabiliser m)."""
+    from .._symbolic.cell import n as n_symbol
+
+    try:
+        N = state_layout(cell, n).total
+    except GradflowError:  # a size in another symbol (a projected LSTM's p): n per state
+        N = len(cell.states) * n
+    named = 0
+    for sym in cell.recorded.definitions:
+        rows = sp.sympify(sym.shape[0]).subs(n_symbol, n)
+        named += int(rows) if rows.is_Integer else n
+    return N, max(n, named)
 
 
 def _largest(fits: Callable[[int], bool], upper: int) -> int:
@@ -172,7 +193,7 @@ def matrix_free_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1,
     at n = 4096 the weights dominate), a stacked copy of the recurrent weights, and a few
     (batch, rows, N) row blocks instead of the (batch, N, N) buffers."""
     n, m, T, B = int(hidden), int(input), int(steps), int(batch)
-    N = len(cell.states) * n
+    N = state_entries(cell, n)[0]
     G = max(1, len(cell.recorded.gates))
     square = _SQUARE_BUFFERS * B * N * N * itemsize
     weights = G * n * (n + m + 2) * itemsize
@@ -183,10 +204,13 @@ def matrix_free_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1,
 def choose_mode(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsize: int = 8,
                 mode: str = "auto") -> str:
     """``"exact"`` or ``"matrix-free"`` for ``mode="auto"``: exact while N ≤ :data:`MATRIX_FREE_ABOVE`
-    and the exact run fits in memory, matrix-free otherwise; a given mode is returned as is."""
+    and the exact run fits in memory, matrix-free otherwise; a given mode is returned as is. A cell
+    with states of other sizes than n (mLSTM) runs exact only: the size guard then says what fits."""
     if mode != "auto":
         return mode
-    N = len(cell.states) * int(hidden)
+    if any(s in cell.sizes for s in cell.states):
+        return "exact"
+    N = state_entries(cell, int(hidden))[0]
     budget = int(available_bytes() * MEMORY_SHARE)
     if N <= MATRIX_FREE_ABOVE and flow_bytes(cell, hidden, input, steps, batch, itemsize) <= budget:
         return "exact"

@@ -48,6 +48,7 @@ from .compile import compile_expr, dense_diag, stable_substitutions
 from .flow import Curves, blas_threads, json_number, lyapunov_exponents, sweep, thread_limit
 from .keras_loading import is_keras_path
 from .keras_stack import keras_module
+from .layout import StateLayout, refuse_sized_states
 from .loading import check_dtype, note, read_weights_file, real_array
 from .loss import cotangents as loss_cotangents
 from .network import kernels, to_host
@@ -104,21 +105,21 @@ class Layer:
         self._env0 = env
         self._k = kernels(self.cell)
         self._ki = input_kernels(self.cell)
-        self.offsets = tuple(int(v) for v in np.cumsum((0,) + self.sizes[:-1]))
+        self.layout = StateLayout(tuple(self.cell.states), tuple(self.sizes))
+        self.offsets = self.layout.offsets
 
     @property
     def state_size(self) -> int:
-        return sum(self.sizes)
+        return self.layout.total
 
     @property
     def output(self) -> slice:
         """Where h sits in the layer's state s = (…): the layer's output."""
-        i = self.cell.states.index("h")
-        return slice(self.offsets[i], self.offsets[i] + self.sizes[i])
+        return self.layout.slice("h")
 
     def state_slice(self, i: int) -> slice:
         """Where state ``cell.states[i]`` sits in the layer's state vector."""
-        return slice(self.offsets[i], self.offsets[i] + self.sizes[i])
+        return self.layout.slice(i)
 
     _slice = state_slice
 
@@ -415,6 +416,8 @@ def stacked_network(cell: str | Cell, hidden: int | None = None, input: int | No
     projected LSTM is initialised as PyTorch does, U(±1/√n)).
     """
     base = get_cell(cell)
+    refuse_sized_states(base, "a stacked or bidirectional network (it needs the input Jacobian ∂s_t/∂x_t, "
+                              "which the chain rule does not give for this cell)")
     check_dtype(np.dtype(dtype), "dtype")
     if weights is not None:
         return _from_weights(base, weights, hidden, input, layers, bidirectional, proj_size, prefix, dtype)
@@ -646,6 +649,7 @@ class _Chain:
 
     def __init__(self, xp, dtype, N: int, jac: Callable[[int], Any]):
         self.xp, self.dtype, self.hidden, self.state_size = xp, dtype, N, N
+        self.layout = StateLayout(("s",), (N,))  # the whole state as one block
         self.kernels = _ChainKernels((_Block(0, 0, "dense", None),))
         self._jac = jac
 

@@ -18,14 +18,15 @@ from typing import Any, cast
 import numpy as np
 
 from .._checks import GradflowError, positive_int
-from .._symbolic.cell import Cell, Param
+from .._symbolic.cell import Cell
 from .._symbolic.cells import get_cell
 from .._vocabulary import INIT_SCHEMES, InitScheme
 from .checkpoint import Selected, select_layer
 from .keras_loading import is_keras_path, read_keras_layer
 from .keras_stack import keras_layer_prefix, read_keras_config
+from .layout import refuse_sized_states
 from .loading import check_dtype, note, read_weights_file, real_array
-from .named_weights import holds_own_names, read_named, uses_own_names
+from .named_weights import holds_own_names, param_shape, read_named, uses_own_names
 from .reference_init import SCHEME_CELLS, reference_arrays
 
 
@@ -65,10 +66,6 @@ class Weights:
         return Weights(self.cell, self.hidden, self.input, arrs)
 
 
-def _expected_shape(p: Param, n: int, m: int) -> tuple[int, ...]:
-    return {"W": (n, n), "U": (n, m), "b": (n,), "w": (n,)}[p.kind]
-
-
 def validate(cell: Cell, n: int, m: int, arrays: Mapping[str, Any]) -> None:
     """Every parameter present, with the right shape, and finite; ``ValueError`` otherwise."""
     positive_int(n, "hidden size")
@@ -82,7 +79,7 @@ def validate(cell: Cell, n: int, m: int, arrays: Mapping[str, Any]) -> None:
         if not hasattr(a, "shape") or not hasattr(a, "dtype"):
             raise GradflowError(f"{cell.name}: {p.symbol.name} is a {type(a).__name__}, not an array")
         check_dtype(a.dtype, f"{cell.name}: {p.symbol.name}")
-        want = _expected_shape(p, n, m)
+        want = param_shape(p, n, m)
         if tuple(a.shape) != want:
             raise GradflowError(f"{cell.name}: {p.symbol.name} has shape {tuple(a.shape)}, expected {want} "
                              f"(hidden={n}, input={m})")
@@ -149,7 +146,7 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: InitSchem
     rng = np.random.default_rng(seed)
     arrays: dict[str, np.ndarray] = {}
     for p in cell.recorded.params:
-        shape = _expected_shape(p, n, m)
+        shape = param_shape(p, n, m)
         fan_in = shape[1] if len(shape) == 2 else n
         if scheme == "pytorch" and p.kind == "b" and p.bias == "merged" and cell.bias_copies.get("pytorch") == 2:
             # PyTorch draws bias_ih and bias_hh, each U(±1/√n); the cell sees their sum (variance 2/(3n))
@@ -177,7 +174,8 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: InitSchem
             raise GradflowError(f"forget bias must be finite, got {forget_bias!r}")
         if not cell.has_forget_gate:
             raise GradflowError(f"{cell.name} has no forget gate; a forget bias applies to the LSTM")
-        arrays[cell.FORGET_BIAS] = np.full((n,), float(forget_bias))
+        bias = next(p for p in cell.recorded.params if p.symbol.name == cell.FORGET_BIAS)
+        arrays[cell.FORGET_BIAS] = np.full(param_shape(bias, n, m), float(forget_bias))
     w = Weights(cell, n, m, {k: v.astype(dtype) for k, v in arrays.items()})
     return w if xp is np else w.to(xp)
 
@@ -271,6 +269,8 @@ def _require_torch_layout(cell: Cell) -> None:
 def to_state_dict(weights: Weights) -> dict[str, np.ndarray]:
     """The PyTorch layout of ``weights`` (merged biases go to ``bias_ih``, ``bias_hh`` = 0)."""
     cell, n = weights.cell, weights.hidden
+    refuse_sized_states(cell, "the PyTorch state_dict layout (weight_ih/weight_hh)",
+                        "no framework module holds this cell; its arrays are Weights.arrays, by parameter name")
     _require_torch_layout(cell)
     gates = cell.recorded.gates
     G, m = len(gates), weights.input
@@ -328,6 +328,9 @@ def load_layer(cell: str | Cell, source: Any, *, prefix: str | None = None, laye
         n, m, arrays = read_named(cell, source, prefix=prefix, dtype=dtype)
         w = Weights(cell, n, m, arrays)
         return (w if xp is np else w.to(xp)), Selected(arrays, prefix or "", 0, 1, None)
+    refuse_sized_states(cell, "reading PyTorch or Keras weights (weight_ih/weight_hh)",
+                        "no framework module holds this cell: give its weights by parameter name "
+                        "(U_q, b_q, …, w_i, b_i, w_f, b_f in a mapping or .npz)")
     _require_torch_layout(cell)
     state: Mapping[str, Any]
     if isinstance(source, (str, os.PathLike)):

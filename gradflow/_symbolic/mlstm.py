@@ -19,10 +19,16 @@ max(u, 1) is written 1 + relu(u − 1).
 ‖∂(C_T, n_T)/∂(C_k, n_k)‖₂ = ∏_{j=k+1}^{T} f_j exactly. The only other blocks are the read-out
 rows ∂h_t/∂(C_{t−1}, n_{t−1}).
 
-**Numbers.** The numeric engine (``Network``, the backward sweep, the loss) lays every state out
-as n entries, so it does not run these cells yet: ``network``, ``gradient_flow`` and
-``write_report`` refuse them with one :class:`GradflowError`. Nor does the chain rule give their
-input Jacobian ∂s_t/∂x_t (C_t q_t is bilinear in x_t), which a stacked network would need.
+**Numbers.** The numeric engine lays the states out by their sizes
+(:class:`gradflow._numeric.layout.StateLayout`: h, vec C, n[, m] at offsets 0, n, n² + n[, n² + 2n];
+N = n² + 2n (+1)), so ``network`` (the ``pytorch`` init by default; ``forget_bias`` sets the scalar
+b_f), ``gradient_flow`` (exact mode), ``gradflow flow`` and ``write_report`` run these cells:
+``Flow.cell_state`` is the memory block ∂(C_T, n_T)/∂(C_k, n_k). Still refused, each with one
+:class:`GradflowError`: the matrix-free mode and the per-unit block path (they assume n entries
+per state), reading PyTorch/Keras weights (no framework module holds this cell: weights load by
+parameter name, ``U_q`` … ``w_i``, ``b_i`` in a mapping or ``.npz``, or as ``Weights(cell, n, m,
+arrays)``), and stacked networks: the chain rule does not give the input
+Jacobian ∂s_t/∂x_t (C_t q_t is bilinear in x_t) that a stacked network needs.
 
 **Parameters** (``count_params``, both conventions): U_q, U_k, U_v, U_o (n × m) with their
 biases, and the gate rows w_i, w_f (1 × m) with scalar biases, one bias per projection

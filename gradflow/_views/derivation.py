@@ -89,6 +89,15 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                  "quantities with gradflow's matrix chain rule gives the one-step Jacobian, in numerator "
                  "layout (row $i$ holds the derivatives of the $i$-th entry of the new state; an "
                  "$n \\times n$ matrix):")
+    elif cell.sizes:  # states of other sizes than n (mLSTM's vec C, n²)
+        names = ", ".join(latex(st.new[s]) for s in cell.states)
+        sizes = ", ".join(f"${latex(st.new[s])}$: ${sp.latex(cell.size(s))}$" for s in cell.states)
+        doc.para(f"The state is $s_t = ({names})$, its parts of sizes {sizes}, so the one-step Jacobian "
+                 f"$\\partial s_t/\\partial s_{{t-1}}$ has {len(cell.states) ** 2} blocks, the block of a "
+                 "numerator of size $a$ and a denominator of size $b$ being $a \\times b$ in numerator "
+                 "layout (row $i$ of a block holds the derivatives of the $i$-th entry of its numerator). "
+                 "Differentiating the step through the named quantities with gradflow's matrix chain "
+                 "rule gives:")
     else:
         names = ", ".join(latex(st.new[s]) for s in cell.states)
         doc.para(f"The state is the pair $s_t = ({names})$, so the one-step Jacobian "

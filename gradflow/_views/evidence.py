@@ -14,6 +14,7 @@ import numpy as np
 from sympy import Identity
 
 from .._numeric.flow import json_number
+from .._numeric.layout import state_layout
 from .._symbolic.cell import Cell
 from .._symbolic.many_steps import carousel, pascanu_bound
 from .._symbolic.nodes import Diag
@@ -121,7 +122,7 @@ SPREAD_FULL_BELOW, SPREAD_SMALLEST = 5e7, 1e9
 def spread_plan(cells: list[Cell], hidden: int, steps: int) -> tuple[int, int]:
     """(weight draws, sequences per draw) of the decay figure: 4 × 4, fewer for large runs so that
     the band never costs more than a few sweeps of the run itself."""
-    work = max(len(c.states) * hidden for c in cells) ** 2 * steps
+    work = max(state_layout(c, hidden).total for c in cells) ** 2 * steps  # N = n² + 2n for mLSTM
     if work <= SPREAD_FULL_BELOW:
         return SPREAD_SEEDS, SPREAD_BATCH
     return (2, 2) if work <= SPREAD_SMALLEST else (1, 2)
@@ -445,7 +446,8 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
         cols = min(len(cells), size.max_cols)  # square-ish panels: a heat map of a square matrix
         fig, axes = preset_figure(len(cells), size, height=0.8 * size.width / cols)
         for ax, c in zip(axes, cells, strict=True):
-            plot_jacobian(runs[c.name].J_T, ax=ax, title=panel_title(c.title), state_names=c.states)
+            plot_jacobian(runs[c.name].J_T, ax=ax, title=panel_title(c.title), state_names=c.states,
+                          state_sizes=runs[c.name].net.layout.sizes)
         save(fig, "jacobian")
     export_matrices(fig_dir / "jacobian", [(c.name, runs[c.name].J_T) for c in cells])
     add_figure("jacobian", "The last one-step Jacobian $J_T = \\partial s_T/\\partial s_{T-1}$ of each "

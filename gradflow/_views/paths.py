@@ -7,6 +7,8 @@ For each cell the path is found on the symbolic one-step Jacobian (never named b
 * ``rotation``: 2 × 2 rotation–scaling blocks (LRU, S4D), ∂ = [[v, −w], [w, v]] per mode: the
   product's norm is ∏ |λ_s| with |λ| = √(v² + w²);
 * ``carousel``: a cell state c whose block ∂c_t/∂c_{t−1} is diag(v_t) or I (LSTM, sLSTM, CIFG …);
+* ``memory``: mLSTM's matrix memory and normaliser (C, n), whose blocks ∂C_t/∂C_{t−1} and
+  ∂n_t/∂n_{t−1} are the same scalar times I (f_t I) while h_{t−1} feeds nothing back;
 * ``direct``: the one term diag(v_t) of ∂h_t/∂h_{t−1} that holds no recurrent matrix W (GRU: z_t);
 * ``none``: every term passes through W (Elman RNNs);
 * ``other``: no single W-free diagonal term can be isolated (coRNN, AntisymmetricRNN).
@@ -23,7 +25,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from sympy import Identity, MatAdd, MatMul, OneMatrix
+from sympy import Identity, MatAdd, MatMul, OneMatrix, ZeroMatrix
 
 from .._numeric.compile import compile_expr
 from .._numeric.flow import random_inputs
@@ -86,6 +88,13 @@ def _reads(cell: Cell, exprs) -> str:
     return "input" if step.x in used else "constant"
 
 
+def _scalar(v):
+    """s for a vector 1 s (a 1 × 1 quantity spread over the rows), else None."""
+    if isinstance(v, MatMul) and len(v.args) == 2 and isinstance(v.args[0], OneMatrix) and v.args[1].shape == (1, 1):
+        return v.args[1]
+    return None
+
+
 def gradient_path(cell: Cell) -> GradientPath:
     """The path of ``cell``'s gradient, found on its derived one-step Jacobian (see the module docstring)."""
     J = cell.jacobian()
@@ -99,6 +108,10 @@ def gradient_path(cell: Cell) -> GradientPath:
         minus_w = isinstance(hq, MatMul) and len(hq.args) == 2 and hq.args[0] == -1 and hq.args[1] == J[("q", "h")]
         if J[("q", "q")] == J[("h", "h")] and minus_w:
             return GradientPath(cell, "rotation", "h", v, w, _reads(cell, [v, w]))
+    if {"C", "n"} <= set(cell.states) and all(isinstance(J[(a, "h")], ZeroMatrix) for a in cell.states):
+        C, nn = J[("C", "C")], J[("n", "n")]
+        if isinstance(C, Diag) and isinstance(nn, Diag) and _scalar(C.vector) == _scalar(nn.vector) is not None:
+            return GradientPath(cell, "memory", "C", nn.vector, reads=_reads(cell, [nn.vector]))
     if "c" in cell.states:
         block = J[("c", "c")]
         if isinstance(block, Identity):
@@ -189,6 +202,13 @@ def gradient_path_section(doc: Doc, cells: list[Cell], runs: dict[str, Measureme
             text = (f"{name}: the one-step Jacobian is one $2 \\times 2$ rotation–scaling block per mode; "
                     f"so the spectral norm of the product is the largest, over the modes, of the product over "
                     f"the steps of the moduli ${factor}$; {reads}.")
+        elif path.kind == "memory":
+            f = latex(_scalar(path.vector))
+            text = (f"{name}: $h_t$ is a read-out that feeds nothing back ($\\partial s_t/\\partial h_{{t-1}} = 0$); "
+                    f"the memory path $\\partial C_t/\\partial C_{{t-1}} = {f} I$, "
+                    f"$\\partial n_t/\\partial n_{{t-1}} = {f} I$ holds no recurrent matrix and is a multiple "
+                    f"of the identity, so $\\lVert \\partial (C_T, n_T)/\\partial (C_k, n_k) \\rVert_2$ is "
+                    f"exactly the product of the ${f}$; {reads}.")
         elif path.kind == "carousel":
             text = (f"{name}: the cell-state path $\\partial c_t/\\partial c_{{t-1}} = {factor}$ holds no "
                     f"recurrent matrix; {reads}.")
@@ -198,6 +218,13 @@ def gradient_path_section(doc: Doc, cells: list[Cell], runs: dict[str, Measureme
         text += f" Path alone: {fmt_num(value, '{:.4f}')}"
         if math.isinf(value):
             text += " (every unit's factor is exactly 0 at some step: along this path no gradient reaches $s_0$)"
+        if path.kind == "memory" and run.flow.cell_state is not None:
+            mem = float(run.flow.cell_state.mean()["log10_norm_2"][0])
+            row["memory"] = mem
+            text += ("; the measured memory block $\\partial (C_T, n_T)/\\partial (C_0, n_0)$: "
+                     f"{fmt_num(mem, '{:.4f}')}"
+                     + (" (the same number)" if _same(value, mem) else
+                        ", which differs and contradicts the algebra: please report this"))
         if path.kind == "carousel" and run.flow.carousel is not None:
             car = float(run.flow.carousel.mean()["log10_norm_2"][0])
             row["carousel"] = car

@@ -336,7 +336,8 @@ def plot_spectrum(spectra: Mapping[int, Any], *, ax: Axes | None = None) -> Axes
 
 
 def plot_jacobian(J: Any, *, ax: Axes | None = None, title: str | None = None,
-                  state_names: Sequence[str] | None = None) -> Axes:
+                  state_names: Sequence[str] | None = None,
+                  state_sizes: Sequence[int] | None = None) -> Axes:
     """Heat map of one Jacobian, diverging colour map centred at 0, with a colour bar.
 
     Arguments:
@@ -345,6 +346,8 @@ def plot_jacobian(J: Any, *, ax: Axes | None = None, title: str | None = None,
         title: Axes title (default ``$J$``).
         state_names: names of the equal state blocks of J (e.g. ``("h", "c")``): block
             separators are drawn and the blocks labelled.
+        state_sizes: the size of each named state where they differ (mLSTM: n, n², n; the
+            network's ``layout.sizes``); default: equal blocks.
 
     Returns:
         the Axes.
@@ -360,15 +363,22 @@ def plot_jacobian(J: Any, *, ax: Axes | None = None, title: str | None = None,
     rows, cols = J.shape
     if state_names:
         S = len(state_names)
-        if rows % S or cols % S:
-            raise GradflowError(f"a {rows}×{cols} Jacobian does not split into {S} state blocks")
-        br, bc = rows // S, cols // S
-        for i in range(1, S):
-            ax.axhline(i * br - 0.5, color="black", linewidth=0.8)
-            ax.axvline(i * bc - 0.5, color="black", linewidth=0.8)
+        if state_sizes is None:
+            if rows % S or cols % S:
+                raise GradflowError(f"a {rows}×{cols} Jacobian does not split into {S} state blocks")
+            sizes = [rows // S] * S
+        else:
+            sizes = [int(v) for v in state_sizes]
+            if len(sizes) != S or sum(sizes) != rows or rows != cols:
+                raise GradflowError(f"a {rows}×{cols} Jacobian does not split into states of sizes {sizes}")
+        edges = np.cumsum([0, *sizes])
+        for e in edges[1:-1]:
+            ax.axhline(e - 0.5, color="black", linewidth=0.8)
+            ax.axvline(e - 0.5, color="black", linewidth=0.8)
         names = [f"${s}$" for s in state_names]
-        ax.set_yticks([(i + 0.5) * br - 0.5 for i in range(S)], names)
-        ax.set_xticks([(i + 0.5) * bc - 0.5 for i in range(S)], names)
+        middles = [(a + b) / 2 - 0.5 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        ax.set_yticks(middles, names)
+        ax.set_xticks(middles, names)
     ax.set_xlabel(r"component of $s_{t-1}$")
     ax.set_ylabel(r"component of $s_t$")
     ax.set_title(r"$J$" if title is None else title)

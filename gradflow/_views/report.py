@@ -171,10 +171,7 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
     if init is not None:
         init = one_of(init, "init", INIT_SCHEMES)
     inits = {c.name: init or REFERENCE_INIT.get(c.name, c.default_init) for c in resolved}
-    from .._numeric.network import check_uniform_states
-
     for c in resolved:  # before anything is derived or written
-        check_uniform_states(c)  # a cell the numeric engine cannot run yet (mlstm): say so now
         try:
             check_fits(inits[c.name], c.name, hidden, input)
         except GradflowError as e:
