@@ -413,3 +413,18 @@ def test_named_weights_errors_are_one_line(tmp_path, capsys, arrays, message):
     assert main(["flow", "lru", "--weights", str(path), "--steps", "4"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gradflow: error:") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_lru_block_path_takes_the_every_step_loss():
+    """loss="every" through the per-unit block path (it once raised a shape error): the gradient
+    curve equals the dense sweep's reverse accumulation with the same head and targets."""
+    T, K = 6, 3
+    net = _lru(2, seed=3)
+    x = gf.random_inputs(T, M, batch=2, seed=2)
+    rng = np.random.default_rng(0)
+    V, c = rng.standard_normal((K, 2)), rng.standard_normal(K)
+    y = rng.integers(0, K, size=(T, 2))
+    fast = gf.gradient_flow(net, x, loss="every", head=(V, c), targets=y, lyapunov=False)
+    dense = gf.gradient_flow(net, x, loss="every", head=(V, c), targets=y, structure="dense",
+                             spectral="svd", lyapunov=False)
+    assert np.abs(np.asarray(fast.full["log10_grad_norm"]) - np.asarray(dense.full["log10_grad_norm"])).max() < 1e-12

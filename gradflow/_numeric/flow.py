@@ -791,7 +791,7 @@ def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound
             c = diagonal_curves(net, inputs, initial, last if loss != "every" else None)
             lyap = c["lyapunov"].mean(axis=0)[:r] if r else None
         elif is_block_structured(net.cell):
-            c = block_curves(net, inputs, initial, last, lyapunov=r or 0)
+            c = block_curves(net, inputs, initial, last if loss != "every" else None, lyapunov=r or 0)
             lyap = c.get("lyapunov")
     if c is not None:
         T, B = c["log10_norm_2"].shape[1], c["log10_norm_2"].shape[0]
