@@ -3,6 +3,10 @@
 Nothing here runs pickled Python: ``.pt`` files go through ``torch.load(weights_only=True)``
 (TorchScript archives through ``torch.jit.load``, which reads TorchScript code, not pickled
 Python objects); ``.npy``/``.npz`` files through NumPy's format readers with pickles refused.
+A ``.pt`` that is not a zip archive reaches ``torch.load`` only when its first pickle is torch's
+magic number (parsed by :mod:`pickletools`, which runs nothing): a plain pickle or random bytes
+are refused before. torch's advice to retry with ``weights_only=False`` (which runs pickled
+code) is never passed on.
 Files are recognised by their first bytes, not by their names, so a ``.npy`` renamed ``.npz`` is
 named for what it is.
 
