@@ -142,9 +142,9 @@ class GradedProduct:
             return top
         return top + 0.5 * math.log(float(np.sum(np.exp(2 * (self.ell - top)))))
 
-    def push(self, J: np.ndarray) -> None:
-        """M ← Jᵀ M (J = J_{k+1}, one step further back)."""
-        s = np.linalg.svd(J, compute_uv=False)
+    def push(self, J: np.ndarray, s: np.ndarray | None = None) -> None:
+        """M ← Jᵀ M (J = J_{k+1}, one step further back; ``s`` its singular values if known)."""
+        s = np.linalg.svd(J, compute_uv=False) if s is None else s
         self.kappa += math.inf if s[-1] == 0 else float(s[0] / s[-1])
         lnJ = math.log(float(s[0])) if s[0] > 0 else -math.inf
         prev = self.log_norm()                                     # ‖J_T ⋯ J_{k+2}‖
@@ -273,6 +273,7 @@ def product_singular_values(net, traj, ks, *, resolve: float = 2e-6):
     # forward: a_t ≥ ‖J_{t−1} ⋯ J_{k+1}‖₂ for every wanted k (the right factors of the additive bound)
     right = {k: np.full((B, T + 1), -np.inf) for k in want}
     fwd = {k: [RightNorms(N) for _ in range(B)] for k in want}
+    svals: dict = {}  # the singular values of each J_t, for the second pass too
     for t in range(first + 1, T + 1):
         live = [k for k in want if k + 1 <= t]
         for k in live:
@@ -280,10 +281,10 @@ def product_singular_values(net, traj, ks, *, resolve: float = 2e-6):
                 right[k][b, t] = fwd[k][b].log_a
         if t < T:
             J = jac(t)
+            svals[t] = [np.linalg.svd(J[b], compute_uv=False) for b in range(B)]
             for b in range(B):
-                n2 = float(np.linalg.norm(J[b], 2))
                 for k in live:
-                    fwd[k][b].push(J[b], n2)
+                    fwd[k][b].push(J[b], float(svals[t][b][0]))
     # backward: the graded product, the structural zeros
     acc = [GradedProduct(N) for _ in range(B)]
     deficit = [0] * B  # rank P ≤ rank of any factor, and ≤ that of P's own zero pattern
@@ -292,7 +293,7 @@ def product_singular_values(net, traj, ks, *, resolve: float = 2e-6):
     for k in range(T - 1, first - 1, -1):
         J = jac(k + 1)
         for b in range(B):
-            acc[b].push(J[b])
+            acc[b].push(J[b], svals[k + 1][b] if k + 1 in svals else None)
             nz = J[b] != 0
             pattern[b] = (pattern[b].astype(np.float64) @ nz.astype(np.float64)) > 0
             deficit[b] = max(deficit[b], structural_rank_deficit(nz), structural_rank_deficit(pattern[b]))
