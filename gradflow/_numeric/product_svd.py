@@ -291,7 +291,7 @@ def product_singular_values(net, traj, ks, *, resolve: float = 2e-6):
             svals[t] = [np.linalg.svd(J[b], compute_uv=False) for b in range(B)]
             for b in range(B):
                 for k in live:
-                    fwd[k][b].push(J[b], float(svals[t][b][0]))
+                    fwd[k][b].push(J[b], float(svals[t][b][0]) * (1 + 8 * N * _EPS))  # above the SVD's error
     # backward: the graded product, the structural zeros
     acc = [GradedProduct(N) for _ in range(B)]
     deficit = [0] * B  # rank P ≤ rank of any factor, and ≤ that of P's own zero pattern
