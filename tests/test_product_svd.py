@@ -92,8 +92,9 @@ def test_log_scaled_jacobi_on_graded_matrix():
 
 
 def test_unresolved_values_are_nan_and_not_drawn():
-    """A ReLU network whose units all switch off: its exactly-zero product cannot be told from
-    round-off by the bound (J is singular), so those values are NaN, and not plotted."""
+    """A ReLU network whose units all switch off: its product is exactly 0, which the structural
+    rank certifies (every J_t is 0): −∞, resolved. A value whose bound exceeds ``resolve`` is NaN;
+    neither is plotted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,9 +104,13 @@ def test_unresolved_values_are_nan_and_not_drawn():
          "bias_ih_l0": -np.ones(3), "bias_hh_l0": np.zeros(3)}
     net = gf.network("relu-rnn", weights=w)
     s = gf.singular_values(net, np.zeros((10, 1)), [0, 9])
-    assert np.isnan(s[0]).all()
-    fig, ax = plt.subplots()
-    gf.plot_spectrum(s, ax=ax)
-    for line in ax.get_lines():
-        assert not np.isfinite(np.asarray(line.get_ydata(), float)).any()
-    plt.close(fig)
+    assert np.isneginf(s[0]).all() and np.isneginf(s[9]).all()
+    tanh = gf.network("tanh-rnn", 3, 1, seed=0)
+    u = gf.singular_values(tanh, gf.random_inputs(10, 1, seed=0), [0, 9], resolve=1e-300)
+    assert np.isnan(u[0]).all()
+    for spectra in (s, u):
+        fig, ax = plt.subplots()
+        gf.plot_spectrum(spectra, ax=ax)
+        for line in ax.get_lines():
+            assert not np.isfinite(np.asarray(line.get_ydata(), float)).any()
+        plt.close(fig)

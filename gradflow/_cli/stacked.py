@@ -66,7 +66,7 @@ def run_stacked(a: argparse.Namespace, net: Any, inputs: Any, lyapunov: Any,
          "measures one alone")
     loss, head, targets, initial = losses
     flow = stacked_flow(net, inputs, initial=initial, loss=loss, head=head, targets=targets,
-                        spectral=a.spectral, lyapunov=lyapunov)
+                        spectral=a.spectral, lyapunov=lyapunov, batch_first=False)  # laid out (T, B, m) by the CLI
     record = flow.to_json()
     if a.json:
         json.dump(record, sys.stdout, allow_nan=False)

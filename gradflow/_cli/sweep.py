@@ -3,11 +3,15 @@
     gradflow sweep CELL [CELL ...] -o DIR [--gains 0.5,1,1.5] [--forget-biases -1,0,1]
                    [--hidden 16,32] [--steps 50,100] [--seeds 0,1,2] [--input M] [--batch B]
                    [--init SCHEME] [--workers N | --scheduler ADDRESS] [--csv] [--no-figures]
-                   [--quiet]
+                   [--quiet] [--max-points P] [--max-work W]
 
 DIR receives ``results.parquet`` (``results.csv`` with ``--csv``), ``decay_rates.png/pdf``,
 ``phase_diagram.png/pdf``, ``sweep.json`` and ``points/`` (one file per finished point). Run the
 same command again after an interruption or a failed point: finished points are not recomputed.
+
+The grid's size is checked before anything is written or started: at most 10 000 points and 1e13
+multiply-adds for all runs together (about three hours of one core); ``--max-points`` and
+``--max-work`` raise the caps.
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ def _list(text: str, option: str, parse) -> list:
     if not items or any(not s for s in items):
         raise GradflowError(f"{option} must be a comma-separated list, got {text!r}")
     return [parse(s, option) for s in items]
+
+
+def _positive(v: float | None, option: str) -> float:
+    if v is None or v <= 0:
+        raise GradflowError(f"{option} must be a positive number, got {v!r}")
+    return v
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,6 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", action="store_true", help="also write results.csv")
     p.add_argument("--no-figures", action="store_true", help="write the table only")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--max-points", default=None, metavar="P",
+                   help="refuse a grid of more points than this (default 10000)")
+    p.add_argument("--max-work", default=None, metavar="W",
+                   help="refuse a grid whose runs need more multiply-adds than this in all "
+                        "(default 1e13, about three hours of one core)")
 
 
 class _Progress:
@@ -75,6 +90,7 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._numeric.size_guard import MAX_POINTS, MAX_WORK
     from .._numeric.sweep_grid import grid_points, has_recurrent_matrix
     from .._numeric.sweep_run import run_sweep
 
@@ -84,7 +100,10 @@ def run(args: argparse.Namespace) -> int:
         forget_biases=fbs if fbs is not None else (None,),
         hidden=_list(args.hidden, "--hidden", int_option), steps=_list(args.steps, "--steps", int_option),
         seeds=_list(args.seeds, "--seeds", lambda s, o: int_option(s, o, minimum=0)),
-        input=int_option(args.input, "--input"), batch=int_option(args.batch, "--batch"), init=args.init)
+        input=int_option(args.input, "--input"), batch=int_option(args.batch, "--batch"), init=args.init,
+        max_points=MAX_POINTS if args.max_points is None else int_option(args.max_points, "--max-points"),
+        max_work=MAX_WORK if args.max_work is None else _positive(float_option(args.max_work, "--max-work"),
+                                                                   "--max-work"))
     if fbs is not None and not any(p.forget_bias is not None for p in points):
         raise GradflowError("--forget-biases applies to cells with a forget gate; none of "
                             f"{', '.join(args.cells)} has one")

@@ -38,7 +38,6 @@ from .blocks import block_curves, is_block_structured
 from .compile import compile_expr
 from .diagonal import diagonal_curves, is_diagonal
 from .layout import StateLayout, memory_states
-from .loading import note
 from .loss import Reverse, backward_norms, cotangents, read_initial
 from .network import Network, Trajectory, network, random_inputs, to_host
 from .spectral import spectral_blocks, spectral_norm, start_basis
@@ -674,28 +673,10 @@ def _loss_spec(output, loss, head, targets) -> tuple[str, Any, Any]:
 
 
 def _layout(net: Network, inputs, targets, loss: str, batch_first: bool | None):
-    """Inputs (T, B, m) (and ``"every"`` targets (T, B)) from the layout the user stated, or the
-    module's ``batch_first`` when the weights came from a module."""
-    if batch_first is not None and not isinstance(batch_first, bool):
-        raise GradflowError(f"batch_first must be True, False or None, got {batch_first!r}")
-    bf = batch_first
-    if bf is None:
-        bf = bool(getattr(net, "batch_first", False))
-        if bf:
-            note(f"{net.cell.name}: reading the inputs as (batch, T, m), as the module (batch_first=True) "
-                 "takes them; pass batch_first=False for (T, batch, m)")
-    if not bf:
-        return inputs, targets
-    if not hasattr(inputs, "swapaxes"):
-        inputs = np.asarray(inputs)
-    if len(inputs.shape) == 3:
-        inputs = inputs.swapaxes(0, 1)
-    if loss == "every" and targets is not None:
-        if not hasattr(targets, "swapaxes"):
-            targets = np.asarray(targets)
-        if len(targets.shape) == 2:
-            targets = targets.swapaxes(0, 1)
-    return inputs, targets
+    """Inputs (T, B, m) (and ``"every"`` targets (T, B)): :func:`gradflow._numeric.input_layout.read_layout`."""
+    from .input_layout import read_layout
+
+    return read_layout(inputs, targets, loss, batch_first, getattr(net, "batch_first", False), net.cell.name)
 
 
 def _cotangents(net: Network, traj: Trajectory, spec):

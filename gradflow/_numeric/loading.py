@@ -3,6 +3,10 @@
 Nothing here runs pickled Python: ``.pt`` files go through ``torch.load(weights_only=True)``
 (TorchScript archives through ``torch.jit.load``, which reads TorchScript code, not pickled
 Python objects); ``.npy``/``.npz`` files through NumPy's format readers with pickles refused.
+A ``.pt`` that is not a zip archive reaches ``torch.load`` only when its first pickle is torch's
+magic number (parsed by :mod:`pickletools`, which runs nothing): a plain pickle or random bytes
+are refused before. torch's advice to retry with ``weights_only=False`` (which runs pickled
+code) is never passed on.
 Files are recognised by their first bytes, not by their names, so a ``.npy`` renamed ``.npz`` is
 named for what it is.
 
@@ -337,6 +341,10 @@ def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
             return check_state(dict(module.state_dict()), what)
         if not any(n.endswith("/data.pkl") for n in names):
             raise GradflowError(f"{what} is a zip archive but not a PyTorch file")
+    elif not _legacy_torch_file(path):  # nothing torch.load reads: never handed to it
+        raise GradflowError(f"{what} is not a readable PyTorch file: neither the zip archive nor the older "
+                            f"format that torch.save writes (a plain pickle, another format, or a "
+                            f"damaged file); {_SAVE_STATE_DICT}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -367,12 +375,50 @@ def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
                                 f"not unpickle code; {_SAVE_STATE_DICT}") from None
         if isinstance(e, (EOFError, pickle.UnpicklingError, RuntimeError)):
             raise GradflowError(f"{what} is not a readable PyTorch file (truncated or corrupt: "
-                                f"{text.splitlines()[0] if text else type(e).__name__})") from None
-        raise GradflowError(f"{what} cannot be read: {type(e).__name__}: "
-                            f"{text.splitlines()[0] if text else ''}") from None
+                                f"{_torch_reason(e)})") from None
+        raise GradflowError(f"{what} cannot be read: {_torch_reason(e)}") from None
     if hasattr(state, "state_dict") and callable(state.state_dict):
         state = state.state_dict()
     return check_state(state, what)
+
+
+#: the first pickle of a file in torch.save's older (non-zip) format: torch's magic number
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _legacy_torch_file(path: str) -> bool:
+    """Whether ``path`` opens as torch.save's older format: a pickle of the magic number alone
+    (read with :mod:`pickletools`, which parses opcodes and runs nothing), or an old tar archive."""
+    import pickletools
+    import tarfile
+
+    try:
+        with open(path, "rb") as f:
+            args = []
+            for op, arg, _ in pickletools.genops(f):  # stops at the first STOP
+                if op.name not in ("PROTO", "FRAME", "STOP"):
+                    args.append(arg)
+                if len(args) > 1:
+                    return False
+        if args == [_LEGACY_MAGIC]:
+            return True
+    except Exception:  # noqa: BLE001 - not a pickle: perhaps torch's oldest (tar) format
+        pass
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
+
+
+def _torch_reason(e: BaseException) -> str:
+    """What torch said went wrong, without its advice to load with ``weights_only=False`` (which
+    runs pickled code): the unpickler's own reason when it gives one, else the exception's type."""
+    text = str(e)
+    found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    line = found.group(1).strip() if found else (text.strip().splitlines() or [""])[0].strip()
+    if not line or re.search(r"weights_only|arbitrary code|trust", line, re.IGNORECASE):
+        return type(e).__name__
+    return line
 
 
 #: the pickled NumPy globals of plain arrays, scalars and dtypes (a checkpoint's metrics, say):

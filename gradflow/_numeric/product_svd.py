@@ -13,11 +13,40 @@ whose weights never overflow. The singular values of M_k are those of Y_kᵀ dia
 matrix with graded columns, taken by one-sided (Hestenes) Jacobi with the column scales held as
 logarithms, which computes them to high *relative* accuracy (Demmel & Veselić 1992).
 
-Each value comes with a bound on its relative error: a multiplicative one,
-ρ = 2Nε·(Σ_t κ(J_t) + Σ_t g_t κ(Y_t) + κ(Y_k)) (κ the condition number, g_t the growth of a
-step's row combination), valid for every σ_i when the factors are well conditioned, and an additive one
-from first-order perturbation of the product, τ = 2Nε·Σ_t ‖J_T⋯J_{t+1}‖‖J_t‖‖J_{t−1}⋯J_{k+1}‖,
-giving τ/σ_i. A value whose bound exceeds ``resolve`` is reported as not resolved.
+Each value comes with bounds on its relative error; it is reported only when one of them is at
+most ``resolve`` (else NaN, "not resolved"):
+
+* ρ, multiplicative, the same for every σ_i: ρ = 2Nε·(Σ_t κ(J_t) + Σ_t ‖g_t‖₂/σ_min(Y_t) + κ(Y_k))
+  (κ the condition number, g_t the growths of a step's row combinations). The row term is
+  rigorous: a row error Δ of Y is a right factor, diag(e^ℓ)(Y + Δ) = diag(e^ℓ) Y (I + Y⁻¹Δ), that
+  the later steps (all on the left) never move, and σ_i(A(I + F)) is within (1 ± ‖F‖)σ_i
+  (Eisenstat & Ipsen 1995). The κ(J_t) term reads a step's rounding as a relative perturbation
+  (I + E_t) J_t of its own factor; inside a long product the later factors could amplify it,
+  which the column-sorted (graded) QR keeps small in practice (Stewart 1997) but no cheap
+  a-posteriori bound certifies: that part of ρ is checked against mpmath, not proven. Infinite
+  when a J_t is singular.
+* τ_i = c·(S_k + ‖M̂_k‖)/σ_i, additive (Weyl). Every step of the computation is exact for J_t + δJ_t
+  (and rows of Y off by as much), ‖δJ_t‖ ≤ c‖J_t‖, c = 8N²ε; the computed product is then
+  P̂ = ∏(J_t + δJ_t), and exactly (telescoping)
+
+      P̂ − P = Σ_{t=k+1}^{T} (Ĵ_T ⋯ Ĵ_{t+1}) δJ_t (J_{t−1} ⋯ J_{k+1}),
+      |σ̂_i − σ_i| ≤ ‖P̂ − P‖ ≤ c·S_k,   S_k = Σ_t ‖M̂_t‖ ‖J_t‖ a_t,
+
+  with ‖M̂_t‖ the norm of the computed partial product (its factored form gives it) and
+  a_t ≥ ‖J_{t−1} ⋯ J_{k+1}‖₂ from :class:`RightNorms`: the product formed in floating point, in
+  blocks, with a rigorous bound on its own rounding error. (Bounding a_t by ∏‖J_j‖, as before,
+  overstates S_k by orders of magnitude when the factors' norms exceed the product's decay:
+  11 orders for sLSTM-normalised over 25 steps.) The final Jacobi SVD is backward stable:
+  c‖M̂_k‖ more.
+* Exact zeros: a structurally zero row or column (a unit switched off: ReLU, IRNN) is exactly 0
+  in the floating-point J_t too, and rank P ≤ rank J_t for every t, and ≤ N − (the all-zero
+  rows or columns of P's pattern, the boolean product of the J_t's patterns). The smallest
+  N − rank values are then exactly 0: reported as −∞, resolved, whatever the rounding made of them.
+
+Checked against mpmath at (dynamic range + 80) digits (``tests/test_product_svd.py``,
+``tests/test_product_svd_bounds.py``). Report defaults (n = 16, T = 100, k ∈ {0, 25, 50, 75, 99}),
+values not resolved before → after: sLSTM-normalised 192 → 164 of 240, relu-rnn 72 → 11 of 80,
+IRNN 42 → 0 of 80.
 """
 
 from __future__ import annotations
@@ -108,7 +137,8 @@ class GradedProduct:
         self.N = N
         self.growth = 0.0                   # Σ_t g_t
         self.kappa = 0.0                    # Σ_t κ(J_t)
-        self.log_abs = -np.inf              # ln S_k, the additive error sum (without c·ε)
+        self.log_abs = -np.inf              # ln S_k with ∏‖J_j‖ for the right factor (kept for reference)
+        self.log_left: list[float] = []     # ln ‖J_t‖₂‖M̂_t‖ of every pushed step, last pushed first
 
     def log_norm(self) -> float:
         """ln of an upper bound of ‖M‖₂ (‖diag(e^ℓ) Y‖_F, Y's rows being unit)."""
@@ -117,13 +147,14 @@ class GradedProduct:
             return top
         return top + 0.5 * math.log(float(np.sum(np.exp(2 * (self.ell - top)))))
 
-    def push(self, J: np.ndarray) -> None:
-        """M ← Jᵀ M (J = J_{k+1}, one step further back)."""
-        s = np.linalg.svd(J, compute_uv=False)
+    def push(self, J: np.ndarray, s: np.ndarray | None = None) -> None:
+        """M ← Jᵀ M (J = J_{k+1}, one step further back; ``s`` its singular values if known)."""
+        s = np.linalg.svd(J, compute_uv=False) if s is None else s
         self.kappa += math.inf if s[-1] == 0 else float(s[0] / s[-1])
         lnJ = math.log(float(s[0])) if s[0] > 0 else -math.inf
         prev = self.log_norm()                                     # ‖J_T ⋯ J_{k+2}‖
         self.log_abs = lnJ + float(np.logaddexp(prev, self.log_abs))
+        self.log_left.append(lnJ + prev)
         X = J.T @ self.Q
         perm = np.argsort(-self.ell, kind="stable")
         X, ell, Y = X[:, perm], self.ell[perm], self.Y[perm]
@@ -140,19 +171,86 @@ class GradedProduct:
             g = np.where(nu > 0, np.sum(np.abs(C), axis=1) / nu, 0.0)
         self.Y = np.where(nu[:, None] > 0, Yn / np.where(nu > 0, nu, 1.0)[:, None], Y)
         self.Q = Q
-        # row i of Y is formed with relative error ≲ N ε g_i; as a multiplicative error of
-        # diag(e^ℓ) Y it is amplified by at most κ(Y)
-        self.growth += float(np.max(g)) * float(np.linalg.cond(self.Y))
+        # row i of Y is formed with error ≲ N ε g_i (its rows being unit): Ŷ = Y + Δ, ‖Δ‖₂ ≤ Nε‖g‖₂,
+        # and diag(e^ℓ) Ŷ = diag(e^ℓ) Y (I + Y⁻¹Δ): a right factor, which later steps (all on the
+        # left) never move, so σ_i changes by a relative ‖Y⁻¹Δ‖ ≤ Nε ‖g‖₂ / σ_min(Y)
+        smin = float(np.linalg.svd(self.Y, compute_uv=False)[-1])
+        self.growth += float(np.linalg.norm(g)) / smin if smin > 0 else math.inf
 
-    def log10_singular_values(self, *, resolve: float = 2e-6):
-        """(log10 σ_i descending, bound on the relative error of each, resolved mask)."""
+    def log10_singular_values(self, *, resolve: float = 2e-6, log_right: np.ndarray | None = None,
+                              zeros: int = 0):
+        """(log10 σ_i descending, bound on the relative error of each, resolved mask).
+
+        ``log_right``: ln a_t (:class:`RightNorms`) for the pushed steps, in push order
+        (t = T, T − 1, …, k + 1), for the additive bound; ``zeros``: how many σ_i are exactly 0 by
+        the structural rank (:func:`structural_rank_deficit`): the smallest ``zeros`` values are
+        −∞, resolved."""
         ln_sigma = jacobi_log_svd(self.Y.T, self.ell)
         c = 2.0 * self.N * _EPS
         rho = c * (self.kappa + self.growth + float(np.linalg.cond(self.Y)))
+        log_s = self.log_abs
+        if log_right is not None and self.log_left:
+            terms = np.asarray(self.log_left) + np.asarray(log_right, dtype=np.float64)
+            top = float(np.max(terms))
+            tight = top if not math.isfinite(top) else top + math.log(float(np.sum(np.exp(terms - top))))
+            log_s = min(log_s, tight)
         with np.errstate(over="ignore", invalid="ignore"):
-            tau = c * np.exp(self.log_abs - ln_sigma)
+            tau = _C_TAU * self.N ** 2 * _EPS * np.exp(np.logaddexp(log_s, self.log_norm()) - ln_sigma)
         rel = np.minimum(rho, np.nan_to_num(tau, nan=np.inf))
+        if zeros:
+            ln_sigma[self.N - zeros:] = -np.inf
+            rel[self.N - zeros:] = 0.0
         return ln_sigma / _LN10, rel, rel <= resolve
+
+
+#: the additive bound's constant per step, in units of N²ε (see the module docstring)
+_C_TAU = 8.0
+
+
+def structural_rank_deficit(nonzero: np.ndarray) -> int:
+    """N − (an upper bound of the rank) of a matrix whose entries outside the boolean pattern
+    ``nonzero`` are exactly 0: its all-zero rows or columns."""
+    return int(max(np.sum(~np.any(nonzero, axis=1)), np.sum(~np.any(nonzero, axis=0))))
+
+
+class RightNorms:
+    """Upper bounds a_t ≥ ‖J_{t−1} ⋯ J_{k+1}‖₂ (exact products of the given J's) for t = k + 1, k + 2, …
+
+    The product is formed in floating point in blocks, B̂ ≈ J_{t−1} ⋯ J_s (kept at unit Frobenius
+    norm, its log scale apart), with a rigorous bound e on ‖B − B̂‖_F from the error of each
+    matrix product (|fl(J B̂) − J B̂| ≤ γ_N |J| |B̂|) and of each rescaling:
+
+        e ← (‖J‖₂ e + γ_N ‖J‖_F ‖B̂‖_F) / ‖fl(J B̂)‖_F + ε,   γ_N = Nε / (1 − Nε),
+
+    so ‖J_{t−1} ⋯ J_{k+1}‖₂ ≤ a_s · e^{scale} (1 + e), a_s the bound where the block began;
+    a new block begins when e exceeds 1/4. a_t is also never above the old a_{t−1} ‖J_{t−1}‖₂.
+    """
+
+    def __init__(self, N: int):
+        self.N = N
+        self.log_a = 0.0                                      # ln a_{k+1} = ln ‖I‖ = 0
+        self._restart()
+
+    def _restart(self) -> None:
+        self.log_start, self.B, self.log_scale, self.err = self.log_a, np.eye(self.N), 0.0, 0.0
+
+    def push(self, J: np.ndarray, norm2: float) -> None:
+        """a_{t+1} from a_t and J = J_t (``norm2`` its ‖·‖₂)."""
+        N = self.N
+        gamma = N * _EPS / (1.0 - N * _EPS)
+        err = norm2 * self.err + gamma * float(np.linalg.norm(J)) * float(np.linalg.norm(self.B))
+        P = J @ self.B
+        f = float(np.linalg.norm(P))
+        chain = self.log_a + (math.log(norm2) if norm2 > 0 else -math.inf)
+        if f > 0 and math.isfinite(f):
+            self.B, self.log_scale, self.err = P / f, self.log_scale + math.log(f), err / f + _EPS
+            block = self.log_start + self.log_scale + math.log1p(self.err)  # ‖B̂‖₂ ≤ ‖B̂‖_F = 1
+        else:  # the computed block is 0: the exact one is at most err (in the old scale)
+            block = self.log_start + self.log_scale + (math.log(err) if err > 0 else -math.inf)
+            self.err = math.inf
+        self.log_a = min(chain, block)
+        if self.err > 0.25:
+            self._restart()
 
 
 def product_singular_values(net, traj, ks, *, resolve: float = 2e-6):
@@ -166,17 +264,55 @@ def product_singular_values(net, traj, ks, *, resolve: float = 2e-6):
 
     T, N = traj.steps, net.state_size
     B = traj.states[0].shape[0]
-    want = set(ks)
+    want = sorted(set(ks))
+    first = want[0]
+    kept: dict = {}  # the Jacobians, kept for the second pass when they are small
+    keep = (T - first) * B * N * N * 8 <= _KEEP_BYTES
+
+    def jac(t: int) -> np.ndarray:
+        if t in kept:
+            return kept[t]
+        J = np.asarray(to_host(net.step_jacobian(traj, t)), dtype=np.float64)
+        if keep:
+            kept[t] = J
+        return J
+
+    # forward: a_t ≥ ‖J_{t−1} ⋯ J_{k+1}‖₂ for every wanted k (the right factors of the additive bound)
+    right = {k: np.full((B, T + 1), -np.inf) for k in want}
+    fwd = {k: [RightNorms(N) for _ in range(B)] for k in want}
+    svals: dict = {}  # the singular values of each J_t, for the second pass too
+    for t in range(first + 1, T + 1):
+        live = [k for k in want if k + 1 <= t]
+        for k in live:
+            for b in range(B):
+                right[k][b, t] = fwd[k][b].log_a
+        if t < T:
+            J = jac(t)
+            svals[t] = [np.linalg.svd(J[b], compute_uv=False) for b in range(B)]
+            for b in range(B):
+                for k in live:
+                    fwd[k][b].push(J[b], float(svals[t][b][0]) * (1 + 8 * N * _EPS))  # above the SVD's error
+    # backward: the graded product, the structural zeros
     acc = [GradedProduct(N) for _ in range(B)]
+    deficit = [0] * B  # rank P ≤ rank of any factor, and ≤ that of P's own zero pattern
+    pattern = [np.eye(N, dtype=bool) for _ in range(B)]    # where J_T ⋯ J_{k+1} may be non-zero
     out: dict = {}
-    for k in range(T - 1, min(want) - 1, -1):
-        J = np.asarray(to_host(net.step_jacobian(traj, k + 1)), dtype=np.float64)
+    for k in range(T - 1, first - 1, -1):
+        J = jac(k + 1)
         for b in range(B):
-            acc[b].push(J[b])
+            acc[b].push(J[b], svals[k + 1][b] if k + 1 in svals else None)
+            nz = J[b] != 0
+            pattern[b] = (pattern[b].astype(np.float64) @ nz.astype(np.float64)) > 0
+            deficit[b] = max(deficit[b], structural_rank_deficit(nz), structural_rank_deficit(pattern[b]))
         if k in want:
             rows = []
             for b in range(B):
-                v, _, ok = acc[b].log10_singular_values(resolve=resolve)
+                v, _, ok = acc[b].log10_singular_values(resolve=resolve, log_right=right[k][b, T:k:-1],
+                                                        zeros=deficit[b])
                 rows.append(np.where(ok, v, np.nan))
             out[k] = np.array(rows)
     return out
+
+
+#: Jacobians up to this many bytes are kept between the two passes (else evaluated twice)
+_KEEP_BYTES = 256 << 20

@@ -15,6 +15,7 @@ address-space rlimit when they are smaller; the environment variable ``GRADFLOW_
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 from collections.abc import Callable
@@ -215,3 +216,55 @@ def choose_mode(cell, hidden: int, input: int, steps: int, batch: int = 1, items
     if N <= MATRIX_FREE_ABOVE and flow_bytes(cell, hidden, input, steps, batch, itemsize) <= budget:
         return "exact"
     return "matrix-free"
+
+
+# -- the size of a sweep: how many runs, and how much work ----------------------------------------
+#: the most points a sweep runs unless raised (``max_points=``, ``gradflow sweep --max-points``)
+MAX_POINTS = 10_000
+#: multiply-adds per second of one single-threaded run, measured with :func:`flow_work`'s estimate
+#: (LSTM n = 64 and 600, tanh-RNN n = 256, exact and matrix-free: 0.4e9 to 1.5e9 per second)
+WORK_PER_SECOND = 1e9
+#: the most multiply-adds a sweep's runs may need together unless raised (``max_work=``,
+#: ``--max-work``): 1e13, about three hours of one core at :data:`WORK_PER_SECOND`
+MAX_WORK = 1e13
+
+
+def flow_work(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsize: int = 8,
+              structured: bool = False) -> float:
+    """Multiply-adds of one gradient-flow run, by its dominant term.
+
+    Exact sweep (``mode`` as :func:`choose_mode` picks it): one N × N product P·J_t per step and
+    sequence, T·B·N³ (filling J_t, the norms and the warm-started power iteration are O(N²) per
+    step). Matrix-free: R = 65 row vectors through the derived blocks, T·B·R·N·(n + m).
+    ``structured`` (a diagonal or per-unit-block state Jacobian, no cell state): T·B·N·S².
+    """
+    n, m, T, B = int(hidden), int(input), int(steps), int(batch)
+    S = len(cell.states)
+    N = S * n
+    if structured:
+        return float(T) * B * N * S * S
+    if choose_mode(cell, n, m, T, B, itemsize) == "exact":
+        return float(T) * B * float(N) ** 3
+    return float(T) * B * 65 * N * (n + m)
+
+
+def check_sweep_size(points: int, work: float = 0.0, largest: tuple[str, float] = ("", 0.0), *,
+                     max_points: int = MAX_POINTS, max_work: float = MAX_WORK) -> None:
+    """Refuse a sweep of more than ``max_points`` points, or whose runs need more than ``max_work``
+    multiply-adds in all (:func:`flow_work`); ``largest`` = (the costliest point in words, its work).
+    Checked before any point is built, directory written or worker started."""
+    if points > max_points:
+        raise GradflowError(f"the sweep has {points:,} points (cells × gains × forget biases × n × T × seeds), "
+                            f"more than the cap of {max_points:,}: pass max_points={points} "
+                            f"(--max-points {points}) to run them all")
+    if work > max_work:
+        raise GradflowError(f"the sweep's runs need about {work:.2g} multiply-adds (the largest, "
+                            f"{largest[0]}: {largest[1]:.2g}), more than the cap of {max_work:.2g} "
+                            f"(about {max_work / WORK_PER_SECOND / 3600:.2g} hours of one core): "
+                            f"pass max_work={_up(work):.2g} (--max-work {_up(work):.2g}) to run them all")
+
+
+def _up(x: float) -> float:
+    """``x`` rounded up to two significant digits (a cap that admits it)."""
+    e = math.floor(math.log10(x)) - 1
+    return math.ceil(x / 10.0 ** e) * 10.0 ** e

@@ -46,6 +46,7 @@ from .._vocabulary import Loss, SpectralMethod
 from .checkpoint import Module, select_module
 from .compile import compile_expr, dense_diag, stable_substitutions
 from .flow import Curves, blas_threads, json_number, lyapunov_exponents, sweep, thread_limit
+from .input_layout import batch_first_of, time_first
 from .keras_loading import is_keras_path
 from .keras_stack import keras_module
 from .layout import StateLayout, refuse_sized_states
@@ -247,7 +248,8 @@ class StackedNetwork:
     Attributes:
         cell: the cell (unprojected), layers: ``layers[l][d]`` the :class:`Layer` of layer l,
         direction d (0 forward, 1 reverse); hidden, input, proj_size, bidirectional;
-        batch_first: the module's (information only: inputs are read as (T, batch, m)).
+        batch_first: the module's: :func:`stacked_flow` reads inputs as (batch, T, m) when it is
+            True, as :func:`~gradflow.gradient_flow` does (``batch_first=False`` overrides).
     """
 
     def __init__(self, cell: Cell, layers: list[tuple[Layer, ...]], *, proj_size: int = 0,
@@ -502,8 +504,8 @@ def _from_weights(base, weights, hidden, input, layers, bidirectional, proj_size
     if mod.dropout:
         note(f"{what}: dropout {mod.dropout} between layers is ignored (the network is analysed in eval mode)")
     if mod.batch_first:
-        note(f"{what}: the module was built with batch_first=True; inputs are read as (T, batch, m): "
-             "pass your (batch, T, m) inputs as x.transpose(0, 1)")
+        note(f"{what}: the module was built with batch_first=True; stacked_flow reads inputs as "
+             "(batch, T, m) for it, as the module does (batch_first=False for (T, batch, m))")
     return net
 
 
@@ -782,9 +784,10 @@ def _product_curves(net: StackedNetwork, N: int, jac, T: int, B: int, blocks, sp
 
 def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents=None,
                  loss: Loss | None = None, head: Any = None, targets: Any = None,
+                 batch_first: bool | None = None,
                  spectral: SpectralMethod = "power", tol: float = 1e-10,
                  lyapunov: bool | int | str = True) -> StackedFlow:
-    """Measure every layer and direction of ``net`` on ``inputs`` (T, B, m).
+    """Measure every layer and direction of ``net`` on ``inputs`` (T, B, m), or (B, T, m) batch first.
 
     Per layer l and direction d: ‖∂s^(l,d)_T/∂s^(l,d)_k‖ (2 and F) of the layer's own recurrence
     on its own clock (the reverse direction's ∂s_1/∂s_{T+1−k}), ‖∂L/∂s^(l,d)_k‖ and
@@ -801,8 +804,16 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
             (:func:`gradflow._numeric.loss.cotangents`).
         cotangents: instead of a loss, ∂L/∂y_t of the top layer's output for every t, (T, B, n_top) (e.g. from a
             loss on every step); default L = Σ_i (y_T)_i.
+        batch_first: inputs, ``"every"`` targets and ``cotangents`` batch first ((B, T, m),
+            (B, T), (B, T, n_top), as the module's outputs); default: the module's
+            ``batch_first`` when the weights came from a module (said in a note), else False; the
+            rule of :func:`~gradflow.gradient_flow` (:mod:`gradflow._numeric.input_layout`).
         spectral, tol, lyapunov: as :func:`~gradflow.gradient_flow`.
     """
+    bf = batch_first_of(batch_first, net.batch_first, net.cell.name)
+    if bf:
+        inputs, cotangents = time_first(inputs, 3), time_first(cotangents, 3)
+        targets = time_first(targets, 2) if loss == "every" else targets
     traj = net.unroll(inputs, initial)
     T, B = traj.steps, traj.batch
     given = cotangents is not None

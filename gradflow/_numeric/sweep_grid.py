@@ -26,12 +26,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .._checks import GradflowError, positive_int
+from .._checks import GradflowError, finite_float, positive_int
 from .._symbolic.cells import get_cell
 from .._vocabulary import INIT_SCHEMES, InitScheme
 from .analysis import PhaseGrid
+from .blocks import is_block_structured
+from .diagonal import is_diagonal
 from .flow import decay_rate, gradient_flow, network, random_inputs
-from .size_guard import check_flow_size
+from .size_guard import MAX_POINTS, MAX_WORK, check_flow_size, check_sweep_size, flow_work
 
 #: version of what a point measures; part of every key
 SCHEMA = 1
@@ -114,7 +116,8 @@ def has_recurrent_matrix(cell: str) -> bool:
 def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5),
                 forget_biases: Sequence[float | None] = (None,), hidden: Sequence[int] = (16,),
                 steps: Sequence[int] = (50,), seeds: Sequence[int] = (0,), input: int = 4,
-                batch: int = 4, init: InitScheme = "orthogonal") -> list[GridPoint]:
+                batch: int = 4, init: InitScheme = "orthogonal", max_points: int = MAX_POINTS,
+                max_work: float = MAX_WORK) -> list[GridPoint]:
     """Every point of the grid cells × gains × forget biases × n × T × seeds, checked.
 
     A forget bias applies only to cells with a forget gate; for the others the points use the
@@ -123,9 +126,15 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
     without one (diagonal and state-space cells: LRU, S4D, Mamba, RG-LRU, minGRU, IndRNN …) run
     once at gain 1, their init unscaled, whatever ``gains`` lists.
 
+    The grid's size is checked before a point is built: at most ``max_points`` points
+    (:data:`~gradflow._numeric.size_guard.MAX_POINTS`, 10 000) and ``max_work`` multiply-adds for
+    all runs together (:data:`~gradflow._numeric.size_guard.MAX_WORK`, 1e13, about three hours of
+    one core; :func:`~gradflow._numeric.size_guard.flow_work`); raise them to run a larger grid.
+
     Raises:
         GradflowError: unknown cell or init, non-finite or repeated values, fewer than 2 steps, a run too large for
-            this machine's memory (the size guard, checked on the largest n and T).
+            this machine's memory (the size guard, checked on the largest n and T), more
+            points than ``max_points`` or more work than ``max_work``.
     """
     if isinstance(cells, str):
         cells = [cells]
@@ -144,10 +153,28 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
                             f"got {min(Ts)}")
     sds = _ints("seeds", seeds, minimum=0)
     m, B = positive_int(input, "input size"), positive_int(batch, "batch")
+    cap_points = positive_int(max_points, "max_points")
+    cap_work = finite_float(max_work, "max_work")
+    if cap_work <= 0:
+        raise GradflowError(f"max_work must be positive, got {max_work!r}")
+    # counted, not built: a grid too large is refused before it takes memory or time
+    copies = {x: (len(fbs) if get_cell(x).has_forget_gate else 1) * (len(gs) if has_recurrent_matrix(x) else 1)
+              * len(sds) for x in names}
+    check_sweep_size(sum(copies.values()) * len(ns) * len(Ts), max_points=cap_points)
     for name in names:
         c = get_cell(name)
         check_flow_size(c, max(ns), m, max(Ts), B, what=f"the sweep's largest {name} run (hidden size "
                         f"{max(ns)}, input size {m}, {max(Ts)} steps, batch {B}) on one worker")
+    work, largest = 0.0, ("", 0.0)
+    for name in names:
+        c = get_cell(name)
+        structured = "c" not in c.states and (is_diagonal(c) or is_block_structured(c))
+        for n, T in itertools.product(ns, Ts):
+            w = flow_work(c, n, m, T, B, structured=structured)
+            work += copies[name] * w
+            if w > largest[1]:
+                largest = (f"{name} n={n} T={T} batch {B}", w)
+    check_sweep_size(0, work, largest, max_work=cap_work)
     points = []
     for name in names:
         own_fbs = fbs if get_cell(name).has_forget_gate else (None,)

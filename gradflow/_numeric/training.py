@@ -195,7 +195,7 @@ class Recorder:
             from .stack import stacked_flow
 
             with thread_limit(self.threads):
-                flow: Any = stacked_flow(net, self.inputs, lyapunov=self.lyapunov,
+                flow: Any = stacked_flow(net, self.inputs, lyapunov=self.lyapunov, batch_first=False,
                                          spectral=self.spectral)  # type: ignore[arg-type]
         else:
             flow = gradient_flow(net, self.inputs, lyapunov=self.lyapunov, spectral=self.spectral,  # type: ignore[arg-type]
