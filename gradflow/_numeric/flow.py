@@ -206,7 +206,10 @@ class _Tracker:
         self.bases = {}
         for name, (rows, cols) in self.blocks.items():
             R, C = rows.stop - rows.start, cols.stop - cols.start
-            self.bases[name] = start_basis(xp, B, R, max(1, min(8, R, C)), dtype)
+            # 16 columns: P_k = P_{k+1} J_{k+1} has its leading left direction within the top 16 of
+            # P_{k+1} to about σ_17/σ_1, so one iteration certifies most k (LSTM n = 256, T = 500:
+            # 767 iterations instead of 1016 with 8; benchmarks/README.md)
+            self.bases[name] = start_basis(xp, B, R, max(1, min(16, R, C)), dtype)
         self.rng = np.random.default_rng(2024)
         self.stats: dict = {}
 
@@ -316,6 +319,8 @@ def _times_jacobian(xp, P, J, blocks, diagonal_columns: list[bool], n: int):
     diag(o ⊙ tanh′(c) ⊙ f) and diag(f)): half the FLOPs of the dense product for an LSTM."""
     B, N = P.shape[0], P.shape[-1]
     out = xp.empty((B, N, J.shape[-1]), dtype=J.dtype)
+    if isinstance(P, np.ndarray) and isinstance(J, np.ndarray):
+        return _times_jacobian_np(P, J, blocks, diagonal_columns, n, out)
     for b, diagonal in enumerate(diagonal_columns):
         cols = slice(b * n, (b + 1) * n)
         if not diagonal:
@@ -329,6 +334,56 @@ def _times_jacobian(xp, P, J, blocks, diagonal_columns: list[bool], n: int):
                 acc = term if acc is None else acc + term
         out[:, :, cols] = 0.0 if acc is None else acc
     return out
+
+
+def _times_jacobian_np(P, J, blocks, diagonal_columns: list[bool], n: int, out):
+    """:func:`_times_jacobian` for NumPy arrays, written into ``out`` with ``out=``: one GEMM per
+    dense column block (BLAS reads the strided column block of J in place), the diagonal column
+    blocks as column scalings into ``out`` (one n-column scratch block)."""
+    scratch = None
+    for b, diagonal in enumerate(diagonal_columns):
+        cols = slice(b * n, (b + 1) * n)
+        if not diagonal:
+            np.matmul(P, J[:, :, cols], out=out[:, :, cols])
+            continue
+        first = True
+        for blk in blocks:
+            if blk.b != b:
+                continue
+            rows = slice(blk.a * n, (blk.a + 1) * n)
+            d = np.diagonal(J[:, rows, cols], axis1=-2, axis2=-1)[:, None, :]
+            if first:
+                np.multiply(P[:, :, rows], d, out=out[:, :, cols])
+                first = False
+            else:
+                if scratch is None:
+                    scratch = np.empty(out[:, :, cols].shape, dtype=out.dtype)
+                np.multiply(P[:, :, rows], d, out=scratch)
+                np.add(out[:, :, cols], scratch, out=out[:, :, cols])
+        if first:
+            out[:, :, cols] = 0.0
+    return out
+
+
+def _jacobian_filler(net: Network, traj: Trajectory, truncated: bool):
+    """``fill(J, t)``: J_t written into the buffer J; for NumPy by the derived terms with ``out=``
+    and their vectors computed for all steps at once
+    (:meth:`~gradflow._numeric.matrix_free.JacobianOperator.fill`), by the compiled blocks otherwise."""
+    if net.xp.__name__.split(".")[-1] == "numpy":
+        from .matrix_free import STEP, JacobianOperator
+
+        try:
+            op = JacobianOperator(net, truncated)
+        except GradflowError:  # no truncated form (a cell without c): the compiled blocks
+            return lambda J, t: net.fill_jacobian(J, net.step_env(traj, t), truncated)
+        op.precompute(traj)
+
+        def fill(J, t):
+            env = net.step_env(traj, t)
+            env[STEP] = t
+            return op.fill(J, env)
+        return fill
+    return lambda J, t: net.fill_jacobian(J, net.step_env(traj, t), truncated)
 
 
 def products(net: Network, traj: Trajectory, *, truncated: bool = False,
@@ -368,11 +423,12 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False,
     diagonal_columns = _column_kinds(jblocks, S)
     structured = not dense and any(diagonal_columns)
 
+    fill = _jacobian_filler(net, traj, truncated)
+
     def times(P, Jm):
         return _times_jacobian(xp, P, Jm, jblocks, diagonal_columns, net.hidden) if structured else P @ Jm
     for k in range(T - 1, -1, -1):
-        env = net.step_env(traj, k + 1)
-        net.fill_jacobian(J, env, truncated)
+        fill(J, k + 1)
         Jm = J
         jmax = xp.max(xp.abs(xp.reshape(J, (B, -1))), axis=-1)
         if not bool(xp.all(jmax < hi)):  # huge entries (σ_max(W) near overflow): scale J apart
@@ -494,6 +550,14 @@ def lyapunov_exponents(net: Network, traj: Trajectory, count: int | None = None,
         with np.errstate(divide="ignore"):
             acc += np.log(to_host(d))
     return -np.sort(-(acc / T), axis=1)
+
+
+def _lyapunov(net: Network, traj: Trajectory, r: int):
+    """:func:`lyapunov_exponents` (same start, same QR steps) with J_t Q taken through the derived
+    blocks (:func:`~gradflow._numeric.matrix_free.matrix_free_lyapunov`): J_t is never assembled."""
+    from .matrix_free import matrix_free_lyapunov
+
+    return matrix_free_lyapunov(net, traj, r, precompute=True)
 
 
 # BLAS threads: below this N²·B a sweep runs on one thread (measured in benchmarks/README.md: on a
@@ -814,7 +878,7 @@ def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound
         car = sweep(net, traj, g, truncated=True, spectral=spectral, tol=tol,
                      blocks={"cell_state": blocks["cell_state"]}, reverse=rev_car)["cell_state"]
         car.log10_grad_norm = rev_car.norms["c"]
-    lyap = lyapunov_exponents(net, traj, r).mean(axis=0) if r else None
+    lyap = _lyapunov(net, traj, r).mean(axis=0) if r else None
     several = {name: parts[name] for name in net.cell.states} if len(net.cell.states) > 1 else None
     return Flow(net.cell.name, n, T, B, res["full"], res.get("cell_state"), car, lyap,
                 _pascanu_log10(net, T) if bound else None, several, loss, dtype=str(np.dtype(net.dtype)))
