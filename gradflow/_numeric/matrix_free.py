@@ -152,7 +152,7 @@ class JacobianOperator:
         xp = self.xp
         T, B = traj.steps, traj.states[0].shape[0]
         nv = sum(1 for t in self.terms if t.vfn is not None)
-        self._pre = None
+        self._pre, self._fused = None, {}
         if not nv or T * B * self.n * nv * np.dtype(self.dtype).itemsize > limit or not traj.named:
             return False
         named = {}
@@ -173,6 +173,27 @@ class JacobianOperator:
                 continue  # a vector without the batch axis: evaluated per step
             pre[id(t)] = xp.reshape(v, (T, B, v.shape[-1]))
         self._pre = pre
+        # blocks made of weight terms only: Σ_g diag(v_g) W_g in one pass, rows i of the block
+        # being Σ_g v_g[i] W_g[i, :] (coefficients (T, B, n, G) against the stack (G, n, n))
+        env0 = self.net.env0()
+        fused: dict = {}
+        groups: dict = {}
+        for t in self.terms:
+            groups.setdefault((t.a, t.b), []).append(t)
+        for ab, ts in groups.items():
+            full = [t for t in ts if t.kind in ("weight", "dense")]
+            if not full or any(t.kind != "weight" or (t.vfn is not None and id(t) not in pre) for t in full):
+                continue
+            ws: list = []
+            for t in full:
+                if t.weight not in ws:
+                    ws.append(t.weight)
+            C = np.zeros((T, B, self.n, len(ws)), dtype=self.dtype)
+            for t in full:
+                g = ws.index(t.weight)
+                C[..., g] += pre[id(t)] if t.vfn is not None else _value(t.coeff, env)
+            fused[ab] = (C, np.stack([np.asarray(env0[w], dtype=self.dtype) for w in ws]))
+        self._fused = fused
         return True
 
     def _v(self, t: _Term, env):
@@ -276,6 +297,10 @@ class JacobianOperator:
             view = J[:, a * n:(a + 1) * n, b * n:(b + 1) * n]
             full = [t for t in ts if t.kind in ("weight", "dense")]
             first = True
+            fused = getattr(self, "_fused", {}).get((a, b)) if STEP in env else None
+            if fused is not None and fused[0].shape[1] == B:
+                np.einsum("zig,gij->zij", fused[0][env[STEP] - 1], fused[1], out=view)
+                full, first = [], False
             for t in full:
                 if t.kind == "dense":
                     M = np.asarray(t.fn(env), dtype=J.dtype)
