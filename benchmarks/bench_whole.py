@@ -1,0 +1,164 @@
+"""Benchmark (issue 13): the whole ``gradflow flow`` process against a plain PyTorch loop.
+
+Both sides are whole processes started from this script, on the same weights and inputs, with
+the same number of threads, interleaved (gradflow, PyTorch, gradflow, PyTorch, …):
+
+* **gradflow**: ``python -m gradflow flow lstm --weights W.pt --inputs X.npy --json`` — import,
+  derivation and compilation of the cell, loading, unroll, the exact backward sweep with its
+  certified spectral norms (whole product and c→c block), Frobenius norms, ‖∂L/∂s_k‖, the 8
+  leading Lyapunov exponents, the JSON on stdout.
+* **PyTorch**: a process that imports torch, loads the same ``nn.LSTMCell``, unrolls it and, for
+  every k, takes ``torch.func.jacrev`` of the cell w.r.t. the state (h, c), chains
+  P_k = P_{k+1} J_{k+1} and calls ``torch.linalg.matrix_norm`` (2 and "fro") on P_k and its c→c
+  block, and ‖g P_k‖ (the loop of ``bench_flow.py``); float64. No Lyapunov exponents.
+
+Each process is timed by wall clock and by CPU time (user + system, from ``getrusage`` of the
+children): on a machine shared with other work, CPU time on one thread each is the fairest
+measure. The load average is printed before and after each run. The curves of the two are
+compared (log10 ‖·‖₂ and ‖·‖_F of the whole product and of the c→c block).
+
+    python benchmarks/bench_whole.py --hidden 256 --steps 500 --threads 1 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def torch_child(weights: str, inputs: str, out: str, threads: int) -> None:
+    """The PyTorch loop, in its own process; writes the curves and the loop's own time."""
+    import torch
+
+    torch.set_num_threads(threads)
+    sd = torch.load(weights)
+    n = sd["weight_hh"].shape[1]
+    m = sd["weight_ih"].shape[1]
+    mod = torch.nn.LSTMCell(m, n).double()
+    mod.load_state_dict(sd)
+    mod.requires_grad_(False)
+    X = torch.tensor(np.load(inputs)[:, 0, :], dtype=torch.float64)
+    T, N = X.shape[0], 2 * n
+
+    def F(s, xt):
+        h, c = mod(xt[None], (s[None, :n], s[None, n:]))
+        return torch.cat([h[0], c[0]])
+
+    jac = torch.func.jacrev(F)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        s = torch.zeros(N, dtype=torch.float64)
+        states = [s]
+        for t in range(T):
+            s = F(s, X[t])
+            states.append(s)
+        P = torch.eye(N, dtype=torch.float64)
+        g = torch.zeros(N, dtype=torch.float64)
+        g[:n] = 1.0  # L = Σ h_T
+        rows = []
+        for k in range(T - 1, -1, -1):
+            P = P @ jac(states[k], X[k])
+            rows.append([torch.linalg.matrix_norm(P, 2), torch.linalg.matrix_norm(P, "fro"),
+                         torch.linalg.matrix_norm(P[n:, n:], 2), torch.linalg.matrix_norm(P[n:, n:], "fro"),
+                         torch.linalg.vector_norm(g @ P)])
+    loop = time.perf_counter() - t0
+    curves = np.array([[float(v) for v in r] for r in rows[::-1]])
+    np.savez(out, curves=curves, loop=loop)
+
+
+def timed(cmd: list[str], env: dict, stdout) -> tuple[float, float, tuple]:
+    """(wall s, CPU s of the child, load averages before and after) of one child process."""
+    load0 = os.getloadavg()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, stdout=stdout, check=True)
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return wall, cpu, (load0[0], os.getloadavg()[0])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-torch", action="store_true", help="time gradflow only")
+    ap.add_argument("--torch-child", nargs=4, metavar=("W", "X", "OUT", "THREADS"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.torch_child:
+        w, x, out, th = a.torch_child
+        torch_child(w, x, out, int(th))
+        return
+
+    import torch
+
+    n, T = a.hidden, a.steps
+    tmp = Path(tempfile.mkdtemp(prefix="gradflow-bench-whole-"))
+    torch.manual_seed(a.seed)
+    cell = torch.nn.LSTMCell(n, n).double()
+    torch.save(cell.state_dict(), tmp / "W.pt")
+    np.save(tmp / "X.npy", np.random.default_rng(a.seed).standard_normal((T, 1, n)))
+    th = str(a.threads)
+    env = dict(os.environ, OMP_NUM_THREADS=th, OPENBLAS_NUM_THREADS=th, MKL_NUM_THREADS=th, GRADFLOW_THREADS=th,
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    gf_cmd = [sys.executable, "-m", "gradflow", "flow", "lstm", "--weights", str(tmp / "W.pt"),
+              "--inputs", str(tmp / "X.npy"), "--json", "--no-progress"]
+    pt_cmd = [sys.executable, str(Path(__file__).resolve()), "--torch-child", str(tmp / "W.pt"),
+              str(tmp / "X.npy"), str(tmp / "torch.npz"), th]
+    import gradflow
+
+    print(f"gradflow {gradflow.__version__}, numpy {np.__version__}, torch {torch.__version__}, "
+          f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs; "
+          f"threads {a.threads} each")
+    print(f"lstm n = m = {n}, N = {2 * n}, T = {T}, B = 1; whole processes, interleaved")
+    res: dict[str, list] = {"gradflow": [], "pytorch": []}
+    for _ in range(a.repeats):
+        with open(tmp / "flow.json", "w") as fh:
+            w, c, ld = timed(gf_cmd, env, fh)
+        res["gradflow"].append((w, c))
+        print(f"  gradflow flow --json   wall {w:7.2f} s   CPU {c:7.2f} s   load {ld[0]:.1f} -> {ld[1]:.1f}",
+              flush=True)
+        if a.skip_torch:
+            continue
+        w, c, ld = timed(pt_cmd, env, subprocess.DEVNULL)
+        loop = float(np.load(tmp / "torch.npz")["loop"])
+        res["pytorch"].append((w, c))
+        print(f"  PyTorch loop process   wall {w:7.2f} s   CPU {c:7.2f} s   load {ld[0]:.1f} -> {ld[1]:.1f}"
+              f"   (the loop alone {loop:.2f} s wall)", flush=True)
+    med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in res.items() if v}
+    print(f"median gradflow: wall {med['gradflow'][0]:.2f} s, CPU {med['gradflow'][1]:.2f} s")
+    if "pytorch" not in med:
+        return
+    print(f"median PyTorch:  wall {med['pytorch'][0]:.2f} s, CPU {med['pytorch'][1]:.2f} s")
+    print(f"ratio PyTorch / gradflow: wall {med['pytorch'][0] / med['gradflow'][0]:.1f}x, "
+          f"CPU {med['pytorch'][1] / med['gradflow'][1]:.1f}x")
+    rec = json.loads((tmp / "flow.json").read_text())
+    ours = np.array([[e["log10_norm_2"], e["log10_norm_fro"], e["cell_state"]["log10_norm_2"],
+                      e["cell_state"]["log10_norm_fro"]] for e in rec["curve"]], dtype=float)
+    theirs = np.load(tmp / "torch.npz")["curves"][:, :4]
+    ok = (theirs > 1e-290).all(axis=1)
+    with np.errstate(divide="ignore"):
+        d = np.abs(np.log10(theirs[ok]) - ours[ok]).max(axis=0)
+    print(f"agreement where PyTorch did not underflow ({int(ok.sum())} of {T} k): max |Δ log10| "
+          f"||.||_2 {d[0]:.1e}, ||.||_F {d[1]:.1e}, c-block ||.||_2 {d[2]:.1e}, ||.||_F {d[3]:.1e}")
+
+
+if __name__ == "__main__":
+    main()
