@@ -313,14 +313,15 @@ def _column_kinds(blocks, S: int) -> list[bool]:
     return [all(blk.kind != "dense" for blk in blocks if blk.b == b) for b in range(S)]
 
 
-def _times_jacobian(xp, P, J, blocks, diagonal_columns: list[bool], n: int):
+def _times_jacobian(xp, P, J, blocks, diagonal_columns: list[bool], n: int, out=None, scratch=None):
     """P · J for a J whose column blocks ``diagonal_columns`` hold diagonal blocks only: the dense
     columns by matmul, the diagonal ones by scaling P's column blocks (the LSTM's c column:
     diag(o ⊙ tanh′(c) ⊙ f) and diag(f)): half the FLOPs of the dense product for an LSTM."""
     B, N = P.shape[0], P.shape[-1]
-    out = xp.empty((B, N, J.shape[-1]), dtype=J.dtype)
+    if out is None:
+        out = xp.empty((B, N, J.shape[-1]), dtype=J.dtype)
     if isinstance(P, np.ndarray) and isinstance(J, np.ndarray):
-        return _times_jacobian_np(P, J, blocks, diagonal_columns, n, out)
+        return _times_jacobian_np(P, J, blocks, diagonal_columns, n, out, scratch)
     for b, diagonal in enumerate(diagonal_columns):
         cols = slice(b * n, (b + 1) * n)
         if not diagonal:
@@ -336,11 +337,10 @@ def _times_jacobian(xp, P, J, blocks, diagonal_columns: list[bool], n: int):
     return out
 
 
-def _times_jacobian_np(P, J, blocks, diagonal_columns: list[bool], n: int, out):
+def _times_jacobian_np(P, J, blocks, diagonal_columns: list[bool], n: int, out, scratch=None):
     """:func:`_times_jacobian` for NumPy arrays, written into ``out`` with ``out=``: one GEMM per
     dense column block (BLAS reads the strided column block of J in place), the diagonal column
     blocks as column scalings into ``out`` (one n-column scratch block)."""
-    scratch = None
     for b, diagonal in enumerate(diagonal_columns):
         cols = slice(b * n, (b + 1) * n)
         if not diagonal:
@@ -351,7 +351,9 @@ def _times_jacobian_np(P, J, blocks, diagonal_columns: list[bool], n: int, out):
             if blk.b != b:
                 continue
             rows = slice(blk.a * n, (blk.a + 1) * n)
-            d = np.diagonal(J[:, rows, cols], axis1=-2, axis2=-1)[:, None, :]
+            # a contiguous copy of the diagonal: broadcast over N rows, a strided view of J costs
+            # a cache line per entry per row
+            d = np.ascontiguousarray(np.diagonal(J[:, rows, cols], axis1=-2, axis2=-1))[:, None, :]
             if first:
                 np.multiply(P[:, :, rows], d, out=out[:, :, cols])
                 first = False
@@ -387,7 +389,7 @@ def _jacobian_filler(net: Network, traj: Trajectory, truncated: bool):
 
 
 def products(net: Network, traj: Trajectory, *, truncated: bool = False,
-             dense: bool = False) -> Iterator[Product]:
+             dense: bool = False, reuse: bool = False) -> Iterator[Product]:
     """The products ∂s_T/∂s_k = J_T J_{T−1} ⋯ J_{k+1} for k = T−1, …, 0, one backward pass.
 
     J_t is written into one (B, N, N) buffer, block by block from the derived expressions, and
@@ -401,9 +403,11 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False,
         dense: always multiply the whole N × N J_t (the reference path); by default column
             blocks of J_t made of diagonal blocks only (the LSTM's c column) scale P's columns
             instead of entering the matmul.
+        reuse: write the products into two alternating preallocated buffers (NumPy): each ``P``
+            is then valid only until the next product comes (for callers that keep none).
 
     Yields:
-        :class:`Product` for each k, latest first. Each ``P`` is a new array.
+        :class:`Product` for each k, latest first. Each ``P`` is a new array (unless ``reuse``).
     """
     xp, T, N = net.xp, traj.steps, net.state_size
     B = traj.states[0].shape[0]
@@ -425,8 +429,16 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False,
 
     fill = _jacobian_filler(net, traj, truncated)
 
+    bufs = [np.empty((B, N, N), dtype=net.dtype) for _ in range(2)] if reuse and isinstance(J, np.ndarray) else None
+    scratch = np.empty((B, N, net.hidden), dtype=net.dtype) if isinstance(J, np.ndarray) else None
+
     def times(P, Jm):
-        return _times_jacobian(xp, P, Jm, jblocks, diagonal_columns, net.hidden) if structured else P @ Jm
+        out = None
+        if bufs is not None:  # the buffer the previous product is not in
+            out = bufs[1] if P is bufs[0] else bufs[0]
+        if not structured:
+            return P @ Jm if out is None else np.matmul(P, Jm, out=out)
+        return _times_jacobian(xp, P, Jm, jblocks, diagonal_columns, net.hidden, out, scratch)
     for k in range(T - 1, -1, -1):
         fill(J, k + 1)
         Jm = J
@@ -461,7 +473,7 @@ def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral: Spe
     """
     tracker = _Tracker(net.xp, blocks or {}, traj.steps, traj.states[0].shape[0], net.dtype, spectral, tol)
     g = g_T[:, None, :] if blocks else None
-    for i, pr in enumerate(products(net, traj, truncated=truncated)):
+    for i, pr in enumerate(products(net, traj, truncated=truncated, reuse=each is None)):
         if each is not None:
             each(pr.k, pr.P, pr.log10_scale)
         if reverse is not None:
