@@ -80,12 +80,13 @@ def torch_child(weights: str, inputs: str, out: str, threads: int) -> None:
     np.savez(out, curves=curves, loop=loop)
 
 
-def timed(cmd: list[str], env: dict, stdout) -> tuple[float, float, tuple]:
-    """(wall s, CPU s of the child, load averages before and after) of one child process."""
+def timed(cmd: list[str], env: dict, stdout, cwd) -> tuple[float, float, tuple]:
+    """(wall s, CPU s of the child, load averages before and after) of one child process, run in
+    ``cwd`` (not the source tree: ``python -m`` puts the working directory first on the path)."""
     load0 = os.getloadavg()
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(cmd, env=env, stdout=stdout, check=True)
+    subprocess.run(cmd, env=env, stdout=stdout, check=True, cwd=cwd)
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
@@ -100,6 +101,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-torch", action="store_true", help="time gradflow only")
+    ap.add_argument("--baseline", default=None, metavar="DIR",
+                    help="also time the same command on another gradflow source tree (e.g. an older "
+                         "commit unpacked with git archive), interleaved")
     ap.add_argument("--torch-child", nargs=4, metavar=("W", "X", "OUT", "THREADS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.torch_child:
@@ -128,22 +132,43 @@ def main() -> None:
           f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs; "
           f"threads {a.threads} each")
     print(f"lstm n = m = {n}, N = {2 * n}, T = {T}, B = 1; whole processes, interleaved")
-    res: dict[str, list] = {"gradflow": [], "pytorch": []}
+    warm = [[sys.executable, "-m", "gradflow", "flow", "lstm", "--hidden", "4", "--input", "4", "--steps", "3",
+             "--json"], [sys.executable, "-c", "import torch"]]
+    for cmd in warm:  # byte-code compiled and files cached before anything is timed
+        for e in (env, dict(env, PYTHONPATH=str(a.baseline))) if a.baseline else (env,):
+            subprocess.run(cmd, env=e, stdout=subprocess.DEVNULL, check=True, cwd=tmp)
+    res: dict[str, list] = {"gradflow": [], "pytorch": [], "baseline": []}
+    base_env = dict(env, PYTHONPATH=str(a.baseline)) if a.baseline else None
     for _ in range(a.repeats):
+        if base_env is not None:
+            with open(tmp / "base.json", "w") as fh:
+                w, c, ld = timed(gf_cmd, base_env, fh, tmp)
+            res["baseline"].append((w, c))
+            print(f"  baseline gradflow      wall {w:7.2f} s   CPU {c:7.2f} s   load {ld[0]:.1f} -> {ld[1]:.1f}",
+                  flush=True)
         with open(tmp / "flow.json", "w") as fh:
-            w, c, ld = timed(gf_cmd, env, fh)
+            w, c, ld = timed(gf_cmd, env, fh, tmp)
         res["gradflow"].append((w, c))
         print(f"  gradflow flow --json   wall {w:7.2f} s   CPU {c:7.2f} s   load {ld[0]:.1f} -> {ld[1]:.1f}",
               flush=True)
         if a.skip_torch:
             continue
-        w, c, ld = timed(pt_cmd, env, subprocess.DEVNULL)
+        w, c, ld = timed(pt_cmd, env, subprocess.DEVNULL, tmp)
         loop = float(np.load(tmp / "torch.npz")["loop"])
         res["pytorch"].append((w, c))
         print(f"  PyTorch loop process   wall {w:7.2f} s   CPU {c:7.2f} s   load {ld[0]:.1f} -> {ld[1]:.1f}"
               f"   (the loop alone {loop:.2f} s wall)", flush=True)
     med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in res.items() if v}
     print(f"median gradflow: wall {med['gradflow'][0]:.2f} s, CPU {med['gradflow'][1]:.2f} s")
+    if "baseline" in med:
+        print(f"median baseline: wall {med['baseline'][0]:.2f} s, CPU {med['baseline'][1]:.2f} s "
+              f"(baseline / this tree: wall {med['baseline'][0] / med['gradflow'][0]:.2f}x, "
+              f"CPU {med['baseline'][1] / med['gradflow'][1]:.2f}x)")
+        now, before = (json.loads((tmp / f).read_text()) for f in ("flow.json", "base.json"))
+        worst = max(abs(x[key] - y[key]) for x, y in zip(now["curve"], before["curve"], strict=True)
+                    for key in ("log10_norm_2", "log10_norm_fro", "log10_grad_norm"))
+        print(f"curves of this tree vs the baseline: max |Δ log10| {worst:.1e}; Lyapunov max |Δ| "
+              f"{max(abs(x - y) for x, y in zip(now['lyapunov'], before['lyapunov'], strict=True)):.1e}")
     if "pytorch" not in med:
         return
     print(f"median PyTorch:  wall {med['pytorch'][0]:.2f} s, CPU {med['pytorch'][1]:.2f} s")
