@@ -80,6 +80,47 @@ def torch_child(weights: str, inputs: str, out: str, threads: int) -> None:
     np.savez(out, curves=curves, loop=loop)
 
 
+def parts(n: int, T: int, threads: int) -> None:
+    """CPU time of each part of the default run, in this process (one BLAS thread count), and the
+    product chain's FLOP rate against the machine's GEMM rate for the chain's own shape."""
+    from threadpoolctl import threadpool_limits
+
+    sys.path.insert(0, str(ROOT))  # this source tree, not an installed gradflow
+    c0 = time.process_time()
+    import gradflow as gf
+    from gradflow._numeric.flow import _lyapunov
+
+    cpu = {"import gradflow": time.process_time() - c0}
+    threadpool_limits(threads)
+
+    def tm(label, fn):
+        c = time.process_time()
+        out = fn()
+        cpu[label] = time.process_time() - c
+        return out
+
+    net = tm("network (derive, compile)", lambda: gf.network("lstm", n, n, seed=0))
+    x = gf.random_inputs(T, n)
+    traj = tm("unroll", lambda: net.unroll(x))
+    tm("product chain alone (fill J_t, P J_t)", lambda: [None for _ in gf.products(net, traj, reuse=True)])
+    tm("gradient_flow without Lyapunov", lambda: gf.gradient_flow(net, x, lyapunov=False, threads=threads))
+    tm("8 leading Lyapunov exponents", lambda: _lyapunov(net, traj, 8))
+    N = 2 * n
+    rng = np.random.default_rng(0)
+    A, B, C = rng.standard_normal((N, N)), rng.standard_normal((N, n)), np.empty((N, n))
+    np.matmul(A, B, out=C)
+    c = time.process_time()
+    for _ in range(50):
+        np.matmul(A, B, out=C)
+    rate = 50 * 2 * N * N * n / (time.process_time() - c) / 1e9
+    for k, v in cpu.items():
+        print(f"  {k:40s} {v:6.2f} s CPU")
+    chain = cpu["product chain alone (fill J_t, P J_t)"]
+    flops = 2.0 * N * N * n * T
+    print(f"  the chain's FLOPs (2 N^2 n T = {flops / 1e9:.0f} GFLOP) at {flops / chain / 1e9:.1f} GFLOP/s = "
+          f"{100 * flops / chain / 1e9 / rate:.0f}% of the {N}x{N} @ {N}x{n} GEMM rate measured here ({rate:.1f})")
+
+
 def timed(cmd: list[str], env: dict, stdout, cwd) -> tuple[float, float, tuple]:
     """(wall s, CPU s of the child, load averages before and after) of one child process, run in
     ``cwd`` (not the source tree: ``python -m`` puts the working directory first on the path)."""
@@ -104,6 +145,7 @@ def main() -> None:
     ap.add_argument("--baseline", default=None, metavar="DIR",
                     help="also time the same command on another gradflow source tree (e.g. an older "
                          "commit unpacked with git archive), interleaved")
+    ap.add_argument("--parts", action="store_true", help="the CPU time of each part, in this process")
     ap.add_argument("--torch-child", nargs=4, metavar=("W", "X", "OUT", "THREADS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.torch_child:
@@ -111,6 +153,9 @@ def main() -> None:
         torch_child(w, x, out, int(th))
         return
 
+    if a.parts:
+        parts(a.hidden, a.steps, a.threads)
+        return
     import torch
 
     n, T = a.hidden, a.steps
