@@ -55,6 +55,7 @@ def test_fill_without_precompute_is_the_same_matrix(lstm_case):
     traj = net.unroll(x)
     fast, slow = JacobianOperator(net), JacobianOperator(net)
     fast.precompute(traj)
+    assert not slow.precompute(traj, limit=1)  # over the memory limit: per-step evaluation
     N = net.state_size
     for t in (1, 7, 25):
         env = net.step_env(traj, t)

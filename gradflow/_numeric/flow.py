@@ -371,7 +371,7 @@ def _jacobian_filler(net: Network, traj: Trajectory, truncated: bool):
     """``fill(J, t)``: J_t written into the buffer J; for NumPy by the derived terms with ``out=``
     and their vectors computed for all steps at once
     (:meth:`~gradflow._numeric.matrix_free.JacobianOperator.fill`), by the compiled blocks otherwise."""
-    if net.xp.__name__.split(".")[-1] == "numpy":
+    if isinstance(net, Network) and net.xp.__name__.split(".")[-1] == "numpy":  # not a stack's chain
         from .matrix_free import STEP, JacobianOperator
 
         try:

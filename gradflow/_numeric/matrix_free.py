@@ -143,17 +143,18 @@ class JacobianOperator:
             if ws:
                 self.stack[b] = xp.astype(xp.concat([env0[w] for w in ws], axis=0), self.dtype)
 
-    def precompute(self, traj: Trajectory, limit: int = 2**28) -> bool:
+    def precompute(self, traj: Trajectory, limit: int = 2**27) -> bool:
         """Evaluate every term's vector v for all T steps at once (one environment whose batch is
         the T·B rows of the trajectory: one GEMM per pre-activation instead of one matvec per step),
         kept for :meth:`fill`, :meth:`vjp` and :meth:`jvp` of environments that carry their step
-        (``env[STEP] = t``). Skipped (False) above ``limit`` bytes or when a named quantity has no
-        batch axis; the per-step evaluation is then used, with the same values."""
+        (``env[STEP] = t``). Skipped (False) when the vectors and the blocks' coefficient arrays
+        (twice T·B·n per term) would pass ``limit`` bytes, or when a named quantity has no batch
+        axis; the per-step evaluation is then used, with the same values."""
         xp = self.xp
         T, B = traj.steps, traj.states[0].shape[0]
         nv = sum(1 for t in self.terms if t.vfn is not None)
         self._pre, self._fused = None, {}
-        if not nv or T * B * self.n * nv * np.dtype(self.dtype).itemsize > limit or not traj.named:
+        if not nv or 2 * T * B * self.n * nv * np.dtype(self.dtype).itemsize > limit or not traj.named:
             return False
         named = {}
         for sym in traj.named[0]:
