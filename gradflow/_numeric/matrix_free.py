@@ -283,7 +283,7 @@ class JacobianOperator:
         scratch block), each v evaluated once; a block of diagonal terms writes its diagonal only.
         """
         n = self.n
-        B, N = J.shape[0], J.shape[-1]
+        B = J.shape[0]
         if not hasattr(self, "_groups"):
             groups: dict = {}
             for t in self.terms:
@@ -293,7 +293,7 @@ class JacobianOperator:
         if self._scratch.shape[0] != B or self._scratch.dtype != J.dtype:
             self._scratch = np.empty((B, n, n), dtype=J.dtype)
         env0 = self.net.env0()
-        flat = np.reshape(J, (B, N * N))
+        idx = np.arange(n)
         for (a, b), ts in self._groups.items():
             view = J[:, a * n:(a + 1) * n, b * n:(b + 1) * n]
             full = [t for t in ts if t.kind in ("weight", "dense")]
@@ -323,16 +323,14 @@ class JacobianOperator:
             diag = [t for t in ts if t.kind in ("diag", "identity")]
             if not diag:
                 continue
-            start = a * n * N + b * n
-            d = flat[:, start:start + (n - 1) * (N + 1) + 1:N + 1]   # a view of the block's diagonal
             acc = None
             for t in diag:
                 v = 1.0 if t.kind == "identity" else self._v(t, env)
                 acc = v if acc is None else acc + v
             if first:  # diagonal terms only: the off-diagonal entries stay 0
-                d[...] = acc
+                view[:, idx, idx] = acc
             else:
-                d += acc
+                view[:, idx, idx] += acc
         return J
 
     def flops(self, R: int, B: int = 1) -> int:
