@@ -207,7 +207,10 @@ class _Tracker:
         self.bases = {}
         for name, (rows, cols) in self.blocks.items():
             R, C = rows.stop - rows.start, cols.stop - cols.start
-            self.bases[name] = start_basis(xp, B, R, max(1, min(8, R, C)), dtype)
+            # 16 columns: P_k = P_{k+1} J_{k+1} has its leading left direction within the top 16 of
+            # P_{k+1} to about σ_17/σ_1, so one iteration certifies most k (LSTM n = 256, T = 500:
+            # 767 iterations instead of 1016 with 8; benchmarks/README.md)
+            self.bases[name] = start_basis(xp, B, R, max(1, min(16, R, C)), dtype)
         self.rng = np.random.default_rng(2024)
         self.stats: dict = {}
 
@@ -311,12 +314,16 @@ def _column_kinds(blocks, S: int) -> list[bool]:
     return [all(blk.kind != "dense" for blk in blocks if blk.b == b) for b in range(S)]
 
 
-def _times_jacobian(xp, P, J, blocks, diagonal_columns: list[bool], layout: StateLayout):
+def _times_jacobian(xp, P, J, blocks, diagonal_columns: list[bool], layout: StateLayout, out=None,
+                    scratch=None):
     """P · J for a J whose column blocks ``diagonal_columns`` hold diagonal blocks only: the dense
     columns by matmul, the diagonal ones by scaling P's column blocks (the LSTM's c column:
     diag(o ⊙ tanh′(c) ⊙ f) and diag(f)): half the FLOPs of the dense product for an LSTM."""
     B, N = P.shape[0], P.shape[-1]
-    out = xp.empty((B, N, J.shape[-1]), dtype=J.dtype)
+    if out is None:
+        out = xp.empty((B, N, J.shape[-1]), dtype=J.dtype)
+    if isinstance(P, np.ndarray) and isinstance(J, np.ndarray):
+        return _times_jacobian_np(P, J, blocks, diagonal_columns, layout, out, scratch)
     for b, diagonal in enumerate(diagonal_columns):
         cols = layout.slice(b)
         if not diagonal:
@@ -332,8 +339,59 @@ def _times_jacobian(xp, P, J, blocks, diagonal_columns: list[bool], layout: Stat
     return out
 
 
+def _times_jacobian_np(P, J, blocks, diagonal_columns: list[bool], layout: StateLayout, out, scratch=None):
+    """:func:`_times_jacobian` for NumPy arrays, written into ``out`` with ``out=``: one GEMM per
+    dense column block (BLAS reads the strided column block of J in place), the diagonal column
+    blocks as column scalings into ``out`` (one n-column scratch block)."""
+    for b, diagonal in enumerate(diagonal_columns):
+        cols = layout.slice(b)
+        if not diagonal:
+            np.matmul(P, J[:, :, cols], out=out[:, :, cols])
+            continue
+        first = True
+        for blk in blocks:
+            if blk.b != b:
+                continue
+            rows = layout.slice(blk.a)
+            # a contiguous copy of the diagonal: broadcast over N rows, a strided view of J costs
+            # a cache line per entry per row
+            d = np.ascontiguousarray(np.diagonal(J[:, rows, cols], axis1=-2, axis2=-1))[:, None, :]
+            if first:
+                np.multiply(P[:, :, rows], d, out=out[:, :, cols])
+                first = False
+            else:
+                if scratch is None or scratch.shape != out[:, :, cols].shape:  # a state of another size
+                    scratch = np.empty(out[:, :, cols].shape, dtype=out.dtype)
+                np.multiply(P[:, :, rows], d, out=scratch)
+                np.add(out[:, :, cols], scratch, out=out[:, :, cols])
+        if first:
+            out[:, :, cols] = 0.0
+    return out
+
+
+def _jacobian_filler(net: Network, traj: Trajectory, truncated: bool):
+    """``fill(J, t)``: J_t written into the buffer J; for NumPy by the derived terms with ``out=``
+    and their vectors computed for all steps at once
+    (:meth:`~gradflow._numeric.matrix_free.JacobianOperator.fill`), by the compiled blocks otherwise."""
+    if isinstance(net, Network) and net.xp.__name__.split(".")[-1] == "numpy":  # not a stack's chain
+        from .matrix_free import STEP, JacobianOperator
+
+        try:
+            op = JacobianOperator(net, truncated)
+        except GradflowError:  # no truncated form (a cell without c): the compiled blocks
+            return lambda J, t: net.fill_jacobian(J, net.step_env(traj, t), truncated)
+        op.precompute(traj)
+
+        def fill(J, t):
+            env = net.step_env(traj, t)
+            env[STEP] = t
+            return op.fill(J, env)
+        return fill
+    return lambda J, t: net.fill_jacobian(J, net.step_env(traj, t), truncated)
+
+
 def products(net: Network, traj: Trajectory, *, truncated: bool = False,
-             dense: bool = False) -> Iterator[Product]:
+             dense: bool = False, reuse: bool = False) -> Iterator[Product]:
     """The products ∂s_T/∂s_k = J_T J_{T−1} ⋯ J_{k+1} for k = T−1, …, 0, one backward pass.
 
     J_t is written into one (B, N, N) buffer, block by block from the derived expressions, and
@@ -347,9 +405,11 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False,
         dense: always multiply the whole N × N J_t (the reference path); by default column
             blocks of J_t made of diagonal blocks only (the LSTM's c column) scale P's columns
             instead of entering the matmul.
+        reuse: write the products into two alternating preallocated buffers (NumPy): each ``P``
+            is then valid only until the next product comes (for callers that keep none).
 
     Yields:
-        :class:`Product` for each k, latest first. Each ``P`` is a new array.
+        :class:`Product` for each k, latest first. Each ``P`` is a new array (unless ``reuse``).
     """
     xp, T, N = net.xp, traj.steps, net.state_size
     B = traj.states[0].shape[0]
@@ -369,11 +429,20 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False,
     diagonal_columns = _column_kinds(jblocks, S)
     structured = not dense and any(diagonal_columns)
 
+    fill = _jacobian_filler(net, traj, truncated)
+
+    bufs = [np.empty((B, N, N), dtype=net.dtype) for _ in range(2)] if reuse and isinstance(J, np.ndarray) else None
+    scratch = np.empty((B, N, net.hidden), dtype=net.dtype) if isinstance(J, np.ndarray) else None
+
     def times(P, Jm):
-        return _times_jacobian(xp, P, Jm, jblocks, diagonal_columns, net.layout) if structured else P @ Jm
+        out = None
+        if bufs is not None:  # the buffer the previous product is not in
+            out = bufs[1] if P is bufs[0] else bufs[0]
+        if not structured:
+            return P @ Jm if out is None else np.matmul(P, Jm, out=out)
+        return _times_jacobian(xp, P, Jm, jblocks, diagonal_columns, net.layout, out, scratch)
     for k in range(T - 1, -1, -1):
-        env = net.step_env(traj, k + 1)
-        net.fill_jacobian(J, env, truncated)
+        fill(J, k + 1)
         Jm = J
         jmax = xp.max(xp.abs(xp.reshape(J, (B, -1))), axis=-1)
         if not bool(xp.all(jmax < hi)):  # huge entries (σ_max(W) near overflow): scale J apart
@@ -406,7 +475,7 @@ def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral: Spe
     """
     tracker = _Tracker(net.xp, blocks or {}, traj.steps, traj.states[0].shape[0], net.dtype, spectral, tol)
     g = g_T[:, None, :] if blocks else None
-    for i, pr in enumerate(products(net, traj, truncated=truncated)):
+    for i, pr in enumerate(products(net, traj, truncated=truncated, reuse=each is None)):
         if each is not None:
             each(pr.k, pr.P, pr.log10_scale)
         if reverse is not None:
@@ -495,6 +564,14 @@ def lyapunov_exponents(net: Network, traj: Trajectory, count: int | None = None,
         with np.errstate(divide="ignore"):
             acc += np.log(to_host(d))
     return -np.sort(-(acc / T), axis=1)
+
+
+def _lyapunov(net: Network, traj: Trajectory, r: int):
+    """:func:`lyapunov_exponents` (same start, same QR steps) with J_t Q taken through the derived
+    blocks (:func:`~gradflow._numeric.matrix_free.matrix_free_lyapunov`): J_t is never assembled."""
+    from .matrix_free import matrix_free_lyapunov
+
+    return matrix_free_lyapunov(net, traj, r, precompute=True)
 
 
 # BLAS threads: below this N²·B a sweep runs on one thread (measured in benchmarks/README.md: on a
@@ -809,7 +886,7 @@ def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound
         car = sweep(net, traj, g, truncated=True, spectral=spectral, tol=tol,
                      blocks={"cell_state": blocks["cell_state"]}, reverse=rev_car)["cell_state"]
         car.log10_grad_norm = rev_car.norms["c"]
-    lyap = lyapunov_exponents(net, traj, r).mean(axis=0) if r else None
+    lyap = _lyapunov(net, traj, r).mean(axis=0) if r else None
     several = {name: parts[name] for name in net.cell.states} if len(net.cell.states) > 1 else None
     return Flow(net.cell.name, n, T, B, res["full"], res.get("cell_state"), car, lyap,
                 _pascanu_log10(net, T) if bound else None, several, loss, dtype=str(np.dtype(net.dtype)))

@@ -309,11 +309,104 @@ def read_npz(path: str, wanted: tuple[str, ...] | Callable[[str], bool],
     return out
 
 
+class _NotPlain(Exception):
+    """A .pt file that is more than tensors in dicts: read by torch instead."""
+
+
+#: the storage classes of a plain ``torch.save`` archive and their little-endian NumPy dtypes
+_PT_STORAGES = {"DoubleStorage": "f8", "FloatStorage": "f4", "HalfStorage": "f2", "LongStorage": "i8",
+                "IntStorage": "i4", "ShortStorage": "i2", "CharStorage": "i1", "ByteStorage": "u1",
+                "BoolStorage": "?"}
+
+
+def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
+    """A tensor of a plain archive as a NumPy array (a copy), its view checked against its storage."""
+    if hooks or not isinstance(storage, np.ndarray):
+        raise _NotPlain
+    size, stride = tuple(int(v) for v in size), tuple(int(v) for v in stride)
+    if len(size) != len(stride) or min(size + stride + (int(offset),), default=0) < 0:
+        raise _NotPlain
+    if 0 in size:
+        return np.zeros(size, dtype=storage.dtype)
+    last = int(offset) + sum((n - 1) * st for n, st in zip(size, stride, strict=True))
+    if last >= storage.shape[0]:
+        raise _NotPlain
+    view = np.lib.stride_tricks.as_strided(storage[int(offset):], shape=size,
+                                           strides=tuple(st * storage.itemsize for st in stride), writeable=False)
+    return np.array(view)
+
+
+def _read_pt_plain(path: str, what: str) -> Mapping[str, Any] | None:
+    """The state_dict of a plain ``torch.save`` zip archive (tensors in dicts, lists, numbers and
+    strings) read without torch, as NumPy arrays: a pickle whose only globals are
+    ``collections.OrderedDict``, ``torch._utils._rebuild_tensor_v2`` and the storage classes,
+    everything else refused. None when the file is anything more (torch then reads it, with
+    its own checks and messages)."""
+    import collections
+    import pickle
+
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return None
+    with z:
+        names = z.namelist()
+        pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pkl) != 1 or any("/code/" in n or n.endswith("/constants.pkl") for n in names):
+            return None
+        prefix = pkl[0][:-len("/data.pkl")]
+        order = "<"
+        if f"{prefix}/byteorder" in names:
+            word = z.read(f"{prefix}/byteorder").strip()
+            if word not in (b"little", b"big"):
+                return None
+            order = "<" if word == b"little" else ">"
+
+        class _Storage(str):
+            pass
+
+        class Reader(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) == ("collections", "OrderedDict"):
+                    return collections.OrderedDict
+                if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                    return _rebuild_tensor
+                if module == "torch" and name in _PT_STORAGES:
+                    return _Storage(name)
+                raise _NotPlain
+
+            def persistent_load(self, pid):
+                if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                        and isinstance(pid[1], _Storage) and isinstance(pid[2], str)):
+                    raise _NotPlain
+                member = f"{prefix}/data/{pid[2]}"
+                if member not in names:
+                    raise _NotPlain
+                _guard(z.getinfo(member).file_size, what)
+                dtype = np.dtype(_PT_STORAGES[pid[1]]).newbyteorder("<" if order == "<" else ">")
+                data = z.read(member)
+                if len(data) % dtype.itemsize or len(data) // dtype.itemsize < int(pid[4]):
+                    raise _NotPlain
+                return np.frombuffer(data, dtype=dtype).astype(dtype.newbyteorder("="))
+
+        try:
+            with z.open(pkl[0]) as f:
+                return Reader(f).load()
+        except (_NotPlain, pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
+                AttributeError, IndexError, zipfile.BadZipFile, OSError):
+            return None
+
+
 def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
     """A state_dict from a ``.pt`` file (or the state_dict of a TorchScript archive); ``kind`` names
-    the file in messages."""
+    the file in messages. A plain archive of tensors is read without importing torch
+    (:func:`_read_pt_plain`, as NumPy arrays); anything else by ``torch.load(weights_only=True)``."""
     what = f"{kind} file {path}"
     head = _open_file(path, kind)
+    if head.startswith(ZIP_MAGIC):
+        plain = _read_pt_plain(path, what)
+        if plain is not None:
+            return check_state(plain, what)
     try:
         import torch
     except ImportError:

@@ -53,6 +53,8 @@ def band_z(blocks: int) -> float:
     known = [d for d in _T999 if d <= dof]
     return _T999[max(known)] if known else _T999[1]
 _LN10 = math.log(10.0)
+#: the key of an environment's step t (1…T): lets :class:`JacobianOperator` use precomputed vectors
+STEP = "gradflow step"
 
 
 @dataclass(frozen=True)
@@ -143,8 +145,65 @@ class JacobianOperator:
             if ws:
                 self.stack[b] = xp.astype(xp.concat([env0[w] for w in ws], axis=0), self.dtype)
 
+    def precompute(self, traj: Trajectory, limit: int = 2**27) -> bool:
+        """Evaluate every term's vector v for all T steps at once (one environment whose batch is
+        the T·B rows of the trajectory: one GEMM per pre-activation instead of one matvec per step),
+        kept for :meth:`fill`, :meth:`vjp` and :meth:`jvp` of environments that carry their step
+        (``env[STEP] = t``). Skipped (False) when the vectors and the blocks' coefficient arrays
+        (twice T·B·n per term) would pass ``limit`` bytes, or when a named quantity has no batch
+        axis; the per-step evaluation is then used, with the same values."""
+        xp = self.xp
+        T, B = traj.steps, traj.states[0].shape[0]
+        nv = sum(1 for t in self.terms if t.vfn is not None)
+        self._pre, self._fused = None, {}
+        if not nv or 2 * T * B * self.n * nv * np.dtype(self.dtype).itemsize > limit or not traj.named:
+            return False
+        named = {}
+        for sym in traj.named[0]:
+            vals = [d[sym] for d in traj.named]
+            if not all(getattr(v, "ndim", 0) >= 1 and v.shape[0] == B for v in vals):
+                return False
+            named[sym] = xp.concat(vals, axis=0)
+        flat = Trajectory(xp.reshape(traj.inputs, (1, T * B, traj.inputs.shape[-1])),
+                          [xp.concat(traj.states[:-1], axis=0)], [named])
+        env = self.net.step_env(flat, 1)
+        pre = {}
+        for t in self.terms:
+            if t.vfn is None:
+                continue
+            v = self._v(t, env)
+            if getattr(v, "ndim", 0) != 2 or v.shape[0] != T * B:
+                continue  # a vector without the batch axis: evaluated per step
+            pre[id(t)] = xp.reshape(v, (T, B, v.shape[-1]))
+        self._pre = pre
+        # blocks made of weight terms only: Σ_g diag(v_g) W_g in one pass, rows i of the block
+        # being Σ_g v_g[i] W_g[i, :] (coefficients (T, B, n, G) against the stack (G, n, n))
+        env0 = self.net.env0()
+        fused: dict = {}
+        groups: dict = {}
+        for t in self.terms:
+            groups.setdefault((t.a, t.b), []).append(t)
+        for ab, ts in groups.items():
+            full = [t for t in ts if t.kind in ("weight", "dense")]
+            if not full or any(t.kind != "weight" or (t.vfn is not None and id(t) not in pre) for t in full):
+                continue
+            ws: list = []
+            for t in full:
+                if t.weight not in ws:
+                    ws.append(t.weight)
+            C = np.zeros((T, B, self.n, len(ws)), dtype=self.dtype)
+            for t in full:
+                g = ws.index(t.weight)
+                C[..., g] += pre[id(t)] if t.vfn is not None else _value(t.coeff, env)
+            fused[ab] = (C, np.stack([np.asarray(env0[w], dtype=self.dtype) for w in ws]))
+        self._fused = fused
+        return True
+
     def _v(self, t: _Term, env):
         xp = self.xp
+        pre = getattr(self, "_pre", None)
+        if pre and STEP in env and id(t) in pre:
+            return pre[id(t)][env[STEP] - 1]
         c = _value(t.coeff, env)
         if t.vfn is None:
             return c
@@ -218,6 +277,63 @@ class JacobianOperator:
             out[t.a] = term if out[t.a] is None else out[t.a] + term
         parts = [xp.zeros((B, R, n), dtype=X.dtype) if o is None else o for o in out]
         return parts[0] if self.S == 1 else xp.concat(parts, axis=-1)
+
+    def fill(self, J, env):
+        """Write J_t into the buffer J (B, N, N) (NumPy), whose entries outside the non-zero
+        blocks are 0 and stay 0: the same matrix as :meth:`Network.fill_jacobian`, assembled
+        from the terms coeff · diag(v) · W with ``out=`` (no temporaries beyond one n × n
+        scratch block), each v evaluated once; a block of diagonal terms writes its diagonal only.
+        """
+        n = self.n
+        B = J.shape[0]
+        if not hasattr(self, "_groups"):
+            groups: dict = {}
+            for t in self.terms:
+                groups.setdefault((t.a, t.b), []).append(t)
+            self._groups = groups
+            self._scratch = np.empty((B, n, n), dtype=J.dtype)
+        if self._scratch.shape[0] != B or self._scratch.dtype != J.dtype:
+            self._scratch = np.empty((B, n, n), dtype=J.dtype)
+        env0 = self.net.env0()
+        idx = np.arange(n)
+        for (a, b), ts in self._groups.items():
+            view = J[:, a * n:(a + 1) * n, b * n:(b + 1) * n]
+            full = [t for t in ts if t.kind in ("weight", "dense")]
+            first = True
+            fused = getattr(self, "_fused", {}).get((a, b)) if STEP in env else None
+            if fused is not None and fused[0].shape[1] == B:
+                np.einsum("zig,gij->zij", fused[0][env[STEP] - 1], fused[1], out=view)
+                full, first = [], False
+            for t in full:
+                if t.kind == "dense":
+                    M = np.asarray(t.fn(env), dtype=J.dtype)
+                    if first:
+                        view[...] = M
+                    else:
+                        np.add(view, M, out=view)
+                else:
+                    W = env0[t.weight]
+                    v = self._v(t, env)
+                    target = view if first else self._scratch
+                    if hasattr(v, "ndim") and v.ndim >= 1:
+                        np.multiply(np.reshape(v, (-1, n))[:, :, None], W, out=target)
+                    else:
+                        np.multiply(v, W, out=target)
+                    if not first:
+                        np.add(view, target, out=view)
+                first = False
+            diag = [t for t in ts if t.kind in ("diag", "identity")]
+            if not diag:
+                continue
+            acc = None
+            for t in diag:
+                v = 1.0 if t.kind == "identity" else self._v(t, env)
+                acc = v if acc is None else acc + v
+            if first:  # diagonal terms only: the off-diagonal entries stay 0
+                view[:, idx, idx] = acc
+            else:
+                view[:, idx, idx] += acc
+        return J
 
     def flops(self, R: int, B: int = 1) -> int:
         """The multiply–add FLOPs one :meth:`vjp` of R rows must do in its GEMMs (2·R·K·n each)."""
@@ -351,20 +467,26 @@ def sketch_sweep(net: Network, traj: Trajectory, g_T, blocks: dict, *, probes: i
     return {name: SketchCurves(**o) for name, o in out.items()}
 
 
-def matrix_free_lyapunov(net: Network, traj: Trajectory, count: int, *, dtype=None) -> np.ndarray:
+def matrix_free_lyapunov(net: Network, traj: Trajectory, count: int, *, dtype=None,
+                         precompute: bool = False) -> np.ndarray:
     """The ``count`` leading Lyapunov exponents, (B, count) descending, by QR of J_t Q carried
     as forward products J_t x through the derived blocks (no N × N matrix), started from the
-    same basis as :func:`gradflow.lyapunov_exponents` (``numpy.random.default_rng(0)``)."""
+    same basis as :func:`gradflow.lyapunov_exponents` (``numpy.random.default_rng(0)``).
+    ``precompute``: the blocks' vectors for all steps at once (:meth:`JacobianOperator.precompute`)."""
     xp, N, T = net.xp, net.state_size, traj.steps
     r = min(positive_int(count, "count"), N)
     B = traj.states[0].shape[0]
     dt = net.dtype if dtype is None else dtype
     op = JacobianOperator(net, False, dt)
+    if precompute:
+        op.precompute(traj)
     Q0 = np.eye(N) if r == N else np.linalg.qr(np.random.default_rng(0).standard_normal((N, r)))[0]
     X = xp.asarray(np.broadcast_to(Q0.T[None], (B, r, N)).copy(), dtype=dt)
     acc = np.zeros((B, r))
     for t in range(1, T + 1):
-        Z = op.jvp(X, net.step_env(traj, t))
+        env = net.step_env(traj, t)
+        env[STEP] = t
+        Z = op.jvp(X, env)
         Q, R = xp.linalg.qr(xp.matrix_transpose(Z))
         X = xp.matrix_transpose(Q)
         with np.errstate(divide="ignore"):
