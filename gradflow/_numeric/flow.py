@@ -571,6 +571,8 @@ def _lyapunov(net: Network, traj: Trajectory, r: int):
     blocks (:func:`~gradflow._numeric.matrix_free.matrix_free_lyapunov`): J_t is never assembled."""
     from .matrix_free import matrix_free_lyapunov
 
+    if not net.layout.uniform:  # states of other sizes (mLSTM): J_t assembled, as before
+        return lyapunov_exponents(net, traj, r)
     return matrix_free_lyapunov(net, traj, r, precompute=True)
 
 
