@@ -87,3 +87,26 @@ def test_good_files_still_load_both_formats(tmp_path):
         got = to_state_dict(network("lstm", weights=str(path)).weights)
         for key in ("weight_ih", "weight_hh"):
             np.testing.assert_array_equal(np.asarray(got[key]), getattr(mod, f"{key}_l0").detach().numpy())
+
+
+def test_broadcast_tensors_are_sized_before_they_are_copied(tmp_path, capsys):
+    """A stride-0 (expanded) tensor stores one entry but declares many: one declaring 58 TiB is
+    refused in one line before any copy; a small one is read with torch.load's values."""
+    z = lambda *s: torch.zeros(1, dtype=torch.float64).expand(*s)  # noqa: E731
+    n = m = 10**6
+    bomb = tmp_path / "bomb.pt"
+    torch.save({"weight_ih_l0": z(4 * n, m), "weight_hh_l0": z(4 * n, n), "bias_ih_l0": z(4 * n),
+                "bias_hh_l0": z(4 * n)}, bomb)
+    assert main(["flow", "lstm", "--hidden", "3", "--input", "2", "--steps", "4", "--weights", str(bomb)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "declares" in err[0] and "TiB" in err[0], err
+    from gradflow._numeric.loading import read_pt
+
+    small = tmp_path / "small.pt"
+    lstm = torch.nn.LSTM(2, 3).double()
+    state = {k: v.detach().clone() for k, v in lstm.state_dict().items()}
+    state["bias_hh_l0"] = torch.full((1,), 0.25, dtype=torch.float64).expand(12)
+    torch.save(state, small)
+    got = read_pt(str(small))
+    for k, v in state.items():
+        assert np.array_equal(np.asarray(got[k]), v.numpy()), k

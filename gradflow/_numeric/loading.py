@@ -159,6 +159,10 @@ def check_state(state: Any, source: str) -> Mapping[str, Any]:
         if key in state and key + "_l0" in state:
             raise GradflowError(f"{source} has both {key} and {key}_l0; keep one (gradflow would have "
                                 "to guess which is meant)")
+    # what the arrays will take once materialised: a broadcast view (stride 0) stores one entry
+    # but declares many, so the sizes are checked before any copy
+    _guard(sum(math.prod(int(d) for d in v.shape) * int(getattr(v, "itemsize", 8) or 8)
+               for v in state.values() if hasattr(v, "shape")), source)
     return state
 
 
@@ -328,6 +332,8 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=No
         raise _NotPlain
     if 0 in size:
         return np.zeros(size, dtype=storage.dtype)
+    if math.prod(size) > storage.shape[0]:  # a broadcast view (stride 0): more entries than stored
+        raise _NotPlain
     last = int(offset) + sum((n - 1) * st for n, st in zip(size, stride, strict=True))
     if last >= storage.shape[0]:
         raise _NotPlain
