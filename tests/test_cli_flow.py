@@ -122,6 +122,7 @@ def test_batch_records_are_means_of_per_sequence_values(tmp_path, capsys):
     (["flow", "lstm", "--hidden", "3", "--input", "2", "--steps", "3", "--init", "nope"], "init scheme"),
     (["flow", "gru", "--hidden", "3", "--input", "2", "--steps", "3", "--forget-bias", "1"], "forget gate"),
     (["flow", "lstm", "--weights", "/nonexistent/w.pt", "--steps", "3"], "not found"),
+    (["flow", "lstm", "--input", "2", "--steps", "3"], "needs --hidden"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     code, out, err = _run(capsys, *argv)
@@ -157,3 +158,13 @@ def test_derive_latex_and_list(capsys):
     assert code == 0 and [line.split()[0] for line in out.splitlines()][:2] == ["tanh-rnn", "relu-rnn"]
     code, out, err = _run(capsys, "derive", "lstm2")
     assert code == 2 and out == "" and err.startswith("gradflow: error: unknown cell 'lstm2'")
+
+
+def test_input_size_defaults_to_the_hidden_size(capsys):
+    """Without --input (initialised weights, random inputs) m = n, as in `gradflow report`: the
+    same curves as with --input equal to --hidden."""
+    runs = [json.loads(_run(capsys, "flow", "gru", "--hidden", "3", *extra, "--steps", "5", "--json")[1])
+            for extra in ([], ["--input", "3"])]
+    assert runs[0]["curve"] == runs[1]["curve"]
+    code, _, err = _run(capsys, "flow", "gru", "--hidden", "3", "--input", "2", "--steps", "5", "--json")
+    assert code == 0

@@ -113,7 +113,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``gradflow flow``."""
     p.add_argument("cell", help="cell name (gradflow derive --list)")
     p.add_argument("--hidden", help="hidden size n (taken from --weights if given)")
-    p.add_argument("--input", help="input size m (taken from --weights/--inputs if given)")
+    p.add_argument("--input", help="input size m (default: the hidden size; taken from --weights/--inputs "
+                   "when given)")
     p.add_argument("--steps", help="number of steps T (taken from --inputs if given)")
     p.add_argument("--batch", default=None, help="sequences in the batch (default 1)")
     p.add_argument("--seed", default=None, help="random seed for weights and inputs (default 0)")
@@ -251,8 +252,10 @@ def run(a: argparse.Namespace) -> int:
         net = network(cell, hidden, m, weights=a.weights, dtype=dtype, prefix=a.prefix, layer=layer,
                       direction=a.direction, forget_bias=float_option(a.forget_bias, "--forget-bias"))
     else:
+        if m is None and inputs is None:  # initialised weights, random inputs: m = n, as in report
+            m = hidden
         if hidden is None or m is None:
-            raise GradflowError("flow needs --hidden and --input (or --weights / --inputs)")
+            raise GradflowError("flow needs --hidden (or --weights)")
         if a.steps is None and inputs is None:
             raise GradflowError("flow needs --steps (or --inputs)")
         T = inputs.shape[0] if inputs is not None else int_option(a.steps, "--steps")
