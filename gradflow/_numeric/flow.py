@@ -622,10 +622,15 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
     """
     from .size_guard import choose_mode
 
+    if not isinstance(net, Network):
+        raise GradflowError(f"gradient_flow needs a Network (gradflow.network(...)), got {type(net).__name__}")
     r = lyapunov_count(lyapunov, net.state_size)
     loss_name, head, targets = _loss_spec(output, loss, head, targets)
     inputs, targets = _layout(net, inputs, targets, loss_name, batch_first)
     shape = getattr(inputs, "shape", None) or np.shape(inputs)
+    if len(shape) not in (2, 3):  # None, a string, a number: no steps to read (checked in full later)
+        raise GradflowError(f"inputs must be an array of shape (T, m) or (T, batch, m), got "
+                            f"{type(inputs).__name__} of shape {tuple(shape)}")
     B = int(shape[1]) if len(shape) == 3 else 1
     if mode not in FLOW_MODES:
         raise GradflowError(f"mode must be one of {', '.join(FLOW_MODES)}; got {mode!r}")

@@ -367,12 +367,23 @@ def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
                                 f"not unpickle code; {_SAVE_STATE_DICT}") from None
         if isinstance(e, (EOFError, pickle.UnpicklingError, RuntimeError)):
             raise GradflowError(f"{what} is not a readable PyTorch file (truncated or corrupt: "
-                                f"{text.splitlines()[0] if text else type(e).__name__})") from None
+                                f"{_torch_reason(text) or type(e).__name__})") from None
         raise GradflowError(f"{what} cannot be read: {type(e).__name__}: "
                             f"{text.splitlines()[0] if text else ''}") from None
     if hasattr(state, "state_dict") and callable(state.state_dict):
         state = state.state_dict()
     return check_state(state, what)
+
+
+def _torch_reason(text: str) -> str:
+    """The line of a ``torch.load`` error that says what is wrong with the file, without PyTorch's
+    advice to retry with ``weights_only=False`` (which would run the file's code)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        lines = [ln for ln in lines[1:] if not ln.startswith(("Please file an issue", "Check the documentation"))]
+        lines = [ln.removeprefix("WeightsUnpickler error:").strip() or ln for ln in lines]
+        lines = [ln for ln in lines if ln != "WeightsUnpickler error:"]
+    return lines[0] if lines else ""
 
 
 #: the pickled NumPy globals of plain arrays, scalars and dtypes (a checkpoint's metrics, say):

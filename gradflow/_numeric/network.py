@@ -285,6 +285,7 @@ def random_inputs(steps: int, input: int, *, batch: int = 1, seed: int = 0, dtyp
     """Standard normal inputs of shape (T, B, m) from ``seed``."""
     T = positive_int(steps, "steps")
     m, B = positive_int(input, "input size"), positive_int(batch, "batch")
+    seed = positive_int(seed, "seed", 0)
     x = np.random.default_rng(seed + 1_000_003).standard_normal((T, B, m)).astype(dtype)
     return x if xp is np else xp.asarray(x)
 

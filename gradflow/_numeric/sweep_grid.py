@@ -137,6 +137,8 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
     if init not in INIT_SCHEMES:
         raise GradflowError(f"unknown init scheme {init!r}; known: {', '.join(INIT_SCHEMES)}")
     gs = _numbers("gains", gains)
+    if min(gs) < 0:  # a gain scales W: σ_max(W) = gain under the orthogonal init
+        raise GradflowError(f"gains must be non-negative (the scale of W), got {min(gs):g}")
     fbs = _numbers("forget biases", forget_biases, allow_none=True)
     ns, Ts = _ints("hidden sizes", hidden), _ints("steps", steps)
     if min(Ts) < 2:  # one lag has no slope: every rate of the point would be missing

@@ -168,6 +168,20 @@ def _drift_sentence(name: str, series: np.ndarray, steps: int, what: str) -> tup
     return (f"$\\max_i |{what}_{{t,i}}|$ is {nums}", {"t": ts, "max_abs": vals, "drifts": drifts})
 
 
+def path_rates_sentence(name: str, block: float | None, carousel: float | None,
+                        through_h: float | None, full: float | None) -> str:
+    """The rates of the cell-state paths in one sentence; "decays at" only when none is positive
+    (a positive rate is growth: "decays at $0.0095$" would say the opposite)."""
+    if all(x is None or not x > 0 for x in (block, carousel, through_h, full)):
+        return (f"`{name}`: the $c \\to c$ block decays at {fmt_num(block)} per step, the carousel at "
+                f"{fmt_num(carousel)}, the paths through $h$ at {fmt_num(through_h)} (lags $\\ge 2$) and the "
+                f"full Jacobian at {fmt_num(full)}.")
+    return (f"`{name}`: per step of lag, $\\log_{{10}}$ of the norm changes by {fmt_num(block)} "
+            f"for the $c \\to c$ block, {fmt_num(carousel)} for the carousel, {fmt_num(through_h)} for "
+            f"the paths through $h$ (lags $\\ge 2$) and {fmt_num(full)} for the full "
+            "Jacobian (negative: it decays; positive: it grows).")
+
+
 def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, Measurement], hidden: int,
                      input: int, steps: int, seed: int, forget_bias: float | None = None,
                      figure_size: str = "two-column") -> Evidence:
@@ -358,9 +372,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                     "first_lag_through_h_exceeds_carousel": cross,
                     "log10_block_T": float(blk[0]), "log10_carousel_T": float(car[0])}
             path_claims[c.name] = info
-            text = (f"`{c.name}`: the $c \\to c$ block decays at {fmt_num(r_blk)} per step, the carousel at "
-                    f"{fmt_num(r_car)}, the paths through $h$ at {fmt_num(r_thr)} (lags $\\ge 2$) and the "
-                    f"full Jacobian at {fmt_num(r.rate_full)}.")
+            text = path_rates_sentence(c.name, r_blk, r_car, r_thr, r.rate_full)
             if carousel(c).constant:
                 dev = float(np.max(np.abs(car))) if np.all(np.isfinite(car)) else float("inf")
                 text += (" The carousel curve is flat at $\\log_{10} \\lVert I \\rVert_2 = 0$ "

@@ -1,0 +1,146 @@
+"""Regression tests of a fresh-eyes review (new user, lecturer, attacker): one test per defect.
+
+Each test failed before its fix: a traceback or a foreign exception instead of one GradflowError,
+a sweep that started on a meaningless gain, a report sentence that said the opposite of its number,
+PyTorch's advice to load an unreadable file with ``weights_only=False``, NumPy overflow warnings on
+saturated units.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+import gradflow as gf
+from gradflow._cli import main
+from gradflow._symbolic.cells import get_cell
+from gradflow._views.bibtex import bibliography
+from gradflow._views.document import Doc
+from gradflow._views.report import introduction
+
+
+@pytest.fixture(scope="module")
+def lstm():
+    return gf.network("lstm", hidden=3, input=2, seed=0)
+
+
+@pytest.mark.parametrize("inputs", [None, "abc", 3.0, np.float64(2.0)])
+def test_inputs_that_are_no_array_are_one_error(lstm, inputs):
+    """They raised IndexError ('tuple index out of range') from the shape read in gradient_flow."""
+    with pytest.raises(gf.GradflowError, match="inputs must be an array of shape"):
+        gf.gradient_flow(lstm, inputs)
+
+
+@pytest.mark.parametrize("net", ["lstm", None, {"weight_ih": 1}])
+def test_gradient_flow_needs_a_network(net):
+    """A cell name or None raised AttributeError ('str' object has no attribute 'state_size')."""
+    with pytest.raises(gf.GradflowError, match="needs a Network"):
+        gf.gradient_flow(net, np.zeros((3, 1, 2)))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"gain": "2"}, "gain must be a finite number"),
+    ({"gain": -1.0, "init": "orthogonal"}, "gain must be a non-negative"),  # was: 'high - low < 0'
+    ({"gain": -1.0, "init": "glorot"}, "gain must be a non-negative"),
+    ({"gain": -0.5}, "gain must be a non-negative"),  # the pytorch init accepted it silently
+    ({"seed": -1}, "seed must be a non-negative integer"),  # was NumPy's ValueError
+    ({"seed": 1.5}, "seed must be a non-negative integer"),  # was TypeError
+    ({"forget_bias": "1"}, "forget bias must be a finite number"),  # was TypeError
+])
+def test_init_arguments_of_the_wrong_kind_are_one_error(kwargs, match):
+    with pytest.raises(gf.GradflowError, match=match):
+        gf.network("lstm", hidden=3, input=2, **kwargs)
+
+
+@pytest.mark.parametrize("seed", [-1, "a", 0.5])
+def test_random_inputs_seed_is_checked(seed):
+    """seed=-1 was silently accepted (the RNG was seeded with seed + 1000003); 'a' raised TypeError."""
+    with pytest.raises(gf.GradflowError, match="seed must be a non-negative integer"):
+        gf.random_inputs(3, 2, seed=seed)
+
+
+def test_a_negative_gain_is_refused_before_a_sweep_starts(tmp_path, capsys):
+    """--gains -1 ran the sweep, created DIR and failed each point with 'ValueError: high - low < 0'."""
+    with pytest.raises(gf.GradflowError, match="gains must be non-negative"):
+        gf.grid_points(["tanh-rnn"], gains=[-1.0, 1.0], hidden=[2], steps=[3])
+    out = tmp_path / "sweep"
+    code = main(["sweep", "tanh-rnn", "-o", str(out), "--gains=-1,1", "--hidden", "2", "--steps", "3",
+                 "--workers", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("gradflow: error: gains must be non-negative") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def _intro_markdown(cells: list[str]) -> str:
+    doc = Doc(bibliography())
+    b = types.SimpleNamespace(doc=doc, cells=[get_cell(c) for c in cells], versions={"gradflow": "0"},
+                              date="2026-01-01")
+    introduction(b)  # type: ignore[arg-type]
+    return doc.markdown()
+
+
+def test_the_introduction_names_elman_only_when_an_elman_network_is_studied():
+    """'The simple recurrent network studied here goes back to Elman (1990)' was printed in a
+    report on lru, mamba-zoh, mingru and slstm, which studies no simple recurrent network."""
+    modern = _intro_markdown(["lru", "mamba-zoh", "mingru", "slstm"])
+    assert "studied here" not in modern and "Elman" not in modern
+    assert "Elman (1990)" in _intro_markdown(["lstm", "relu-rnn"])
+
+
+def _signed_rates(sentence: str, verb: str) -> list[float]:
+    return [float(x) for x in re.findall(verb + r" \$(-?[0-9.]+)\$", sentence)]
+
+
+def test_a_growing_cell_state_is_not_said_to_decay():
+    """lstm-1997 at the report defaults: 'the c → c block decays at $0.0095$ per step' (it grows)."""
+    from gradflow._views.evidence import path_rates_sentence  # the sentence, moved out of the section
+
+    grows = path_rates_sentence("lstm-1997", 0.0095, 0.0, 0.0131, 0.0094)
+    assert "decays at" not in grows
+    assert "changes by $0.0095$" in grows and "positive: it grows" in grows
+    vanishes = path_rates_sentence("lstm", -0.0894, -0.1328, -0.0878, -0.0897)
+    assert _signed_rates(vanishes, "decays at") == [-0.0894]
+    assert "carousel at $-0.1328$" in vanishes and "at $-0.0897$" in vanishes
+
+
+def test_an_unreadable_pt_file_does_not_advise_weights_only_false(tmp_path, capsys):
+    """PyTorch's first error line ('Re-running torch.load with weights_only set to False will
+    likely succeed') was the whole reason given: advice to run a file's code."""
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(gf.GradflowError) as e:
+        gf.network("lstm", weights=str(bad))
+    msg = str(e.value)
+    assert "not a readable PyTorch file" in msg
+    assert "weights_only" not in msg and "Re-running" not in msg and "\n" not in msg
+
+
+def test_saturated_tanh_units_give_a_zero_jacobian_without_overflow_warnings():
+    """A pre-activation near float64's limit (here a = 1e308, finite): sech²(a) overflowed in
+    −2|a| and NumPy warned on stderr. Oracle: PyTorch autograd of nn.RNNCell at the same weights
+    and inputs is exactly 0 (tanh′ at a saturated unit underflows there too)."""
+    torch = pytest.importorskip("torch")
+    sd = {"weight_ih": np.eye(2), "weight_hh": 0.5 * np.eye(2), "bias_ih": np.zeros(2), "bias_hh": np.zeros(2)}
+    net = gf.network("tanh-rnn", weights=sd)
+    x = np.full((2, 1, 2), 1e308)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flow = gf.gradient_flow(net, x, lyapunov=False)
+    assert np.all(np.isneginf(flow.full.mean()["log10_norm_2"]))
+    cell = torch.nn.RNNCell(2, 2).double()
+    cell.load_state_dict({k: torch.tensor(v) for k, v in sd.items()})
+    xt = torch.tensor(x)
+
+    def run(h0):
+        h = h0[None]
+        for t in range(2):
+            h = cell(xt[t], h)
+        return h[0]
+
+    J = torch.autograd.functional.jacobian(run, torch.zeros(2, dtype=torch.float64))
+    assert float(J.abs().max()) == 0.0
