@@ -144,3 +144,34 @@ def test_saturated_tanh_units_give_a_zero_jacobian_without_overflow_warnings():
 
     J = torch.autograd.functional.jacobian(run, torch.zeros(2, dtype=torch.float64))
     assert float(J.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["report", "lstm", "-o", "out", "--figure-size", "huge"], "invalid choice: 'huge'"),
+    (["report", "-o", "out"], "required: CELL"),
+    (["derive", "lstm", "gru"], "unrecognized arguments: gru"),
+    (["flow", "lstm", "--hidden"], "expected one argument"),
+    (["nosuch"], "invalid choice: 'nosuch'"),
+])
+def test_argument_errors_are_one_line_like_every_other_bad_input(argv, words, capsys):
+    """argparse printed a usage block and 'gradflow report: error: …', not one 'gradflow: error:' line."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err.startswith("gradflow: error: ") and words in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: gf.singular_values("lstm", np.zeros((3, 1, 2)), [0]), "singular_values needs a Network"),
+    (lambda: gf.cell_state_paths(None, np.zeros((3, 1, 2))), "cell_state_paths needs a Network"),
+    (lambda: gf.state_drift("lstm", np.zeros((3, 1, 2))), "state_drift needs a Network"),
+    (lambda: gf.stacked_flow(None, np.zeros((3, 1, 2))), "stacked_flow needs a StackedNetwork"),
+    (lambda: gf.plot_decay(None), "plot_decay takes a Flow or a list of Flows"),
+    (lambda: gf.plot_phase_diagram(None), "plot_phase_diagram takes a PhaseGrid"),
+    (lambda: gf.plot_depth_time(object()), "plot_depth_time takes a StackedFlow"),
+])
+def test_public_functions_refuse_the_wrong_object_with_one_error(call, match):
+    """Each raised AttributeError or TypeError ('NoneType' object has no attribute 'unroll', …)."""
+    with pytest.raises(gf.GradflowError, match=match):
+        call()

@@ -27,8 +27,16 @@ COMMANDS: dict[str, ModuleType] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line ``gradflow: error: …`` (exit 2), as every other
+    bad input's, instead of a usage block and a ``gradflow report: error:`` line."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"gradflow: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="gradflow",
         description="Why gradients vanish in recurrent networks: exact derivations and measured curves.",
     )

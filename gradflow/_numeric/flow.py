@@ -39,7 +39,7 @@ from .compile import compile_expr
 from .diagonal import diagonal_curves, is_diagonal
 from .loading import note
 from .loss import Reverse, backward_norms, cotangents, read_initial
-from .network import Network, Trajectory, network, random_inputs, to_host
+from .network import Network, Trajectory, check_network, network, random_inputs, to_host
 from .spectral import spectral_blocks, spectral_norm, start_basis
 
 __all__ = ["Curves", "Flow", "Network", "Product", "Trajectory", "decay_rate", "gradient_flow", "loss_gradient",
@@ -622,8 +622,7 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
     """
     from .size_guard import choose_mode
 
-    if not isinstance(net, Network):
-        raise GradflowError(f"gradient_flow needs a Network (gradflow.network(...)), got {type(net).__name__}")
+    check_network(net, "gradient_flow")
     r = lyapunov_count(lyapunov, net.state_size)
     loss_name, head, targets = _loss_spec(output, loss, head, targets)
     inputs, targets = _layout(net, inputs, targets, loss_name, batch_first)
@@ -839,7 +838,7 @@ def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | No
     """
     from .product_svd import product_singular_values
 
-    traj = net.unroll(inputs, initial)
+    traj = check_network(net, "singular_values").unroll(inputs, initial)
     T = traj.steps
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 0 or ks[-1] >= T:

@@ -281,6 +281,13 @@ class Network:
         return J
 
 
+def check_network(net: Any, what: str) -> Network:
+    """``net`` when it is a :class:`Network`; one :class:`GradflowError` naming ``what`` otherwise."""
+    if not isinstance(net, Network):
+        raise GradflowError(f"{what} needs a Network (gradflow.network(...)), got {type(net).__name__}")
+    return net
+
+
 def random_inputs(steps: int, input: int, *, batch: int = 1, seed: int = 0, dtype=np.float64, xp=np):
     """Standard normal inputs of shape (T, B, m) from ``seed``."""
     T = positive_int(steps, "steps")

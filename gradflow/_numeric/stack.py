@@ -757,6 +757,9 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
             loss on every step); default L = Σ_i (y_T)_i.
         spectral, tol, lyapunov: as :func:`~gradflow.gradient_flow`.
     """
+    if not isinstance(net, StackedNetwork):
+        raise GradflowError(f"stacked_flow needs a StackedNetwork (gradflow.stacked_network(...)), "
+                            f"got {type(net).__name__}")
     traj = net.unroll(inputs, initial)
     T, B = traj.steps, traj.batch
     given = cotangents is not None
