@@ -175,3 +175,12 @@ def test_public_functions_refuse_the_wrong_object_with_one_error(call, match):
     """Each raised AttributeError or TypeError ('NoneType' object has no attribute 'unroll', …)."""
     with pytest.raises(gf.GradflowError, match=match):
         call()
+
+
+def test_probes_that_do_not_split_into_the_probe_blocks_are_named_as_the_cli_option(capsys):
+    """--probes 4 said 'probes (4) must be a multiple of probe_blocks (8)': an option the CLI lacks."""
+    code = main(["flow", "lstm", "--hidden", "2", "--input", "2", "--steps", "2", "--mode", "matrix-free",
+                 "--probes", "12"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("gradflow: error: --probes must be a multiple of 8")
+    assert "probe_blocks" not in err and err.count("\n") == 1

@@ -32,7 +32,8 @@ class OneLineParser(argparse.ArgumentParser):
     bad input's, instead of a usage block and a ``gradflow report: error:`` line."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"gradflow: error: {message} (see: {self.prog} --help)\n")
+        see = f"{self.prog} --help" if " " in self.prog else "gradflow --help, or gradflow COMMAND --help"
+        self.exit(2, f"gradflow: error: {message} (see: {see})\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
