@@ -184,3 +184,47 @@ def test_probes_that_do_not_split_into_the_probe_blocks_are_named_as_the_cli_opt
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("gradflow: error: --probes must be a multiple of 8")
     assert "probe_blocks" not in err and err.count("\n") == 1
+
+
+def _teaching_markdown(cells: list[str]) -> str:
+    from gradflow._views.teaching import teach
+
+    doc = Doc(bibliography())
+    teach(doc, [get_cell(c) for c in cells])
+    return doc.markdown()
+
+
+def test_the_worked_cell_state_example_is_read_off_the_cell_it_names():
+    """The worked example printed 'c_{t,i} = f_{t,i} c_{t-1,i} + i_{t,i} g_{t,i}, and the gates …
+    and the candidate g_t … do not read c_{t-1}' for every forget-gate cell: sLSTM's candidate is
+    z_t, and a peephole gate reads c_{t-1} (so its c → c block is not diag(f_t) at all)."""
+    import sympy as sp
+
+    md = _teaching_markdown(["slstm"])
+    para = md[md.index("The same steps for the cell state of `slstm`"):]
+    para = para[: para.index("($\\delta_{ij}$")]
+    assert "z_{t}" in para and "g_{t}" not in para
+    assert "f_{t,i}{\\thinspace} \\delta_{ij}" in para
+    # oracle: sLSTM's cell update (Beck et al. 2024) written out at n = 2, differentiated by SymPy
+    c_prev, h_prev = sp.Matrix(sp.symbols("c1 c2")), sp.Matrix(sp.symbols("h1 h2"))
+
+    def gate(g):  # the pre-activation W_g h_{t-1} + (U_g x_t + b_g), the latter one symbol a
+        return sp.Matrix([sp.Symbol(f"a{g}{k}") + sum(sp.Symbol(f"W{g}{k}{j}") * h_prev[j] for j in range(2))
+                          for k in range(2)])
+
+    f = gate("f").applyfunc(lambda a: 1 / (1 + sp.exp(-a)))
+    i, z = gate("i").applyfunc(sp.exp), gate("z").applyfunc(sp.tanh)
+    c = sp.Matrix([f[k] * c_prev[k] + i[k] * z[k] for k in range(2)])
+    assert sp.simplify(c.jacobian(c_prev) - sp.diag(*f)) == sp.zeros(2, 2)
+    # a peephole gate reads c_{t-1}: no such paragraph for it
+    assert "The same steps for the cell state" not in _teaching_markdown(["peephole-lstm"])
+
+
+def test_a_three_state_cell_is_not_called_a_pair(tmp_path):
+    """sLSTM's state (h, c, n) was introduced as 'the pair s_t = (h_t, c_t, n_t)'."""
+    from gradflow._views.derivation import derive_cell
+
+    doc = Doc(bibliography())
+    derive_cell(doc, get_cell("slstm"))
+    md = doc.markdown()
+    assert "The state is the triple $s_t = (h_{t}, c_{t}, n_{t})$" in md and "the pair" not in md

@@ -91,7 +91,8 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                  "$n \\times n$ matrix):")
     else:
         names = ", ".join(latex(st.new[s]) for s in cell.states)
-        doc.para(f"The state is the pair $s_t = ({names})$, so the one-step Jacobian "
+        kind = {2: "pair", 3: "triple"}.get(len(cell.states), f"{len(cell.states)}-tuple")
+        doc.para(f"The state is the {kind} $s_t = ({names})$, so the one-step Jacobian "
                  f"$\\partial s_t/\\partial s_{{t-1}}$ has {len(cell.states) ** 2} blocks, each "
                  "$n \\times n$ in numerator layout (row $i$ of a block holds the derivatives of the "
                  "$i$-th entry of its numerator). Differentiating the step through the named "
