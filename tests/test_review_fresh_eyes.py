@@ -228,3 +228,14 @@ def test_a_three_state_cell_is_not_called_a_pair(tmp_path):
     derive_cell(doc, get_cell("slstm"))
     md = doc.markdown()
     assert "The state is the triple $s_t = (h_{t}, c_{t}, n_{t})$" in md and "the pair" not in md
+
+
+def test_a_curve_that_meets_its_bound_is_not_said_to_lie_below_it():
+    """An IRNN (W = I, all units on) has log10 ‖∂h_T/∂h_k‖ = 0 = its bound at every k; the report
+    said 'the measured curve lies below the bound at every k'."""
+    from gradflow._views.evidence import bound_sentence
+
+    on = bound_sentence(np.zeros(5), np.zeros(5))
+    assert "below" not in on and "meets it" in on
+    assert "lies below the bound at every $k$" in bound_sentence(np.array([-3.0, -2.0]), np.array([0.1, 0.05]))
+    assert "ABOVE" in bound_sentence(np.array([0.5]), np.array([0.0]))

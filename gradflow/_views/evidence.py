@@ -168,6 +168,16 @@ def _drift_sentence(name: str, series: np.ndarray, steps: int, what: str) -> tup
     return (f"$\\max_i |{what}_{{t,i}}|$ is {nums}", {"t": ts, "max_abs": vals, "drifts": drifts})
 
 
+def bound_sentence(curve: np.ndarray, bound: np.ndarray, tol: float = 1e-9) -> str:
+    """How the measured log10 curve sits against its bound: below it, on it at some k (an identity
+    W, say, meets the bound exactly), or above it (a contradiction of the algebra)."""
+    if not np.all(curve <= bound + tol):
+        return "the measured curve lies ABOVE the bound at some $k$, which contradicts the algebra: please report this."
+    if np.any(np.abs(curve - bound) <= tol):
+        return "the measured curve never exceeds the bound and meets it at some $k$, as the algebra allows."
+    return "the measured curve lies below the bound at every $k$, as it must."
+
+
 def path_rates_sentence(name: str, block: float | None, carousel: float | None,
                         through_h: float | None, full: float | None) -> str:
     """The rates of the cell-state paths in one sentence; "decays at" only when none is positive
@@ -297,12 +307,9 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
             text = (f"`{c.name}`: decay rate {fmt_num(r.rate_full)} per step, "
                     f"$\\log_{{10}}\\lVert \\partial s_T/\\partial s_0 \\rVert_2$ = {fmt_num(full[0], '{:.2f}')}")
         if f.bound is not None:
-            below = bool(np.all(full <= np.asarray(f.bound) + 1e-9))
             sigma = "" if r.sigma_max_W is None else f"; $\\sigma_{{\\max}}(W)$ = {fmt_num(r.sigma_max_W)}"
             text += (f"{sigma}; bound rate "
-                     f"{fmt_num(r.rate_bound)} per step; the measured curve lies "
-                     + ("below the bound at every $k$, as it must." if below else
-                        "ABOVE the bound at some $k$, which contradicts the algebra: please report this."))
+                     f"{fmt_num(r.rate_bound)} per step; " + bound_sentence(full, np.asarray(f.bound)))
         else:
             text += "."
         if c.name in ("gru", "gru-cho"):
