@@ -239,3 +239,26 @@ def test_a_curve_that_meets_its_bound_is_not_said_to_lie_below_it():
     assert "below" not in on and "meets it" in on
     assert "lies below the bound at every $k$" in bound_sentence(np.array([-3.0, -2.0]), np.array([0.1, 0.05]))
     assert "ABOVE" in bound_sentence(np.array([0.5]), np.array([0.0]))
+
+
+def _exploding_relu() -> gf.Network:
+    """h_t = relu(1000 h_{t-1} + x_t + 1): every unit stays on, so ∂h_T/∂h_k = (1000 I)^{T-k}."""
+    sd = {"weight_ih": np.ones((2, 1)), "weight_hh": 1000.0 * np.eye(2), "bias_ih": np.ones(2),
+          "bias_hh": np.zeros(2)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the note that a state_dict does not record the nonlinearity
+        return gf.network("relu-rnn", weights=sd)
+
+
+def test_a_state_that_overflows_is_an_error_not_a_vanished_gradient(capsys):
+    """At T = 120 the state passed 1.8e308 at step 104, then became NaN; ReLU′(NaN) = 0 made every
+    product an exact 0, printed as −inf ('the gradient vanished') with exit 0, where the true
+    log10 ‖∂h_T/∂h_k‖₂ is 3 (T − k), growing."""
+    net, x = _exploding_relu(), np.ones((100, 1, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        flow = gf.gradient_flow(net, x, lyapunov=False)
+        k = np.arange(100)
+        np.testing.assert_allclose(flow.full.mean()["log10_norm_2"], 3.0 * (100 - k), rtol=0, atol=1e-9)
+        with pytest.raises(gf.GradflowError, match="the state overflowed at step t = 1"):
+            gf.gradient_flow(net, np.ones((120, 1, 1)))

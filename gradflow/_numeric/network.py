@@ -213,6 +213,7 @@ class Network:
             named.append({sym: env[sym] for sym, _ in self._k.forward})
             s = self._state(env)
             states.append(s)
+        check_finite_states(xp, states, self.cell.name)
         return Trajectory(inputs, states, named)
 
     def step(self, s_prev, x):
@@ -279,6 +280,26 @@ class Network:
             if n > 1 and bool(J[0, blk.a * n + 1, blk.b * n + 1] != v[0, 1]):  # reshape copied
                 J[:, rows, cols] = dense_diag(v, env)
         return J
+
+
+def check_finite_states(xp: Any, states: list, what: str) -> None:
+    """One :class:`GradflowError` when a state s_t (t = 1…T) left float64's (float32's) range.
+
+    A state that overflowed to ±inf, and the NaN that follows it (inf − inf), would give
+    Jacobians of no meaning: a ReLU's H(NaN) is 0, so the products would read as an exact 0, a
+    vanished gradient, where the true one explodes.
+    """
+    ok = xp.all(xp.isfinite(states[-1]))
+    for s in states[1:-1]:
+        ok = ok & xp.all(xp.isfinite(s))
+    if bool(ok):
+        return
+    t = next(i for i, s in enumerate(states) if not bool(xp.all(xp.isfinite(s))))
+    big = float(xp.max(xp.abs(states[t - 1]))) if t > 0 else float("nan")
+    raise GradflowError(f"{what}: the state overflowed at step t = {t} (|s_{t - 1}| reached {big:.3g}, beyond "
+                        f"the range of {xp.asarray(states[t]).dtype}): the forward pass, and with it every "
+                        "Jacobian from that step on, is not representable; scale the weights or inputs "
+                        "down, or use fewer steps")
 
 
 def check_network(net: Any, what: str) -> Network:

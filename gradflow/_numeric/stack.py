@@ -48,7 +48,7 @@ from .compile import compile_expr, dense_diag, stable_substitutions
 from .flow import Curves, blas_threads, json_number, lyapunov_exponents, sweep, thread_limit
 from .loading import check_dtype, note, read_weights_file, real_array
 from .loss import cotangents as loss_cotangents
-from .network import kernels, to_host
+from .network import check_finite_states, kernels, to_host
 from .weights import init_weights, to_state_dict
 
 DIRECTIONS = ("forward", "reverse")
@@ -358,6 +358,7 @@ class StackedNetwork:
                     s = lay.state(env)
                     ss.append(s)
                     es.append(env)
+                check_finite_states(xp, ss, f"layer {l} {DIRECTIONS[d]}")
                 states[(l, DIRECTIONS[d])], envs[(l, DIRECTIONS[d])] = ss, es
                 h = xp.stack([st[:, lay.output] for st in ss[1:]], axis=0)  # own clock
                 outs.append(h if d == 0 else xp.flip(h, axis=0))
