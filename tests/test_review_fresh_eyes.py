@@ -262,3 +262,21 @@ def test_a_state_that_overflows_is_an_error_not_a_vanished_gradient(capsys):
         np.testing.assert_allclose(flow.full.mean()["log10_norm_2"], 3.0 * (100 - k), rtol=0, atol=1e-9)
         with pytest.raises(gf.GradflowError, match="the state overflowed at step t = 1"):
             gf.gradient_flow(net, np.ones((120, 1, 1)))
+
+
+def _tanh_rnn(r):
+    return {"h": gf.tanh(r.affine())}
+
+
+@pytest.mark.parametrize("name", ["my_cell%$&#", "../escape", "a/b", "x{y}", "c\\d"])
+def test_a_cell_name_that_would_name_files_badly_is_refused(name):
+    """A cell's name becomes figure file names (slide-decay-NAME.pdf) and LaTeX: '../escape' and
+    'my_cell%$&#' were accepted."""
+    with pytest.raises(gf.GradflowError, match="a cell name is one word"):
+        gf.make_cell(name, _tanh_rnn)
+
+
+def test_a_state_of_the_wrong_size_is_one_error():
+    """A definition returning h_t = x_t (m entries, not n) raised KeyError: h_{t} from jacobian()."""
+    with pytest.raises(gf.GradflowError, match="state h must be a column of n entries"):
+        gf.make_cell("h-is-x", lambda r: {"h": r.x})
