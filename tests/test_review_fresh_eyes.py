@@ -280,3 +280,24 @@ def test_a_state_of_the_wrong_size_is_one_error():
     """A definition returning h_t = x_t (m entries, not n) raised KeyError: h_{t} from jacobian()."""
     with pytest.raises(gf.GradflowError, match="state h must be a column of n entries"):
         gf.make_cell("h-is-x", lambda r: {"h": r.x})
+
+
+def test_the_training_recorder_does_not_empty_a_file_it_did_not_write(tmp_path):
+    """Recorder(path=…) opened the path with mode 'w' before anything else: a file given by
+    mistake (notes, a checkpoint) was emptied; a missing folder raised FileNotFoundError."""
+    torch = pytest.importorskip("torch")
+    from gradflow.torch import Recorder
+
+    rnn, x = torch.nn.LSTM(3, 4), torch.randn(4, 1, 3)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious\n")
+    with pytest.raises(gf.GradflowError, match="not a gradflow recording"):
+        Recorder(rnn, every=1, inputs=x, path=notes)
+    assert notes.read_text() == "precious\n"
+    with pytest.raises(gf.GradflowError, match="does not exist"):
+        Recorder(rnn, every=1, inputs=x, path=tmp_path / "missing" / "flow.jsonl")
+    log = tmp_path / "flow.jsonl"  # its own recording is started afresh, as documented
+    rec = Recorder(rnn, every=1, inputs=x, path=log)
+    rec.step(0)
+    Recorder(rnn, every=1, inputs=x, path=log)
+    assert log.read_text() == ""
