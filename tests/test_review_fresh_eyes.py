@@ -301,3 +301,10 @@ def test_the_training_recorder_does_not_empty_a_file_it_did_not_write(tmp_path):
     rec.step(0)
     Recorder(rnn, every=1, inputs=x, path=log)
     assert log.read_text() == ""
+
+
+def test_carousel_on_a_cell_without_a_cell_state_is_refused(capsys):
+    """`gradflow flow tanh-rnn … --carousel` printed the table without the carousel column, silently."""
+    code = main(["flow", "tanh-rnn", "--hidden", "2", "--input", "2", "--steps", "2", "--carousel"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("gradflow: error: --carousel applies to cells with a cell state c")

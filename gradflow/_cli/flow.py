@@ -186,6 +186,9 @@ def run(a: argparse.Namespace) -> int:
 
     cell = get_cell(a.cell)
     _no_effect(a)
+    if a.carousel and "c" not in cell.states:  # it used to be dropped without a word
+        raise GradflowError(f"--carousel applies to cells with a cell state c (e.g. lstm, lstm-1997, slstm); "
+                            f"{cell.name} has none")
     init = None
     seed = int_option(a.seed, "--seed", 0) if a.seed is not None else 0
     batch = int_option(a.batch, "--batch") if a.batch is not None else 1
