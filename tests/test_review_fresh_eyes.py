@@ -308,3 +308,9 @@ def test_carousel_on_a_cell_without_a_cell_state_is_refused(capsys):
     code = main(["flow", "tanh-rnn", "--hidden", "2", "--input", "2", "--steps", "2", "--carousel"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("gradflow: error: --carousel applies to cells with a cell state c")
+
+
+def test_a_stacked_mlstm_is_refused_as_a_single_one_is():
+    """stacked_network('mlstm', …) raised NotImplementedError (no chain rule for its Kronecker product)."""
+    with pytest.raises(gf.GradflowError, match="the numeric engine does not run it yet"):
+        gf.stacked_network("mlstm", hidden=2, input=3, layers=2)

@@ -48,7 +48,7 @@ from .compile import compile_expr, dense_diag, stable_substitutions
 from .flow import Curves, blas_threads, json_number, lyapunov_exponents, sweep, thread_limit
 from .loading import check_dtype, note, read_weights_file, real_array
 from .loss import cotangents as loss_cotangents
-from .network import check_finite_states, kernels, to_host
+from .network import check_finite_states, check_uniform_states, kernels, to_host
 from .weights import init_weights, to_state_dict
 
 DIRECTIONS = ("forward", "reverse")
@@ -405,6 +405,7 @@ def stacked_network(cell: str | Cell, hidden: int | None = None, input: int | No
     seeded ``seed + 2l + d``; a projected LSTM is initialised as PyTorch does, U(±1/√n)).
     """
     base = get_cell(cell)
+    check_uniform_states(base)  # mLSTM's n² memory: refused as network() refuses it
     check_dtype(np.dtype(dtype), "dtype")
     if weights is not None:
         return _from_weights(base, weights, hidden, input, layers, bidirectional, proj_size, prefix, dtype)
