@@ -314,3 +314,19 @@ def test_a_stacked_mlstm_is_refused_as_a_single_one_is():
     """stacked_network('mlstm', …) raised NotImplementedError (no chain rule for its Kronecker product)."""
     with pytest.raises(gf.GradflowError, match="the numeric engine does not run it yet"):
         gf.stacked_network("mlstm", hidden=2, input=3, layers=2)
+
+
+def test_the_jacobian_caption_names_each_cells_own_cell_state_block():
+    """Figure 4's caption said 'For an LSTM the c → c block is diagonal, diag(f_T)' for CIFG
+    (whose block is diag(1 − i_T)), a peephole LSTM, and the 1997 cell (I)."""
+    import sympy as sp
+
+    from gradflow._views.bound_words import cc_block_words
+
+    words = cc_block_words([get_cell("cifg"), get_cell("lstm-1997"), get_cell("lstm")])
+    assert words.startswith("$\\operatorname{diag}\\left(1 - i_{T}\\right)$ for `cifg`; $I$ for `lstm-1997`")
+    assert words.endswith("$\\operatorname{diag}\\left(f_{T}\\right)$ for `lstm`")
+    # oracle: CIFG's update c_t = (1 − i_t) ⊙ c_{t−1} + i_t ⊙ g_t (Greff et al. 2017), at n = 2
+    c_prev, i, g = (sp.Matrix(sp.symbols(f"{v}1 {v}2")) for v in "cig")
+    c = sp.Matrix([(1 - i[k]) * c_prev[k] + i[k] * g[k] for k in range(2)])
+    assert c.jacobian(c_prev) == sp.diag(1 - i[0], 1 - i[1])

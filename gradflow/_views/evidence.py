@@ -17,7 +17,7 @@ from .._numeric.flow import json_number
 from .._symbolic.cell import Cell
 from .._symbolic.many_steps import carousel, pascanu_bound
 from .._symbolic.nodes import Diag
-from .bound_words import bound_formula, carousel_words, identity_summand
+from .bound_words import bound_formula, carousel_words, cc_block_words, identity_summand
 from .document import Doc, fmt_num
 
 
@@ -471,8 +471,8 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                "cell, entry by entry (numerator layout: rows are entries of $s_T$, columns entries of "
                "$s_{T-1}$). Each panel has its own colour range, symmetric about 0 and written on its "
                "colour bar."
-               + (" For an LSTM the $c \\to c$ block is diagonal, $\\operatorname{diag}(f_T)$."
-                  if lstm_cells else "")
+               + (f" The $c \\to c$ block is diagonal: {cc_block_words(lstm_cells)}."
+                  if cc_block_words(lstm_cells) else "")
                + " Data: `figures/jacobian.csv`, `figures/jacobian.tex`.")
     phase = None
     if lstm_cells:
