@@ -330,3 +330,37 @@ def test_the_jacobian_caption_names_each_cells_own_cell_state_block():
     c_prev, i, g = (sp.Matrix(sp.symbols(f"{v}1 {v}2")) for v in "cig")
     c = sp.Matrix([(1 - i[k]) * c_prev[k] + i[k] * g[k] for k in range(2)])
     assert c.jacobian(c_prev) == sp.diag(1 - i[0], 1 - i[1])
+
+
+def _cell_state_section(name: str) -> str:
+    from gradflow._views.derivation import derive_cell
+
+    doc = Doc(bibliography())
+    derive_cell(doc, get_cell(name))
+    md = doc.markdown()
+    return md[md.index("#### The cell state"):md.index("#### The 1997")]
+
+
+def test_a_peephole_or_cifg_cell_state_is_not_said_to_be_its_forget_gate_alone():
+    """For peephole-lstm the report said 'no activation derivative φ′: each unit's gradient is
+    multiplied by its own forget gate' under 'the carousel of its forget gates'; CIFG (1 − i_t,
+    no b_f) was told to initialise its forget-gate bias at 1."""
+    import sympy as sp
+
+    # oracle: one peephole unit (Gers & Schmidhuber 2000), f = σ(a_f + w_f c_{t-1}), i = σ(a_i + w_i c_{t-1})
+    c_prev, a_f, a_i, g, w_f, w_i = sp.symbols("c a_f a_i g w_f w_i")
+    sig = lambda a: 1 / (1 + sp.exp(-a))  # noqa: E731
+    f, i = sig(a_f + w_f * c_prev), sig(a_i + w_i * c_prev)
+    dc = sp.diff(f * c_prev + i * g, c_prev)
+    derived = f * (c_prev * (1 - f) * w_f + 1) + g * i * (1 - i) * w_i  # the block gradflow prints
+    for point in ({c_prev: 0.7, a_f: 0.3, a_i: -0.2, g: 0.5, w_f: 0.9, w_i: -0.4},
+                  {c_prev: -1.3, a_f: -0.8, a_i: 1.1, g: -0.6, w_f: 0.2, w_i: 0.7}):
+        assert abs(float((dc - f).subs(point))) > 1e-3  # more than its forget gate: σ′ via the peepholes
+        assert abs(float((dc - derived).subs(point))) < 1e-12
+    for name in ("peephole-lstm", "cifg"):
+        text = _cell_state_section(name)
+        assert "its own forget gate" not in text and "no activation derivative" not in text
+        assert "forget-gate bias" not in text and "carousel of its forget gates" not in text
+        assert "its own entry of" in text
+    lstm = _cell_state_section("lstm")
+    assert "the carousel of its forget gates" in lstm and "its own forget gate" in lstm

@@ -222,7 +222,10 @@ def _gru_bound(doc: Doc, cell: Cell) -> None:
 def _derive_carousel(doc: Doc, cell: Cell) -> None:
     J = cell.jacobian()
     car = carousel(cell)
-    what = "the constant error carousel" if car.constant else "the carousel of its forget gates"
+    v = J["c", "c"].vector if isinstance(J["c", "c"], Diag) else None
+    own_gate = cell.has_forget_gate and getattr(v, "name", None) == "f_{t}"  # diag(f_t) itself
+    what = ("the constant error carousel" if car.constant else
+            "the carousel of its forget gates" if own_gate else "its diagonal carousel")
     doc.heading(4, f"The cell state of `{cell.name}`: {what}")
     doc.para(f"The cell-state block of the one-step Jacobian [#eq:{cell.name}-jacobian] is")
     doc.display([display_row(J.block_name(("c", "c")), J["c", "c"])])
@@ -239,7 +242,12 @@ def _derive_carousel(doc: Doc, cell: Cell) -> None:
         doc.para("Along the cell state alone (the path $c_k \\to c_{k+1} \\to \\dots \\to c_t$, gates held "
                  "fixed) the product of these blocks is a product of diagonal matrices, hence diagonal:")
         doc.display([_relation_row(car.latex(), "=")])
-        if no_w and no_phi:
+        if no_w and no_phi and not own_gate and v is not None:  # CIFG's 1 − i_t, a peephole's factor
+            doc.para("It contains no recurrent weight matrix: each unit's gradient is multiplied at every "
+                     f"step by its own entry of ${latex(v)}$, and decays as far as those entries fall "
+                     "below 1 in magnitude. With all of them equal to 1 the product is the identity: "
+                     "the constant error carousel of @[hochreiter1997lstm].")
+        elif no_w and no_phi:
             doc.para("It contains no recurrent weight matrix and no activation derivative $\\varphi'$: each "
                      "unit's gradient is multiplied by its own forget gate at every step, and decays only "
                      "as far as its forget gates fall below 1. The network controls this decay through "
