@@ -364,3 +364,24 @@ def test_a_peephole_or_cifg_cell_state_is_not_said_to_be_its_forget_gate_alone()
         assert "its own entry of" in text
     lstm = _cell_state_section("lstm")
     assert "the carousel of its forget gates" in lstm and "its own forget gate" in lstm
+
+
+def test_indrnn_is_not_said_to_have_a_state_in_its_unbounded_factor():
+    """IndRNN's one-step Jacobian is diag(H(a_t) ⊙ u) (Li et al. 2018): |H| ≤ 1, so what the
+    recurrence leaves open is the weight u, yet the report said 'A diagonal factor of this
+    Jacobian involves the previous state or the candidate state' (and cited a GRU)."""
+    import sympy as sp
+
+    from gradflow._views.derivation import derive_cell
+
+    # oracle: one IndRNN unit written out, h_t = relu(U x + u h_{t-1} + b): dh_t/dh_{t-1} = H(a) u
+    h, x, U, u, b = sp.symbols("h x U u b", real=True)
+    a = U * x + u * h + b
+    d = sp.diff(sp.Max(a, 0), h)
+    for point in ({h: 0.3, x: 1.0, U: 0.5, u: 2.0, b: 0.1}, {h: -0.3, x: 1.0, U: -0.5, u: 2.0, b: 0.1}):
+        assert float(d.subs(point)) in (0.0, float(point[u]))  # H(a)·u: bounded by |u|, the weight
+    doc = Doc(bibliography())
+    derive_cell(doc, get_cell("indrnn"))
+    md = doc.markdown()
+    assert "involves the previous state or the candidate" not in md and "GRU" not in md
+    assert "\\operatorname{diag}(H\\left(a_{t}\\right) \\odot u)" in md

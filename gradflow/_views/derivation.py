@@ -176,12 +176,15 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                  + ("depend on the input $x_t$ and the parameters, never on the previous state."
                     if reads == "input" else "depend on the parameters only: the same at every step."))
     elif len(cell.states) == 1:
-        doc.para("A diagonal factor of this Jacobian involves the previous state or the candidate "
-                 "state, whose size the one-step recurrence alone does not fix (bounds on the "
-                 "initial state would bound them, e.g. a GRU started with $|h_0| < 1$ keeps every "
-                 "state in $(-1, 1)$), so gradflow derives no bound of the form of "
-                 "@[pascanu2013difficulty] from the one-step Jacobian alone; the measurements in "
-                 "[#sec:evidence] take its place.")
+        # the diagonal factors as derived (IndRNN's is step(a_t) ⊙ u: a weight, not the state)
+        diags = sorted({latex(d.vector) for d in sp.preorder_traversal(J["h", "h"]) if isinstance(d, Diag)})
+        doc.para("gradflow derives no supremum for the diagonal factor "
+                 + " and ".join(f"$\\operatorname{{diag}}({v})$" for v in diags)
+                 + " from the recurrence alone (it holds a state or a weight whose size the recurrence "
+                 "leaves open, or parts that gradflow does not bound one at a time), so it gives no bound "
+                 "of the form of @[pascanu2013difficulty] from the one-step Jacobian alone; bounds on "
+                 "the weights or on the initial state can give one. The measurements in [#sec:evidence] "
+                 "take its place.")
     else:
         words = {2: "two", 3: "three", 4: "four"}
         count = words.get(len(cell.states), str(len(cell.states)))
