@@ -262,6 +262,8 @@ def test_a_state_that_overflows_is_an_error_not_a_vanished_gradient(capsys):
         np.testing.assert_allclose(flow.full.mean()["log10_norm_2"], 3.0 * (100 - k), rtol=0, atol=1e-9)
         with pytest.raises(gf.GradflowError, match="the state overflowed at step t = 1"):
             gf.gradient_flow(net, np.ones((120, 1, 1)))
+        states = net.unroll(np.ones((120, 1, 1)), finite=False).states  # asked for: as computed
+        assert not np.all(np.isfinite(np.asarray(states[-1])))
 
 
 def _tanh_rnn(r):
@@ -385,3 +387,16 @@ def test_indrnn_is_not_said_to_have_a_state_in_its_unbounded_factor():
     md = doc.markdown()
     assert "involves the previous state or the candidate" not in md and "GRU" not in md
     assert "\\operatorname{diag}(H\\left(a_{t}\\right) \\odot u)" in md
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["mlstm"], "the numeric engine does not run it yet"),
+    (["tanh-rnn", "--init", "mamba"], "init mamba is for mamba-zoh or mamba-euler"),
+])
+def test_a_sweep_that_cannot_run_a_cell_is_refused_before_it_starts(tmp_path, capsys, argv, words):
+    """Both ran the sweep, wrote DIR (sweep.json, points/) and failed every point one by one."""
+    out = tmp_path / "s"
+    code = main(["sweep", *argv, "-o", str(out), "--hidden", "4", "--steps", "3", "--workers", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("gradflow: error: ") and words in err and err.count("\n") == 1
+    assert not out.exists()
