@@ -210,11 +210,12 @@ class Network:
             raise GradflowError(f"{self.cell.name} has no state(s) {', '.join(sorted(unknown))}")
         s = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
         states, named = [s], []
-        for t in range(T):
-            env = self._env(s, inputs[t])
-            named.append({sym: env[sym] for sym, _ in self._k.forward})
-            s = self._state(env)
-            states.append(s)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, once
+            for t in range(T):
+                env = self._env(s, inputs[t])
+                named.append({sym: env[sym] for sym, _ in self._k.forward})
+                s = self._state(env)
+                states.append(s)
         if finite:
             check_finite_states(xp, states, self.cell.name)
         return Trajectory(inputs, states, named)
