@@ -210,7 +210,7 @@ class Network:
             raise GradflowError(f"{self.cell.name} has no state(s) {', '.join(sorted(unknown))}")
         s = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
         states, named = [s], []
-        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, once
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported below, once
             for t in range(T):
                 env = self._env(s, inputs[t])
                 named.append({sym: env[sym] for sym, _ in self._k.forward})
@@ -300,10 +300,10 @@ def check_finite_states(xp: Any, states: list, what: str) -> None:
         return
     t = next(i for i, s in enumerate(states) if not bool(xp.all(xp.isfinite(s))))
     big = float(xp.max(xp.abs(states[t - 1]))) if t > 0 else float("nan")
-    raise GradflowError(f"{what}: the state overflowed at step t = {t} (|s_{t - 1}| reached {big:.3g}, beyond "
-                        f"the range of {xp.asarray(states[t]).dtype}): the forward pass, and with it every "
-                        "Jacobian from that step on, is not representable; scale the weights or inputs "
-                        "down, or use fewer steps")
+    raise GradflowError(f"{what}: the state overflowed at step t = {t}: s_{t} holds ±inf or NaN, beyond the range "
+                        f"of {xp.asarray(states[t]).dtype} (the largest |s_{t - 1}| was {big:.3g}); the forward "
+                        "pass, and with it every Jacobian from that step on, is not representable; scale "
+                        "the weights or inputs down, or use fewer steps")
 
 
 def check_network(net: Any, what: str) -> Network:
