@@ -27,8 +27,17 @@ COMMANDS: dict[str, ModuleType] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line ``gradflow: error: …`` (exit 2), as every other
+    bad input's, instead of a usage block and a ``gradflow report: error:`` line."""
+
+    def error(self, message: str):  # type: ignore[override]
+        see = f"{self.prog} --help" if " " in self.prog else "gradflow --help, or gradflow COMMAND --help"
+        self.exit(2, f"gradflow: error: {message} (see: {see})\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="gradflow",
         description="Why gradients vanish in recurrent networks: exact derivations and measured curves.",
     )

@@ -178,7 +178,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "exact up to N = 1024 when it fits in memory")
     p.add_argument("--float32", action="store_true",
                    help="the backward products in float32 (rescaled, log scale carried apart)")
-    p.add_argument("--probes", default=None, help="probe vectors of the matrix-free mode (default 32)")
+    p.add_argument("--probes", default=None, help="probe vectors of the matrix-free mode, a multiple of 8 (default 32)")
 
 
 def run(a: argparse.Namespace) -> int:
@@ -188,11 +188,17 @@ def run(a: argparse.Namespace) -> int:
 
     cell = get_cell(a.cell)
     _no_effect(a)
+    if a.carousel and "c" not in cell.states:  # it used to be dropped without a word
+        raise GradflowError(f"--carousel applies to cells with a cell state c (e.g. lstm, lstm-1997, slstm); "
+                            f"{cell.name} has none")
     init = None
     seed = int_option(a.seed, "--seed", 0) if a.seed is not None else 0
     batch = int_option(a.batch, "--batch") if a.batch is not None else 1
     dtype = np.float64 if a.dtype == "float64" else np.float32
     probes = int_option(a.probes, "--probes", minimum=2) if a.probes is not None else 32
+    if probes % 8:  # gradient_flow splits them into probe_blocks = 8 blocks (the standard error)
+        raise GradflowError(f"--probes must be a multiple of 8 (8 independent probe blocks give the "
+                            f"standard error), got {probes}")
     if a.probes is not None and a.mode == "exact":
         raise GradflowError("--probes has no effect with --mode exact")
     chain = "float32" if a.float32 or a.dtype == "float32" else "float64"

@@ -34,7 +34,7 @@ def _to_np(a):
 
 def _mu(xp, a, b, c):
     """λ_max of [[a, c], [c, b]] (a, b, c arrays, c ≥ 0)."""
-    return 0.5 * (a + b) + xp.sqrt((0.5 * (a - b)) ** 2 + c * c)
+    return 0.5 * (a + b) + xp.hypot(0.5 * (a - b), c)  # √(x² + c²) without overflow in x², c²
 
 
 def upper_bound_sq(xp, U, W, Z, sumsq):

@@ -68,7 +68,7 @@ def diagonal_curves(net: Network, inputs, initial=None, loss_gradient=None) -> d
     xp = net.xp
     inputs = net.check_inputs(inputs)
     T, B, _ = inputs.shape
-    s0 = net.unroll(inputs[:1], initial).states[0]  # the initial state, checked like unroll's
+    s0 = net.unroll(inputs[:1], initial, finite=False).states[0]  # the initial state, checked like unroll's
 
     def run(each):
         s = s0

@@ -39,7 +39,7 @@ from .compile import compile_expr
 from .diagonal import diagonal_curves, is_diagonal
 from .layout import StateLayout, memory_states
 from .loss import Reverse, backward_norms, cotangents, read_initial
-from .network import Network, Trajectory, network, random_inputs, to_host
+from .network import Network, Trajectory, check_network, network, random_inputs, to_host
 from .spectral import spectral_blocks, spectral_norm, start_basis
 
 __all__ = ["Curves", "Flow", "Network", "Product", "Trajectory", "decay_rate", "gradient_flow", "loss_gradient",
@@ -702,10 +702,14 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
     """
     from .size_guard import choose_mode
 
+    check_network(net, "gradient_flow")
     r = lyapunov_count(lyapunov, net.state_size)
     loss_name, head, targets = _loss_spec(output, loss, head, targets)
     inputs, targets = _layout(net, inputs, targets, loss_name, batch_first)
     shape = getattr(inputs, "shape", None) or np.shape(inputs)
+    if len(shape) not in (2, 3):  # None, a string, a number: no steps to read (checked in full later)
+        raise GradflowError(f"inputs must be an array of shape (T, m) or (T, batch, m), got "
+                            f"{type(inputs).__name__} of shape {tuple(shape)}")
     B = int(shape[1]) if len(shape) == 3 else 1
     if mode not in FLOW_MODES:
         raise GradflowError(f"mode must be one of {', '.join(FLOW_MODES)}; got {mode!r}")
@@ -908,7 +912,7 @@ def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | No
     """
     from .product_svd import product_singular_values
 
-    traj = net.unroll(inputs, initial)
+    traj = check_network(net, "singular_values").unroll(inputs, initial)
     T = traj.steps
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 0 or ks[-1] >= T:

@@ -167,12 +167,14 @@ class Network:
         parts = [env[s] for s in self._k.new]
         return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
 
-    def unroll(self, inputs, initial: Mapping[str, Any] | None = None) -> Trajectory:
+    def unroll(self, inputs, initial: Mapping[str, Any] | None = None, *, finite: bool = True) -> Trajectory:
         """Run s_t = F(s_{t−1}, x_t) for t = 1…T.
 
         Arguments:
             inputs: (T, B, m) or (T, m) array of the network's namespace.
             initial: optional initial states by name (``{"h": (B, n) or (n,)}``); zeros otherwise.
+            finite: refuse (``GradflowError``) a state that left the dtype's range (±inf, then
+                NaN), whose Jacobians would mean nothing; ``False`` returns such states as computed.
 
         Returns:
             :class:`Trajectory` with T + 1 states of shape (B, N).
@@ -199,11 +201,14 @@ class Network:
             raise GradflowError(f"{self.cell.name} has no state(s) {', '.join(sorted(unknown))}")
         s = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
         states, named = [s], []
-        for t in range(T):
-            env = self._env(s, inputs[t])
-            named.append({sym: env[sym] for sym, _ in self._k.forward})
-            s = self._state(env)
-            states.append(s)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported below, once
+            for t in range(T):
+                env = self._env(s, inputs[t])
+                named.append({sym: env[sym] for sym, _ in self._k.forward})
+                s = self._state(env)
+                states.append(s)
+        if finite:
+            check_finite_states(xp, states, self.cell.name)
         return Trajectory(inputs, states, named)
 
     def step(self, s_prev, x):
@@ -273,10 +278,38 @@ class Network:
         return J
 
 
+def check_finite_states(xp: Any, states: list, what: str) -> None:
+    """One :class:`GradflowError` when a state s_t (t = 1…T) left float64's (float32's) range.
+
+    A state that overflowed to ±inf, and the NaN that follows it (inf − inf), would give
+    Jacobians of no meaning: a ReLU's H(NaN) is 0, so the products would read as an exact 0, a
+    vanished gradient, where the true one explodes.
+    """
+    ok = xp.all(xp.isfinite(states[-1]))
+    for s in states[1:-1]:
+        ok = ok & xp.all(xp.isfinite(s))
+    if bool(ok):
+        return
+    t = next(i for i, s in enumerate(states) if not bool(xp.all(xp.isfinite(s))))
+    big = float(xp.max(xp.abs(states[t - 1]))) if t > 0 else float("nan")
+    raise GradflowError(f"{what}: the state overflowed at step t = {t}: s_{t} holds ±inf or NaN, beyond the range "
+                        f"of {xp.asarray(states[t]).dtype} (the largest |s_{t - 1}| was {big:.3g}); the forward "
+                        "pass, and with it every Jacobian from that step on, is not representable; scale "
+                        "the weights or inputs down, or use fewer steps")
+
+
+def check_network(net: Any, what: str) -> Network:
+    """``net`` when it is a :class:`Network`; one :class:`GradflowError` naming ``what`` otherwise."""
+    if not isinstance(net, Network):
+        raise GradflowError(f"{what} needs a Network (gradflow.network(...)), got {type(net).__name__}")
+    return net
+
+
 def random_inputs(steps: int, input: int, *, batch: int = 1, seed: int = 0, dtype=np.float64, xp=np):
     """Standard normal inputs of shape (T, B, m) from ``seed``."""
     T = positive_int(steps, "steps")
     m, B = positive_int(input, "input size"), positive_int(batch, "batch")
+    seed = positive_int(seed, "seed", 0)
     x = np.random.default_rng(seed + 1_000_003).standard_normal((T, B, m)).astype(dtype)
     return x if xp is np else xp.asarray(x)
 

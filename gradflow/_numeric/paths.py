@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import GradflowError
+from .network import check_network
 
 
 def _log10_norm2(M: np.ndarray) -> np.ndarray:
@@ -48,6 +49,7 @@ class CellStatePaths:
 
 def cell_state_paths(net: Any, inputs: Any, initial: Any = None) -> CellStatePaths:
     """Split ∂c_T/∂c_k into the carousel and the paths through h (dense products, NumPy; small n)."""
+    check_network(net, "cell_state_paths")
     if "c" not in net.cell.states:
         raise GradflowError(f"{net.cell.name} has no cell state c")
     traj = net.unroll(inputs, initial)
@@ -86,7 +88,7 @@ class Drift:
 
 def state_drift(net: Any, inputs: Any, initial: Any = None) -> Drift:
     """|s_t|_∞ for every state and step, and tanh′(c_T) for cells with a cell state."""
-    traj = net.unroll(inputs, initial)
+    traj = check_network(net, "state_drift").unroll(inputs, initial)
     n = net.hidden
     S = np.stack([np.asarray(s) for s in traj.states])  # (T+1, B, N)
     out = {}

@@ -52,7 +52,7 @@ from .keras_stack import keras_module
 from .layout import StateLayout, refuse_sized_states
 from .loading import check_dtype, note, read_weights_file, real_array
 from .loss import cotangents as loss_cotangents
-from .network import kernels, to_host
+from .network import check_finite_states, kernels, to_host
 from .weights import init_weights, to_state_dict
 
 DIRECTIONS = ("forward", "reverse")
@@ -370,6 +370,7 @@ class StackedNetwork:
                     s = lay.state(env)
                     ss.append(s)
                     es.append(env)
+                check_finite_states(xp, ss, f"layer {l} {DIRECTIONS[d]}")
                 states[(l, DIRECTIONS[d])], envs[(l, DIRECTIONS[d])] = ss, es
                 h = xp.stack([st[:, lay.output] for st in ss[1:]], axis=0)  # own clock
                 outs.append(h if d == 0 else xp.flip(h, axis=0))
@@ -810,6 +811,9 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
             rule of :func:`~gradflow.gradient_flow` (:mod:`gradflow._numeric.input_layout`).
         spectral, tol, lyapunov: as :func:`~gradflow.gradient_flow`.
     """
+    if not isinstance(net, StackedNetwork):
+        raise GradflowError(f"stacked_flow needs a StackedNetwork (gradflow.stacked_network(...)), "
+                            f"got {type(net).__name__}")
     bf = batch_first_of(batch_first, net.batch_first, net.cell.name)
     if bf:
         inputs, cotangents = time_first(inputs, 3), time_first(cotangents, 3)

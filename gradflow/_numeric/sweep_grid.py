@@ -146,6 +146,8 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
     if init not in INIT_SCHEMES:
         raise GradflowError(f"unknown init scheme {init!r}; known: {', '.join(INIT_SCHEMES)}")
     gs = _numbers("gains", gains)
+    if min(gs) < 0:  # a gain scales W: σ_max(W) = gain under the orthogonal init
+        raise GradflowError(f"gains must be non-negative (the scale of W), got {min(gs):g}")
     fbs = _numbers("forget biases", forget_biases, allow_none=True)
     ns, Ts = _ints("hidden sizes", hidden), _ints("steps", steps)
     if min(Ts) < 2:  # one lag has no slope: every rate of the point would be missing
@@ -179,6 +181,9 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
     for name in names:
         own_fbs = fbs if get_cell(name).has_forget_gate else (None,)
         own_gs = gs if has_recurrent_matrix(name) else (1.0,)
+        first = sorted(own_gs, key=lambda g: g != 1.0)  # gain 1 first: an init for another cell says so
+        for g, fb, n in itertools.product(first, own_fbs, ns):  # refused now, not point by point later:
+            network(name, n, m, init=init, seed=0, gain=g, forget_bias=fb)  # mLSTM, an init for another cell
         for g, fb, n, T, s in itertools.product(own_gs, own_fbs, ns, Ts, sds):
             points.append(GridPoint(name, g, fb, n, m, T, s, B, init))
     return points

@@ -156,12 +156,14 @@ class Recorder:
             or int(getattr(rnn, "proj_size", 0) or 0) > 0)
         self.inputs = np.ascontiguousarray(x.transpose(1, 0, 2)) if self._batch_first else x
         self.path = os.fspath(path) if path is not None else None
-        if self.path is not None and not append:
-            with open(self.path, "w", encoding="utf-8"):
-                pass
         self.writer = _tensorboard_writer(tensorboard)
         self.records: list[dict] = []
         self._net(first=True)  # check module, cell and probe now, not at the first recording
+        if self.path is not None:
+            _check_log_path(self.path, append)
+            if not append:
+                with open(self.path, "w", encoding="utf-8"):
+                    pass
 
     def _net(self, first: bool = False):
         with warnings.catch_warnings():
@@ -228,6 +230,27 @@ class Recorder:
                 self.writer.add_scalar(f"gradflow/{key}", float(v), step)
         if hasattr(self.writer, "flush"):
             self.writer.flush()
+
+
+def _check_log_path(path: str, append: bool) -> None:
+    """Refuse a recording path in a missing folder, a folder, or (unless appending) a non-empty
+    file that is not a gradflow recording: starting afresh would empty a file gradflow did not write."""
+    if os.path.isdir(path):
+        raise GradflowError(f"path {path} is a directory; give a file name such as flow.jsonl")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise GradflowError(f"path {path}: the folder {folder} does not exist")
+    if append or not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = json.loads(f.readline())
+        ours = isinstance(first, dict) and "step" in first and "curve" in first
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise GradflowError(f"{path} exists and is not a gradflow recording; it was left as it was "
+                            "(gradflow empties only its own recordings): give another path")
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:

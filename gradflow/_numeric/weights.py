@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from .._checks import GradflowError, positive_int
+from .._checks import GradflowError, finite_float, positive_int
 from .._symbolic.cell import Cell
 from .._symbolic.cells import get_cell
 from .._vocabulary import INIT_SCHEMES, InitScheme
@@ -132,8 +132,12 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: InitSchem
     scheme = cast(InitScheme, scheme or cell.default_init)
     if scheme not in INIT_SCHEMES:
         raise GradflowError(f"unknown init scheme {scheme!r}; known: {', '.join(INIT_SCHEMES)}")
-    if not math.isfinite(gain):
-        raise GradflowError(f"gain must be finite, got {gain!r}")
+    gain = finite_float(gain, "gain")
+    if gain < 0:  # the scale of W, σ_max of each gate's W under the orthogonal init
+        raise GradflowError(f"gain must be a non-negative number (the scale of W), got {gain!r}")
+    seed = positive_int(seed, "seed", 0)
+    if forget_bias is not None:
+        forget_bias = finite_float(forget_bias, "forget bias")
     if scheme in SCHEME_CELLS:  # a state-space cell's reference init: every parameter drawn by it
         if gain != 1.0:
             raise GradflowError(f"gain does not apply to the {scheme} init (it draws every parameter "
@@ -170,8 +174,6 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: InitSchem
             a = rng.uniform(-limit, limit, shape)
         arrays[p.symbol.name] = a
     if forget_bias is not None:
-        if not math.isfinite(forget_bias):
-            raise GradflowError(f"forget bias must be finite, got {forget_bias!r}")
         if not cell.has_forget_gate:
             raise GradflowError(f"{cell.name} has no forget gate; a forget bias applies to the LSTM")
         bias = next(p for p in cell.recorded.params if p.symbol.name == cell.FORGET_BIAS)

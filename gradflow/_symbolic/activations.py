@@ -116,7 +116,7 @@ def _log_sech2(xp, a):
 
 def _sech2(xp, a):
     """sech²(a) = 4 e^{−2|a|} / (1 + e^{−2|a|})², never 0 before it underflows (|a| ≈ 354)."""
-    e = xp.exp(-2.0 * xp.abs(a))
+    e = xp.exp(-2.0 * xp.minimum(xp.abs(a), 400.0))  # e^{-800} is already 0: no overflow in −2|a|
     return 4.0 * e / ((1.0 + e) * (1.0 + e))
 
 

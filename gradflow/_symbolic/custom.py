@@ -16,6 +16,7 @@ With ``register=True`` its name also works wherever a cell name does (``gf.get_c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 
 from sympy.matrices.expressions.matexpr import MatrixExpr
@@ -56,6 +57,9 @@ def make_cell(name: str, definition: Definition, *, states: Sequence[str] = ("h"
     key = str(name).strip().lower()
     if not key or any(ch.isspace() for ch in key):
         raise GradflowError(f"a cell name is one word, got {name!r}")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_.+-]*", key):  # it names figure files and reaches LaTeX
+        raise GradflowError(f"a cell name is one word of letters, digits and - _ . + (it names the "
+                            f"report's figure files), got {name!r}")
     states = tuple(states)
     if "h" not in states or len(set(states)) != len(states):
         raise GradflowError(f"states must be distinct names including 'h', got {states}")
@@ -63,6 +67,12 @@ def make_cell(name: str, definition: Definition, *, states: Sequence[str] = ("h"
                 bias_copies=dict(bias_copies or {"pytorch": 1, "keras": 1}),
                 default_init=default_init, reference=reference)
     try:
+        step = cell.recorded
+        for s in states:  # each new state is a column of its state's size (h: n entries)
+            named = [v for k, v in step.definitions.items() if k.name == step.new[s].name]
+            if named and tuple(named[0].shape) != tuple(step.new[s].shape):
+                raise GradflowError(f"state {s} must be a column of {step.new[s].shape[0]} entries, the "
+                                    f"definition returned one of shape {tuple(named[0].shape)}")
         cell.jacobian()
     except (NotImplementedError, ValueError, TypeError, AttributeError) as e:
         raise GradflowError(f"cell {key!r}: {e}") from e

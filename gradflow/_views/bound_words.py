@@ -36,6 +36,15 @@ def bound_formula(cell: Cell, lag: str = "T-k") -> str:
     return f"{base}^{{{lag}}}"
 
 
+def cc_block_words(cells: list[Cell]) -> str:
+    """Each cell's one-step c → c block at t = T, printed from its derivation ("diag(f_T) for
+    `lstm`; diag(1 − i_T) for `cifg`; I for `lstm-1997`"); cells whose block is not diagonal are left out."""
+    from .._symbolic.nodes import Diag
+
+    blocks = [(c, c.jacobian(sp.Symbol("T"))["c", "c"]) for c in cells]
+    return "; ".join(f"${latex(b)}$ for `{c.name}`" for c, b in blocks if isinstance(b, (Diag, sp.Identity)))
+
+
 def carousel_words(cells: list[Cell]) -> str:
     """Each cell's carousel ∂c_T/∂c_k|_carousel, printed from its derived form: "I for `lstm-1997`"."""
     from .._symbolic.cell import t

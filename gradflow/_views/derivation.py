@@ -100,7 +100,8 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                  "rule gives:")
     else:
         names = ", ".join(latex(st.new[s]) for s in cell.states)
-        doc.para(f"The state is the pair $s_t = ({names})$, so the one-step Jacobian "
+        kind = {2: "pair", 3: "triple"}.get(len(cell.states), f"{len(cell.states)}-tuple")
+        doc.para(f"The state is the {kind} $s_t = ({names})$, so the one-step Jacobian "
                  f"$\\partial s_t/\\partial s_{{t-1}}$ has {len(cell.states) ** 2} blocks, each "
                  "$n \\times n$ in numerator layout (row $i$ of a block holds the derivatives of the "
                  "$i$-th entry of its numerator). Differentiating the step through the named "
@@ -184,12 +185,15 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                  + ("depend on the input $x_t$ and the parameters, never on the previous state."
                     if reads == "input" else "depend on the parameters only: the same at every step."))
     elif len(cell.states) == 1:
-        doc.para("A diagonal factor of this Jacobian involves the previous state or the candidate "
-                 "state, whose size the one-step recurrence alone does not fix (bounds on the "
-                 "initial state would bound them, e.g. a GRU started with $|h_0| < 1$ keeps every "
-                 "state in $(-1, 1)$), so gradflow derives no bound of the form of "
-                 "@[pascanu2013difficulty] from the one-step Jacobian alone; the measurements in "
-                 "[#sec:evidence] take its place.")
+        # the diagonal factors as derived (IndRNN's is step(a_t) ⊙ u: a weight, not the state)
+        diags = sorted({latex(d.vector) for d in sp.preorder_traversal(J["h", "h"]) if isinstance(d, Diag)})
+        doc.para("gradflow derives no supremum for the diagonal factor "
+                 + " and ".join(f"$\\operatorname{{diag}}({v})$" for v in diags)
+                 + " from the recurrence alone (it holds a state or a weight whose size the recurrence "
+                 "leaves open, or parts that gradflow does not bound one at a time), so it gives no bound "
+                 "of the form of @[pascanu2013difficulty] from the one-step Jacobian alone; bounds on "
+                 "the weights or on the initial state can give one. The measurements in [#sec:evidence] "
+                 "take its place.")
     else:
         words = {2: "two", 3: "three", 4: "four"}
         count = words.get(len(cell.states), str(len(cell.states)))
@@ -230,7 +234,10 @@ def _gru_bound(doc: Doc, cell: Cell) -> None:
 def _derive_carousel(doc: Doc, cell: Cell) -> None:
     J = cell.jacobian()
     car = carousel(cell)
-    what = "the constant error carousel" if car.constant else "the carousel of its forget gates"
+    v = J["c", "c"].vector if isinstance(J["c", "c"], Diag) else None
+    own_gate = cell.has_forget_gate and getattr(v, "name", None) == "f_{t}"  # diag(f_t) itself
+    what = ("the constant error carousel" if car.constant else
+            "the carousel of its forget gates" if own_gate else "its diagonal carousel")
     doc.heading(4, f"The cell state of `{cell.name}`: {what}")
     doc.para(f"The cell-state block of the one-step Jacobian [#eq:{cell.name}-jacobian] is")
     doc.display([display_row(J.block_name(("c", "c")), J["c", "c"])])
@@ -247,7 +254,12 @@ def _derive_carousel(doc: Doc, cell: Cell) -> None:
         doc.para("Along the cell state alone (the path $c_k \\to c_{k+1} \\to \\dots \\to c_t$, gates held "
                  "fixed) the product of these blocks is a product of diagonal matrices, hence diagonal:")
         doc.display([_relation_row(car.latex(), "=")])
-        if no_w and no_phi:
+        if no_w and no_phi and not own_gate and v is not None:  # CIFG's 1 − i_t, a peephole's factor
+            doc.para("It contains no recurrent weight matrix: each unit's gradient is multiplied at every "
+                     f"step by its own entry of ${latex(v)}$, and decays as far as those entries fall "
+                     "below 1 in magnitude. With all of them equal to 1 the product is the identity: "
+                     "the constant error carousel of @[hochreiter1997lstm].")
+        elif no_w and no_phi:
             doc.para("It contains no recurrent weight matrix and no activation derivative $\\varphi'$: each "
                      "unit's gradient is multiplied by its own forget gate at every step, and decays only "
                      "as far as its forget gates fall below 1. The network controls this decay through "

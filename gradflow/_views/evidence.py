@@ -18,7 +18,7 @@ from .._numeric.layout import state_layout
 from .._symbolic.cell import Cell
 from .._symbolic.many_steps import carousel, pascanu_bound
 from .._symbolic.nodes import Diag
-from .bound_words import bound_formula, carousel_words, identity_summand
+from .bound_words import bound_formula, carousel_words, cc_block_words, identity_summand
 from .document import Doc, fmt_num
 
 
@@ -169,6 +169,30 @@ def _drift_sentence(name: str, series: np.ndarray, steps: int, what: str) -> tup
     return (f"$\\max_i |{what}_{{t,i}}|$ is {nums}", {"t": ts, "max_abs": vals, "drifts": drifts})
 
 
+def bound_sentence(curve: np.ndarray, bound: np.ndarray, tol: float = 1e-9) -> str:
+    """How the measured log10 curve sits against its bound: below it, on it at some k (an identity
+    W, say, meets the bound exactly), or above it (a contradiction of the algebra)."""
+    if not np.all(curve <= bound + tol):
+        return "the measured curve lies ABOVE the bound at some $k$, which contradicts the algebra: please report this."
+    if np.any(np.abs(curve - bound) <= tol):
+        return "the measured curve never exceeds the bound and meets it at some $k$, as the algebra allows."
+    return "the measured curve lies below the bound at every $k$, as it must."
+
+
+def path_rates_sentence(name: str, block: float | None, carousel: float | None,
+                        through_h: float | None, full: float | None) -> str:
+    """The rates of the cell-state paths in one sentence; "decays at" only when none is positive
+    (a positive rate is growth: "decays at $0.0095$" would say the opposite)."""
+    if all(x is None or not x > 0 for x in (block, carousel, through_h, full)):
+        return (f"`{name}`: the $c \\to c$ block decays at {fmt_num(block)} per step, the carousel at "
+                f"{fmt_num(carousel)}, the paths through $h$ at {fmt_num(through_h)} (lags $\\ge 2$) and the "
+                f"full Jacobian at {fmt_num(full)}.")
+    return (f"`{name}`: per step of lag, $\\log_{{10}}$ of the norm changes by {fmt_num(block)} "
+            f"for the $c \\to c$ block, {fmt_num(carousel)} for the carousel, {fmt_num(through_h)} for "
+            f"the paths through $h$ (lags $\\ge 2$) and {fmt_num(full)} for the full "
+            "Jacobian (negative: it decays; positive: it grows).")
+
+
 def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, Measurement], hidden: int,
                      input: int, steps: int, seed: int, forget_bias: float | None = None,
                      figure_size: str = "two-column") -> Evidence:
@@ -284,12 +308,9 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
             text = (f"`{c.name}`: decay rate {fmt_num(r.rate_full)} per step, "
                     f"$\\log_{{10}}\\lVert \\partial s_T/\\partial s_0 \\rVert_2$ = {fmt_num(full[0], '{:.2f}')}")
         if f.bound is not None:
-            below = bool(np.all(full <= np.asarray(f.bound) + 1e-9))
             sigma = "" if r.sigma_max_W is None else f"; $\\sigma_{{\\max}}(W)$ = {fmt_num(r.sigma_max_W)}"
             text += (f"{sigma}; bound rate "
-                     f"{fmt_num(r.rate_bound)} per step; the measured curve lies "
-                     + ("below the bound at every $k$, as it must." if below else
-                        "ABOVE the bound at some $k$, which contradicts the algebra: please report this."))
+                     f"{fmt_num(r.rate_bound)} per step; " + bound_sentence(full, np.asarray(f.bound)))
         else:
             text += "."
         if c.name in ("gru", "gru-cho"):
@@ -359,9 +380,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                     "first_lag_through_h_exceeds_carousel": cross,
                     "log10_block_T": float(blk[0]), "log10_carousel_T": float(car[0])}
             path_claims[c.name] = info
-            text = (f"`{c.name}`: the $c \\to c$ block decays at {fmt_num(r_blk)} per step, the carousel at "
-                    f"{fmt_num(r_car)}, the paths through $h$ at {fmt_num(r_thr)} (lags $\\ge 2$) and the "
-                    f"full Jacobian at {fmt_num(r.rate_full)}.")
+            text = path_rates_sentence(c.name, r_blk, r_car, r_thr, r.rate_full)
             if carousel(c).constant:
                 dev = float(np.max(np.abs(car))) if np.all(np.isfinite(car)) else float("inf")
                 text += (" The carousel curve is flat at $\\log_{10} \\lVert I \\rVert_2 = 0$ "
@@ -454,8 +473,8 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                "cell, entry by entry (numerator layout: rows are entries of $s_T$, columns entries of "
                "$s_{T-1}$). Each panel has its own colour range, symmetric about 0 and written on its "
                "colour bar."
-               + (" For an LSTM the $c \\to c$ block is diagonal, $\\operatorname{diag}(f_T)$."
-                  if lstm_cells else "")
+               + (f" The $c \\to c$ block is diagonal: {cc_block_words(lstm_cells)}."
+                  if cc_block_words(lstm_cells) else "")
                + " Data: `figures/jacobian.csv`, `figures/jacobian.tex`.")
     phase = None
     if lstm_cells:

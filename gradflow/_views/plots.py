@@ -8,7 +8,7 @@ is chosen here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +80,8 @@ def plot_decay(flows: Flow | Sequence[Flow], *, ax: Axes | None = None, norm: st
         the Axes.
     """
     key, sub = _norm_key(norm)
+    if not isinstance(flows, (Flow, Iterable)) or isinstance(flows, (str, Mapping)):
+        raise GradflowError(f"plot_decay takes a Flow or a list of Flows, got {type(flows).__name__}")
     flows = [flows] if isinstance(flows, Flow) else list(flows)
     for f in flows:
         if isinstance(f, Flow):
@@ -404,6 +406,10 @@ def plot_phase_diagram(grid: PhaseGrid, *, ax: Axes | None = None, annotate: boo
     """
     import matplotlib
 
+    from .._numeric.analysis import PhaseGrid
+
+    if not isinstance(grid, PhaseGrid):
+        raise GradflowError(f"plot_phase_diagram takes a PhaseGrid (gradflow.phase_grid), got {type(grid).__name__}")
     raw = np.asarray(grid.rates, dtype=float)
     rates = np.ma.masked_invalid(raw)
     ax = _axes(ax)
@@ -624,6 +630,8 @@ def plot_depth_time(flow: StackedFlow, *, ax: Axes | None = None) -> Axes:
     Returns:
         the Axes.
     """
+    if not isinstance(flow, StackedFlow):
+        raise GradflowError(f"plot_depth_time takes a StackedFlow (gradflow.stacked_flow), got {type(flow).__name__}")
     labels, grid = flow.grad_map()
     data = np.ma.masked_invalid(grid)
     ax = _axes(ax)

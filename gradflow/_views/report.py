@@ -236,10 +236,12 @@ def introduction(b: Build) -> None:
              "quantities on a network with random weights. Every formula is printed from gradflow's "
              "symbolic derivation of the cell's recurrence as written once in the library; the "
              "connecting text is fixed commentary.")
+    # the Elman network is named only when the report studies one (an Elman cell cites elman1990)
+    elman = (" The simple recurrent network studied here goes back to @[elman1990]."
+             if any(c.reference == "elman1990" for c in cells) else "")
     doc.para("Gradients that shrink or grow geometrically with the time lag were analysed by "
              "@[hochreiter1991untersuchungen] and by @[bengio1994learning], and bounded through the "
-             "recurrent weight matrix by @[pascanu2013difficulty]. The simple recurrent network "
-             "studied here goes back to @[elman1990]. The remedies give the gradient a path whose "
+             f"recurrent weight matrix by @[pascanu2013difficulty].{elman} The remedies give the gradient a path whose "
              "one-step Jacobian is close to the identity: the additive cell state of the LSTM "
              "[@hochreiter1997lstm], with the forget gate of its common form [@gers2000forget], the "
              "interpolating update of "

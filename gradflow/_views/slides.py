@@ -179,7 +179,8 @@ def _cell_decay_frames(b: Build) -> list[str]:
             save_figure(fig, b.stage / "figures" / stem, formats=("pdf",))
         r = b.runs[cell.name]
         sp_ = ev.spreads[cell.name]
-        note = (f"Median and 10--90\\,\\% band of {sp_.count} sequences; the first sequence decays at "
+        verb = "grows at" if r.rate_full is not None and r.rate_full > 0 else "decays at"
+        note = (f"Median and 10--90\\,\\% band of {sp_.count} sequences; the first sequence {verb} "
                 f"{_num(r.rate_full)} per step of lag.")
         out.append(_frame(f"\\texttt{{{tex_text(cell.name)}}}: the measured decay",
                           "\\centering\n\\includegraphics[width=\\textwidth,height=0.7\\textheight,"

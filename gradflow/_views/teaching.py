@@ -13,6 +13,7 @@ import sympy as sp
 
 from .._symbolic.cell import Cell
 from .._symbolic.cells import get_cell
+from .._symbolic.nodes import Diag
 from .._symbolic.printing import latex
 from .document import Doc, Row, fmt_num
 
@@ -52,6 +53,33 @@ def walk_through(w: float, h0: float, steps: int = WALK_STEPS) -> dict:
             "log10_total": float(curve[0])}
 
 
+def _cell_state_example(cell: Cell) -> tuple[str, str, str, str, str] | None:
+    """The cell-state example of ``cell``, read off its recurrence, when it has the form
+    c_t = v_t ⊙ c_{t−1} + (terms) with v_t and the terms free of c_{t−1}, so that ∂c_t/∂c_{t−1} =
+    diag(v_t): (name, LaTeX of the update, v_t, the quantities named in the update, the derived
+    block). None for other cells (a peephole gate reads c_{t−1}; CIFG's 1 − i_t is no one quantity)."""
+    if "c" not in cell.states:
+        return None
+    step = cell.recorded
+    c_prev, update = step.prev["c"], step.definitions.get(step.new["c"])
+    cc = cell.jacobian()["c", "c"]
+    if update is None or not isinstance(cc, Diag) or not isinstance(cc.vector, sp.MatrixSymbol):
+        return None
+    v = cc.vector
+    terms = update.args if isinstance(update, sp.MatAdd) else (update,)
+    carried = [a for a in terms if isinstance(a, sp.HadamardProduct) and set(a.args) == {v, c_prev}]
+    if len(carried) != 1:
+        return None
+    rest = [a for a in terms if a is not carried[0]]
+    if any(c_prev in step.expanded(q).free_symbols if q in step.definitions else q == c_prev
+           for term in [v, *rest] for q in term.free_symbols if isinstance(q, sp.MatrixSymbol)):
+        return None
+    named = [q for q in update.free_symbols if isinstance(q, sp.MatrixSymbol) and q in step.definitions]
+    named = sorted(named, key=list(step.definitions).index)
+    quantities = ", ".join(f"${latex(q)}$" for q in named)
+    return cell.name, f"{latex(step.new['c'])} = {latex(update)}", latex(v), quantities, latex(cc)
+
+
 def teach(doc: Doc, cells: list[Cell]) -> None:
     """The worked example (a level-3 subsection, after the cells' own derivations)."""
     doc.heading(3, "Worked example: one block, step by step")
@@ -75,16 +103,15 @@ def teach(doc: Doc, cells: list[Cell]) -> None:
                 " (WARNING: SymPy's entry-by-entry check at $n = 2$ disagrees: please report this)") + ":")
     doc.display([Row("\\frac{\\partial h_{t}}{\\partial h_{t-1}}", (block,))])
 
-    lstm = next((c for c in cells if c.has_forget_gate and "c" in c.states), None)
-    if lstm is not None:
-        cc = latex(lstm.jacobian()["c", "c"])
-        doc.para(f"The same steps for the cell state of `{lstm.name}`: entry $i$ is "
-                 "$c_{t,i} = f_{t,i}\\, c_{t-1,i} + i_{t,i}\\, g_{t,i}$, and the gates $f_t, i_t$ and the "
-                 "candidate $g_t$ read $h_{t-1}$ and $x_t$ but not $c_{t-1}$. Holding $h_{t-1}$ fixed (the "
-                 "$c \\to c$ block), only the first term depends on $c_{t-1}$, and only through its own "
-                 "entry $i$:")
-        doc.display([Row("\\frac{\\partial c_{t,i}}{\\partial c_{t-1,j}}",
-                         ("f_{t,i}\\, \\delta_{ij}",)),
+    example = next((e for e in map(_cell_state_example, cells) if e is not None), None)
+    if example is not None:
+        name, update, v, quantities, cc = example
+        v_i = v[: -len("_{t}")] + "_{t,i}" if v.endswith("_{t}") else f"\\left({v}\\right)_i"
+        doc.para(f"The same steps for the cell state of `{name}`, ${update}$: none of {quantities} "
+                 "depends on $c_{t-1}$, so, holding the cell's other states fixed (the $c \\to c$ "
+                 f"block), only the term ${v} \\odot c_{{t-1}}$ depends on $c_{{t-1}}$, and entry $i$ of "
+                 "it only through entry $i$ of $c_{t-1}$:")
+        doc.display([Row("\\frac{\\partial c_{t,i}}{\\partial c_{t-1,j}}", (f"{v_i}\\, \\delta_{{ij}}",)),
                      Row("\\frac{\\partial c_{t}}{\\partial c_{t-1}}", (cc,))])
         doc.para("($\\delta_{ij}$ is 1 for $i = j$ and 0 otherwise.) The paths through $h_{t-1}$ are the "
                  "other blocks of the Jacobian; [#sec:evidence] measures what they add.")
