@@ -28,7 +28,7 @@ from .._checks import GradflowError
 from .._numeric.loading import note, read_npy, torchscript_batch_first
 from .._numeric.reference_init import SCHEME_CELLS
 from .._numeric.size_guard import check_flow_size, choose_mode
-from .options import float_option, fmt_log10, init_scheme, init_words, int_option
+from .options import float_option, fmt_log10, init_scheme, init_words, int_option, lyapunov_lines
 
 
 class _Progress:
@@ -302,7 +302,7 @@ def run(a: argparse.Namespace) -> int:
     if init is not None and init in SCHEME_CELLS:
         print(f"init: {init_words(init, net.hidden, net.input)}")
     if flow.mode == "matrix-free":
-        _sketch_table(flow, record, T)
+        _sketch_table(flow, record, T, net.state_size)
         return 0
     print(f"mode: exact (N x N products, {flow.dtype})")
     head = f"{'k':>6} {'T-k':>6} {'||.||_2':>10} {'||.||_F':>10} {'||dL/ds_k||':>11}"
@@ -333,8 +333,7 @@ def run(a: argparse.Namespace) -> int:
             line += f" {fmt_log10(rec['log10_grad_norm_' + name])}"
         print(line.rstrip())
     if record["lyapunov"]:
-        top = ", ".join(fmt_log10(v).strip() for v in record["lyapunov"][:5])
-        print(f"Lyapunov exponents (natural log per step, largest {min(5, len(record['lyapunov']))}): {top}")
+        print("\n".join(lyapunov_lines(record["lyapunov"], net.state_size)))
     return 0
 
 
@@ -382,7 +381,7 @@ def _loss_options(a: argparse.Namespace, net, T: int, B: int):
     return loss, head, targets, initial
 
 
-def _sketch_table(flow, record, T: int) -> None:
+def _sketch_table(flow, record, T: int, N: int) -> None:
     """The table of a matrix-free run: the estimates with their standard errors, the band."""
     print(f"mode: matrix-free ({flow.dtype}; {flow.probes} probe vectors): ||.||_F estimated "
           f"+- one standard error, ||.||_2 a band [low, high], ||dL/ds_k|| exact")
@@ -399,5 +398,4 @@ def _sketch_table(flow, record, T: int) -> None:
             line += f" {fmt_log10(c['log10_norm_fro'])} {c['log10_norm_fro_se']:8.4f}"
         print(line)
     if record["lyapunov"]:
-        top = ", ".join(fmt_log10(v).strip() for v in record["lyapunov"][:5])
-        print(f"Lyapunov exponents (natural log per step, largest {min(5, len(record['lyapunov']))}): {top}")
+        print("\n".join(lyapunov_lines(record["lyapunov"], N)))

@@ -84,3 +84,20 @@ def init_words(scheme: str, hidden: int, input: int) -> str:
     if scheme not in SCHEME_CELLS or scheme == "rg-lru":
         return scheme
     return f"{scheme} (d = {input} channels, N = {hidden // input} state entries each)"
+
+
+def lyapunov_lines(values, total: int | None = None, what: str = "Lyapunov exponents") -> list[str]:
+    """The Lyapunov exponents of a ``--json`` record (largest first), every one printed, wrapped.
+
+    ``total``: how many the state has (N); the heading says "all N" when every one was asked for
+    (--lyapunov full) and "the K largest of N" otherwise, so no exponent is dropped without a word.
+    """
+    import textwrap
+
+    cells = [fmt_log10(v).strip() for v in values]
+    count = len(cells)
+    which = f"all {count}" if total is None or count >= total else f"the {count} largest of {total}"
+    head = f"{what} (natural log per step, {which}, largest first):"
+    body = textwrap.wrap(", ".join(cells), width=100, initial_indent="  ", subsequent_indent="  ",
+                         break_on_hyphens=False)
+    return [head, *body]

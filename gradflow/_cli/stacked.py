@@ -19,7 +19,7 @@ import numpy as np
 
 from .._checks import GradflowError
 from .._numeric.loading import GradflowNote, note
-from .options import fmt_log10
+from .options import fmt_log10, lyapunov_lines
 
 
 def stacked_or_none(a: argparse.Namespace, cell: Any, dtype: Any):
@@ -97,8 +97,8 @@ def run_stacked(a: argparse.Namespace, net: Any, inputs: Any, lyapunov: Any,
             else:
                 print(f"{rec['k']:>6} {rec['t']:>6} {'':>10} {'':>10} {fmt_log10(rec['log10_grad_norm_h'])}")
     if record["lyapunov"]:
-        top = ", ".join(fmt_log10(v).strip() for v in record["lyapunov"][:5])
-        print(f"Lyapunov exponents of the whole stack (natural log per step): {top}")
+        print("\n".join(lyapunov_lines(record["lyapunov"], net.state_size,
+                                        "Lyapunov exponents of the whole stack")))
     return 0
 
 

@@ -16,10 +16,12 @@ error ~1e-11 in the norms at T = 10⁴.
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import numpy as np
 
 from .._checks import GradflowError
+from .loading import note
 from .network import Network, Trajectory, kernels, to_host
 
 _LN10 = math.log(10.0)
@@ -28,6 +30,25 @@ _LN10 = math.log(10.0)
 def is_diagonal(cell) -> bool:
     """True when every non-zero derived block of ∂s_t/∂s_{t−1} is diagonal and on the block diagonal."""
     return all(blk.a == blk.b and blk.kind in ("diag", "identity") for blk in kernels(cell).blocks)
+
+
+@cache
+def jacobian_reads_state(cell) -> bool:
+    """True when the derived ∂s_t/∂s_{t−1}, its named quantities expanded, reads s_{t−1}.
+
+    IndRNN's diag(φ′(W x_t + u ⊙ h_{t−1} + b) ⊙ u) does; Mamba's diag(exp(Δ_t ⊙ A)) does not.
+    """
+    step = cell.recorded
+    prev = set(step.prev.values())
+    seen: set = set()
+    todo = [sym for e in cell.jacobian().blocks.values() for sym in e.free_symbols]
+    while todo:
+        sym = todo.pop()
+        if sym not in seen:
+            seen.add(sym)
+            if sym in step.definitions:
+                todo.extend(step.definitions[sym].free_symbols)
+    return bool(seen & prev)
 
 
 def _diagonal(net: Network, env, B: int):
@@ -40,6 +61,11 @@ def _diagonal(net: Network, env, B: int):
         else:
             parts[blk.a] = xp.broadcast_to(blk.fn(env), (B, n))
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
+
+
+def _overflow_words(net: Network, t: int, big: float) -> str:
+    return (f"{net.cell.name}: the state overflowed at step t = {t}: s_{t} holds ±inf or NaN, beyond the "
+            f"range of {np.dtype(net.dtype)} (the largest |s_{t - 1}| was {big:.3g})")
 
 
 def _log_abs(xp, a):
@@ -57,10 +83,14 @@ def _lse(xp, v):
         return shift + xp.log(xp.sum(xp.exp(v - shift[..., None]), axis=-1))
 
 
-def diagonal_curves(net: Network, inputs, initial=None, loss_gradient=None) -> dict:
+def diagonal_curves(net: Network, inputs, initial=None, loss_gradient=None, *,
+                    loss_reads_state: bool | None = None) -> dict:
     """log10 ‖∂s_T/∂s_k‖₂, ‖·‖_F and ‖∂L/∂s_k‖ (each (B, T)) and the Lyapunov exponents (B, N).
 
     ``loss_gradient``: ``trajectory -> ∂L/∂s_T`` (it reads the final state only); default L = Σ h_T.
+    ``loss_reads_state``: whether the loss's gradient reads the states (default: when
+    ``loss_gradient`` is given). A state that overflowed is then one error; otherwise one note,
+    since J_t = diag(a_t) of these cells may not read the state (Mamba's ā_t = exp(Δ_t ⊙ A)).
     Raises ``ValueError`` for a cell whose Jacobian is not diagonal (use the dense sweep).
     """
     if not is_diagonal(net.cell):
@@ -70,11 +100,25 @@ def diagonal_curves(net: Network, inputs, initial=None, loss_gradient=None) -> d
     T, B, _ = inputs.shape
     s0 = net.unroll(inputs[:1], initial, finite=False).states[0]  # the initial state, checked like unroll's
 
+    overflow: dict = {}  # the first step whose state (or diagonal) left the dtype's range
+
     def run(each):
         s = s0
         for t in range(T):
-            s_new, env = net.step(s, inputs[t])
-            each(t, _log_abs(xp, _diagonal(net, env, B)))
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported once, below
+                s_new, env = net.step(s, inputs[t])
+                a = _diagonal(net, env, B)
+            if not bool(xp.all(xp.isfinite(a))):
+                if "state" in overflow:
+                    raise GradflowError(f"{_overflow_words(net, *overflow['state'])}; J_t reads it, so every "
+                                        "Jacobian from that step on is not representable; scale the weights "
+                                        "or inputs down, or use fewer steps")
+                raise GradflowError(f"{net.cell.name}: the diagonal of J_{t + 1} holds ±inf or NaN at step "
+                                    f"t = {t + 1} (inputs or weights beyond the range of {np.dtype(net.dtype)}); "
+                                    "scale the weights or inputs down")
+            each(t, _log_abs(xp, a))
+            if "state" not in overflow and not bool(xp.all(xp.isfinite(s_new))):
+                overflow["state"] = (t + 1, float(xp.max(xp.abs(s))))
             s = s_new
         return s
 
@@ -85,6 +129,16 @@ def diagonal_curves(net: Network, inputs, initial=None, loss_gradient=None) -> d
         total["zeros"] = total["zeros"] + la[1]
 
     s_T = run(accumulate)
+    if "state" in overflow:
+        words = _overflow_words(net, *overflow["state"])
+        if jacobian_reads_state(net.cell):  # J_t from an overflowed state: no number to give
+            raise GradflowError(f"{words}; J_t reads the state, so every Jacobian from that step on is not "
+                                "representable; scale the weights or inputs down, or use fewer steps")
+        if loss_gradient is not None if loss_reads_state is None else loss_reads_state:
+            raise GradflowError(f"{words}; the loss gradient reads the states, so it is not representable; scale the "
+                                "weights or inputs down, or use the loss sum")
+        note(f"{words}; J_t = diag(a_t) does not read the state and L = sum of h_T has ∂L/∂h_T = 1, so the "
+             "norms are exact all the same")
     if loss_gradient is None:  # L = Σ h_T
         g = xp.concat([xp.ones_like(s_T[:, :net.hidden]), xp.zeros_like(s_T[:, net.hidden:])], axis=-1)
     else:

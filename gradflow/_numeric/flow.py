@@ -852,7 +852,8 @@ def _gradient_flow(net, inputs, initial, spec, spectral, tol, r, carousel, bound
     c, lyap = None, None
     if structure == "auto" and "c" not in net.cell.states and net.layout.uniform:
         if is_diagonal(net.cell):
-            c = diagonal_curves(net, inputs, initial, last if loss != "every" else None)
+            c = diagonal_curves(net, inputs, initial, last if loss != "every" else None,
+                                loss_reads_state=loss != "sum")
             lyap = c["lyapunov"].mean(axis=0)[:r] if r else None
         elif is_block_structured(net.cell):
             c = block_curves(net, inputs, initial, last if loss != "every" else None, lyapunov=r or 0)
