@@ -386,7 +386,9 @@ def test_indrnn_is_not_said_to_have_a_state_in_its_unbounded_factor():
     derive_cell(doc, get_cell("indrnn"))
     md = doc.markdown()
     assert "involves the previous state or the candidate" not in md and "GRU" not in md
-    assert "\\operatorname{diag}(H\\left(a_{t}\\right) \\odot u)" in md
+    # the derived bound (since the branch bounds): diag(H(a_t) ⊙ u), |H| ≤ 1, so (max_i |u_i|)^{t−k}
+    assert "\\operatorname{diag}\\left(H\\left(a_{t}\\right) \\odot u\\right)" in md
+    assert "\\left(\\max_i |u_i|\\right)^{t - k}" in md
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -607,7 +607,7 @@ def thread_limit(threads: int | None):
 
 def _pascanu_log10(net: Network, T: int):
     """log10 (rate)^{T−k} for k = 0…T−1, rate from :func:`gradflow.pascanu_bound`."""
-    from .._symbolic.many_steps import pascanu_bound
+    from .._symbolic.many_steps import pascanu_bound, sigma_max
 
     try:
         b = pascanu_bound(net.cell)
@@ -618,7 +618,9 @@ def _pascanu_log10(net: Network, T: int):
     for sup, M in b.terms:
         ls = 0.0  # log10 σ_max(M); 0 for the identity
         W = None
-        if hasattr(M, "name") and M.name in net.weights.arrays:
+        if isinstance(M, Identity) or sigma_max(M).is_Number:  # derived exactly (exp(A − Aᵀ): 1)
+            ls = 0.0 if isinstance(M, Identity) else math.log10(float(sigma_max(M)))
+        elif hasattr(M, "name") and M.name in net.weights.arrays:
             W = to_host(net.weights.arrays[M.name]).astype(np.float64)
         elif not isinstance(M, Identity):  # a structured matrix (W − Wᵀ − γI): evaluate it
             try:

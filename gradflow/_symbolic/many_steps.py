@@ -159,27 +159,54 @@ def _scalar(v, defs: dict, stand_in: dict):
     raise GradflowError(f"no scalar form for {v}")
 
 
-def _sup(v, defs: dict):
-    """sup |v| over every value its named quantities can take (∞ if unbounded)."""
+def _sup_factors(expr, relax: bool):
+    """sup |expr| for a product whose factors each hold one free variable (∞ otherwise).
+
+    ``relax``: a factor f(g(x, y, …)) of a bounded scalar function f of one argument is bounded by
+    sup_z |f(z)| over every real z (a superset of the values g takes): modReLU′ = H(|a| + b) ≤ 1
+    whatever the bias b.
+    """
     from .activations import sup_abs
 
-    stand_in: dict = {}
-    expr = sp.simplify(_scalar(v, defs, stand_in))
-    free = sorted(expr.free_symbols, key=str)
-    if not free:
-        return sp.Abs(expr)
     factors = expr.args if isinstance(expr, sp.Mul) else (expr,)
+    total = sp.S.One
     groups: dict = {}
     for f in factors:
         fs = f.free_symbols
+        if len(fs) > 1 and relax and isinstance(f, sp.Function) and f.args and \
+                not any(a.free_symbols for a in f.args[1:]):
+            z = sp.Dummy("z", real=True)
+            try:
+                total *= sup_abs(f.func(z, *f.args[1:]), z)
+            except NotImplementedError:
+                return sp.oo
+            continue
         if len(fs) > 1:
             return sp.oo
         key = next(iter(fs)) if fs else None
         groups[key] = groups.get(key, sp.S.One) * f
-    total = sp.S.One
     for x, g in groups.items():
-        total *= sp.Abs(g) if x is None else sup_abs(g, x)
+        if x is None:
+            total *= sp.Abs(g)
+            continue
+        try:  # sign(x) as its pieces (1, −1, 0), which sup_abs takes one at a time
+            total *= sup_abs(g.rewrite(sp.Piecewise) if g.has(sp.sign) else g, x)
+        except NotImplementedError:  # SymPy finds no maximum: no bound claimed
+            return sp.oo
     return sp.simplify(total)
+
+
+def _sup(v, defs: dict):
+    """sup |v| over every value its named quantities can take (∞ if unbounded)."""
+    stand_in: dict = {}
+    raw = _scalar(v, defs, stand_in)
+    expr = sp.simplify(raw)
+    if not expr.free_symbols:
+        return sp.Abs(expr)
+    best = _sup_factors(expr, relax=False)
+    if best is sp.oo or best.has(sp.oo):  # the factors as written, each bounded on its own
+        best = _sup_factors(raw, relax=True)
+    return best
 
 
 @dataclass(frozen=True)
@@ -212,15 +239,36 @@ class SigmaMax(sp.Function):
     is_positive = True
 
     def _latex(self, printer, exp=None):
-        body = r"\sigma_{\max}(%s)" % printer._print(self.args[0])
+        M = self.args[0]
+        if isinstance(M, Diag) and isinstance(M.vector, MatrixSymbol):  # ‖diag(u)‖₂ = max_i |u_i|
+            body = r"\max_i |%s_i|" % printer._print(M.vector)
+            return body if exp is None else r"\left(%s\right)^{%s}" % (body, exp)
+        body = r"\sigma_{\max}(%s)" % printer._print(M)
         return body if exp is None else r"%s^{%s}" % (body, exp)
 
     def _sympystr(self, printer):
-        return "sigma_max(%s)" % text(self.args[0])
+        M = self.args[0]
+        if isinstance(M, Diag) and isinstance(M.vector, MatrixSymbol):
+            return "max|%s|" % text(M.vector)
+        return "sigma_max(%s)" % text(M)
+
+
+def is_skew(S) -> bool:
+    """True when S + Sᵀ is the zero matrix as written (A − Aᵀ): then exp(S) is orthogonal."""
+    total = MatAdd(S, S.T).doit()
+    return isinstance(total, ZeroMatrix) or total == 0
 
 
 def sigma_max(M) -> sp.Expr:
-    """σ_max(M) as a positive SymPy expression."""
+    """σ_max(M) as a positive SymPy expression; 1 for exp(S) with S skew-symmetric as written.
+
+    exp(S)ᵀ exp(S) = exp(Sᵀ) exp(S) = exp(−S) exp(S) = I, so every singular value is 1
+    (expRNN's W = exp(A − Aᵀ)).
+    """
+    from .nodes import MatrixExp
+
+    if isinstance(M, MatrixExp) and is_skew(M.arg):
+        return sp.S.One
     return SigmaMax(M)
 
 
@@ -236,6 +284,7 @@ def pascanu_bound(cell: str | Cell) -> Bound:
         raise GradflowError(f"{cell.name}: the bound is derived for single-state cells (h only)")
     J = cell.jacobian()
     defs = dict(J.step.definitions)
+    elementwise = {p.symbol for p in J.step.params if p.kind == "w"}
     block = J["h", "h"]
     terms = []
     for term in block.args if isinstance(block, MatAdd) else (block,):
@@ -246,7 +295,15 @@ def pascanu_bound(cell: str | Cell) -> Bound:
         if isinstance(factors[0], Identity):
             sup, rest = sp.Abs(coeff), factors[1:]
         elif isinstance(factors[0], Diag):
-            sup, rest = sp.Abs(coeff) * _sup(factors[0].vector, defs), factors[1:]
+            # an element-wise recurrent weight w in the diagonal (IndRNN's φ'(a_t) ⊙ u) is a matrix
+            # diag(w) of the bound, ‖diag(w)‖₂ = max_i |w_i|, not a quantity to take the sup of
+            vec = factors[0].vector
+            parts = list(vec.args) if isinstance(vec, HadamardProduct) else [vec]
+            weights = [p for p in parts if p in elementwise]
+            others = [p for p in parts if p not in elementwise]
+            left = others[0] if len(others) == 1 else (HadamardProduct(*others) if others else None)
+            sup = sp.Abs(coeff) * (_sup(left, defs) if left is not None else sp.S.One)
+            rest = [Diag(w) for w in weights] + factors[1:]
         else:
             sup, rest = sp.Abs(coeff), factors
         if sup is sp.oo or sup.has(sp.oo):

@@ -32,7 +32,8 @@ def identity_summand(cell: Cell) -> bool:
 def bound_formula(cell: Cell, lag: str = "T-k") -> str:
     """LaTeX of the derived bound's right-hand side, (rate)^{lag}, printed from the symbolic rate."""
     rate = pascanu_bound(cell).rate
-    base = latex(rate) if isinstance(rate, (sp.Number, sp.Symbol, sp.Function)) else r"\left(%s\right)" % latex(rate)
+    atomic = isinstance(rate, (sp.Number, sp.Symbol, sp.Function)) and not latex(rate).startswith(r"\max")
+    base = latex(rate) if atomic else r"\left(%s\right)" % latex(rate)  # (max_i |u_i|)^{T-k}
     return f"{base}^{{{lag}}}"
 
 

@@ -158,10 +158,13 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                  "explode.")
     elif bound is not None:
         single_diag = len(bound.terms) == 1 and isinstance(bound.terms[0][1], Identity)
+        single_term = len(bound.terms) == 1 and not single_diag
         if single_diag:  # J = diag(v): its norm is max_i |v_i|
             doc.para("The one-step Jacobian is a single diagonal matrix $\\operatorname{diag}(v)$, whose "
                      "spectral norm is $\\max_i |v_i| \\le \\sup|v|$, so")
-        else:
+        elif single_term:  # J = diag(v)·M (IndRNN: M = diag(u); expRNN: M = exp(A − Aᵀ))
+            _single_term_bound(doc, bound)
+        if not single_diag and not single_term:
             doc.para("The one-step Jacobian is a sum of terms $\\operatorname{diag}(v)\\,M$. Bounding each "
                      "by $\\sup|v|\\,\\sigma_{\\max}(M)$ (the triangle inequality; an extension of the "
                      "argument of @[pascanu2013difficulty], not their bound) gives")
@@ -205,6 +208,28 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
 
     if "c" in cell.states:
         _derive_carousel(doc, cell)
+
+
+def _single_term_bound(doc: Doc, bound) -> None:
+    """One term diag(v)·M: ‖J_t‖₂ ≤ sup|v| · σ_max(M), each factor read off the derived bound."""
+    from .._symbolic.many_steps import sigma_max
+
+    sup, M = bound.terms[0]
+    exact = sigma_max(M)
+    block = bound.cell.jacobian()["h", "h"]
+    words = (f"The one-step Jacobian ${latex(block)}$ is one term $\\operatorname{{diag}}(v)\\,{latex(M)}$. "
+             "Since $\\lVert \\operatorname{diag}(v) \\rVert_2 = \\max_i |v_i|$ and the spectral norm is "
+             "submultiplicative, it has norm at most "
+             f"$\\sup|v| \\cdot \\sigma_{{\\max}}({latex(M)})$, with $\\sup|v| = {sp.latex(sup)}$ over every "
+             "value the quantities in $v$ can take")
+    if isinstance(M, Diag):
+        words += (f", and $\\sigma_{{\\max}}({latex(M)}) = {latex(exact)}$: the element-wise recurrent "
+                  "weight is a matrix of the bound, not a quantity to take the supremum of")
+    elif exact.is_Number:
+        words += (f", and $\\sigma_{{\\max}}({latex(M)}) = {sp.latex(exact)}$: the exponent is skew-symmetric "
+                  "($S^\\top = -S$), so $\\exp(S)^\\top \\exp(S) = \\exp(-S)\\exp(S) = I$ and the matrix is "
+                  "orthogonal")
+    doc.para(words + ". Over $t-k$ steps:")
 
 
 def _gru_bound(doc: Doc, cell: Cell) -> None:

@@ -84,7 +84,9 @@ def _cell_frames(b: Build, cell: Cell) -> list[str]:
         text = (f"After {_cite(b, 'pascanu2013difficulty')}: "
                 + (f"with $\\gamma = \\sup|\\varphi'| = {sp.latex(bound.gamma)}$, "
                    f"$\\sigma_{{\\max}}(W) < {sp.latex(1 / bound.gamma)}$ suffices for vanishing gradients."
-                   if bound.gamma is not None else "a sum of terms $\\operatorname{diag}(v)\\,M$, each bounded."))
+                   if bound.gamma is not None and getattr(bound.terms[0][1], "name", None) == "W" else
+                   "a sum of terms $\\operatorname{diag}(v)\\,M$, each bounded." if len(bound.terms) > 1 else
+                   "one term $\\operatorname{diag}(v)\\,M$, at most $\\sup|v|\\,\\sigma_{\\max}(M)$."))
         out.append(_frame(f"\\texttt{{{name}}}: the bound",
                           text + "\n" + _math(row_lines(Row(lhs, (rhs,), "\\le"), BUDGET_SLIDE))))
     if "c" in cell.states:
