@@ -177,9 +177,12 @@ def _sup_factors(expr, relax: bool):
                 not any(a.free_symbols for a in f.args[1:]):
             z = sp.Dummy("z", real=True)
             try:
-                total *= sup_abs(f.func(z, *f.args[1:]), z)
+                bound = sup_abs(f.func(z, *f.args[1:]), z)
             except NotImplementedError:
                 return sp.oo
+            if not bound.is_finite:  # f itself unbounded: the relaxation proves nothing
+                return sp.oo
+            total *= bound
             continue
         if len(fs) > 1:
             return sp.oo
