@@ -134,3 +134,16 @@ def test_exprnn_bias_nonpositive_norm_at_most_one(a_scale, x_scale):
     fin = np.isfinite(want)
     assert fin.any() and np.abs(got[fin] - want[fin]).max() < 1e-9
     assert np.all(want[fin] <= 1e-12) and np.all(got[np.isfinite(got)] <= 1e-12)
+
+
+def test_a_flat_rate_is_not_called_growth_on_the_slides():
+    """expRNN with b = 0: ‖W^{T−k}‖₂ = 1, its fitted rate +1e-16 is rounding, not growth."""
+    from types import SimpleNamespace
+
+    from gradflow._views.slides import _ranking
+
+    cells = [SimpleNamespace(name=n) for n in ("exprnn", "tanh-rnn", "irnn")]
+    runs = {"exprnn": SimpleNamespace(rate_full=2.2e-16), "tanh-rnn": SimpleNamespace(rate_full=-0.3),
+            "irnn": SimpleNamespace(rate_full=0.02)}
+    text = _ranking(SimpleNamespace(cells=cells, runs=runs))
+    assert "Growing, not decaying: \\texttt{irnn}." in text and "exprnn" not in text

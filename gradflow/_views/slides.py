@@ -214,8 +214,9 @@ def _ranking(b: Build) -> str:
     """Which cell keeps its gradient longest here, which loses it fastest, which grows: from the rates."""
     rates = {c.name: b.runs[c.name].rate_full for c in b.cells if b.runs[c.name].rate_full is not None}
     finite = {k: v for k, v in rates.items() if np.isfinite(v)}
-    decay = {k: v for k, v in finite.items() if v < 0}
-    grow = [k for k, v in finite.items() if v > 0]
+    flat = 5e-4  # a rate printed as ±0.000 (expRNN's orthogonal W: +1e-16 of rounding) is neither
+    decay = {k: v for k, v in finite.items() if v < -flat}
+    grow = [k for k, v in finite.items() if v > flat]
     parts = []
     if len(decay) >= 2:
         slow, fast = max(decay, key=decay.__getitem__), min(decay, key=decay.__getitem__)
