@@ -92,3 +92,12 @@ def test_lyapunov_prints_what_was_asked(capsys, extra, count, words):
     want = json.loads(js)["lyapunov"]
     assert len(want) == count and np.allclose(printed, want, atol=6e-5)
     assert printed == sorted(printed, reverse=True)
+
+
+def test_diagonal_cell_whose_jacobian_is_nan_at_huge_inputs_is_one_error(tmp_path, capsys):
+    """minLSTM's f'_t = f_t / (f_t + i_t) is 0/0 where both gates round to 0: one error, no warning
+    (it printed NumPy's divide/invalid warnings and 'log10_norm_2 at k = 0 is NaN')."""
+    path, _ = _huge_inputs(tmp_path, 4, 4, 0)
+    code, out, err = _cli(capsys, "flow", "minlstm", "--hidden", "8", "--inputs", str(path), "--no-lyapunov")
+    assert code == 2 and not out and err.startswith("gradflow: error: minlstm: the diagonal of J_")
+    assert err.count("\n") == 1 and "Warning" not in err
