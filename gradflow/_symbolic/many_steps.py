@@ -221,7 +221,8 @@ class Bound(DisplaysLatex):
         terms: ((sup |v|, M)) for each term diag(v)·M of ∂h_t/∂h_{t−1} (M = I for a bare diag).
         rate: Σ sup|v| · σ_max(M) (a SymPy expression in σ_max(W) symbols).
         expr: rate**(t − k).
-        gamma: sup|φ'| of the single term of an Elman cell (None for other forms).
+        gamma: sup|v| of a single term diag(v)·M (γ = sup|φ'| for an Elman cell, M = W; IndRNN's
+            M = diag(u), expRNN's M = exp(A − Aᵀ)); None for a sum of terms.
     """
 
     cell: Cell

@@ -287,7 +287,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
         caption += (f"; dashed: the bound $(\\gamma\\,\\sigma_{{\\max}}(W))^{{T-k}}$ of "
                     f"@[pascanu2013difficulty] on the weights of seed {seed} ({', '.join(pas)})")
     if res:
-        caption += (f"; dashed: the triangle-inequality bound of [#sec:derivation], {', '.join(res)}, "
+        caption += (f"; dashed: the one-step bound derived in [#sec:derivation], {', '.join(res)}, "
                     "cut at the frame where it leaves the measured range")
     caption += ("; a triangle marks the last lag before a median that is exactly zero. Data: "
                 "`figures/decay.csv`, `figures/decay.tex` (pgfplots).")
@@ -515,7 +515,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     if pas:
         bound_words.append(f"$(\\gamma\\,\\sigma_{{\\max}}(W))^{{T-k}}$ [@pascanu2013difficulty] for {', '.join(pas)}")
     if res:
-        bound_words.append(f"the triangle-inequality bound of [#sec:derivation], {', '.join(res)}")
+        bound_words.append(f"the one-step bound derived in [#sec:derivation], {', '.join(res)}")
     doc.table(["cell", "$n$", "$m$", "$T$", "rate $\\partial s_T/\\partial s_k$",
                *(["rate $\\partial c_T/\\partial c_k$", "rate carousel"] if with_c else []), "rate bound",
                "$\\log_{10}\\lVert\\partial s_T/\\partial s_0\\rVert_2$"],
