@@ -237,19 +237,24 @@ class _Tracker:
             sigs = [exact[name] for name in names]
         else:
             bases = []
+            orthonormal = True
             for name in dense:  # refresh the least important direction: catches rising ones
                 U = self.bases[name]
                 R, r = U.shape[1], U.shape[2]
-                if 1 < r < R:  # one Gram–Schmidt step against the kept (orthonormal) columns
+                if 1 < r < R:  # Gram–Schmidt twice against the kept (orthonormal) columns
                     keep = U[..., :-1]
                     v = xp.asarray(self.rng.standard_normal((U.shape[0], R, 1)), dtype=U.dtype)
-                    v = v - keep @ (xp.matrix_transpose(keep) @ v)
+                    for _ in range(2):  # twice is enough: v ⊥ keep to O(ε)
+                        v = v - keep @ (xp.matrix_transpose(keep) @ v)
                     v = v / xp.sqrt(xp.sum(v * v, axis=(-2, -1), keepdims=True))
+                    # checked, so the certified iteration can skip its QR of the start basis
+                    eps = float(xp.finfo(U.dtype).eps)
+                    orthonormal &= bool(xp.all(xp.abs(xp.matrix_transpose(keep) @ v) <= 4 * eps))
                     U = xp.concat([keep, v], axis=-1)
                 bases.append(U)
             dsigs, bases = spectral_blocks(P, [self.blocks[nm] for nm in dense], bases,
                                             [sumsqs[names.index(nm)] for nm in dense], tol=self.tol,
-                                            stats=self.stats)
+                                            stats=self.stats, orthonormal=orthonormal)
             self.bases.update(zip(dense, bases, strict=True))
             exact.update(zip(dense, dsigs, strict=True))
             sigs = [exact[name] for name in names]
