@@ -228,7 +228,12 @@ class _Tracker:
             rows, cols = self.blocks[name]
             full = rows == slice(0, N) and cols == slice(0, N)
             blk = P[:, rows, cols]
-            sumsqs.append(sumsq_full if full else xp.sum(blk * blk, axis=(-2, -1)))
+            if full:
+                sumsqs.append(sumsq_full)
+            elif isinstance(blk, np.ndarray):  # no B × R × C temporary (half the time)
+                sumsqs.append(np.einsum("bij,bij->b", blk, blk))
+            else:
+                sumsqs.append(xp.sum(blk * blk, axis=(-2, -1)))
         exact = {name: diagonal_norm(xp, P, *self.blocks[name]) for name in names if name in diagonal}
         dense = [name for name in names if name not in exact]
         if self.spectral == "svd":
