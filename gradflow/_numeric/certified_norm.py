@@ -61,7 +61,8 @@ def upper_bound_sq(xp, U, W, Z, sumsq):
     return theta1, _mu(xp, theta1, d, rho1)
 
 
-def certified_blocks(P, blocks, bases, sumsqs, *, tol=1e-10, max_iter=30, stats=None):
+def certified_blocks(P, blocks, bases, sumsqs, *, tol=1e-10, max_iter=30, stats=None,
+                     orthonormal=False):
     """σ_max of the blocks P[:, rows_b, cols_b] of a batch P (B, N, M), each certified to
     relative ``tol`` (upper bound ≤ (1 + tol)·value; at least 64 ε of the dtype) or computed by
     an SVD.
@@ -71,6 +72,8 @@ def certified_blocks(P, blocks, bases, sumsqs, *, tol=1e-10, max_iter=30, stats=
         sumsqs: [(B,) ‖block‖_F²].
         stats: optional dict counting ``"exact"`` (SVD fallbacks), ``"iterations"``,
             ``"certified"``.
+        orthonormal: the bases are orthonormal to working accuracy already (‖UᵀU − I‖ of order
+            ε, as from a Householder QR); otherwise they are orthonormalised first.
 
     Returns:
         (sigmas, bases): a (B,) array per block (a lower bound within tol of σ_max, or the SVD
@@ -81,7 +84,8 @@ def certified_blocks(P, blocks, bases, sumsqs, *, tol=1e-10, max_iter=30, stats=
     n_blk = len(blocks)
     sig: list[Any] = [None] * n_blk
     done: list[Any] = [None] * n_blk
-    bases = [xp.linalg.qr(U)[0] for U in bases]
+    if not orthonormal:
+        bases = [xp.linalg.qr(U)[0] for U in bases]
     # a tolerance below the dtype's own resolution cannot be certified (float32: ~1e-5)
     tol = max(tol, 64 * float(np.finfo(np.float32 if P.dtype == xp.float32 else np.float64).eps))
     lim = (1.0 + tol) ** 2

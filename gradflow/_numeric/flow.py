@@ -228,7 +228,12 @@ class _Tracker:
             rows, cols = self.blocks[name]
             full = rows == slice(0, N) and cols == slice(0, N)
             blk = P[:, rows, cols]
-            sumsqs.append(sumsq_full if full else xp.sum(blk * blk, axis=(-2, -1)))
+            if full:
+                sumsqs.append(sumsq_full)
+            elif isinstance(blk, np.ndarray):  # no B × R × C temporary (half the time)
+                sumsqs.append(np.einsum("bij,bij->b", blk, blk))
+            else:
+                sumsqs.append(xp.sum(blk * blk, axis=(-2, -1)))
         exact = {name: diagonal_norm(xp, P, *self.blocks[name]) for name in names if name in diagonal}
         dense = [name for name in names if name not in exact]
         if self.spectral == "svd":
@@ -237,19 +242,24 @@ class _Tracker:
             sigs = [exact[name] for name in names]
         else:
             bases = []
+            orthonormal = True
             for name in dense:  # refresh the least important direction: catches rising ones
                 U = self.bases[name]
                 R, r = U.shape[1], U.shape[2]
-                if 1 < r < R:  # one Gram–Schmidt step against the kept (orthonormal) columns
+                if 1 < r < R:  # Gram–Schmidt twice against the kept (orthonormal) columns
                     keep = U[..., :-1]
                     v = xp.asarray(self.rng.standard_normal((U.shape[0], R, 1)), dtype=U.dtype)
-                    v = v - keep @ (xp.matrix_transpose(keep) @ v)
+                    for _ in range(2):  # twice is enough: v ⊥ keep to O(ε)
+                        v = v - keep @ (xp.matrix_transpose(keep) @ v)
                     v = v / xp.sqrt(xp.sum(v * v, axis=(-2, -1), keepdims=True))
+                    # checked, so the certified iteration can skip its QR of the start basis
+                    eps = float(xp.finfo(U.dtype).eps)
+                    orthonormal &= bool(xp.all(xp.abs(xp.matrix_transpose(keep) @ v) <= 4 * eps))
                     U = xp.concat([keep, v], axis=-1)
                 bases.append(U)
             dsigs, bases = spectral_blocks(P, [self.blocks[nm] for nm in dense], bases,
                                             [sumsqs[names.index(nm)] for nm in dense], tol=self.tol,
-                                            stats=self.stats)
+                                            stats=self.stats, orthonormal=orthonormal)
             self.bases.update(zip(dense, bases, strict=True))
             exact.update(zip(dense, dsigs, strict=True))
             sigs = [exact[name] for name in names]

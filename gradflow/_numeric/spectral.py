@@ -17,12 +17,13 @@ def start_basis(xp, B, R, r, dtype):
     return xp.broadcast_to(xp.asarray(q, dtype=dtype)[None], (B, R, r))
 
 
-def spectral_blocks(P, blocks, bases, sumsqs, *, tol=1e-10, max_iter=30, stats=None):
+def spectral_blocks(P, blocks, bases, sumsqs, *, tol=1e-10, max_iter=30, stats=None, orthonormal=False):
     """σ_max of several blocks of P, each certified or from an SVD: see
     :func:`gradflow._numeric.certified_norm.certified_blocks`."""
     from .certified_norm import certified_blocks
 
-    return certified_blocks(P, blocks, bases, sumsqs, tol=tol, max_iter=max_iter, stats=stats)
+    return certified_blocks(P, blocks, bases, sumsqs, tol=tol, max_iter=max_iter, stats=stats,
+                            orthonormal=orthonormal)
 
 
 def spectral_norm(P, U=None, *, rank: int = 8, tol: float = 1e-10, max_iter: int = 30, sumsq=None,
