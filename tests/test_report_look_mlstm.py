@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 
+import numpy as np
 import pytest
 from conftest import need_program
 
@@ -43,3 +44,78 @@ def test_mlstm_jacobian_and_recurrence_frames_fit(tmp_path, name):
     assert "Overfull \\vbox" not in log and "Overfull \\hbox" not in log
     body = "\n".join(frames)
     assert body.count("\\frac{\\partial h_{t}}{\\partial m_{t - 1}}") == (name == "mlstm-stabilised")
+
+
+def _mlstm_like_spectra() -> dict[int, np.ndarray]:
+    """Five k of a 24-entry state, 20 values per k and σ_21 … σ_24 exactly 0 (the h columns), the
+    lowest curve near the bottom left, where the notes were written over it."""
+    out = {}
+    for k, level in zip((0, 10, 20, 30, 39), (-16.0, -12.0, -8.0, -3.3, 0.0), strict=True):
+        s = np.full(24, -np.inf)
+        s[:20] = level - np.linspace(0.0, 0.2, 20)
+        out[k] = s
+    return out
+
+
+def test_spectrum_notes_leave_every_point_visible():
+    """mlstm at n = 4: five notes "k = …: σ_i = 0 for i ≥ 21" were stacked over each other and over
+    the k = 0 and k = 10 curves. One note when every k has the same exact zeros, and no drawn point
+    under it (matplotlib's rendered boxes)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from gradflow._views.plots import figure_style, plot_spectrum
+
+    with figure_style("two-column"):
+        fig = Figure(figsize=(2.3, 2.0))
+        FigureCanvasAgg(fig)
+        ax = plot_spectrum(_mlstm_like_spectra(), ax=fig.subplots())
+        renderer = fig.canvas.get_renderer()
+        fig.draw(renderer)
+        notes = [t for t in ax.texts if t.get_text()]
+        assert len(notes) == 1
+        text = notes[0].get_text()
+        assert "i \\geq 21" in text and "every" in text and text.count("\\sigma_i") == 1
+        box = notes[0].get_window_extent(renderer)
+        for line in ax.get_lines():
+            xy = ax.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()]))
+            xy = xy[np.isfinite(xy).all(axis=1)]
+            inside = ((xy[:, 0] >= box.x0 - 2) & (xy[:, 0] <= box.x1 + 2)
+                      & (xy[:, 1] >= box.y0 - 2) & (xy[:, 1] <= box.y1 + 2))
+            assert not inside.any(), (line.get_label(), xy[inside][:3], box)
+
+
+def test_spectrum_keeps_distinct_notes_apart():
+    """Different zeros per k stay one note per k (what the report's other cells need)."""
+    from matplotlib.figure import Figure
+
+    from gradflow._views.plots import plot_spectrum
+
+    ax = plot_spectrum({0: np.full(4, -np.inf), 3: np.array([0.0, -1.0, -2.0, -np.inf]),
+                        5: np.array([0.0, -1.0, -np.inf, -np.inf])}, ax=Figure().subplots())
+    text = " ".join(t.get_text() for t in ax.texts)
+    assert "$k = 0$: every $\\sigma_i = 0$" in text
+    assert "$k = 3$: $\\sigma_i = 0$ for $i \\geq 4$" in text and "$k = 5$: $\\sigma_i = 0$ for $i \\geq 3$" in text
+
+
+def test_jacobian_block_labels_of_a_one_entry_state_do_not_overlap():
+    """mlstm-stabilised's m (one entry) sat next to n: the labels "n" and "m" were drawn over each
+    other on both axes. Oracle: the rendered boxes of the tick labels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from gradflow._views.plots import figure_style, plot_jacobian
+
+    sizes = (4, 16, 4, 1)
+    with figure_style("two-column"):
+        fig = Figure(figsize=(2.0, 1.8))
+        FigureCanvasAgg(fig)
+        ax = plot_jacobian(np.eye(25), ax=fig.subplots(), state_names=("h", "C", "n", "m"), state_sizes=sizes)
+        renderer = fig.canvas.get_renderer()
+        fig.draw(renderer)
+        for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+            boxes = [t.get_window_extent(renderer) for t in labels if t.get_text()]
+            assert len(boxes) == 4
+            for a in range(4):
+                for b in range(a + 1, 4):
+                    assert not boxes[a].overlaps(boxes[b]), (labels[a].get_text(), labels[b].get_text())
