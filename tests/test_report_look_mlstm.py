@@ -119,3 +119,38 @@ def test_jacobian_block_labels_of_a_one_entry_state_do_not_overlap():
             for a in range(4):
                 for b in range(a + 1, 4):
                     assert not boxes[a].overlaps(boxes[b]), (labels[a].get_text(), labels[b].get_text())
+
+
+def test_mlstm_stabilised_spectrum_says_exact_zeros_where_mpmath_finds_them():
+    """A step whose stabiliser resets (m_t = ĩ_t, so ∂m_t/∂s_{t−1} = 0: a zero row) after steps that
+    never read h (zero columns) leaves ∂s_T/∂s_k of rank N − n − 1: σ_{N−n} was NaN, "not resolved",
+    in the report's Figure 3 at k = 10, 20, 30; it is exactly 0. Oracle: the product of the same
+    float64 Jacobians in mpmath at 60 digits, whose zero values sit 40+ orders below the rest."""
+    import math
+
+    import mpmath as mp
+
+    import gradflow as gf
+
+    n, T = 2, 12
+    net = gf.network("mlstm-stabilised", n, 3, seed=0)
+    x = gf.random_inputs(T, 3, seed=0)
+    ks = [0, 4, 8]
+    got = gf.singular_values(net, x, ks)
+    traj = net.unroll(x)
+    N = net.state_size
+    for k in ks:
+        with mp.workdps(60):
+            P = None
+            for t in range(T, k, -1):
+                Jm = mp.matrix(np.asarray(net.step_jacobian(traj, t))[0].tolist())
+                P = Jm if P is None else P * Jm
+            ref = sorted((float(mp.log10(v)) if v > 0 else -math.inf for v in mp.svd_r(P, compute_uv=False)),
+                         reverse=True)
+        ref = np.array(ref)
+        zero = ref < ref[0] - 40  # exactly 0 in the product of these matrices (rounding at 60 digits)
+        assert zero.sum() == n + 1, (k, ref)
+        assert not np.isnan(got[k]).any(), (k, got[k])
+        np.testing.assert_array_equal(np.isneginf(got[k]), zero)
+        np.testing.assert_allclose(got[k][~zero], ref[~zero], rtol=0, atol=1e-6)
+    assert N == n + n * n + n + 1
