@@ -154,3 +154,21 @@ def test_mlstm_stabilised_spectrum_says_exact_zeros_where_mpmath_finds_them():
         np.testing.assert_array_equal(np.isneginf(got[k]), zero)
         np.testing.assert_allclose(got[k][~zero], ref[~zero], rtol=0, atol=1e-6)
     assert N == n + n * n + n + 1
+
+
+@pytest.fixture(scope="module")
+def mlstm_lstm_md(tmp_path_factory):
+    import gradflow as gf
+
+    out = gf.write_report(["mlstm", "lstm"], tmp_path_factory.mktemp("look") / "rep", hidden=2, steps=6)
+    return (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_decay_table_names_the_mlstm_memory_block(mlstm_lstm_md):
+    """The table's column "rate ∂c_T/∂c_k" held mlstm's memory block ∂(C_T, n_T)/∂(C_k, n_k) under
+    the LSTM's name: the caption says which block each memory row is."""
+    md = mlstm_lstm_md
+    caption = next(ln for ln in md.splitlines() if ln.startswith("*Table 2.*"))
+    row = next(ln for ln in md.splitlines() if ln.startswith("| `mlstm` |"))
+    assert row.count("–") == 2  # no carousel and no bound for mlstm, but a memory-block rate
+    assert "`mlstm`" in caption and "\\partial (C_T, n_T)/\\partial (C_k, n_k)" in caption
