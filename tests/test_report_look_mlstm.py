@@ -172,3 +172,15 @@ def test_decay_table_names_the_mlstm_memory_block(mlstm_lstm_md):
     row = next(ln for ln in md.splitlines() if ln.startswith("| `mlstm` |"))
     assert row.count("–") == 2  # no carousel and no bound for mlstm, but a memory-block rate
     assert "`mlstm`" in caption and "\\partial (C_T, n_T)/\\partial (C_k, n_k)" in caption
+
+
+def test_a_shared_cell_state_formula_is_printed_once():
+    """Figures 2 and 4 of `report lru mamba-zoh mingru slstm gru lstm` read "diag(f_T) for `slstm`;
+    diag(f_T) for `lstm`": the same formula twice. Each formula once, naming every cell that has it."""
+    from gradflow._views.bound_words import carousel_words, cc_block_words
+
+    cells = [get_cell(n) for n in ("slstm", "lstm", "lstm-1997")]
+    words = cc_block_words(cells)
+    assert words == ("$\\operatorname{diag}\\left(f_{T}\\right)$ for `slstm` and `lstm`; $I$ for `lstm-1997`")
+    car = carousel_words(cells)
+    assert car.count("\\bigodot") == 1 and car.endswith("for `slstm` and `lstm`; $I$ for `lstm-1997`")
