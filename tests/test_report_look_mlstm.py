@@ -184,3 +184,30 @@ def test_a_shared_cell_state_formula_is_printed_once():
     assert words == ("$\\operatorname{diag}\\left(f_{T}\\right)$ for `slstm` and `lstm`; $I$ for `lstm-1997`")
     car = carousel_words(cells)
     assert car.count("\\bigodot") == 1 and car.endswith("for `slstm` and `lstm`; $I$ for `lstm-1997`")
+
+
+def test_two_columns_do_not_stretch_paragraphs_apart(tmp_path):
+    """Page 1 of `report lru mamba-zoh mingru slstm gru lstm --columns 2` had its paragraphs spread
+    over the column with blank bands between them (two-column article is \\flushbottom): pdflatex
+    reported "Underfull \\vbox (badness 10000) has occurred while \\output is active" when the
+    first display did not fit under the introduction. Introductions of a few lengths, then the LRU."""
+    exe = need_program("pdflatex")
+    from gradflow._views.bibtex import bibliography
+    from gradflow._views.document import Doc
+    from gradflow._views.report import derive_cell
+
+    bad = []
+    for extra in (1, 5):
+        doc = Doc(bibliography())
+        for words in (140, 110, 170, 3 * extra):
+            doc.para(" ".join(["gradient"] * words))
+        derive_cell(doc, get_cell("lru"))
+        work = tmp_path / str(extra)
+        work.mkdir()
+        (work / "two.tex").write_text(doc.latex("two columns", "today", columns=2), encoding="utf-8")
+        proc = subprocess.run([exe, "-interaction=nonstopmode", "two.tex"], cwd=work, capture_output=True,
+                              timeout=120)
+        assert (work / "two.pdf").exists(), proc.stdout.decode("latin-1")[-2000:]
+        if "Underfull \\vbox" in (work / "two.log").read_text(encoding="latin-1"):
+            bad.append(extra)
+    assert not bad

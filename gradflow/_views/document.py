@@ -664,7 +664,9 @@ def latex_preamble(columns: int = 1) -> str:
             "\\usepackage{amsmath}\n\\usepackage{amssymb}\n\\usepackage{graphicx}\n\\usepackage{booktabs}\n"
             "\\usepackage[round]{natbib}\n\\usepackage[hidelinks]{hyperref}\n"
             "% long displays break across pages between their lines\n"
-            "\\allowdisplaybreaks\n\\setlength{\\emergencystretch}{3em}\n")
+            "\\allowdisplaybreaks\n\\setlength{\\emergencystretch}{3em}\n"
+            # a column the next display does not fit ends short, not with its paragraphs spread apart
+            + ("\\raggedbottom\n" if columns == 2 else ""))
 
 
 def _shortstack(cell: str) -> str:
