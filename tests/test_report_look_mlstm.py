@@ -211,3 +211,27 @@ def test_two_columns_do_not_stretch_paragraphs_apart(tmp_path):
         if "Underfull \\vbox" in (work / "two.log").read_text(encoding="latin-1"):
             bad.append(extra)
     assert not bad
+
+
+def test_notation_defines_the_matrix_memory_symbols(mlstm_lstm_md):
+    """mLSTM's derivation prints vec C_t (n² entries), k_t ⊗ v_t, (q_tᵀ ⊗ I) C_t and the ones column
+    in 1 f_t; the Notation paragraph defined none of them. Checked against the cell as written:
+    C_t has n² entries, and the printed recurrence uses ⊗ and the spread 1 f_t."""
+
+    from gradflow._symbolic.cell import n
+
+    md = mlstm_lstm_md
+    notation = next(ln for ln in md.splitlines() if ln.startswith("Notation."))
+    assert get_cell("mlstm").size("C") == n ** 2
+    assert "\\otimes" in md and "\\left(1 f_{t}\\right)" in md
+    assert "\\otimes" in notation and "Kronecker" in notation
+    assert "\\operatorname{vec}" in notation and "column of ones" in notation
+    assert "q^{T} \\otimes I" in notation  # the read-out C q written as it is printed
+
+
+def test_notation_stays_short_without_a_matrix_memory():
+    """No Kronecker sentence for cells that print no ⊗ (oracle: the printed recurrences)."""
+    from gradflow._views.report import notation_extras
+
+    assert notation_extras([get_cell("lstm"), get_cell("gru")]) == ""
+    assert "Kronecker" in notation_extras([get_cell("lstm"), get_cell("mlstm-stabilised")])
