@@ -158,9 +158,22 @@ def test_mlstm_stabilised_spectrum_says_exact_zeros_where_mpmath_finds_them():
 
 @pytest.fixture(scope="module")
 def mlstm_lstm_md(tmp_path_factory):
-    import gradflow as gf
+    """The Markdown of a small report; its figures are not rendered (empty files: the words are tested)."""
+    from pathlib import Path
 
-    out = gf.write_report(["mlstm", "lstm"], tmp_path_factory.mktemp("look") / "rep", hidden=2, steps=6)
+    import gradflow as gf
+    import gradflow._views.plots as plots
+
+    def empty_files(fig, stem, formats=("pdf", "png"), dpi=200):
+        paths = [Path(f"{stem}.{f}") for f in formats]
+        for p in paths:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"")
+        return paths
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plots, "save_figure", empty_files)
+        out = gf.write_report(["mlstm", "lstm"], tmp_path_factory.mktemp("look") / "rep", hidden=2, steps=6)
     return (out / "report.md").read_text(encoding="utf-8")
 
 
