@@ -53,7 +53,8 @@ def _display_frames(title: str, rows: list[Row], intro: str = "") -> list[str]:
     """Frames showing ``rows``, filled up to :data:`FRAME_HEIGHT` (an intro counts 2 lines).
 
     A row starts a new frame when it does not fit the rest of the current one; a row taller than a
-    whole frame is split between its lines, and its continuation lines (``&\\quad …``) go on.
+    whole frame is split between its lines; the next frame starts with ``lhs = ⋯`` and goes on with
+    its continuation lines (``&\\quad …``).
     """
     frames: list[list[str]] = []
     chunk: list[str] = []
@@ -65,11 +66,14 @@ def _display_frames(title: str, rows: list[Row], intro: str = "") -> list[str]:
         if chunk and used + tall > room and tall <= FRAME_HEIGHT:
             frames.append(chunk)
             chunk, used, room = [], 0.0, FRAME_HEIGHT
-        for ln in lines:
+        for i, ln in enumerate(lines):
             h = line_height(ln)
             if chunk and used + h > room:
                 frames.append(chunk)
                 chunk, used, room = [], 0.0, FRAME_HEIGHT
+                if i:  # a row continued from the last frame: say whose right-hand side goes on
+                    chunk.append(f"{r.lhs} &{r.rel} \\cdots")
+                    used += line_height(chunk[-1])
             chunk.append(ln)
             used += h
     frames.append(chunk)
