@@ -95,7 +95,7 @@ def test_spectrum_keeps_distinct_notes_apart():
                         5: np.array([0.0, -1.0, -np.inf, -np.inf])}, ax=Figure().subplots())
     text = " ".join(t.get_text() for t in ax.texts)
     assert "$k = 0$: every $\\sigma_i = 0$" in text
-    assert "$k = 3$: $\\sigma_i = 0$ for $i \\geq 4$" in text and "$k = 5$: $\\sigma_i = 0$ for $i \\geq 3$" in text
+    assert "$k = 3$: $\\sigma_i = 0$, $i \\geq 4$" in text and "$k = 5$: $\\sigma_i = 0$, $i \\geq 3$" in text
 
 
 def test_jacobian_block_labels_of_a_one_entry_state_do_not_overlap():
@@ -263,3 +263,42 @@ def test_a_row_continued_on_the_next_frame_names_its_left_side():
     for f in holding[1:]:
         first = f.split("\\begin{align*}\n", 1)[1].split(" \\\\\n", 1)[0]
         assert first == f"{lhs} &= \\cdots", first
+
+
+def test_spectrum_says_which_k_are_not_resolved_and_ticks_do_not_collide():
+    """The default report (n = 16, T = 100): mlstm's panel showed only k = 75 (three points) and
+    k = 99; k = 0, 25, 50 had all 272 non-zero σ_i NaN (not resolved) and 16 exact zeros, and said
+    nothing. Its index ticks, 0 30 60 … 270, ran into each other. Oracles: the arrays themselves
+    (counts of NaN) and the rendered tick-label boxes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from gradflow._views.plots import figure_style, plot_spectrum
+
+    N, zeros = 288, 16
+    spectra = {}
+    for k in (0, 25, 50):
+        s = np.full(N, np.nan)
+        s[N - zeros:] = -np.inf
+        spectra[k] = s
+    part = np.full(N, np.nan)
+    part[:16] = -7.5
+    part[N - zeros:] = -np.inf
+    spectra[75] = part
+    top = np.full(N, -np.inf)
+    top[:N - zeros] = 0.0
+    spectra[99] = top
+    with figure_style("two-column"):
+        fig = Figure(figsize=(2.3, 2.2))
+        FigureCanvasAgg(fig)
+        ax = plot_spectrum(spectra, ax=fig.subplots())
+        renderer = fig.canvas.get_renderer()
+        fig.draw(renderer)
+        text = " ".join(t.get_text() for t in ax.texts)
+        assert "$k = 0, 25, 50$: no $\\sigma_i$ resolved" in text  # none of their 272 non-zero values
+        assert "$k = 75$: $17 \\leq i \\leq 272$ not resolved" in text
+        assert "every $k$: $\\sigma_i = 0$, $i \\geq 273$" in text
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels()
+                 if t.get_text() and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+        assert len(boxes) >= 2
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])

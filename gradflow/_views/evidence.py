@@ -458,9 +458,9 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                f"order) at $k \\in \\{{{', '.join(map(str, _spectrum_ks(steps)))}\\}}$, one panel per cell: "
                "how many directions of the state keep a gradient as the lag grows. Each value is computed "
                "from the product in factored form with high relative accuracy and carries an error "
-               "bound; values not resolved to $10^{-6}$ in $\\log_{10}$ are not drawn, and values that are "
-               "exactly 0 (by the rank that the Jacobians' zero rows and columns allow) are named in the "
-               "panel. Data: "
+               "bound; values not resolved to $10^{-6}$ in $\\log_{10}$ are not drawn, and are named in the "
+               "panel, as are values that are exactly 0 (by the rank that the Jacobians' zero rows and "
+               "columns allow). Data: "
                "`figures/spectrum.csv`, `figures/spectrum.tex`.")
 
     with figure_style(size):

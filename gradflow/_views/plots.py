@@ -306,6 +306,9 @@ def plot_spectrum(spectra: Mapping[int, Any], *, ax: Axes | None = None) -> Axes
     ax = _axes(ax)
     notes = []
     zeros_from: dict[int, list[int]] = {}  # first index of the exact zeros → the k that have them
+    unresolved: list[int] = []  # k whose every non-zero value is NaN (nothing to draw)
+    partial = []
+    all_zero = 0
     import matplotlib
 
     colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -314,19 +317,27 @@ def plot_spectrum(spectra: Mapping[int, Any], *, ax: Axes | None = None) -> Axes
         zero = np.isneginf(s)
         if zero.all():  # nothing to draw: say so instead of a legend entry without a curve
             notes.append(f"$k = {int(k)}$: every $\\sigma_i = 0$")
+            all_zero += 1
             continue
-        if np.isnan(s).all():  # no value resolved (NaN): say so, as for an exact zero
-            notes.append(f"$k = {int(k)}$: no $\\sigma_i$ resolved")
-            continue
-        (line,) = ax.plot(np.arange(1, s.size + 1), s, marker="o", markersize=3, label=f"$k = {int(k)}$",
-                          color=colours[idx % len(colours)])
         if zero.any():
             zeros_from.setdefault(int(np.argmax(zero)) + 1, []).append(int(k))
-    drawn = len(spectra) - len(notes)
+        missing = np.flatnonzero(np.isnan(s)) + 1
+        if not np.isfinite(s).any():  # no value resolved (NaN, the rest exact zeros): say so
+            unresolved.append(int(k))
+            continue
+        ax.plot(np.arange(1, s.size + 1), s, marker="o", markersize=3, label=f"$k = {int(k)}$",
+                color=colours[idx % len(colours)])
+        if missing.size:  # drawn in part: which values are missing
+            which = (f"${missing[0]} \\leq i \\leq {missing[-1]}$" if missing[-1] - missing[0] + 1 == missing.size
+                     else f"{missing.size} of {s.size}")
+            partial.append(f"$k = {int(k)}$: {which} not resolved")
+    if unresolved:
+        notes.append(f"$k = {', '.join(map(str, unresolved))}$: no $\\sigma_i$ resolved")
+    notes += partial
     for first, ks in zeros_from.items():  # one line per first index, not one per k (mLSTM: five alike)
-        who = ("every $k$" if len(ks) == drawn > 1 else
+        who = ("every $k$" if len(ks) == len(spectra) - all_zero > 1 else
                "$k = " + ", ".join(map(str, ks)) + "$")
-        notes.append(f"{who}: $\\sigma_i = 0$ for $i \\geq {first}$")
+        notes.append(f"{who}: $\\sigma_i = 0$, $i \\geq {first}$")
     lo, hi = ax.get_ylim()
     if hi - lo < 1.0:  # a flat spectrum: a readable range around it, not ±0.04 of rounding
         mid = 0.5 * (lo + hi)
@@ -343,7 +354,8 @@ def plot_spectrum(spectra: Mapping[int, Any], *, ax: Axes | None = None) -> Axes
                 fontsize=_note_size())
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # i is an index
+    # i is an index; "auto": as many ticks as the axis has room for once laid out (mLSTM: i to 289)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins="auto", integer=True))
     ax.set_xlabel(r"index $i$")
     ax.set_ylabel(r"$\log_{10}\sigma_i(\partial s_T/\partial s_k)$")
     ax.legend()
