@@ -302,3 +302,28 @@ def test_spectrum_says_which_k_are_not_resolved_and_ticks_do_not_collide():
                  if t.get_text() and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
         assert len(boxes) >= 2
         assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_mlstm_derivations_fit_one_column_of_two(tmp_path):
+    """`report mlstm mlstm-stabilised lstm --columns 2`: a line of ∂h_t/∂m_{t−1} with no + − ⊙ left to
+    cut at (… q_tᵀ diag(n_{t−1}) 1 diag(…)) ran 9.9 pt into the margin. Oracle: pdflatex's log; the
+    broken lines joined again are the printed expression, token for token."""
+    exe = need_program("pdflatex")
+    from gradflow._views.bibtex import bibliography
+    from gradflow._views.document import BUDGET_TWO, Doc, break_math
+    from gradflow._views.report import derive_cell
+
+    block = get_cell("mlstm-stabilised").jacobian()["h", "m"]
+    tex = latex(block)
+    lines = break_math(tex, BUDGET_TWO, 12.0, 12.0)
+    joined = " ".join(t for _, t in lines).replace("\\bigl", "\\left").replace("\\bigr", "\\right")
+    joined = joined.replace("\\Bigl", "\\left").replace("\\Bigr", "\\right")
+    assert joined.split() == tex.split()
+    doc = Doc(bibliography())
+    for name in ("mlstm", "mlstm-stabilised"):
+        derive_cell(doc, get_cell(name))
+    (tmp_path / "two.tex").write_text(doc.latex("two columns", "today", columns=2), encoding="utf-8")
+    proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "two.tex"], cwd=tmp_path,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout.decode("latin-1")[-2000:]
+    assert "Overfull \\hbox" not in (tmp_path / "two.log").read_text(encoding="latin-1")
