@@ -40,7 +40,9 @@ most ``resolve`` (else NaN, "not resolved"):
   c‖M̂_k‖ more.
 * Exact zeros: a structurally zero row or column (a unit switched off: ReLU, IRNN) is exactly 0
   in the floating-point J_t too, and rank P ≤ rank J_t for every t, and ≤ N − (the all-zero
-  rows or columns of P's pattern, the boolean product of the J_t's patterns). The smallest
+  rows or columns of P's pattern, the boolean product of the J_t's patterns), and ≤ the number of
+  indices i where column i of J_T ⋯ J_{t+1} and row i of J_t may both be non-zero (mLSTM-stabilised:
+  a step whose m row is 0, ∂m_t/∂s_{t−1} = 0, after steps whose h columns are 0). The smallest
   N − rank values are then exactly 0: reported as −∞, resolved, whatever the rounding made of them.
 
 Checked against mpmath at (dynamic range + 80) digits (``tests/test_product_svd.py``,
@@ -302,8 +304,12 @@ def product_singular_values(net, traj, ks, *, resolve: float = 2e-6):
         for b in range(B):
             acc[b].push(J[b], svals[k + 1][b] if k + 1 in svals else None)
             nz = J[b] != 0
+            # P = A J with A = J_T ⋯ J_{k+2} is Σ_i A[:, i] J[i, :]: only an index whose column of A
+            # and row of J may both be non-zero adds a rank (mLSTM: a zero row m of J, zero columns h of A)
+            through = int(np.sum(np.any(pattern[b], axis=0) & np.any(nz, axis=1)))
             pattern[b] = (pattern[b].astype(np.float64) @ nz.astype(np.float64)) > 0
-            deficit[b] = max(deficit[b], structural_rank_deficit(nz), structural_rank_deficit(pattern[b]))
+            deficit[b] = max(deficit[b], structural_rank_deficit(nz), structural_rank_deficit(pattern[b]),
+                             N - through)
         if k in want:
             rows = []
             for b in range(B):

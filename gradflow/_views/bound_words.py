@@ -43,7 +43,7 @@ def cc_block_words(cells: list[Cell]) -> str:
     from .._symbolic.nodes import Diag
 
     blocks = [(c, c.jacobian(sp.Symbol("T"))["c", "c"]) for c in cells]
-    return "; ".join(f"${latex(b)}$ for `{c.name}`" for c, b in blocks if isinstance(b, (Diag, sp.Identity)))
+    return _each([(c, latex(b)) for c, b in blocks if isinstance(b, (Diag, sp.Identity))])
 
 
 def carousel_words(cells: list[Cell]) -> str:
@@ -51,4 +51,13 @@ def carousel_words(cells: list[Cell]) -> str:
     from .._symbolic.cell import t
     from .._symbolic.many_steps import carousel
 
-    return "; ".join(f"${latex(carousel(c).expr.subs(t, sp.Symbol('T')))}$ for `{c.name}`" for c in cells)
+    return _each([(c, latex(carousel(c).expr.subs(t, sp.Symbol("T")))) for c in cells])
+
+
+def _each(pairs: list[tuple[Cell, str]]) -> str:
+    """"$F$ for `a` and `b`; $G$ for `c`": each printed formula once, with every cell that has it."""
+    names: dict[str, list[str]] = {}
+    for c, tex in pairs:
+        names.setdefault(tex, []).append(f"`{c.name}`")
+    return "; ".join(f"${tex}$ for " + (", ".join(ns[:-1]) + " and " + ns[-1] if len(ns) > 1 else ns[0])
+                     for tex, ns in names.items())

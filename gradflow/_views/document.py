@@ -207,7 +207,46 @@ def break_math(tex: str, budget: float, first: float = 0.0, rest: float = 0.0) -
             lines.append((depth, buf.strip()))
             buf, depth, start = "", depth_at[pos], pos
     lines.append((depth, (buf + tex[start:]).strip()))
-    return lines
+    out: list[tuple[int, str]] = []
+    for k, (d, text) in enumerate(lines):  # a line still too long: cut its product between factors
+        out += _cut_product(text, d, (first if k == 0 else rest + 2 * (1 + d)), rest, budget)
+    return out
+
+
+def _cut_product(text: str, depth: int, indent: float, rest: float, budget: float) -> list[tuple[int, str]]:
+    """A line with no + − ⊙ left to cut at, too long: cut before a factor ``\\operatorname{diag}``
+    that stands outside braces and outside any ``\\left … \\right`` of the line (mLSTM's
+    ``… q_t^T \\operatorname{diag}(n_{t−1}) 1 \\operatorname{diag}(…)``); the rest goes one level deeper."""
+    if indent + visible_width(text) <= budget:
+        return [(depth, text)]
+    cands, brace, pairs, i = [], 0, 0, 0
+    while i < len(text):
+        if text.startswith("\\left", i) and not text[i + 5:i + 6].isalpha():
+            pairs, i = pairs + 1, i + 5
+            continue
+        if text.startswith("\\right", i) and not text[i + 6:i + 7].isalpha():
+            pairs, i = pairs - 1, i + 6
+            continue
+        c = text[i]
+        if c == "\\":
+            j = i + 1
+            while j < len(text) and text[j].isalpha():
+                j += 1
+            i = max(j, i + 2)
+            continue
+        if c == "{":
+            brace += 1
+        elif c == "}":
+            brace -= 1
+        elif c == " " and brace == 0 and pairs == 0 and text.startswith(" \\operatorname{diag}", i) and i > 0:
+            cands.append(i)
+        i += 1
+    fits = [p for p in cands if indent + visible_width(text[:p]) <= budget]
+    cut = fits[-1] if fits else (cands[0] if cands else None)
+    if cut is None:
+        return [(depth, text)]
+    head, tail = text[:cut].strip(), text[cut:].strip()
+    return [(depth, head), *_cut_product(tail, depth + 1, rest + 2 * (2 + depth), rest, budget)]
 
 
 def row_lines(r: Row, budget: float) -> list[str]:
@@ -664,7 +703,9 @@ def latex_preamble(columns: int = 1) -> str:
             "\\usepackage{amsmath}\n\\usepackage{amssymb}\n\\usepackage{graphicx}\n\\usepackage{booktabs}\n"
             "\\usepackage[round]{natbib}\n\\usepackage[hidelinks]{hyperref}\n"
             "% long displays break across pages between their lines\n"
-            "\\allowdisplaybreaks\n\\setlength{\\emergencystretch}{3em}\n")
+            "\\allowdisplaybreaks\n\\setlength{\\emergencystretch}{3em}\n"
+            # a column the next display does not fit ends short, not with its paragraphs spread apart
+            + ("\\raggedbottom\n" if columns == 2 else ""))
 
 
 def _shortstack(cell: str) -> str:

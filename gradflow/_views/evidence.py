@@ -14,7 +14,7 @@ import numpy as np
 from sympy import Identity
 
 from .._numeric.flow import json_number
-from .._numeric.layout import state_layout
+from .._numeric.layout import memory_states, state_layout
 from .._symbolic.cell import Cell
 from .._symbolic.many_steps import carousel, pascanu_bound
 from .._symbolic.nodes import Diag
@@ -458,7 +458,9 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
                f"order) at $k \\in \\{{{', '.join(map(str, _spectrum_ks(steps)))}\\}}$, one panel per cell: "
                "how many directions of the state keep a gradient as the lag grows. Each value is computed "
                "from the product in factored form with high relative accuracy and carries an error "
-               "bound; values not resolved to $10^{-6}$ in $\\log_{10}$ are not drawn. Data: "
+               "bound; values not resolved to $10^{-6}$ in $\\log_{10}$ are not drawn, and are named in the "
+               "panel, as are values that are exactly 0 (by the rank that the Jacobians' zero rows and "
+               "columns allow). Data: "
                "`figures/spectrum.csv`, `figures/spectrum.tex`.")
 
     with figure_style(size):
@@ -506,6 +508,10 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     rows = []
     table = decay_table(flows)
     with_c = bool(lstm_cells)  # the c-columns only where some cell has a cell state
+    mem_groups: dict[tuple[str, ...], list[Cell]] = {}  # memory without a c (mLSTM: (C, n)) → its cells
+    for c in cells:
+        if "c" not in c.states and memory_states(c):
+            mem_groups.setdefault(memory_states(c), []).append(c)
     for row in table:
         r = runs[row["cell"]]
         cs = [fmt_num(row["rate_cell_state"]), fmt_num(r.rate_carousel)] if with_c else []
@@ -523,6 +529,11 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
               "vanishing) and the norm over the whole sequence, first sequence of seed "
               f"{seed}. "
               + ("Carousel: the $c \\to c$ block of the 1997-truncated product. " if with_c else "")
+              + "".join(f"For {', '.join(f'`{c.name}`' for c in group)} the column "
+                        "$\\partial c_T/\\partial c_k$ holds the memory block "
+                        f"$\\partial ({', '.join(f'{m}_T' for m in mem)})"
+                        f"/\\partial ({', '.join(f'{m}_k' for m in mem)})$"
+                        " (no cell state $c$). " for mem, group in mem_groups.items() if with_c)
               + ("Bound: " + "; ".join(bound_words) + "." if bound_words else ""),
               "lrrrrrrrr" if with_c else "lrrrrrr", label="tab:decay")
     return Evidence(figures=figures, table=table, phase=phase, claims=claims, spreads=spreads, bounds=bounds,

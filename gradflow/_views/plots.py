@@ -305,6 +305,10 @@ def plot_spectrum(spectra: Mapping[int, Any], *, ax: Axes | None = None) -> Axes
         raise GradflowError("plot_spectrum needs at least one k")
     ax = _axes(ax)
     notes = []
+    zeros_from: dict[int, list[int]] = {}  # first index of the exact zeros → the k that have them
+    unresolved: list[int] = []  # k whose every non-zero value is NaN (nothing to draw)
+    partial = []
+    all_zero = 0
     import matplotlib
 
     colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -313,24 +317,45 @@ def plot_spectrum(spectra: Mapping[int, Any], *, ax: Axes | None = None) -> Axes
         zero = np.isneginf(s)
         if zero.all():  # nothing to draw: say so instead of a legend entry without a curve
             notes.append(f"$k = {int(k)}$: every $\\sigma_i = 0$")
+            all_zero += 1
             continue
-        if np.isnan(s).all():  # no value resolved (NaN): say so, as for an exact zero
-            notes.append(f"$k = {int(k)}$: no $\\sigma_i$ resolved")
-            continue
-        (line,) = ax.plot(np.arange(1, s.size + 1), s, marker="o", markersize=3, label=f"$k = {int(k)}$",
-                          color=colours[idx % len(colours)])
         if zero.any():
-            notes.append(f"$k = {int(k)}$: $\\sigma_i = 0$ for $i \\geq {int(np.argmax(zero)) + 1}$")
+            zeros_from.setdefault(int(np.argmax(zero)) + 1, []).append(int(k))
+        missing = np.flatnonzero(np.isnan(s)) + 1
+        if not np.isfinite(s).any():  # no value resolved (NaN, the rest exact zeros): say so
+            unresolved.append(int(k))
+            continue
+        ax.plot(np.arange(1, s.size + 1), s, marker="o", markersize=3, label=f"$k = {int(k)}$",
+                color=colours[idx % len(colours)])
+        if missing.size:  # drawn in part: which values are missing
+            which = (f"${missing[0]} \\leq i \\leq {missing[-1]}$" if missing[-1] - missing[0] + 1 == missing.size
+                     else f"{missing.size} of {s.size}")
+            partial.append(f"$k = {int(k)}$: {which} not resolved")
+    if unresolved:
+        notes.append(f"$k = {', '.join(map(str, unresolved))}$: no $\\sigma_i$ resolved")
+    notes += partial
+    for first, ks in zeros_from.items():  # one line per first index, not one per k (mLSTM: five alike)
+        who = ("every $k$" if len(ks) == len(spectra) - all_zero > 1 else
+               "$k = " + ", ".join(map(str, ks)) + "$")
+        notes.append(f"{who}: $\\sigma_i = 0$, $i \\geq {first}$")
     lo, hi = ax.get_ylim()
     if hi - lo < 1.0:  # a flat spectrum: a readable range around it, not ±0.04 of rounding
         mid = 0.5 * (lo + hi)
-        ax.set_ylim(mid - 0.5, mid + 0.5)
+        lo, hi = mid - 0.5, mid + 0.5
+        ax.set_ylim(lo, hi)
     if notes:
+        # a band below the lowest curve for the notes, so that they cover no point: its share of the
+        # axes is the notes' height over the axes' height, with room for a layout that shrinks the axes
+        line_pt = 1.3 * _note_size()
+        axes_pt = max(ax.bbox.height * 72.0 / ax.figure.dpi, 1.0)
+        share = min(0.6, 1.6 * (len(notes) * line_pt + 6.0) / axes_pt)
+        ax.set_ylim(lo - (hi - lo) * share / (1.0 - share), hi)
         ax.text(0.02, 0.02, "\n".join(notes), transform=ax.transAxes, ha="left", va="bottom",
                 fontsize=_note_size())
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # i is an index
+    # i is an index; "auto": as many ticks as the axis has room for once laid out (mLSTM: i to 289)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins="auto", integer=True))
     ax.set_xlabel(r"index $i$")
     ax.set_ylabel(r"$\log_{10}\sigma_i(\partial s_T/\partial s_k)$")
     ax.legend()
@@ -379,8 +404,27 @@ def plot_jacobian(J: Any, *, ax: Axes | None = None, title: str | None = None,
             ax.axvline(e - 0.5, color="black", linewidth=0.8)
         names = [f"${s}$" for s in state_names]
         middles = [(a + b) / 2 - 0.5 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        # a block of one or two entries (mLSTM's m) puts its label next to its neighbour's: the
+        # second label of such a close pair moves one label further out, down (x) or left (y)
+        import matplotlib
+
+        label_pt = matplotlib.font_manager.FontProperties(
+            size=matplotlib.rcParams["xtick.labelsize"]).get_size_in_points()
+        side_pt = max(min(ax.bbox.width, ax.bbox.height) * 72.0 / ax.figure.dpi, 1.0)
+        close = rows * 2.0 * label_pt / side_pt  # two label heights, in entries of J
         ax.set_yticks(middles, names)
         ax.set_xticks(middles, names)
+        from matplotlib.transforms import ScaledTranslation
+
+        moved = False
+        for i in range(1, len(middles)):
+            moved = middles[i] - middles[i - 1] < close and not moved
+            if moved:
+                for tick, dx, dy in ((ax.xaxis.get_major_ticks()[i], 0.0, -1.1 * label_pt),
+                                     (ax.yaxis.get_major_ticks()[i], -1.4 * label_pt, 0.0)):
+                    lab = tick.label1
+                    lab.set_transform(lab.get_transform()
+                                      + ScaledTranslation(dx / 72.0, dy / 72.0, ax.figure.dpi_scale_trans))
     ax.set_xlabel(r"component of $s_{t-1}$")
     ax.set_ylabel(r"component of $s_t$")
     ax.set_title(r"$J$" if title is None else title)

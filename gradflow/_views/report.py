@@ -258,7 +258,21 @@ def introduction(b: Build) -> None:
              "ReLU, $H(0) = 0$); $\\sigma_i(A)$ the singular values of a matrix $A$, always with a "
              "subscript, and $\\sigma_{\\max}(A) = \\lVert A \\rVert_2$ the largest. "
              "$W$ are recurrent weights ($n \\times n$), $U$ input weights ($n \\times m$), $b$ "
-             "biases; $n$ is the hidden size and $m$ the input size.")
+             "biases; $n$ is the hidden size and $m$ the input size." + notation_extras(cells))
+
+
+def notation_extras(cells: list[Cell]) -> str:
+    """The Notation sentence for a matrix memory (mLSTM), only where a printed recurrence holds ⊗."""
+    from sympy import KroneckerProduct
+
+    mem = [c for c in cells if any(e.has(KroneckerProduct) for e in c.recorded.definitions.values())]
+    if not mem:
+        return ""
+    return (" For a matrix memory (" + ", ".join(f"`{c.name}`" for c in mem) + "), $C_t$ in the state and "
+            "in the formulas is $\\operatorname{vec} C_t$, the $n \\times n$ matrix with its columns "
+            "stacked ($n^2$ entries); $\\otimes$ is the Kronecker product, so "
+            "$\\operatorname{vec}(v k^{T}) = k \\otimes v$ and $C q = (q^{T} \\otimes I) \\operatorname{vec} C$; "
+            "a $1$ before a scalar is a column of ones ($1 f_t$ has $f_t$ in every entry).")
 
 
 

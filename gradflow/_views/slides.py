@@ -8,6 +8,7 @@ report's own runs. Every formula is printed by the symbolic core, as in the repo
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,20 @@ from .document import BUDGET_SLIDE, Row, display_row, row_lines
 #: a report's Build (``.report.Build``; not imported here: report.py imports this module)
 Build = Any
 
-#: display lines per frame (at \small), so that a frame never runs off the slide
-LINES_PER_FRAME = 8
+#: the height a frame holds, in plain display lines at \small (measured with pdflatex on a 16:9 frame
+#: under its title: 12 lines with \bigl delimiters fit, 6 lines led by a fraction but not 7, and
+#: 2 fraction-led and 8 plain lines not; one line spare)
+FRAME_HEIGHT = 11.0
+
+#: the height of a line that holds a fraction or a big operator with limits, in plain lines
+TALL_LINE = 1.75
+
+_TALL = re.compile(r"\\(frac|dfrac|prod|sum|bigodot|displaystyle)\b")
+
+
+def line_height(line: str) -> float:
+    """A display line's height in plain lines: :data:`TALL_LINE` if it holds a fraction or ∏/∑, else 1."""
+    return TALL_LINE if _TALL.search(line) else 1.0
 
 
 def _frame(title: str, body: str) -> str:
@@ -37,15 +50,32 @@ def _math(lines: list[str]) -> str:
 
 
 def _display_frames(title: str, rows: list[Row], intro: str = "") -> list[str]:
-    """Frames showing ``rows``, at most :data:`LINES_PER_FRAME` lines each (a row is never split)."""
+    """Frames showing ``rows``, filled up to :data:`FRAME_HEIGHT` (an intro counts 2 lines).
+
+    A row starts a new frame when it does not fit the rest of the current one; a row taller than a
+    whole frame is split between its lines; the next frame starts with ``lhs = ⋯`` and goes on with
+    its continuation lines (``&\\quad …``).
+    """
     frames: list[list[str]] = []
     chunk: list[str] = []
+    room = FRAME_HEIGHT - (2.0 if intro else 0.0)
+    used = 0.0
     for r in rows:
         lines = row_lines(r, BUDGET_SLIDE)
-        if chunk and len(chunk) + len(lines) > LINES_PER_FRAME:
+        tall = sum(line_height(ln) for ln in lines)
+        if chunk and used + tall > room and tall <= FRAME_HEIGHT:
             frames.append(chunk)
-            chunk = []
-        chunk += lines
+            chunk, used, room = [], 0.0, FRAME_HEIGHT
+        for i, ln in enumerate(lines):
+            h = line_height(ln)
+            if chunk and used + h > room:
+                frames.append(chunk)
+                chunk, used, room = [], 0.0, FRAME_HEIGHT
+                if i:  # a row continued from the last frame: say whose right-hand side goes on
+                    chunk.append(f"{r.lhs} &{r.rel} \\cdots")
+                    used += line_height(chunk[-1])
+            chunk.append(ln)
+            used += h
     frames.append(chunk)
     out = []
     for i, lines in enumerate(frames):
