@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sympy import Identity
+from sympy import Identity, MatMul, OneMatrix
 
 from .._numeric.flow import json_number
 from .._numeric.layout import memory_states, state_layout
 from .._symbolic.cell import Cell
 from .._symbolic.many_steps import carousel, pascanu_bound
 from .._symbolic.nodes import Diag
+from .._symbolic.printing import latex
 from .bound_words import bound_formula, carousel_words, cc_block_words, identity_summand
 from .document import Doc, fmt_num
 
@@ -54,6 +55,7 @@ class Evidence:
     spreads: dict | None = None  # cell name → Spread of the decay figure (median and band)
     bounds: dict | None = None  # cell name → log10 bound curve drawn dashed in the decay figure
     paths: dict | None = None  # cell name → CellStatePaths of the path-split figure (LSTM cells)
+    memory: dict | None = None  # cell name → (full, memory block) log10 ‖·‖₂ curves, (T,) each (mLSTM cells)
 
 
 
@@ -193,6 +195,45 @@ def path_rates_sentence(name: str, block: float | None, carousel: float | None,
             "Jacobian (negative: it decays; positive: it grows).")
 
 
+def _memory_factor(cell: Cell) -> str | None:
+    """LaTeX of the scalar f with ∂n_t/∂n_{t−1} = f I on the derived Jacobian (mLSTM: f_t, f'_t), else None."""
+    block = cell.jacobian()[("n", "n")]
+    v = getattr(block, "vector", None)
+    if isinstance(block, Diag) and isinstance(v, MatMul) and len(v.args) == 2 and isinstance(v.args[0], OneMatrix):
+        return latex(v.args[1])
+    return None
+
+
+def _path_caption(lstm_cells: list[Cell], memory_cells: list[Cell]) -> str:
+    """The caption of the path figure: what each kind of panel draws (LSTM cells; mLSTM's memory)."""
+    parts = []
+    if lstm_cells:
+        parts.append(
+            "The cell-state gradient split by path (first sequence): the "
+            "$c \\to c$ block of the full product, $\\partial c_T/\\partial c_k$; the carousel, "
+            "the $c \\to c$ block of the 1997-truncated product [@hochreiter1997lstm] "
+            f"({carousel_words(lstm_cells)}); and their difference, every path that leaves the cell "
+            "state through $h_{j-1}$ (and the cell's other states) into the gates and the candidate "
+            "of a later step and comes back. At lag 1 the difference is exactly zero (one step holds "
+            "no such path: the full and the truncated one-step $c \\to c$ blocks are the same).")
+    if memory_cells:
+        names = ", ".join(f"`{c.name}`" for c in memory_cells)
+        factors = {c.name: _memory_factor(c) for c in memory_cells}
+        prods = "; ".join(f"for `{k}`, $\\prod_{{j=k+1}}^{{T}} {f}\\, I$" for k, f in factors.items() if f)
+        parts.append(
+            ("" if lstm_cells else "The gradient split by path (first sequence). ")
+            + f"For {names} (no cell state $c$; the memory is the pair $(C, n)$, matrix memory $C$ "
+            "and normaliser $n$, and $h_t$ is a read-out that feeds nothing back): the memory block of "
+            "the full product, $\\lVert \\partial (C_T, n_T)/\\partial (C_k, n_k) \\rVert_2$ (dashed), "
+            "against the full product $\\lVert \\partial s_T/\\partial s_k \\rVert_2$ (solid). "
+            "The memory block is a multiple of the identity"
+            + (f" ({prods})" if prods else "")
+            + ", so its norm is the product of the forget gates alone; the full product adds the blocks "
+            "of the cell's other states ($h$, and the stabiliser $m$ where there is one).")
+    parts.append("Data: `figures/carousel.csv`, `figures/carousel.tex`.")
+    return " ".join(parts)
+
+
 def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, Measurement], hidden: int,
                      input: int, steps: int, seed: int, forget_bias: float | None = None,
                      figure_size: str = "two-column") -> Evidence:
@@ -211,6 +252,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
         plot_cell_state_paths,
         plot_decay_band,
         plot_jacobian,
+        plot_memory_paths,
         plot_phase_diagram,
         plot_spectrum,
         preset_figure,
@@ -342,12 +384,20 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     # -- the LSTM's cell-state gradient split by path ------------------------------------------------
     path_claims: dict[str, Any] = {}
     paths: dict[str, Any] = {}
-    if lstm_cells:
+    # mLSTM: the memory block ∂(C_T, n_T)/∂(C_k, n_k) = ∏ f_j I, measured by the sweep as Flow.cell_state
+    memory_cells = [c for c in cells if memory_states(c) == ("C", "n") and runs[c.name].flow.cell_state is not None]
+    memory = {c.name: (np.asarray(runs[c.name].flow.full.log10_norm_2, dtype=float)[0],
+                       np.asarray(runs[c.name].flow.cell_state.log10_norm_2, dtype=float)[0])  # type: ignore[union-attr]
+              for c in memory_cells}
+    if lstm_cells or memory_cells:
         paths = {c.name: cell_state_paths(runs[c.name].net, runs[c.name].net_inputs) for c in lstm_cells}
         with figure_style(size):
-            fig, axes = preset_figure(len(lstm_cells), size)
-            for ax, c in zip(axes, lstm_cells, strict=True):
-                plot_cell_state_paths(paths[c.name], ax=ax, title=panel_title(c.title))
+            fig, axes = preset_figure(len(lstm_cells) + len(memory_cells), size)
+            for ax, c in zip(axes, lstm_cells + memory_cells, strict=True):
+                if c.name in memory:
+                    plot_memory_paths(*memory[c.name], ax=ax, title=panel_title(c.title))
+                else:
+                    plot_cell_state_paths(paths[c.name], ax=ax, title=panel_title(c.title))
             figure_legend(fig, axes)
             save(fig, "carousel")
         series = []
@@ -355,15 +405,12 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
             P = paths[c.name]
             series += [(c.name, "block", lag, P.block[0]), (c.name, "carousel", lag, P.carousel[0]),
                        (c.name, "through h", lag, P.through_h[0])]
+        for c in memory_cells:
+            full_c, mem_c = memory[c.name]
+            series += [(c.name, "full", lag, full_c), (c.name, "memory block (C, n)", lag, mem_c)]
         export_curves(fig_dir / "carousel", series, "lag $T-k$", "$\\log_{10}\\|\\cdot\\|_2$")
-        add_figure("carousel", "The cell-state gradient split by path (first sequence): the "
-                   "$c \\to c$ block of the full product, $\\partial c_T/\\partial c_k$; the carousel, "
-                   "the $c \\to c$ block of the 1997-truncated product [@hochreiter1997lstm] "
-                   f"({carousel_words(lstm_cells)}); and their difference, every path that leaves the cell "
-                   "state through $h_{j-1}$ (and the cell's other states) into the gates and the candidate "
-                   "of a later step and comes back. At lag 1 the difference is exactly zero (one step holds "
-                   "no such path: the full and the truncated one-step $c \\to c$ blocks are the same). "
-                   "Data: `figures/carousel.csv`, `figures/carousel.tex`.")
+        add_figure("carousel", _path_caption(lstm_cells, memory_cells))
+    if lstm_cells:
         for c in lstm_cells:
             r = runs[c.name]
             P = paths[c.name]
@@ -537,4 +584,4 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
               + ("Bound: " + "; ".join(bound_words) + "." if bound_words else ""),
               "lrrrrrrrr" if with_c else "lrrrrrr", label="tab:decay")
     return Evidence(figures=figures, table=table, phase=phase, claims=claims, spreads=spreads, bounds=bounds,
-                    paths=paths or None)
+                    paths=paths or None, memory=memory or None)

@@ -257,6 +257,37 @@ def plot_cell_state_paths(paths: Any, *, ax: Axes | None = None, title: str | No
     return ax
 
 
+def plot_memory_paths(full: Any, memory: Any, *, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """mLSTM: the memory block ‖∂(C_T, n_T)/∂(C_k, n_k)‖₂ = ∏_{j>k} f_j against the full product ‖∂s_T/∂s_k‖₂.
+
+    Arguments:
+        full: log10 ‖∂s_T/∂s_k‖₂ of one sequence, (T,), index k (``Flow.full.log10_norm_2[b]``).
+        memory: log10 ‖∂(C_T, n_T)/∂(C_k, n_k)‖₂ of the same sequence, (T,) (``Flow.cell_state``).
+        ax: Axes to draw on; a new figure when None.
+        title: panel title.
+
+    Returns:
+        the Axes.
+    """
+    ax = _axes(ax)
+    full, memory = np.asarray(full, dtype=float), np.asarray(memory, dtype=float)
+    T = full.shape[0]
+    x = T - np.arange(T)
+    # colours of their own: the LSTM panels of the same figure use C0–C2 for other curves
+    for y, label, style, color in ((full, r"full product $\partial s_T/\partial s_k$", "-", "C3"),
+                                   (memory, r"memory block $\partial (C_T, n_T)/\partial (C_k, n_k)$", "--", "C4")):
+        (line,) = ax.plot(x, y, linestyle=style, color=color, label=label)
+        mark_exact_zero(ax, x, y, line.get_color())
+    ax.set_xlabel(r"lag $T-k$")
+    ax.set_ylabel(r"$\log_{10}\|\cdot\|_2$")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # a lag is whole steps
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 def plot_carousel(flow: Flow, *, ax: Axes | None = None, norm: str = "2") -> Axes:
     """LSTM: the full Jacobian, its c→c block and the carousel path ∏ diag(f_j), against T − k.
 

@@ -163,25 +163,32 @@ def _joint_decay_frame(b: Build) -> list[str]:
 
 
 def _path_frames(b: Build) -> list[str]:
-    """One frame per cell with a cell state: ∂c_T/∂c_k split by path, drawn at the slide's width."""
+    """One frame per cell with a cell state: ∂c_T/∂c_k split by path; per mLSTM cell: its memory
+    block ∂(C_T, n_T)/∂(C_k, n_k) against the full product; drawn at the slide's width."""
     from .figure_fit import fit_titles
-    from .plots import figure_legend, figure_style, plot_cell_state_paths, preset_figure, save_figure
+    from .plots import figure_legend, figure_style, plot_cell_state_paths, plot_memory_paths, preset_figure, save_figure
 
     ev = b.evidence
-    if ev is None or not ev.paths:
+    if ev is None or not (ev.paths or ev.memory):
         return []
+    paths, memory = ev.paths or {}, ev.memory or {}
     out = []
     for cell in b.cells:
-        if cell.name not in ev.paths:
+        if cell.name not in paths and cell.name not in memory:
             continue
         stem = "slide-paths-" + cell.name
         with figure_style("slide"):
             fig, (ax,) = preset_figure(1, "slide")
-            plot_cell_state_paths(ev.paths[cell.name], ax=ax)
+            if cell.name in paths:
+                plot_cell_state_paths(paths[cell.name], ax=ax)
+            else:
+                plot_memory_paths(*memory[cell.name], ax=ax)
             figure_legend(fig, [ax])
             fit_titles(fig)
             save_figure(fig, b.stage / "figures" / stem, formats=("pdf",))
-        out.append(_figure(f"\\texttt{{{tex_text(cell.name)}}}: the cell-state gradient split by path", stem))
+        what = ("the cell-state gradient split by path" if cell.name in paths else
+                "the memory block $(C, n)$ against the full product")
+        out.append(_figure(f"\\texttt{{{tex_text(cell.name)}}}: {what}", stem))
     return out
 
 
