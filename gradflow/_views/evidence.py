@@ -196,11 +196,11 @@ def path_rates_sentence(name: str, block: float | None, carousel: float | None,
 
 
 def _memory_factor(cell: Cell) -> str | None:
-    """LaTeX of the scalar f with ∂n_t/∂n_{t−1} = f I on the derived Jacobian (mLSTM: f_t, f'_t), else None."""
+    """LaTeX of the scalar f with ∂n_j/∂n_{j−1} = f I on the derived Jacobian (mLSTM: f_j, f'_j), else None."""
     block = cell.jacobian()[("n", "n")]
     v = getattr(block, "vector", None)
     if isinstance(block, Diag) and isinstance(v, MatMul) and len(v.args) == 2 and isinstance(v.args[0], OneMatrix):
-        return latex(v.args[1])
+        return latex(v.args[1]).replace("_{t}", "_{j}")  # the factor of step j inside ∏_j
     return None
 
 
@@ -219,10 +219,10 @@ def _path_caption(lstm_cells: list[Cell], memory_cells: list[Cell]) -> str:
     if memory_cells:
         names = ", ".join(f"`{c.name}`" for c in memory_cells)
         factors = {c.name: _memory_factor(c) for c in memory_cells}
-        prods = "; ".join(f"for `{k}`, $\\prod_{{j=k+1}}^{{T}} {f}\\, I$" for k, f in factors.items() if f)
+        prods = "; ".join(f"for `{k}`, $\\prod_{{j=k+1}}^{{T}} ({f}) I$" for k, f in factors.items() if f)
         parts.append(
             ("" if lstm_cells else "The gradient split by path (first sequence). ")
-            + f"For {names} (no cell state $c$; the memory is the pair $(C, n)$, matrix memory $C$ "
+            + f"For {names} (the memory is the pair $(C, n)$, matrix memory $C$ "
             "and normaliser $n$, and $h_t$ is a read-out that feeds nothing back): the memory block of "
             "the full product, $\\lVert \\partial (C_T, n_T)/\\partial (C_k, n_k) \\rVert_2$ (dashed), "
             "against the full product $\\lVert \\partial s_T/\\partial s_k \\rVert_2$ (solid). "
@@ -393,7 +393,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
         paths = {c.name: cell_state_paths(runs[c.name].net, runs[c.name].net_inputs) for c in lstm_cells}
         with figure_style(size):
             fig, axes = preset_figure(len(lstm_cells) + len(memory_cells), size)
-            for ax, c in zip(axes, lstm_cells + memory_cells, strict=True):
+            for ax, c in zip(axes, [c for c in cells if c in lstm_cells or c.name in memory], strict=True):
                 if c.name in memory:
                     plot_memory_paths(*memory[c.name], ax=ax, title=panel_title(c.title))
                 else:
