@@ -222,8 +222,8 @@ def _path_caption(lstm_cells: list[Cell], memory_cells: list[Cell]) -> str:
         prods = "; ".join(f"for `{k}`, $\\prod_{{j=k+1}}^{{T}} ({f}) I$" for k, f in factors.items() if f)
         parts.append(
             ("" if lstm_cells else "The gradient split by path (first sequence). ")
-            + f"For {names} (the memory is the pair $(C, n)$, matrix memory $C$ "
-            "and normaliser $n$, and $h_t$ is a read-out that feeds nothing back): the memory block of "
+            + f"For {names} (the memory $(C, n)$: matrix memory $C$ "
+            "and normaliser $n$; $h_t$ is a read-out that feeds nothing back): the memory block of "
             "the full product, $\\lVert \\partial (C_T, n_T)/\\partial (C_k, n_k) \\rVert_2$ (dashed), "
             "against the full product $\\lVert \\partial s_T/\\partial s_k \\rVert_2$ (solid). "
             "The memory block is a multiple of the identity"
