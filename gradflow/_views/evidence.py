@@ -229,7 +229,9 @@ def _path_caption(lstm_cells: list[Cell], memory_cells: list[Cell]) -> str:
             "The memory block is a multiple of the identity"
             + (f" ({prods})" if prods else "")
             + ", so its norm is the product of the forget gates alone; the full product adds the blocks "
-            "of the cell's other states ($h$, and the stabiliser $m$ where there is one).")
+            "of the cell's other states ("
+            + ("$h$, and the stabiliser $m$ where there is one" if any("m" in c.states for c in memory_cells)
+               else "the read-out $h$") + ").")
     parts.append("Data: `figures/carousel.csv`, `figures/carousel.tex`.")
     return " ".join(parts)
 
