@@ -61,6 +61,7 @@ from ._views.plots import (
     plot_decay_band,
     plot_depth_time,
     plot_jacobian,
+    plot_memory_paths,
     plot_phase_diagram,
     plot_spectrum,
     save_figure,
@@ -98,6 +99,7 @@ __all__ = [
     # report content: paths, drift, spread, the GRU bound, figures sized for print
     "CellStatePaths", "Spread", "cell_state_paths", "flow_spread", "gru_step_bound", "state_drift",
     "figure_style", "plot_cell_state_paths", "plot_decay_band",
+    "plot_memory_paths",
 ]
 
 

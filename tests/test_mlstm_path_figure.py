@@ -84,3 +84,21 @@ def test_figure_data_compiles(report, tmp_path):
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "f.tex"], cwd=tmp_path,
                           capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stdout.decode("latin-1")[-1500:]
+
+
+def test_plot_memory_paths_draws_on_the_given_axes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    try:
+        full, mem = np.array([-2.0, -1.0, -0.5]), np.array([-2.25, -1.25, -0.75])
+        assert gf.plot_memory_paths(full, mem, ax=ax) is ax
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        assert not any(s in "".join(lines) for s in ("c_T", "c_k", r"c\to"))  # (C, n), never c
+        drawn = lines[r"memory block $\partial (C_T, n_T)/\partial (C_k, n_k)$"]
+        assert list(drawn.get_xdata()) == [3, 2, 1] and list(drawn.get_ydata()) == list(mem)  # lag T − k
+    finally:
+        plt.close(fig)
