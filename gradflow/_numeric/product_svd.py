@@ -45,10 +45,16 @@ most ``resolve`` (else NaN, "not resolved"):
   a step whose m row is 0, ∂m_t/∂s_{t−1} = 0, after steps whose h columns are 0). The smallest
   N − rank values are then exactly 0: reported as −∞, resolved, whatever the rounding made of them.
 
+* Zero columns: columns exactly 0 in every J_t (mLSTM's h, which no step reads) are left out of
+  the product before any of this: |Z| exact zeros, and the rest from R · J_{T−1}[Z̄, Z̄] ⋯ J_{k+1}[Z̄, Z̄]
+  with R from a QR of J_T[:, Z̄], its error bounded apart (:func:`product_singular_values`). The
+  rows ∂h_t/∂(C, n)_{t−1}, which the product never reads, no longer enter S_k or Σ κ(J_t).
+
 Checked against mpmath at (dynamic range + 80) digits (``tests/test_product_svd.py``,
 ``tests/test_product_svd_bounds.py``). Report defaults (n = 16, T = 100, k ∈ {0, 25, 50, 75, 99}),
 values not resolved before → after: sLSTM-normalised 192 → 164 of 240, relu-rnn 72 → 11 of 80,
-IRNN 42 → 0 of 80.
+IRNN 42 → 0 of 80; mLSTM (k ∈ {0, 25, 50, 75}, 272 non-zero values each) 272, 272, 272, 256 → 0
+(``tests/test_product_svd_mlstm.py``).
 """
 
 from __future__ import annotations
@@ -180,24 +186,28 @@ class GradedProduct:
         self.growth += float(np.linalg.norm(g)) / smin if smin > 0 else math.inf
 
     def log10_singular_values(self, *, resolve: float = 2e-6, log_right: np.ndarray | None = None,
-                              zeros: int = 0):
+                              zeros: int = 0, log_extra: float = -math.inf, rho_extra: float = 0.0):
         """(log10 σ_i descending, bound on the relative error of each, resolved mask).
 
         ``log_right``: ln a_t (:class:`RightNorms`) for the pushed steps, in push order
         (t = T, T − 1, …, k + 1), for the additive bound; ``zeros``: how many σ_i are exactly 0 by
         the structural rank (:func:`structural_rank_deficit`): the smallest ``zeros`` values are
-        −∞, resolved."""
+        −∞, resolved. ``log_extra``: ln of a further absolute error of the product, added to the
+        additive bound; ``rho_extra``: a further relative one, added to ρ (both from the reduction
+        to the columns that are not exactly 0, :func:`product_singular_values`)."""
         ln_sigma = jacobi_log_svd(self.Y.T, self.ell)
         c = 2.0 * self.N * _EPS
-        rho = c * (self.kappa + self.growth + float(np.linalg.cond(self.Y)))
+        rho = c * (self.kappa + self.growth + float(np.linalg.cond(self.Y))) + rho_extra
         log_s = self.log_abs
         if log_right is not None and self.log_left:
             terms = np.asarray(self.log_left) + np.asarray(log_right, dtype=np.float64)
             top = float(np.max(terms))
             tight = top if not math.isfinite(top) else top + math.log(float(np.sum(np.exp(terms - top))))
             log_s = min(log_s, tight)
+        log_abs_err = math.log(_C_TAU * self.N ** 2 * _EPS) + float(np.logaddexp(log_s, self.log_norm()))
+        log_abs_err = float(np.logaddexp(log_abs_err, log_extra))
         with np.errstate(over="ignore", invalid="ignore"):
-            tau = _C_TAU * self.N ** 2 * _EPS * np.exp(np.logaddexp(log_s, self.log_norm()) - ln_sigma)
+            tau = np.exp(log_abs_err - ln_sigma)
         rel = np.minimum(rho, np.nan_to_num(tau, nan=np.inf))
         if zeros:
             ln_sigma[self.N - zeros:] = -np.inf
@@ -258,6 +268,17 @@ class RightNorms:
 def product_singular_values(net, traj, ks, *, resolve: float = 2e-6):
     """log10 σ_i of ∂s_T/∂s_k for k in ``ks`` per sequence, with unresolved values as NaN.
 
+    Columns Z that are exactly 0 in every J_t (t = k + 1, …, T; mLSTM: h, which no step reads) are
+    exactly 0 in P = J_T ⋯ J_{k+1}, and the rest of P is J_T[:, Z̄] · J_{T−1}[Z̄, Z̄] ⋯ J_{k+1}[Z̄, Z̄]
+    (a Z row of J_t meets only the Z columns of J_{t+1}). With J_T[:, Z̄] = U R (Householder QR, U
+    with orthonormal columns) its singular values are those of R · J_{T−1}[Z̄, Z̄] ⋯ J_{k+1}[Z̄, Z̄]:
+    |Z| exact zeros and the square, reduced product, whose factors leave out the rows that P
+    never reads (mLSTM: ∂h_t/∂(C, n)_{t−1}, whose size against the decay of the memory made the
+    additive bound hundreds of times the values). The computed R is exact for J_T[:, Z̄] + δ,
+    ‖δ‖_F ≤ γ̃ ‖J_T[:, Z̄]‖_F, γ̃ = 8 N m ε / (1 − 8 N m ε) (Higham 2002, Thm 19.4, with room for its
+    constant), and R + δ' = (I + δ' R⁻¹) R is a left factor: a relative error ‖δ'‖/σ_min(R) on every
+    σ_i (added to ρ), and an absolute one ‖δ'‖ a_T (added to the additive bound).
+
     Returns:
         dict k → (B, N) NumPy array, each row descending; −inf an exact 0 (resolved), NaN a value
         whose error bound exceeds ``resolve`` (relative).
@@ -279,9 +300,35 @@ def product_singular_values(net, traj, ks, *, resolve: float = 2e-6):
             kept[t] = J
         return J
 
+    # the columns exactly 0 in every J_t, t = first + 1, …, T (then in every later range too)
+    zero_cols = np.ones((B, N), dtype=bool)
+    for t in range(first + 1, T + 1):
+        zero_cols &= ~np.any(jac(t) != 0, axis=1)
+    cols = [np.flatnonzero(~zero_cols[b]) for b in range(B)]
+    size = [int(c.size) for c in cols]
+    last: list = [None] * B      # R of J_T[:, Z̄], its QR's error ‖δ‖_F and ‖δ‖_F / σ_min(R)
+    JT = jac(T)
+    for b in range(B):
+        m = size[b]
+        if 0 < m < N:
+            A = JT[b][:, cols[b]]
+            R = np.triu(np.linalg.qr(A, mode="r"))
+            g = 8.0 * N * m * _EPS
+            err = g / (1.0 - g) * float(np.linalg.norm(A))
+            sR = np.linalg.svd(R, compute_uv=False)
+            last[b] = (R, sR, err, err / float(sR[-1]) if sR[-1] > 0 else math.inf)
+
+    def factor(J: np.ndarray, t: int, b: int) -> np.ndarray:
+        """J_t of sequence b, restricted to the columns that are not exactly 0 (and R at t = T)."""
+        if size[b] == N:
+            return J[b]
+        if t == T:
+            return last[b][0]
+        return J[b][np.ix_(cols[b], cols[b])]
+
     # forward: a_t ≥ ‖J_{t−1} ⋯ J_{k+1}‖₂ for every wanted k (the right factors of the additive bound)
     right = {k: np.full((B, T + 1), -np.inf) for k in want}
-    fwd = {k: [RightNorms(N) for _ in range(B)] for k in want}
+    fwd = {k: [RightNorms(size[b]) for b in range(B)] for k in want}
     svals: dict = {}  # the singular values of each J_t, for the second pass too
     for t in range(first + 1, T + 1):
         live = [k for k in want if k + 1 <= t]
@@ -290,32 +337,51 @@ def product_singular_values(net, traj, ks, *, resolve: float = 2e-6):
                 right[k][b, t] = fwd[k][b].log_a
         if t < T:
             J = jac(t)
-            svals[t] = [np.linalg.svd(J[b], compute_uv=False) for b in range(B)]
+            Fs = [factor(J, t, b) for b in range(B)]
+            svals[t] = [np.linalg.svd(F, compute_uv=False) if F.size else np.zeros(0) for F in Fs]
             for b in range(B):
+                if not size[b]:
+                    continue
                 for k in live:
-                    fwd[k][b].push(J[b], float(svals[t][b][0]) * (1 + 8 * N * _EPS))  # above the SVD's error
+                    fwd[k][b].push(Fs[b], float(svals[t][b][0]) * (1 + 8 * N * _EPS))  # above the SVD's error
     # backward: the graded product, the structural zeros
-    acc = [GradedProduct(N) for _ in range(B)]
+    acc = [GradedProduct(max(size[b], 1)) for b in range(B)]
     deficit = [0] * B  # rank P ≤ rank of any factor, and ≤ that of P's own zero pattern
-    pattern = [np.eye(N, dtype=bool) for _ in range(B)]    # where J_T ⋯ J_{k+1} may be non-zero
+    pattern = [np.eye(size[b], dtype=bool) for b in range(B)]    # where J_T ⋯ J_{k+1} may be non-zero
     out: dict = {}
     for k in range(T - 1, first - 1, -1):
         J = jac(k + 1)
         for b in range(B):
-            acc[b].push(J[b], svals[k + 1][b] if k + 1 in svals else None)
-            nz = J[b] != 0
+            m = size[b]
+            if not m:
+                continue
+            F = factor(J, k + 1, b)
+            if m < N and k + 1 == T:
+                sv, nz = last[b][1], np.triu(np.ones((m, m), dtype=bool))  # R's zeros: below the diagonal only
+            else:
+                sv, nz = (svals[k + 1][b] if k + 1 in svals else None), F != 0
+            acc[b].push(F, sv)
             # P = A J with A = J_T ⋯ J_{k+2} is Σ_i A[:, i] J[i, :]: only an index whose column of A
             # and row of J may both be non-zero adds a rank (mLSTM: a zero row m of J, zero columns h of A)
             through = int(np.sum(np.any(pattern[b], axis=0) & np.any(nz, axis=1)))
             pattern[b] = (pattern[b].astype(np.float64) @ nz.astype(np.float64)) > 0
             deficit[b] = max(deficit[b], structural_rank_deficit(nz), structural_rank_deficit(pattern[b]),
-                             N - through)
+                             m - through)
         if k in want:
             rows = []
             for b in range(B):
+                m = size[b]
+                if not m:  # every column exactly 0: P = 0
+                    rows.append(np.full(N, -np.inf))
+                    continue
+                extra: dict = {}
+                if m < N:
+                    extra = {"log_extra": (math.log(last[b][2]) if last[b][2] > 0 else -math.inf)
+                             + float(right[k][b, T]),
+                             "rho_extra": last[b][3]}
                 v, _, ok = acc[b].log10_singular_values(resolve=resolve, log_right=right[k][b, T:k:-1],
-                                                        zeros=deficit[b])
-                rows.append(np.where(ok, v, np.nan))
+                                                        zeros=deficit[b], **extra)
+                rows.append(np.concatenate([np.where(ok, v, np.nan), np.full(N - m, -np.inf)]))
             out[k] = np.array(rows)
     return out
 
