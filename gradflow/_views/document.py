@@ -116,10 +116,7 @@ def _break_points(tex: str) -> tuple[list[_Point], dict[int, int]]:
             env -= 1
         c = tex[i]
         if c == "\\":  # a control word or symbol: skip it (\{ is not a brace)
-            j = i + 1
-            while j < len(tex) and tex[j].isalpha():
-                j += 1
-            i = max(j, i + 2)
+            i = _after_control(tex, i)
             continue
         if c == "{":
             brace += 1
@@ -213,6 +210,14 @@ def break_math(tex: str, budget: float, first: float = 0.0, rest: float = 0.0) -
     return out
 
 
+def _after_control(tex: str, i: int) -> int:
+    """The index after the control word or symbol starting at ``tex[i] == "\\"`` (``\\{`` is not a brace)."""
+    j = i + 1
+    while j < len(tex) and tex[j].isalpha():
+        j += 1
+    return max(j, i + 2)
+
+
 def _cut_product(text: str, depth: int, indent: float, rest: float, budget: float) -> list[tuple[int, str]]:
     """A line with no + − ⊙ left to cut at, too long: cut before a factor ``\\operatorname{diag}``
     that stands outside braces and outside any ``\\left … \\right`` of the line (mLSTM's
@@ -229,10 +234,7 @@ def _cut_product(text: str, depth: int, indent: float, rest: float, budget: floa
             continue
         c = text[i]
         if c == "\\":
-            j = i + 1
-            while j < len(text) and text[j].isalpha():
-                j += 1
-            i = max(j, i + 2)
+            i = _after_control(text, i)
             continue
         if c == "{":
             brace += 1

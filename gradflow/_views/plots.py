@@ -228,6 +228,18 @@ def plot_decay_band(spreads: Mapping[str, Any], *, ax: Axes | None = None,
     return ax
 
 
+def _lag_axes(ax: Axes, title: str | None) -> Axes:
+    """x: the lag T − k in whole steps; y: log10 ‖·‖₂; the panel title when given."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel(r"lag $T-k$")
+    ax.set_ylabel(r"$\log_{10}\|\cdot\|_2$")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # a lag is whole steps
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 def plot_cell_state_paths(paths: Any, *, ax: Axes | None = None, title: str | None = None) -> Axes:
     """An LSTM's ∂c_T/∂c_k split by path (first sequence): block, carousel, paths through h.
 
@@ -247,14 +259,7 @@ def plot_cell_state_paths(paths: Any, *, ax: Axes | None = None, title: str | No
                             (paths.through_h[0], r"paths through $h$ (block $-$ carousel)", ":")):
         (line,) = ax.plot(x, y, linestyle=style, label=label)
         mark_exact_zero(ax, x, y, line.get_color())
-    ax.set_xlabel(r"lag $T-k$")
-    ax.set_ylabel(r"$\log_{10}\|\cdot\|_2$")
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # a lag is whole steps
-    if title:
-        ax.set_title(title)
-    return ax
+    return _lag_axes(ax, title)
 
 
 def plot_memory_paths(full: Any, memory: Any, *, ax: Axes | None = None, title: str | None = None) -> Axes:
@@ -278,14 +283,7 @@ def plot_memory_paths(full: Any, memory: Any, *, ax: Axes | None = None, title: 
                                    (memory, r"memory block $\partial (C_T, n_T)/\partial (C_k, n_k)$", "--", "C4")):
         (line,) = ax.plot(x, y, linestyle=style, color=color, label=label)
         mark_exact_zero(ax, x, y, line.get_color())
-    ax.set_xlabel(r"lag $T-k$")
-    ax.set_ylabel(r"$\log_{10}\|\cdot\|_2$")
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # a lag is whole steps
-    if title:
-        ax.set_title(title)
-    return ax
+    return _lag_axes(ax, title)
 
 
 def plot_carousel(flow: Flow, *, ax: Axes | None = None, norm: str = "2") -> Axes:
