@@ -83,6 +83,9 @@ def test_chrono_init_sets_the_forget_time_scales():
     assert np.array_equal(b_i, -b_f)
     with pytest.raises(gf.GradflowError):
         gf.chrono_init(gf.init_weights("cifg", 4, 2), T_max)  # no b_f
+    # mLSTM's forget gate is one scalar per head: said so, not a shape error about b_i
+    with pytest.raises(gf.GradflowError, match="one forget bias per hidden unit"):
+        gf.chrono_init(gf.init_weights("mlstm", 3, 2), T_max)
 
 
 def test_chrono_carousel_decays_at_the_slowest_time_scale():

@@ -35,9 +35,13 @@ def chrono_init(weights: Weights, t_max: float, *, seed: int = 0) -> Weights:
     if not cell.has_forget_gate:
         raise GradflowError(f"{cell.name} has no forget-gate bias b_f; chrono initialisation sets it")
     n = weights.hidden
-    b_f = np.log(np.random.default_rng(seed).uniform(1.0, t_max - 1.0, n))
     arrays = dict(weights.arrays)
     like = arrays[cell.FORGET_BIAS]
+    if tuple(like.shape) != (n,):  # mLSTM: one scalar forget gate per head
+        raise GradflowError(f"{cell.name}: chrono initialisation sets one forget bias per hidden unit "
+                            f"(Tallec & Ollivier 2018); this cell's b_f has shape {tuple(like.shape)}: "
+                            "set it with forget_bias= (--forget-bias) instead")
+    b_f = np.log(np.random.default_rng(seed).uniform(1.0, t_max - 1.0, n))
     arrays[cell.FORGET_BIAS] = _as(like, b_f)
     if "b_{i}" in arrays:
         arrays["b_{i}"] = _as(arrays["b_{i}"], -b_f)
