@@ -22,6 +22,7 @@ import scipy.linalg
 import sympy as sp
 import torch
 from _oracle import entries_of, explicit
+from _torch_oracle import worst_step_errors
 
 import gradflow as gf
 from gradflow import CELLS, m, n
@@ -153,17 +154,7 @@ def torch_step(name: str, P: dict, N: int):
 def _compare_with_torch(net, F, T=6, seed=0):
     x = gf.random_inputs(T, net.input, seed=seed)
     s0 = np.random.default_rng(seed).standard_normal(net.state_size) * 0.5
-    N = net.hidden
-    traj = net.unroll(x, initial={st: s0[i * N:(i + 1) * N] for i, st in enumerate(net.cell.states)})
-    s, worst_J, worst_s = _t(s0), 0.0, 0.0
-    for t in range(1, T + 1):
-        xt = _t(x[t - 1, 0])
-        J_ref = torch.func.jacrev(F)(s, xt).numpy()
-        J = np.asarray(net.step_jacobian(traj, t))[0]
-        worst_J = max(worst_J, np.abs(J - J_ref).max() / max(1.0, np.abs(J_ref).max()))
-        s = F(s, xt)
-        worst_s = max(worst_s, np.abs(np.asarray(traj.states[t][0]) - s.numpy()).max())
-    return worst_J, worst_s
+    return worst_step_errors(net, F, x, s0)
 
 
 @pytest.mark.parametrize("N", SIZES)
