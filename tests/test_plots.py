@@ -195,3 +195,25 @@ def test_save_figure_rejects_unknown_format(tmp_path):
     with pytest.raises(ValueError, match="unknown figure format"):
         gf.save_figure(fig, tmp_path / "x", formats=("pdf", "jpeg2000"))
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("zero_from", [5, 38])
+def test_exact_zero_note_stays_inside_the_frame(zero_from):
+    """The 'exact 0 from lag …' note sat below its marker and ran onto the tick labels when the
+    marker was at the bottom of the frame; it now sits beside the marker, inside the axes, whether
+    the curve stops early or late."""
+    from gradflow._views.plots import mark_exact_zero
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    x = np.arange(1, 41, dtype=float)
+    y = np.where(x < zero_from, -0.5 * x, -np.inf)
+    ax.plot(x, y)
+    ax.set_xlim(0, 41)  # the whole lag axis, as the other curves of a figure span it
+    assert mark_exact_zero(ax, x, y, "C0") == zero_from
+    ax.set_ylim(-0.5 * (zero_from - 1) - 0.1, 0)  # the marker at the bottom edge
+    fig.canvas.draw()
+    note = next(t for t in ax.texts if t.get_text() == f"exact 0 from lag {zero_from}")
+    box, frame = note.get_window_extent(), ax.get_window_extent()
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1, (box, frame)
+    assert box.y0 >= frame.y0 - box.height / 2 - 1, (box, frame)  # at the marker's height, not below it
+    plt.close(fig)

@@ -170,8 +170,13 @@ def mark_exact_zero(ax: Axes, x: Any, y: Any, color: Any) -> int | None:
         return None
     i = int(np.argmax(np.where(finite, x, -np.inf)))
     ax.plot([x[i]], [y[i]], marker="v", color=color, markersize=5, linestyle="none")
-    ax.annotate(f"exact 0 from lag {first_zero:g}", (x[i], y[i]), xytext=(-4, -10),
-                textcoords="offset points", ha="right", va="top", fontsize=_note_size(), color=color)
+    # beside the marker, at its height (below it, where the marker often sits at the bottom of the
+    # frame, the text ran onto the tick labels): to the right unless the marker is far right on
+    # the curve's lag axis (the frame's limits are not final while other curves are still to come)
+    left = x[i] > x.min() + 0.6 * (x.max() - x.min())
+    ax.annotate(f"exact 0 from lag {first_zero:g}", (x[i], y[i]), xytext=(-6 if left else 6, 0),
+                textcoords="offset points", ha="right" if left else "left", va="center",
+                fontsize=_note_size(), color=color)
     return int(first_zero)
 
 
