@@ -46,12 +46,22 @@ def torch_child(weights: str, inputs: str, out: str, threads: int) -> None:
 
     torch.set_num_threads(threads)
     sd = torch.load(weights)
+    curves, loop = torch_curves(sd, np.load(inputs)[:, 0, :])
+    np.savez(out, curves=curves, loop=loop)
+
+
+def torch_curves(sd, X, device: str = "cpu") -> tuple[np.ndarray, float]:
+    """The plain PyTorch loop on an ``nn.LSTMCell`` state_dict and inputs X (T, m), float64, on
+    ``device``: (curves (T, 5): ‖P_k‖₂, ‖P_k‖_F, the c→c block's two, ‖g P_k‖; the loop's wall time)."""
+    import torch
+
     n = sd["weight_hh"].shape[1]
     m = sd["weight_ih"].shape[1]
     mod = torch.nn.LSTMCell(m, n).double()
     mod.load_state_dict(sd)
     mod.requires_grad_(False)
-    X = torch.tensor(np.load(inputs)[:, 0, :], dtype=torch.float64)
+    mod.to(device)
+    X = torch.tensor(np.asarray(X), dtype=torch.float64, device=device)
     T, N = X.shape[0], 2 * n
 
     def F(s, xt):
@@ -59,25 +69,28 @@ def torch_child(weights: str, inputs: str, out: str, threads: int) -> None:
         return torch.cat([h[0], c[0]])
 
     jac = torch.func.jacrev(F)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     with torch.no_grad():
-        s = torch.zeros(N, dtype=torch.float64)
+        s = torch.zeros(N, dtype=torch.float64, device=device)
         states = [s]
         for t in range(T):
             s = F(s, X[t])
             states.append(s)
-        P = torch.eye(N, dtype=torch.float64)
-        g = torch.zeros(N, dtype=torch.float64)
+        P = torch.eye(N, dtype=torch.float64, device=device)
+        g = torch.zeros(N, dtype=torch.float64, device=device)
         g[:n] = 1.0  # L = Σ h_T
         rows = []
         for k in range(T - 1, -1, -1):
             P = P @ jac(states[k], X[k])
-            rows.append([torch.linalg.matrix_norm(P, 2), torch.linalg.matrix_norm(P, "fro"),
-                         torch.linalg.matrix_norm(P[n:, n:], 2), torch.linalg.matrix_norm(P[n:, n:], "fro"),
-                         torch.linalg.vector_norm(g @ P)])
-    loop = time.perf_counter() - t0
-    curves = np.array([[float(v) for v in r] for r in rows[::-1]])
-    np.savez(out, curves=curves, loop=loop)
+            rows.append(torch.stack([torch.linalg.matrix_norm(P, 2), torch.linalg.matrix_norm(P, "fro"),
+                                     torch.linalg.matrix_norm(P[n:, n:], 2),
+                                     torch.linalg.matrix_norm(P[n:, n:], "fro"),
+                                     torch.linalg.vector_norm(g @ P)]))
+        curves = torch.stack(rows[::-1]).cpu().numpy()
+    sync()
+    return curves, time.perf_counter() - t0
 
 
 def parts(n: int, T: int, threads: int) -> None:
