@@ -228,12 +228,12 @@ def whole_process(be: Backend, n: int, T: int, tmp: Path) -> dict:
 
 
 @section("real sizes")
-def real_sizes(be: Backend, sizes: list[int], T: int) -> dict:
+def real_sizes(be: Backend, sizes: list[int], T: int, modes: list[str]) -> dict:
     import gradflow as gf
 
     res = {}
     for n in sizes:
-        for mode in ("exact", "matrix-free"):
+        for mode in modes:
             sd, X = lstm_setup(n, T, seed=1)
             net = gf.network("lstm", weights=sd, xp=be.xp)
             if be.pool is not None:
@@ -267,6 +267,8 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="tiny sizes: check the script itself")
     ap.add_argument("--torch-cpu", action="store_true", help="also the PyTorch loop on the CPUs")
     ap.add_argument("--sizes", default="1024,4096")
+    ap.add_argument("--modes", default="exact,matrix-free")
+    ap.add_argument("--skip-rates", action="store_true", help="leave out the matmul rates")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     be = Backend(a.xp)
@@ -274,12 +276,14 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="gradflow-bench-gpu-"))
     device_info(be)
-    rates(be, a.small)
+    if not a.skip_rates:
+        rates(be, a.small)
     n, T = (16, 20) if a.small else (256, 500)
     default_job(be, n, T, a.torch_cpu)
     if be.name == "cupy":
         whole_process(be, n, T, tmp)
-    real_sizes(be, [8, 16] if a.small else [int(s) for s in a.sizes.split(",") if s], 30 if a.small else 1000)
+    real_sizes(be, [8, 16] if a.small else [int(s) for s in a.sizes.split(",") if s], 30 if a.small else 1000,
+               a.modes.split(","))
     if a.out:
         Path(a.out).write_text(json.dumps(RESULTS, indent=1, default=str))
 

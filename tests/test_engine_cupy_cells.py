@@ -15,7 +15,7 @@ import pytest
 
 cupy = pytest.importorskip("cupy")
 
-from gradflow import CELLS, gradient_flow, init_weights, network, random_inputs, singular_values  # noqa: E402
+from gradflow import CELLS, cell_state_paths, state_drift, gradient_flow, init_weights, network, random_inputs, singular_values  # noqa: E402
 
 
 def _has_device() -> bool:
@@ -55,7 +55,11 @@ def same_curves(f_np, f_cp, atol=1e-9):
     if f_np.lyapunov is None:
         assert f_cp.lyapunov is None
     else:
-        np.testing.assert_allclose(host(f_cp.lyapunov), host(f_np.lyapunov), rtol=0, atol=1e-9)
+        a, b = host(f_np.lyapunov), host(f_cp.lyapunov)
+        # exponents below −30 (a factor e^−30 per step) sit at the rounding floor of float64 (mLSTM's
+        # h, which feeds nothing back, in the stabilised form): they differ between any two BLAS
+        keep = ~((a < -30) & (b < -30))
+        np.testing.assert_allclose(b[keep], a[keep], rtol=0, atol=1e-9)
     assert f_np.mode == f_cp.mode
 
 
@@ -119,3 +123,27 @@ def test_singular_values(name):
         np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))
         fin = np.isfinite(a)
         np.testing.assert_allclose(b[fin], a[fin], rtol=0, atol=1e-9)
+
+
+def test_initial_states_and_last_step_loss():
+    net_np, net_cp = pair("lstm")
+    x = random_inputs(T, M, batch=B, seed=12)
+    rng = np.random.default_rng(2)
+    h0, c0 = rng.standard_normal((B, N)), rng.standard_normal((B, N))
+    V, c = rng.standard_normal((4, N)), rng.standard_normal(4)
+    y = rng.integers(0, 4, size=B)
+    f_np = gradient_flow(net_np, x, initial={"h": h0, "c": c0}, loss="last", head=(V, c), targets=y)
+    f_cp = gradient_flow(net_cp, cupy.asarray(x), initial={"h": cupy.asarray(h0), "c": cupy.asarray(c0)},
+                         loss="last", head=(cupy.asarray(V), cupy.asarray(c)), targets=cupy.asarray(y))
+    same_curves(f_np, f_cp)
+
+
+def test_cell_state_paths_and_drift():
+    net_np, net_cp = pair("lstm")
+    x = random_inputs(T, M, batch=B, seed=13)
+    p_np, p_cp = cell_state_paths(net_np, x), cell_state_paths(net_cp, cupy.asarray(x))
+    for key in ("block", "carousel", "through_h"):
+        np.testing.assert_allclose(host(getattr(p_cp, key)), getattr(p_np, key), rtol=0, atol=1e-9)
+    d_np, d_cp = state_drift(net_np, x), state_drift(net_cp, cupy.asarray(x))
+    for key in d_np.max_abs:
+        np.testing.assert_allclose(host(d_cp.max_abs[key]), d_np.max_abs[key], rtol=1e-12)

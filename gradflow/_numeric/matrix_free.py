@@ -176,6 +176,8 @@ class JacobianOperator:
                 continue  # a vector without the batch axis: evaluated per step
             pre[id(t)] = xp.reshape(v, (T, B, v.shape[-1]))
         self._pre = pre
+        if xp.__name__.split(".")[-1] != "numpy":  # the fused blocks serve :meth:`fill` (NumPy) only
+            return True
         # blocks made of weight terms only: Σ_g diag(v_g) W_g in one pass, rows i of the block
         # being Σ_g v_g[i] W_g[i, :] (coefficients (T, B, n, G) against the stack (G, n, n))
         env0 = self.net.env0()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import GradflowError
-from .network import check_network
+from .network import check_network, to_host
 
 
 def _log10_norm2(M: np.ndarray) -> np.ndarray:
@@ -56,16 +56,16 @@ def cell_state_paths(net: Any, inputs: Any, initial: Any = None) -> CellStatePat
     T, n = traj.steps, net.hidden
     ci = net.cell.states.index("c")
     c = slice(ci * n, (ci + 1) * n)
-    J = np.asarray(net.step_jacobian(traj, T))
+    J = to_host(net.step_jacobian(traj, T))
     B, N = J.shape[0], J.shape[1]
     P = np.broadcast_to(np.eye(N), (B, N, N)).copy()
     D = np.ones((B, n))
     out = {k: np.empty((B, T)) for k in ("block", "carousel", "through_h")}
     forget = np.empty((B, T, n))
     for k in range(T - 1, -1, -1):  # P = J_T ⋯ J_{k+1}
-        Jk = np.asarray(net.step_jacobian(traj, k + 1))
+        Jk = to_host(net.step_jacobian(traj, k + 1))
         P = P @ Jk
-        Jt = np.asarray(net.step_jacobian(traj, k + 1, truncated=True))
+        Jt = to_host(net.step_jacobian(traj, k + 1, truncated=True))
         forget[:, k] = np.diagonal(Jt[:, c, c], axis1=1, axis2=2)  # the truncated c→c block is diag(f)
         D = D * forget[:, k]
         block = P[:, c, c]
@@ -90,7 +90,7 @@ def state_drift(net: Any, inputs: Any, initial: Any = None) -> Drift:
     """|s_t|_∞ for every state and step, and tanh′(c_T) for cells with a cell state."""
     traj = check_network(net, "state_drift").unroll(inputs, initial)
     n = net.hidden
-    S = np.stack([np.asarray(s) for s in traj.states])  # (T+1, B, N)
+    S = np.stack([to_host(s) for s in traj.states])  # (T+1, B, N)
     out = {}
     for i, name in enumerate(net.cell.states):
         out[name] = np.abs(S[:, :, net.layout.slice(i)]).max(axis=2).T
