@@ -15,7 +15,16 @@ import pytest
 
 cupy = pytest.importorskip("cupy")
 
-from gradflow import CELLS, cell_state_paths, state_drift, gradient_flow, init_weights, network, random_inputs, singular_values  # noqa: E402
+from gradflow import (  # noqa: E402
+    CELLS,
+    cell_state_paths,
+    gradient_flow,
+    init_weights,
+    network,
+    random_inputs,
+    singular_values,
+    state_drift,
+)
 
 
 def _has_device() -> bool:
