@@ -45,6 +45,8 @@ def fmt_log10(x) -> str:
         return "      -inf"
     if x == "inf":
         return "       inf"
+    if isinstance(x, str):  # a Lyapunov exponent "not resolved"
+        return f"{x:>10}"
     return f"{x:10.4f}"
 
 
@@ -100,4 +102,8 @@ def lyapunov_lines(values, total: int | None = None, what: str = "Lyapunov expon
     head = f"{what} (natural log per step, {which}, largest first):"
     body = textwrap.wrap(", ".join(cells), width=100, initial_indent="  ", subsequent_indent="  ",
                          break_on_hyphens=False)
-    return [head, *body]
+    lines = [head, *body]
+    if any(isinstance(v, str) and v != "inf" for v in values):
+        lines.append("  not resolved: at some step the direction's growth factor |R_ii| fell to float64's "
+                     "rounding floor (8 N eps ||J_t Q||_F): its value there is rounding, not data")
+    return lines

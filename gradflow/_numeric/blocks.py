@@ -31,6 +31,7 @@ from .._symbolic.nodes import Diag
 from .compile import compile_expr, stable_substitutions
 from .layout import refuse_sized_states
 from .network import Network, to_host
+from .qr_growth import exponents, qr_growth
 
 _LN10 = math.log(10.0)
 
@@ -145,12 +146,13 @@ def block_curves(net: Network, inputs, initial=None, loss_gradient=None, lyapuno
     result: dict = dict(out)
     if lyapunov:
         assert blocks is not None and Q is not None and lyap_sum is not None
+        unresolved = np.zeros((B, n, S), dtype=bool)
         for t in range(T):  # forward QR per unit: s_t's tangent frames
-            Q, R = np.linalg.qr(blocks[t] @ Q)
-            with np.errstate(divide="ignore"):
-                lyap_sum = lyap_sum + np.log(np.abs(np.diagonal(R, axis1=-2, axis2=-1)))
-        spectrum = np.reshape(lyap_sum / T, (B, n * S))
-        result["lyapunov"] = (-np.sort(-spectrum, axis=1)).mean(axis=0)[:lyapunov]
+            Q, logd, floor = qr_growth(np, blocks[t] @ Q)
+            lyap_sum = lyap_sum + logd
+            unresolved |= floor
+        spectrum = exponents(np.reshape(lyap_sum, (B, n * S)), np.reshape(unresolved, (B, n * S)), T)
+        result["lyapunov"] = spectrum.mean(axis=0)[:lyapunov]
     return result
 
 

@@ -281,7 +281,8 @@ def _compile_expm(inner: Fn) -> Fn:
 
     def f(env):
         S = inner(env)
-        if memo and memo[0][0].shape == S.shape and bool(env["xp"].all(memo[0][0] == S)):
+        if (memo and type(memo[0][0]) is type(S) and memo[0][0].shape == S.shape
+                and bool(env["xp"].all(memo[0][0] == S))):  # the same array type: NumPy, CuPy
             return memo[0][1]
         out = expm(env["xp"], S)
         memo[:] = [(S, out)]

@@ -40,6 +40,7 @@ from .diagonal import diagonal_curves, is_diagonal
 from .layout import StateLayout, memory_states
 from .loss import Reverse, backward_norms, cotangents, read_initial
 from .network import Network, Trajectory, check_network, network, random_inputs, to_host
+from .qr_growth import exponents, qr_growth
 from .spectral import spectral_blocks, spectral_norm, start_basis
 
 __all__ = ["Curves", "Flow", "Network", "Product", "Trajectory", "decay_rate", "gradient_flow", "loss_gradient",
@@ -58,6 +59,18 @@ def json_number(x, what: str):
     if x == math.inf:
         return "inf"
     raise GradflowError(f"{what} is NaN")
+
+
+#: the JSON value of a Lyapunov exponent that is not resolved (:mod:`gradflow._numeric.qr_growth`)
+NOT_RESOLVED = "not resolved"
+
+
+def json_exponents(values) -> list:
+    """Lyapunov exponents for JSON: as :func:`json_number`, NaN as ``"not resolved"``."""
+    if values is None:
+        return []
+    return [NOT_RESOLVED if math.isnan(float(v)) else json_number(v, f"Lyapunov exponent {i}")
+            for i, v in enumerate(values)]
 
 
 
@@ -174,8 +187,7 @@ class Flow:
             "cell": self.cell, "hidden": self.hidden, "steps": self.steps, "batch": self.batch,
             "mode": self.mode, "dtype": self.dtype, **extra,
             "curve": curve,
-            "lyapunov": [json_number(v, f"Lyapunov exponent {i}") for i, v in enumerate(self.lyapunov)]
-            if self.lyapunov is not None else [],
+            "lyapunov": json_exponents(self.lyapunov),
             "loss": self.loss,
         }
 
@@ -549,7 +561,9 @@ def lyapunov_exponents(net: Network, traj: Trajectory, count: int | None = None,
         start: an N × r matrix with orthonormal columns, the start Q_0 (r from its columns).
 
     Returns:
-        (B, r) array, each row sorted in descending order.
+        (B, r) array, each row sorted in descending order; NaN ("not resolved") for an exponent
+        whose growth factor fell to the rounding floor at some step
+        (:mod:`gradflow._numeric.qr_growth`), −∞ for an exact 0.
     """
     xp, N, T = net.xp, net.state_size, traj.steps
     B = traj.states[0].shape[0]
@@ -567,13 +581,12 @@ def lyapunov_exponents(net: Network, traj: Trajectory, count: int | None = None,
     Q = xp.broadcast_to(xp.asarray(Q0, dtype=net.dtype)[None], (B,) + Q0.shape)
     J = xp.zeros((B, N, N), dtype=net.dtype)  # one buffer: the zero blocks never change
     acc = np.zeros((B, Q0.shape[1]))
+    unresolved = np.zeros((B, Q0.shape[1]), dtype=bool)
     for t in range(1, T + 1):
-        Z = net.fill_jacobian(J, net.step_env(traj, t)) @ Q
-        Q, R = xp.linalg.qr(Z)
-        d = xp.abs(xp.linalg.diagonal(R))
-        with np.errstate(divide="ignore"):
-            acc += np.log(to_host(d))
-    return -np.sort(-(acc / T), axis=1)
+        Q, logd, floor = qr_growth(xp, net.fill_jacobian(J, net.step_env(traj, t)) @ Q)
+        acc += logd
+        unresolved |= floor
+    return exponents(acc, unresolved, T)
 
 
 def _lyapunov(net: Network, traj: Trajectory, r: int):

@@ -36,6 +36,7 @@ from .._symbolic.nodes import Diag
 from .compile import compile_expr, scalar_coefficient, stable_substitutions
 from .layout import refuse_sized_states
 from .network import Network, Trajectory, to_host
+from .qr_growth import exponents, qr_growth
 
 __all__ = ["JacobianOperator", "SketchCurves", "matrix_free_lyapunov", "sketch_sweep"]
 
@@ -485,12 +486,12 @@ def matrix_free_lyapunov(net: Network, traj: Trajectory, count: int, *, dtype=No
     Q0 = np.eye(N) if r == N else np.linalg.qr(np.random.default_rng(0).standard_normal((N, r)))[0]
     X = xp.asarray(np.broadcast_to(Q0.T[None], (B, r, N)).copy(), dtype=dt)
     acc = np.zeros((B, r))
+    unresolved = np.zeros((B, r), dtype=bool)
     for t in range(1, T + 1):
         env = net.step_env(traj, t)
         env[STEP] = t
-        Z = op.jvp(X, env)
-        Q, R = xp.linalg.qr(xp.matrix_transpose(Z))
+        Q, logd, floor = qr_growth(xp, xp.matrix_transpose(op.jvp(X, env)))
         X = xp.matrix_transpose(Q)
-        with np.errstate(divide="ignore"):
-            acc += np.log(np.abs(to_host(xp.linalg.diagonal(R))).astype(np.float64))
-    return -np.sort(-(acc / T), axis=1)
+        acc += logd
+        unresolved |= floor
+    return exponents(acc, unresolved, T)

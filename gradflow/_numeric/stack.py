@@ -45,7 +45,7 @@ from .._symbolic.projected import PROJECTION, p, projected
 from .._vocabulary import Loss, SpectralMethod
 from .checkpoint import Module, select_module
 from .compile import compile_expr, dense_diag, stable_substitutions
-from .flow import Curves, blas_threads, json_number, lyapunov_exponents, sweep, thread_limit
+from .flow import Curves, blas_threads, json_exponents, json_number, lyapunov_exponents, sweep, thread_limit
 from .input_layout import batch_first_of, time_first
 from .keras_loading import is_keras_path
 from .keras_stack import keras_module
@@ -770,8 +770,7 @@ class StackedFlow:
                            "state_size": lf.state_size, "curve": pts})
         return {"cell": self.cell, "hidden": self.hidden, "steps": self.steps, "batch": self.batch,
                 "mode": "exact", "dtype": self.dtype, "curve": curve,
-                "lyapunov": [json_number(v, f"Lyapunov exponent {i}") for i, v in enumerate(self.lyapunov)]
-                if self.lyapunov is not None else [],
+                "lyapunov": json_exponents(self.lyapunov),
                 "num_layers": self.num_layers, "bidirectional": self.bidirectional,
                 "proj_size": self.proj_size, "loss": self.loss, "layers": layers}
 

@@ -223,7 +223,7 @@ class Recorder:
         for lay in rec.get("layers", []):  # stacked: each layer's ‖∂L/∂h^(l)_0‖ on its own clock
             values[f"layer{lay['layer']}_{lay['direction']}/log10_grad_norm_h_k0"] = \
                 lay["curve"][0]["log10_grad_norm_h"]
-        if rec["lyapunov"]:
+        if rec["lyapunov"] and not isinstance(rec["lyapunov"][0], str):  # not "not resolved"
             values["lyapunov_max"] = rec["lyapunov"][0]
         for key, v in values.items():
             if isinstance(v, (int, float)) and math.isfinite(v):
