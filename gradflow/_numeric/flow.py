@@ -114,7 +114,9 @@ class Flow:
             ∏ diag(f_j) (LSTM cells, when asked), else None; its gradient curve is the
             truncated (1997) ‖∂L/∂c_k‖.
         lyapunov: the r largest Lyapunov exponents (r,), batch mean, descending, when asked
-            (r = min(N, 8) by default, N with ``lyapunov="full"``).
+            (r = min(N, 8) by default, N with ``lyapunov="full"``); NaN where not resolved in
+            some sequence (a growth factor at float64's rounding floor:
+            :mod:`gradflow._numeric.qr_growth`), −∞ for an exact 0.
         bound: log10 of the Pascanu bound (γ σ_max(W))^{T−k}, (T,), for Elman cells, else None.
         grad_parts: for a cell whose state has several parts (LSTM: h, c), log10 ‖∂L/∂h_k‖,
             ‖∂L/∂c_k‖ … by state name, each (B, T) (JSON ``log10_grad_norm_h`` …), else None.
