@@ -204,8 +204,9 @@ def _memory_factor(cell: Cell) -> str | None:
     return None
 
 
-def _path_caption(lstm_cells: list[Cell], memory_cells: list[Cell]) -> str:
-    """The caption of the path figure: what each kind of panel draws (LSTM cells; mLSTM's memory)."""
+def _path_caption(lstm_cells: list[Cell], memory_cells: list[Cell], memory_first: bool = False) -> str:
+    """The caption of the path figure: what each kind of panel draws (LSTM cells; mLSTM's memory),
+    in the order of the panels (``memory_first``: an mLSTM panel comes first)."""
     parts = []
     if lstm_cells:
         parts.append(
@@ -221,7 +222,7 @@ def _path_caption(lstm_cells: list[Cell], memory_cells: list[Cell]) -> str:
         factors = {c.name: _memory_factor(c) for c in memory_cells}
         prods = "; ".join(f"for `{k}`, $\\prod_{{j=k+1}}^{{T}} ({f}) I$" for k, f in factors.items() if f)
         parts.append(
-            ("" if lstm_cells else "The gradient split by path (first sequence). ")
+            ("" if lstm_cells and not memory_first else "The gradient split by path (first sequence). ")
             + f"For {names} (the memory $(C, n)$: matrix memory $C$ "
             "and normaliser $n$; $h_t$ is a read-out that feeds nothing back): the memory block of "
             "the full product, $\\lVert \\partial (C_T, n_T)/\\partial (C_k, n_k) \\rVert_2$ (dashed), "
@@ -232,6 +233,8 @@ def _path_caption(lstm_cells: list[Cell], memory_cells: list[Cell]) -> str:
             "of the cell's other states ("
             + ("$h$, and the stabiliser $m$ where there is one" if any("m" in c.states for c in memory_cells)
                else "the read-out $h$") + ").")
+        if memory_first and lstm_cells:
+            parts.reverse()
     parts.append("Data: `figures/carousel.csv`, `figures/carousel.tex`.")
     return " ".join(parts)
 
@@ -411,7 +414,8 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
             full_c, mem_c = memory[c.name]
             series += [(c.name, "full", lag, full_c), (c.name, "memory block (C, n)", lag, mem_c)]
         export_curves(fig_dir / "carousel", series, "lag $T-k$", "$\\log_{10}\\|\\cdot\\|_2$")
-        add_figure("carousel", _path_caption(lstm_cells, memory_cells))
+        first = next(c for c in cells if c in lstm_cells or c.name in memory)
+        add_figure("carousel", _path_caption(lstm_cells, memory_cells, memory_first=first.name in memory))
     if lstm_cells:
         for c in lstm_cells:
             r = runs[c.name]
