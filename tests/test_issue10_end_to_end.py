@@ -239,7 +239,7 @@ def test_stacked_json_keeps_the_one_layer_keys_and_the_readme_schema(saved, caps
     assert (whole["mode"], whole["dtype"]) == ("exact", "float64")
     assert {"num_layers", "bidirectional", "proj_size", "layers"} <= set(whole) and whole["curve"] == []
     for lay in whole["layers"]:
-        assert set(lay) == {"layer", "direction", "clock", "state_size", "curve"}
+        assert set(lay) == {"layer", "direction", "clock", "hidden", "state_size", "curve"}
         assert lay["clock"] == ("forward" if lay["direction"] == "forward" else "reversed")
         assert [r["t"] for r in lay["curve"]] == (list(range(T + 1)) if lay["direction"] == "forward"
                                                   else [T + 1 - k for k in range(T + 1)])
@@ -248,7 +248,7 @@ def test_stacked_json_keeps_the_one_layer_keys_and_the_readme_schema(saved, caps
             assert set(r) == (base | {"log10_norm_2", "log10_norm_fro", "log10_grad_norm"} if r["k"] < T else base)
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     for key in ("num_layers", "bidirectional", "proj_size", '"layers"', '"clock"', "state_size",
-                "log10_grad_norm_h", "log10_grad_norm_c"):
+                '"hidden": int, "state_size"', "log10_grad_norm_h", "log10_grad_norm_c"):
         assert key in readme, key
 
 

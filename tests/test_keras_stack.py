@@ -232,6 +232,9 @@ def test_cli_flow_reads_the_whole_keras_stack(saved, tmp_path, capsys):
     assert main(["flow", "gru", "--weights", saved["gru2"][1], "--steps", "3", "--json", "--no-lyapunov"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["num_layers"] == 2 and len(rec["curve"]) == 3 and [r["state_size"] for r in rec["layers"]] == [4, 3]
+    assert [r["hidden"] for r in rec["layers"]] == [4, 3]  # each layer's own width (Keras: g1 4 units, g2 3)
+    assert main(["flow", "gru", "--weights", saved["gru2"][1], "--steps", "3", "--no-lyapunov"]) == 0
+    assert "n = 4 (layer 0), 3 (layer 1)" in capsys.readouterr().out
     with pytest.raises(gf.GradflowError, match="need layers of one size"):  # PyTorch's h0 layout does not fit
         stacked_network("gru", weights=saved["gru2"][1]).unroll(np.zeros((T, 1, M)), {"h": np.zeros((2, 1, 4))})
 

@@ -44,6 +44,14 @@ def stacked_or_none(a: argparse.Namespace, cell: Any, dtype: Any):
     return stacked_network(cell, weights=a.weights, prefix=a.prefix, dtype=dtype)  # errors name the layer
 
 
+def _widths(net: Any) -> str:
+    """n, or each layer's n where a (Keras) stack changes it: "4 (layer 0), 3 (layer 1)"."""
+    per_layer = {lay.layer: lay.hidden for lay in net.all_layers()}
+    if len(set(per_layer.values())) == 1:
+        return str(net.hidden)
+    return ", ".join(f"{n} (layer {layer})" for layer, n in sorted(per_layer.items()))
+
+
 def run_stacked(a: argparse.Namespace, net: Any, inputs: Any, lyapunov: Any,
                 losses: tuple = ("sum", None, None, None)) -> int:
     """Measure every layer and direction of ``net``; print the table or the JSON object.
@@ -75,7 +83,7 @@ def run_stacked(a: argparse.Namespace, net: Any, inputs: Any, lyapunov: Any,
     T = flow.steps
     print(f"{net.cell.title} ({net.cell.name}): {net.num_layers} layer(s)"
           f"{', bidirectional' if net.bidirectional else ''}{f', proj_size {net.proj_size}' if net.proj_size else ''}"
-          f", n = {net.hidden}, m = {net.input}, T = {T}, batch = {flow.batch}; loss {flow.loss}; "
+          f", n = {_widths(net)}, m = {net.input}, T = {T}, batch = {flow.batch}; loss {flow.loss}; "
           "log10 norms, batch mean")
     if record["curve"]:
         print("whole stack: s_k = (s^(1)_k, ..., s^(L)_k)")

@@ -682,7 +682,7 @@ class LayerFlow:
     """Curves of one layer, one direction (arrays (B, ·), batch first).
 
     Attributes:
-        layer, direction: which; state_size: N_l.
+        layer, direction: which; state_size: N_l; hidden: the layer's width n_l.
         curves: ``log10_norm_2``/``log10_norm_fro`` of the layer's own product
             ∂s^(l,d)_T/∂s^(l,d)_k = J^(l)_T ⋯ J^(l)_{k+1} (its inputs held fixed; on its own clock),
             and ``log10_grad_norm`` = log10 ‖∂L/∂s^(l,d)_k‖ (the node adjoint), k = 0…T−1.
@@ -696,6 +696,7 @@ class LayerFlow:
     curves: Curves
     log10_grad_h: Any
     log10_grad_states: dict = field(default_factory=dict)
+    hidden: int = 0  # the layer's own width n_l (a Keras stack may change it from layer to layer)
 
     def time(self, k) -> Any:
         """Original time t of own-clock step k (reverse: t = T + 1 − k)."""
@@ -767,7 +768,7 @@ class StackedFlow:
                 pts.append(r)
             layers.append({"layer": lf.layer, "direction": lf.direction,
                            "clock": "forward" if lf.direction == "forward" else "reversed",
-                           "state_size": lf.state_size, "curve": pts})
+                           "hidden": lf.hidden, "state_size": lf.state_size, "curve": pts})
         return {"cell": self.cell, "hidden": self.hidden, "steps": self.steps, "batch": self.batch,
                 "mode": "exact", "dtype": self.dtype, "curve": curve,
                 "lyapunov": json_exponents(self.lyapunov),
@@ -860,7 +861,8 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
             c = Curves(c.log10_norm_2, c.log10_norm_fro, _log10_norms(net.xp, A[:T]))
             per_state = {st: _log10_norms(net.xp, A[:, :, lay.state_slice(i)])
                          for i, st in enumerate(lay.cell.states)}
-            layers.append(LayerFlow(lay.layer, lay.direction, lay.state_size, c, per_state["h"], per_state))
+            layers.append(LayerFlow(lay.layer, lay.direction, lay.state_size, c, per_state["h"], per_state,
+                                    lay.hidden))
     return StackedFlow(net.cell.name, net.hidden, T, B, net.num_layers, net.bidirectional,
                        net.proj_size, full, layers, lyap,
                        "cotangents" if given and loss is None else (loss or "sum"), np.dtype(net.dtype).name)
