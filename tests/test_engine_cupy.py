@@ -8,21 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _cupy import cupy, needs_device  # skips the module without CuPy
 
-cupy = pytest.importorskip("cupy")
+from gradflow._numeric.flow import gradient_flow, loss_gradient, network, random_inputs, sweep
+from gradflow._numeric.weights import init_weights
 
-from gradflow._numeric.flow import gradient_flow, loss_gradient, network, random_inputs, sweep  # noqa: E402
-from gradflow._numeric.weights import init_weights  # noqa: E402
-
-
-def _has_device() -> bool:
-    try:
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no driver / no device
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _has_device(), reason="no CUDA device for CuPy")
+pytestmark = needs_device
 
 CELLS = ["tanh-rnn", "relu-rnn", "sigmoid-rnn", "residual-rnn", "lstm", "lstm-1997", "gru", "gru-cho"]
 N, M, T, B = 4, 3, 8, 3

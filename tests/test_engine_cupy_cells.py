@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _cupy import cupy, needs_device  # skips the module without CuPy
 
-cupy = pytest.importorskip("cupy")
-
-from gradflow import (  # noqa: E402
+from gradflow import (
     CELLS,
     cell_state_paths,
     gradient_flow,
@@ -26,15 +25,7 @@ from gradflow import (  # noqa: E402
     state_drift,
 )
 
-
-def _has_device() -> bool:
-    try:
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no driver / no device
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _has_device(), reason="no CUDA device for CuPy")
+pytestmark = needs_device
 
 N, M, T, B = 3, 2, 6, 2
 
