@@ -141,7 +141,7 @@ def curves_of(flow, be: Backend) -> np.ndarray:
 
 
 @section("default job")
-def default_job(be: Backend, n: int, T: int, torch_cpu: bool) -> dict:
+def default_job(be: Backend, n: int, T: int, torch_cpu: bool, torch_gpu: bool = True) -> dict:
     import gradflow as gf
 
     sd, X = lstm_setup(n, T)
@@ -179,7 +179,8 @@ def default_job(be: Backend, n: int, T: int, torch_cpu: bool) -> dict:
         say(f"  no PyTorch loop: {e}")
         return res
     tsd = {k: torch.tensor(v) for k, v in sd.items()}
-    devices = (["cuda"] if be.name == "cupy" and torch.cuda.is_available() else []) + (["cpu"] if torch_cpu else [])
+    on_gpu = torch_gpu and be.name == "cupy" and torch.cuda.is_available()
+    devices = (["cuda"] if on_gpu else []) + (["cpu"] if torch_cpu else [])
     for dev in devices:
         torch_curves(tsd, X[:5, 0], dev)  # warm-up
         theirs, loop = torch_curves(tsd, X[:, 0], dev)
@@ -266,6 +267,7 @@ def main() -> None:
     ap.add_argument("--xp", choices=("cupy", "numpy"), default="cupy")
     ap.add_argument("--small", action="store_true", help="tiny sizes: check the script itself")
     ap.add_argument("--torch-cpu", action="store_true", help="also the PyTorch loop on the CPUs")
+    ap.add_argument("--no-torch-gpu", action="store_true", help="leave out the PyTorch loop on the GPU (~65 s)")
     ap.add_argument("--sizes", default="1024,4096")
     ap.add_argument("--modes", default="exact,matrix-free")
     ap.add_argument("--skip-rates", action="store_true", help="leave out the matmul rates")
@@ -279,7 +281,7 @@ def main() -> None:
     if not a.skip_rates:
         rates(be, a.small)
     n, T = (16, 20) if a.small else (256, 500)
-    default_job(be, n, T, a.torch_cpu)
+    default_job(be, n, T, a.torch_cpu, not a.no_torch_gpu)
     if be.name == "cupy":
         whole_process(be, n, T, tmp)
     real_sizes(be, [8, 16] if a.small else [int(s) for s in a.sizes.split(",") if s], 30 if a.small else 1000,
