@@ -195,9 +195,11 @@ class Flow:
 
 
 def _sketch_mean(c) -> dict:
-    """Batch means of a SketchCurves' extra curves (the standard error of the mean of B estimates)."""
-    B = c.log10_norm_fro_se.shape[0]
-    return {"log10_norm_fro_se": np.sqrt(np.mean(c.log10_norm_fro_se ** 2, axis=0) / B),
+    """Batch means of a SketchCurves' extra curves; the standard error is the batch mean's, from
+    the probe blocks (the probes are shared by the batch: not se/√B, see ``batch_mean_se``)."""
+    from .matrix_free import batch_mean_se
+
+    return {"log10_norm_fro_se": batch_mean_se(c),
             "log10_norm_2_low": c.log10_norm_2_low.mean(axis=0),
             "log10_norm_2_high": c.log10_norm_2_high.mean(axis=0)}
 
