@@ -72,3 +72,23 @@ def test_matrix_free_batch_mean_se_is_honest_against_autograd():
         z.append([(r["log10_norm_fro"] - e) / r["log10_norm_fro_se"] for r, e in zip(rec, exact, strict=True)])
     rms = float(np.sqrt(np.mean(np.square(z))))
     assert 0.6 < rms < 1.8, rms
+
+
+# -- defect 2: decay_rate of the per-sequence curves a Flow holds (B, T) was a TypeError -------
+
+def test_decay_rate_of_a_batch_of_curves_is_the_mean_slope():
+    """Curves written here as exact lines y_b(k) = a_b (T − k) + c_b: the rate of the batch is
+    the mean of the a_b, also when B = T (where a column-wise fit would give T numbers)."""
+    T = 5
+    lag = T - np.arange(T)
+    a, c = np.array([-0.5, -0.1, -0.3, 0.2, -0.4]), np.array([1.0, -2.0, 0.5, 0.0, 3.0])
+    curves = a[:, None] * lag + c[:, None]  # (B = T = 5, T)
+    assert gf.decay_rate(curves) == pytest.approx(a.mean(), abs=1e-12)
+    assert gf.decay_rate(curves[:2]) == pytest.approx(a[:2].mean(), abs=1e-12)
+    net = gf.network("tanh-rnn", 3, 2, seed=0)
+    flow = gf.gradient_flow(net, gf.random_inputs(4, 2, batch=4, seed=0), lyapunov=False)
+    per_seq = [gf.decay_rate(row) for row in flow.full.log10_norm_2]
+    assert gf.decay_rate(flow.full.log10_norm_2) == pytest.approx(np.mean(per_seq), abs=1e-12)
+    for bad in ([], np.zeros((1, 1, 3))):
+        with pytest.raises(gf.GradflowError, match="shape"):
+            gf.decay_rate(bad)

@@ -955,11 +955,18 @@ def decay_rate(curve, *, skip: int = 0) -> float:
     """Least-squares slope of a log10 curve against T − k: log10 decay per step (< 0 vanishes).
 
     ``curve`` is indexed by k = 0…T−1; the last ``skip`` entries (smallest T − k) are left out.
+    A batch of curves (B, T), as :class:`Curves` holds them, gives the slope of the batch mean,
+    which is the mean of the B slopes (least squares is linear in the data).
     A curve that reaches −∞ (the product is exactly 0 from some lag on, e.g. a ReLU network whose
     units all switched off) decays without bound: the rate is −∞, not the slope of the rest.
     NaN entries are an error.
     """
-    y = np.asarray(curve, dtype=float)
+    y = np.asarray(to_host(curve), dtype=float)
+    if y.ndim == 2:
+        y = y.mean(axis=0)
+    if y.ndim != 1 or y.shape[0] == 0:
+        raise GradflowError(f"the curve must be log10 norms indexed by k, shape (T,) or (batch, T), "
+                            f"got shape {y.shape}")
     T = y.shape[-1]
     if not 0 <= skip < T:
         raise GradflowError(f"skip must be in 0..{T - 1}, got {skip}")
