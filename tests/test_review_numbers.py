@@ -92,3 +92,28 @@ def test_decay_rate_of_a_batch_of_curves_is_the_mean_slope():
     for bad in ([], np.zeros((1, 1, 3))):
         with pytest.raises(gf.GradflowError, match="shape"):
             gf.decay_rate(bad)
+
+
+# -- defect 3: a sweep point above N = 1024 (run matrix-free) failed: "the curve contains NaN" --
+
+def test_sweep_point_run_matrix_free_reports_what_it_measured():
+    """tanh RNN n = 1025 (auto mode runs it matrix-free): the point's row has no ‖·‖₂ rate (None,
+    not a failure), its exact gradient rate and estimated Frobenius rate match the products
+    written out here, h_t = tanh(W_ih x_t + b_ih + W_hh h_{t−1} + b_hh), J_t = diag(1 − h_t²) W_hh."""
+    (point,) = gf.grid_points(["tanh-rnn"], gains=[1.0], hidden=[1025], steps=[3], seeds=[0], input=1, batch=1)
+    row = gf.measure_point(point)
+    assert row["rate"] is None and row["log10_norm_k0"] is None and row["rate_cell_state"] is None
+    net = gf.network("tanh-rnn", 1025, 1, init=point.init, seed=0, gain=1.0)
+    sd = {k: np.asarray(v) for k, v in gf.to_state_dict(net.weights).items()}
+    x = gf.random_inputs(3, 1, batch=1, seed=0)[:, 0]
+    h, Js = np.zeros(1025), []
+    for t in range(3):
+        h = np.tanh(sd["weight_ih"] @ x[t] + sd["bias_ih"] + sd["weight_hh"] @ h + sd["bias_hh"])
+        Js.append((1 - h * h)[:, None] * sd["weight_hh"])
+    P, fro, grad = np.eye(1025), [0.0] * 3, [0.0] * 3
+    for k in (2, 1, 0):
+        P = P @ Js[k]
+        fro[k], grad[k] = np.log10(np.linalg.norm(P)), np.log10(np.linalg.norm(np.ones(1025) @ P))
+    lag = 3 - np.arange(3)
+    assert row["rate_grad"] == pytest.approx(np.polyfit(lag, grad, 1)[0], abs=1e-9)
+    assert row["rate_fro"] == pytest.approx(np.polyfit(lag, fro, 1)[0], abs=0.03)
