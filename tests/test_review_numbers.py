@@ -117,3 +117,29 @@ def test_sweep_point_run_matrix_free_reports_what_it_measured():
     lag = 3 - np.arange(3)
     assert row["rate_grad"] == pytest.approx(np.polyfit(lag, grad, 1)[0], abs=1e-9)
     assert row["rate_fro"] == pytest.approx(np.polyfit(lag, fro, 1)[0], abs=0.03)
+
+
+# -- defect 4: flow_spread (the report's decay band) above N = 1024 failed: "curves contain NaN" --
+
+def _tanh_products_2(net, x):
+    """log10 ‖∂h_T/∂h_k‖₂ (T,) of one sequence x (T, m), the products written out here."""
+    sd = {k: np.asarray(v) for k, v in gf.to_state_dict(net.weights).items()}
+    n, T = sd["weight_hh"].shape[0], x.shape[0]
+    h, Js = np.zeros(n), []
+    for t in range(T):
+        h = np.tanh(sd["weight_ih"] @ x[t] + sd["bias_ih"] + sd["weight_hh"] @ h + sd["bias_hh"])
+        Js.append((1 - h * h)[:, None] * sd["weight_hh"])
+    P, out = np.eye(n), np.zeros(T)
+    for k in range(T - 1, -1, -1):
+        P = P @ Js[k]
+        out[k] = np.log10(np.linalg.norm(P, 2))
+    return out
+
+
+def test_flow_spread_measures_the_spectral_norm_above_the_matrix_free_threshold():
+    """tanh RNN n = 1025 > 1024 (where gradient_flow's auto mode goes matrix-free and has no
+    ‖·‖₂): the spread's curve is ‖∂h_T/∂h_k‖₂ of the products written out here."""
+    sp = gf.flow_spread("tanh-rnn", 1025, 2, 2, seeds=1, batch=1)
+    net = gf.network("tanh-rnn", 1025, 2, seed=0)
+    ref = _tanh_products_2(net, gf.random_inputs(2, 2, batch=1, seed=0)[:, 0])
+    np.testing.assert_allclose(sp.median, ref, atol=1e-9)
