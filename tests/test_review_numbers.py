@@ -143,3 +143,22 @@ def test_flow_spread_measures_the_spectral_norm_above_the_matrix_free_threshold(
     net = gf.network("tanh-rnn", 1025, 2, seed=0)
     ref = _tanh_products_2(net, gf.random_inputs(2, 2, batch=1, seed=0)[:, 0])
     np.testing.assert_allclose(sp.median, ref, atol=1e-9)
+
+
+# -- defect 5: singular_values read k = 2.7 as k = 2 and k = True as k = 1, silently -----------
+
+@pytest.mark.parametrize("ks", [[2.7], [True], [0.5, 3]])
+def test_singular_values_refuses_a_k_that_is_not_an_integer(ks):
+    net = gf.network("tanh-rnn", 3, 2, seed=0)
+    with pytest.raises(gf.GradflowError, match="integer"):
+        gf.singular_values(net, gf.random_inputs(4, 2, seed=0), ks)
+
+
+def test_singular_values_of_one_k_given_as_an_int():
+    """σ_i of ∂h_T/∂h_2 = J_4 J_3 for one k given as a plain int (was a TypeError), against the
+    products written out here (largest singular value: ‖·‖₂)."""
+    net = gf.network("tanh-rnn", 3, 2, seed=0)
+    x = gf.random_inputs(4, 2, seed=0)
+    sv = gf.singular_values(net, x, 2)
+    assert list(sv) == [2]
+    assert sv[2][0] == pytest.approx(_tanh_products_2(net, x[:, 0])[2], abs=1e-9)

@@ -944,7 +944,12 @@ def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | No
 
     traj = check_network(net, "singular_values").unroll(inputs, initial)
     T = traj.steps
-    ks = sorted({int(k) for k in ks})
+    if isinstance(ks, (int, np.integer)):
+        ks = [ks]
+    try:
+        ks = sorted({positive_int(k, "k", 0) for k in ks})  # 2.7 or True is not silently k = 2 or 1
+    except TypeError:
+        raise GradflowError(f"ks must be integers k in 0..{T - 1}, got {ks!r}") from None
     if not ks or ks[0] < 0 or ks[-1] >= T:
         raise GradflowError(f"k must be in 0..{T - 1}, got {ks}")
     per_seq = product_singular_values(net, traj, ks, resolve=resolve)
