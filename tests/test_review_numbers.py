@@ -162,3 +162,37 @@ def test_singular_values_of_one_k_given_as_an_int():
     sv = gf.singular_values(net, x, 2)
     assert list(sv) == [2]
     assert sv[2][0] == pytest.approx(_tanh_products_2(net, x[:, 0])[2], abs=1e-9)
+
+
+# -- defect 6: `flow --carousel --mode matrix-free` printed no carousel column -----------------
+
+def test_matrix_free_table_prints_the_carousel_asked_for(capsys):
+    """The carousel ∂c_T/∂c_k = diag(f_{k+1} ⊙ ⋯ ⊙ f_T): its ‖·‖_F from the forget gates of an
+    ``nn.LSTMCell`` holding the weights, f_t = σ(W_if x_t + b_if + W_hf h_{t−1} + b_hf) written
+    here (Rademacher probes make the estimate of a diagonal block exact)."""
+    from gradflow._cli import main
+
+    n, m, T = 2, 2, 3
+    assert main(["flow", "lstm", "--hidden", str(n), "--steps", str(T), "--carousel", "--mode",
+                 "matrix-free", "--no-lyapunov"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = next(i for i, s in enumerate(lines) if s.split()[:2] == ["k", "T-k"])
+    assert "carousel_F" in lines[head]
+    col = lines[head].split().index("carousel_F") - 2  # "||.||_2 low" is two words
+    printed = [float(s.split()[col]) for s in lines[head + 1:head + 1 + T]]
+    net = gf.network("lstm", n, m, seed=0)
+    sd = {k: torch.tensor(np.asarray(v)) for k, v in gf.to_state_dict(net.weights).items()}
+    mod = torch.nn.LSTMCell(m, n).double()
+    mod.load_state_dict(sd)
+    X = torch.tensor(gf.random_inputs(T, m, seed=0)[:, 0])
+    h = c = torch.zeros(1, n, dtype=torch.float64)
+    fs = []
+    with torch.no_grad():
+        for t in range(T):
+            f = torch.sigmoid(X[t] @ sd["weight_ih"][n:2 * n].T + sd["bias_ih"][n:2 * n]
+                              + h @ sd["weight_hh"][n:2 * n].T + sd["bias_hh"][n:2 * n])
+            fs.append(f[0].numpy())
+            h, c = mod(X[t][None], (h, c))
+    for k in range(T):
+        d = np.prod(fs[k:], axis=0)
+        assert printed[k] == pytest.approx(np.log10(np.linalg.norm(d)), abs=1e-4)

@@ -388,6 +388,8 @@ def _sketch_table(flow, record, T: int, N: int) -> None:
     head = f"{'k':>6} {'T-k':>6} {'||.||_F':>10} {'+-se':>8} {'||.||_2 low':>11} {'high':>10} {'||dL/ds_k||':>11}"
     if flow.cell_state is not None:
         head += f" {'c: ||.||_F':>10} {'+-se':>8}"
+    if flow.carousel is not None:  # --carousel: the 1997-truncated c→c block
+        head += f" {'carousel_F':>10} {'+-se':>8}"
     print(head)
     for rec in record["curve"]:
         line = (f"{rec['k']:>6} {T - rec['k']:>6} {fmt_log10(rec['log10_norm_fro'])} {rec['log10_norm_fro_se']:8.4f} "
@@ -395,6 +397,9 @@ def _sketch_table(flow, record, T: int, N: int) -> None:
                 f"{fmt_log10(rec['log10_grad_norm']):>11}")
         if "cell_state" in rec:
             c = rec["cell_state"]
+            line += f" {fmt_log10(c['log10_norm_fro'])} {c['log10_norm_fro_se']:8.4f}"
+        if "carousel" in rec:
+            c = rec["carousel"]
             line += f" {fmt_log10(c['log10_norm_fro'])} {c['log10_norm_fro_se']:8.4f}"
         print(line)
     if record["lyapunov"]:
