@@ -196,3 +196,19 @@ def test_matrix_free_table_prints_the_carousel_asked_for(capsys):
     for k in range(T):
         d = np.prod(fs[k:], axis=0)
         assert printed[k] == pytest.approx(np.log10(np.linalg.norm(d)), abs=1e-4)
+
+
+# -- defect 7: `flow --loss sum --targets FILE` ignored the targets silently (the API refuses) --
+
+def test_cli_loss_sum_refuses_targets(tmp_path, capsys):
+    from gradflow._cli import main
+
+    np.save(tmp_path / "t.npy", np.array([1]))
+    code = main(["flow", "tanh-rnn", "--hidden", "3", "--steps", "3", "--loss", "sum",
+                 "--targets", str(tmp_path / "t.npy"), "--no-lyapunov"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith("gradflow: error: --targets has no effect with --loss sum")
+    with pytest.raises(gf.GradflowError, match="no head and no targets"):  # as the API says
+        gf.gradient_flow(gf.network("tanh-rnn", 3, 3), gf.random_inputs(3, 3), loss="sum",
+                         targets=np.array([1]))

@@ -354,6 +354,8 @@ def _loss_options(a: argparse.Namespace, net, T: int, B: int):
     if loss == "sum":
         if a.head is not None:
             raise GradflowError("--head has no effect with --loss sum (L = sum of h_T); pass --loss last or every")
+        if a.targets is not None:
+            raise GradflowError("--targets has no effect with --loss sum (L = sum of h_T); pass --loss last or every")
     else:
         if a.targets is None:
             raise GradflowError(f"--loss {loss} needs --targets FILE.npy (integer classes, shape "
