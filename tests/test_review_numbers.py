@@ -212,3 +212,34 @@ def test_cli_loss_sum_refuses_targets(tmp_path, capsys):
     with pytest.raises(gf.GradflowError, match="no head and no targets"):  # as the API says
         gf.gradient_flow(gf.network("tanh-rnn", 3, 3), gf.random_inputs(3, 3), loss="sum",
                          targets=np.array([1]))
+
+
+# -- defect 8: the training Recorder's TensorBoard scalars crashed (KeyError 'log10_norm_2') on
+#    a module recorded matrix-free (nn.LSTM with hidden 513: N = 1026 > 1024) --------------------
+
+def test_recorder_scalars_of_a_matrix_free_recording():
+    """The scalars are written under the names of what was measured; log10 ‖∂L/∂s_0‖ for
+    L = Σ h_T equals PyTorch autograd's gradient at the initial state (h_0, c_0)."""
+    from gradflow._numeric.training import Recorder
+
+    class Writer:
+        def __init__(self):
+            self.scalars = {}
+
+        def add_scalar(self, tag, value, step):
+            self.scalars[tag] = value
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(1, 513).double()
+    x = torch.randn(3, 1, 1, dtype=torch.float64)
+    w = Writer()
+    rec = Recorder(lstm, every=1, inputs=x, tensorboard=w).record(0)
+    assert rec["mode"] == "matrix-free"
+    assert {"gradflow/log10_norm_fro_k0", "gradflow/decay_per_step_fro"} <= set(w.scalars)
+    assert "gradflow/log10_norm_2_k0" not in w.scalars and "gradflow/decay_per_step" not in w.scalars
+    h0 = torch.zeros(1, 1, 513, dtype=torch.float64, requires_grad=True)
+    c0 = torch.zeros(1, 1, 513, dtype=torch.float64, requires_grad=True)
+    y, _ = lstm(x, (h0, c0))
+    y[-1].sum().backward()
+    ref = 0.5 * np.log10(float((h0.grad ** 2).sum() + (c0.grad ** 2).sum()))
+    assert w.scalars["gradflow/log10_grad_norm_k0"] == pytest.approx(ref, abs=1e-9)
