@@ -243,3 +243,13 @@ def test_recorder_scalars_of_a_matrix_free_recording():
     y[-1].sum().backward()
     ref = 0.5 * np.log10(float((h0.grad ** 2).sum() + (c0.grad ** 2).sum()))
     assert w.scalars["gradflow/log10_grad_norm_k0"] == pytest.approx(ref, abs=1e-9)
+
+
+def test_phase_grid_measures_the_spectral_norm_above_the_matrix_free_threshold():
+    """phase_grid reads ‖·‖₂; at n = 1025 (> 1024) auto mode went matrix-free and the grid failed
+    ("the curve contains NaN"). T = 2: the rate is log10 ‖∂h_2/∂h_0‖₂ − log10 ‖∂h_2/∂h_1‖₂ of the
+    products written out here."""
+    g = gf.phase_grid("tanh-rnn", hidden=1025, input=2, steps=2, scales=[1.0], batch=1)
+    net = gf.network("tanh-rnn", 1025, 2, init="orthogonal", seed=0, gain=1.0)
+    ref = _tanh_products_2(net, gf.random_inputs(2, 2, batch=1, seed=0)[:, 0])
+    assert g.rates[0, 0] == pytest.approx(ref[0] - ref[1], abs=1e-9)
