@@ -253,3 +253,34 @@ def test_phase_grid_measures_the_spectral_norm_above_the_matrix_free_threshold()
     net = gf.network("tanh-rnn", 1025, 2, init="orthogonal", seed=0, gain=1.0)
     ref = _tanh_products_2(net, gf.random_inputs(2, 2, batch=1, seed=0)[:, 0])
     assert g.rates[0, 0] == pytest.approx(ref[0] - ref[1], abs=1e-9)
+
+
+# -- defect 9: cell_state_paths (the report's path figure and its rates) underflowed to −∞ -----
+
+def test_cell_state_paths_far_below_float64s_smallest_number():
+    """LSTM n = 2, forget bias −2, T = 500: ‖∂c_T/∂c_0‖₂ ≈ 1e−347 and the carousel ∏ f ≈ 1e−459
+    (below 4.9e−324: they read as an exact 0, −∞, and the report printed a rate of −∞). Oracle:
+    PyTorch autograd Jacobians of nn.LSTMCell chained in mpmath at 30 digits."""
+    mpmath = pytest.importorskip("mpmath")
+    from _torch_oracle import torch_lstm_jacobians
+
+    mpmath.mp.dps = 30
+    n, T = 2, 500
+    net = gf.network("lstm", n, 2, seed=1, forget_bias=-2.0)
+    x = gf.random_inputs(T, 2, seed=1)
+    paths = gf.cell_state_paths(net, x)
+    Js = torch_lstm_jacobians(net, x)
+    P = mpmath.eye(2 * n)
+    ks = {0, 1, T // 2}
+    for k in range(T - 1, -1, -1):
+        P = P * mpmath.matrix(Js[k].tolist())
+        if k in ks:
+            blk = P[n:, n:]
+            fro2 = sum(blk[i, j] ** 2 for i in range(n) for j in range(n))
+            det = blk[0, 0] * blk[1, 1] - blk[0, 1] * blk[1, 0]
+            s2 = (fro2 + mpmath.sqrt(fro2 ** 2 - 4 * det ** 2)) / 2  # σ_max² of a 2 × 2 matrix
+            assert paths.block[0, k] == pytest.approx(float(mpmath.log10(s2) / 2), abs=1e-8)
+            car = max(mpmath.fprod(mpmath.mpf(float(Js[t][n + i, n + i])) for t in range(k, T)) for i in range(n))
+            assert paths.carousel[0, k] == pytest.approx(float(mpmath.log10(car)), abs=1e-8)
+    assert paths.block[0, 0] < -330 and paths.carousel[0, 0] < -330
+    assert np.all(np.isfinite(paths.through_h[0, :-1])) and paths.through_h[0, -1] == -np.inf  # lag 1: diag(f_T)
