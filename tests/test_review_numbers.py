@@ -15,6 +15,15 @@ from gradflow._numeric.matrix_free import sketch_sweep
 torch = pytest.importorskip("torch")
 
 
+@pytest.fixture
+def small_threshold(monkeypatch):
+    """gradient_flow's auto mode goes matrix-free above N = 8 instead of 1024: the same code path
+    as a real-size model, at sizes a test can afford."""
+    from gradflow._numeric import size_guard
+
+    monkeypatch.setattr(size_guard, "MATRIX_FREE_ABOVE", 8)
+
+
 def _torch_rnn_products(net, x):
     """log10 ‖∂h_T/∂h_k‖_F (B, T) of a tanh ``nn.RNNCell`` holding ``net``'s weights, the Jacobians
     by PyTorch autograd and chained here."""
@@ -96,52 +105,47 @@ def test_decay_rate_of_a_batch_of_curves_is_the_mean_slope():
 
 # -- defect 3: a sweep point above N = 1024 (run matrix-free) failed: "the curve contains NaN" --
 
-def test_sweep_point_run_matrix_free_reports_what_it_measured():
-    """tanh RNN n = 1025 (auto mode runs it matrix-free): the point's row has no ‖·‖₂ rate (None,
-    not a failure), its exact gradient rate and estimated Frobenius rate match the products
-    written out here, h_t = tanh(W_ih x_t + b_ih + W_hh h_{t−1} + b_hh), J_t = diag(1 − h_t²) W_hh."""
-    (point,) = gf.grid_points(["tanh-rnn"], gains=[1.0], hidden=[1025], steps=[3], seeds=[0], input=1, batch=1)
+def test_sweep_point_run_matrix_free_reports_what_it_measured(small_threshold):
+    """A tanh-RNN point with n = 12 > 8 (auto mode runs it matrix-free, as it runs n > 1024): the
+    row has no ‖·‖₂ rate (None, not a failure); its exact gradient rate and estimated Frobenius
+    rate match the products written out here, h_t = tanh(W_ih x_t + b_ih + W_hh h_{t−1} + b_hh),
+    J_t = diag(1 − h_t²) W_hh."""
+    n, T = 12, 4
+    (point,) = gf.grid_points(["tanh-rnn"], gains=[1.0], hidden=[n], steps=[T], seeds=[0], input=1, batch=1)
     row = gf.measure_point(point)
     assert row["rate"] is None and row["log10_norm_k0"] is None and row["rate_cell_state"] is None
-    net = gf.network("tanh-rnn", 1025, 1, init=point.init, seed=0, gain=1.0)
-    sd = {k: np.asarray(v) for k, v in gf.to_state_dict(net.weights).items()}
-    x = gf.random_inputs(3, 1, batch=1, seed=0)[:, 0]
-    h, Js = np.zeros(1025), []
-    for t in range(3):
-        h = np.tanh(sd["weight_ih"] @ x[t] + sd["bias_ih"] + sd["weight_hh"] @ h + sd["bias_hh"])
-        Js.append((1 - h * h)[:, None] * sd["weight_hh"])
-    P, fro, grad = np.eye(1025), [0.0] * 3, [0.0] * 3
-    for k in (2, 1, 0):
-        P = P @ Js[k]
-        fro[k], grad[k] = np.log10(np.linalg.norm(P)), np.log10(np.linalg.norm(np.ones(1025) @ P))
-    lag = 3 - np.arange(3)
+    net = gf.network("tanh-rnn", n, 1, init=point.init, seed=0, gain=1.0)
+    fro, grad = _tanh_products(net, gf.random_inputs(T, 1, batch=1, seed=0)[:, 0], "fro", grad=True)
+    lag = T - np.arange(T)
     assert row["rate_grad"] == pytest.approx(np.polyfit(lag, grad, 1)[0], abs=1e-9)
     assert row["rate_fro"] == pytest.approx(np.polyfit(lag, fro, 1)[0], abs=0.03)
 
 
 # -- defect 4: flow_spread (the report's decay band) above N = 1024 failed: "curves contain NaN" --
 
-def _tanh_products_2(net, x):
-    """log10 ‖∂h_T/∂h_k‖₂ (T,) of one sequence x (T, m), the products written out here."""
+def _tanh_products(net, x, norm=2, grad=False):
+    """log10 ‖∂h_T/∂h_k‖ (T,) of one sequence x (T, m) (``norm`` 2 or "fro"; with ``grad`` also
+    log10 ‖1ᵀ ∂h_T/∂h_k‖), the tanh RNN's products written out here."""
     sd = {k: np.asarray(v) for k, v in gf.to_state_dict(net.weights).items()}
     n, T = sd["weight_hh"].shape[0], x.shape[0]
     h, Js = np.zeros(n), []
     for t in range(T):
         h = np.tanh(sd["weight_ih"] @ x[t] + sd["bias_ih"] + sd["weight_hh"] @ h + sd["bias_hh"])
         Js.append((1 - h * h)[:, None] * sd["weight_hh"])
-    P, out = np.eye(n), np.zeros(T)
+    P, out, g = np.eye(n), np.zeros(T), np.zeros(T)
     for k in range(T - 1, -1, -1):
         P = P @ Js[k]
-        out[k] = np.log10(np.linalg.norm(P, 2))
-    return out
+        out[k] = np.log10(np.linalg.norm(P, 2 if norm == 2 else None))
+        g[k] = np.log10(np.linalg.norm(np.ones(n) @ P))
+    return (out, g) if grad else out
 
 
-def test_flow_spread_measures_the_spectral_norm_above_the_matrix_free_threshold():
-    """tanh RNN n = 1025 > 1024 (where gradient_flow's auto mode goes matrix-free and has no
+def test_flow_spread_measures_the_spectral_norm_above_the_matrix_free_threshold(small_threshold):
+    """tanh RNN above the threshold (where gradient_flow's auto mode goes matrix-free and has no
     ‖·‖₂): the spread's curve is ‖∂h_T/∂h_k‖₂ of the products written out here."""
-    sp = gf.flow_spread("tanh-rnn", 1025, 2, 2, seeds=1, batch=1)
-    net = gf.network("tanh-rnn", 1025, 2, seed=0)
-    ref = _tanh_products_2(net, gf.random_inputs(2, 2, batch=1, seed=0)[:, 0])
+    sp = gf.flow_spread("tanh-rnn", 12, 2, 5, seeds=1, batch=1)
+    net = gf.network("tanh-rnn", 12, 2, seed=0)
+    ref = _tanh_products(net, gf.random_inputs(5, 2, batch=1, seed=0)[:, 0])
     np.testing.assert_allclose(sp.median, ref, atol=1e-9)
 
 
@@ -161,7 +165,7 @@ def test_singular_values_of_one_k_given_as_an_int():
     x = gf.random_inputs(4, 2, seed=0)
     sv = gf.singular_values(net, x, 2)
     assert list(sv) == [2]
-    assert sv[2][0] == pytest.approx(_tanh_products_2(net, x[:, 0])[2], abs=1e-9)
+    assert sv[2][0] == pytest.approx(_tanh_products(net, x[:, 0])[2], abs=1e-9)
 
 
 # -- defect 6: `flow --carousel --mode matrix-free` printed no carousel column -----------------
@@ -215,9 +219,9 @@ def test_cli_loss_sum_refuses_targets(tmp_path, capsys):
 
 
 # -- defect 8: the training Recorder's TensorBoard scalars crashed (KeyError 'log10_norm_2') on
-#    a module recorded matrix-free (nn.LSTM with hidden 513: N = 1026 > 1024) --------------------
+#    a module recorded matrix-free (nn.LSTM with hidden ≥ 513: N > 1024) ---------------------------
 
-def test_recorder_scalars_of_a_matrix_free_recording():
+def test_recorder_scalars_of_a_matrix_free_recording(small_threshold):
     """The scalars are written under the names of what was measured; log10 ‖∂L/∂s_0‖ for
     L = Σ h_T equals PyTorch autograd's gradient at the initial state (h_0, c_0)."""
     from gradflow._numeric.training import Recorder
@@ -230,29 +234,29 @@ def test_recorder_scalars_of_a_matrix_free_recording():
             self.scalars[tag] = value
 
     torch.manual_seed(0)
-    lstm = torch.nn.LSTM(1, 513).double()
+    lstm = torch.nn.LSTM(1, 6).double()  # N = 12 > 8
     x = torch.randn(3, 1, 1, dtype=torch.float64)
     w = Writer()
     rec = Recorder(lstm, every=1, inputs=x, tensorboard=w).record(0)
     assert rec["mode"] == "matrix-free"
     assert {"gradflow/log10_norm_fro_k0", "gradflow/decay_per_step_fro"} <= set(w.scalars)
     assert "gradflow/log10_norm_2_k0" not in w.scalars and "gradflow/decay_per_step" not in w.scalars
-    h0 = torch.zeros(1, 1, 513, dtype=torch.float64, requires_grad=True)
-    c0 = torch.zeros(1, 1, 513, dtype=torch.float64, requires_grad=True)
+    h0 = torch.zeros(1, 1, 6, dtype=torch.float64, requires_grad=True)
+    c0 = torch.zeros(1, 1, 6, dtype=torch.float64, requires_grad=True)
     y, _ = lstm(x, (h0, c0))
     y[-1].sum().backward()
     ref = 0.5 * np.log10(float((h0.grad ** 2).sum() + (c0.grad ** 2).sum()))
     assert w.scalars["gradflow/log10_grad_norm_k0"] == pytest.approx(ref, abs=1e-9)
 
 
-def test_phase_grid_measures_the_spectral_norm_above_the_matrix_free_threshold():
-    """phase_grid reads ‖·‖₂; at n = 1025 (> 1024) auto mode went matrix-free and the grid failed
-    ("the curve contains NaN"). T = 2: the rate is log10 ‖∂h_2/∂h_0‖₂ − log10 ‖∂h_2/∂h_1‖₂ of the
-    products written out here."""
-    g = gf.phase_grid("tanh-rnn", hidden=1025, input=2, steps=2, scales=[1.0], batch=1)
-    net = gf.network("tanh-rnn", 1025, 2, init="orthogonal", seed=0, gain=1.0)
-    ref = _tanh_products_2(net, gf.random_inputs(2, 2, batch=1, seed=0)[:, 0])
-    assert g.rates[0, 0] == pytest.approx(ref[0] - ref[1], abs=1e-9)
+def test_phase_grid_measures_the_spectral_norm_above_the_matrix_free_threshold(small_threshold):
+    """phase_grid reads ‖·‖₂; above the threshold auto mode went matrix-free and the grid failed
+    ("the curve contains NaN"). The rate is the least-squares slope of log10 ‖∂h_T/∂h_k‖₂ of the
+    products written out here against T − k."""
+    g = gf.phase_grid("tanh-rnn", hidden=12, input=2, steps=5, scales=[1.0], batch=1)
+    net = gf.network("tanh-rnn", 12, 2, init="orthogonal", seed=0, gain=1.0)
+    ref = _tanh_products(net, gf.random_inputs(5, 2, batch=1, seed=0)[:, 0])
+    assert g.rates[0, 0] == pytest.approx(np.polyfit(5 - np.arange(5), ref, 1)[0], abs=1e-9)
 
 
 # -- defect 9: cell_state_paths (the report's path figure and its rates) underflowed to −∞ -----
@@ -284,3 +288,47 @@ def test_cell_state_paths_far_below_float64s_smallest_number():
             assert paths.carousel[0, k] == pytest.approx(float(mpmath.log10(car)), abs=1e-8)
     assert paths.block[0, 0] < -330 and paths.carousel[0, 0] < -330
     assert np.all(np.isfinite(paths.through_h[0, :-1])) and paths.through_h[0, -1] == -np.inf  # lag 1: diag(f_T)
+
+
+# -- defect 10: stacked_flow's ‖∂L/∂s_k‖ (whole stack and per layer) underflowed to −∞ (JSON null,
+#    "an exact 0") where the products ‖∂s_T/∂s_k‖ beside them were kept at 1e−400 ----------------
+
+def test_stacked_gradients_far_below_float64s_smallest_number():
+    """nn.RNN (tanh, 2 layers, n = 3, recurrent weights scaled by 0.12), T = 400, L = Σ y_T:
+    ∂L/∂s_0 = 1ᵀ J_T ⋯ J_1 with the whole-stack J_t by torch.func.jacrev of the step written
+    here, chained in mpmath; its layer blocks are ∂L/∂h^(l)_0 (no layer above reads s_0)."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 30
+    torch.manual_seed(3)
+    mod = torch.nn.RNN(3, 3, num_layers=2).double()
+    with torch.no_grad():
+        mod.weight_hh_l0.mul_(0.12)
+        mod.weight_hh_l1.mul_(0.12)
+    T = 400
+    x = torch.randn(T, 1, 3, dtype=torch.float64)
+    p = {k: v.detach() for k, v in mod.state_dict().items()}
+
+    def step(s, xt):
+        h0 = torch.tanh(xt @ p["weight_ih_l0"].T + p["bias_ih_l0"] + s[:3] @ p["weight_hh_l0"].T + p["bias_hh_l0"])
+        h1 = torch.tanh(h0 @ p["weight_ih_l1"].T + p["bias_ih_l1"] + s[3:] @ p["weight_hh_l1"].T + p["bias_hh_l1"])
+        return torch.cat([h0, h1])
+
+    s, Js = torch.zeros(6, dtype=torch.float64), []
+    for t in range(T):
+        Js.append(torch.func.jacrev(step)(s, x[t, 0]).numpy())
+        s = step(s, x[t, 0])
+    g = mpmath.matrix([[0, 0, 0, 1, 1, 1]])
+    for J in reversed(Js):
+        g = g * mpmath.matrix(J.tolist())
+
+    def log10_norm(v):
+        return float(mpmath.log10(mpmath.sqrt(sum(v[0, i] ** 2 for i in range(v.cols)))))
+
+    net = gf.stacked_network("tanh-rnn", weights=mod)
+    flow = gf.stacked_flow(net, x.numpy(), lyapunov=False)
+    ref = log10_norm(g)
+    assert ref < -330
+    assert flow.full.log10_grad_norm[0, 0] == pytest.approx(ref, abs=1e-8)
+    for lf in flow.layers:
+        part = mpmath.matrix([[g[0, 3 * lf.layer + i] for i in range(3)]])
+        assert lf.log10_grad_h[0, 0] == pytest.approx(log10_norm(part), abs=1e-8)
