@@ -332,3 +332,13 @@ def test_stacked_gradients_far_below_float64s_smallest_number():
     for lf in flow.layers:
         part = mpmath.matrix([[g[0, 3 * lf.layer + i] for i in range(3)]])
         assert lf.log10_grad_h[0, 0] == pytest.approx(log10_norm(part), abs=1e-8)
+
+
+def test_cli_spectral_svd_is_refused_where_it_has_no_effect(capsys):
+    """Matrix-free, ‖·‖₂ is a band, not computed: --spectral svd was accepted and ignored."""
+    from gradflow._cli import main
+
+    code = main(["flow", "lstm", "--hidden", "3", "--steps", "3", "--mode", "matrix-free",
+                 "--spectral", "svd", "--no-lyapunov"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "--spectral svd has no effect" in err

@@ -283,6 +283,9 @@ def run(a: argparse.Namespace) -> int:
     if a.probes is not None and mode == "exact":
         raise GradflowError("--probes has no effect: --mode auto runs this size exactly "
                             "(--mode matrix-free forces the estimates)")
+    if a.spectral == "svd" and mode == "matrix-free":
+        raise GradflowError("--spectral svd has no effect in the matrix-free mode, where ||.||_2 is a band "
+                            "from the probes; --mode exact computes it")
     check_flow_size(cell, net.hidden, net.input, T, inputs.shape[1], np.dtype(dtype).itemsize, mode=mode)
     tty = _isatty(sys.stderr)
     show = a.progress if a.progress is not None else \
