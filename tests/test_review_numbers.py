@@ -342,3 +342,21 @@ def test_cli_spectral_svd_is_refused_where_it_has_no_effect(capsys):
                  "--spectral", "svd", "--no-lyapunov"])
     out, err = capsys.readouterr()
     assert code == 2 and out == "" and "--spectral svd has no effect" in err
+
+
+# -- defect 11: auto mode ran the LRU (per-unit 2 × 2 blocks) matrix-free above N = 1024, an
+#    estimate and a band, although its exact block path is O(T·n) and faster --------------------
+
+def test_auto_mode_runs_block_structured_cells_exactly_at_any_size(small_threshold):
+    """LRU, n = 6 (N = 12 above the lowered threshold): each unit's Jacobian is ρ_i times a
+    rotation (ρ_i = exp(−exp ν_i), from the recurrence as printed by ``gradflow derive lru``), so
+    ‖∂s_T/∂s_k‖₂ = max_i ρ_i^{T−k} and ‖·‖_F² = 2 Σ_i ρ_i^{2(T−k)}."""
+    net = gf.network("lru", 6, 2, seed=0)
+    T = 5
+    flow = gf.gradient_flow(net, gf.random_inputs(T, 2, seed=0), lyapunov=False)
+    assert flow.mode == "exact"
+    rho = np.exp(-np.exp(np.asarray(net.weights.arrays["\\nu"])))
+    lag = T - np.arange(T)
+    np.testing.assert_allclose(flow.full.log10_norm_2[0], lag * np.log10(rho.max()), atol=1e-12)
+    np.testing.assert_allclose(flow.full.log10_norm_fro[0],
+                               0.5 * np.log10(2 * (rho[None, :] ** (2 * lag[:, None])).sum(axis=1)), atol=1e-12)

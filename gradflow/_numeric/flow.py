@@ -746,8 +746,9 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
         raise GradflowError(f"dtype must be one of {', '.join(CHAIN_DTYPES)}; got {dtype!r}")
     chain = np.dtype(dtype) if dtype is not None else np.dtype(net.dtype)
     T = int(shape[0])
-    if mode == "auto" and structure == "auto" and is_diagonal(net.cell) and "c" not in net.cell.states:
-        mode = "exact"  # the O(T·n) diagonal path: exact at any size
+    if mode == "auto" and structure == "auto" and "c" not in net.cell.states \
+            and (is_diagonal(net.cell) or is_block_structured(net.cell)):
+        mode = "exact"  # the O(T·n) diagonal or O(T·n·S²) per-unit block path: exact at any size
     mode = choose_mode(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode)  # type: ignore[assignment]
     with thread_limit(blas_threads(threads, net.state_size ** 2 * B)):
         if initial is not None:
