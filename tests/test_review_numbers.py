@@ -360,3 +360,44 @@ def test_auto_mode_runs_block_structured_cells_exactly_at_any_size(small_thresho
     np.testing.assert_allclose(flow.full.log10_norm_2[0], lag * np.log10(rho.max()), atol=1e-12)
     np.testing.assert_allclose(flow.full.log10_norm_fro[0],
                                0.5 * np.log10(2 * (rho[None, :] ** (2 * lag[:, None])).sum(axis=1)), atol=1e-12)
+
+
+# -- defect 12: a matrix-free flow had no ‖∂L/∂h_k‖, ‖∂L/∂c_k‖ (JSON log10_grad_norm_h/_c, the
+#    table's columns): the exact mode has them, and the schema lists them for such cells --------
+
+@pytest.mark.parametrize("loss", ["last", "every"])
+def test_matrix_free_gradient_parts_against_autograd(loss):
+    """‖∂L/∂h_k‖ and ‖∂L/∂c_k‖ (c_k with h_k held fixed: c + 0 after the cell) of a cross-entropy
+    loss on an nn.LSTMCell holding the weights, by PyTorch autograd."""
+    n, m, T, B, K = 3, 2, 4, 2, 3
+    net = gf.network("lstm", n, m, seed=2)
+    x = gf.random_inputs(T, m, batch=B, seed=2)
+    rng = np.random.default_rng(2)
+    V, c0 = rng.standard_normal((K, n)), rng.standard_normal(K)
+    targets = rng.integers(0, K, (T, B)) if loss == "every" else rng.integers(0, K, B)
+    flow = gf.gradient_flow(net, x, mode="matrix-free", loss=loss, head=(V, c0), targets=targets, lyapunov=False)
+    assert flow.mode == "matrix-free"
+    rec = flow.to_json()["curve"]
+    mod = torch.nn.LSTMCell(m, n).double()
+    mod.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in gf.to_state_dict(net.weights).items()})
+    X, Vt, ct = torch.tensor(x), torch.tensor(V), torch.tensor(c0)
+    h = torch.zeros(B, n, dtype=torch.float64, requires_grad=True)
+    c = torch.zeros(B, n, dtype=torch.float64, requires_grad=True)
+    hs, cs, L = [h], [c], 0
+    for t in range(T):
+        h, c = mod(X[t], (h, c))
+        c = c + 0  # ∂L/∂c_k with h_k held fixed, as gradflow's state (h, c)
+        h.retain_grad()
+        c.retain_grad()
+        hs.append(h)
+        cs.append(c)
+        if loss == "every":
+            L = L + torch.nn.functional.cross_entropy(h @ Vt.T + ct, torch.tensor(targets[t]), reduction="sum")
+    if loss == "last":
+        L = torch.nn.functional.cross_entropy(h @ Vt.T + ct, torch.tensor(targets), reduction="sum")
+    L.backward()
+    for k in range(T):
+        want_h = np.log10(hs[k].grad.norm(dim=1).numpy()).mean()
+        want_c = np.log10(cs[k].grad.norm(dim=1).numpy()).mean()
+        assert rec[k]["log10_grad_norm_h"] == pytest.approx(want_h, abs=1e-10)
+        assert rec[k]["log10_grad_norm_c"] == pytest.approx(want_c, abs=1e-10)

@@ -395,6 +395,9 @@ def _sketch_table(flow, record, T: int, N: int) -> None:
         head += f" {'c: ||.||_F':>10} {'+-se':>8}"
     if flow.carousel is not None:  # --carousel: the 1997-truncated c→c block
         head += f" {'carousel_F':>10} {'+-se':>8}"
+    parts = list(flow.grad_parts or {})
+    for name in parts:
+        head += f" {'||dL/d' + name + '_k||':>11}"
     print(head)
     for rec in record["curve"]:
         line = (f"{rec['k']:>6} {T - rec['k']:>6} {fmt_log10(rec['log10_norm_fro'])} {rec['log10_norm_fro_se']:8.4f} "
@@ -406,6 +409,8 @@ def _sketch_table(flow, record, T: int, N: int) -> None:
         if "carousel" in rec:
             c = rec["carousel"]
             line += f" {fmt_log10(c['log10_norm_fro'])} {c['log10_norm_fro_se']:8.4f}"
+        for name in parts:
+            line += f" {fmt_log10(rec['log10_grad_norm_' + name]):>11}"
         print(line)
     if record["lyapunov"]:
         print("\n".join(lyapunov_lines(record["lyapunov"], N)))

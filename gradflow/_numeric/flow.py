@@ -827,9 +827,13 @@ def _matrix_free_flow(net, inputs, initial, spec, r, carousel, bound, progress, 
     if has_c:
         ci = net.cell.states.index("c")
         blocks["cell_state"] = (slice(ci * n, (ci + 1) * n), slice(ci * n, (ci + 1) * n))
+    several = len(net.cell.states) > 1
+    if several:  # ‖∂L/∂(state)_k‖ from the gradient row's columns: the rows (and probes) of "full"
+        blocks.update({f"part {st}": (slice(0, N), net.layout.slice(st)) for st in net.cell.states})
     kw = {"probes": probes, "probe_blocks": probe_blocks, "dtype": chain}
     res = sketch_sweep(net, traj, g, blocks, progress=progress, **kw)
     sketch = dict(res)
+    parts = {st: sketch.pop(f"part {st}").log10_grad_norm for st in net.cell.states} if several else None
     if carousel and has_c:
         sketch["carousel"] = sketch_sweep(net, traj, g, {"cell_state": blocks["cell_state"]}, truncated=True,
                                           **kw)["cell_state"]
@@ -839,6 +843,8 @@ def _matrix_free_flow(net, inputs, initial, spec, r, carousel, bound, progress, 
         sketch["full"].log10_grad_norm = every["full"]
         if has_c:
             sketch["cell_state"].log10_grad_norm = every["c"]
+        if parts is not None:
+            parts = {st: every[st] for st in net.cell.states}
 
     def curves(c):
         return Curves(np.full_like(c.log10_norm_fro, np.nan), c.log10_norm_fro, c.log10_grad_norm)
@@ -847,7 +853,7 @@ def _matrix_free_flow(net, inputs, initial, spec, r, carousel, bound, progress, 
     return Flow(net.cell.name, n, T, B, curves(sketch["full"]),
                 curves(sketch["cell_state"]) if has_c else None,
                 curves(sketch["carousel"]) if "carousel" in sketch else None, lyap,
-                _pascanu_log10(net, T) if bound else None, None, spec[0], mode="matrix-free", dtype=str(chain),
+                _pascanu_log10(net, T) if bound else None, parts, spec[0], mode="matrix-free", dtype=str(chain),
                 sketch=sketch, probes=probes)
 
 
