@@ -401,3 +401,14 @@ def test_matrix_free_gradient_parts_against_autograd(loss):
         want_c = np.log10(cs[k].grad.norm(dim=1).numpy()).mean()
         assert rec[k]["log10_grad_norm_h"] == pytest.approx(want_h, abs=1e-10)
         assert rec[k]["log10_grad_norm_c"] == pytest.approx(want_c, abs=1e-10)
+
+
+def test_cli_probes_refused_for_a_cell_measured_exactly_at_any_size(capsys):
+    """`flow lru --hidden 600 --probes 16`: N = 1200 > 1024, yet the LRU runs its exact block path;
+    --probes was accepted and ignored."""
+    from gradflow._cli import main
+
+    code = main(["flow", "lru", "--hidden", "600", "--input", "4", "--steps", "3", "--probes", "16",
+                 "--no-lyapunov"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "--probes has no effect: lru" in err

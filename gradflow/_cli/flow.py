@@ -283,6 +283,9 @@ def run(a: argparse.Namespace) -> int:
     if a.probes is not None and mode == "exact":
         raise GradflowError("--probes has no effect: --mode auto runs this size exactly "
                             "(--mode matrix-free forces the estimates)")
+    if a.probes is not None and a.mode == "auto" and _exact_at_any_size(cell):
+        raise GradflowError(f"--probes has no effect: {cell.name}'s Jacobian is diagonal (or per-unit "
+                            "blocks), measured exactly at any size (--mode matrix-free forces the estimates)")
     if a.spectral == "svd" and mode == "matrix-free":
         raise GradflowError("--spectral svd has no effect in the matrix-free mode, where ||.||_2 is a band "
                             "from the probes; --mode exact computes it")
@@ -384,6 +387,14 @@ def _loss_options(a: argparse.Namespace, net, T: int, B: int):
         else:
             initial = read_npy(a.initial, "initial")
     return loss, head, targets, initial
+
+
+def _exact_at_any_size(cell) -> bool:
+    """gradient_flow's auto mode runs this cell's O(T·n) structured path, never matrix-free."""
+    from .._numeric.blocks import is_block_structured
+    from .._numeric.diagonal import is_diagonal
+
+    return "c" not in cell.states and (is_diagonal(cell) or is_block_structured(cell))
 
 
 def _sketch_table(flow, record, T: int, N: int) -> None:
