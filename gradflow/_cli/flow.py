@@ -283,6 +283,12 @@ def run(a: argparse.Namespace) -> int:
     if a.probes is not None and mode == "exact":
         raise GradflowError("--probes has no effect: --mode auto runs this size exactly "
                             "(--mode matrix-free forces the estimates)")
+    if a.probes is not None and a.mode == "auto" and _exact_at_any_size(cell):
+        raise GradflowError(f"--probes has no effect: {cell.name}'s Jacobian is diagonal (or per-unit "
+                            "blocks), measured exactly at any size (--mode matrix-free forces the estimates)")
+    if a.spectral == "svd" and mode == "matrix-free":
+        raise GradflowError("--spectral svd has no effect in the matrix-free mode, where ||.||_2 is a band "
+                            "from the probes; --mode exact computes it")
     check_flow_size(cell, net.hidden, net.input, T, inputs.shape[1], np.dtype(dtype).itemsize, mode=mode)
     tty = _isatty(sys.stderr)
     show = a.progress if a.progress is not None else \
@@ -354,6 +360,8 @@ def _loss_options(a: argparse.Namespace, net, T: int, B: int):
     if loss == "sum":
         if a.head is not None:
             raise GradflowError("--head has no effect with --loss sum (L = sum of h_T); pass --loss last or every")
+        if a.targets is not None:
+            raise GradflowError("--targets has no effect with --loss sum (L = sum of h_T); pass --loss last or every")
     else:
         if a.targets is None:
             raise GradflowError(f"--loss {loss} needs --targets FILE.npy (integer classes, shape "
@@ -381,6 +389,14 @@ def _loss_options(a: argparse.Namespace, net, T: int, B: int):
     return loss, head, targets, initial
 
 
+def _exact_at_any_size(cell) -> bool:
+    """gradient_flow's auto mode runs this cell's O(T·n) structured path, never matrix-free."""
+    from .._numeric.blocks import is_block_structured
+    from .._numeric.diagonal import is_diagonal
+
+    return "c" not in cell.states and (is_diagonal(cell) or is_block_structured(cell))
+
+
 def _sketch_table(flow, record, T: int, N: int) -> None:
     """The table of a matrix-free run: the estimates with their standard errors, the band."""
     print(f"mode: matrix-free ({flow.dtype}; {flow.probes} probe vectors): ||.||_F estimated "
@@ -388,6 +404,11 @@ def _sketch_table(flow, record, T: int, N: int) -> None:
     head = f"{'k':>6} {'T-k':>6} {'||.||_F':>10} {'+-se':>8} {'||.||_2 low':>11} {'high':>10} {'||dL/ds_k||':>11}"
     if flow.cell_state is not None:
         head += f" {'c: ||.||_F':>10} {'+-se':>8}"
+    if flow.carousel is not None:  # --carousel: the 1997-truncated c→c block
+        head += f" {'carousel_F':>10} {'+-se':>8}"
+    parts = list(flow.grad_parts or {})
+    for name in parts:
+        head += f" {'||dL/d' + name + '_k||':>11}"
     print(head)
     for rec in record["curve"]:
         line = (f"{rec['k']:>6} {T - rec['k']:>6} {fmt_log10(rec['log10_norm_fro'])} {rec['log10_norm_fro_se']:8.4f} "
@@ -396,6 +417,11 @@ def _sketch_table(flow, record, T: int, N: int) -> None:
         if "cell_state" in rec:
             c = rec["cell_state"]
             line += f" {fmt_log10(c['log10_norm_fro'])} {c['log10_norm_fro_se']:8.4f}"
+        if "carousel" in rec:
+            c = rec["carousel"]
+            line += f" {fmt_log10(c['log10_norm_fro'])} {c['log10_norm_fro_se']:8.4f}"
+        for name in parts:
+            line += f" {fmt_log10(rec['log10_grad_norm_' + name]):>11}"
         print(line)
     if record["lyapunov"]:
         print("\n".join(lyapunov_lines(record["lyapunov"], N)))

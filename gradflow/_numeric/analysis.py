@@ -107,7 +107,7 @@ def phase_grid(cell: str = "lstm", *, hidden: int = 16, input: int = 4, steps: i
     for i, fb in enumerate(forget_biases):
         for j, gain in enumerate(scales):
             net = network(c, hidden, input, init=init, seed=seed, gain=gain, forget_bias=fb)
-            flow = gradient_flow(net, inputs, lyapunov=False, bound=False)
+            flow = gradient_flow(net, inputs, lyapunov=False, bound=False, mode="exact")  # ‖·‖₂ at any N
             curves = flow.full if which == "full" else flow.cell_state
             assert curves is not None  # which="cell_state" is checked above for cells without c
             rates[i, j] = decay_rate(curves.mean()["log10_norm_2"])

@@ -195,9 +195,11 @@ class Flow:
 
 
 def _sketch_mean(c) -> dict:
-    """Batch means of a SketchCurves' extra curves (the standard error of the mean of B estimates)."""
-    B = c.log10_norm_fro_se.shape[0]
-    return {"log10_norm_fro_se": np.sqrt(np.mean(c.log10_norm_fro_se ** 2, axis=0) / B),
+    """Batch means of a SketchCurves' extra curves; the standard error is the batch mean's, from
+    the probe blocks (the probes are shared by the batch: not se/√B, see ``batch_mean_se``)."""
+    from .matrix_free import batch_mean_se
+
+    return {"log10_norm_fro_se": batch_mean_se(c),
             "log10_norm_2_low": c.log10_norm_2_low.mean(axis=0),
             "log10_norm_2_high": c.log10_norm_2_high.mean(axis=0)}
 
@@ -744,8 +746,9 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
         raise GradflowError(f"dtype must be one of {', '.join(CHAIN_DTYPES)}; got {dtype!r}")
     chain = np.dtype(dtype) if dtype is not None else np.dtype(net.dtype)
     T = int(shape[0])
-    if mode == "auto" and structure == "auto" and is_diagonal(net.cell) and "c" not in net.cell.states:
-        mode = "exact"  # the O(T·n) diagonal path: exact at any size
+    if mode == "auto" and structure == "auto" and "c" not in net.cell.states \
+            and (is_diagonal(net.cell) or is_block_structured(net.cell)):
+        mode = "exact"  # the O(T·n) diagonal or O(T·n·S²) per-unit block path: exact at any size
     mode = choose_mode(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode)  # type: ignore[assignment]
     with thread_limit(blas_threads(threads, net.state_size ** 2 * B)):
         if initial is not None:
@@ -824,9 +827,13 @@ def _matrix_free_flow(net, inputs, initial, spec, r, carousel, bound, progress, 
     if has_c:
         ci = net.cell.states.index("c")
         blocks["cell_state"] = (slice(ci * n, (ci + 1) * n), slice(ci * n, (ci + 1) * n))
+    several = len(net.cell.states) > 1
+    if several:  # ‖∂L/∂(state)_k‖ from the gradient row's columns: the rows (and probes) of "full"
+        blocks.update({f"part {st}": (slice(0, N), net.layout.slice(st)) for st in net.cell.states})
     kw = {"probes": probes, "probe_blocks": probe_blocks, "dtype": chain}
     res = sketch_sweep(net, traj, g, blocks, progress=progress, **kw)
     sketch = dict(res)
+    parts = {st: sketch.pop(f"part {st}").log10_grad_norm for st in net.cell.states} if several else None
     if carousel and has_c:
         sketch["carousel"] = sketch_sweep(net, traj, g, {"cell_state": blocks["cell_state"]}, truncated=True,
                                           **kw)["cell_state"]
@@ -836,6 +843,8 @@ def _matrix_free_flow(net, inputs, initial, spec, r, carousel, bound, progress, 
         sketch["full"].log10_grad_norm = every["full"]
         if has_c:
             sketch["cell_state"].log10_grad_norm = every["c"]
+        if parts is not None:
+            parts = {st: every[st] for st in net.cell.states}
 
     def curves(c):
         return Curves(np.full_like(c.log10_norm_fro, np.nan), c.log10_norm_fro, c.log10_grad_norm)
@@ -844,7 +853,7 @@ def _matrix_free_flow(net, inputs, initial, spec, r, carousel, bound, progress, 
     return Flow(net.cell.name, n, T, B, curves(sketch["full"]),
                 curves(sketch["cell_state"]) if has_c else None,
                 curves(sketch["carousel"]) if "carousel" in sketch else None, lyap,
-                _pascanu_log10(net, T) if bound else None, None, spec[0], mode="matrix-free", dtype=str(chain),
+                _pascanu_log10(net, T) if bound else None, parts, spec[0], mode="matrix-free", dtype=str(chain),
                 sketch=sketch, probes=probes)
 
 
@@ -942,7 +951,12 @@ def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | No
 
     traj = check_network(net, "singular_values").unroll(inputs, initial)
     T = traj.steps
-    ks = sorted({int(k) for k in ks})
+    if isinstance(ks, (int, np.integer)):
+        ks = [ks]
+    try:
+        ks = sorted({positive_int(k, "k", 0) for k in ks})  # 2.7 or True is not silently k = 2 or 1
+    except TypeError:
+        raise GradflowError(f"ks must be integers k in 0..{T - 1}, got {ks!r}") from None
     if not ks or ks[0] < 0 or ks[-1] >= T:
         raise GradflowError(f"k must be in 0..{T - 1}, got {ks}")
     per_seq = product_singular_values(net, traj, ks, resolve=resolve)
@@ -953,11 +967,18 @@ def decay_rate(curve, *, skip: int = 0) -> float:
     """Least-squares slope of a log10 curve against T − k: log10 decay per step (< 0 vanishes).
 
     ``curve`` is indexed by k = 0…T−1; the last ``skip`` entries (smallest T − k) are left out.
+    A batch of curves (B, T), as :class:`Curves` holds them, gives the slope of the batch mean,
+    which is the mean of the B slopes (least squares is linear in the data).
     A curve that reaches −∞ (the product is exactly 0 from some lag on, e.g. a ReLU network whose
     units all switched off) decays without bound: the rate is −∞, not the slope of the rest.
     NaN entries are an error.
     """
-    y = np.asarray(curve, dtype=float)
+    y = np.asarray(to_host(curve), dtype=float)
+    if y.ndim == 2:
+        y = y.mean(axis=0)
+    if y.ndim != 1 or y.shape[0] == 0:
+        raise GradflowError(f"the curve must be log10 norms indexed by k, shape (T,) or (batch, T), "
+                            f"got shape {y.shape}")
     T = y.shape[-1]
     if not 0 <= skip < T:
         raise GradflowError(f"skip must be in 0..{T - 1}, got {skip}")

@@ -38,7 +38,7 @@ from .layout import refuse_sized_states
 from .network import Network, Trajectory, to_host
 from .qr_growth import exponents, qr_growth
 
-__all__ = ["JacobianOperator", "SketchCurves", "matrix_free_lyapunov", "sketch_sweep"]
+__all__ = ["JacobianOperator", "SketchCurves", "batch_mean_se", "matrix_free_lyapunov", "sketch_sweep"]
 
 PROBE_KINDS = ("rademacher", "gaussian")
 #: two-sided 99.9 % quantiles of Student's t by degrees of freedom (probe blocks − 1): the F-based
@@ -358,6 +358,12 @@ class SketchCurves:
             (:func:`band_z` standard errors above).
         log10_norm_2_sketch: the certified lower bound log10 σ_max(QᵀP) alone.
         log10_grad_norm: log10 ‖∂L/∂(the block's columns of s_k)‖, exact.
+        log10_norm_fro_dev: (B, b, T): each probe block's linearised deviation of the log10
+            estimate, (m_j/m − 1)/(2 ln 10) for block mean m_j and estimate m; the standard error
+            is their spread over the b blocks, std_j/√b. The probes are the same for every
+            sequence of the batch, so the errors of the B estimates are correlated: the standard
+            error of their batch mean is the spread over j of the batch-mean deviations
+            (:func:`batch_mean_se`), not se/√B.
     """
 
     log10_norm_fro: np.ndarray
@@ -366,6 +372,22 @@ class SketchCurves:
     log10_norm_2_high: np.ndarray
     log10_norm_2_sketch: np.ndarray
     log10_grad_norm: np.ndarray
+    log10_norm_fro_dev: np.ndarray | None = None
+
+
+def batch_mean_se(c: SketchCurves) -> np.ndarray:
+    """The standard error (T,) of the batch mean of ``c.log10_norm_fro``, in log10 units.
+
+    Every sequence is probed with the same vectors, so the B estimates share their errors; the
+    mean's error is read off the probe blocks, std_j(mean_b dev_bj)/√b, which is se for B
+    identical sequences and shrinks towards se/√B only as far as the sequences' errors are
+    independent. Without the block deviations: √(mean_b se_b²), the bound for fully correlated
+    errors.
+    """
+    if c.log10_norm_fro_dev is None:
+        return np.sqrt(np.mean(c.log10_norm_fro_se ** 2, axis=0))
+    dev = c.log10_norm_fro_dev.mean(axis=0)  # (b, T)
+    return dev.std(axis=0, ddof=1) / math.sqrt(dev.shape[0])
 
 
 def _probes(kind: str, rows: int, r: int, seed: int) -> np.ndarray:
@@ -422,6 +444,8 @@ def sketch_sweep(net: Network, traj: Trajectory, g_T, blocks: dict, *, probes: i
     Y = xp.asarray(Y0, dtype=dt)
     L = np.zeros((B, Y0.shape[1]))  # log10 scale of each row
     out = {name: {f: np.full((B, T), np.nan) for f in SketchCurves.__dataclass_fields__} for name in blocks}
+    for o in out.values():
+        o["log10_norm_fro_dev"] = np.zeros((B, nb, T))
     for k in range(T - 1, -1, -1):
         Y = op.vjp(Y, net.step_env(traj, k + 1))
         sq = to_host(xp.sum(Y * Y, axis=-1)).astype(np.float64)  # (B, R)
@@ -448,6 +472,9 @@ def sketch_sweep(net: Network, traj: Trajectory, g_T, blocks: dict, *, probes: i
                 se_log = np.where(est > 0, se / (2 * _LN10 * np.where(est > 0, est, 1)), 0.0)
                 o["log10_norm_fro"][:, k] = fro
                 o["log10_norm_fro_se"][:, k] = se_log
+                pos = (est > 0)[:, None]
+                o["log10_norm_fro_dev"][:, :, k] = np.where(
+                    pos, (means / np.where(pos, est[:, None], 1) - 1) / (2 * _LN10), 0.0)
                 q, RinvT = qinv[(rows.start, rows.stop)]  # q = r: every probe
                 Lq = L[:, sl][:, :q]
                 lref = np.max(Lq, axis=-1, keepdims=True)

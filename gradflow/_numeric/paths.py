@@ -58,23 +58,35 @@ def cell_state_paths(net: Any, inputs: Any, initial: Any = None) -> CellStatePat
     c = slice(ci * n, (ci + 1) * n)
     J = to_host(net.step_jacobian(traj, T))
     B, N = J.shape[0], J.shape[1]
+    # P = J_T ⋯ J_{k+1} = P̂ · 10^S and D = ∏ f_j = ±10^logD are carried scaled: at long T they fall
+    # far below float64's smallest number, and an underflow would read as an exact zero (−∞)
     P = np.broadcast_to(np.eye(N), (B, N, N)).copy()
-    D = np.ones((B, n))
+    S = np.zeros(B)
+    logD = np.zeros((B, n))
+    Dhat = np.ones((B, n))  # D on P's scale, D / 10^S, scaled by the same divisions as P
     out = {k: np.empty((B, T)) for k in ("block", "carousel", "through_h")}
     forget = np.empty((B, T, n))
-    for k in range(T - 1, -1, -1):  # P = J_T ⋯ J_{k+1}
+    idx = np.arange(n)
+    for k in range(T - 1, -1, -1):
         Jk = to_host(net.step_jacobian(traj, k + 1))
-        P = P @ Jk
         Jt = to_host(net.step_jacobian(traj, k + 1, truncated=True))
         forget[:, k] = np.diagonal(Jt[:, c, c], axis1=1, axis2=2)  # the truncated c→c block is diag(f)
-        D = D * forget[:, k]
+        with np.errstate(divide="ignore"):
+            logD += np.log10(np.abs(forget[:, k]))
+        P = P @ Jk
+        Dhat = Dhat * forget[:, k]
+        big = np.abs(P).max(axis=(1, 2))
+        live = big > 0  # an exactly zero product stays zero
+        with np.errstate(under="ignore"):
+            P[live] /= big[live, None, None]
+            Dhat[live] /= big[live, None]
+        S[live] += np.log10(big[live])
         block = P[:, c, c]
         car = np.zeros_like(block)
-        idx = np.arange(n)
-        car[:, idx, idx] = D
-        out["block"][:, k] = _log10_norm2(block)
-        out["carousel"][:, k] = _log10_norm2(car)
-        out["through_h"][:, k] = _log10_norm2(block - car)
+        car[:, idx, idx] = Dhat  # the carousel on P's scale (at lag 1 exactly the block)
+        out["block"][:, k] = _log10_norm2(block) + S
+        out["carousel"][:, k] = np.max(logD, axis=1)  # ‖diag(D)‖₂ = max_i |D_i|
+        out["through_h"][:, k] = _log10_norm2(block - car) + S
     return CellStatePaths(out["block"], out["carousel"], out["through_h"], forget)
 
 

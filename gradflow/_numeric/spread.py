@@ -72,6 +72,6 @@ def flow_spread(cell: Any, hidden: int, input: int, steps: int, *, seed: int = 0
     for s in range(seed, seed + seeds):
         net = network(cell, hidden, input, seed=s, forget_bias=forget_bias, init=init)  # type: ignore[arg-type]
         x = random_inputs(steps, input, batch=batch, seed=s)
-        f = gradient_flow(net, x, lyapunov=False, bound=False)
+        f = gradient_flow(net, x, lyapunov=False, bound=False, mode="exact")  # ‖·‖₂ at any N
         rows.append(np.asarray(f.full.log10_norm_2, dtype=float))
     return spread_of(np.concatenate(rows, axis=0), q_lo=q_lo, q_hi=q_hi, seeds=seeds)

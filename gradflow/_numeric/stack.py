@@ -563,6 +563,82 @@ def model_cotangents(net: StackedNetwork, traj: StackTrajectory, loss: Loss = "s
     return g
 
 
+def _combine(xp, X, ex, Y, ey):
+    """X·10^ex + Y·10^ey as (mantissa, scale): scales (B,) on the host; a zero term (its scale
+    −∞, or its mantissa all zeros) does not set the scale, so the other is not flushed to 0."""
+    axes = tuple(range(1, X.ndim))
+    ex = np.where(to_host(xp.any(X != 0, axis=axes)), ex, -np.inf)
+    ey = np.where(to_host(xp.any(Y != 0, axis=axes)), ey, -np.inf)
+    e = np.maximum(ex, ey)
+    e = np.where(np.isfinite(e), e, 0.0)
+    shape = (-1,) + (1,) * (X.ndim - 1)
+    with np.errstate(under="ignore"):
+        fx, fy = 10.0 ** (ex - e), 10.0 ** (ey - e)
+    return (X * xp.asarray(fx.reshape(shape), dtype=X.dtype)
+            + Y * xp.asarray(fy.reshape(shape), dtype=Y.dtype)), e
+
+
+def _renormalise(xp, a, e):
+    """a (B, N) scaled to max |a_i| = 1, its log10 scale moved into e; −∞ for a zero row."""
+    big = to_host(xp.max(xp.abs(a), axis=-1)).astype(np.float64)
+    live = big > 0
+    a = a / xp.asarray(np.where(live, big, 1.0)[:, None], dtype=a.dtype)
+    with np.errstate(divide="ignore"):
+        return a, np.where(live, e + np.log10(np.where(live, big, 1.0)), -np.inf)
+
+
+def _scaled_gradients(net: StackedNetwork, traj: StackTrajectory, cotangents=None) -> dict:
+    """:func:`stacked_gradients` carried scaled: ``(layer, direction)`` → (Â, E) with
+    ∂L/∂s_k = Â[k]·10^E[k], Â (T + 1, B, N_l), E (T + 1, B) (NumPy; −∞ for an exact zero), so that
+    gradients far below float64's smallest number keep their value."""
+    xp, T, B = net.xp, traj.steps, traj.batch
+    above = top_cotangents(net, traj, cotangents)  # ∂L/∂(output of the current layer), original time
+    F = np.zeros((T, B))  # its log10 scale per step
+    out: dict = {}
+    for l in range(net.num_layers - 1, -1, -1):
+        row = net.layers[l]
+        down = xp.zeros((T, B, row[0].input), dtype=net.dtype)
+        DF = np.full((T, B), -np.inf)
+        col = 0
+        for d, lay in enumerate(row):
+            key = (l, DIRECTIONS[d])
+            h = lay.output
+            width = h.stop - h.start
+            envs = traj.envs[key]
+            A = xp.zeros((T + 1, B, lay.state_size), dtype=net.dtype)
+            E = np.full((T + 1, B), -np.inf)
+            a = xp.zeros((B, lay.state_size), dtype=net.dtype)
+            e = np.full(B, -np.inf)
+            for k in range(T, -1, -1):
+                if k < T:
+                    a = (xp.matrix_transpose(lay.jacobian(envs[k])) @ a[..., None])[..., 0]
+                if k >= 1:
+                    t = _own(d, k, T)
+                    g = xp.zeros((B, lay.state_size), dtype=net.dtype)
+                    g[:, h] = above[t, :, col:col + width]
+                    a, e = _combine(xp, a, e, g, F[t])
+                a, e = _renormalise(xp, a, e)
+                A[k], E[k] = a, e
+            for k in range(1, T + 1):
+                K = lay.input_jacobian(envs[k - 1])
+                t = _own(d, k, T)
+                down[t], DF[t] = _combine(xp, down[t], DF[t], (xp.matrix_transpose(K) @ A[k][..., None])[..., 0], E[k])
+            out[key] = (A, E)
+            col += width
+        above, F = down, DF
+    return out
+
+
+def _unscaled(xp, A, E):
+    with np.errstate(under="ignore", over="ignore"):
+        return A * xp.asarray(10.0 ** np.where(np.isfinite(E), E, -np.inf)[..., None], dtype=A.dtype)
+
+
+def _log10_scaled_norms(xp, A, E, rows=slice(None)) -> np.ndarray:
+    """log10 ‖A[k][rows]‖·10^E[k] per batch element, (B, K) from A (K, B, N), E (K, B)."""
+    return _log10_norms(xp, A[..., rows]) + E.T
+
+
 def stacked_gradients(net: StackedNetwork, traj: StackTrajectory, cotangents=None) -> dict:
     """∂L/∂s^(l,d)_k for every layer, direction and own-clock step k = 0…T (reverse accumulation).
 
@@ -573,37 +649,37 @@ def stacked_gradients(net: StackedNetwork, traj: StackTrajectory, cotangents=Non
 
     layer by layer from the top, where the top layer's ḡ is the cotangent ∂L/∂y_t
     (:func:`top_cotangents`). The reverse direction accumulates over its own (reversed) clock.
+    The recursion is carried scaled (every vector with its log10 scale apart); the arrays
+    returned are the plain values, which underflow to 0 below float64's smallest number
+    (:func:`stacked_flow`'s norms use the scaled form and do not).
 
     Returns:
         ``(layer, direction)`` → (T + 1, B, N_l) array, index k on the direction's own clock.
     """
+    return {key: _unscaled(net.xp, A, E) for key, (A, E) in _scaled_gradients(net, traj, cotangents).items()}
+
+
+def _scaled_state_gradient(net: StackedNetwork, traj: StackTrajectory, cotangents=None):
+    """:func:`stacked_state_gradient` carried scaled: (Â (T+1, B, N), E (T+1, B)), A = Â·10^E."""
     xp, T, B = net.xp, traj.steps, traj.batch
-    above = top_cotangents(net, traj, cotangents)  # ∂L/∂(output of the current layer), original time
-    out: dict = {}
-    for l in range(net.num_layers - 1, -1, -1):
-        row = net.layers[l]
-        down = xp.zeros((T, B, row[0].input), dtype=net.dtype)
-        col = 0
-        for d, lay in enumerate(row):
-            key = (l, DIRECTIONS[d])
-            h = lay.output
-            width = h.stop - h.start
-            envs = traj.envs[key]
-            A = xp.zeros((T + 1, B, lay.state_size), dtype=net.dtype)
-            a = xp.zeros((B, lay.state_size), dtype=net.dtype)
-            for k in range(T, -1, -1):
-                if k < T:
-                    a = (xp.matrix_transpose(lay.jacobian(envs[k])) @ a[..., None])[..., 0]
-                if k >= 1:
-                    a[:, h] = a[:, h] + above[_own(d, k, T), :, col:col + width]
-                A[k] = a
-            for k in range(1, T + 1):
-                K = lay.input_jacobian(envs[k - 1])
-                down[_own(d, k, T)] = down[_own(d, k, T)] + (xp.matrix_transpose(K) @ A[k][..., None])[..., 0]
-            out[key] = A
-            col += width
-        above = down
-    return out
+    g = top_cotangents(net, traj, cotangents)
+    top = net.layers[-1][0]
+    off = net.state_size - top.state_size
+    h = slice(off + top.output.start, off + top.output.stop)
+    A = xp.zeros((T + 1, B, net.state_size), dtype=net.dtype)
+    E = np.full((T + 1, B), -np.inf)
+    a = xp.zeros((B, net.state_size), dtype=net.dtype)
+    e = np.full(B, -np.inf)
+    for k in range(T, -1, -1):
+        if k < T:
+            a = (xp.matrix_transpose(net.stacked_jacobian(traj, k + 1)) @ a[..., None])[..., 0]
+        if k >= 1:
+            gk = xp.zeros((B, net.state_size), dtype=net.dtype)
+            gk[:, h] = g[k - 1]
+            a, e = _combine(xp, a, e, gk, np.zeros(B))
+        a, e = _renormalise(xp, a, e)
+        A[k], E[k] = a, e
+    return A, E
 
 
 def stacked_state_gradient(net: StackedNetwork, traj: StackTrajectory, cotangents=None):
@@ -613,22 +689,10 @@ def stacked_state_gradient(net: StackedNetwork, traj: StackTrajectory, cotangent
     a_k = g_k + J_{k+1}ᵀ a_{k+1} with J the whole-stack Jacobian and g_k the cotangent in the top
     layer's h rows. A lower layer's part differs from its node adjoint of
     :func:`stacked_gradients` by the path into the layer above at the same step, which a change of
-    the carried state s_k does not take.
+    the carried state s_k does not take. Carried scaled; the values returned underflow to 0
+    below float64's smallest number (:func:`stacked_flow`'s norms do not).
     """
-    xp, T, B = net.xp, traj.steps, traj.batch
-    g = top_cotangents(net, traj, cotangents)
-    top = net.layers[-1][0]
-    off = net.state_size - top.state_size
-    h = slice(off + top.output.start, off + top.output.stop)
-    A = xp.zeros((T + 1, B, net.state_size), dtype=net.dtype)
-    a = xp.zeros((B, net.state_size), dtype=net.dtype)
-    for k in range(T, -1, -1):
-        if k < T:
-            a = (xp.matrix_transpose(net.stacked_jacobian(traj, k + 1)) @ a[..., None])[..., 0]
-        if k >= 1:
-            a[:, h] = a[:, h] + g[k - 1]
-        A[k] = a
-    return A
+    return _unscaled(net.xp, *_scaled_state_gradient(net, traj, cotangents))
 
 
 # -- products and curves --------------------------------------------------------------------------
@@ -830,7 +894,7 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
     r = lyapunov_count(lyapunov, net.state_size)
     N = net.state_size
     with thread_limit(blas_threads(None, N * N * B)):
-        grads = stacked_gradients(net, traj, cotangents)
+        grads = _scaled_gradients(net, traj, cotangents)
         own: dict = {}
         full, lyap = None, None
         if not net.bidirectional:
@@ -842,8 +906,9 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
                 off += lay.state_size
             res = _product_curves(net, N, lambda t: net.stacked_jacobian(traj, t), T, B, blocks, spectral, tol)
             own = {key: c for key, c in res.items() if key != "full"}
-            A = stacked_state_gradient(net, traj, cotangents)
-            full = Curves(res["full"].log10_norm_2, res["full"].log10_norm_fro, _log10_norms(net.xp, A[:T]))
+            A, E = _scaled_state_gradient(net, traj, cotangents)
+            full = Curves(res["full"].log10_norm_2, res["full"].log10_norm_fro,
+                          _log10_scaled_norms(net.xp, A[:T], E[:T]))
             if r:
                 chain = _Chain(net.xp, net.dtype, N, lambda t: net.stacked_jacobian(traj, t))
                 lyap = lyapunov_exponents(chain, _ChainTrajectory(T, [net.xp.zeros((B, N), dtype=net.dtype)]),  # type: ignore[arg-type]
@@ -857,9 +922,9 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
                 Nl = lay.state_size
                 c = _product_curves(net, Nl, lambda t, lay=lay, envs=envs: lay.jacobian(envs[t - 1]),
                                     T, B, {"own": (slice(0, Nl), slice(0, Nl))}, spectral, tol)["own"]
-            A = grads[key]
-            c = Curves(c.log10_norm_2, c.log10_norm_fro, _log10_norms(net.xp, A[:T]))
-            per_state = {st: _log10_norms(net.xp, A[:, :, lay.state_slice(i)])
+            A, E = grads[key]
+            c = Curves(c.log10_norm_2, c.log10_norm_fro, _log10_scaled_norms(net.xp, A[:T], E[:T]))
+            per_state = {st: _log10_scaled_norms(net.xp, A, E, lay.state_slice(i))
                          for i, st in enumerate(lay.cell.states)}
             layers.append(LayerFlow(lay.layer, lay.direction, lay.state_size, c, per_state["h"], per_state,
                                     lay.hidden))

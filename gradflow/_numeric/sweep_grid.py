@@ -196,7 +196,10 @@ def measure_point(point: GridPoint) -> dict:
     ``rate_grad``: of log10 ‖∂L/∂s_k‖ for L = Σ h_T; ``log10_norm_k0``: log10 ‖∂s_T/∂s_0‖₂ (batch
     mean); ``rate_cell_state``: decay rate of ‖∂c_T/∂c_k‖₂ for cells with a cell state, else None.
     A rate is −∞ where a product is exactly zero from some lag on, None where T = 1. One BLAS thread:
-    the parallelism of a sweep is across points.
+    the parallelism of a sweep is across points. A point that runs matrix-free (N above
+    ``MATRIX_FREE_ABOVE``, or an exact run too large for memory) has no ‖·‖₂ curve, only a band:
+    its ``rate``, ``log10_norm_k0`` and ``rate_cell_state`` are None (not measured) and
+    ``rate_fro`` is the slope of Hutchinson's estimate.
     """
     start = time.perf_counter()
     net = network(point.cell, point.hidden, point.input, init=point.init, seed=point.seed,
@@ -209,12 +212,13 @@ def measure_point(point: GridPoint) -> dict:
         r = decay_rate(curve)  # −∞: a product exactly zero from some lag on (kept as −∞)
         return None if math.isnan(r) else r
 
+    two = flow.sketch is None  # matrix-free: ‖·‖₂ is a band, not a curve
     row = {"key": point.key, **asdict(point),
-           "rate": rate(full.log10_norm_2), "rate_fro": rate(full.log10_norm_fro),
+           "rate": rate(full.log10_norm_2) if two else None, "rate_fro": rate(full.log10_norm_fro),
            "rate_grad": rate(full.log10_grad_norm),
-           "log10_norm_k0": float(full.log10_norm_2[0]),
+           "log10_norm_k0": float(full.log10_norm_2[0]) if two else None,
            "rate_cell_state": rate(flow.cell_state.mean().log10_norm_2)
-           if flow.cell_state is not None else None}
+           if flow.cell_state is not None and two else None}
     row["seconds"] = round(time.perf_counter() - start, 4)
     return {c: row[c] for c in COLUMNS}
 

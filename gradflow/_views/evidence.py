@@ -99,7 +99,7 @@ def measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
         init = (inits or {}).get(cell.name, cell.default_init)
         net = network(cell, hidden, input, init=init, seed=seed, forget_bias=fb)  # type: ignore[arg-type]
         inputs = random_inputs(steps, input, seed=seed)
-        flow = gradient_flow(net, inputs, carousel="c" in cell.states)
+        flow = gradient_flow(net, inputs, carousel="c" in cell.states, mode="exact")  # ‖·‖₂ at any N
         traj = net.unroll(inputs)
         J_T = np.asarray(net.step_jacobian(traj, steps))[0]
         spectra = singular_values(net, inputs, ks)
