@@ -228,7 +228,18 @@ def _cell_decay_frames(b: Build) -> list[str]:
 
 
 def _num(x: float | None) -> str:
-    return "n/a" if x is None else f"${x:+.3f}$"
+    """A rate for a slide: 3 decimals; one that would print as ±0.000 with two significant digits
+    (S4D's −2.2·10⁻⁴ per step is slow decay, not "−0.000"); exactly 0 as 0."""
+    if x is None:
+        return "n/a"
+    if x == 0:
+        return "$0$"
+    if not np.isfinite(x):
+        return "n/a" if np.isnan(x) else ("$-\\infty$" if x < 0 else "$+\\infty$")
+    if abs(x) >= 5e-4:
+        return f"${x:+.3f}$"
+    mant, exp = f"{x:+.1e}".split("e")
+    return f"${mant}\\times 10^{{{int(exp)}}}$"
 
 
 def _takeaway(b: Build) -> str:
@@ -251,7 +262,7 @@ def _ranking(b: Build) -> str:
     """Which cell keeps its gradient longest here, which loses it fastest, which grows: from the rates."""
     rates = {c.name: b.runs[c.name].rate_full for c in b.cells if b.runs[c.name].rate_full is not None}
     finite = {k: v for k, v in rates.items() if np.isfinite(v)}
-    flat = 5e-4  # a rate printed as ±0.000 (expRNN's orthogonal W: +1e-16 of rounding) is neither
+    flat = 1e-12  # rounding (expRNN's orthogonal W: +1e-16), not a slow decay like S4D's -2e-4, is neither
     decay = {k: v for k, v in finite.items() if v < -flat}
     grow = [k for k, v in finite.items() if v > flat]
     parts = []
