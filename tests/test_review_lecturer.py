@@ -23,3 +23,16 @@ def test_slow_decay_is_ranked_and_printed_not_rounded_to_zero():
     assert "exprnn" not in text  # rounding, neither growth nor decay
     assert _num(s4d) != "$-0.000$" and _num(-0.0090) == "$-0.009$" and _num(0.0) == "$0$"
     assert _num(float("-inf")) == "$-\\infty$"
+
+
+def test_cornn_block_prints_a_difference_not_plus_minus():
+    """Eq. (2) of a coRNN report read '... W + −Δt γ I' (SymPy's sum printer missed the sign of the
+    scalar (−Δt γ)). Written out: ∂z_t/∂h_{t−1} = Δt diag(1 − tanh²(a_t)) W − Δt γ I."""
+    from gradflow import get_cell
+    from gradflow._symbolic.printing import latex
+
+    for name in ("cornn", "cornn-imex"):
+        for block in get_cell(name).jacobian().blocks.values():
+            assert "+ -" not in latex(block)
+    zh = latex(get_cell("cornn").jacobian().blocks[("z", "h")])
+    assert zh.endswith(r"W - \Delta t \gamma I")

@@ -40,6 +40,11 @@ class _LatexPrinter(LatexPrinter):
     def _print_Identity(self, expr):
         return "1" if expr.shape == (1, 1) else "I"  # a 1 × 1 one (mLSTM's max(|nᵀq|, 1))
 
+    def _print_MatAdd(self, expr):
+        # a summand whose scalar is negative (coRNN's (−Δt γ) I, which SymPy does not see as
+        # negative) is subtracted: "a - Δt γ I", never "a + - Δt γ I"
+        return self._print_Add(expr).replace(" + - ", " - ")
+
 
 def latex(expr, **settings) -> str:
     """LaTeX of a gradflow expression, summands in the order they were built (⊙, I: see above)."""
