@@ -36,3 +36,64 @@ def test_cornn_block_prints_a_difference_not_plus_minus():
             assert "+ -" not in latex(block)
     zh = latex(get_cell("cornn").jacobian().blocks[("z", "h")])
     assert zh.endswith(r"W - \Delta t \gamma I")
+
+
+def test_a_long_bound_is_named_by_its_equation_in_captions():
+    """Figure 1 and Table 2 of a lipschitz-rnn report printed the whole bound, two σ_max of
+    (1 − β)(M + Mᵀ) + β(M − Mᵀ) − γI, as one unbreakable formula that ran off the page; the caption
+    now names its equation, whose \\label the LaTeX body must then hold (else "(??)")."""
+    import re
+
+    from gradflow import get_cell
+    from gradflow._views.bibtex import bibliography
+    from gradflow._views.derivation import derive_cell
+    from gradflow._views.document import Doc
+    from gradflow._views.evidence import bound_words_of
+
+    assert bound_words_of(get_cell("lipschitz-rnn")) == "the bound [#eq:lipschitz-rnn-bound] for `lipschitz-rnn`"
+    short = bound_words_of(get_cell("antisymmetric-rnn"))  # short enough to print in full
+    assert short.startswith("$") and r"\sigma_{\max}(W - W^{T} - \gamma I)" in short
+    doc = Doc(bibliography())
+    doc.heading(2, "Derivation", label="sec:derivation")
+    derive_cell(doc, get_cell("lipschitz-rnn"))
+    doc.heading(2, "Numeric evidence", label="sec:evidence")
+    doc.para("Measured.")
+    doc.figure("decay", "Dashed: " + bound_words_of(get_cell("lipschitz-rnn")) + ".")
+    md, tex = doc.markdown(), doc.latex_body()
+    # the display holding the bound (‖∂h_t/∂h_k‖₂ ≤ …) is the one the caption names
+    tag = re.search(r"\\le (?:(?!\$\$).)*?\\tag\{(\d+)\}", md, flags=re.S)
+    assert tag and f"Dashed: the bound ({tag.group(1)}) for `lipschitz-rnn`." in md
+    assert re.search(r"\\le [^%]*?\\label\{gf:eq:lipschitz-rnn-bound\}", tex, flags=re.S)
+    assert r"\eqref{gf:eq:lipschitz-rnn-bound}" in tex
+
+
+def _carousel_frame(name: str) -> str:
+    from gradflow import get_cell
+    from gradflow._views.bibtex import bibliography
+    from gradflow._views.slides import _cell_frames
+
+    b = SimpleNamespace(doc=SimpleNamespace(bib=bibliography()))
+    frames = [f for f in _cell_frames(b, get_cell(name)) if "the cell state carries the gradient" in f]
+    assert len(frames) == 1
+    return frames[0]
+
+
+def test_carousel_slide_words_follow_the_cell():
+    """The slide "the cell state carries the gradient" said "no φ'; it decays only as far as the forget
+    gates fall below 1" for every cell. The peephole LSTM's factor holds σ' (its gates read c_{t−1})
+    and can exceed 1, and CIFG has no forget gate (its factor is 1 − i_t). Oracle: the scalar
+    peephole step differentiated by SymPy."""
+    import sympy as sp
+
+    c, a_f, a_i, g, w_f, w_i = sp.symbols("c a_f a_i g w_f w_i", real=True)
+    f, i = 1 / (1 + sp.exp(-(a_f + w_f * c))), 1 / (1 + sp.exp(-(a_i + w_i * c)))
+    dc = sp.diff(f * c + i * g, c)
+    assert sp.simplify(dc - f) != 0  # not the forget gate alone: the peephole adds σ' terms
+    assert dc.subs({a_f: 3, a_i: 0, c: 2, g: 1, w_f: 2, w_i: 2}).evalf() > 1  # and it can exceed 1
+
+    peep = _carousel_frame("peephole-lstm")
+    assert "forget gates fall below 1" not in peep and "no $\\varphi'$" not in peep
+    assert "w_{f}" in peep and "gates held fixed" not in peep
+    cifg = _carousel_frame("cifg")
+    assert "forget gates" not in cifg and "1 - i_{t}" in cifg
+    assert "forget gates fall below 1" in _carousel_frame("lstm")

@@ -151,7 +151,7 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                  "is submultiplicative, every factor has norm at most $\\gamma\\,\\sigma_{\\max}(W)$ with "
                  f"$\\gamma = \\sup|\\varphi'| = {sp.latex(g)}$ for $\\varphi = {act.latex}$. This is the bound "
                  "of @[pascanu2013difficulty]:")
-        doc.display([_relation_row(bound.latex(), "\\le")])
+        doc.display([_relation_row(bound.latex(), "\\le")], label=f"eq:{cell.name}-bound")
         doc.para(f"Hence $\\sigma_{{\\max}}(W) < 1/\\gamma = {sp.latex(1 / g)}$ is sufficient for the "
                  "gradient to vanish geometrically in $t-k$. It is not necessary, and "
                  f"$\\sigma_{{\\max}}(W) > {sp.latex(1 / g)}$ does not by itself imply that gradients "
@@ -168,7 +168,7 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
             doc.para("The one-step Jacobian is a sum of terms $\\operatorname{diag}(v)\\,M$. Bounding each "
                      "by $\\sup|v|\\,\\sigma_{\\max}(M)$ (the triangle inequality; an extension of the "
                      "argument of @[pascanu2013difficulty], not their bound) gives")
-        doc.display([_relation_row(bound.latex(), "\\le")])
+        doc.display([_relation_row(bound.latex(), "\\le")], label=f"eq:{cell.name}-bound")
         if single_diag and bound.rate == 1:
             doc.para("No factor can make the gradient grow; but since $\\sup|v| = 1$ this bound cannot show "
                      "that it vanishes: how fast it does depends on how close the entries of $v$ come to 1, "
@@ -256,6 +256,25 @@ def _gru_bound(doc: Doc, cell: Cell) -> None:
              "[#sec:evidence] show what they do.")
 
 
+def carousel_kind(cell: Cell) -> tuple[str, object]:
+    """What the cell's carousel factor diag(v) is, as the derivation words it: ``("identity", None)``,
+    ``("forget", f_t)`` (its own forget gate: no W, no φ'), ``("factor", v)`` (no W, v another factor:
+    CIFG's 1 − i_t, a peephole's f_t(1 + c_{t−1}(1 − f_t)w_f) + …, which holds σ' and can exceed 1)
+    or ``("other", v)`` (it holds recurrent weights or activation derivatives)."""
+    car = carousel(cell)
+    if car.constant:
+        return "identity", None
+    block = cell.jacobian()["c", "c"]
+    v = block.vector if isinstance(block, Diag) else None
+    own_gate = cell.has_forget_gate and getattr(v, "name", None) == "f_{t}"
+    no_w, no_phi = not _weight_names(car.expr), not _has_activation(car.expr)
+    if no_w and no_phi and own_gate:
+        return "forget", v
+    if no_w and no_phi and v is not None:
+        return "factor", v
+    return "other", v
+
+
 def _derive_carousel(doc: Doc, cell: Cell) -> None:
     J = cell.jacobian()
     car = carousel(cell)
@@ -276,8 +295,8 @@ def _derive_carousel(doc: Doc, cell: Cell) -> None:
                  "the cell state is neither multiplied by a weight matrix nor damped by an activation "
                  "derivative, however long the lag.")
     else:
-        doc.para("Along the cell state alone (the path $c_k \\to c_{k+1} \\to \\dots \\to c_t$, gates held "
-                 "fixed) the product of these blocks is a product of diagonal matrices, hence diagonal:")
+        doc.para("Along the cell state alone (the path $c_k \\to c_{k+1} \\to \\dots \\to c_t$, never "
+                 "through $h$) the product of these blocks is a product of diagonal matrices, hence diagonal:")
         doc.display([_relation_row(car.latex(), "=")])
         if no_w and no_phi and not own_gate and v is not None:  # CIFG's 1 − i_t, a peephole's factor
             doc.para("It contains no recurrent weight matrix: each unit's gradient is multiplied at every "

@@ -20,7 +20,7 @@ from .._symbolic.many_steps import carousel, pascanu_bound
 from .._symbolic.nodes import Diag
 from .._symbolic.printing import latex
 from .bound_words import bound_formula, carousel_words, cc_block_words, identity_summand
-from .document import Doc, fmt_num
+from .document import Doc, fmt_num, visible_width
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,19 @@ def _bound_kind(cell: Cell) -> str | None:
     if identity_summand(cell):
         return "residual"
     return "pascanu" if len(terms) == 1 and getattr(terms[0][1], "name", None) == "W" else "triangle"
+
+
+#: a bound formula wider than this (visible characters) is named by its equation in captions:
+#: Lipschitz RNN's two σ_max of (1 − β)(M + Mᵀ) + β(M − Mᵀ) − γI ran off the page
+CAPTION_FORMULA_WIDTH = 30.0
+
+
+def bound_words_of(cell: Cell) -> str:
+    """A derived bound as a caption names it: "$F$ for `cell`", or, for a long F, its equation number."""
+    formula = bound_formula(cell)
+    if visible_width(formula) <= CAPTION_FORMULA_WIDTH:
+        return f"${formula}$ for `{cell.name}`"
+    return f"the bound [#eq:{cell.name}-bound] for `{cell.name}`"
 
 
 def _zero_sentence(curve: np.ndarray, steps: int) -> str:
@@ -329,7 +342,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     kinds = {c.name: _bound_kind(c) for c in cells if c.name in bounds}
     by_name = {c.name: c for c in cells}
     pas = [f"`{k}`" for k, v in kinds.items() if v == "pascanu"]
-    res = [f"${bound_formula(by_name[k])}$ for `{k}`" for k, v in kinds.items() if v in ("residual", "triangle")]
+    res = [bound_words_of(by_name[k]) for k, v in kinds.items() if v in ("residual", "triangle")]
     if pas:
         caption += (f"; dashed: the bound $(\\gamma\\,\\sigma_{{\\max}}(W))^{{T-k}}$ of "
                     f"@[pascanu2013difficulty] on the weights of seed {seed} ({', '.join(pas)})")

@@ -20,6 +20,7 @@ from .._symbolic.many_steps import carousel, pascanu_bound, state_product
 from .._symbolic.many_steps import j as _j
 from .._symbolic.printing import latex
 from .bibtex import entry_label, tex_text
+from .derivation import carousel_kind
 from .document import BUDGET_SLIDE, Row, display_row, row_lines
 
 #: a report's Build (``.report.Build``; not imported here: report.py imports this module)
@@ -122,11 +123,15 @@ def _cell_frames(b: Build, cell: Cell) -> list[str]:
     if "c" in cell.states:
         car = carousel(cell)
         lhs, _, rhs = car.latex().partition(" = ")
-        what = ("the identity: the constant error carousel of " + _cite(b, "hochreiter1997lstm")
-                if car.constant else "diagonal: no recurrent weights, no $\\varphi'$; it decays only as far "
-                "as the forget gates fall below 1")
+        kind, v = carousel_kind(cell)
+        what = {"identity": "the identity: the constant error carousel of " + _cite(b, "hochreiter1997lstm"),
+                "forget": "diagonal: no recurrent weights, no $\\varphi'$; it decays only as far as the "
+                          "forget gates fall below 1",
+                "factor": "diagonal, with no recurrent weights: each unit is multiplied at every step by its "
+                          f"own entry of ${latex(v)}$ and decays as far as those fall below 1 in magnitude",
+                "other": "diagonal, but it holds recurrent weights or activation derivatives"}[kind]
         out.append(_frame(f"\\texttt{{{name}}}: the cell state carries the gradient",
-                          "Along the cell state alone (gates held fixed) the product is " + what + ":\n"
+                          "Along the cell state alone (never through $h$) the product is " + what + ":\n"
                           + _math(row_lines(Row(lhs, (rhs,)), BUDGET_SLIDE))))
     return out
 
