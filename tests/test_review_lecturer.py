@@ -97,3 +97,21 @@ def test_carousel_slide_words_follow_the_cell():
     cifg = _carousel_frame("cifg")
     assert "forget gates" not in cifg and "1 - i_{t}" in cifg
     assert "forget gates fall below 1" in _carousel_frame("lstm")
+
+
+def test_arxiv_references_keep_their_identifier_for_bibtex():
+    """The PDF's reference list ended arXiv papers at the year ("Soham De, … Griffin: …, 2024."):
+    plainnat prints no eprint field. The Markdown list printed "Were RNNs all we needed?." """
+    import re
+
+    from gradflow._views.bibtex import bib_for_bibtex, bibliography, bibliography_text, format_entry, parse_bibtex
+
+    text = bib_for_bibtex(bibliography_text())
+    entries = parse_bibtex(text)
+    assert entries["de2024griffin"].fields["howpublished"] == "arXiv:2402.19427 [cs.LG]"
+    assert entries["feng2024minimal"].fields["howpublished"] == "arXiv:2410.01201 [cs.LG]"
+    assert "howpublished" not in entries["gu2022s4d"].fields  # @inproceedings: its booktitle prints
+    misc = re.findall(r"@misc\{(\w+),", text)
+    assert misc and all("howpublished" in entries[k].fields for k in misc if "eprint" in entries[k].fields)
+    md = format_entry(bibliography()["feng2024minimal"], "md")
+    assert "Were RNNs all we needed? arXiv:2410.01201" in md and "?." not in md
