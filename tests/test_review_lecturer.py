@@ -115,3 +115,32 @@ def test_arxiv_references_keep_their_identifier_for_bibtex():
     assert misc and all("howpublished" in entries[k].fields for k in misc if "eprint" in entries[k].fields)
     md = format_entry(bibliography()["feng2024minimal"], "md")
     assert "Were RNNs all we needed? arXiv:2410.01201" in md and "?." not in md
+
+
+def test_path_section_and_reproduce_block_typeset_cleanly(tmp_path):
+    """pdflatex's log of a report: Section 3's peephole-LSTM sentence ran 60 pt into the margin (its
+    factor inline, unbreakable inside \\left( … \\right)), and the Reproduce block's line continuation
+    '\\' drew "Font shape `OMS/cmtt/m/n' undefined". Oracle: pdflatex itself."""
+    import subprocess
+
+    from conftest import need_program
+
+    from gradflow import get_cell
+    from gradflow._views.bibtex import bibliography
+    from gradflow._views.document import Doc
+    from gradflow._views.evidence import measure
+    from gradflow._views.paths import gradient_path_section
+
+    exe = need_program("pdflatex")
+    cell = get_cell("peephole-lstm")
+    doc = Doc(bibliography())
+    doc.heading(2, "Which path carries the gradient")
+    gradient_path_section(doc, [cell], measure([cell], 2, 2, 3, 0), 2, 3, 0)
+    doc.code("gradflow report peephole-lstm -o r --hidden 2 \\\n    --steps 3")
+    md = doc.markdown()
+    assert "the cell-state path $\\partial c_t/\\partial c_{t-1}$ of (?), a diagonal matrix," in md
+    (tmp_path / "t.tex").write_text(doc.latex("t", "2026-01-01"), encoding="utf-8")
+    subprocess.run([exe, "-interaction=nonstopmode", "t.tex"], cwd=tmp_path, capture_output=True, timeout=120)
+    log = (tmp_path / "t.log").read_text(encoding="latin-1")
+    assert "Output written on t.pdf" in log and "Overfull \\hbox" not in log
+    assert "OMS/cmtt" not in log

@@ -32,11 +32,14 @@ from .._numeric.flow import random_inputs
 from .._symbolic.cell import Cell
 from .._symbolic.nodes import Diag
 from .._symbolic.printing import latex
-from .document import Doc, fmt_num
+from .document import Doc, fmt_num, visible_width
 from .evidence import Measurement
 
 #: relative agreement below which two log10 norms are called the same number
 SAME = 1e-9
+#: a path's factor wider than this (visible characters) is named by its equation, not printed inline:
+#: an inline formula cannot break inside \left( … \right) (the peephole LSTM's ran 60 pt off the page)
+INLINE_WIDTH = 40.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,7 @@ def gradient_path_section(doc: Doc, cells: list[Cell], runs: dict[str, Measureme
         value = path_log10(path, run, steps, input, seed)
         row["path"] = value
         factor = path.factor_latex()
+        long = visible_width(factor) > INLINE_WIDTH  # too long for a line of text: name its equation
         reads = _READS[path.reads]
         if path.kind == "diagonal":
             text = (f"{name}: the whole one-step Jacobian is diagonal, $J_t = {factor}$, so the gradient "
@@ -210,10 +214,12 @@ def gradient_path_section(doc: Doc, cells: list[Cell], runs: dict[str, Measureme
                     f"of the identity, so $\\lVert \\partial (C_T, n_T)/\\partial (C_k, n_k) \\rVert_2$ is "
                     f"exactly the product of the ${f}$; {reads}.")
         elif path.kind == "carousel":
-            text = (f"{name}: the cell-state path $\\partial c_t/\\partial c_{{t-1}} = {factor}$ holds no "
-                    f"recurrent matrix; {reads}.")
+            block = (f"$\\partial c_t/\\partial c_{{t-1}} = {factor}$" if not long else
+                     f"$\\partial c_t/\\partial c_{{t-1}}$ of [#eq:{cell.name}-jacobian], a diagonal matrix,")
+            text = f"{name}: the cell-state path {block} holds no recurrent matrix; {reads}."
         else:
-            text = (f"{name}: of the terms of $\\partial h_t/\\partial h_{{t-1}}$ only ${factor}$ holds no "
+            term = f"${factor}$" if not long else f"one diagonal term (see [#eq:{cell.name}-jacobian])"
+            text = (f"{name}: of the terms of $\\partial h_t/\\partial h_{{t-1}}$ only {term} holds no "
                     f"recurrent matrix; it is the direct path; {reads}.")
         text += f" Path alone: {fmt_num(value, '{:.4f}')}"
         if math.isinf(value):
