@@ -144,3 +144,30 @@ def test_path_section_and_reproduce_block_typeset_cleanly(tmp_path):
     log = (tmp_path / "t.log").read_text(encoding="latin-1")
     assert "Output written on t.pdf" in log and "Overfull \\hbox" not in log
     assert "OMS/cmtt" not in log
+
+
+def test_path_section_names_the_identity_term_it_said_was_absent():
+    """Section 3 said "no single diagonal term free of recurrent matrices can be isolated in
+    ∂h_t/∂h_{t−1}" for antisymmetric-rnn (whose Section 1 names its identity term, the residual
+    path) and for coRNN, whose ∂h_t/∂h_{t−1} holds (1 − γΔt²) I. Oracle: the scalar coRNN step
+    differentiated by SymPy with the recurrent weights at 0."""
+    import sympy as sp
+
+    from gradflow import get_cell
+    from gradflow._views.bibtex import bibliography
+    from gradflow._views.document import Doc
+    from gradflow._views.evidence import measure
+    from gradflow._views.paths import gradient_path_section
+
+    h, z, w, wz, dt, gamma, eps, a = sp.symbols("h z w w_z dt gamma epsilon a", real=True)
+    z_new = z + dt * (sp.tanh(w * h + wz * z + a) - gamma * h - eps * z)
+    assert sp.simplify(sp.diff(h + dt * z_new, h).subs(w, 0) - (1 - gamma * dt**2)) == 0
+
+    cells = [get_cell("antisymmetric-rnn"), get_cell("cornn")]
+    doc = Doc(bibliography())
+    gradient_path_section(doc, cells, measure(cells, 2, 2, 3, 0), 2, 3, 0)
+    md = doc.markdown()
+    assert "no single diagonal term free of recurrent matrices" not in md
+    assert "the term $I$ holds no recurrent matrix, but the other term, through recurrent matrices" in md
+    assert r"the term $\left(1 - \gamma \Delta t^{2}\right) I$ holds no recurrent matrix" in md
+    assert "also passes through $z$" in md
