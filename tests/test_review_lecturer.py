@@ -171,3 +171,20 @@ def test_path_section_names_the_identity_term_it_said_was_absent():
     assert "the term $I$ holds no recurrent matrix, but the other term, through recurrent matrices" in md
     assert r"the term $\left(1 - \gamma \Delta t^{2}\right) I$ holds no recurrent matrix" in md
     assert "also passes through $z$" in md
+
+
+def test_bound_slide_of_a_diagonal_jacobian_names_no_matrix_m():
+    """minGRU's bound slide read "one term diag(v) M, at most sup|v| σ_max(M)"; its Jacobian is
+    diag(1 − z_t) alone (no M). IndRNN keeps the diag(v) M words (M = diag(u))."""
+    from gradflow import get_cell
+    from gradflow._views.bibtex import bibliography
+    from gradflow._views.slides import _cell_frames
+
+    b = SimpleNamespace(doc=SimpleNamespace(bib=bibliography()))
+
+    def bound_frame(name):
+        return next(f for f in _cell_frames(b, get_cell(name)) if ": the bound}" in f)
+
+    mingru = bound_frame("mingru")
+    assert "M" not in mingru.split("\\le")[0].replace("Mikolov", "") and "single diagonal matrix" in mingru
+    assert "one term $\\operatorname{diag}(v)\\,M$" in bound_frame("indrnn")

@@ -117,6 +117,9 @@ def _cell_frames(b: Build, cell: Cell) -> list[str]:
                    f"$\\sigma_{{\\max}}(W) < {sp.latex(1 / bound.gamma)}$ suffices for vanishing gradients."
                    if bound.gamma is not None and getattr(bound.terms[0][1], "name", None) == "W" else
                    "a sum of terms $\\operatorname{diag}(v)\\,M$, each bounded." if len(bound.terms) > 1 else
+                   # minGRU's diag(1 − z_t): no M to speak of
+                   "a single diagonal matrix $\\operatorname{diag}(v)$, of norm $\\max_i |v_i| \\le \\sup|v|$."
+                   if isinstance(bound.terms[0][1], sp.Identity) else
                    "one term $\\operatorname{diag}(v)\\,M$, at most $\\sup|v|\\,\\sigma_{\\max}(M)$."))
         out.append(_frame(f"\\texttt{{{name}}}: the bound",
                           text + "\n" + _math(row_lines(Row(lhs, (rhs,), "\\le"), BUDGET_SLIDE))))
