@@ -188,3 +188,23 @@ def test_bound_slide_of_a_diagonal_jacobian_names_no_matrix_m():
     mingru = bound_frame("mingru")
     assert "M" not in mingru.split("\\le")[0].replace("Mikolov", "") and "single diagonal matrix" in mingru
     assert "one term $\\operatorname{diag}(v)\\,M$" in bound_frame("indrnn")
+
+
+def test_off_scale_bound_note_keeps_its_digits():
+    """The antisymmetric-rnn slide read "bound up to +0 (off scale)": its bound, 60 steps at
+    log10(1 + ε σ_max) = 0.0046 per step, reaches 0.276, printed with no decimals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from gradflow import plot_decay_band
+
+    T = 60
+    lag = np.arange(T, 0, -1, dtype=float)  # index k: lag T − k
+    flat = SimpleNamespace(median=1e-4 * lag, lo=0.5e-4 * lag, hi=2e-4 * lag)
+    ax = plot_decay_band({"antisymmetric-rnn": flat}, bounds={"antisymmetric-rnn": 0.0046 * lag})
+    notes = [t.get_text() for t in ax.texts]
+    assert "bound up to +0.28 (off scale)" in notes, notes
+    plt.close(ax.figure)
