@@ -208,3 +208,33 @@ def test_off_scale_bound_note_keeps_its_digits():
     notes = [t.get_text() for t in ax.texts]
     assert "bound up to +0.28 (off scale)" in notes, notes
     plt.close(ax.figure)
+
+
+def test_lru_and_minlstm_get_the_no_recurrent_matrix_sentence():
+    """Section 1 treated LRU unlike S4D (the same rotation-scaling structure: "a statement about a
+    single state ... read off in the section on that path") and said of minLSTM that "gradflow derives
+    no supremum for diag(f'_t) ... (it holds a state or a weight whose size the recurrence leaves
+    open ...)" though f'_t = f_t/(f_t + i_t) reads x_t only. Oracle: the scalar steps in SymPy."""
+    import sympy as sp
+
+    from gradflow import get_cell
+    from gradflow._views.bibtex import bibliography
+    from gradflow._views.derivation import derive_cell
+    from gradflow._views.document import Doc
+
+    h, q, x, nu, th, uf, ui, uh = sp.symbols("h q x nu theta u_f u_i u_h", real=True)
+    f, i = 1 / (1 + sp.exp(-uf * x)), 1 / (1 + sp.exp(-ui * x))
+    dmin = sp.diff(f / (f + i) * h + i / (f + i) * uh * x, h)
+    assert h not in dmin.free_symbols and x in dmin.free_symbols  # reads the input, never the state
+    rho, om = sp.exp(-sp.exp(nu)), sp.exp(th)
+    step = [rho * sp.cos(om) * h - rho * sp.sin(om) * q + x, rho * sp.sin(om) * h + rho * sp.cos(om) * q + x]
+    J = sp.Matrix(step).jacobian([h, q])
+    assert not (J.free_symbols & {h, q, x})  # the same factor at every step
+
+    for name, words in (("minlstm", "depend on the input $x_t$ and the parameters, never on the previous state"),
+                        ("lru", "depend on the parameters only: the same at every step")):
+        doc = Doc(bibliography())
+        derive_cell(doc, get_cell(name))
+        md = doc.markdown()
+        assert "The one-step Jacobian holds no recurrent weight matrix" in md and words in md, name
+        assert "gradflow derives no supremum" not in md and "is a statement about a single state" not in md

@@ -180,7 +180,8 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                      "itself is a running sum and can drift ([#sec:evidence] measures $|h_t|$).")
     elif cell.name in ("gru", "gru-cho"):
         _gru_bound(doc, cell)
-    elif cell.name in REFERENCE_MODULES and gradient_path(cell).reads != "state":  # S6, S4D, RG-LRU
+    elif (cell.name in REFERENCE_MODULES or gradient_path(cell).kind in ("diagonal", "rotation")) \
+            and gradient_path(cell).reads != "state":  # S6, S4D, RG-LRU; LRU, minLSTM: no W, no state
         reads = gradient_path(cell).reads
         doc.para("The one-step Jacobian holds no recurrent weight matrix, so there is no bound of the "
                  "form of @[pascanu2013difficulty]; its factors, read off it in the section on the path "
