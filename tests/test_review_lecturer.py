@@ -238,3 +238,31 @@ def test_lru_and_minlstm_get_the_no_recurrent_matrix_sentence():
         md = doc.markdown()
         assert "The one-step Jacobian holds no recurrent weight matrix" in md and words in md, name
         assert "gradflow derives no supremum" not in md and "is a statement about a single state" not in md
+
+
+def test_long_carousel_and_block_are_named_by_their_equations_in_captions():
+    """A two-column report's Figure 2 (carousel) and Figure 4 (Jacobian) captions printed the peephole
+    LSTM's diag(⨀ (f_j ⊙ (c_{j−1} ⊙ (1 − f_j) ⊙ w_f + 1) + g_j ⊙ i_j ⊙ (1 − i_j) ⊙ w_i)) inline:
+    75 pt and 34 pt past the column (pdflatex's log). Short ones stay printed."""
+    import re
+
+    from gradflow import get_cell
+    from gradflow._views.bibtex import bibliography
+    from gradflow._views.bound_words import carousel_words, cc_block_words
+    from gradflow._views.derivation import derive_cell
+    from gradflow._views.document import Doc
+
+    cells = [get_cell("peephole-lstm"), get_cell("slstm")]
+    car, blk = carousel_words(cells), cc_block_words(cells)
+    assert car.startswith("the product [#eq:peephole-lstm-carousel] for `peephole-lstm`; $")
+    assert r"\bigodot_{j=k + 1}^{T} f_{j}" in car and "w_{f}" not in car
+    assert blk.startswith("its block in [#eq:peephole-lstm-jacobian] for `peephole-lstm`; $") and "w_{f}" not in blk
+    doc = Doc(bibliography())
+    doc.heading(2, "Derivation", label="sec:derivation")
+    derive_cell(doc, cells[0])
+    doc.para("Measured.")
+    doc.figure("carousel", f"The carousel ({car}).")
+    md, tex = doc.markdown(), doc.latex_body()
+    tag = re.search(r"carousel\}\} &= (?:(?!\$\$).)*?\\tag\{(\d+)\}", md, flags=re.S)
+    assert tag and f"The carousel (the product ({tag.group(1)}) for `peephole-lstm`;" in md
+    assert r"\label{gf:eq:peephole-lstm-carousel}" in tex

@@ -298,7 +298,7 @@ def _derive_carousel(doc: Doc, cell: Cell) -> None:
     else:
         doc.para("Along the cell state alone (the path $c_k \\to c_{k+1} \\to \\dots \\to c_t$, never "
                  "through $h$) the product of these blocks is a product of diagonal matrices, hence diagonal:")
-        doc.display([_relation_row(car.latex(), "=")])
+        doc.display([_relation_row(car.latex(), "=")], label=f"eq:{cell.name}-carousel")
         if no_w and no_phi and not own_gate and v is not None:  # CIFG's 1 − i_t, a peephole's factor
             doc.para("It contains no recurrent weight matrix: each unit's gradient is multiplied at every "
                      f"step by its own entry of ${latex(v)}$, and decays as far as those entries fall "
