@@ -266,3 +266,28 @@ def test_long_carousel_and_block_are_named_by_their_equations_in_captions():
     tag = re.search(r"carousel\}\} &= (?:(?!\$\$).)*?\\tag\{(\d+)\}", md, flags=re.S)
     assert tag and f"The carousel (the product ({tag.group(1)}) for `peephole-lstm`;" in md
     assert r"\label{gf:eq:peephole-lstm-carousel}" in tex
+
+
+def test_decay_caption_names_a_triangle_only_where_one_is_drawn():
+    """Every Figure 1 caption ended "a triangle marks the last lag before a median that is exactly
+    zero", with no triangle in the figure (lru, s4d, rg-lru, mingru: no median reaches 0).
+    Oracle: the plot's own marker (mark_exact_zero returns the lag it marked, or None)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from gradflow._views.evidence import triangle_words
+    from gradflow._views.plots import mark_exact_zero
+
+    x = np.arange(6, 0, -1)
+    smooth = np.array([-3.0, -2.5, -2.0, -1.5, -1.0, -0.5])
+    dead = np.array([-np.inf, -np.inf, -2.0, -1.5, -1.0, -0.5])  # exactly 0 from lag 5 on
+    fig, ax = plt.subplots()
+    for curve in (smooth, dead):
+        drawn = mark_exact_zero(ax, x, curve, "k") is not None
+        said = bool(triangle_words({"c": SimpleNamespace(median=curve)}))
+        assert drawn == said
+    assert triangle_words({"a": SimpleNamespace(median=smooth), "b": SimpleNamespace(median=dead)})
+    plt.close(fig)

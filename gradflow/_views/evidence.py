@@ -154,6 +154,15 @@ def bound_words_of(cell: Cell) -> str:
     return f"the bound [#eq:{cell.name}-bound] for `{cell.name}`"
 
 
+def triangle_words(spreads: dict) -> str:
+    """The decay caption's words on the triangle, only where one is drawn: a median that becomes an
+    exact zero after some finite lags (as :func:`~gradflow._views.plots.mark_exact_zero` draws it)."""
+    zeros = [np.isneginf(np.asarray(sp_.median, dtype=float)) for sp_ in spreads.values()]
+    if any(z.any() and not z.all() for z in zeros):
+        return "; a triangle marks the last lag before a median that is exactly zero"
+    return ""
+
+
 def _zero_sentence(curve: np.ndarray, steps: int) -> str:
     """What a curve that reaches an exact zero does before it, and from which lag it is zero."""
     from .._numeric.flow import decay_rate
@@ -349,8 +358,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     if res:
         caption += (f"; dashed: the one-step bound derived in [#sec:derivation], {', '.join(res)}, "
                     "cut at the frame where it leaves the measured range")
-    caption += ("; a triangle marks the last lag before a median that is exactly zero. Data: "
-                "`figures/decay.csv`, `figures/decay.tex` (pgfplots).")
+    caption += triangle_words(spreads) + ". Data: `figures/decay.csv`, `figures/decay.tex` (pgfplots)."
     add_figure("decay", caption)
     claims["spread"] = {c.name: {"count": spreads[c.name].count, "median_last": json_number(
         spreads[c.name].median[0], f"median of {c.name}")} for c in cells}
