@@ -291,3 +291,26 @@ def test_decay_caption_names_a_triangle_only_where_one_is_drawn():
         assert drawn == said
     assert triangle_words({"a": SimpleNamespace(median=smooth), "b": SimpleNamespace(median=dead)})
     plt.close(fig)
+
+
+def test_truncation_sentence_lists_only_blocks_it_removes():
+    """sLSTM's 1997-truncation paragraph said truncation "sets the blocks ∂h/∂h and ∂c/∂h and ∂n/∂h
+    and ∂n_t/∂c_{t−1} and ∂c_t/∂n_{t−1} to zero"; the last two are 0 in the full Jacobian already.
+    Oracle: the scalar sLSTM step in SymPy."""
+    import sympy as sp
+
+    from gradflow import get_cell
+    from gradflow._views.bibtex import bibliography
+    from gradflow._views.derivation import derive_cell
+    from gradflow._views.document import Doc
+
+    c, nn, i, f, z = sp.symbols("c n i f z", positive=True)  # gates read h_{t-1} and x_t only
+    assert sp.diff(f * nn + i, c) == 0 and sp.diff(f * c + i * z, nn) == 0
+
+    doc = Doc(bibliography())
+    derive_cell(doc, get_cell("slstm"))
+    md = doc.markdown()
+    start = md.index("In the one-step Jacobian this sets")
+    sentence = md[start:md.index(" to zero.", start)]
+    assert sentence.count("\\frac") == 3 and "partial h_{t - 1}}$ and $" in sentence
+    assert "c_{t - 1}}" not in sentence.replace("\\partial c_{t}}", "") and "n_{t - 1}}" not in sentence

@@ -319,12 +319,14 @@ def _derive_carousel(doc: Doc, cell: Cell) -> None:
     # the 1997 truncated gradient versus the full one ---------------------------------------------
     T = truncated_jacobian(cell)
     zero = {key for key, v in T.blocks.items() if isinstance(v, ZeroMatrix)}
-    cut = [J.block_name(key) for key in J.blocks if key in zero]
+    # the blocks truncation removes (sLSTM's ∂n_t/∂c_{t−1} and ∂c_t/∂n_{t−1} are 0 already)
+    cut = [f"${J.block_name(key)}$" for key in J.blocks if key in zero and not isinstance(J.blocks[key], ZeroMatrix)]
+    cut_words = ("the block " + cut[0] if len(cut) == 1 else
+                 "the blocks " + ", ".join(cut[:-1]) + " and " + cut[-1])
     doc.heading(4, f"The 1997 truncated gradient versus the full gradient (`{cell.name}`)")
     doc.para("@[hochreiter1997lstm] trained the LSTM with a truncated gradient: error that reaches the "
              "gates and the cell input through the recurrent connections $h_{t-1}$ is not propagated "
-             "further back. In the one-step Jacobian this sets the blocks "
-             + " and ".join(f"${c}$" for c in cut) + " to zero. With the state ordered as "
+             "further back. In the one-step Jacobian this sets " + cut_words + " to zero. With the state ordered as "
              f"$({', '.join(cell.states)})$, the full and the truncated one-step Jacobians are")
     doc.display([Row("J_{t}", (_block_names_matrix(cell, _t),)),
                  Row("\\tilde{J}_{t}", (_block_names_matrix(cell, _t, zero),))])
