@@ -314,3 +314,20 @@ def test_truncation_sentence_lists_only_blocks_it_removes():
     sentence = md[start:md.index(" to zero.", start)]
     assert sentence.count("\\frac") == 3 and "partial h_{t - 1}}$ and $" in sentence
     assert "c_{t - 1}}" not in sentence.replace("\\partial c_{t}}", "") and "n_{t - 1}}" not in sentence
+
+
+def test_peephole_block_prints_one_minus_tanh_squared():
+    """The peephole LSTM's blocks read "tanh(c_t) ⊙ (1 − o_t) ⊙ w_o − (tanh²(c_t) − 1)": right, but
+    not how anyone writes tanh' (a nested sum SymPy negated when printing). Oracle: the scalar
+    d[o(c) tanh(c)]/dc in SymPy, o = σ(a + w_o c)."""
+    import sympy as sp
+
+    from gradflow import get_cell
+    from gradflow._symbolic.printing import latex
+
+    c, a, w = sp.symbols("c a w_o", real=True)
+    o = 1 / (1 + sp.exp(-(a + w * c)))
+    assert sp.simplify(sp.diff(o * sp.tanh(c), c) - o * (sp.tanh(c) * (1 - o) * w + (1 - sp.tanh(c) ** 2))) == 0
+    tex = latex(get_cell("peephole-lstm").jacobian().blocks[("h", "c")])
+    assert r"w_{o} + \left(1 - \tanh^{2}\left(c_{t}\right)\right)" in tex
+    assert r"- \left(\tanh^{2}" not in tex
