@@ -331,3 +331,16 @@ def test_peephole_block_prints_one_minus_tanh_squared():
     tex = latex(get_cell("peephole-lstm").jacobian().blocks[("h", "c")])
     assert r"w_{o} + \left(1 - \tanh^{2}\left(c_{t}\right)\right)" in tex
     assert r"- \left(\tanh^{2}" not in tex
+
+
+def test_lru_and_s4d_titles_do_not_call_the_state_x():
+    """Headings read "LRU, …; state (Re x, Im x) = (h, q)" above a recurrence whose x_t is the
+    input. The title names the complex state h + i q instead (and plot panels keep the short form)."""
+    from gradflow import get_cell
+    from gradflow._views.plots import panel_title
+
+    for name in ("lru", "s4d"):
+        cell = get_cell(name)
+        assert "x_{t}" in "".join(str(v) for v in cell.recorded.definitions.values())  # x is the input
+        assert "Re x" not in cell.title and cell.title.endswith("complex state = h + i q")
+        assert "state" not in panel_title(cell.title)
