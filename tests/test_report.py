@@ -191,8 +191,10 @@ def test_provenance(report):
 # -- references -------------------------------------------------------------------------------------
 def test_references_bib(report):
     text = (report / "references.bib").read_text()
-    # the package's file, with gradflow's own version filled in from the package metadata
-    assert text == (ROOT / "gradflow" / "references.bib").read_text().replace("@VERSION@", gradflow.__version__)
+    # the package's file, with gradflow's own version filled in from the package metadata; for
+    # BibTeX's plainnat (which prints no eprint) an arXiv @misc also says howpublished = {arXiv:ID}
+    package = (ROOT / "gradflow" / "references.bib").read_text().replace("@VERSION@", gradflow.__version__)
+    assert re.sub(r"^  howpublished = \{arXiv:[^}]*\},\n", "", text, flags=re.M) == package
     entries = _bib_entries(text)
     for key, body in entries.items():
         for field in ("author", "title", "year"):

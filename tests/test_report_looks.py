@@ -308,7 +308,8 @@ def test_a_cell_without_a_cell_state_is_not_sent_to_one():
     derive_cell(doc, get_cell("lru"))
     derive_cell(doc, get_cell("lstm-1997"))
     sec = _sections(doc.markdown())
-    assert "cell state" not in sec["lru"] and "two-state cell" in sec["lru"]
+    # LRU is written as S4D is: no recurrent matrix, factors that never read the state
+    assert "cell state" not in sec["lru"] and "holds no recurrent weight matrix" in sec["lru"]
     assert "two-state cell the decisive path is the cell state, below" in sec["lstm-1997"]
 
 

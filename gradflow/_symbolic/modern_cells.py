@@ -203,7 +203,7 @@ MODERN_CELLS: tuple[Cell, ...] = (
          bias_copies=ONE_BIAS, reference="beck2024xlstm"),
     Cell("slstm-normalised", "sLSTM in normalised coordinates (c = c~/n~, one head)", ("h", "c", "n"),
          _slstm_normalised, bias_copies=ONE_BIAS, reference="beck2024xlstm"),
-    Cell("lru", "LRU, complex diagonal as real rotation-scaling blocks; state (Re x, Im x) = (h, q)",
+    Cell("lru", "LRU, complex diagonal as real rotation-scaling blocks; complex state = h + i q",
          ("h", "q"), _lru, bias_copies=ONE_BIAS, reference="orvieto2023lru"),
     Cell("indrnn", "IndRNN, h_t = relu(U x_t + u * h_{t-1} + b)", ("h",), _indrnn,
          bias_copies=ONE_BIAS, reference="li2018indrnn"),

@@ -40,6 +40,25 @@ class _LatexPrinter(LatexPrinter):
     def _print_Identity(self, expr):
         return "1" if expr.shape == (1, 1) else "I"  # a 1 × 1 one (mLSTM's max(|nᵀq|, 1))
 
+    def _print_MatAdd(self, expr):
+        # a summand whose scalar is negative (coRNN's (−Δt γ) I, which SymPy does not see as
+        # negative) is subtracted: "a - Δt γ I", never "a + - Δt γ I"; a nested sum that SymPy would
+        # negate (the peephole LSTM's 1 − tanh²(c_t)) is added as built: "+ (1 - tanh²(c_t))",
+        # never "- (tanh²(c_t) - 1)"
+        nested: dict[str, str] = {}
+        args = []
+        for a in expr.args:
+            if isinstance(a, MatAdd) and a.could_extract_minus_sign() and not self._print(a).startswith("-"):
+                token = sp.MatrixSymbol("GFNESTED" + "abcdefghijklmnopqrstuvwxyz"[len(nested) % 26], *a.shape)
+                nested[self._print(token)] = r"\left(%s\right)" % self._print(a)
+                args.append(token)
+            else:
+                args.append(a)
+        tex = self._print_Add(MatAdd(*args, evaluate=False) if nested else expr)
+        for token_tex, inner in nested.items():
+            tex = tex.replace(token_tex, inner)
+        return tex.replace(" + - ", " - ")
+
 
 def latex(expr, **settings) -> str:
     """LaTeX of a gradflow expression, summands in the order they were built (⊙, I: see above)."""

@@ -149,7 +149,7 @@ SSM_CELLS: tuple[Cell, ...] = (
          _mamba(zoh=True), bias_copies=_ONE_BIAS, reference="gu2023mamba"),
     Cell("mamba-euler", "Mamba S6 selective scan, Euler B = Delta B (reference code); state d x N flattened",
          ("h",), _mamba(zoh=False), bias_copies=_ONE_BIAS, reference="gu2023mamba"),
-    Cell("s4d", "S4D, complex diagonal, ZOH, fixed step; state (Re x, Im x) = (h, q)", ("h", "q"), _s4d,
+    Cell("s4d", "S4D, complex diagonal, ZOH, fixed step; complex state = h + i q", ("h", "q"), _s4d,
          bias_copies=_ONE_BIAS, reference="gu2022s4d"),
     Cell("rg-lru", "RG-LRU of Griffin (c = 8)", ("h",), _rglru, bias_copies=_ONE_BIAS,
          reference="de2024griffin"),

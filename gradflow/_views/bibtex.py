@@ -104,6 +104,24 @@ def bibliography_text() -> str:
     return text.replace("@VERSION@", __version__)
 
 
+def bib_for_bibtex(text: str) -> str:
+    """``references.bib`` as the report writes it for BibTeX: plainnat prints no ``eprint``, so an
+    arXiv ``@misc`` entry (no venue otherwise) gets ``howpublished = {arXiv:ID [class]}``, the
+    identifier the Markdown list prints; without it the PDF's entry ends at the year."""
+
+    def fix(m: re.Match) -> str:
+        block = m.group(0)
+        field = lambda name: re.search(r"^[ \t]*" + name + r"\s*=\s*\{([^}]*)\}", block, re.M | re.I)  # noqa: E731
+        eprint = field("eprint")
+        if eprint is None or field("howpublished") or field("note"):
+            return block
+        arch, cls = field("archiveprefix"), field("primaryclass")
+        words = f"{arch.group(1) if arch else 'arXiv'}:{eprint.group(1)}" + (f" [{cls.group(1)}]" if cls else "")
+        return block[:eprint.start()] + f"  howpublished = {{{words}}},\n" + block[eprint.start():]
+
+    return re.sub(r"@misc\{[^@]*", fix, text, flags=re.I)
+
+
 def bibliography() -> dict[str, BibEntry]:
     """gradflow's references, ``key -> BibEntry``."""
     return parse_bibtex(bibliography_text())
@@ -231,7 +249,9 @@ def format_entry(entry: BibEntry, target: str) -> str:
         venue += f" [{f['primaryclass']}]" if "primaryclass" in f else ""
     else:
         venue = conv(f.get("howpublished", f.get("note", "")))
-    text = f"{authors} ({f.get('year', 'n.d.')}). {conv(f['title'])}. {venue}."
+    title = conv(f["title"])
+    stop = "" if title.endswith(("?", "!", ".")) else "."  # "Were RNNs all we needed?", not "needed?."
+    text = f"{authors} ({f.get('year', 'n.d.')}). {title}{stop} {venue}."
     if "doi" in f:
         doi = f["doi"]
         text += (f" doi:[{doi}](https://doi.org/{doi})" if md

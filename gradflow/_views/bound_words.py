@@ -43,7 +43,8 @@ def cc_block_words(cells: list[Cell]) -> str:
     from .._symbolic.nodes import Diag
 
     blocks = [(c, c.jacobian(sp.Symbol("T"))["c", "c"]) for c in cells]
-    return _each([(c, latex(b)) for c, b in blocks if isinstance(b, (Diag, sp.Identity))])
+    return _each([(c, latex(b)) for c, b in blocks if isinstance(b, (Diag, sp.Identity))],
+                 lambda c: f"its block in [#eq:{c.name}-jacobian]")
 
 
 def carousel_words(cells: list[Cell]) -> str:
@@ -51,13 +52,23 @@ def carousel_words(cells: list[Cell]) -> str:
     from .._symbolic.cell import t
     from .._symbolic.many_steps import carousel
 
-    return _each([(c, latex(carousel(c).expr.subs(t, sp.Symbol("T")))) for c in cells])
+    return _each([(c, latex(carousel(c).expr.subs(t, sp.Symbol("T")))) for c in cells],
+                 lambda c: f"the product [#eq:{c.name}-carousel]")
 
 
-def _each(pairs: list[tuple[Cell, str]]) -> str:
-    """"$F$ for `a` and `b`; $G$ for `c`": each printed formula once, with every cell that has it."""
+#: a formula wider than this (visible characters) is named by its equation in a caption: the
+#: peephole LSTM's carousel ran 75 pt off a two-column page
+CAPTION_WIDTH = 40.0
+
+
+def _each(pairs: list[tuple[Cell, str]], long=None) -> str:
+    """"$F$ for `a` and `b`; $G$ for `c`": each printed formula once, with every cell that has it;
+    a formula too wide for a caption line is ``long(cell)`` instead (its equation, by number)."""
+    from .document import visible_width
+
     names: dict[str, list[str]] = {}
     for c, tex in pairs:
-        names.setdefault(tex, []).append(f"`{c.name}`")
-    return "; ".join(f"${tex}$ for " + (", ".join(ns[:-1]) + " and " + ns[-1] if len(ns) > 1 else ns[0])
-                     for tex, ns in names.items())
+        words = f"${tex}$" if long is None or visible_width(tex) <= CAPTION_WIDTH else long(c)
+        names.setdefault(words, []).append(f"`{c.name}`")
+    return "; ".join(f"{words} for " + (", ".join(ns[:-1]) + " and " + ns[-1] if len(ns) > 1 else ns[0])
+                     for words, ns in names.items())

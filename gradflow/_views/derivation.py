@@ -151,7 +151,7 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                  "is submultiplicative, every factor has norm at most $\\gamma\\,\\sigma_{\\max}(W)$ with "
                  f"$\\gamma = \\sup|\\varphi'| = {sp.latex(g)}$ for $\\varphi = {act.latex}$. This is the bound "
                  "of @[pascanu2013difficulty]:")
-        doc.display([_relation_row(bound.latex(), "\\le")])
+        doc.display([_relation_row(bound.latex(), "\\le")], label=f"eq:{cell.name}-bound")
         doc.para(f"Hence $\\sigma_{{\\max}}(W) < 1/\\gamma = {sp.latex(1 / g)}$ is sufficient for the "
                  "gradient to vanish geometrically in $t-k$. It is not necessary, and "
                  f"$\\sigma_{{\\max}}(W) > {sp.latex(1 / g)}$ does not by itself imply that gradients "
@@ -168,7 +168,7 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
             doc.para("The one-step Jacobian is a sum of terms $\\operatorname{diag}(v)\\,M$. Bounding each "
                      "by $\\sup|v|\\,\\sigma_{\\max}(M)$ (the triangle inequality; an extension of the "
                      "argument of @[pascanu2013difficulty], not their bound) gives")
-        doc.display([_relation_row(bound.latex(), "\\le")])
+        doc.display([_relation_row(bound.latex(), "\\le")], label=f"eq:{cell.name}-bound")
         if single_diag and bound.rate == 1:
             doc.para("No factor can make the gradient grow; but since $\\sup|v| = 1$ this bound cannot show "
                      "that it vanishes: how fast it does depends on how close the entries of $v$ come to 1, "
@@ -180,7 +180,8 @@ def derive_cell(doc: Doc, cell: Cell) -> None:
                      "itself is a running sum and can drift ([#sec:evidence] measures $|h_t|$).")
     elif cell.name in ("gru", "gru-cho"):
         _gru_bound(doc, cell)
-    elif cell.name in REFERENCE_MODULES and gradient_path(cell).reads != "state":  # S6, S4D, RG-LRU
+    elif (cell.name in REFERENCE_MODULES or gradient_path(cell).kind in ("diagonal", "rotation")) \
+            and gradient_path(cell).reads != "state":  # S6, S4D, RG-LRU; LRU, minLSTM: no W, no state
         reads = gradient_path(cell).reads
         doc.para("The one-step Jacobian holds no recurrent weight matrix, so there is no bound of the "
                  "form of @[pascanu2013difficulty]; its factors, read off it in the section on the path "
@@ -256,6 +257,25 @@ def _gru_bound(doc: Doc, cell: Cell) -> None:
              "[#sec:evidence] show what they do.")
 
 
+def carousel_kind(cell: Cell) -> tuple[str, object]:
+    """What the cell's carousel factor diag(v) is, as the derivation words it: ``("identity", None)``,
+    ``("forget", f_t)`` (its own forget gate: no W, no φ'), ``("factor", v)`` (no W, v another factor:
+    CIFG's 1 − i_t, a peephole's f_t(1 + c_{t−1}(1 − f_t)w_f) + …, which holds σ' and can exceed 1)
+    or ``("other", v)`` (it holds recurrent weights or activation derivatives)."""
+    car = carousel(cell)
+    if car.constant:
+        return "identity", None
+    block = cell.jacobian()["c", "c"]
+    v = block.vector if isinstance(block, Diag) else None
+    own_gate = cell.has_forget_gate and getattr(v, "name", None) == "f_{t}"
+    no_w, no_phi = not _weight_names(car.expr), not _has_activation(car.expr)
+    if no_w and no_phi and own_gate:
+        return "forget", v
+    if no_w and no_phi and v is not None:
+        return "factor", v
+    return "other", v
+
+
 def _derive_carousel(doc: Doc, cell: Cell) -> None:
     J = cell.jacobian()
     car = carousel(cell)
@@ -276,9 +296,9 @@ def _derive_carousel(doc: Doc, cell: Cell) -> None:
                  "the cell state is neither multiplied by a weight matrix nor damped by an activation "
                  "derivative, however long the lag.")
     else:
-        doc.para("Along the cell state alone (the path $c_k \\to c_{k+1} \\to \\dots \\to c_t$, gates held "
-                 "fixed) the product of these blocks is a product of diagonal matrices, hence diagonal:")
-        doc.display([_relation_row(car.latex(), "=")])
+        doc.para("Along the cell state alone (the path $c_k \\to c_{k+1} \\to \\dots \\to c_t$, never "
+                 "through $h$) the product of these blocks is a product of diagonal matrices, hence diagonal:")
+        doc.display([_relation_row(car.latex(), "=")], label=f"eq:{cell.name}-carousel")
         if no_w and no_phi and not own_gate and v is not None:  # CIFG's 1 − i_t, a peephole's factor
             doc.para("It contains no recurrent weight matrix: each unit's gradient is multiplied at every "
                      f"step by its own entry of ${latex(v)}$, and decays as far as those entries fall "
@@ -299,12 +319,14 @@ def _derive_carousel(doc: Doc, cell: Cell) -> None:
     # the 1997 truncated gradient versus the full one ---------------------------------------------
     T = truncated_jacobian(cell)
     zero = {key for key, v in T.blocks.items() if isinstance(v, ZeroMatrix)}
-    cut = [J.block_name(key) for key in J.blocks if key in zero]
+    # the blocks truncation removes (sLSTM's ∂n_t/∂c_{t−1} and ∂c_t/∂n_{t−1} are 0 already)
+    cut = [f"${J.block_name(key)}$" for key in J.blocks if key in zero and not isinstance(J.blocks[key], ZeroMatrix)]
+    cut_words = ("the block " + cut[0] if len(cut) == 1 else
+                 "the blocks " + ", ".join(cut[:-1]) + " and " + cut[-1])
     doc.heading(4, f"The 1997 truncated gradient versus the full gradient (`{cell.name}`)")
     doc.para("@[hochreiter1997lstm] trained the LSTM with a truncated gradient: error that reaches the "
              "gates and the cell input through the recurrent connections $h_{t-1}$ is not propagated "
-             "further back. In the one-step Jacobian this sets the blocks "
-             + " and ".join(f"${c}$" for c in cut) + " to zero. With the state ordered as "
+             "further back. In the one-step Jacobian this sets " + cut_words + " to zero. With the state ordered as "
              f"$({', '.join(cell.states)})$, the full and the truncated one-step Jacobians are")
     doc.display([Row("J_{t}", (_block_names_matrix(cell, _t),)),
                  Row("\\tilde{J}_{t}", (_block_names_matrix(cell, _t, zero),))])

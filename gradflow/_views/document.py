@@ -476,8 +476,11 @@ class Doc:
 
     # -- cross-references --------------------------------------------------------------------
     def _referenced(self) -> set[str]:
-        return {lab for b in self.blocks if isinstance(b, Paragraph) for m in _REF.findall(b.text)
-                for lab in m.split(";")}
+        out = {lab for b in self.blocks if isinstance(b, Paragraph) for m in _REF.findall(b.text)
+               for lab in m.split(";")}
+        # an equation named in a caption (a long bound, by its number) needs its \label as well
+        return out | {lab for b in self.blocks if isinstance(b, (Figure, Table))
+                      for m in _REF.findall(b.caption) for lab in m.split(";") if lab.startswith("eq:")}
 
     def _resolved(self) -> tuple[list[Block], dict[str, str]]:
         """The blocks with a reference to every float added, and each label's number as text."""
@@ -636,7 +639,7 @@ class Doc:
         """
         blocks, _ = self._resolved()
         refs = {lab for b in blocks if isinstance(b, Paragraph) for m in _REF.findall(b.text)
-                for lab in m.split(";")}
+                for lab in m.split(";")} | self._referenced()
         budget = BUDGET_TWO if columns == 2 else BUDGET_ONE
         body = ["% gradflow report body (report-body.tex): \\input it into a LaTeX document that loads\n"
                 "% " + ", ".join(BODY_PACKAGES) + " (hyperref optional).\n"

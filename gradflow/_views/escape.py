@@ -46,7 +46,10 @@ def tex_chars(text: str, breakable: bool = False) -> str:
 
 def tex_code_block(text: str) -> str:
     """A block of monospaced lines, each printed character by character (no verbatim)."""
-    lines = [tex_chars(line, breakable=True) or r"\mbox{}" for line in text.split("\n")]
+    # the typewriter font's own backslash (slot 92 of cmtt): \textbackslash is OMS, absent in cmtt,
+    # and pdflatex substituted cmsy's with a font warning (the "Reproduce" block's line continuation)
+    lines = [tex_chars(line, breakable=True).replace(r"\textbackslash{}", r"{\char92}") or r"\mbox{}"
+             for line in text.split("\n")]
     return ("{\\small\\ttfamily\\raggedright\\noindent\n" + "\\\\\n".join(lines) + "\\par}")
 
 

@@ -20,7 +20,7 @@ from .._symbolic.many_steps import carousel, pascanu_bound
 from .._symbolic.nodes import Diag
 from .._symbolic.printing import latex
 from .bound_words import bound_formula, carousel_words, cc_block_words, identity_summand
-from .document import Doc, fmt_num
+from .document import Doc, fmt_num, visible_width
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,28 @@ def _bound_kind(cell: Cell) -> str | None:
     if identity_summand(cell):
         return "residual"
     return "pascanu" if len(terms) == 1 and getattr(terms[0][1], "name", None) == "W" else "triangle"
+
+
+#: a bound formula wider than this (visible characters) is named by its equation in captions:
+#: Lipschitz RNN's two σ_max of (1 − β)(M + Mᵀ) + β(M − Mᵀ) − γI ran off the page
+CAPTION_FORMULA_WIDTH = 30.0
+
+
+def bound_words_of(cell: Cell) -> str:
+    """A derived bound as a caption names it: "$F$ for `cell`", or, for a long F, its equation number."""
+    formula = bound_formula(cell)
+    if visible_width(formula) <= CAPTION_FORMULA_WIDTH:
+        return f"${formula}$ for `{cell.name}`"
+    return f"the bound [#eq:{cell.name}-bound] for `{cell.name}`"
+
+
+def triangle_words(spreads: dict) -> str:
+    """The decay caption's words on the triangle, only where one is drawn: a median that becomes an
+    exact zero after some finite lags (as :func:`~gradflow._views.plots.mark_exact_zero` draws it)."""
+    zeros = [np.isneginf(np.asarray(sp_.median, dtype=float)) for sp_ in spreads.values()]
+    if any(z.any() and not z.all() for z in zeros):
+        return "; a triangle marks the last lag before a median that is exactly zero"
+    return ""
 
 
 def _zero_sentence(curve: np.ndarray, steps: int) -> str:
@@ -329,15 +351,14 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     kinds = {c.name: _bound_kind(c) for c in cells if c.name in bounds}
     by_name = {c.name: c for c in cells}
     pas = [f"`{k}`" for k, v in kinds.items() if v == "pascanu"]
-    res = [f"${bound_formula(by_name[k])}$ for `{k}`" for k, v in kinds.items() if v in ("residual", "triangle")]
+    res = [bound_words_of(by_name[k]) for k, v in kinds.items() if v in ("residual", "triangle")]
     if pas:
         caption += (f"; dashed: the bound $(\\gamma\\,\\sigma_{{\\max}}(W))^{{T-k}}$ of "
                     f"@[pascanu2013difficulty] on the weights of seed {seed} ({', '.join(pas)})")
     if res:
         caption += (f"; dashed: the one-step bound derived in [#sec:derivation], {', '.join(res)}, "
                     "cut at the frame where it leaves the measured range")
-    caption += ("; a triangle marks the last lag before a median that is exactly zero. Data: "
-                "`figures/decay.csv`, `figures/decay.tex` (pgfplots).")
+    caption += triangle_words(spreads) + ". Data: `figures/decay.csv`, `figures/decay.tex` (pgfplots)."
     add_figure("decay", caption)
     claims["spread"] = {c.name: {"count": spreads[c.name].count, "median_last": json_number(
         spreads[c.name].median[0], f"median of {c.name}")} for c in cells}

@@ -32,11 +32,14 @@ from .._numeric.flow import random_inputs
 from .._symbolic.cell import Cell
 from .._symbolic.nodes import Diag
 from .._symbolic.printing import latex
-from .document import Doc, fmt_num
+from .document import Doc, fmt_num, visible_width
 from .evidence import Measurement
 
 #: relative agreement below which two log10 norms are called the same number
 SAME = 1e-9
+#: a path's factor wider than this (visible characters) is named by its equation, not printed inline:
+#: an inline formula cannot break inside \left( … \right) (the peephole LSTM's ran 60 pt off the page)
+INLINE_WIDTH = 40.0
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,27 @@ _READS = {"input": "it reads the input $x_t$ only, never $s_{t-1}$, so the input
           "state": "it reads $s_{t-1}$, so the path's factor itself moves with the state"}
 
 
+def _other_words(cell: Cell) -> str:
+    """Why an "other" cell has no single path: its W-free terms of ∂h_t/∂h_{t−1} named (the identity
+    of a residual step, coRNN's (1 − γΔt²) I), and what else the gradient passes through."""
+    block = cell.jacobian()[("h", "h")]
+    recurrent = {p.symbol for p in cell.recorded.params if p.kind == "W"}
+    terms = block.args if isinstance(block, MatAdd) else (block,)
+    free = [a for a in terms if not (a.free_symbols & recurrent)]
+    if not free:
+        return "every term of $\\partial h_t/\\partial h_{t-1}$ passes through a recurrent matrix;"
+    tex = latex(free[0] if len(free) == 1 else MatAdd(*free))
+    text = f"of $\\partial h_t/\\partial h_{{t-1}}$ the term ${tex}$ holds no recurrent matrix"
+    others = [s for s in cell.states if s != "h"]
+    if others:
+        return text + (", but the gradient also passes through "
+                       + " and ".join(f"${s}$" for s in others) + f" (the state is $({', '.join(cell.states)})$), "
+                       "so this term alone is not the path it takes;")
+    rest = "the other term, through recurrent matrices, adds" if len(terms) - len(free) == 1 else \
+        "the other terms, through recurrent matrices, add"
+    return text + f", but {rest} to it at every step, so this term alone is not the path the gradient takes;"
+
+
 def gradient_path_section(doc: Doc, cells: list[Cell], runs: dict[str, Measurement], input: int, steps: int,
                           seed: int) -> list[dict]:
     """The section: one paragraph per cell; returns the numbers behind the sentences."""
@@ -180,9 +204,9 @@ def gradient_path_section(doc: Doc, cells: list[Cell], runs: dict[str, Measureme
         row = {"cell": cell.name, "kind": path.kind, "reads": path.reads, "measured": full, "path": None}
         name = f"`{cell.name}`"
         if path.kind == "other":
-            doc.para(f"{name}: no single diagonal term free of recurrent matrices can be isolated in "
-                     "$\\partial h_t/\\partial h_{t-1}$; the gradient is carried by the whole block "
-                     f"(measured: {fmt_num(full, '{:.2f}')}).")
+            doc.para(f"{name}: " + _other_words(cell) + " the gradient is carried by the whole "
+                     + ("block" if cell.states == ("h",) else "Jacobian")
+                     + f" (measured: {fmt_num(full, '{:.2f}')}).")
             out.append(row)
             continue
         if path.kind == "none":
@@ -194,6 +218,7 @@ def gradient_path_section(doc: Doc, cells: list[Cell], runs: dict[str, Measureme
         value = path_log10(path, run, steps, input, seed)
         row["path"] = value
         factor = path.factor_latex()
+        long = visible_width(factor) > INLINE_WIDTH  # too long for a line of text: name its equation
         reads = _READS[path.reads]
         if path.kind == "diagonal":
             text = (f"{name}: the whole one-step Jacobian is diagonal, $J_t = {factor}$, so the gradient "
@@ -210,10 +235,12 @@ def gradient_path_section(doc: Doc, cells: list[Cell], runs: dict[str, Measureme
                     f"of the identity, so $\\lVert \\partial (C_T, n_T)/\\partial (C_k, n_k) \\rVert_2$ is "
                     f"exactly the product of the ${f}$; {reads}.")
         elif path.kind == "carousel":
-            text = (f"{name}: the cell-state path $\\partial c_t/\\partial c_{{t-1}} = {factor}$ holds no "
-                    f"recurrent matrix; {reads}.")
+            block = (f"$\\partial c_t/\\partial c_{{t-1}} = {factor}$" if not long else
+                     f"$\\partial c_t/\\partial c_{{t-1}}$ of [#eq:{cell.name}-jacobian], a diagonal matrix,")
+            text = f"{name}: the cell-state path {block} holds no recurrent matrix; {reads}."
         else:
-            text = (f"{name}: of the terms of $\\partial h_t/\\partial h_{{t-1}}$ only ${factor}$ holds no "
+            term = f"${factor}$" if not long else f"one diagonal term (see [#eq:{cell.name}-jacobian])"
+            text = (f"{name}: of the terms of $\\partial h_t/\\partial h_{{t-1}}$ only {term} holds no "
                     f"recurrent matrix; it is the direct path; {reads}.")
         text += f" Path alone: {fmt_num(value, '{:.4f}')}"
         if math.isinf(value):

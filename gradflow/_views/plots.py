@@ -222,7 +222,9 @@ def plot_decay_band(spreads: Mapping[str, Any], *, ax: Axes | None = None,
         ax.set_ylim(lo_y - pad, top)
         for b in bounds.values():
             if b is not None and np.nanmax(b) > top:
-                ax.annotate(f"bound up to {np.nanmax(b):+.0f} (off scale)", (0.98, 0.98),
+                big = float(np.nanmax(b))  # two significant digits: AntisymmetricRNN's 0.27 read "+0"
+                ax.annotate(f"bound up to {big:+.0f} (off scale)" if abs(big) >= 10 else
+                            f"bound up to {big:+.2g} (off scale)", (0.98, 0.98),
                             xycoords="axes fraction", ha="right", va="top", fontsize=_note_size())
                 break
     ax.set_xlabel(r"lag $T-k$")

@@ -42,7 +42,7 @@ from .._checks import GradflowError, check_columns, positive_int
 from .._numeric.flow import json_number
 from .._symbolic.cell import Cell
 from .._symbolic.cells import get_cell
-from .bibtex import bibliography_text, parse_bibtex
+from .bibtex import bib_for_bibtex, bibliography_text, parse_bibtex
 from .derivation import derive_cell
 from .document import Doc
 from .evidence import Evidence, Measurement, evidence_section, measure
@@ -371,7 +371,7 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
         from .slides import slides_tex
 
         (stage / "slides.tex").write_text(slides_tex(b, title), encoding="utf-8")
-    (stage / "references.bib").write_text(bib_text, encoding="utf-8")
+    (stage / "references.bib").write_text(bib_for_bibtex(bib_text), encoding="utf-8")
 
     flows_json = {name: {**r.flow.to_json(), "init": r.init,
                          "sigma_max_W": r.sigma_max_W,

@@ -20,6 +20,7 @@ from .._symbolic.many_steps import carousel, pascanu_bound, state_product
 from .._symbolic.many_steps import j as _j
 from .._symbolic.printing import latex
 from .bibtex import entry_label, tex_text
+from .derivation import carousel_kind
 from .document import BUDGET_SLIDE, Row, display_row, row_lines
 
 #: a report's Build (``.report.Build``; not imported here: report.py imports this module)
@@ -116,17 +117,24 @@ def _cell_frames(b: Build, cell: Cell) -> list[str]:
                    f"$\\sigma_{{\\max}}(W) < {sp.latex(1 / bound.gamma)}$ suffices for vanishing gradients."
                    if bound.gamma is not None and getattr(bound.terms[0][1], "name", None) == "W" else
                    "a sum of terms $\\operatorname{diag}(v)\\,M$, each bounded." if len(bound.terms) > 1 else
+                   # minGRU's diag(1 − z_t): no M to speak of
+                   "a single diagonal matrix $\\operatorname{diag}(v)$, of norm $\\max_i |v_i| \\le \\sup|v|$."
+                   if isinstance(bound.terms[0][1], sp.Identity) else
                    "one term $\\operatorname{diag}(v)\\,M$, at most $\\sup|v|\\,\\sigma_{\\max}(M)$."))
         out.append(_frame(f"\\texttt{{{name}}}: the bound",
                           text + "\n" + _math(row_lines(Row(lhs, (rhs,), "\\le"), BUDGET_SLIDE))))
     if "c" in cell.states:
         car = carousel(cell)
         lhs, _, rhs = car.latex().partition(" = ")
-        what = ("the identity: the constant error carousel of " + _cite(b, "hochreiter1997lstm")
-                if car.constant else "diagonal: no recurrent weights, no $\\varphi'$; it decays only as far "
-                "as the forget gates fall below 1")
+        kind, v = carousel_kind(cell)
+        what = {"identity": "the identity: the constant error carousel of " + _cite(b, "hochreiter1997lstm"),
+                "forget": "diagonal: no recurrent weights, no $\\varphi'$; it decays only as far as the "
+                          "forget gates fall below 1",
+                "factor": "diagonal, with no recurrent weights: each unit is multiplied at every step by its "
+                          f"own entry of ${latex(v)}$ and decays as far as those fall below 1 in magnitude",
+                "other": "diagonal, but it holds recurrent weights or activation derivatives"}[kind]
         out.append(_frame(f"\\texttt{{{name}}}: the cell state carries the gradient",
-                          "Along the cell state alone (gates held fixed) the product is " + what + ":\n"
+                          "Along the cell state alone (never through $h$) the product is " + what + ":\n"
                           + _math(row_lines(Row(lhs, (rhs,)), BUDGET_SLIDE))))
     return out
 
@@ -228,7 +236,18 @@ def _cell_decay_frames(b: Build) -> list[str]:
 
 
 def _num(x: float | None) -> str:
-    return "n/a" if x is None else f"${x:+.3f}$"
+    """A rate for a slide: 3 decimals; one that would print as ±0.000 with two significant digits
+    (S4D's −2.2·10⁻⁴ per step is slow decay, not "−0.000"); exactly 0 as 0."""
+    if x is None:
+        return "n/a"
+    if x == 0:
+        return "$0$"
+    if not np.isfinite(x):
+        return "n/a" if np.isnan(x) else ("$-\\infty$" if x < 0 else "$+\\infty$")
+    if abs(x) >= 5e-4:
+        return f"${x:+.3f}$"
+    mant, exp = f"{x:+.1e}".split("e")
+    return f"${mant}\\times 10^{{{int(exp)}}}$"
 
 
 def _takeaway(b: Build) -> str:
@@ -251,7 +270,7 @@ def _ranking(b: Build) -> str:
     """Which cell keeps its gradient longest here, which loses it fastest, which grows: from the rates."""
     rates = {c.name: b.runs[c.name].rate_full for c in b.cells if b.runs[c.name].rate_full is not None}
     finite = {k: v for k, v in rates.items() if np.isfinite(v)}
-    flat = 5e-4  # a rate printed as ±0.000 (expRNN's orthogonal W: +1e-16 of rounding) is neither
+    flat = 1e-12  # rounding (expRNN's orthogonal W: +1e-16), not a slow decay like S4D's -2e-4, is neither
     decay = {k: v for k, v in finite.items() if v < -flat}
     grow = [k for k, v in finite.items() if v > flat]
     parts = []
