@@ -21,9 +21,9 @@ SpectralMethod = Literal["power", "svd"]
 FlowMode = Literal["auto", "exact", "matrix-free"]
 #: the dtype of the backward products
 ChainDtype = Literal["float64", "float32"]
-#: weight initialisation schemes; the last four are the state-space cells' reference inits
+#: weight initialisation schemes; the last five are the state-space cells' reference inits
 InitScheme = Literal["pytorch", "glorot", "orthogonal", "identity", "gaussian",
-                     "mamba", "s4d-lin", "s4d-real", "rg-lru"]
+                     "mamba", "s4d-lin", "s4d-real", "rg-lru", "lru-ring"]
 
 CONVENTIONS: tuple[str, ...] = get_args(Convention)
 PARAM_KINDS: tuple[str, ...] = get_args(ParamKind)

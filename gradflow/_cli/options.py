@@ -85,6 +85,8 @@ def init_words(scheme: str, hidden: int, input: int) -> str:
 
     if scheme not in SCHEME_CELLS or scheme == "rg-lru":
         return scheme
+    if scheme == "lru-ring":
+        return "lru-ring (Orvieto et al. 2023: |lambda|^2 ~ U[0, 1], the phase ~ U[0, 6.28])"
     return f"{scheme} (d = {input} channels, N = {hidden // input} state entries each)"
 
 

@@ -66,19 +66,11 @@ def lru_ring_init(weights: Weights, *, r_min: float = 0.0, r_max: float = 1.0, m
     """
     if weights.cell.name != "lru":
         raise GradflowError(f"the ring initialisation is the LRU's; got {weights.cell.name}")
-    if not (0 <= r_min < r_max <= 1) or not (max_phase > 0):
-        raise GradflowError("need 0 <= r_min < r_max <= 1 and max_phase > 0")
+    from .reference_init import lru_ring_arrays
+
     n, m = weights.hidden, weights.input
-    rng = np.random.default_rng(seed)
-    u1, u2 = rng.uniform(size=n), rng.uniform(size=n)
-    nu_log = np.log(-0.5 * np.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2))
-    theta_log = np.log(max_phase * u2)
-    modulus = np.exp(-np.exp(nu_log))
-    gamma_log = np.log(np.sqrt(1 - modulus ** 2))
+    values = lru_ring_arrays(n, m, r_min=r_min, r_max=r_max, max_phase=max_phase, seed=seed)
     arrays = dict(weights.arrays)
-    values = {r"\nu": nu_log, r"\theta": theta_log, r"\gamma_{\log}": gamma_log,
-              "B_{re}": rng.standard_normal((n, m)) / np.sqrt(2 * m),
-              "B_{im}": rng.standard_normal((n, m)) / np.sqrt(2 * m)}
     for key, v in values.items():
         arrays[key] = _as(arrays[key], v)
     return Weights(weights.cell, n, m, arrays)

@@ -1,10 +1,11 @@
 """The state-space cells' reference initialisations as arrays (NumPy only; no ``Weights``).
 
 :func:`gradflow._numeric.weights.init_weights` reads these for the schemes ``mamba``,
-``s4d-lin``, ``s4d-real`` and ``rg-lru``; :mod:`gradflow._numeric.ssm_init` wraps them for
-``Weights`` already drawn. Sizes: the flattened state has n = d·N units (d channels, N state
-entries per channel, unit j = c·N + k) and every unit reads its own channel, so the input size m
-is d and **N = n / m** (n must be a multiple of m). Griffin's RG-LRU has u_t = x_t: m = n.
+``s4d-lin``, ``s4d-real``, ``rg-lru`` and ``lru-ring`` (the LRU's ring: any sizes);
+:mod:`gradflow._numeric.ssm_init` wraps them for ``Weights`` already drawn. Sizes (not the LRU):
+the flattened state has n = d·N units (d channels, N state entries per channel, unit j = c·N + k)
+and every unit reads its own channel, so the input size m is d and **N = n / m** (n must be a
+multiple of m). Griffin's RG-LRU has u_t = x_t: m = n.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from .._checks import GradflowError
 
 #: reference scheme → the cells it initialises
 SCHEME_CELLS: dict[str, tuple[str, ...]] = {
-    "mamba": ("mamba-zoh", "mamba-euler"), "s4d-lin": ("s4d",), "s4d-real": ("s4d",), "rg-lru": ("rg-lru",)}
+    "mamba": ("mamba-zoh", "mamba-euler"), "s4d-lin": ("s4d",), "s4d-real": ("s4d",), "rg-lru": ("rg-lru",),
+    "lru-ring": ("lru",)}
 #: cell → the scheme gradflow's CLI and report use for it unless told otherwise
 REFERENCE_INIT: dict[str, str] = {c: s for s, cells in SCHEME_CELLS.items() for c in cells if s != "s4d-real"}
 
@@ -46,6 +48,8 @@ def state_size(scheme: str, cell: str, hidden: int, channels: int) -> int:
     cells = SCHEME_CELLS[scheme]
     if cell not in cells:
         raise GradflowError(f"init {scheme} is for {' or '.join(cells)}; got {cell}")
+    if scheme == "lru-ring":  # the LRU's B mixes every input into every unit: any sizes
+        return 1
     if not (isinstance(channels, int) and not isinstance(channels, bool) and channels >= 1):
         raise GradflowError(f"channels must be a positive integer, got {channels!r}")
     if hidden % channels:
@@ -130,4 +134,24 @@ def reference_arrays(scheme: str, cell: str, hidden: int, input: int, seed: int 
         return mamba_arrays(input, N, input, seed=seed)
     if scheme in ("s4d-lin", "s4d-real"):
         return s4d_arrays(input, N, input, variant=scheme[4:], seed=seed)
+    if scheme == "lru-ring":
+        return lru_ring_arrays(hidden, input, seed=seed)
     return rglru_arrays(hidden, input, seed=seed)
+
+
+def lru_ring_arrays(n: int, m: int, *, r_min: float = 0.0, r_max: float = 1.0, max_phase: float = 6.28,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """The LRU's ring initialisation (Orvieto et al. 2023; the defaults of the reimplementation
+    ``NicolasZucchet/minimal-LRU``, ``lru/model.py``: r_min = 0, r_max = 1, max_phase = 6.28):
+    ν_log = log(−½ log(U·(r_max² − r_min²) + r_min²)), so |λ|² ~ U[r_min², r_max²] with
+    |λ| = exp(−exp(ν_log)); θ_log = log(max_phase·U); γ_log = log √(1 − |λ|²) (the normalisation);
+    B_re, B_im ~ N(0, 1/(2m))."""
+    if not (0 <= r_min < r_max <= 1) or not (max_phase > 0):
+        raise GradflowError("need 0 <= r_min < r_max <= 1 and max_phase > 0")
+    rng = np.random.default_rng(seed)
+    u1, u2 = rng.uniform(size=n), rng.uniform(size=n)
+    nu_log = np.log(-0.5 * np.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2))
+    modulus = np.exp(-np.exp(nu_log))
+    return {r"\nu": nu_log, r"\theta": np.log(max_phase * u2), r"\gamma_{\log}": np.log(np.sqrt(1 - modulus ** 2)),
+            "B_{re}": rng.standard_normal((n, m)) / np.sqrt(2 * m),
+            "B_{im}": rng.standard_normal((n, m)) / np.sqrt(2 * m)}

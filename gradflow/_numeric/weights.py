@@ -117,7 +117,8 @@ def init_weights(cell: str | Cell, hidden: int, input: int, *, scheme: InitSchem
             The state-space cells' reference inits (every parameter as the reference code draws
             it, rows shared; see :mod:`gradflow._numeric.reference_init`): ``"mamba"``
             (``mamba-zoh``/``mamba-euler``), ``"s4d-lin"``/``"s4d-real"`` (``s4d``), with
-            channels d = m and state size N = n / m; ``"rg-lru"`` (Griffin, m = n). No ``gain``.
+            channels d = m and state size N = n / m; ``"rg-lru"`` (Griffin, m = n);
+            ``"lru-ring"`` (``lru``: |λ|² ~ U[0, 1], see :func:`~gradflow.lru_ring_init`). No ``gain``.
         seed: random seed (NumPy ``default_rng``).
         gain: scale of W (and of U for glorot/gaussian).
         forget_bias: set the forget-gate bias b_f (cells with a forget gate only).

@@ -1,0 +1,50 @@
+"""The LRU's reference initialisation (the ring of Orvieto et al. 2023) is what the CLI and the
+report use for ``lru``; PyTorch's U(±1/√n) gave |λ| ≈ 0.5 and a decay of −0.31 per step, which
+no LRU has. Oracle: the ring's formulas and ‖Λ^{T−k}‖₂ = max_j |λ_j|^{T−k} written out here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+import gradflow as gf
+
+
+def moduli(w):
+    return np.exp(-np.exp(np.asarray(w.arrays[r"\nu"])))
+
+
+def test_ring_draws_the_paper_s_distribution():
+    n, m = 400, 3
+    w = gf.init_weights("lru", n, m, scheme="lru-ring", seed=1)
+    r2 = np.sort(moduli(w) ** 2)
+    assert r2.min() >= 0 and r2.max() <= 1
+    assert np.max(np.abs(r2 - (np.arange(n) + 0.5) / n)) < 0.08      # |λ|² ~ U[0, 1]
+    theta = np.exp(np.asarray(w.arrays[r"\theta"]))
+    assert theta.min() > 0 and theta.max() < 6.28
+    np.testing.assert_allclose(np.exp(np.asarray(w.arrays[r"\gamma_{\log}"])), np.sqrt(1 - moduli(w) ** 2), rtol=1e-12)
+    B = np.concatenate([np.ravel(w.arrays["B_{re}"]), np.ravel(w.arrays["B_{im}"])])
+    assert abs(B.std() - 1 / np.sqrt(2 * m)) < 0.05 / np.sqrt(2 * m)
+    # any sizes (the LRU's B mixes every input into every unit)
+    assert gf.init_weights("lru", 5, 3, scheme="lru-ring").hidden == 5
+    # the same draws as lru_ring_init's defaults
+    again = gf.lru_ring_init(gf.init_weights("lru", n, m), seed=1)
+    for k in w.arrays:
+        np.testing.assert_array_equal(np.asarray(again.arrays[k]), np.asarray(w.arrays[k]))
+
+
+def test_the_cli_runs_the_lru_with_its_ring():
+    n, T = 8, 40
+    run = subprocess.run([sys.executable, "-m", "gradflow", "flow", "lru", "--hidden", str(n), "--steps", str(T)],
+                         capture_output=True, text=True, check=True)
+    assert "init: lru-ring" in run.stdout
+    rec = json.loads(subprocess.run([sys.executable, "-m", "gradflow", "flow", "lru", "--hidden", str(n), "--steps",
+                                     str(T), "--json"], capture_output=True, text=True, check=True).stdout)
+    rho = moduli(gf.init_weights("lru", n, n, scheme="lru-ring", seed=0)).max()
+    want = (T - np.arange(T)) * np.log10(rho)                             # log10 max_j |λ_j|^{T−k}
+    got = np.array([p["log10_norm_2"] for p in rec["curve"]])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    assert want[0] / T > -0.1                                              # not PyTorch's −0.31 per step
