@@ -323,8 +323,10 @@ _PT_STORAGES = {"DoubleStorage": "f8", "FloatStorage": "f4", "HalfStorage": "f2"
                 "BoolStorage": "?"}
 
 
-def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
-    """A tensor of a plain archive as a NumPy array (a copy), its view checked against its storage."""
+def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None,
+                    spend: Callable[[int], None] | None = None):
+    """A tensor of a plain archive as a NumPy array (a copy), its view checked against its storage;
+    ``spend`` is told the bytes of the copy before it is made (the running total of the file)."""
     if hooks or not isinstance(storage, np.ndarray):
         raise _NotPlain
     size, stride = tuple(int(v) for v in size), tuple(int(v) for v in stride)
@@ -337,9 +339,17 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=No
     last = int(offset) + sum((n - 1) * st for n, st in zip(size, stride, strict=True))
     if last >= storage.shape[0]:
         raise _NotPlain
+    if spend is not None:
+        spend(math.prod(size) * storage.itemsize)
     view = np.lib.stride_tricks.as_strided(storage[int(offset):], shape=size,
                                            strides=tuple(st * storage.itemsize for st in stride), writeable=False)
     return np.array(view)
+
+
+#: a state_dict's pickle takes a few hundred bytes per tensor; each byte of a crafted one can make
+#: an object of up to ~216 bytes (an empty set), so its size is bounded before it is unpickled
+_PICKLE_LIMIT = 64 << 20
+_PICKLE_GROWTH = 256
 
 
 def _read_pt_plain(path: str, what: str) -> Mapping[str, Any] | None:
@@ -361,6 +371,29 @@ def _read_pt_plain(path: str, what: str) -> Mapping[str, Any] | None:
         if len(pkl) != 1 or any("/code/" in n or n.endswith("/constants.pkl") for n in names):
             return None
         prefix = pkl[0][:-len("/data.pkl")]
+        pkl_size = z.getinfo(pkl[0]).file_size
+        if pkl_size > _PICKLE_LIMIT:
+            raise GradflowError(f"{what}: its pickle (data.pkl) inflates to {pkl_size} bytes, far more than "
+                                f"a state_dict's; refusing it unread")
+        _guard(pkl_size * _PICKLE_GROWTH, f"{what} (its pickle, data.pkl, may build up to "
+                                          f"{_PICKLE_GROWTH}x its {pkl_size} bytes of objects)")
+        # every byte materialised (storages read, tensors copied) counts against one budget:
+        # a crafted pickle may refer to one storage from many tensors
+        spent = [0]
+        storages: dict[tuple[str, str], np.ndarray] = {}
+
+        def spend(nbytes: int) -> None:
+            from .size_guard import MEMORY_SHARE, available_bytes, human
+
+            spent[0] += nbytes
+            avail = available_bytes()
+            if spent[0] > avail * MEMORY_SHARE:
+                raise GradflowError(f"{what}: its tensors need more than {human(spent[0])} of memory "
+                                    f"(storages read and tensors copied so far), more than "
+                                    f"{MEMORY_SHARE:.0%} of the {human(avail)} available")
+
+        def rebuild(*args, **kwargs):
+            return _rebuild_tensor(*args, **kwargs, spend=spend)
         order = "<"
         if f"{prefix}/byteorder" in names:
             word = z.read(f"{prefix}/byteorder").strip()
@@ -376,7 +409,7 @@ def _read_pt_plain(path: str, what: str) -> Mapping[str, Any] | None:
                 if (module, name) == ("collections", "OrderedDict"):
                     return collections.OrderedDict
                 if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-                    return _rebuild_tensor
+                    return rebuild
                 if module == "torch" and name in _PT_STORAGES:
                     return _Storage(name)
                 raise _NotPlain
@@ -388,16 +421,23 @@ def _read_pt_plain(path: str, what: str) -> Mapping[str, Any] | None:
                 member = f"{prefix}/data/{pid[2]}"
                 if member not in names:
                     raise _NotPlain
-                _guard(z.getinfo(member).file_size, what)
                 dtype = np.dtype(_PT_STORAGES[pid[1]]).newbyteorder("<" if order == "<" else ">")
-                data = z.read(member)
-                if len(data) % dtype.itemsize or len(data) // dtype.itemsize < int(pid[4]):
+                key = (member, dtype.str)
+                if key not in storages:  # a storage referred to again is read once
+                    spend(2 * z.getinfo(member).file_size)  # the bytes read and their array
+                    data = z.read(member)
+                    if len(data) % dtype.itemsize:
+                        raise _NotPlain
+                    storages[key] = np.frombuffer(data, dtype=dtype).astype(dtype.newbyteorder("="))
+                if storages[key].shape[0] < int(pid[4]):
                     raise _NotPlain
-                return np.frombuffer(data, dtype=dtype).astype(dtype.newbyteorder("="))
+                return storages[key]
 
         try:
             with z.open(pkl[0]) as f:
                 return Reader(f).load()
+        except GradflowError:  # too large: refused here, never handed to torch
+            raise
         except (_NotPlain, pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
                 AttributeError, IndexError, zipfile.BadZipFile, OSError):
             return None

@@ -1,0 +1,120 @@
+"""An attacker's and a careless user's files and names: each defect found in review, with the
+input that showed it. Oracles: files crafted here byte by byte (pickle opcodes written out, zip
+archives built with :mod:`zipfile`), memory measured with :mod:`tracemalloc`, and the rules of
+the project (one ``GradflowError``; nothing allocated beyond the memory allowed)."""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+from gradflow import GradflowError
+from gradflow._numeric import size_guard
+from gradflow._numeric.loading import read_pt
+
+# ------------------------------------------------------------------------------------------------
+# pickles written opcode by opcode (protocol 2), as torch.save lays them out
+# ------------------------------------------------------------------------------------------------
+
+
+def _global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _str(s: str) -> bytes:
+    b = s.encode()
+    return b"X" + struct.pack("<I", len(b)) + b
+
+
+def _int(n: int) -> bytes:
+    return b"J" + struct.pack("<i", n)
+
+
+def _tensor(numel: int, *, memo_put: int | None = None, memo_get: int | None = None) -> bytes:
+    """``_rebuild_tensor_v2(storage, 0, (numel,), (1,), False, OrderedDict())`` over storage "0"
+    (its persistent id written out, or fetched from the memo)."""
+    out = _global("torch._utils", "_rebuild_tensor_v2") + b"("
+    if memo_get is not None:
+        out += b"h" + bytes([memo_get])
+    else:
+        out += (b"(" + _str("storage") + _global("torch", "FloatStorage") + _str("0") + _str("cpu")
+                + _int(numel) + b"tQ")
+        if memo_put is not None:
+            out += b"q" + bytes([memo_put])
+    return (out + _int(0) + b"(" + _int(numel) + b"t(" + _int(1) + b"t\x89"
+            + _global("collections", "OrderedDict") + b")RtR")
+
+
+def _write_pt(path, pickle_bytes: bytes, storages: dict[str, bytes], compress: bool = False) -> None:
+    how = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", how) as z:
+        z.writestr("archive/data.pkl", pickle_bytes)
+        z.writestr("archive/byteorder", "little")
+        for key, data in storages.items():
+            z.writestr(f"archive/data/{key}", data)
+        z.writestr("archive/version", "3\n")
+
+
+@pytest.fixture
+def memory_20mb(monkeypatch):
+    monkeypatch.setattr(size_guard, "available_bytes", lambda: 20 << 20)
+    return 20 << 20
+
+
+def _peak(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_pt_one_storage_many_tensors_refused_before_copying(tmp_path, memory_20mb):
+    """200 tensors over one 1 MB storage: 200 MB of copies. Before the fix all were made (and the
+    storage read 200 times) before the size check; now the running total stops the reading."""
+    n = 250_000  # float32: 1 MB
+    pk = b"\x80\x02" + _global("collections", "OrderedDict") + b")R("
+    pk += _str("t0") + _tensor(n, memo_put=1)
+    for i in range(1, 200):
+        pk += _str(f"t{i}") + _tensor(n, memo_get=1)
+    pk += b"u."
+    path = tmp_path / "shared.pt"
+    _write_pt(path, pk, {"0": np.zeros(n, "f4").tobytes()})
+
+    def load():
+        with pytest.raises(GradflowError, match="its tensors need more than"):
+            read_pt(str(path))
+
+    assert _peak(load) < memory_20mb
+
+
+def test_pt_shared_storage_read_once_and_correct(tmp_path):
+    """Two tensors over one storage (as tied weights are saved): both read, equal to the data."""
+    data = np.arange(6, dtype="f4")
+    pk = (b"\x80\x02" + _global("collections", "OrderedDict") + b")R(" + _str("a") + _tensor(6, memo_put=1)
+          + _str("b") + _tensor(6, memo_get=1) + b"u.")
+    path = tmp_path / "tied.pt"
+    _write_pt(path, pk, {"0": data.tobytes()})
+    state = read_pt(str(path))
+    np.testing.assert_array_equal(state["a"], data)
+    np.testing.assert_array_equal(state["b"], data)
+
+
+def test_pt_compressed_pickle_bomb_refused_unread(tmp_path, memory_20mb):
+    """A 2 KB archive whose deflated data.pkl unpickles into 2 million dicts (about 180 MB):
+    refused from its declared size, before one object is built."""
+    path = tmp_path / "bomb.pt"
+    _write_pt(path, b"\x80\x02](" + b"}" * 2_000_000 + b"e.", {}, compress=True)
+    assert path.stat().st_size < 10_000
+
+    def load():
+        with pytest.raises(GradflowError, match="data.pkl"):
+            read_pt(str(path))
+
+    assert _peak(load) < 1 << 20
