@@ -324,7 +324,7 @@ _PT_STORAGES = {"DoubleStorage": "f8", "FloatStorage": "f4", "HalfStorage": "f2"
 
 
 def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None,
-                    spend: Callable[[int], None] | None = None):
+                    *, spend: Callable[[int], None] | None = None):
     """A tensor of a plain archive as a NumPy array (a copy), its view checked against its storage;
     ``spend`` is told the bytes of the copy before it is made (the running total of the file)."""
     if hooks or not isinstance(storage, np.ndarray):
@@ -392,8 +392,10 @@ def _read_pt_plain(path: str, what: str) -> Mapping[str, Any] | None:
                                     f"(storages read and tensors copied so far), more than "
                                     f"{MEMORY_SHARE:.0%} of the {human(avail)} available")
 
-        def rebuild(*args, **kwargs):
-            return _rebuild_tensor(*args, **kwargs, spend=spend)
+        def rebuild(*args: Any) -> np.ndarray:  # a pickle's REDUCE passes positional arguments only
+            if len(args) > 7:
+                raise _NotPlain
+            return _rebuild_tensor(*args, spend=spend)
         order = "<"
         if f"{prefix}/byteorder" in names:
             word = z.read(f"{prefix}/byteorder").strip()
