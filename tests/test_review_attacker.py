@@ -118,3 +118,71 @@ def test_pt_compressed_pickle_bomb_refused_unread(tmp_path, memory_20mb):
             read_pt(str(path))
 
     assert _peak(load) < 1 << 20
+
+
+# ------------------------------------------------------------------------------------------------
+# Keras files whose config.json was written by hand (or damaged)
+# ------------------------------------------------------------------------------------------------
+
+
+def _keras_file(path, config, *, klass: str = "lstm", gates: int = 4, bias_shape=None, n: int = 3,
+                m: int = 2) -> str:
+    h5py = pytest.importorskip("h5py")
+    import io
+    import json
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        g = f.create_group(f"layers/{klass}/cell/vars")
+        rng = np.random.default_rng(0)
+        g["0"] = rng.standard_normal((m, gates * n))
+        g["1"] = rng.standard_normal((n, gates * n))
+        g["2"] = rng.standard_normal(bias_shape or (gates * n,))
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("model.weights.h5", buf.getvalue())
+        if config is not None:
+            z.writestr("config.json", json.dumps(config))
+    return str(path)
+
+
+BAD_CONFIGS = {
+    "layer config a list": {"config": {"layers": [{"class_name": "LSTM", "config": [1, 2]}]}},
+    "layers a number": {"config": {"layers": 5}},
+    "RNN cell config a list": {"config": {"layers": [
+        {"class_name": "RNN", "config": {"cell": {"class_name": "LSTMCell", "config": [1]}}}]}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_keras_wrongly_typed_config_is_one_error(tmp_path, case):
+    """Before the fix: AttributeError / TypeError tracebacks from the configuration walk."""
+    import gradflow as gf
+
+    path = _keras_file(tmp_path / "m.keras", BAD_CONFIGS[case])
+    with pytest.raises(GradflowError, match="config.json is not a Keras model configuration"):
+        gf.load_weights("lstm", path)
+
+
+@pytest.mark.parametrize("config", [{"class_name": "Sequential", "config": {"layers": 5}},
+                                    {"class_name": "Sequential", "config": {"layers": [
+                                        {"class_name": "Bidirectional", "config": {"layer": [1]}}]}}])
+def test_keras_stack_wrongly_typed_config_is_one_error(config):
+    from gradflow._numeric.keras_stack import keras_stack
+
+    with pytest.raises(GradflowError, match="config.json is not a Keras model configuration"):
+        keras_stack(config, "weights file m.keras")
+
+
+def test_keras_gru_bias_must_match_reset_after(tmp_path):
+    """A GRU saved with reset_after=True has a (2, 3n) bias; a (3n,) bias is a Cho GRU's. Before the
+    fix a configuration saying reset_after=True over a (3n,) bias was read as PyTorch's GRU with
+    b_hh = 0: a silent wrong network. The same arrays without a configuration are gru-cho."""
+    import gradflow as gf
+
+    config = {"config": {"layers": [{"class_name": "GRU", "config": {"name": "g", "reset_after": True}}]}}
+    lying = _keras_file(tmp_path / "lying.keras", config, klass="gru", gates=3)
+    with pytest.raises(GradflowError, match=r"bias of shape \(9,\).*has \(2, 9\)"):
+        gf.load_weights("gru", lying)
+    bare = _keras_file(tmp_path / "bare.keras", None, klass="gru", gates=3)
+    with pytest.warns(UserWarning, match="no layer configuration"):
+        gf.load_weights("gru-cho", bare)

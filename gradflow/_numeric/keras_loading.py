@@ -27,14 +27,15 @@ inside the functions.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -86,6 +87,28 @@ def _unique(name: str, used: dict[str, int]) -> str:
         return name
     used[name] += 1
     return f"{name}_{used[name]}"
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def config_errors(fn: _F) -> _F:
+    """``fn`` (which reads a ``config.json``; ``what`` or the file's path among its arguments)
+    with a wrongly typed entry of a hand-made or damaged configuration (a list where Keras writes
+    an object, …) turned into one ``GradflowError`` instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (AttributeError, TypeError) as e:
+            what = next((a for a in args if isinstance(a, str) and a.startswith("weights file")),
+                        f"weights file {args[0]}" if args and isinstance(args[0], str) else "the weights file")
+            raise GradflowError(f"{what}: its config.json is not a Keras model configuration "
+                                f"({type(e).__name__}: {e}); save the model with "
+                                "model.save('model.keras')") from None
+
+    return wrapped  # type: ignore[return-value]
 
 
 def _config_layers(cfg: Mapping[str, Any], path: str, out: dict[str, tuple[str, str, Mapping[str, Any]]]) -> None:
@@ -195,7 +218,12 @@ def read_keras_layers(path: str) -> list[KerasLayer]:
     if config is not None:
         known: dict[str, tuple[str, str, Mapping[str, Any]]] = {}
         if isinstance(config, Mapping) and isinstance(config.get("config"), Mapping):
-            _config_layers(config["config"], "layers", known)
+            try:
+                _config_layers(config["config"], "layers", known)
+            except (AttributeError, TypeError, ValueError) as e:  # a hand-made or damaged config.json
+                raise GradflowError(f"{what}: its config.json is not a Keras model configuration "
+                                    f"({type(e).__name__}: {e}); save the model with "
+                                    "model.save('model.keras')") from None
         for layer in found:
             if layer.path in known:
                 layer.name, layer.klass, layer.config = known[layer.path]
@@ -357,14 +385,15 @@ def read_keras_layer(cell: Cell, path: str, *, prefix: str | None = None, layer:
     state: dict[str, np.ndarray] = {"weight_ih": reorder(kernel).T.copy(), "weight_hh": reorder(rec).T.copy()}
     if len(chosen.arrays) > 2:
         bias = chosen.arrays[2]
-        if bias.shape == (2, len(gates) * n) and klass == "GRU":
+        # a GRU's bias is (2, 3n) with reset_after and (3n,) without: the other shape is another GRU
+        if bias.shape == (2, len(gates) * n) and klass == "GRU" and reset_after:
             state["bias_ih"], state["bias_hh"] = reorder(bias[0]), reorder(bias[1])
-        elif bias.shape == (len(gates) * n,):
+        elif bias.shape == (len(gates) * n,) and not (klass == "GRU" and reset_after):
             state["bias_ih"], state["bias_hh"] = reorder(bias), np.zeros_like(bias)
         else:
             raise GradflowError(f"{what}: {chosen.label} has a bias of shape {bias.shape}; {desc} with "
-                                f"{n} units has ({len(gates) * n},)"
-                                + (f" or (2, {len(gates) * n})" if klass == "GRU" else ""))
+                                + (f"{n} units has (2, {len(gates) * n})" if klass == "GRU" and reset_after
+                                   else f"{n} units has ({len(gates) * n},)"))
     told = []
     if len(layers) > 1 and prefix is None:
         told.append(f"using the recurrent layer {chosen.label}")

@@ -45,7 +45,7 @@ from typing import Any
 from .._checks import GradflowError
 from .._symbolic.cell import Cell
 from .checkpoint import Module
-from .keras_loading import KerasLayer, read_keras_layer, read_keras_layers, read_keras_vars
+from .keras_loading import KerasLayer, config_errors, read_keras_layer, read_keras_layers, read_keras_vars
 from .loading import note
 
 _RECURRENT = ("LSTM", "GRU", "SimpleRNN", "RNN")
@@ -124,6 +124,7 @@ def _stack_layer(entry: Mapping[str, Any], what: str) -> StackLayer:
     return StackLayer(name, kf, True, cf, cb)
 
 
+@config_errors
 def keras_stack(config: Mapping[str, Any], what: str,
                 graph_ok: bool = False) -> tuple[list[StackLayer], list[str], list[str]]:
     """The recurrent layers of a Keras model's configuration, in order, and (layers before the
@@ -299,6 +300,7 @@ def _saved_groups(entries: list[Mapping[str, Any]]) -> dict[int, str]:
     return out
 
 
+@config_errors
 def keras_head(path: str, features: int, name: str | None = None) -> tuple[Any, Any]:
     """(V (K, n), c (K,)) of the ``Dense`` that reads the recurrent stack's output in a ``.keras``
     Sequential (the first one after the last recurrent layer, dropout between allowed; ``name``
