@@ -186,3 +186,42 @@ def test_keras_gru_bias_must_match_reset_after(tmp_path):
     bare = _keras_file(tmp_path / "bare.keras", None, klass="gru", gates=3)
     with pytest.warns(UserWarning, match="no layer configuration"):
         gf.load_weights("gru-cho", bare)
+
+
+# ------------------------------------------------------------------------------------------------
+# a sweep resumed over an edited or damaged points file
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("edit", [{"hidden": 999}, {"cell": "lstm"}, {"rate": "x"}, {"hidden": "abc"},
+                                  {"gain": True}])
+def test_sweep_resume_recomputes_a_point_file_that_is_not_its_point(tmp_path, edit):
+    """Before the fix an edited points/KEY.json went into the table as it was (a row saying n = 999
+    or cell lstm under the key of tanh-rnn n = 4: a silent wrong row), and a value of the wrong
+    type stopped the run with pyarrow's ArrowInvalid. Oracle: the stub's row, written out here."""
+    import json
+
+    from gradflow._numeric.sweep_grid import COLUMNS, grid_points
+    from gradflow._numeric.sweep_run import run_sweep
+
+    (point,) = grid_points(["tanh-rnn"], gains=[1.0], forget_biases=(None,), hidden=[4], steps=[5],
+                           seeds=[0], input=2, batch=1, init="orthogonal")
+
+    def stub(p):
+        params = {"key": p.key, "cell": p.cell, "gain": p.gain, "forget_bias": p.forget_bias,
+                  "hidden": p.hidden, "input": p.input, "steps": p.steps, "seed": p.seed,
+                  "batch": p.batch, "init": p.init}
+        return {c: params.get(c, 0.25) for c in COLUMNS}
+
+    out = tmp_path / "sweep"
+    run_sweep([point], out, workers=0, compute=stub, parquet=False, csv=True)
+    f = out / "points" / f"{point.key}.json"
+    json.loads(f.read_text())  # written by the first run
+    f.write_text(json.dumps({**stub(point), **edit}))
+    with pytest.warns(UserWarning, match="did not match their point"):
+        res = run_sweep([point], out, workers=0, compute=stub, parquet=False, csv=True)
+    assert (res.resumed, res.computed) == (0, 1)
+    assert res.rows == [stub(point)]
+    assert json.loads(f.read_text())["hidden"] == 4
+    rerun = run_sweep([point], out, workers=0, compute=stub, parquet=False, csv=True)
+    assert (rerun.resumed, rerun.computed) == (1, 0)  # a good file is still resumed

@@ -173,6 +173,25 @@ class PointStore:
         return written
 
 
+def _row_of(row: dict, point: GridPoint) -> bool:
+    """Whether a row read back from ``points/`` is the row of ``point``: its parameters are the
+    point's and every measured value a number (or null)."""
+    params = asdict(point)
+    for c in COLUMNS:
+        v = row.get(c)
+        if c == "key":
+            ok = v == point.key
+        elif c in params:
+            want = params[c]
+            ok = (v == want and type(v) is type(want)) if not isinstance(want, float) else (
+                isinstance(v, (int, float)) and not isinstance(v, bool) and float(v) == want)
+        else:
+            ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+        if not ok:
+            return False
+    return True
+
+
 def _csv_cell(v) -> str:
     if v is None:
         return ""
@@ -220,6 +239,14 @@ def run_sweep(points: Sequence[GridPoint], out: str | os.PathLike, *, scheduler:
     with store.locked():
         store.write_meta(points, command)
         done = store.finished()
+        damaged = [p for p in points if p.key in done and not _row_of(done[p.key], p)]
+        for p in damaged:  # an edited or damaged points file: recomputed, never put in the table
+            del done[p.key]
+        if damaged:
+            from .loading import note
+
+            note(f"{len(damaged)} finished point file(s) in {store.points} did not match their point "
+                 f"(e.g. {damaged[0].key}.json: {damaged[0].describe()}); recomputed")
         todo = [p for p in points if p.key not in done]
         result.resumed = len(points) - len(todo)
         count = result.resumed
