@@ -225,3 +225,89 @@ def test_sweep_resume_recomputes_a_point_file_that_is_not_its_point(tmp_path, ed
     assert json.loads(f.read_text())["hidden"] == 4
     rerun = run_sweep([point], out, workers=0, compute=stub, parquet=False, csv=True)
     assert (rerun.resumed, rerun.computed) == (1, 0)  # a good file is still resumed
+
+
+# ------------------------------------------------------------------------------------------------
+# user cells: names and titles that reach LaTeX, Markdown and file names
+# ------------------------------------------------------------------------------------------------
+
+
+def _leaky(const: str = "lambda", gate: str = "g", let: str = "a"):
+    import gradflow as gf
+
+    def definition(r):
+        lam = r.const(const, 0.9)
+        a = r.let(let, r.affine(gate))
+        return {"h": lam * r.prev["h"] + (1 - lam) * gf.tanh(a)}
+
+    return definition
+
+
+@pytest.mark.parametrize("where, value", [("const", "lam%bda"), ("gate", "g#1"), ("gate", "g$x$"),
+                                          ("let", r"\input{/etc/hostname}"), ("let", "a}{"),
+                                          ("let", "a\nb"), ("const", r"\immediate\write18{ls}")])
+def test_user_cell_symbol_names_that_are_tex_markup_are_refused(where, value):
+    """Before the fix these names went into report-body.tex as they were: '%' commented out the rest
+    of an equation line (silently), '#' broke the build, \\input read a file of the machine into
+    the PDF of whoever compiled the report."""
+    import gradflow as gf
+
+    with pytest.raises(GradflowError, match="printed into the report"):
+        gf.make_cell("leaky-bad", _leaky(**{where: value}))
+
+
+def test_user_cell_names_like_the_library_s_are_accepted():
+    import gradflow as gf
+
+    cell = gf.make_cell("leaky-ok", _leaky(const=r"\Delta t", gate="f'", let=r"\tilde{h}^{re}"))
+    tex = cell.recorded_latex()
+    assert r"\tilde{h}^{re}" in tex and r"\Delta t" in tex and "W_{f'}" in tex
+
+
+@pytest.mark.parametrize("title", ["a $\\input{x}$ b", "two\nlines", "x = 50% more", "<img src=x>",
+                                   "see [@key]", "`code`", "back\\slash"])
+def test_user_cell_titles_with_markup_are_refused(title):
+    """Before the fix a title's $…$ went into the LaTeX raw, `…` became code, [@key] a citation,
+    a newline a new Markdown block, and 'x = …' was made a formula printed raw ('%' inside it then
+    commented out the rest of the heading)."""
+    import gradflow as gf
+
+    with pytest.raises(GradflowError, match="cell title is one line of plain text"):
+        gf.make_cell("leaky-title", _leaky(), title=title)
+
+
+def test_user_cell_title_with_tex_specials_is_kept_and_escaped():
+    import gradflow as gf
+    from gradflow._views.escape import tex_chars
+
+    cell = gf.make_cell("leaky-pct", _leaky(), title="50% #1 & ~ ^ {a} (Chen 2017)")
+    assert cell.title == "50% #1 & ~ ^ {a} (Chen 2017)"
+    assert tex_chars(cell.title) == r"50\% \#1 \& \textasciitilde{} \textasciicircum{} \{a\} (Chen 2017)"
+
+
+def test_registered_cell_with_underscore_is_found_by_name():
+    """make_cell accepts '_' in a name, but get_cell turned every '_' into '-' before the fix: the
+    registered cell 'leaky_under' was 'unknown' to get_cell, the CLI and reports."""
+    import gradflow as gf
+
+    cell = gf.make_cell("leaky_under", _leaky(), register=True)
+    try:
+        assert gf.get_cell("leaky_under") is cell
+        assert gf.get_cell("lstm") is gf.CELLS["lstm"]
+        assert gf.get_cell("LSTM_1997") is gf.CELLS["lstm-1997"]  # the library's '_' → '-' still works
+    finally:
+        gf.CELLS.pop("leaky_under", None)
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "Upper", " spaced", "x$"])
+def test_register_cell_checks_the_name_as_make_cell_does(name):
+    """Before the fix register_cell took any Cell's name, e.g. one made with dataclasses.replace:
+    '../../escape' then named the report's figure files outside the report directory."""
+    import dataclasses
+
+    import gradflow as gf
+
+    cell = dataclasses.replace(gf.make_cell("leaky-reg", _leaky()), name=name)
+    with pytest.raises(GradflowError, match="cell name"):
+        gf.register_cell(cell)
+    assert name not in gf.CELLS
