@@ -311,3 +311,65 @@ def test_register_cell_checks_the_name_as_make_cell_does(name):
     with pytest.raises(GradflowError, match="cell name"):
         gf.register_cell(cell)
     assert name not in gf.CELLS
+
+
+# ------------------------------------------------------------------------------------------------
+# damaged compressed zip members (.npz, .pt, .keras)
+# ------------------------------------------------------------------------------------------------
+
+
+def _damage_first_member(path) -> None:
+    """Flip 40 bytes inside the deflated data of the archive's first member (its local header is
+    30 bytes plus the name): zlib then fails with zlib.error, which is no OSError nor ValueError."""
+    raw = bytearray(path.read_bytes())
+    name_len = struct.unpack("<H", raw[26:28])[0]
+    start = 30 + name_len + 20
+    for i in range(start, start + 40):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def test_damaged_deflated_npz_member_is_one_error(tmp_path):
+    from gradflow._numeric.loading import read_weights_file
+
+    data = _npy_bytes(np.random.default_rng(0).standard_normal((12, 3)))
+    path = tmp_path / "w.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("weight_ih.npy", data)
+        z.writestr("weight_hh.npy", data)
+    _damage_first_member(path)
+    with pytest.raises(GradflowError, match="member weight_ih is corrupt"):
+        read_weights_file(str(path))
+
+
+def test_damaged_deflated_pt_is_one_error(tmp_path):
+    pytest.importorskip("torch")
+    n = 4000
+    pk = (b"\x80\x02" + _global("collections", "OrderedDict") + b")R(" + _str("weight_hh") + _tensor(n)
+          + b"u.")
+    path = tmp_path / "w.pt"
+    _write_pt(path, pk, {"0": np.random.default_rng(0).standard_normal(n).astype("f4").tobytes()},
+              compress=True)
+    _damage_first_member(path)
+    with pytest.raises(GradflowError, match="not a readable PyTorch file"):
+        read_pt(str(path))
+
+
+def test_damaged_deflated_keras_is_one_error(tmp_path):
+    import gradflow as gf
+
+    good = _keras_file(tmp_path / "good.keras", None)
+    path = tmp_path / "bad.keras"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("model.weights.h5", src.read("model.weights.h5"))
+    _damage_first_member(path)
+    with pytest.raises(GradflowError, match="not a readable .keras archive"):
+        gf.load_weights("lstm", str(path))

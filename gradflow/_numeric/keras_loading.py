@@ -33,6 +33,7 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -170,7 +171,7 @@ def _open_h5(path: str):
                 data = z.read("model.weights.h5")
                 if "config.json" in names:
                     config = json.loads(z.read("config.json"))
-        except (zipfile.BadZipFile, OSError, ValueError, RuntimeError) as e:
+        except (zipfile.BadZipFile, zlib.error, NotImplementedError, OSError, ValueError, RuntimeError) as e:
             raise GradflowError(f"{what} is not a readable .keras archive ({e})") from None
         source: Any = io.BytesIO(data)
     elif head == _HDF5_MAGIC:

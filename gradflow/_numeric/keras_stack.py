@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +76,7 @@ def read_keras_config(path: str) -> Mapping[str, Any] | None:
             if "config.json" not in z.namelist():
                 return None
             cfg = json.loads(z.read("config.json"))
-    except (OSError, ValueError, zipfile.BadZipFile, RuntimeError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as e:
         raise GradflowError(f"weights file {path} is not a readable .keras archive ({e})") from None
     return cfg if isinstance(cfg, Mapping) else None
 

@@ -27,6 +27,7 @@ import os
 import re
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -209,7 +210,7 @@ def _read_header(f, what: str):
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    except zipfile.BadZipFile as e:
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError) as e:  # a damaged or odd zip member
         raise GradflowError(f"{what} is corrupt ({e})") from None
     except (ValueError, EOFError, OSError) as e:
         raise GradflowError(f"{what} is not a valid .npy array ({e})") from None
@@ -225,7 +226,7 @@ def _read_data(f, shape, fortran, dtype, what: str) -> np.ndarray:
     try:
         data = f.read(nbytes)
         f.read(1)  # reach the end of the member, so that a zip member's CRC is checked
-    except zipfile.BadZipFile as e:
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
         raise GradflowError(f"{what} is corrupt ({e})") from None
     except (OSError, EOFError) as e:
         raise GradflowError(f"{what} cannot be read ({e})") from None
@@ -441,7 +442,7 @@ def _read_pt_plain(path: str, what: str) -> Mapping[str, Any] | None:
         except GradflowError:  # too large: refused here, never handed to torch
             raise
         except (_NotPlain, pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
-                AttributeError, IndexError, zipfile.BadZipFile, OSError):
+                AttributeError, IndexError, zipfile.BadZipFile, zlib.error, NotImplementedError, OSError):
             return None
 
 
@@ -466,7 +467,7 @@ def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
                 bad = z.testzip()
-        except (zipfile.BadZipFile, OSError) as e:
+        except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, OSError) as e:
             raise GradflowError(f"{what} is not a readable PyTorch file (truncated or corrupt: {e})") from None
         if bad is not None:
             raise GradflowError(f"{what} is corrupt: member {bad} fails its CRC check")
