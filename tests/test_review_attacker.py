@@ -373,3 +373,27 @@ def test_damaged_deflated_keras_is_one_error(tmp_path):
     _damage_first_member(path)
     with pytest.raises(GradflowError, match="not a readable .keras archive"):
         gf.load_weights("lstm", str(path))
+
+
+# ------------------------------------------------------------------------------------------------
+# a recordings file edited by hand
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["abc", {"a": 1}, [1], True, "-inf"])
+def test_recording_curve_value_not_a_number_is_one_error(tmp_path, value):
+    """Before the fix: ValueError/TypeError from float() (not GradflowError), or True and "-inf"
+    plotted as 1 and −∞ though a recording writes only numbers, null and "inf"."""
+    import json
+
+    from gradflow._numeric.training import curve_matrix, read_records
+
+    path = tmp_path / "flow.jsonl"
+    good = {"step": 0, "curve": [{"k": 0, "log10_norm_2": -1.5}, {"k": 1, "log10_norm_2": None}]}
+    bad = {"step": 5, "curve": [{"k": 0, "log10_norm_2": value}, {"k": 1, "log10_norm_2": "inf"}]}
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    records = read_records(path)
+    steps, values = curve_matrix(records[:1])
+    assert values.tolist() == [[-1.5, -np.inf]]
+    with pytest.raises(GradflowError, match=r"recording 1 \(step 5\), k = 0: log10_norm_2 is"):
+        curve_matrix(records)

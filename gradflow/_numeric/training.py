@@ -305,6 +305,9 @@ def curve_matrix(records: Iterable[Mapping[str, Any]], field: str = "log10_norm_
                 raise GradflowError(f"recording {i} (step {rec['step']}) has no {block + ' ' if block else ''}"
                                     f"{field} curve")
             v = src[field]
+            if not (v is None or v == "inf" or (isinstance(v, (int, float)) and not isinstance(v, bool))):
+                raise GradflowError(f"recording {i} (step {rec['step']}), k = {c['k']}: {field} is {v!r}, "
+                                    "not a number (a gradflow recording holds numbers, null or \"inf\")")
             row.append(-math.inf if v is None else math.inf if v == "inf" else float(v))
         steps.append(rec["step"])
         rows.append(row)
