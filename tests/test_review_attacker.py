@@ -397,3 +397,13 @@ def test_recording_curve_value_not_a_number_is_one_error(tmp_path, value):
     assert values.tolist() == [[-1.5, -np.inf]]
     with pytest.raises(GradflowError, match=r"recording 1 \(step 5\), k = 0: log10_norm_2 is"):
         curve_matrix(records)
+
+
+def test_cli_float_option_in_other_digits_is_refused(capsys):
+    """float() reads Arabic-Indic digits ('١' is 1): before the fix --forget-bias ١ ran as b_f = 1,
+    while --hidden ١٦ was refused. Now both are one error line, exit 2."""
+    from gradflow._cli import main
+
+    assert main(["flow", "lstm", "--hidden", "4", "--steps", "3", "--forget-bias", "\u0661"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gradflow: error: --forget-bias must be a number in plain digits") and err.count("\n") == 1
