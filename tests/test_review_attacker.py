@@ -407,3 +407,19 @@ def test_cli_float_option_in_other_digits_is_refused(capsys):
     assert main(["flow", "lstm", "--hidden", "4", "--steps", "3", "--forget-bias", "\u0661"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gradflow: error: --forget-bias must be a number in plain digits") and err.count("\n") == 1
+
+
+def test_pt_nested_broadcast_tensor_refused_from_its_declared_size(tmp_path):
+    """A checkpoint {'model': {...}} holding a stride-0 view that declares 58 TiB: the size check
+    looked only at the top level, so the file was accepted and the later copy ran out of memory
+    (exit 1, 'the size estimate was too low'; with overcommit, the OOM killer). Oracle: the sizes
+    written into the file here (4e6 × 1e6 float64 = 3.2e13 bytes)."""
+    torch = pytest.importorskip("torch")
+    w = torch.zeros(1, dtype=torch.float64).expand(4 * 10**6, 10**6)
+    path = tmp_path / "nested.pt"
+    torch.save({"model": {"rnn.weight_ih_l0": w, "rnn.weight_hh_l0": w}, "epoch": 3}, path)
+    with pytest.raises(GradflowError, match="declares 58.21 TiB of data"):
+        read_pt(str(path))
+    small = tmp_path / "small.pt"
+    torch.save({"model": torch.nn.LSTM(2, 3).state_dict(), "epoch": 3}, small)
+    assert read_pt(str(small))["model"]["weight_hh_l0"].shape == (12, 3)

@@ -162,9 +162,19 @@ def check_state(state: Any, source: str) -> Mapping[str, Any]:
                                 "to guess which is meant)")
     # what the arrays will take once materialised: a broadcast view (stride 0) stores one entry
     # but declares many, so the sizes are checked before any copy
+    # nested too: a checkpoint's {'model': {...}} is searched for its layers (checkpoint.flat_state)
     _guard(sum(math.prod(int(d) for d in v.shape) * int(getattr(v, "itemsize", 8) or 8)
-               for v in state.values() if hasattr(v, "shape")), source)
+               for v in _arrays_in(state)), source)
     return state
+
+
+def _arrays_in(value: Any, depth: int = 0) -> Iterator[Any]:
+    """The arrays (anything with a shape) in nested mappings, lists and tuples, 8 levels deep."""
+    if hasattr(value, "shape"):
+        yield value
+    elif depth <= 8 and isinstance(value, (Mapping, list, tuple)):
+        for v in (value.values() if isinstance(value, Mapping) else value):
+            yield from _arrays_in(v, depth + 1)
 
 
 # ================================================================================================
