@@ -423,3 +423,72 @@ def test_pt_nested_broadcast_tensor_refused_from_its_declared_size(tmp_path):
     small = tmp_path / "small.pt"
     torch.save({"model": torch.nn.LSTM(2, 3).state_dict(), "epoch": 3}, small)
     assert read_pt(str(small))["model"]["weight_hh_l0"].shape == (12, 3)
+
+
+# ------------------------------------------------------------------------------------------------
+# HDF5 datasets whose data are not in the file
+# ------------------------------------------------------------------------------------------------
+
+
+def _h5_with(path, make_recurrent):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w") as f:
+        g = f.create_group("layers/simple_rnn/cell/vars")
+        g["0"] = np.zeros((2, 4))
+        make_recurrent(g, h5py)
+        g["2"] = np.zeros(4)
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["external raw file", "virtual dataset", "external link"])
+def test_keras_h5_data_outside_the_file_are_refused(tmp_path, kind):
+    """Before the fix the recurrent kernel was read from /elsewhere: a crafted .weights.h5 made
+    gradflow read any local file (here: a 'secret' of 128 bytes) as the weights W."""
+    import gradflow as gf
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(16, dtype="<f8").tobytes())
+    other = tmp_path / "other.h5"
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(other, "w") as f:
+        f["d"] = np.arange(16.0).reshape(4, 4)
+
+    def make(g, h5py):
+        if kind == "external raw file":
+            g.create_dataset("1", shape=(4, 4), dtype="<f8", external=[(str(secret), 0, 128)])
+        elif kind == "virtual dataset":
+            layout = h5py.VirtualLayout(shape=(4, 4), dtype="f8")
+            layout[:] = h5py.VirtualSource(str(other), "d", shape=(4, 4))
+            g.create_virtual_dataset("1", layout)
+        else:
+            g["1"] = h5py.ExternalLink(str(other), "d")
+
+    path = _h5_with(tmp_path / "m.weights.h5", make)
+    with pytest.raises(GradflowError, match="keeps its data outside the file"):
+        gf.load_weights("tanh-rnn", path)
+
+
+def test_keras_h5_empty_dataset_is_one_error(tmp_path):
+    """A null-dataspace dataset (shape None) was a TypeError traceback from the size check."""
+    import gradflow as gf
+
+    def make(g, h5py):
+        g.create_dataset("1", data=h5py.Empty("f8"))
+
+    path = _h5_with(tmp_path / "m.weights.h5", make)
+    with pytest.raises(GradflowError, match="empty HDF5 dataset"):
+        gf.load_weights("tanh-rnn", path)
+
+
+def test_keras_h5_plain_file_still_read(tmp_path):
+    import gradflow as gf
+
+    W = np.arange(16.0).reshape(4, 4) / 100
+
+    def make(g, h5py):
+        g["1"] = W
+
+    path = _h5_with(tmp_path / "m.weights.h5", make)
+    with pytest.warns(UserWarning):
+        net = gf.load_weights("tanh-rnn", path)
+    np.testing.assert_array_equal(net.arrays["W"], W.T)  # Keras' recurrent kernel is Wᵀ

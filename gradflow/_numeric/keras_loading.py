@@ -184,6 +184,21 @@ def _open_h5(path: str):
         raise GradflowError(f"{what} is not a readable HDF5 file ({e})") from None
 
 
+def _check_dataset(ds: Any, label: str, f: Any) -> None:
+    """Refuse an HDF5 dataset whose data lie outside the file ``f`` (reached by an external link,
+    external raw files, a virtual dataset: a crafted file could make gradflow read any file of the
+    machine, a device or a pipe as weights), one without a shape, or one whose declared size
+    exceeds the memory available."""
+    if getattr(ds, "external", None) or getattr(ds, "is_virtual", False) or ds.file.filename != f.filename:
+        raise GradflowError(f"{label} keeps its data outside the file (an HDF5 external link, external or "
+                            "virtual dataset); Keras never writes one: refusing to read it")
+    if ds.shape is None:
+        raise GradflowError(f"{label} is an empty HDF5 dataset (no shape), not an array")
+    nbytes = int(np.prod(ds.shape, dtype=np.int64)) * np.dtype(ds.dtype).itemsize
+    if nbytes > available_bytes() * MEMORY_SHARE:
+        raise GradflowError(f"{label} declares {human(nbytes)} of data, more than the memory available")
+
+
 def read_keras_layers(path: str) -> list[KerasLayer]:
     """Every recurrent cell (``…/cell/vars`` with a kernel and a recurrent kernel) in a Keras file."""
     what = f"weights file {path}"
@@ -205,9 +220,7 @@ def read_keras_layers(path: str) -> list[KerasLayer]:
                 label = f"{what}: {name}/{i}"
                 if not hasattr(ds, "shape") or not hasattr(ds, "dtype"):
                     raise GradflowError(f"{label} is not an array")
-                nbytes = int(np.prod(ds.shape, dtype=np.int64)) * np.dtype(ds.dtype).itemsize
-                if nbytes > available_bytes() * MEMORY_SHARE:  # checked before anything is read
-                    raise GradflowError(f"{label} declares {human(nbytes)} of data, more than the memory available")
+                _check_dataset(ds, label, f)  # checked before anything is read
                 arrays.append(real_array(ds[()], label))
             if len(arrays) >= 2 and arrays[0].ndim == 2 and arrays[1].ndim == 2:
                 found.append(KerasLayer(name.removesuffix("/cell/vars"), arrays))
@@ -244,10 +257,7 @@ def read_keras_vars(path: str, group: str) -> list[np.ndarray]:
             ds = vars_.get(str(i))
             if ds is None or not hasattr(ds, "shape"):
                 break
-            nbytes = int(np.prod(ds.shape, dtype=np.int64)) * np.dtype(ds.dtype).itemsize
-            if nbytes > available_bytes() * MEMORY_SHARE:
-                raise GradflowError(f"{what}: {group}/vars/{i} declares {human(nbytes)} of data, more than the "
-                                    "memory available")
+            _check_dataset(ds, f"{what}: {group}/vars/{i}", f)
             out.append(real_array(ds[()], f"{what}: {group}/vars/{i}"))
     return out
 
