@@ -5,6 +5,7 @@ the project (one ``GradflowError``; nothing allocated beyond the memory allowed)
 
 from __future__ import annotations
 
+import os
 import struct
 import tracemalloc
 import zipfile
@@ -492,3 +493,41 @@ def test_keras_h5_plain_file_still_read(tmp_path):
     with pytest.warns(UserWarning):
         net = gf.load_weights("tanh-rnn", path)
     np.testing.assert_array_equal(net.arrays["W"], W.T)  # Keras' recurrent kernel is Wᵀ
+
+
+# ------------------------------------------------------------------------------------------------
+# a pipe or a FIFO given as a file
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+@pytest.mark.parametrize("reader", ["npy", "pt", "npz", "keras"])
+def test_fifo_given_as_a_file_is_refused_not_waited_on(tmp_path, reader):
+    """Before the fix open() of a FIFO without a writer blocked for ever (and a pipe from
+    `--inputs <(…)` was read twice: 'is empty' or 'not a valid .npy array' for a good array)."""
+    import threading
+
+    import gradflow as gf
+    from gradflow._numeric.loading import read_npy, read_weights_file
+
+    suffix = {"npy": ".npy", "pt": ".pt", "npz": ".npz", "keras": ".weights.h5"}[reader]
+    path = str(tmp_path / f"fifo{suffix}")
+    os.mkfifo(path)
+    call = {"npy": lambda: read_npy(path), "pt": lambda: read_weights_file(path),
+            "npz": lambda: read_weights_file(path), "keras": lambda: gf.load_weights("lstm", path)}[reader]
+    got: list = []
+
+    def run():
+        try:
+            call()
+        except GradflowError as e:
+            got.append(str(e))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # blocked in open(): release it with a writer, then fail
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(5)
+        pytest.fail("reading a FIFO blocked")
+    assert got and "is not a regular file" in got[0]

@@ -154,6 +154,8 @@ def _open_h5(path: str):
     if os.path.isdir(path):
         raise GradflowError(f"{what} is a directory (a TensorFlow SavedModel?); save the model with "
                             "model.save('model.keras') or model.save_weights('model.weights.h5')")
+    if not os.path.isfile(path):  # a pipe or a device: h5py and zipfile seek in the file
+        raise GradflowError(f"{what} is not a regular file (a pipe or a device); save it to a file first")
     with open(path, "rb") as f:
         head = f.read(8)
     config = None

@@ -190,6 +190,9 @@ def _open_file(path: str, what: str) -> bytes:
                             "not exist")
     if os.path.isdir(path):
         raise GradflowError(f"{what} file {path} is a directory")
+    if not os.path.isfile(path):  # a pipe (<(…)), a device: read more than once, or never ending
+        raise GradflowError(f"{what} file {path} is not a regular file (a pipe or a device); gradflow "
+                            "reads a file more than once: save it to a file first")
     try:
         with open(path, "rb") as f:
             head = f.read(8)
