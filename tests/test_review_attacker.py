@@ -531,3 +531,16 @@ def test_fifo_given_as_a_file_is_refused_not_waited_on(tmp_path, reader):
         t.join(5)
         pytest.fail("reading a FIFO blocked")
     assert got and "is not a regular file" in got[0]
+
+
+def test_cli_huge_probes_refused_before_allocating(capsys):
+    """--probes was not in the size estimate: 10¹² probe vectors went to the allocation (exit 1,
+    'out of memory (the size estimate was too low)'). Now the estimate counts them: exit 2 before
+    anything is allocated, the probes named."""
+    from gradflow._cli import main
+
+    code = main(["flow", "lstm", "--hidden", "4", "--steps", "5", "--mode", "matrix-free",
+                 "--probes", str(10**12)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("gradflow: error: lstm with hidden size 4")
+    assert "1000000000000 probe vectors needs about" in err and err.count("\n") == 1
