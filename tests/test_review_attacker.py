@@ -544,3 +544,23 @@ def test_cli_huge_probes_refused_before_allocating(capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("gradflow: error: lstm with hidden size 4")
     assert "1000000000000 probe vectors needs about" in err and err.count("\n") == 1
+
+
+def test_npz_many_members_counted_together(tmp_path, memory_20mb):
+    """Each member was checked alone: 12 deflated members of 4 MB zeros (a 50 KB archive) were all
+    read, 48 MB against a 16 MB budget, before anything said no. Now their sum is checked before
+    each member is read."""
+    from gradflow._numeric.loading import read_weights_file
+
+    data = _npy_bytes(np.zeros((1000, 500)))  # 4 MB each
+    path = tmp_path / "many.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(12):
+            z.writestr(f"m{i}.weight_ih.npy", data)
+    assert path.stat().st_size < 200_000
+
+    def load():
+        with pytest.raises(GradflowError, match="its members read so far"):
+            read_weights_file(str(path))
+
+    assert _peak(load) < memory_20mb

@@ -299,6 +299,7 @@ def read_npz(path: str, wanted: tuple[str, ...] | Callable[[str], bool],
     except (zipfile.BadZipFile, OSError) as e:
         raise GradflowError(f"{what} is not a readable .npz archive (truncated or corrupt: {e})") from None
     out: dict[str, np.ndarray] = {}
+    total = 0
     with z:
         members = {i.filename.removesuffix(".npy"): i for i in z.infolist()}
         names = [k for k in members if wanted(k)] if callable(wanted) else wanted
@@ -318,6 +319,8 @@ def read_npz(path: str, wanted: tuple[str, ...] | Callable[[str], bool],
                     raise GradflowError(f"{label} declares shape {tuple(shape)} ({nbytes} bytes) but "
                                         f"inflates to {info.file_size} bytes; refusing it unread")
                 _guard(nbytes, label)
+                total += nbytes  # the members together, before each is read
+                _guard(total, f"{what} (its members read so far)")
                 out[name] = _read_data(f, shape, fortran, dtype, label)
         if not out:
             wants = ("weight_ih, weight_hh, bias_ih, bias_hh (or *_l0, under any prefix)"
