@@ -62,7 +62,10 @@ def _write_pt(path, pickle_bytes: bytes, storages: dict[str, bytes], compress: b
 
 @pytest.fixture
 def memory_20mb(monkeypatch):
+    from gradflow._numeric import keras_loading
+
     monkeypatch.setattr(size_guard, "available_bytes", lambda: 20 << 20)
+    monkeypatch.setattr(keras_loading, "available_bytes", lambda: 20 << 20)  # imported by name there
     return 20 << 20
 
 
@@ -562,5 +565,26 @@ def test_npz_many_members_counted_together(tmp_path, memory_20mb):
     def load():
         with pytest.raises(GradflowError, match="its members read so far"):
             read_weights_file(str(path))
+
+    assert _peak(load) < memory_20mb
+
+
+def test_keras_h5_many_layers_counted_together(tmp_path, memory_20mb):
+    """Each dataset was checked alone: 6 gzip-compressed layers of 4 MB zeros each (a small file)
+    were all read, 24+ MB against a 16 MB budget. Now their sum is checked before each is read."""
+    h5py = pytest.importorskip("h5py")
+    import gradflow as gf
+
+    path = tmp_path / "many.weights.h5"
+    with h5py.File(path, "w") as f:
+        for i in range(6):
+            g = f.create_group(f"layers/simple_rnn_{i}/cell/vars")
+            g.create_dataset("0", data=np.zeros((1000, 500)), compression="gzip")
+            g.create_dataset("1", data=np.zeros((500, 500)), compression="gzip")
+    assert path.stat().st_size < 1_000_000
+
+    def load():
+        with pytest.raises(GradflowError, match="datasets read so far declare"):
+            gf.load_weights("tanh-rnn", str(path), prefix="simple_rnn_0")
 
     assert _peak(load) < memory_20mb

@@ -186,11 +186,11 @@ def _open_h5(path: str):
         raise GradflowError(f"{what} is not a readable HDF5 file ({e})") from None
 
 
-def _check_dataset(ds: Any, label: str, f: Any) -> None:
+def _check_dataset(ds: Any, label: str, f: Any, spent: list[int] | None = None) -> None:
     """Refuse an HDF5 dataset whose data lie outside the file ``f`` (reached by an external link,
     external raw files, a virtual dataset: a crafted file could make gradflow read any file of the
     machine, a device or a pipe as weights), one without a shape, or one whose declared size
-    exceeds the memory available."""
+    exceeds the memory available (with ``spent``, the datasets read before it counted too)."""
     if getattr(ds, "external", None) or getattr(ds, "is_virtual", False) or ds.file.filename != f.filename:
         raise GradflowError(f"{label} keeps its data outside the file (an HDF5 external link, external or "
                             "virtual dataset); Keras never writes one: refusing to read it")
@@ -199,6 +199,11 @@ def _check_dataset(ds: Any, label: str, f: Any) -> None:
     nbytes = int(np.prod(ds.shape, dtype=np.int64)) * np.dtype(ds.dtype).itemsize
     if nbytes > available_bytes() * MEMORY_SHARE:
         raise GradflowError(f"{label} declares {human(nbytes)} of data, more than the memory available")
+    if spent is not None:
+        spent[0] += nbytes
+        if spent[0] > available_bytes() * MEMORY_SHARE:
+            raise GradflowError(f"{label}: the file's datasets read so far declare {human(spent[0])} of "
+                                "data together, more than the memory available")
 
 
 def read_keras_layers(path: str) -> list[KerasLayer]:
@@ -211,6 +216,8 @@ def read_keras_layers(path: str) -> list[KerasLayer]:
             raise GradflowError(f"{what} is a Keras 2 (legacy .h5) file; gradflow reads Keras 3 files: load "
                                 "the model in Keras 3 and save it with model.save('model.keras')")
 
+        spent = [0]
+
         def visit(name: str, obj: Any) -> None:
             if not name.endswith("/cell/vars") or not hasattr(obj, "keys"):
                 return
@@ -222,7 +229,7 @@ def read_keras_layers(path: str) -> list[KerasLayer]:
                 label = f"{what}: {name}/{i}"
                 if not hasattr(ds, "shape") or not hasattr(ds, "dtype"):
                     raise GradflowError(f"{label} is not an array")
-                _check_dataset(ds, label, f)  # checked before anything is read
+                _check_dataset(ds, label, f, spent)  # checked before anything is read
                 arrays.append(real_array(ds[()], label))
             if len(arrays) >= 2 and arrays[0].ndim == 2 and arrays[1].ndim == 2:
                 found.append(KerasLayer(name.removesuffix("/cell/vars"), arrays))
