@@ -588,3 +588,31 @@ def test_keras_h5_many_layers_counted_together(tmp_path, memory_20mb):
             gf.load_weights("tanh-rnn", str(path), prefix="simple_rnn_0")
 
     assert _peak(load) < memory_20mb
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_recorder_refuses_a_fifo_path(tmp_path):
+    """Recorder(path=FIFO) opened it for writing, which waits for a reader for ever."""
+    import threading
+
+    torch = pytest.importorskip("torch")
+    from gradflow.torch import Recorder
+
+    path = tmp_path / "flow.jsonl"
+    os.mkfifo(path)
+    got: list = []
+
+    def run():
+        try:
+            Recorder(torch.nn.RNN(2, 3), every=1, inputs=np.zeros((4, 1, 2)), path=path)
+        except GradflowError as e:
+            got.append(str(e))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(20)
+    if t.is_alive():  # blocked in open(): release it with a reader, then fail
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        t.join(5)
+        pytest.fail("Recorder blocked on a FIFO")
+    assert got and "named pipe" in got[0]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -237,6 +238,8 @@ def _check_log_path(path: str, append: bool) -> None:
     file that is not a gradflow recording: starting afresh would empty a file gradflow did not write."""
     if os.path.isdir(path):
         raise GradflowError(f"path {path} is a directory; give a file name such as flow.jsonl")
+    if os.path.exists(path) and stat.S_ISFIFO(os.stat(path).st_mode):  # open() would wait for a reader
+        raise GradflowError(f"path {path} is a named pipe (FIFO); give a file name such as flow.jsonl")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise GradflowError(f"path {path}: the folder {folder} does not exist")
