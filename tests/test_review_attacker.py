@@ -616,3 +616,24 @@ def test_recorder_refuses_a_fifo_path(tmp_path):
         t.join(5)
         pytest.fail("Recorder blocked on a FIFO")
     assert got and "named pipe" in got[0]
+
+
+def test_pt_shared_dicts_exponential_tree_refused(tmp_path, monkeypatch):
+    """A 4 KB pickle whose memo refers to one dict 50 times at each of 8 levels: a tree of 50⁸
+    entries. Before the fix read_pt accepted it and the layer search (flat_state) walked it for
+    ever (gradflow flow hung); now the walk is bounded and the file refused."""
+    pk = b"\x80\x02}q\x00"  # memo 0: {}
+    for level in range(1, 9):
+        pk += b"}("
+        for i in range(50):
+            pk += _str(f"k{i}") + b"h" + bytes([level - 1])
+        pk += b"uq" + bytes([level])
+    pk += b"."
+    path = tmp_path / "tree.pt"
+    _write_pt(path, pk, {})
+    assert path.stat().st_size < 10_000
+    from gradflow._numeric import loading
+
+    monkeypatch.setattr(loading, "MAX_ENTRIES", 20_000, raising=False)  # the bound, small for speed
+    with pytest.raises(GradflowError, match="nested entries"):
+        read_pt(str(path))

@@ -164,17 +164,29 @@ def check_state(state: Any, source: str) -> Mapping[str, Any]:
     # but declares many, so the sizes are checked before any copy
     # nested too: a checkpoint's {'model': {...}} is searched for its layers (checkpoint.flat_state)
     _guard(sum(math.prod(int(d) for d in v.shape) * int(getattr(v, "itemsize", 8) or 8)
-               for v in _arrays_in(state)), source)
+               for v in _arrays_in(state, source)), source)
     return state
 
 
-def _arrays_in(value: Any, depth: int = 0) -> Iterator[Any]:
-    """The arrays (anything with a shape) in nested mappings, lists and tuples, 8 levels deep."""
-    if hasattr(value, "shape"):
-        yield value
-    elif depth <= 8 and isinstance(value, (Mapping, list, tuple)):
-        for v in (value.values() if isinstance(value, Mapping) else value):
-            yield from _arrays_in(v, depth + 1)
+#: the most entries gradflow walks in a nested checkpoint (a pickle's memo can make a 4 KB file a
+#: tree of 50⁸ entries: one dict referred to 50 times at each of 8 levels)
+MAX_ENTRIES = 1_000_000
+
+
+def _arrays_in(value: Any, source: str) -> Iterator[Any]:
+    """The arrays (anything with a shape) in nested mappings, lists and tuples, 8 levels deep,
+    at most :data:`MAX_ENTRIES` entries walked (each time an entry is reached)."""
+    stack, seen = [(value, 0)], 0
+    while stack:
+        v, depth = stack.pop()
+        seen += 1
+        if seen > MAX_ENTRIES:
+            raise GradflowError(f"{source} holds more than {MAX_ENTRIES:,} nested entries (counting each "
+                                f"shared one every time it is reached); {_SAVE_STATE_DICT}")
+        if hasattr(v, "shape"):
+            yield v
+        elif depth <= 8 and isinstance(v, (Mapping, list, tuple)):
+            stack.extend((w, depth + 1) for w in (v.values() if isinstance(v, Mapping) else v))
 
 
 # ================================================================================================
