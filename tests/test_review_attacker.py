@@ -5,6 +5,7 @@ the project (one ``GradflowError``; nothing allocated beyond the memory allowed)
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import tracemalloc
@@ -637,3 +638,23 @@ def test_pt_shared_dicts_exponential_tree_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(loading, "MAX_ENTRIES", 20_000, raising=False)  # the bound, small for speed
     with pytest.raises(GradflowError, match="nested entries"):
         read_pt(str(path))
+
+
+def test_recorder_append_refuses_a_foreign_file(tmp_path):
+    """append=True skipped the check that a non-empty file is a gradflow recording: a user's
+    training log got JSON lines appended. The file must be left byte for byte as it was; a real
+    recording is still appended to."""
+    torch = pytest.importorskip("torch")
+    from gradflow.torch import Recorder
+
+    log = tmp_path / "train.log"
+    log.write_text("epoch 1 loss 0.5\n")
+    rnn = torch.nn.RNN(2, 3)
+    with pytest.raises(GradflowError, match="appends only to its own recordings"):
+        Recorder(rnn, every=1, inputs=np.zeros((4, 1, 2)), path=log, append=True)
+    assert log.read_text() == "epoch 1 loss 0.5\n"
+    ours = tmp_path / "flow.jsonl"
+    Recorder(rnn, every=1, inputs=np.zeros((4, 1, 2)), path=ours).record(0)
+    rec = Recorder(rnn, every=1, inputs=np.zeros((4, 1, 2)), path=ours, append=True)
+    rec.record(1)
+    assert [json.loads(line)["step"] for line in ours.read_text().splitlines()] == [0, 1]

@@ -234,8 +234,9 @@ class Recorder:
 
 
 def _check_log_path(path: str, append: bool) -> None:
-    """Refuse a recording path in a missing folder, a folder, or (unless appending) a non-empty
-    file that is not a gradflow recording: starting afresh would empty a file gradflow did not write."""
+    """Refuse a recording path in a missing folder, a folder, a FIFO, or a non-empty file that is not
+    a gradflow recording: starting afresh would empty a file gradflow did not write, appending
+    would mix recordings into it."""
     if os.path.isdir(path):
         raise GradflowError(f"path {path} is a directory; give a file name such as flow.jsonl")
     if os.path.exists(path) and stat.S_ISFIFO(os.stat(path).st_mode):  # open() would wait for a reader
@@ -243,7 +244,7 @@ def _check_log_path(path: str, append: bool) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise GradflowError(f"path {path}: the folder {folder} does not exist")
-    if append or not os.path.isfile(path) or os.path.getsize(path) == 0:
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
         return
     try:
         with open(path, encoding="utf-8") as f:
@@ -252,8 +253,9 @@ def _check_log_path(path: str, append: bool) -> None:
     except (OSError, ValueError):
         ours = False
     if not ours:
+        what = "appends only to" if append else "empties only"
         raise GradflowError(f"{path} exists and is not a gradflow recording; it was left as it was "
-                            "(gradflow empties only its own recordings): give another path")
+                            f"(gradflow {what} its own recordings): give another path")
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
