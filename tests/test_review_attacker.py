@@ -658,3 +658,20 @@ def test_recorder_append_refuses_a_foreign_file(tmp_path):
     rec = Recorder(rnn, every=1, inputs=np.zeros((4, 1, 2)), path=ours, append=True)
     rec.record(1)
     assert [json.loads(line)["step"] for line in ours.read_text().splitlines()] == [0, 1]
+
+
+@pytest.mark.parametrize("call", ["network hidden", "network input", "random_inputs"])
+def test_api_huge_sizes_refused_before_allocating(call):
+    """The CLI checked sizes, the API did not: network(hidden=10⁶) and random_inputs(10¹², …) went
+    to NumPy (a MemoryError, or below the overcommit limit the out-of-memory killer). Oracle: the
+    sizes written out here (4 gates · n · (n + m) · 8 bytes; T · B · m · 8 twice)."""
+    import gradflow as gf
+
+    with pytest.raises(GradflowError, match="need about .* of memory"):
+        if call == "network hidden":
+            gf.network("lstm", hidden=10**6, input=2)
+        elif call == "network input":
+            gf.network("lstm", hidden=4, input=10**12)
+        else:
+            gf.random_inputs(10**12, 2)
+    assert gf.network("lstm", hidden=4, input=2).hidden == 4

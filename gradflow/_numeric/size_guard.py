@@ -277,3 +277,13 @@ def _up(x: float) -> float:
     """``x`` rounded up to two significant digits (a cap that admits it)."""
     e = math.floor(math.log10(x)) - 1
     return math.ceil(x / 10.0 ** e) * 10.0 ** e
+
+
+def check_allocation(nbytes: float, what: str) -> None:
+    """Refuse one allocation of ``nbytes`` (an API call's weights or inputs) that exceeds the
+    memory available, before it is made: ``GradflowError`` with the estimate, not a MemoryError or
+    the system's out-of-memory killer after the fact."""
+    avail = available_bytes()
+    if nbytes > avail * MEMORY_SHARE:
+        raise GradflowError(f"{what} need about {human(nbytes)} of memory, but {human(avail)} is available "
+                            f"(a run may use {int(MEMORY_SHARE * 100)}%)")
