@@ -675,3 +675,29 @@ def test_api_huge_sizes_refused_before_allocating(call):
         else:
             gf.random_inputs(10**12, 2)
     assert gf.network("lstm", hidden=4, input=2).hidden == 4
+
+
+# ------------------------------------------------------------------------------------------------
+# names from a file printed on the terminal
+# ------------------------------------------------------------------------------------------------
+
+
+def test_cli_error_with_names_from_the_file_is_one_inert_line(tmp_path, capsys):
+    """An .npz member named 'x\\n\\x1b[31mRED': the error listed it raw, so the 'one line' error
+    was two and the terminal ran the escape sequence (here: red text). Now control characters are
+    written as their escapes."""
+    from gradflow._cli import main
+
+    path = tmp_path / "evil.npz"
+    np.savez(path, **{"x\n\x1b[31mRED": np.zeros(3)})
+    assert main(["flow", "lstm", "--weights", str(path), "--steps", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err
+    assert err.startswith("gradflow: error: ") and "(found: x\\n\\x1b[31mRED)" in err
+
+
+def test_one_line_keeps_printable_text():
+    from gradflow._checks import one_line
+
+    assert one_line("σ ≤ 1 … n = 4, 'ok'") == "σ ≤ 1 … n = 4, 'ok'"
+    assert one_line("a\tb\r\u202ec") == "a\\tb\\r\\u202ec"  # a right-to-left override, too

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import GradflowError
+from .._checks import GradflowError, one_line
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -64,7 +64,7 @@ def notes_to_stderr() -> Iterator[None]:
         if issubclass(category, GradflowNote):
             if str(message) not in shown:
                 shown.add(str(message))
-                print(f"gradflow: note: {message}", file=sys.stderr)
+                print(f"gradflow: note: {one_line(str(message))}", file=sys.stderr)
         else:
             old(message, category, filename, lineno, file, line)
 
