@@ -302,6 +302,9 @@ def test_registered_cell_with_underscore_is_found_by_name():
         assert gf.get_cell("LSTM_1997") is gf.CELLS["lstm-1997"]  # the library's '_' → '-' still works
     finally:
         gf.CELLS.pop("leaky_under", None)
+    with pytest.raises(GradflowError, match="would hide 'lstm-1997'"):
+        gf.make_cell("lstm_1997", _leaky(), register=True)
+    assert gf.get_cell("lstm_1997") is gf.CELLS["lstm-1997"]
 
 
 @pytest.mark.parametrize("name", ["../../escape", "a/b", "Upper", " spaced", "x$"])

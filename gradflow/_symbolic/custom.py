@@ -119,5 +119,9 @@ def register_cell(cell: Cell, *, replace: bool = False) -> Cell:
     _checked_title(cell.title)
     if cell.name in ALIASES or (cell.name in CELLS and not replace):
         raise GradflowError(f"a cell named {cell.name!r} already exists")
+    dashed = cell.name.replace("_", "-")  # get_cell reads 'lstm_1997' as 'lstm-1997'
+    if dashed != cell.name and (dashed in CELLS or dashed in ALIASES):
+        raise GradflowError(f"a cell named {cell.name!r} would hide {dashed!r}, which get_cell also finds "
+                            f"as {cell.name!r}; choose another name")
     CELLS[cell.name] = cell
     return cell
