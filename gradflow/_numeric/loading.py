@@ -455,7 +455,9 @@ def _read_pt_plain(path: str, what: str) -> Mapping[str, Any] | None:
                 dtype = np.dtype(_PT_STORAGES[pid[1]]).newbyteorder("<" if order == "<" else ">")
                 key = (member, dtype.str)
                 if key not in storages:  # a storage referred to again is read once
-                    spend(2 * z.getinfo(member).file_size)  # the bytes read and their array
+                    size = z.getinfo(member).file_size
+                    spend(2 * size)  # the bytes read and their array, while both exist
+                    spent[0] -= size  # the bytes are dropped once the array is made
                     data = z.read(member)
                     if len(data) % dtype.itemsize:
                         raise _NotPlain
