@@ -127,3 +127,15 @@ def one_line(text: str) -> str:
     error stays one line."""
     return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c)[0] == "C" else c
                    for c in text)
+
+
+def check_not_in_package(out: str, what: str) -> None:
+    """Refuse an output directory inside gradflow's own package folder (an installed
+    site-packages copy or a source checkout's ``gradflow/``): its files are the program's."""
+    import os
+
+    package = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
+    target = os.path.realpath(os.path.abspath(os.path.expanduser(str(out))))
+    if target == package or target.startswith(package + os.sep):
+        raise GradflowError(f"{what} {out} is inside gradflow's own package folder {package}; choose a "
+                            "directory of your own")

@@ -704,3 +704,27 @@ def test_one_line_keeps_printable_text():
 
     assert one_line("σ ≤ 1 … n = 4, 'ok'") == "σ ≤ 1 … n = 4, 'ok'"
     assert one_line("a\tb\r\u202ec") == "a\\tb\\r\\u202ec"  # a right-to-left override, too
+
+
+# ------------------------------------------------------------------------------------------------
+# output directories inside gradflow's own package
+# ------------------------------------------------------------------------------------------------
+
+
+def test_outputs_inside_the_package_folder_are_refused(tmp_path):
+    """Before the fix `report -o .../site-packages/gradflow/figs` (or a symbolic link to there)
+    created a report inside the installed program, and a sweep likewise."""
+    import gradflow as gf
+    from gradflow._numeric.sweep_run import PointStore
+    from gradflow._views.safe_write import check_target
+
+    package = os.path.dirname(gf.__file__)
+    link = tmp_path / "link"
+    link.symlink_to(package)
+    for out in (os.path.join(package, "report-here"), str(link / "report-here")):
+        with pytest.raises(GradflowError, match="inside gradflow's own package folder"):
+            check_target(out, force=False)
+        with pytest.raises(GradflowError, match="inside gradflow's own package folder"):
+            PointStore(out).check()
+    assert not os.path.exists(os.path.join(package, "report-here"))
+    assert check_target(str(tmp_path / "mine"), force=False) == tmp_path / "mine"

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .._checks import GradflowError
+from .._checks import GradflowError, check_not_in_package
 from .._version import __version__
 from .sweep_grid import COLUMNS, SCHEMA, GridPoint, measure_point
 
@@ -72,6 +72,7 @@ class PointStore:
     def check(self) -> None:
         """Refuse a file, or a non-empty directory that is not a gradflow sweep."""
         out = self.out
+        check_not_in_package(str(out), "the sweep directory")
         if out.is_symlink() and not out.exists():
             raise GradflowError(f"{out} is a dangling symbolic link")
         if out.exists() and not out.is_dir():
