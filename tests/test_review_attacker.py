@@ -728,3 +728,15 @@ def test_outputs_inside_the_package_folder_are_refused(tmp_path):
             PointStore(out).check()
     assert not os.path.exists(os.path.join(package, "report-here"))
     assert check_target(str(tmp_path / "mine"), force=False) == tmp_path / "mine"
+
+
+def test_recorder_tensorboard_target_that_is_a_file_is_refused(tmp_path):
+    """tensorboard='notes.txt' (an existing file) reached SummaryWriter, whose makedirs fails with
+    an OSError traceback (or, without tensorboard installed, was silently ignored)."""
+    from gradflow._numeric.training import _tensorboard_writer
+
+    f = tmp_path / "notes.txt"
+    f.write_text("mine\n")
+    with pytest.raises(GradflowError, match="exists and is not a directory"):
+        _tensorboard_writer(f)
+    assert f.read_text() == "mine\n"

@@ -76,6 +76,8 @@ def _tensorboard_writer(target: Any) -> Any:
         return target
     if not isinstance(target, (str, os.PathLike)):
         raise GradflowError(f"tensorboard must be a log directory or a SummaryWriter, got {type(target).__name__}")
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise GradflowError(f"tensorboard log directory {os.fspath(target)} exists and is not a directory")
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
