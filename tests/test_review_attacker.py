@@ -740,3 +740,25 @@ def test_recorder_tensorboard_target_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(GradflowError, match="exists and is not a directory"):
         _tensorboard_writer(f)
     assert f.read_text() == "mine\n"
+
+
+def test_keras_config_json_inflating_too_far_is_refused(tmp_path, monkeypatch):
+    """config.json was read whole whatever it inflated to (a deflated archive of a few KB can hold
+    gigabytes of JSON whitespace). Now its declared size is checked first (the limit made small
+    here for speed)."""
+    import gradflow as gf
+    from gradflow._numeric import keras_loading
+
+    monkeypatch.setattr(keras_loading, "CONFIG_LIMIT", 1 << 20)
+    good = _keras_file(tmp_path / "good.keras", None)
+    path = tmp_path / "big.keras"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("model.weights.h5", src.read("model.weights.h5"))
+        z.writestr("config.json", "{" + " " * (4 << 20) + "}")
+    assert path.stat().st_size < 100_000
+    with pytest.raises(GradflowError, match="config.json inflates to"):
+        gf.load_weights("lstm", str(path))
+    from gradflow._numeric.keras_stack import read_keras_config
+
+    with pytest.raises(GradflowError, match="config.json inflates to"):
+        read_keras_config(str(path))

@@ -142,6 +142,19 @@ def _config_layers(cfg: Mapping[str, Any], path: str, out: dict[str, tuple[str, 
                 out[here] = (name, f"RNN({cklass})", conf)
 
 
+#: the largest config.json read (a real model's is kilobytes; a deflated one may inflate to any size)
+CONFIG_LIMIT = 64 << 20
+
+
+def read_config_json(z: zipfile.ZipFile, what: str) -> bytes:
+    """The bytes of a ``.keras`` archive's ``config.json``, its inflated size checked first."""
+    size = z.getinfo("config.json").file_size
+    if size > CONFIG_LIMIT:
+        raise GradflowError(f"{what}: its config.json inflates to {human(size)}, far more than a Keras "
+                            f"model's configuration (at most {human(CONFIG_LIMIT)} is read)")
+    return z.read("config.json")
+
+
 def _open_h5(path: str):
     """(h5py.File, config dict or None) of a ``.weights.h5`` or ``.keras`` file."""
     try:
@@ -172,7 +185,7 @@ def _open_h5(path: str):
                                         "than the memory available")
                 data = z.read("model.weights.h5")
                 if "config.json" in names:
-                    config = json.loads(z.read("config.json"))
+                    config = json.loads(read_config_json(z, what))
         except (zipfile.BadZipFile, zlib.error, NotImplementedError, OSError, ValueError, RuntimeError) as e:
             raise GradflowError(f"{what} is not a readable .keras archive ({e})") from None
         source: Any = io.BytesIO(data)

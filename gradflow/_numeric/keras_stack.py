@@ -46,7 +46,14 @@ from typing import Any
 from .._checks import GradflowError
 from .._symbolic.cell import Cell
 from .checkpoint import Module
-from .keras_loading import KerasLayer, config_errors, read_keras_layer, read_keras_layers, read_keras_vars
+from .keras_loading import (
+    KerasLayer,
+    config_errors,
+    read_config_json,
+    read_keras_layer,
+    read_keras_layers,
+    read_keras_vars,
+)
 from .loading import note
 
 _RECURRENT = ("LSTM", "GRU", "SimpleRNN", "RNN")
@@ -75,7 +82,7 @@ def read_keras_config(path: str) -> Mapping[str, Any] | None:
         with zipfile.ZipFile(path) as z:
             if "config.json" not in z.namelist():
                 return None
-            cfg = json.loads(z.read("config.json"))
+            cfg = json.loads(read_config_json(z, f"weights file {path}"))
     except (OSError, ValueError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as e:
         raise GradflowError(f"weights file {path} is not a readable .keras archive ({e})") from None
     return cfg if isinstance(cfg, Mapping) else None
