@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import unicodedata
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -118,3 +119,23 @@ def check_columns(value: object) -> int:
     if isinstance(value, bool) or value not in (1, 2):
         raise GradflowError(f"columns must be 1 or 2, got {value!r}")
     return int(value)  # type: ignore[call-overload]
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control or format character (newline, ESC, bidi overrides …) written as
+    its escape (``\\n``, ``\\x1b``): names read from a user's file reach the terminal inert and an
+    error stays one line."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c)[0] == "C" else c
+                   for c in text)
+
+
+def check_not_in_package(out: str, what: str) -> None:
+    """Refuse an output directory inside gradflow's own package folder (an installed
+    site-packages copy or a source checkout's ``gradflow/``): its files are the program's."""
+    import os
+
+    package = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
+    target = os.path.realpath(os.path.abspath(os.path.expanduser(str(out))))
+    if target == package or target.startswith(package + os.sep):
+        raise GradflowError(f"{what} {out} is inside gradflow's own package folder {package}; choose a "
+                            "directory of your own")

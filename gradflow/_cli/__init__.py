@@ -74,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         return code
     except ValueError as e:
-        print(f"gradflow: error: {e}", file=sys.stderr)
+        from .._checks import one_line
+
+        print(f"gradflow: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `gradflow flow ... | head`: the reader left, not an error
         quiet_stdout()
@@ -95,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"gradflow: error: cannot write to standard output: {e.strerror or e}", file=sys.stderr)
         else:
             where = f" ({e.filename})" if e.filename else ""
-            print(f"gradflow: error: {e.strerror or e}{where}", file=sys.stderr)
+            from .._checks import one_line
+
+            print(f"gradflow: error: {one_line(f'{e.strerror or e}{where}')}", file=sys.stderr)
         return 1
 
 

@@ -267,7 +267,7 @@ def run(a: argparse.Namespace) -> int:
         T = inputs.shape[0] if inputs is not None else int_option(a.steps, "--steps")
         B = inputs.shape[1] if inputs is not None else batch
         check_flow_size(cell, hidden, m, T, B, np.dtype(dtype).itemsize,  # before any allocation
-                        mode=mode_of(hidden, m, T, B))
+                        mode=mode_of(hidden, m, T, B), probes=probes)
         init = init_scheme(a.init, cell)
         net = network(cell, hidden, m, init=init, seed=seed, gain=_gain(a.gain or "1.0"),
                       forget_bias=float_option(a.forget_bias, "--forget-bias"), dtype=dtype)
@@ -276,7 +276,7 @@ def run(a: argparse.Namespace) -> int:
             raise GradflowError("flow needs --steps (or --inputs)")
         T = int_option(a.steps, "--steps")
         check_flow_size(cell, net.hidden, net.input, T, batch, np.dtype(dtype).itemsize,
-                        mode=mode_of(net.hidden, net.input, T, batch))
+                        mode=mode_of(net.hidden, net.input, T, batch), probes=probes)
         inputs = random_inputs(T, net.input, batch=batch, seed=seed, dtype=dtype)
     T = inputs.shape[0]
     mode = mode_of(net.hidden, net.input, T, inputs.shape[1])
@@ -289,7 +289,8 @@ def run(a: argparse.Namespace) -> int:
     if a.spectral == "svd" and mode == "matrix-free":
         raise GradflowError("--spectral svd has no effect in the matrix-free mode, where ||.||_2 is a band "
                             "from the probes; --mode exact computes it")
-    check_flow_size(cell, net.hidden, net.input, T, inputs.shape[1], np.dtype(dtype).itemsize, mode=mode)
+    check_flow_size(cell, net.hidden, net.input, T, inputs.shape[1], np.dtype(dtype).itemsize, mode=mode,
+                    probes=probes)
     tty = _isatty(sys.stderr)
     show = a.progress if a.progress is not None else \
         ((tty and T * net.state_size >= 20_000) or _long_run(T, inputs.shape[1], net.state_size))

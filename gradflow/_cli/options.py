@@ -34,7 +34,7 @@ def float_option(text, option: str) -> float | None:
         float(s)
     except ValueError:
         raise GradflowError(f"{option} must be a number, got {text!r}") from None
-    if "_" in s:
+    if "_" in s or not s.isascii():  # float() also reads '1_0' and other scripts' digits ('١')
         raise GradflowError(f"{option} must be a number in plain digits, got {text!r}")
     return parse_float(s, option)
 

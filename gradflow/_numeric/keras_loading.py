@@ -27,14 +27,16 @@ inside the functions.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
 import re
 import zipfile
-from collections.abc import Mapping
+import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -88,6 +90,28 @@ def _unique(name: str, used: dict[str, int]) -> str:
     return f"{name}_{used[name]}"
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def config_errors(fn: _F) -> _F:
+    """``fn`` (which reads a ``config.json``; ``what`` or the file's path among its arguments)
+    with a wrongly typed entry of a hand-made or damaged configuration (a list where Keras writes
+    an object, …) turned into one ``GradflowError`` instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (AttributeError, TypeError) as e:
+            what = next((a for a in args if isinstance(a, str) and a.startswith("weights file")),
+                        f"weights file {args[0]}" if args and isinstance(args[0], str) else "the weights file")
+            raise GradflowError(f"{what}: its config.json is not a Keras model configuration "
+                                f"({type(e).__name__}: {e}); save the model with "
+                                "model.save('model.keras')") from None
+
+    return wrapped  # type: ignore[return-value]
+
+
 def _config_layers(cfg: Mapping[str, Any], path: str, out: dict[str, tuple[str, str, Mapping[str, Any]]]) -> None:
     """HDF5 group of every recurrent cell → (user name, Keras class, layer config), walking
     nested models, ``Bidirectional`` and ``RNN(cell)`` as Keras' saving does."""
@@ -118,6 +142,19 @@ def _config_layers(cfg: Mapping[str, Any], path: str, out: dict[str, tuple[str, 
                 out[here] = (name, f"RNN({cklass})", conf)
 
 
+#: the largest config.json read (a real model's is kilobytes; a deflated one may inflate to any size)
+CONFIG_LIMIT = 64 << 20
+
+
+def read_config_json(z: zipfile.ZipFile, what: str) -> bytes:
+    """The bytes of a ``.keras`` archive's ``config.json``, its inflated size checked first."""
+    size = z.getinfo("config.json").file_size
+    if size > CONFIG_LIMIT:
+        raise GradflowError(f"{what}: its config.json inflates to {human(size)}, far more than a Keras "
+                            f"model's configuration (at most {human(CONFIG_LIMIT)} is read)")
+    return z.read("config.json")
+
+
 def _open_h5(path: str):
     """(h5py.File, config dict or None) of a ``.weights.h5`` or ``.keras`` file."""
     try:
@@ -130,6 +167,8 @@ def _open_h5(path: str):
     if os.path.isdir(path):
         raise GradflowError(f"{what} is a directory (a TensorFlow SavedModel?); save the model with "
                             "model.save('model.keras') or model.save_weights('model.weights.h5')")
+    if not os.path.isfile(path):  # a pipe or a device: h5py and zipfile seek in the file
+        raise GradflowError(f"{what} is not a regular file (a pipe or a device); save it to a file first")
     with open(path, "rb") as f:
         head = f.read(8)
     config = None
@@ -146,8 +185,8 @@ def _open_h5(path: str):
                                         "than the memory available")
                 data = z.read("model.weights.h5")
                 if "config.json" in names:
-                    config = json.loads(z.read("config.json"))
-        except (zipfile.BadZipFile, OSError, ValueError, RuntimeError) as e:
+                    config = json.loads(read_config_json(z, what))
+        except (zipfile.BadZipFile, zlib.error, NotImplementedError, OSError, ValueError, RuntimeError) as e:
             raise GradflowError(f"{what} is not a readable .keras archive ({e})") from None
         source: Any = io.BytesIO(data)
     elif head == _HDF5_MAGIC:
@@ -160,6 +199,26 @@ def _open_h5(path: str):
         raise GradflowError(f"{what} is not a readable HDF5 file ({e})") from None
 
 
+def _check_dataset(ds: Any, label: str, f: Any, spent: list[int] | None = None) -> None:
+    """Refuse an HDF5 dataset whose data lie outside the file ``f`` (reached by an external link,
+    external raw files, a virtual dataset: a crafted file could make gradflow read any file of the
+    machine, a device or a pipe as weights), one without a shape, or one whose declared size
+    exceeds the memory available (with ``spent``, the datasets read before it counted too)."""
+    if getattr(ds, "external", None) or getattr(ds, "is_virtual", False) or ds.file.filename != f.filename:
+        raise GradflowError(f"{label} keeps its data outside the file (an HDF5 external link, external or "
+                            "virtual dataset); Keras never writes one: refusing to read it")
+    if ds.shape is None:
+        raise GradflowError(f"{label} is an empty HDF5 dataset (no shape), not an array")
+    nbytes = int(np.prod(ds.shape, dtype=np.int64)) * np.dtype(ds.dtype).itemsize
+    if nbytes > available_bytes() * MEMORY_SHARE:
+        raise GradflowError(f"{label} declares {human(nbytes)} of data, more than the memory available")
+    if spent is not None:
+        spent[0] += nbytes
+        if spent[0] > available_bytes() * MEMORY_SHARE:
+            raise GradflowError(f"{label}: the file's datasets read so far declare {human(spent[0])} of "
+                                "data together, more than the memory available")
+
+
 def read_keras_layers(path: str) -> list[KerasLayer]:
     """Every recurrent cell (``…/cell/vars`` with a kernel and a recurrent kernel) in a Keras file."""
     what = f"weights file {path}"
@@ -169,6 +228,8 @@ def read_keras_layers(path: str) -> list[KerasLayer]:
         if "layer_names" in f.attrs or "model_weights" in f:
             raise GradflowError(f"{what} is a Keras 2 (legacy .h5) file; gradflow reads Keras 3 files: load "
                                 "the model in Keras 3 and save it with model.save('model.keras')")
+
+        spent = [0]
 
         def visit(name: str, obj: Any) -> None:
             if not name.endswith("/cell/vars") or not hasattr(obj, "keys"):
@@ -181,9 +242,7 @@ def read_keras_layers(path: str) -> list[KerasLayer]:
                 label = f"{what}: {name}/{i}"
                 if not hasattr(ds, "shape") or not hasattr(ds, "dtype"):
                     raise GradflowError(f"{label} is not an array")
-                nbytes = int(np.prod(ds.shape, dtype=np.int64)) * np.dtype(ds.dtype).itemsize
-                if nbytes > available_bytes() * MEMORY_SHARE:  # checked before anything is read
-                    raise GradflowError(f"{label} declares {human(nbytes)} of data, more than the memory available")
+                _check_dataset(ds, label, f, spent)  # checked before anything is read
                 arrays.append(real_array(ds[()], label))
             if len(arrays) >= 2 and arrays[0].ndim == 2 and arrays[1].ndim == 2:
                 found.append(KerasLayer(name.removesuffix("/cell/vars"), arrays))
@@ -195,7 +254,12 @@ def read_keras_layers(path: str) -> list[KerasLayer]:
     if config is not None:
         known: dict[str, tuple[str, str, Mapping[str, Any]]] = {}
         if isinstance(config, Mapping) and isinstance(config.get("config"), Mapping):
-            _config_layers(config["config"], "layers", known)
+            try:
+                _config_layers(config["config"], "layers", known)
+            except (AttributeError, TypeError, ValueError) as e:  # a hand-made or damaged config.json
+                raise GradflowError(f"{what}: its config.json is not a Keras model configuration "
+                                    f"({type(e).__name__}: {e}); save the model with "
+                                    "model.save('model.keras')") from None
         for layer in found:
             if layer.path in known:
                 layer.name, layer.klass, layer.config = known[layer.path]
@@ -215,10 +279,7 @@ def read_keras_vars(path: str, group: str) -> list[np.ndarray]:
             ds = vars_.get(str(i))
             if ds is None or not hasattr(ds, "shape"):
                 break
-            nbytes = int(np.prod(ds.shape, dtype=np.int64)) * np.dtype(ds.dtype).itemsize
-            if nbytes > available_bytes() * MEMORY_SHARE:
-                raise GradflowError(f"{what}: {group}/vars/{i} declares {human(nbytes)} of data, more than the "
-                                    "memory available")
+            _check_dataset(ds, f"{what}: {group}/vars/{i}", f)
             out.append(real_array(ds[()], f"{what}: {group}/vars/{i}"))
     return out
 
@@ -357,14 +418,15 @@ def read_keras_layer(cell: Cell, path: str, *, prefix: str | None = None, layer:
     state: dict[str, np.ndarray] = {"weight_ih": reorder(kernel).T.copy(), "weight_hh": reorder(rec).T.copy()}
     if len(chosen.arrays) > 2:
         bias = chosen.arrays[2]
-        if bias.shape == (2, len(gates) * n) and klass == "GRU":
+        # a GRU's bias is (2, 3n) with reset_after and (3n,) without: the other shape is another GRU
+        if bias.shape == (2, len(gates) * n) and klass == "GRU" and reset_after:
             state["bias_ih"], state["bias_hh"] = reorder(bias[0]), reorder(bias[1])
-        elif bias.shape == (len(gates) * n,):
+        elif bias.shape == (len(gates) * n,) and not (klass == "GRU" and reset_after):
             state["bias_ih"], state["bias_hh"] = reorder(bias), np.zeros_like(bias)
         else:
             raise GradflowError(f"{what}: {chosen.label} has a bias of shape {bias.shape}; {desc} with "
-                                f"{n} units has ({len(gates) * n},)"
-                                + (f" or (2, {len(gates) * n})" if klass == "GRU" else ""))
+                                + (f"{n} units has (2, {len(gates) * n})" if klass == "GRU" and reset_after
+                                   else f"{n} units has ({len(gates) * n},)"))
     told = []
     if len(layers) > 1 and prefix is None:
         told.append(f"using the recurrent layer {chosen.label}")

@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,14 @@ from typing import Any
 from .._checks import GradflowError
 from .._symbolic.cell import Cell
 from .checkpoint import Module
-from .keras_loading import KerasLayer, read_keras_layer, read_keras_layers, read_keras_vars
+from .keras_loading import (
+    KerasLayer,
+    config_errors,
+    read_config_json,
+    read_keras_layer,
+    read_keras_layers,
+    read_keras_vars,
+)
 from .loading import note
 
 _RECURRENT = ("LSTM", "GRU", "SimpleRNN", "RNN")
@@ -74,8 +82,8 @@ def read_keras_config(path: str) -> Mapping[str, Any] | None:
         with zipfile.ZipFile(path) as z:
             if "config.json" not in z.namelist():
                 return None
-            cfg = json.loads(z.read("config.json"))
-    except (OSError, ValueError, zipfile.BadZipFile, RuntimeError) as e:
+            cfg = json.loads(read_config_json(z, f"weights file {path}"))
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as e:
         raise GradflowError(f"weights file {path} is not a readable .keras archive ({e})") from None
     return cfg if isinstance(cfg, Mapping) else None
 
@@ -124,6 +132,7 @@ def _stack_layer(entry: Mapping[str, Any], what: str) -> StackLayer:
     return StackLayer(name, kf, True, cf, cb)
 
 
+@config_errors
 def keras_stack(config: Mapping[str, Any], what: str,
                 graph_ok: bool = False) -> tuple[list[StackLayer], list[str], list[str]]:
     """The recurrent layers of a Keras model's configuration, in order, and (layers before the
@@ -299,6 +308,7 @@ def _saved_groups(entries: list[Mapping[str, Any]]) -> dict[int, str]:
     return out
 
 
+@config_errors
 def keras_head(path: str, features: int, name: str | None = None) -> tuple[Any, Any]:
     """(V (K, n), c (K,)) of the ``Dense`` that reads the recurrent stack's output in a ``.keras``
     Sequential (the first one after the last recurrent layer, dropout between allowed; ``name``

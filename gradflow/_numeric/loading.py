@@ -27,12 +27,13 @@ import os
 import re
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-from .._checks import GradflowError
+from .._checks import GradflowError, one_line
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -63,7 +64,7 @@ def notes_to_stderr() -> Iterator[None]:
         if issubclass(category, GradflowNote):
             if str(message) not in shown:
                 shown.add(str(message))
-                print(f"gradflow: note: {message}", file=sys.stderr)
+                print(f"gradflow: note: {one_line(str(message))}", file=sys.stderr)
         else:
             old(message, category, filename, lineno, file, line)
 
@@ -161,9 +162,31 @@ def check_state(state: Any, source: str) -> Mapping[str, Any]:
                                 "to guess which is meant)")
     # what the arrays will take once materialised: a broadcast view (stride 0) stores one entry
     # but declares many, so the sizes are checked before any copy
+    # nested too: a checkpoint's {'model': {...}} is searched for its layers (checkpoint.flat_state)
     _guard(sum(math.prod(int(d) for d in v.shape) * int(getattr(v, "itemsize", 8) or 8)
-               for v in state.values() if hasattr(v, "shape")), source)
+               for v in _arrays_in(state, source)), source)
     return state
+
+
+#: the most entries gradflow walks in a nested checkpoint (a pickle's memo can make a 4 KB file a
+#: tree of 50⁸ entries: one dict referred to 50 times at each of 8 levels)
+MAX_ENTRIES = 1_000_000
+
+
+def _arrays_in(value: Any, source: str) -> Iterator[Any]:
+    """The arrays (anything with a shape) in nested mappings, lists and tuples, 8 levels deep,
+    at most :data:`MAX_ENTRIES` entries walked (each time an entry is reached)."""
+    stack, seen = [(value, 0)], 0
+    while stack:
+        v, depth = stack.pop()
+        seen += 1
+        if seen > MAX_ENTRIES:
+            raise GradflowError(f"{source} holds more than {MAX_ENTRIES:,} nested entries (counting each "
+                                f"shared one every time it is reached); {_SAVE_STATE_DICT}")
+        if hasattr(v, "shape"):
+            yield v
+        elif depth <= 8 and isinstance(v, (Mapping, list, tuple)):
+            stack.extend((w, depth + 1) for w in (v.values() if isinstance(v, Mapping) else v))
 
 
 # ================================================================================================
@@ -179,6 +202,9 @@ def _open_file(path: str, what: str) -> bytes:
                             "not exist")
     if os.path.isdir(path):
         raise GradflowError(f"{what} file {path} is a directory")
+    if not os.path.isfile(path):  # a pipe (<(…)), a device: read more than once, or never ending
+        raise GradflowError(f"{what} file {path} is not a regular file (a pipe or a device); gradflow "
+                            "reads a file more than once: save it to a file first")
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -209,7 +235,7 @@ def _read_header(f, what: str):
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    except zipfile.BadZipFile as e:
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError) as e:  # a damaged or odd zip member
         raise GradflowError(f"{what} is corrupt ({e})") from None
     except (ValueError, EOFError, OSError) as e:
         raise GradflowError(f"{what} is not a valid .npy array ({e})") from None
@@ -225,7 +251,7 @@ def _read_data(f, shape, fortran, dtype, what: str) -> np.ndarray:
     try:
         data = f.read(nbytes)
         f.read(1)  # reach the end of the member, so that a zip member's CRC is checked
-    except zipfile.BadZipFile as e:
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
         raise GradflowError(f"{what} is corrupt ({e})") from None
     except (OSError, EOFError) as e:
         raise GradflowError(f"{what} cannot be read ({e})") from None
@@ -285,6 +311,7 @@ def read_npz(path: str, wanted: tuple[str, ...] | Callable[[str], bool],
     except (zipfile.BadZipFile, OSError) as e:
         raise GradflowError(f"{what} is not a readable .npz archive (truncated or corrupt: {e})") from None
     out: dict[str, np.ndarray] = {}
+    total = 0
     with z:
         members = {i.filename.removesuffix(".npy"): i for i in z.infolist()}
         names = [k for k in members if wanted(k)] if callable(wanted) else wanted
@@ -304,6 +331,8 @@ def read_npz(path: str, wanted: tuple[str, ...] | Callable[[str], bool],
                     raise GradflowError(f"{label} declares shape {tuple(shape)} ({nbytes} bytes) but "
                                         f"inflates to {info.file_size} bytes; refusing it unread")
                 _guard(nbytes, label)
+                total += nbytes  # the members together, before each is read
+                _guard(total, f"{what} (its members read so far)")
                 out[name] = _read_data(f, shape, fortran, dtype, label)
         if not out:
             wants = ("weight_ih, weight_hh, bias_ih, bias_hh (or *_l0, under any prefix)"
@@ -323,8 +352,10 @@ _PT_STORAGES = {"DoubleStorage": "f8", "FloatStorage": "f4", "HalfStorage": "f2"
                 "BoolStorage": "?"}
 
 
-def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
-    """A tensor of a plain archive as a NumPy array (a copy), its view checked against its storage."""
+def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None,
+                    *, spend: Callable[[int], None] | None = None):
+    """A tensor of a plain archive as a NumPy array (a copy), its view checked against its storage;
+    ``spend`` is told the bytes of the copy before it is made (the running total of the file)."""
     if hooks or not isinstance(storage, np.ndarray):
         raise _NotPlain
     size, stride = tuple(int(v) for v in size), tuple(int(v) for v in stride)
@@ -337,9 +368,17 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=No
     last = int(offset) + sum((n - 1) * st for n, st in zip(size, stride, strict=True))
     if last >= storage.shape[0]:
         raise _NotPlain
+    if spend is not None:
+        spend(math.prod(size) * storage.itemsize)
     view = np.lib.stride_tricks.as_strided(storage[int(offset):], shape=size,
                                            strides=tuple(st * storage.itemsize for st in stride), writeable=False)
     return np.array(view)
+
+
+#: a state_dict's pickle takes a few hundred bytes per tensor; each byte of a crafted one can make
+#: an object of up to ~216 bytes (an empty set), so its size is bounded before it is unpickled
+_PICKLE_LIMIT = 64 << 20
+_PICKLE_GROWTH = 256
 
 
 def _read_pt_plain(path: str, what: str) -> Mapping[str, Any] | None:
@@ -361,6 +400,31 @@ def _read_pt_plain(path: str, what: str) -> Mapping[str, Any] | None:
         if len(pkl) != 1 or any("/code/" in n or n.endswith("/constants.pkl") for n in names):
             return None
         prefix = pkl[0][:-len("/data.pkl")]
+        pkl_size = z.getinfo(pkl[0]).file_size
+        if pkl_size > _PICKLE_LIMIT:
+            raise GradflowError(f"{what}: its pickle (data.pkl) inflates to {pkl_size} bytes, far more than "
+                                f"a state_dict's; refusing it unread")
+        _guard(pkl_size * _PICKLE_GROWTH, f"{what} (its pickle, data.pkl, may build up to "
+                                          f"{_PICKLE_GROWTH}x its {pkl_size} bytes of objects)")
+        # every byte materialised (storages read, tensors copied) counts against one budget:
+        # a crafted pickle may refer to one storage from many tensors
+        spent = [0]
+        storages: dict[tuple[str, str], np.ndarray] = {}
+
+        def spend(nbytes: int) -> None:
+            from .size_guard import MEMORY_SHARE, available_bytes, human
+
+            spent[0] += nbytes
+            avail = available_bytes()
+            if spent[0] > avail * MEMORY_SHARE:
+                raise GradflowError(f"{what}: its tensors need more than {human(spent[0])} of memory "
+                                    f"(storages read and tensors copied so far), more than "
+                                    f"{MEMORY_SHARE:.0%} of the {human(avail)} available")
+
+        def rebuild(*args: Any) -> np.ndarray:  # a pickle's REDUCE passes positional arguments only
+            if len(args) > 7:
+                raise _NotPlain
+            return _rebuild_tensor(*args, spend=spend)
         order = "<"
         if f"{prefix}/byteorder" in names:
             word = z.read(f"{prefix}/byteorder").strip()
@@ -376,7 +440,7 @@ def _read_pt_plain(path: str, what: str) -> Mapping[str, Any] | None:
                 if (module, name) == ("collections", "OrderedDict"):
                     return collections.OrderedDict
                 if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-                    return _rebuild_tensor
+                    return rebuild
                 if module == "torch" and name in _PT_STORAGES:
                     return _Storage(name)
                 raise _NotPlain
@@ -388,18 +452,27 @@ def _read_pt_plain(path: str, what: str) -> Mapping[str, Any] | None:
                 member = f"{prefix}/data/{pid[2]}"
                 if member not in names:
                     raise _NotPlain
-                _guard(z.getinfo(member).file_size, what)
                 dtype = np.dtype(_PT_STORAGES[pid[1]]).newbyteorder("<" if order == "<" else ">")
-                data = z.read(member)
-                if len(data) % dtype.itemsize or len(data) // dtype.itemsize < int(pid[4]):
+                key = (member, dtype.str)
+                if key not in storages:  # a storage referred to again is read once
+                    size = z.getinfo(member).file_size
+                    spend(2 * size)  # the bytes read and their array, while both exist
+                    spent[0] -= size  # the bytes are dropped once the array is made
+                    data = z.read(member)
+                    if len(data) % dtype.itemsize:
+                        raise _NotPlain
+                    storages[key] = np.frombuffer(data, dtype=dtype).astype(dtype.newbyteorder("="))
+                if storages[key].shape[0] < int(pid[4]):
                     raise _NotPlain
-                return np.frombuffer(data, dtype=dtype).astype(dtype.newbyteorder("="))
+                return storages[key]
 
         try:
             with z.open(pkl[0]) as f:
                 return Reader(f).load()
+        except GradflowError:  # too large: refused here, never handed to torch
+            raise
         except (_NotPlain, pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
-                AttributeError, IndexError, zipfile.BadZipFile, OSError):
+                AttributeError, IndexError, zipfile.BadZipFile, zlib.error, NotImplementedError, OSError):
             return None
 
 
@@ -424,7 +497,7 @@ def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
                 bad = z.testzip()
-        except (zipfile.BadZipFile, OSError) as e:
+        except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, OSError) as e:
             raise GradflowError(f"{what} is not a readable PyTorch file (truncated or corrupt: {e})") from None
         if bad is not None:
             raise GradflowError(f"{what} is corrupt: member {bad} fails its CRC check")

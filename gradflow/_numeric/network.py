@@ -310,6 +310,9 @@ def random_inputs(steps: int, input: int, *, batch: int = 1, seed: int = 0, dtyp
     T = positive_int(steps, "steps")
     m, B = positive_int(input, "input size"), positive_int(batch, "batch")
     seed = positive_int(seed, "seed", 0)
+    from .size_guard import check_allocation
+
+    check_allocation(2 * T * B * m * 8, f"random inputs of shape ({T}, {B}, {m})")  # float64, then cast
     x = np.random.default_rng(seed + 1_000_003).standard_normal((T, B, m)).astype(dtype)
     return x if xp is np else xp.asarray(x)
 
@@ -357,6 +360,13 @@ def network(cell: str | Cell, hidden: int | None = None, input: int | None = Non
         return net
     if hidden is None or input is None:
         raise GradflowError("give hidden and input sizes (or weights)")
+    from .size_guard import check_allocation
+
+    c = get_cell(cell)
+    n, m = positive_int(hidden, "hidden size"), positive_int(input, "input size")
+    # a lower bound: every gate's W (n × n) and U (n × m) in float64
+    check_allocation(max(1, len(c.recorded.gates)) * n * (n + m) * 8,
+                     f"the weights of {c.name} with hidden size {n}, input size {m}")
     return Network(init_weights(cell, hidden, input, scheme=init, seed=seed, gain=gain,
                                 forget_bias=forget_bias, dtype=dtype, xp=xp))
 

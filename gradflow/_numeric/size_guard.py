@@ -140,15 +140,22 @@ def _largest(fits: Callable[[int], bool], upper: int) -> int:
 
 def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int = 1,
                     itemsize: int = 8, *, what: str | None = None, input_follows_hidden: bool = False,
-                    mode: str = "exact") -> int:
+                    mode: str = "exact", probes: int = 32) -> int:
     """Refuse a run whose estimate exceeds the memory available; return the estimate.
 
     ``input_follows_hidden``: m is the hidden size (the report's default), so the largest hidden
     size that fits is searched with m = n. ``mode``: ``"exact"`` or ``"matrix-free"``
-    (:func:`matrix_free_bytes`), as :func:`choose_mode` resolves it.
+    (:func:`matrix_free_bytes`), as :func:`choose_mode` resolves it; ``probes``: the matrix-free
+    mode's probe vectors per state (its rows: the gradient and ``probes`` per state).
     """
     m = hidden if input is None else input
-    estimate = matrix_free_bytes if mode == "matrix-free" else flow_bytes
+    rows = 1 + int(probes) * len(cell.states)
+
+    def estimate(c, n, mm, T, B, size):
+        if mode == "matrix-free":
+            return matrix_free_bytes(c, n, mm, T, B, size, rows=rows)
+        return flow_bytes(c, n, mm, T, B, size)
+
     need = estimate(cell, hidden, m, steps, batch, itemsize)
     avail = available_bytes()
     budget = int(avail * MEMORY_SHARE)
@@ -164,6 +171,8 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
     best_n = _largest(fits_n, hidden)
     best_t = _largest(fits_t, steps)
     label = what or f"{cell.name} with hidden size {hidden}, input size {m}, {steps} steps, batch {batch}"
+    if mode == "matrix-free" and probes != 32:
+        label += f", {probes} probe vectors"
     hints = []
     if best_n:
         hints.append(f"the largest hidden size that fits is {best_n}")
@@ -268,3 +277,13 @@ def _up(x: float) -> float:
     """``x`` rounded up to two significant digits (a cap that admits it)."""
     e = math.floor(math.log10(x)) - 1
     return math.ceil(x / 10.0 ** e) * 10.0 ** e
+
+
+def check_allocation(nbytes: float, what: str) -> None:
+    """Refuse one allocation of ``nbytes`` (an API call's weights or inputs) that exceeds the
+    memory available, before it is made: ``GradflowError`` with the estimate, not a MemoryError or
+    the system's out-of-memory killer after the fact."""
+    avail = available_bytes()
+    if nbytes > avail * MEMORY_SHARE:
+        raise GradflowError(f"{what} need about {human(nbytes)} of memory, but {human(avail)} is available "
+                            f"(a run may use {int(MEMORY_SHARE * 100)}%)")

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .._checks import GradflowError
+from .._checks import GradflowError, check_not_in_package
 from .._version import __version__
 from .sweep_grid import COLUMNS, SCHEMA, GridPoint, measure_point
 
@@ -72,6 +72,7 @@ class PointStore:
     def check(self) -> None:
         """Refuse a file, or a non-empty directory that is not a gradflow sweep."""
         out = self.out
+        check_not_in_package(str(out), "the sweep directory")
         if out.is_symlink() and not out.exists():
             raise GradflowError(f"{out} is a dangling symbolic link")
         if out.exists() and not out.is_dir():
@@ -173,6 +174,25 @@ class PointStore:
         return written
 
 
+def _row_of(row: dict, point: GridPoint) -> bool:
+    """Whether a row read back from ``points/`` is the row of ``point``: its parameters are the
+    point's and every measured value a number (or null)."""
+    params = asdict(point)
+    for c in COLUMNS:
+        v = row.get(c)
+        if c == "key":
+            ok = v == point.key
+        elif c in params:
+            want = params[c]
+            ok = (v == want and type(v) is type(want)) if not isinstance(want, float) else (
+                isinstance(v, (int, float)) and not isinstance(v, bool) and float(v) == want)
+        else:
+            ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+        if not ok:
+            return False
+    return True
+
+
 def _csv_cell(v) -> str:
     if v is None:
         return ""
@@ -220,6 +240,14 @@ def run_sweep(points: Sequence[GridPoint], out: str | os.PathLike, *, scheduler:
     with store.locked():
         store.write_meta(points, command)
         done = store.finished()
+        damaged = [p for p in points if p.key in done and not _row_of(done[p.key], p)]
+        for p in damaged:  # an edited or damaged points file: recomputed, never put in the table
+            del done[p.key]
+        if damaged:
+            from .loading import note
+
+            note(f"{len(damaged)} finished point file(s) in {store.points} did not match their point "
+                 f"(e.g. {damaged[0].key}.json: {damaged[0].describe()}); recomputed")
         todo = [p for p in points if p.key not in done]
         result.resumed = len(points) - len(todo)
         count = result.resumed

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -75,6 +76,8 @@ def _tensorboard_writer(target: Any) -> Any:
         return target
     if not isinstance(target, (str, os.PathLike)):
         raise GradflowError(f"tensorboard must be a log directory or a SummaryWriter, got {type(target).__name__}")
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise GradflowError(f"tensorboard log directory {os.fspath(target)} exists and is not a directory")
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -241,14 +244,17 @@ class Recorder:
 
 
 def _check_log_path(path: str, append: bool) -> None:
-    """Refuse a recording path in a missing folder, a folder, or (unless appending) a non-empty
-    file that is not a gradflow recording: starting afresh would empty a file gradflow did not write."""
+    """Refuse a recording path in a missing folder, a folder, a FIFO, or a non-empty file that is not
+    a gradflow recording: starting afresh would empty a file gradflow did not write, appending
+    would mix recordings into it."""
     if os.path.isdir(path):
         raise GradflowError(f"path {path} is a directory; give a file name such as flow.jsonl")
+    if os.path.exists(path) and stat.S_ISFIFO(os.stat(path).st_mode):  # open() would wait for a reader
+        raise GradflowError(f"path {path} is a named pipe (FIFO); give a file name such as flow.jsonl")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise GradflowError(f"path {path}: the folder {folder} does not exist")
-    if append or not os.path.isfile(path) or os.path.getsize(path) == 0:
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
         return
     try:
         with open(path, encoding="utf-8") as f:
@@ -257,8 +263,9 @@ def _check_log_path(path: str, append: bool) -> None:
     except (OSError, ValueError):
         ours = False
     if not ours:
+        what = "appends only to" if append else "empties only"
         raise GradflowError(f"{path} exists and is not a gradflow recording; it was left as it was "
-                            "(gradflow empties only its own recordings): give another path")
+                            f"(gradflow {what} its own recordings): give another path")
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
@@ -313,6 +320,9 @@ def curve_matrix(records: Iterable[Mapping[str, Any]], field: str = "log10_norm_
                 raise GradflowError(f"recording {i} (step {rec['step']}) has no {block + ' ' if block else ''}"
                                     f"{field} curve")
             v = src[field]
+            if not (v is None or v == "inf" or (isinstance(v, (int, float)) and not isinstance(v, bool))):
+                raise GradflowError(f"recording {i} (step {rec['step']}), k = {c['k']}: {field} is {v!r}, "
+                                    "not a number (a gradflow recording holds numbers, null or \"inf\")")
             row.append(-math.inf if v is None else math.inf if v == "inf" else float(v))
         steps.append(rec["step"])
         rows.append(row)

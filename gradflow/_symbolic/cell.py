@@ -10,6 +10,7 @@ explicit recurrence at concrete n, and the numeric kernels.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,6 +28,36 @@ n = sp.Symbol("n", integer=True, positive=True)
 m = sp.Symbol("m", integer=True, positive=True)
 #: the time step t (names carry it: h_{t-1}, f_t)
 t = sp.Symbol("t", integer=True)
+
+
+#: the TeX commands a quantity's name may hold (Greek letters, accents, log): a name is printed
+#: into the report's LaTeX and Markdown as it is, so anything else in it is refused
+_NAME_COMMANDS = frozenset(
+    "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi pi "
+    "varpi rho varrho sigma varsigma tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi "
+    "Pi Sigma Upsilon Phi Psi Omega ell tilde bar hat dot ddot vec breve check log exp".split())
+_NAME_REST = re.compile(r"[A-Za-z0-9 _^{}',.+\-]*")
+
+
+def check_name(name: object, what: str) -> str:
+    """``name`` if it is safe to print as a symbol's name in LaTeX and Markdown: letters, digits,
+    ``_ ^ { } ' , . + -`` and spaces, balanced braces, and TeX commands only from
+    :data:`_NAME_COMMANDS` (``\\alpha``, ``\\tilde{c}``); else ``GradflowError``."""
+    if not isinstance(name, str) or not name.strip():
+        raise GradflowError(f"{what} must be a non-empty string, got {name!r}")
+    bad = [c for c in re.findall(r"\\([A-Za-z]+)", name) if c not in _NAME_COMMANDS]
+    rest = re.sub(r"\\[A-Za-z]+", "", name)
+    depth = 0
+    for ch in rest:
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth < 0:
+            break
+    if bad or "\\" in rest or not _NAME_REST.fullmatch(rest) or depth != 0:
+        why = (f"the TeX command \\{bad[0]}" if bad else "unbalanced braces" if depth
+               else "a character TeX or Markdown would read as markup")
+        raise GradflowError(f"{what} {name!r} holds {why}; a name may hold letters, digits, _ ^ {{ }} ' , . + - "
+                            "and Greek letters or accents (\\alpha, \\tilde{c}): it is printed into the report")
+    return name
 
 
 def timed(base: str, time) -> str:
@@ -68,7 +99,10 @@ class Recurrence:
 
     # -- parameters -------------------------------------------------------------------------
     def _param(self, kind: ParamKind, gate: str | None, rows, cols, bias: str | None = None, label=None):
-        label = label or (kind if gate is None else "%s_{%s}" % (kind, gate))
+        if gate is not None:
+            check_name(gate, "a gate name")
+        label = check_name(label, "a parameter label") if label else (
+            kind if gate is None else "%s_{%s}" % (kind, gate))
         if label not in self.params:
             if gate not in self.gates:
                 self.gates.append(gate)
@@ -94,7 +128,7 @@ class Recurrence:
 
         ``name`` is a SymPy symbol name (``"epsilon"`` prints ε); asking twice returns the same symbol.
         """
-        symbol = sp.Symbol(name, positive=True)
+        symbol = sp.Symbol(check_name(name, "a constant's name"), positive=True)
         value = float(value)
         if symbol in self.constants and self.constants[symbol] != value:
             raise GradflowError(f"constant {name} given two values")
@@ -116,7 +150,7 @@ class Recurrence:
     # -- named quantities -------------------------------------------------------------------
     def let(self, name: str, expr: MatrixExpr) -> MatrixSymbol:
         """Name ``expr`` as ``name``_t; later expressions use the name."""
-        symbol = MatrixSymbol(timed(name, self.time), expr.shape[0], 1)
+        symbol = MatrixSymbol(timed(check_name(name, "a named quantity"), self.time), expr.shape[0], 1)
         if symbol in self.definitions:
             raise GradflowError(f"{name} is defined twice")
         self.definitions[symbol] = expr

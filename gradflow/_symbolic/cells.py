@@ -101,7 +101,9 @@ def get_cell(name: str | Cell) -> Cell:
     """The cell called ``name`` (or an alias); ``ValueError`` naming the known cells otherwise."""
     if isinstance(name, Cell):
         return name
-    key = str(name).strip().lower().replace("_", "-")
+    key = str(name).strip().lower()
+    if key not in CELLS:  # a user cell may have '_' in its name; the library's use '-'
+        key = key.replace("_", "-")
     key = ALIASES.get(key, key)
     if key not in CELLS:
         raise GradflowError(f"unknown cell {name!r}; known cells: {', '.join(CELLS)}")

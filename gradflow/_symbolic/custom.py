@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
 from .._checks import GradflowError
-from .cell import Cell, Recurrence
+from .cell import Cell, Recurrence, check_name
 from .cells import ALIASES, CELLS
 
 Definition = Callable[[Recurrence], Mapping[str, MatrixExpr]]
@@ -54,16 +54,11 @@ def make_cell(name: str, definition: Definition, *, states: Sequence[str] = ("h"
             or one whose derivative gradflow's chain rule cannot take (the message says which
             form; the building blocks above are always differentiable).
     """
-    key = str(name).strip().lower()
-    if not key or any(ch.isspace() for ch in key):
-        raise GradflowError(f"a cell name is one word, got {name!r}")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_.+-]*", key):  # it names figure files and reaches LaTeX
-        raise GradflowError(f"a cell name is one word of letters, digits and - _ . + (it names the "
-                            f"report's figure files), got {name!r}")
-    states = tuple(states)
+    key = _checked_name(name)
+    states = tuple(check_name(s, "a state name") for s in states)
     if "h" not in states or len(set(states)) != len(states):
         raise GradflowError(f"states must be distinct names including 'h', got {states}")
-    cell = Cell(key, title or key, states, definition,
+    cell = Cell(key, _checked_title(title or key), states, definition,
                 bias_copies=dict(bias_copies or {"pytorch": 1, "keras": 1}),
                 default_init=default_init, reference=reference)
     try:
@@ -81,6 +76,31 @@ def make_cell(name: str, definition: Definition, *, states: Sequence[str] = ("h"
     return cell
 
 
+def _checked_name(name: object) -> str:
+    key = str(name).strip().lower()
+    if not key or any(ch.isspace() for ch in key):
+        raise GradflowError(f"a cell name is one word, got {name!r}")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_.+-]*", key):  # it names figure files and reaches LaTeX
+        raise GradflowError(f"a cell name is one word of letters, digits and - _ . + (it names the "
+                            f"report's figure files), got {name!r}")
+    return key
+
+
+#: what a user cell's title may not hold: the report's inline markup ($math$, `code`, [@cite],
+#: [#ref]), HTML, backslashes, '=' (which would make the rest of the title a formula, printed raw)
+_TITLE_BAD = re.compile(r"[\x00-\x1f\x7f$`\[\]<>\\=]")
+
+
+def _checked_title(title: object) -> str:
+    text = str(title)
+    bad = _TITLE_BAD.search(text)
+    if not text.strip() or bad:
+        what = "is empty" if bad is None else f"holds {bad.group(0)!r}"
+        raise GradflowError(f"a cell title is one line of plain text (it is printed into the report's "
+                            f"headings and figures, without $ ` [ ] < > \\ =); {title!r} {what}")
+    return text
+
+
 def define_cell(name: str, **options) -> Callable[[Definition], Cell]:
     """Decorator form of :func:`make_cell`: ``@define_cell("my-cell")`` over the definition."""
 
@@ -92,7 +112,16 @@ def define_cell(name: str, **options) -> Callable[[Definition], Cell]:
 
 def register_cell(cell: Cell, *, replace: bool = False) -> Cell:
     """Add ``cell`` to :data:`gradflow.CELLS` under its name (``replace`` to overwrite a user cell)."""
+    if not isinstance(cell, Cell):
+        raise GradflowError(f"register_cell needs a Cell (from make_cell or define_cell), got {type(cell).__name__}")
+    if _checked_name(cell.name) != cell.name:
+        raise GradflowError(f"a cell name is lower case without surrounding spaces, got {cell.name!r}")
+    _checked_title(cell.title)
     if cell.name in ALIASES or (cell.name in CELLS and not replace):
         raise GradflowError(f"a cell named {cell.name!r} already exists")
+    dashed = cell.name.replace("_", "-")  # get_cell reads 'lstm_1997' as 'lstm-1997'
+    if dashed != cell.name and (dashed in CELLS or dashed in ALIASES):
+        raise GradflowError(f"a cell named {cell.name!r} would hide {dashed!r}, which get_cell also finds "
+                            f"as {cell.name!r}; choose another name")
     CELLS[cell.name] = cell
     return cell

@@ -42,7 +42,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .._checks import GradflowError
+from .._checks import GradflowError, check_not_in_package
 
 MANIFEST = ".gradflow-manifest.json"
 LOCK = ".gradflow.lock"
@@ -163,6 +163,7 @@ def check_target(out_dir, force: bool) -> Path:
     if "\0" in str(out_dir):
         raise GradflowError("the output directory name contains a NUL character")
     out = Path(os.path.abspath(os.path.expanduser(str(out_dir))))
+    check_not_in_package(str(out), "the output directory")
     if out.parent == out:
         raise GradflowError(f"cannot write a report to the root directory {out}")
     if out.is_symlink() and not out.exists():
