@@ -76,3 +76,14 @@ def need_module(name: str, install: str, env: str):
             pytest.fail(f"{name} is not importable ({exc}; {install}); {env}=1 makes it required",
                         pytrace=False)
     return pytest.importorskip(name, reason=f"{name} is not installed ({install})")
+
+
+@pytest.fixture(autouse=True)
+def _mpmath_precision_restored():
+    """A test that sets mpmath's global precision (``mp.dps``) leaves it as it found it: the tests of
+    one process share it (a test at 30 digits made a later 80-digit oracle lose the saturated tanh′)."""
+    import mpmath
+
+    dps = mpmath.mp.dps
+    yield
+    mpmath.mp.dps = dps

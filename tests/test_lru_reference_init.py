@@ -5,12 +5,11 @@ no LRU has. Oracle: the ring's formulas and ‖Λ^{T−k}‖₂ = max_j |λ_j|^{
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 
 import gradflow as gf
+from gradflow._cli import main
 
 
 def moduli(w):
@@ -36,15 +35,23 @@ def test_ring_draws_the_paper_s_distribution():
         np.testing.assert_array_equal(np.asarray(again.arrays[k]), np.asarray(w.arrays[k]))
 
 
-def test_the_cli_runs_the_lru_with_its_ring():
+def test_the_cli_runs_the_lru_with_its_ring(capsys):
     n, T = 8, 40
-    run = subprocess.run([sys.executable, "-m", "gradflow", "flow", "lru", "--hidden", str(n), "--steps", str(T)],
-                         capture_output=True, text=True, check=True)
-    assert "init: lru-ring" in run.stdout
-    rec = json.loads(subprocess.run([sys.executable, "-m", "gradflow", "flow", "lru", "--hidden", str(n), "--steps",
-                                     str(T), "--json"], capture_output=True, text=True, check=True).stdout)
+    assert main(["flow", "lru", "--hidden", str(n), "--steps", str(T)]) == 0
+    assert "init: lru-ring" in capsys.readouterr().out
+    assert main(["flow", "lru", "--hidden", str(n), "--steps", str(T), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
     rho = moduli(gf.init_weights("lru", n, n, scheme="lru-ring", seed=0)).max()
     want = (T - np.arange(T)) * np.log10(rho)                             # log10 max_j |λ_j|^{T−k}
     got = np.array([p["log10_norm_2"] for p in rec["curve"]])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
     assert want[0] / T > -0.1                                              # not PyTorch's −0.31 per step
+
+
+def test_the_exact_mode_line_names_the_path_it_took(capsys):
+    def line(cell):
+        assert main(["flow", cell, "--hidden", "4", "--steps", "5"]) == 0
+        return next(x for x in capsys.readouterr().out.splitlines() if x.startswith("mode:"))
+    assert "per-unit blocks" in line("lru") and "N x N" not in line("lru").split("no ")[0]
+    assert "diagonal Jacobian" in line("mingru")
+    assert line("lstm") == "mode: exact (N x N products, float64)"

@@ -261,14 +261,14 @@ def test_phase_grid_measures_the_spectral_norm_above_the_matrix_free_threshold(s
 
 # -- defect 9: cell_state_paths (the report's path figure and its rates) underflowed to −∞ -----
 
-def test_cell_state_paths_far_below_float64s_smallest_number():
+def test_cell_state_paths_far_below_float64s_smallest_number(monkeypatch):
     """LSTM n = 2, forget bias −2, T = 500: ‖∂c_T/∂c_0‖₂ ≈ 1e−347 and the carousel ∏ f ≈ 1e−459
     (below 4.9e−324: they read as an exact 0, −∞, and the report printed a rate of −∞). Oracle:
     PyTorch autograd Jacobians of nn.LSTMCell chained in mpmath at 30 digits."""
     mpmath = pytest.importorskip("mpmath")
     from _torch_oracle import torch_lstm_jacobians
 
-    mpmath.mp.dps = 30
+    monkeypatch.setattr(mpmath.mp, "dps", 30)  # restored after the test (others read mp.dps)
     n, T = 2, 500
     net = gf.network("lstm", n, 2, seed=1, forget_bias=-2.0)
     x = gf.random_inputs(T, 2, seed=1)
@@ -293,12 +293,12 @@ def test_cell_state_paths_far_below_float64s_smallest_number():
 # -- defect 10: stacked_flow's ‖∂L/∂s_k‖ (whole stack and per layer) underflowed to −∞ (JSON null,
 #    "an exact 0") where the products ‖∂s_T/∂s_k‖ beside them were kept at 1e−400 ----------------
 
-def test_stacked_gradients_far_below_float64s_smallest_number():
+def test_stacked_gradients_far_below_float64s_smallest_number(monkeypatch):
     """nn.RNN (tanh, 2 layers, n = 3, recurrent weights scaled by 0.12), T = 400, L = Σ y_T:
     ∂L/∂s_0 = 1ᵀ J_T ⋯ J_1 with the whole-stack J_t by torch.func.jacrev of the step written
     here, chained in mpmath; its layer blocks are ∂L/∂h^(l)_0 (no layer above reads s_0)."""
     mpmath = pytest.importorskip("mpmath")
-    mpmath.mp.dps = 30
+    monkeypatch.setattr(mpmath.mp, "dps", 30)  # restored after the test (others read mp.dps)
     torch.manual_seed(3)
     mod = torch.nn.RNN(3, 3, num_layers=2).double()
     with torch.no_grad():

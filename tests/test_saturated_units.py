@@ -15,7 +15,13 @@ from torch import nn
 
 import gradflow as gf
 
-mp.mp.dps = 80
+
+@pytest.fixture(autouse=True)
+def _eighty_digits():
+    """The oracle's precision, set for each test (conftest restores it after)."""
+    mp.mp.dps = 80
+
+
 PRE = (13.0, 17.0, 19.0, 40.0)
 
 

@@ -311,7 +311,7 @@ def run(a: argparse.Namespace) -> int:
     if flow.mode == "matrix-free":
         _sketch_table(flow, record, T, net.state_size)
         return 0
-    print(f"mode: exact (N x N products, {flow.dtype})")
+    print(f"mode: exact ({_exact_path(cell)}, {flow.dtype})")
     head = f"{'k':>6} {'T-k':>6} {'||.||_2':>10} {'||.||_F':>10} {'||dL/ds_k||':>11}"
     if flow.cell_state is not None and "c" not in cell.states:  # mLSTM: the memory (C, n)
         f = "f'_j" if "m" in cell.states else "f_j"
@@ -388,6 +388,18 @@ def _loss_options(a: argparse.Namespace, net, T: int, B: int):
         else:
             initial = read_npy(a.initial, "initial")
     return loss, head, targets, initial
+
+
+def _exact_path(cell) -> str:
+    """How the exact mode computes the products for this cell (what gradient_flow's auto picks)."""
+    from .._numeric.blocks import is_block_structured
+    from .._numeric.diagonal import is_diagonal
+
+    if "c" not in cell.states and is_diagonal(cell):
+        return "a diagonal Jacobian: products of its diagonals, O(T N), no N x N matrix"
+    if "c" not in cell.states and is_block_structured(cell):
+        return "per-unit blocks: products of the small blocks, no N x N matrix"
+    return "N x N products"
 
 
 def _exact_at_any_size(cell) -> bool:
