@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import tracemalloc
 import zipfile
 
@@ -512,7 +513,6 @@ def test_keras_h5_plain_file_still_read(tmp_path):
 def test_fifo_given_as_a_file_is_refused_not_waited_on(tmp_path, reader):
     """Before the fix open() of a FIFO without a writer blocked for ever (and a pipe from
     `--inputs <(…)` was read twice: 'is empty' or 'not a valid .npy array' for a good array)."""
-    import threading
 
     import gradflow as gf
     from gradflow._numeric.loading import read_npy, read_weights_file
@@ -522,6 +522,13 @@ def test_fifo_given_as_a_file_is_refused_not_waited_on(tmp_path, reader):
     os.mkfifo(path)
     call = {"npy": lambda: read_npy(path), "pt": lambda: read_weights_file(path),
             "npz": lambda: read_weights_file(path), "keras": lambda: gf.load_weights("lstm", path)}[reader]
+    got = _error_on_fifo(path, call, 10, os.O_WRONLY, "reading a FIFO blocked")
+    assert got and "is not a regular file" in got[0]
+
+
+def _error_on_fifo(path, call, wait: float, release: int, blocked: str) -> list:
+    """The GradflowError messages of ``call()`` on the FIFO ``path``, run in a thread; if it is
+    still blocked in open() after ``wait`` s, the other end is opened (``release``) and the test fails."""
     got: list = []
 
     def run():
@@ -532,12 +539,12 @@ def test_fifo_given_as_a_file_is_refused_not_waited_on(tmp_path, reader):
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    t.join(10)
-    if t.is_alive():  # blocked in open(): release it with a writer, then fail
-        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    t.join(wait)
+    if t.is_alive():  # blocked in open(): release it from the other end, then fail
+        os.close(os.open(path, release | os.O_NONBLOCK))
         t.join(5)
-        pytest.fail("reading a FIFO blocked")
-    assert got and "is not a regular file" in got[0]
+        pytest.fail(blocked)
+    return got
 
 
 def test_cli_huge_probes_refused_before_allocating(capsys):
@@ -597,28 +604,14 @@ def test_keras_h5_many_layers_counted_together(tmp_path, memory_20mb):
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
 def test_recorder_refuses_a_fifo_path(tmp_path):
     """Recorder(path=FIFO) opened it for writing, which waits for a reader for ever."""
-    import threading
 
     torch = pytest.importorskip("torch")
     from gradflow.torch import Recorder
 
     path = tmp_path / "flow.jsonl"
     os.mkfifo(path)
-    got: list = []
-
-    def run():
-        try:
-            Recorder(torch.nn.RNN(2, 3), every=1, inputs=np.zeros((4, 1, 2)), path=path)
-        except GradflowError as e:
-            got.append(str(e))
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(20)
-    if t.is_alive():  # blocked in open(): release it with a reader, then fail
-        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
-        t.join(5)
-        pytest.fail("Recorder blocked on a FIFO")
+    got = _error_on_fifo(path, lambda: Recorder(torch.nn.RNN(2, 3), every=1, inputs=np.zeros((4, 1, 2)), path=path),
+                         20, os.O_RDONLY, "Recorder blocked on a FIFO")
     assert got and "named pipe" in got[0]
 
 
