@@ -55,3 +55,24 @@ def test_the_exact_mode_line_names_the_path_it_took(capsys):
     assert "per-unit blocks" in line("lru") and "N x N" not in line("lru").split("no ")[0]
     assert "diagonal Jacobian" in line("mingru")
     assert line("lstm") == "mode: exact (N x N products, float64)"
+
+
+def test_structured_cells_are_not_refused_for_an_n_by_n_buffer_they_never_allocate(monkeypatch, capsys):
+    """LRU (per-unit blocks) and minGRU (diagonal) run exact without any N × N matrix; the size
+    guard counted 8 N × N buffers (LRU n = 20000: "needs about 44.94 GiB") and refused them."""
+    monkeypatch.setenv("GRADFLOW_MEMORY_LIMIT", "300M")
+    n, m, T = 3000, 4, 6                      # N = 6000: 8 N × N float64 buffers would be 2.3 GB
+    assert main(["flow", "lru", "--hidden", str(n), "--input", str(m), "--steps", str(T), "--json",
+                 "--no-lyapunov"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    rho = moduli(gf.init_weights("lru", n, m, scheme="lru-ring", seed=0)).max()
+    got = np.array([p["log10_norm_2"] for p in rec["curve"]])
+    np.testing.assert_allclose(got, (T - np.arange(T)) * np.log10(rho), rtol=0, atol=1e-9)
+    assert rec["mode"] == "exact"
+    assert main(["flow", "mingru", "--hidden", str(n), "--input", str(m), "--steps", str(T), "--json",
+                 "--no-lyapunov"]) == 0
+    assert json.loads(capsys.readouterr().out)["mode"] == "exact"
+    # a dense cell of the same size is still refused, with the estimate
+    assert main(["flow", "tanh-rnn", "--hidden", str(2 * n), "--input", str(m), "--steps", str(T),
+                 "--mode", "exact"]) == 2
+    assert "needs about" in capsys.readouterr().err

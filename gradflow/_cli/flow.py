@@ -27,7 +27,7 @@ import numpy as np
 from .._checks import GradflowError
 from .._numeric.loading import note, read_npy, torchscript_batch_first
 from .._numeric.reference_init import SCHEME_CELLS
-from .._numeric.size_guard import check_flow_size, choose_mode
+from .._numeric.size_guard import check_flow_size, choose_mode, structured_path
 from .options import float_option, fmt_log10, init_scheme, init_words, int_option, lyapunov_lines
 
 
@@ -280,12 +280,12 @@ def run(a: argparse.Namespace) -> int:
         inputs = random_inputs(T, net.input, batch=batch, seed=seed, dtype=dtype)
     T = inputs.shape[0]
     mode = mode_of(net.hidden, net.input, T, inputs.shape[1])
-    if a.probes is not None and mode == "exact":
-        raise GradflowError("--probes has no effect: --mode auto runs this size exactly "
-                            "(--mode matrix-free forces the estimates)")
     if a.probes is not None and a.mode == "auto" and _exact_at_any_size(cell):
         raise GradflowError(f"--probes has no effect: {cell.name}'s Jacobian is diagonal (or per-unit "
                             "blocks), measured exactly at any size (--mode matrix-free forces the estimates)")
+    if a.probes is not None and mode == "exact":
+        raise GradflowError("--probes has no effect: --mode auto runs this size exactly "
+                            "(--mode matrix-free forces the estimates)")
     if a.spectral == "svd" and mode == "matrix-free":
         raise GradflowError("--spectral svd has no effect in the matrix-free mode, where ||.||_2 is a band "
                             "from the probes; --mode exact computes it")
@@ -392,22 +392,17 @@ def _loss_options(a: argparse.Namespace, net, T: int, B: int):
 
 def _exact_path(cell) -> str:
     """How the exact mode computes the products for this cell (what gradient_flow's auto picks)."""
-    from .._numeric.blocks import is_block_structured
-    from .._numeric.diagonal import is_diagonal
-
-    if "c" not in cell.states and is_diagonal(cell):
+    path = structured_path(cell)
+    if path == "diagonal":
         return "a diagonal Jacobian: products of its diagonals, O(T N), no N x N matrix"
-    if "c" not in cell.states and is_block_structured(cell):
+    if path == "blocks":
         return "per-unit blocks: products of the small blocks, no N x N matrix"
     return "N x N products"
 
 
 def _exact_at_any_size(cell) -> bool:
     """gradient_flow's auto mode runs this cell's O(T·n) structured path, never matrix-free."""
-    from .._numeric.blocks import is_block_structured
-    from .._numeric.diagonal import is_diagonal
-
-    return "c" not in cell.states and (is_diagonal(cell) or is_block_structured(cell))
+    return structured_path(cell) is not None
 
 
 def _sketch_table(flow, record, T: int, N: int) -> None:

@@ -360,13 +360,12 @@ def network(cell: str | Cell, hidden: int | None = None, input: int | None = Non
         return net
     if hidden is None or input is None:
         raise GradflowError("give hidden and input sizes (or weights)")
-    from .size_guard import check_allocation
+    from .size_guard import check_allocation, weight_entries
 
     c = get_cell(cell)
     n, m = positive_int(hidden, "hidden size"), positive_int(input, "input size")
-    # a lower bound: every gate's W (n × n) and U (n × m) in float64
-    check_allocation(max(1, len(c.recorded.gates)) * n * (n + m) * 8,
-                     f"the weights of {c.name} with hidden size {n}, input size {m}")
+    # a lower bound: the weights themselves in float64
+    check_allocation(weight_entries(c, n, m) * 8, f"the weights of {c.name} with hidden size {n}, input size {m}")
     return Network(init_weights(cell, hidden, input, scheme=init, seed=seed, gain=gain,
                                 forget_bias=forget_bias, dtype=dtype, xp=xp))
 

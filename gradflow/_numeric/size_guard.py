@@ -93,6 +93,27 @@ def available_bytes() -> int:
     return avail
 
 
+def weight_entries(cell, n: int, m: int) -> int:
+    """How many numbers the cell's parameters hold at sizes n, m (W n × n, U n × m, b and w n, …)."""
+    from .named_weights import param_shape
+
+    return sum(math.prod(param_shape(p, n, m)) for p in cell.recorded.params)
+
+
+def structured_path(cell) -> str | None:
+    """``"diagonal"`` or ``"blocks"`` where :func:`gradflow.gradient_flow`'s exact mode takes the
+    O(T·n) diagonal or the O(T·n·S²) per-unit block path (no N × N matrix: exact at any size),
+    else None. The one rule for the engine, the auto mode, the size guard and the CLI."""
+    from .blocks import is_block_structured
+    from .diagonal import is_diagonal
+
+    if "c" in cell.states:
+        return None
+    if is_diagonal(cell):
+        return "diagonal"
+    return "blocks" if is_block_structured(cell) else None
+
+
 def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsize: int = 8) -> int:
     """Estimated peak bytes of a gradient-flow run of ``cell`` (a :class:`Cell`) at these sizes."""
     n, m, T, B = int(hidden), int(input), int(steps), int(batch)
@@ -102,7 +123,11 @@ def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsi
     named = max(1, len(cell.recorded.definitions))
     weights = G * n * (n + m + 2)
     trajectory = (T + 1) * B * N + T * B * named_entries + T * B * m
-    sweep = _SQUARE_BUFFERS * B * N * N + 8 * T * B
+    if structured_path(cell):  # per step a few (B, n, S, S) blocks and (B, N) rows, no N × N buffer
+        weights = 2 * weight_entries(cell, n, m)  # and a stacked copy
+        sweep = 8 * (T + 1) * B * N * S + 8 * T * B
+    else:
+        sweep = _SQUARE_BUFFERS * B * N * N + 8 * T * B
     objects = T * (named + S + 4) * _PER_ARRAY  # every step keeps a few small arrays and their dict
     return itemsize * (weights + trajectory + sweep) + objects + _FIXED
 
@@ -215,10 +240,11 @@ def choose_mode(cell, hidden: int, input: int, steps: int, batch: int = 1, items
                 mode: str = "auto") -> str:
     """``"exact"`` or ``"matrix-free"`` for ``mode="auto"``: exact while N ≤ :data:`MATRIX_FREE_ABOVE`
     and the exact run fits in memory, matrix-free otherwise; a given mode is returned as is. A cell
-    with states of other sizes than n (mLSTM) runs exact only: the size guard then says what fits."""
+    with states of other sizes than n (mLSTM) runs exact only: the size guard then says what fits;
+    a cell with a diagonal or per-unit block Jacobian (:func:`structured_path`) runs exact at any size."""
     if mode != "auto":
         return mode
-    if any(s in cell.sizes for s in cell.states):
+    if any(s in cell.sizes for s in cell.states) or structured_path(cell):
         return "exact"
     N = state_entries(cell, int(hidden))[0]
     budget = int(available_bytes() * MEMORY_SHARE)

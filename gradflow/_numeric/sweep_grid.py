@@ -30,10 +30,8 @@ from .._checks import GradflowError, finite_float, positive_int
 from .._symbolic.cells import get_cell
 from .._vocabulary import INIT_SCHEMES, InitScheme
 from .analysis import PhaseGrid
-from .blocks import is_block_structured
-from .diagonal import is_diagonal
 from .flow import decay_rate, gradient_flow, network, random_inputs
-from .size_guard import MAX_POINTS, MAX_WORK, check_flow_size, check_sweep_size, flow_work
+from .size_guard import MAX_POINTS, MAX_WORK, check_flow_size, check_sweep_size, flow_work, structured_path
 
 #: version of what a point measures; part of every key
 SCHEMA = 1
@@ -170,7 +168,7 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
     work, largest = 0.0, ("", 0.0)
     for name in names:
         c = get_cell(name)
-        structured = "c" not in c.states and (is_diagonal(c) or is_block_structured(c))
+        structured = structured_path(c) is not None
         for n, T in itertools.product(ns, Ts):
             w = flow_work(c, n, m, T, B, structured=structured)
             work += copies[name] * w
