@@ -27,7 +27,8 @@ import numpy as np
 from .._checks import GradflowError
 from .._numeric.loading import note, read_npy, torchscript_batch_first
 from .._numeric.reference_init import SCHEME_CELLS
-from .._numeric.size_guard import check_flow_size, choose_mode, structured_path
+from .._numeric.size_guard import check_flow_size, choose_mode
+from .._numeric.structure import structured_path
 from .options import float_option, fmt_log10, init_scheme, init_words, int_option, lyapunov_lines
 
 
@@ -203,8 +204,10 @@ def run(a: argparse.Namespace) -> int:
         raise GradflowError("--probes has no effect with --mode exact")
     chain = "float32" if a.float32 or a.dtype == "float32" else "float64"
 
+    structured = structured_path(cell) is not None  # its exact run holds no N × N matrix
+
     def mode_of(n, m, T, B):  # the mode gradient_flow will choose, for the size guard
-        return choose_mode(cell, n, m, T, B, np.dtype(chain).itemsize, a.mode)
+        return choose_mode(cell, n, m, T, B, np.dtype(chain).itemsize, a.mode, structured=structured)
     hidden = int_option(a.hidden, "--hidden") if a.hidden is not None else None
     m = int_option(a.input, "--input") if a.input is not None else None
     inputs = None
@@ -267,7 +270,7 @@ def run(a: argparse.Namespace) -> int:
         T = inputs.shape[0] if inputs is not None else int_option(a.steps, "--steps")
         B = inputs.shape[1] if inputs is not None else batch
         check_flow_size(cell, hidden, m, T, B, np.dtype(dtype).itemsize,  # before any allocation
-                        mode=mode_of(hidden, m, T, B), probes=probes)
+                        mode=mode_of(hidden, m, T, B), probes=probes, structured=structured)
         init = init_scheme(a.init, cell)
         net = network(cell, hidden, m, init=init, seed=seed, gain=_gain(a.gain or "1.0"),
                       forget_bias=float_option(a.forget_bias, "--forget-bias"), dtype=dtype)
@@ -276,7 +279,8 @@ def run(a: argparse.Namespace) -> int:
             raise GradflowError("flow needs --steps (or --inputs)")
         T = int_option(a.steps, "--steps")
         check_flow_size(cell, net.hidden, net.input, T, batch, np.dtype(dtype).itemsize,
-                        mode=mode_of(net.hidden, net.input, T, batch), probes=probes)
+                        mode=mode_of(net.hidden, net.input, T, batch), probes=probes,
+                        structured=structured)
         inputs = random_inputs(T, net.input, batch=batch, seed=seed, dtype=dtype)
     T = inputs.shape[0]
     mode = mode_of(net.hidden, net.input, T, inputs.shape[1])
@@ -290,7 +294,7 @@ def run(a: argparse.Namespace) -> int:
         raise GradflowError("--spectral svd has no effect in the matrix-free mode, where ||.||_2 is a band "
                             "from the probes; --mode exact computes it")
     check_flow_size(cell, net.hidden, net.input, T, inputs.shape[1], np.dtype(dtype).itemsize, mode=mode,
-                    probes=probes)
+                    probes=probes, structured=structured)
     tty = _isatty(sys.stderr)
     show = a.progress if a.progress is not None else \
         ((tty and T * net.state_size >= 20_000) or _long_run(T, inputs.shape[1], net.state_size))

@@ -729,7 +729,8 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
     Returns:
         :class:`Flow`.
     """
-    from .size_guard import choose_mode, structured_path
+    from .size_guard import choose_mode
+    from .structure import structured_path
 
     check_network(net, "gradient_flow")
     r = lyapunov_count(lyapunov, net.state_size)
@@ -746,9 +747,10 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
         raise GradflowError(f"dtype must be one of {', '.join(CHAIN_DTYPES)}; got {dtype!r}")
     chain = np.dtype(dtype) if dtype is not None else np.dtype(net.dtype)
     T = int(shape[0])
-    if mode == "auto" and structure == "auto" and structured_path(net.cell):
-        mode = "exact"  # the O(T·n) diagonal or O(T·n·S²) per-unit block path: exact at any size
-    mode = choose_mode(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode)  # type: ignore[assignment]
+    structured = structure == "auto" and structured_path(net.cell) is not None
+    # the O(T·n) diagonal or O(T·n·S²) per-unit block path: exact at any size
+    mode = choose_mode(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode,  # type: ignore[assignment]
+                       structured=structured)
     with thread_limit(blas_threads(threads, net.state_size ** 2 * B)):
         if initial is not None:
             initial = read_initial(initial, net.cell.states, B, net.hidden,

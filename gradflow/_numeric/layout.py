@@ -22,7 +22,7 @@ from functools import cache
 import sympy as sp
 
 from .._checks import GradflowError
-from .._symbolic.cell import Cell, n
+from .._symbolic.cell import Cell, Param, n
 
 
 @dataclass(frozen=True)
@@ -132,3 +132,11 @@ def refuse_sized_states(cell: Cell, what: str, reason: str | None = None) -> Non
         sizes = ", ".join(f"{s}: {v}" for s, v in odd.items())
         why = reason or f"it lays every state out as n entries, and {cell.name} has states of other sizes ({sizes})"
         raise GradflowError(f"{cell.name}: {what} does not take this cell yet: {why}")
+
+
+def param_shape(p: Param, n: int, m: int) -> tuple[int, ...]:
+    """The array shape of parameter ``p`` at sizes n, m: W (n, n), U (n, m), b and w (n,); a per-head
+    scalar gate's row w_g (1, m) and bias b_g (1,) (mLSTM)."""
+    if p.symbol.shape[0] == 1:
+        return (1, m) if p.kind == "U" else (1,)
+    return {"W": (n, n), "U": (n, m), "b": (n,), "w": (n,)}[p.kind]

@@ -18,16 +18,9 @@ from typing import Any
 import numpy as np
 
 from .._checks import GradflowError
-from .._symbolic.cell import Cell, Param
+from .._symbolic.cell import Cell
+from .layout import param_shape
 from .loading import note, read_npz, real_array
-
-
-def param_shape(p: Param, n: int, m: int) -> tuple[int, ...]:
-    """The array shape of parameter ``p`` at sizes n, m: W (n, n), U (n, m), b and w (n,); a per-head
-    scalar gate's row w_g (1, m) and bias b_g (1,) (mLSTM)."""
-    if p.symbol.shape[0] == 1:
-        return (1, m) if p.kind == "U" else (1,)
-    return {"W": (n, n), "U": (n, m), "b": (n,), "w": (n,)}[p.kind]
 
 
 def plain_name(label: str) -> str:

@@ -24,7 +24,7 @@ from functools import cache
 import sympy as sp
 
 from .._checks import GradflowError
-from .layout import state_layout
+from .layout import param_shape, state_layout
 
 #: (batch, N, N) buffers alive at once in the sweep (J_t, the product, workspaces), with room
 _SQUARE_BUFFERS = 8
@@ -95,27 +95,14 @@ def available_bytes() -> int:
 
 def weight_entries(cell, n: int, m: int) -> int:
     """How many numbers the cell's parameters hold at sizes n, m (W n × n, U n × m, b and w n, …)."""
-    from .named_weights import param_shape
-
     return sum(math.prod(param_shape(p, n, m)) for p in cell.recorded.params)
 
 
-def structured_path(cell) -> str | None:
-    """``"diagonal"`` or ``"blocks"`` where :func:`gradflow.gradient_flow`'s exact mode takes the
-    O(T·n) diagonal or the O(T·n·S²) per-unit block path (no N × N matrix: exact at any size),
-    else None. The one rule for the engine, the auto mode, the size guard and the CLI."""
-    from .blocks import is_block_structured
-    from .diagonal import is_diagonal
-
-    if "c" in cell.states:
-        return None
-    if is_diagonal(cell):
-        return "diagonal"
-    return "blocks" if is_block_structured(cell) else None
-
-
-def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsize: int = 8) -> int:
-    """Estimated peak bytes of a gradient-flow run of ``cell`` (a :class:`Cell`) at these sizes."""
+def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsize: int = 8, *,
+               structured: bool = False) -> int:
+    """Estimated peak bytes of a gradient-flow run of ``cell`` (a :class:`Cell`) at these sizes;
+    ``structured``: the exact mode takes the diagonal or per-unit block path
+    (:func:`gradflow._numeric.structure.structured_path`), which holds no N × N matrix."""
     n, m, T, B = int(hidden), int(input), int(steps), int(batch)
     S = len(cell.states)
     N, named_entries = state_entries(cell, n)
@@ -123,7 +110,7 @@ def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsi
     named = max(1, len(cell.recorded.definitions))
     weights = G * n * (n + m + 2)
     trajectory = (T + 1) * B * N + T * B * named_entries + T * B * m
-    if structured_path(cell):  # per step a few (B, n, S, S) blocks and (B, N) rows, no N × N buffer
+    if structured:  # per step a few (B, n, S, S) blocks and (B, N) rows, no N × N buffer
         weights = 2 * weight_entries(cell, n, m)  # and a stacked copy
         sweep = 8 * (T + 1) * B * N * S + 8 * T * B
     else:
@@ -165,7 +152,7 @@ def _largest(fits: Callable[[int], bool], upper: int) -> int:
 
 def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int = 1,
                     itemsize: int = 8, *, what: str | None = None, input_follows_hidden: bool = False,
-                    mode: str = "exact", probes: int = 32) -> int:
+                    mode: str = "exact", probes: int = 32, structured: bool = False) -> int:
     """Refuse a run whose estimate exceeds the memory available; return the estimate.
 
     ``input_follows_hidden``: m is the hidden size (the report's default), so the largest hidden
@@ -179,7 +166,7 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
     def estimate(c, n, mm, T, B, size):
         if mode == "matrix-free":
             return matrix_free_bytes(c, n, mm, T, B, size, rows=rows)
-        return flow_bytes(c, n, mm, T, B, size)
+        return flow_bytes(c, n, mm, T, B, size, structured=structured)
 
     need = estimate(cell, hidden, m, steps, batch, itemsize)
     avail = available_bytes()
@@ -208,12 +195,14 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
                         f"(a run may use {int(MEMORY_SHARE * 100)}%): {hint}")
 
 
-def check_report_size(cells, hidden: int, input: int | None, steps: int) -> None:
-    """The report's numeric runs (one per cell, batch 1, float64) must fit."""
+def check_report_size(cells, hidden: int, input: int | None, steps: int, structured=()) -> None:
+    """The report's numeric runs (one per cell, batch 1, float64, exact) must fit; ``structured``:
+    the names of the cells whose exact run takes the diagonal or per-unit block path."""
     for c in cells:
         check_flow_size(c, hidden, input, steps, 1, 8, input_follows_hidden=input is None,
                         what=f"the report's run of {c.name} with hidden size {hidden}, "
-                             f"input size {hidden if input is None else input}, {steps} steps")
+                             f"input size {hidden if input is None else input}, {steps} steps",
+                        structured=c.name in structured)
 
 
 #: the exact sweep (O(T·N³)) is chosen up to this state size N; above it the matrix-free one
@@ -237,14 +226,14 @@ def matrix_free_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1,
 
 
 def choose_mode(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsize: int = 8,
-                mode: str = "auto") -> str:
+                mode: str = "auto", *, structured: bool = False) -> str:
     """``"exact"`` or ``"matrix-free"`` for ``mode="auto"``: exact while N ≤ :data:`MATRIX_FREE_ABOVE`
     and the exact run fits in memory, matrix-free otherwise; a given mode is returned as is. A cell
     with states of other sizes than n (mLSTM) runs exact only: the size guard then says what fits;
-    a cell with a diagonal or per-unit block Jacobian (:func:`structured_path`) runs exact at any size."""
+    a cell with a diagonal or per-unit block Jacobian (``structured``) runs exact at any size."""
     if mode != "auto":
         return mode
-    if any(s in cell.sizes for s in cell.states) or structured_path(cell):
+    if any(s in cell.sizes for s in cell.states) or structured:
         return "exact"
     N = state_entries(cell, int(hidden))[0]
     budget = int(available_bytes() * MEMORY_SHARE)

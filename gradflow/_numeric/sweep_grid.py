@@ -31,7 +31,8 @@ from .._symbolic.cells import get_cell
 from .._vocabulary import INIT_SCHEMES, InitScheme
 from .analysis import PhaseGrid
 from .flow import decay_rate, gradient_flow, network, random_inputs
-from .size_guard import MAX_POINTS, MAX_WORK, check_flow_size, check_sweep_size, flow_work, structured_path
+from .size_guard import MAX_POINTS, MAX_WORK, check_flow_size, check_sweep_size, flow_work
+from .structure import structured_path
 
 #: version of what a point measures; part of every key
 SCHEMA = 1
@@ -164,7 +165,8 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
     for name in names:
         c = get_cell(name)
         check_flow_size(c, max(ns), m, max(Ts), B, what=f"the sweep's largest {name} run (hidden size "
-                        f"{max(ns)}, input size {m}, {max(Ts)} steps, batch {B}) on one worker")
+                        f"{max(ns)}, input size {m}, {max(Ts)} steps, batch {B}) on one worker",
+                        structured=structured_path(c) is not None)
     work, largest = 0.0, ("", 0.0)
     for name in names:
         c = get_cell(name)

@@ -165,6 +165,7 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
     from .._checks import one_of
     from .._numeric.reference_init import REFERENCE_INIT, check_fits
     from .._numeric.size_guard import check_report_size
+    from .._numeric.structure import structured_path
     from .._vocabulary import INIT_SCHEMES
     from .safe_write import open_target
 
@@ -180,7 +181,7 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
             raise GradflowError(f"{e} ({inits[c.name]} is {c.name}'s default init here; report {c.name} "
                                 "separately at sizes that fit, or give an init such as pytorch)") from None
 
-    check_report_size(resolved, hidden, input, steps)
+    check_report_size(resolved, hidden, input, steps, {c.name for c in resolved if structured_path(c)})
     out = _check_out_dir(out_dir, force)
     with open_target(out, force) as target:
         assert target.stage is not None
