@@ -76,3 +76,13 @@ def test_structured_cells_are_not_refused_for_an_n_by_n_buffer_they_never_alloca
     assert main(["flow", "tanh-rnn", "--hidden", str(2 * n), "--input", str(m), "--steps", str(T),
                  "--mode", "exact"]) == 2
     assert "needs about" in capsys.readouterr().err
+
+
+def test_the_report_names_the_ring_not_channels():
+    """The report said "lru-ring, the reference code's init with d = 16 channels and N = 1 state
+    entries each": words of the channel-wise state-space inits, false for the LRU."""
+    from gradflow._views.evidence import _init_words
+
+    text = _init_words("lru-ring", 16, 16)
+    assert "ring" in text and "orvieto2023lru" in text and "channels" not in text
+    assert "channels" in _init_words("s4d-lin", 16, 4)

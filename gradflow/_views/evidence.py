@@ -81,6 +81,9 @@ def _init_words(scheme: str, hidden: int, input: int) -> str:
         return scheme
     if scheme == "rg-lru":
         return "rg-lru, Griffin's reference init"
+    if scheme == "lru-ring":
+        return ("lru-ring, the LRU's ring initialisation [@orvieto2023lru]: "
+                "$|\\lambda_j|^2 \\sim U[0, 1]$, phases $\\sim U[0, 6.28]$")
     return (f"{scheme}, the reference code's init with $d = {input}$ channels and "
             f"$N = {hidden // input}$ state entries each")
 
