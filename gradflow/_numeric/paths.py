@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import GradflowError
+from .flow import products
 from .network import check_network, to_host
 
 
@@ -56,37 +57,24 @@ def cell_state_paths(net: Any, inputs: Any, initial: Any = None) -> CellStatePat
     T, n = traj.steps, net.hidden
     ci = net.cell.states.index("c")
     c = slice(ci * n, (ci + 1) * n)
-    J = to_host(net.step_jacobian(traj, T))
-    B, N = J.shape[0], J.shape[1]
-    # P = J_T ⋯ J_{k+1} = P̂ · 10^S and D = ∏ f_j = ±10^logD are carried scaled: at long T they fall
-    # far below float64's smallest number, and an underflow would read as an exact zero (−∞)
-    P = np.broadcast_to(np.eye(N), (B, N, N)).copy()
-    S = np.zeros(B)
-    logD = np.zeros((B, n))
-    Dhat = np.ones((B, n))  # D on P's scale, D / 10^S, scaled by the same divisions as P
+    B = traj.states[0].shape[0]
     out = {k: np.empty((B, T)) for k in ("block", "carousel", "through_h")}
     forget = np.empty((B, T, n))
-    idx = np.arange(n)
-    for k in range(T - 1, -1, -1):
-        Jk = to_host(net.step_jacobian(traj, k + 1))
-        Jt = to_host(net.step_jacobian(traj, k + 1, truncated=True))
-        forget[:, k] = np.diagonal(Jt[:, c, c], axis1=1, axis2=2)  # the truncated c→c block is diag(f)
-        with np.errstate(divide="ignore"):
-            logD += np.log10(np.abs(forget[:, k]))
-        P = P @ Jk
-        Dhat = Dhat * forget[:, k]
-        big = np.abs(P).max(axis=(1, 2))
-        live = big > 0  # an exactly zero product stays zero
-        with np.errstate(under="ignore"):
-            P[live] /= big[live, None, None]
-            Dhat[live] /= big[live, None]
-        S[live] += np.log10(big[live])
-        block = P[:, c, c]
-        car = np.zeros_like(block)
-        car[:, idx, idx] = Dhat  # the carousel on P's scale (at lag 1 exactly the block)
-        out["block"][:, k] = _log10_norm2(block) + S
-        out["carousel"][:, k] = np.max(logD, axis=1)  # ‖diag(D)‖₂ = max_i |D_i|
-        out["through_h"][:, k] = _log10_norm2(block - car) + S
+    # the full and the 1997-truncated products, each carried as 10^L · P (far below float64's
+    # smallest number an unscaled product would read as an exact zero); the truncated one's c→c
+    # block is the carousel ∏ diag(f_j), its J_{k+1}'s c→c block diag(f_{k+1})
+    for full, trunc in zip(products(net, traj), products(net, traj, truncated=True), strict=True):
+        k = full.k
+        forget[:, k] = np.diagonal(to_host(trunc.jacobian)[:, c, c], axis1=1, axis2=2)
+        block, Lb = to_host(full.P)[:, c, c], to_host(full.log10_scale)
+        car, Lc = to_host(trunc.P)[:, c, c], to_host(trunc.log10_scale)
+        out["block"][:, k] = _log10_norm2(block) + Lb
+        out["carousel"][:, k] = _log10_norm2(car) + Lc
+        top = np.maximum(Lb, Lc)  # the difference on the larger scale of the two
+        top = np.where(np.isfinite(top), top, 0.0)
+        with np.errstate(under="ignore", invalid="ignore"):
+            diff = block * (10.0 ** (Lb - top))[:, None, None] - car * (10.0 ** (Lc - top))[:, None, None]
+        out["through_h"][:, k] = _log10_norm2(diff) + top
     return CellStatePaths(out["block"], out["carousel"], out["through_h"], forget)
 
 
