@@ -198,7 +198,9 @@ class JacobianOperator:
             for t in full:
                 g = ws.index(t.weight)
                 C[..., g] += pre[id(t)] if t.vfn is not None else _value(t.coeff, env)
-            fused[ab] = (C, np.stack([np.asarray(env0[w], dtype=self.dtype) for w in ws]))
+            W = np.stack([np.asarray(env0[w], dtype=self.dtype) for w in ws])  # (G, n, n)
+            # rows i of the block as one batched matmul, C[i] (1 × G) @ [W_1[i]; …; W_G[i]] (G × n)
+            fused[ab] = (C, np.ascontiguousarray(np.moveaxis(W, 0, 1)))  # (n, G, n)
         self._fused = fused
         return True
 
@@ -305,7 +307,7 @@ class JacobianOperator:
             first = True
             fused = getattr(self, "_fused", {}).get((a, b)) if STEP in env else None
             if fused is not None and fused[0].shape[1] == B:
-                np.einsum("zig,gij->zij", fused[0][env[STEP] - 1], fused[1], out=view)
+                np.matmul(fused[0][env[STEP] - 1][:, :, None, :], fused[1], out=view[:, :, None, :])
                 full, first = [], False
             for t in full:
                 if t.kind == "dense":
