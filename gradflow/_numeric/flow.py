@@ -231,7 +231,8 @@ class _Tracker:
         self.stats: dict = {}
 
     def record(self, k, P, L, gP, sumsq_full, diagonal=()):
-        """P (B, N, N): the product, true value 10^L · P; gP: 10^−L · ∂L/∂s_k (B, N).
+        """P (B, N, N): the product, true value 10^L · P; gP: 10^−L · ∂L/∂s_k (B, N), or None
+        (the gradient curves come from elsewhere: a reverse accumulation).
 
         ``diagonal``: names of blocks that are diagonal by structure (their norm is max|P_ii|).
         """
@@ -283,11 +284,12 @@ class _Tracker:
         with np.errstate(divide="ignore", invalid="ignore"):
             for name, sq, sig in zip(names, sumsqs, sigs, strict=True):
                 cols = self.blocks[name][1]
-                g = gP[:, cols]
                 c = self.curves_np[name]
                 c["fro"][:, k] = Ln + 0.5 * np.log10(to_host(sq))
                 c["norm2"][:, k] = Ln + np.log10(to_host(sig))
-                c["grad"][:, k] = Ln + np.log10(to_host(xp.sqrt(xp.sum(g * g, axis=-1))))
+                if gP is not None:
+                    g = gP[:, cols]
+                    c["grad"][:, k] = Ln + np.log10(to_host(xp.sqrt(xp.sum(g * g, axis=-1))))
 
     def curves(self) -> dict:
         return {name: Curves(c["norm2"], c["fro"], c["grad"]) for name, c in self.curves_np.items()}
@@ -324,6 +326,7 @@ class Product:
             2 dense), derived from the cell's Jacobian blocks.
         sumsq: (B,) ‖P‖_F².
         jacobian: J_{k+1} (B, N, N), unscaled: a buffer, valid until the next product comes.
+        jacobian_max: (B,) max |(J_{k+1})_ij|, the scale the chain checked J_{k+1} against.
     """
 
     k: int
@@ -332,6 +335,7 @@ class Product:
     pattern: np.ndarray
     sumsq: Any
     jacobian: Any = None
+    jacobian_max: Any = None
 
 
 def _column_kinds(blocks, S: int) -> list[bool]:
@@ -511,7 +515,7 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False,
         pattern = _pattern_product(pattern, jpat)
         sumsq = _sumsq(xp, P)
         f = xp.sqrt(sumsq)
-        yield Product(k, P, L, pattern, sumsq, J)
+        yield Product(k, P, L, pattern, sumsq, J, jmax)
 
 
 def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral: SpectralMethod = "power", tol=1e-10,
@@ -529,9 +533,10 @@ def sweep(net: Network, traj: Trajectory, g_T, *, truncated=False, spectral: Spe
         if each is not None:
             each(pr.k, pr.P, pr.log10_scale)
         if reverse is not None:
-            reverse.step(pr.k, pr.jacobian)
+            reverse.step(pr.k, pr.jacobian, scale=pr.jacobian_max)
         if blocks:
-            gP = (g @ pr.P)[:, 0, :]  # 10^−L · ∂L/∂s_k
+            # 10^−L · ∂L/∂s_k of a last-step loss; with ``reverse`` its curves replace these
+            gP = None if reverse is not None else (g @ pr.P)[:, 0, :]
             diagonal = [name for name, (r, c) in blocks.items() if _is_diagonal(pr.pattern, r, c, net.layout)]
             tracker.record(pr.k, pr.P, pr.log10_scale, gP, pr.sumsq, diagonal)
         if progress is not None:

@@ -243,12 +243,15 @@ class Reverse:
         self.norms = {key: np.full((B, T), -math.inf) for key in ("full", *self.states)}
         self.g, self.ell = _plus(np.zeros((B, self.N)), np.zeros(B), self.direct[T - 1])  # ḡ_T = 10^ell · g
 
-    def step(self, k: int, J: Any = None, diagonal: Any = None) -> None:
-        """ḡ_k = ḡ_{k+1} J_{k+1} + (the direct partial of s_k, k ≥ 1); J is scaled apart first."""
+    def step(self, k: int, J: Any = None, diagonal: Any = None, scale: Any = None) -> None:
+        """ḡ_k = ḡ_{k+1} J_{k+1} + (the direct partial of s_k, k ≥ 1); J is scaled apart first,
+        by max |J_ij| (``scale`` (B,) when the caller has it already)."""
         xp, B = self.xp, self.g.shape[0]
         if diagonal is not None:
             a = np.asarray(to_host(diagonal), dtype=np.float64)
             scale = np.max(np.abs(a), axis=-1)
+        elif scale is not None:
+            scale = np.asarray(to_host(scale), dtype=np.float64)
         else:
             scale = np.asarray(to_host(xp.max(xp.abs(xp.reshape(J, (B, -1))), axis=-1)), dtype=np.float64)
         if not np.isfinite(scale).all():
