@@ -101,3 +101,26 @@ def test_report_words_say_the_shape():
     assert "S4D's default is `d_state` $= 64$ ($N = 32$), more than $n = 16$ allows" in s
     assert input_words({"lstm": 16, "mamba-zoh": 1}) == "input sizes $m = 16$ (`lstm`), $m = 1$ (`mamba-zoh`)"
     assert input_words({"lstm": 16, "gru": 16}) == "$m = 16$"
+
+
+def test_report_size_guard_advises_a_hidden_size_with_the_usual_state(monkeypatch):
+    """Too large a default Mamba report: the advised n keeps N = 16 (a multiple of 16, with m = n/16)
+    and is the largest such n under the budget."""
+    import re
+
+    from gradflow._numeric import size_guard
+
+    monkeypatch.setattr(size_guard, "available_bytes", lambda: 2 ** 30)
+    cell = gf.get_cell("mamba")
+    with pytest.raises(gf.GradflowError) as e:
+        size_guard.check_report_size([cell], 10 ** 6, None, 100, {cell.name}, {cell.name: "mamba"})
+    msg = str(e.value)
+    assert f"input size {10 ** 6 // MAMBA_D_STATE}" in msg
+    best = int(re.search(r"largest hidden size that fits is (\d+)", msg).group(1))
+    assert best % MAMBA_D_STATE == 0 and best > 0
+    budget = 2 ** 30 * size_guard.MEMORY_SHARE
+
+    def need(n):
+        return size_guard.flow_bytes(cell, n, n // MAMBA_D_STATE, 100, 1, 8, structured=True)
+
+    assert need(best) <= budget < need(best + MAMBA_D_STATE)

@@ -94,7 +94,7 @@ def init_words(scheme: str, hidden: int, input: int) -> str:
     if scheme.startswith("s4d"):
         words = f"{scheme} ({channels}, N = {N} complex modes each, 2N = {2 * N} real state entries"
     else:
-        words = f"{scheme} ({channels}, N = {N} state entries each"
+        words = f"{scheme} ({channels}, N = {N} state entr{'y' if N == 1 else 'ies'} each"
     if usual is not None and N != usual:
         words += f"; the reference code's default is N = {usual}"
     return words + ")"

@@ -268,8 +268,8 @@ def _path_caption(lstm_cells: list[Cell], memory_cells: list[Cell], memory_first
             "of a later step and comes back. At lag 1 the difference is exactly zero (one step holds "
             "no such path: the full and the truncated one-step $c \\to c$ blocks are the same). The block "
             "is the wide solid line, the carousel dashed, the paths through $h$ dotted with open circles "
-            "and drawn on top: where they agree with the block to 1 % the two are one line on the page, "
-            "and the panel names those lags.")
+            "and drawn on top: where they agree with the block to within one per cent the two are one line "
+            "on the page, and the panel names those lags.")
     if memory_cells:
         names = ", ".join(f"`{c.name}`" for c in memory_cells)
         factors = {c.name: _memory_factor(c) for c in memory_cells}

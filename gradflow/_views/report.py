@@ -183,10 +183,7 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
             raise GradflowError(f"{e} ({inits[c.name]} is {c.name}'s default init here; report {c.name} "
                                 "separately at sizes that fit, or give an init such as pytorch)") from None
 
-    structured = {c.name for c in resolved if structured_path(c)}
-    for c in resolved:  # None: m follows n (the guard's advice then shrinks both)
-        m = None if input is None and inputs[c.name] == hidden else inputs[c.name]
-        check_report_size([c], hidden, m, steps, structured)
+    check_report_size(resolved, hidden, input, steps, {c.name for c in resolved if structured_path(c)}, inits)
     out = _check_out_dir(out_dir, force)
     with open_target(out, force) as target:
         assert target.stage is not None
@@ -315,7 +312,9 @@ def reproduce(b: Build) -> None:
     doc.para("This report was produced by the command")
     doc.code(_wrap_command(command_str) if command_str else "")
     if command_str != canonical:
-        doc.para("which is equivalent to (every parameter explicit)")
+        doc.para("which is equivalent to (every parameter explicit"
+                 + ("; no `--input`, so that each cell takes its own default input size)"
+                    if len(set(b.inputs.values())) > 1 else ")"))
         doc.code(_wrap_command(canonical))
     doc.para("with " + ", ".join(f"{k} {v}" for k, v in versions.items())
              + f" on {platform.system() or 'unknown OS'} {platform.machine()}, at {date} (UTC). "
