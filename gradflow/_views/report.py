@@ -115,7 +115,10 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
     Arguments:
         cells: cell names (or one name); duplicates are dropped, order is kept.
         out_dir: the report directory; created if missing (with its parents).
-        hidden, steps, input: n, T and m of the numeric runs (``input`` defaults to ``hidden``).
+        hidden, steps, input: n, T and m of the numeric runs. ``input`` defaults to ``hidden``, but
+            for Mamba and S4D to n / N with their reference code's N per channel (Mamba's
+            ``d_state`` = 16, S4D's 32 complex modes, or the largest divisor of n below it):
+            each cell's own m, :func:`gradflow._numeric.reference_init.default_input`.
         seed: seed of the weights and the inputs.
         forget_bias: forget-gate bias b_f of the cells that have a forget gate (default: the
             initialisation's own), e.g. 1 as recommended by Jozefowicz et al. (2015).
