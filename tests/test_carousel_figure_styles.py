@@ -34,6 +34,14 @@ def _paths(close_from: int | None):
     return SimpleNamespace(block=block[None], carousel=carousel[None], through_h=through[None])
 
 
+def _notes(ax) -> list[str]:
+    """The notes written into the panel (a title-only legend placed where it covers least data)."""
+    from matplotlib.legend import Legend
+
+    notes = [a.get_title().get_text() for a in ax.artists if isinstance(a, Legend)]
+    return notes + [t.get_text() for t in ax.texts]
+
+
 def _lines(ax):
     return {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
 
@@ -61,12 +69,13 @@ def test_the_three_curves_differ_in_style_and_the_narrow_one_is_on_top():
 def test_a_note_names_the_lags_where_the_paths_through_h_lie_on_the_block():
     fig, ax = plt.subplots()
     plot_cell_state_paths(_paths(12), ax=ax)
-    notes = [t.get_text() for t in ax.texts if "block to 1 %" in t.get_text()]
-    assert notes == ["paths through $h$ = block to 1 % at lags 12 to 40"]
+    notes = [t for t in _notes(ax) if "block" in t]
+    assert notes == ["paths through $h$ = block\nto 1 % at lags 12 to 40"]
+    assert ax.get_legend() is None   # the note is not the legend that figure_legend gathers
     plt.close(fig)
     fig, ax = plt.subplots()
     plot_cell_state_paths(_paths(None), ax=ax)   # 0.5 decade apart everywhere: nothing to say
-    assert not [t for t in ax.texts if "block to" in t.get_text()]
+    assert not [t for t in _notes(ax) if "block" in t]
     plt.close(fig)
 
 

@@ -279,9 +279,16 @@ def plot_cell_state_paths(paths: Any, *, ax: Axes | None = None, title: str | No
         mark_exact_zero(ax, x, y, line.get_color())
     lags = on_curve_lags(x, paths.through_h[0], paths.block[0])
     if lags is not None:  # say it: there the two curves are one line on the page
-        ax.text(0.015, 0.04, f"paths through $h$ = block to {ON_CURVE * 100:g} % at lags {lags[0]} to {lags[1]}",
-                transform=ax.transAxes, ha="left", va="bottom", fontsize=_note_size(), color="C2",
-                zorder=3, bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1.0))
+        from matplotlib.legend import Legend
+
+        # a note placed where it covers the least data ("best"), without a frame and beneath the
+        # curves, so it hides none of them; not the axes' legend, so figure_legend neither collects
+        # nor removes it
+        note = Legend(ax, [], [], title=f"paths through $h$ = block\nto {ON_CURVE * 100:g} % at lags {lags[0]} to "
+                      f"{lags[1]}", loc="best", frameon=False, title_fontsize=_note_size(), borderpad=0.3)
+        note.get_title().set_color("C2")
+        note.set_zorder(1.5)
+        ax.add_artist(note)
     return _lag_axes(ax, title)
 
 
