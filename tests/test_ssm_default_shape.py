@@ -124,3 +124,20 @@ def test_report_size_guard_advises_a_hidden_size_with_the_usual_state(monkeypatc
         return size_guard.flow_bytes(cell, n, n // MAMBA_D_STATE, 100, 1, 8, structured=True)
 
     assert need(best) <= budget < need(best + MAMBA_D_STATE)
+
+
+def test_default_mamba_run_shows_the_papers_sixteen_rates(capsys):
+    """End to end at the CLI's default shape (n = 16, no --input): one channel whose 16 state entries
+    decay as exp(−Δ_t (k + 1)), so the Lyapunov exponents are −(k + 1)·mean(Δ): in ratio 1 : 2 : … : 16.
+    S4D-Lin at its default shape: every mode has |λ| = exp(−Δ/2) in the one channel, so its 2N = 32
+    exponents are equal. (With the old m = n each unit was its own channel with its own Δ.)"""
+    import json
+
+    assert main(["flow", "mamba", "--hidden", "16", "--steps", "20", "--lyapunov", "full", "--json"]) == 0
+    lyap = np.sort(np.asarray(json.loads(capsys.readouterr().out)["lyapunov"], dtype=float))[::-1]
+    assert lyap.shape == (MAMBA_D_STATE,) and lyap[0] < 0
+    assert np.allclose(lyap / lyap[0], np.arange(1, MAMBA_D_STATE + 1), rtol=1e-9, atol=0)
+    assert main(["flow", "s4d", "--hidden", "16", "--steps", "20", "--lyapunov", "full", "--json"]) == 0
+    lyap = np.asarray(json.loads(capsys.readouterr().out)["lyapunov"], dtype=float)
+    assert lyap.shape == (32,) and lyap.max() < 0
+    assert np.allclose(lyap, lyap[0], rtol=1e-9, atol=0)
