@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 
-def fake_build(stage: Path, cells, out, *, hidden, steps, seed, input, forget_bias, command, out_arg,
+def fake_build(stage: Path, cells, out, *, hidden, steps, seed, inputs, forget_bias, command, out_arg,
                columns=1, slides=False, sleep: float = 0.0, init=None, inits=None,
                figure_size: str = "two-column") -> None:
     (stage / "figures").mkdir()

@@ -144,7 +144,8 @@ def test_flow_cli_mamba_init_matches_the_product_written_out(capsys):
         log_a += -delta * np.exp(w[r"A_{\log}"])
     assert abs(curve[0]["log10_norm_2"] - log_a.max() / math.log(10)) < 1e-12
     code, out, _ = _cli(capsys, "flow", "mamba-zoh", "--hidden", "6", "--input", "3", "--steps", "3")
-    assert code == 0 and "init: mamba (d = 3 channels, N = 2 state entries each)" in out
+    assert code == 0 and ("init: mamba (d = 3 channels, N = 2 state entries each; the reference code's "
+                          "default is N = 16)") in out
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -26,7 +26,7 @@ import numpy as np
 
 from .._checks import GradflowError
 from .._numeric.loading import note, read_npy, torchscript_batch_first
-from .._numeric.reference_init import SCHEME_CELLS
+from .._numeric.reference_init import SCHEME_CELLS, default_input
 from .._numeric.size_guard import check_flow_size, choose_mode
 from .._numeric.structure import structured_path
 from .options import float_option, fmt_log10, init_scheme, init_words, int_option, lyapunov_lines
@@ -114,7 +114,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``gradflow flow``."""
     p.add_argument("cell", help="cell name (gradflow derive --list)")
     p.add_argument("--hidden", help="hidden size n (taken from --weights if given)")
-    p.add_argument("--input", help="input size m (default: the hidden size; taken from --weights/--inputs "
+    p.add_argument("--input", help="input size m (default: the hidden size, but hidden/N for mamba "
+                   "(N = 16) and s4d (N = 32 complex modes), their usual state per channel, or the largest "
+                   "divisor of hidden below it; taken from --weights/--inputs "
                    "when given)")
     p.add_argument("--steps", help="number of steps T (taken from --inputs if given)")
     p.add_argument("--batch", default=None, help="sequences in the batch (default 1)")
@@ -261,8 +263,8 @@ def run(a: argparse.Namespace) -> int:
         net = network(cell, hidden, m, weights=a.weights, dtype=dtype, prefix=a.prefix, layer=layer,
                       direction=a.direction, forget_bias=float_option(a.forget_bias, "--forget-bias"))
     else:
-        if m is None and inputs is None:  # initialised weights, random inputs: m = n, as in report
-            m = hidden
+        if m is None and inputs is None and hidden is not None:  # initialised weights, random inputs:
+            m = default_input(init_scheme(a.init, cell), hidden)  # m = n (Mamba, S4D: n / N), as in report
         if hidden is None or m is None:
             raise GradflowError("flow needs --hidden (or --weights)")
         if a.steps is None and inputs is None:

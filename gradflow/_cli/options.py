@@ -87,7 +87,17 @@ def init_words(scheme: str, hidden: int, input: int) -> str:
         return scheme
     if scheme == "lru-ring":
         return "lru-ring (Orvieto et al. 2023: |lambda|^2 ~ U[0, 1], the phase ~ U[0, 6.28])"
-    return f"{scheme} (d = {input} channels, N = {hidden // input} state entries each)"
+    from .._numeric.reference_init import USUAL_STATE
+
+    N, usual = hidden // input, USUAL_STATE.get(scheme)
+    channels = f"d = {input} channel{'' if input == 1 else 's'}"
+    if scheme.startswith("s4d"):
+        words = f"{scheme} ({channels}, N = {N} complex modes each, 2N = {2 * N} real state entries"
+    else:
+        words = f"{scheme} ({channels}, N = {N} state entr{'y' if N == 1 else 'ies'} each"
+    if usual is not None and N != usual:
+        words += f"; the reference code's default is N = {usual}"
+    return words + ")"
 
 
 def lyapunov_lines(values, total: int | None = None, what: str = "Lyapunov exponents") -> list[str]:

@@ -27,7 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", default="16", help="hidden size n of the numeric runs (default 16)")
     p.add_argument("--steps", default="100", help="sequence length T (default 100)")
     p.add_argument("--seed", default="0", help="seed of the weights and inputs (default 0)")
-    p.add_argument("--input", default=None, help="input size m (default: the hidden size)")
+    p.add_argument("--input", default=None, help="input size m (default: the hidden size, but hidden/N "
+                   "for mamba (N = 16) and s4d (N = 32 complex modes), their usual state per channel, or "
+                   "the largest divisor of hidden below it)")
     p.add_argument("--forget-bias", default=None, metavar="F",
                    help="forget-gate bias of the LSTM in the numeric runs (e.g. 1)")
     p.add_argument("--init", default=None, metavar="SCHEME",

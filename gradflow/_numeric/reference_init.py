@@ -22,6 +22,21 @@ SCHEME_CELLS: dict[str, tuple[str, ...]] = {
     "lru-ring": ("lru",)}
 #: cell → the scheme gradflow's CLI and report use for it unless told otherwise
 REFERENCE_INIT: dict[str, str] = {c: s for s, cells in SCHEME_CELLS.items() for c in cells if s != "s4d-real"}
+#: the state entries per channel N of the reference code's defaults: Mamba's ``d_state = 16``
+#: (``mamba_simple.py``); S4D's ``d_state = 64`` (``s4d.py``), which it keeps as N/2 = 32 complex
+#: modes (conjugate pairs, the kernel takes 2·Re), gradflow's N for ``s4d`` (one complex mode a unit)
+USUAL_STATE: dict[str, int] = {"mamba": 16, "s4d-lin": 32, "s4d-real": 32}
+
+
+def default_input(scheme: str, hidden: int) -> int:
+    """The input size m (the channels d) when none is given: m = n / N with N the largest divisor
+    of n that is at most the reference code's N (:data:`USUAL_STATE`), so Mamba has N = 16 state
+    entries per channel and S4D 32 complex modes when n allows; m = n for every other scheme."""
+    usual = USUAL_STATE.get(scheme)
+    if usual is None:
+        return hidden
+    N = max(k for k in range(1, min(usual, hidden) + 1) if hidden % k == 0)
+    return hidden // N
 
 
 def inverse_softplus(y: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
 
 import sympy as sp
@@ -151,12 +151,15 @@ def _largest(fits: Callable[[int], bool], upper: int) -> int:
 
 
 def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int = 1,
-                    itemsize: int = 8, *, what: str | None = None, input_follows_hidden: bool = False,
-                    mode: str = "exact", probes: int = 32, structured: bool = False) -> int:
+                    itemsize: int = 8, *, what: str | None = None,
+                    input_follows_hidden: bool | Callable[[int], int] = False,
+                    mode: str = "exact", probes: int = 32, structured: bool = False, hidden_step: int = 1) -> int:
     """Refuse a run whose estimate exceeds the memory available; return the estimate.
 
     ``input_follows_hidden``: m is the hidden size (the report's default), so the largest hidden
-    size that fits is searched with m = n. ``mode``: ``"exact"`` or ``"matrix-free"``
+    size that fits is searched with m = n, or with m = ``input_follows_hidden(n)`` when it is a
+    function (the report's default for the state-space cells, m = n / N), among the multiples of
+    ``hidden_step`` (N: the advised size keeps N state entries per channel). ``mode``: ``"exact"`` or ``"matrix-free"``
     (:func:`matrix_free_bytes`), as :func:`choose_mode` resolves it; ``probes``: the matrix-free
     mode's probe vectors per state (its rows: the gradient and ``probes`` per state).
     """
@@ -175,12 +178,14 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
         return need
 
     def fits_n(k):
-        return estimate(cell, k, k if input_follows_hidden else m, steps, batch, itemsize) <= budget
+        mk = input_follows_hidden(k) if callable(input_follows_hidden) else k if input_follows_hidden else m
+        return estimate(cell, k, mk, steps, batch, itemsize) <= budget
 
     def fits_t(k):
         return estimate(cell, hidden, m, k, batch, itemsize) <= budget
 
-    best_n = _largest(fits_n, hidden)
+    step = max(1, int(hidden_step))
+    best_n = step * _largest(lambda j: fits_n(step * j), hidden // step)
     best_t = _largest(fits_t, steps)
     label = what or f"{cell.name} with hidden size {hidden}, input size {m}, {steps} steps, batch {batch}"
     if mode == "matrix-free" and probes != 32:
@@ -195,13 +200,26 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
                         f"(a run may use {int(MEMORY_SHARE * 100)}%): {hint}")
 
 
-def check_report_size(cells, hidden: int, input: int | None, steps: int, structured=()) -> None:
+def check_report_size(cells, hidden: int, input: int | None, steps: int, structured=(),
+                      inits: Mapping[str, str] | None = None) -> None:
     """The report's numeric runs (one per cell, batch 1, float64, exact) must fit; ``structured``:
-    the names of the cells whose exact run takes the diagonal or per-unit block path."""
+    the names of the cells whose exact run takes the diagonal or per-unit block path; ``inits``:
+    cell name → init scheme, which sets the default input size when ``input`` is None
+    (:func:`gradflow._numeric.reference_init.default_input`: m = n, Mamba and S4D m = n / N)."""
+    from .reference_init import USUAL_STATE, default_input
+
     for c in cells:
-        check_flow_size(c, hidden, input, steps, 1, 8, input_follows_hidden=input is None,
+        scheme = (inits or {}).get(c.name, "")
+
+        def follows(k: int, scheme: str = scheme) -> int:
+            return default_input(scheme, k)
+
+        m = follows(hidden) if input is None else input
+        usual = USUAL_STATE.get(scheme, 1) if input is None and hidden >= USUAL_STATE.get(scheme, 1) else 1
+        check_flow_size(c, hidden, m, steps, 1, 8, input_follows_hidden=follows if input is None else False,
+                        hidden_step=usual,
                         what=f"the report's run of {c.name} with hidden size {hidden}, "
-                             f"input size {hidden if input is None else input}, {steps} steps",
+                             f"input size {m}, {steps} steps",
                         structured=c.name in structured)
 
 

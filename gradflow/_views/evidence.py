@@ -6,6 +6,7 @@ Every number comes from the numeric engine; every sentence that states a propert
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,15 +85,38 @@ def _init_words(scheme: str, hidden: int, input: int) -> str:
     if scheme == "lru-ring":
         return ("lru-ring, the LRU's ring initialisation [@orvieto2023lru]: "
                 "$|\\lambda_j|^2 \\sim U[0, 1]$, phases $\\sim U[0, 6.28]$")
-    return (f"{scheme}, the reference code's init with $d = {input}$ channels and "
-            f"$N = {hidden // input}$ state entries each")
+    from .._numeric.reference_init import USUAL_STATE
+
+    N, usual = hidden // input, USUAL_STATE.get(scheme)
+    channels = f"$d = {input}$ channel{'' if input == 1 else 's'}"
+    if scheme.startswith("s4d"):  # a unit is a complex mode: two real state entries (h, q)
+        shape = (f"{channels} and $N = {N}$ complex mode{'' if N == 1 else 's'} each, i.e. `d_state` "
+                 f"$= 2N = {2 * N}$ real state entries")
+        default = f"S4D's default is `d_state` $= {2 * usual if usual else 0}$ ($N = {usual}$)"
+    else:
+        shape = f"{channels} and $N = {N}$ state entr{'y' if N == 1 else 'ies'} each, Mamba's `d_state`"
+        default = f"Mamba's default is $N = {usual}$"
+    words = f"{scheme}, the reference code's init with {shape}"
+    if usual is None or N == usual:
+        return words
+    return words + f"; {default}" + (f", more than $n = {hidden}$ allows" if hidden < usual else "")
 
 
-def measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
+def input_words(inputs: Mapping[str, int], code: Callable[[str], str] = lambda name: f"`{name}`") -> str:
+    """``$m = 16$``, or the input size of each cell where they differ (each cell's default);
+    ``code`` writes a cell's name (Markdown backticks; the slides pass LaTeX's ``\\texttt``)."""
+    sizes = set(inputs.values())
+    if len(sizes) == 1:
+        return f"$m = {sizes.pop()}$"
+    return "input sizes " + ", ".join(f"$m = {m}$ ({code(name)})" for name, m in inputs.items())
+
+
+def measure(cells: list[Cell], hidden: int, input: int | Mapping[str, int], steps: int, seed: int,
             forget_bias: float | None = None, inits: dict[str, str] | None = None) -> dict[str, Measurement]:
     """Run every cell once (random weights and inputs from ``seed``) and measure what the report shows.
 
-    ``inits``: cell name → init scheme (default: the cell's own)."""
+    ``input``: m, one for every cell or cell name → m; ``inits``: cell name → init scheme (default:
+    the cell's own)."""
     from .._numeric.flow import decay_rate, gradient_flow, network, random_inputs, singular_values
 
     out = {}
@@ -100,8 +124,9 @@ def measure(cells: list[Cell], hidden: int, input: int, steps: int, seed: int,
     for cell in cells:
         fb = forget_bias if cell.has_forget_gate else None
         init = (inits or {}).get(cell.name, cell.default_init)
-        net = network(cell, hidden, input, init=init, seed=seed, forget_bias=fb)  # type: ignore[arg-type]
-        inputs = random_inputs(steps, input, seed=seed)
+        m = input[cell.name] if isinstance(input, Mapping) else input
+        net = network(cell, hidden, m, init=init, seed=seed, forget_bias=fb)  # type: ignore[arg-type]
+        inputs = random_inputs(steps, m, seed=seed)
         flow = gradient_flow(net, inputs, carousel="c" in cell.states, mode="exact")  # ‖·‖₂ at any N
         traj = net.unroll(inputs)
         J_T = np.asarray(net.step_jacobian(traj, steps))[0]
@@ -241,7 +266,10 @@ def _path_caption(lstm_cells: list[Cell], memory_cells: list[Cell], memory_first
             f"({carousel_words(lstm_cells)}); and their difference, every path that leaves the cell "
             "state through $h_{j-1}$ (and the cell's other states) into the gates and the candidate "
             "of a later step and comes back. At lag 1 the difference is exactly zero (one step holds "
-            "no such path: the full and the truncated one-step $c \\to c$ blocks are the same).")
+            "no such path: the full and the truncated one-step $c \\to c$ blocks are the same). The block "
+            "is the wide solid line, the carousel dashed, the paths through $h$ dotted with open circles "
+            "and drawn on top: where they agree with the block to within one per cent the two are one line "
+            "on the page, and the panel names those lags.")
     if memory_cells:
         names = ", ".join(f"`{c.name}`" for c in memory_cells)
         factors = {c.name: _memory_factor(c) for c in memory_cells}
@@ -265,10 +293,10 @@ def _path_caption(lstm_cells: list[Cell], memory_cells: list[Cell], memory_first
 
 
 def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, Measurement], hidden: int,
-                     input: int, steps: int, seed: int, forget_bias: float | None = None,
+                     input: int | Mapping[str, int], steps: int, seed: int, forget_bias: float | None = None,
                      figure_size: str = "two-column") -> Evidence:
     """The numeric-evidence section: the figures (saved under ``stage/figures``), the sentences
-    beside them and the table."""
+    beside them and the table. ``input``: m (each run's own, ``runs[name].net.input``, is used)."""
     from .._numeric.analysis import decay_table, phase_grid
     from .._numeric.flow import decay_rate
     from .._numeric.paths import cell_state_paths, state_drift
@@ -309,11 +337,13 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
 
     flows = [runs[c.name].flow for c in cells]
     lstm_cells = [c for c in cells if "c" in c.states]
-    inits = "; ".join(f"`{c.name}`: {_init_words(runs[c.name].init, hidden, input)}" for c in cells)
+    m_of = {c.name: int(runs[c.name].net.input) for c in cells}
+    inits = "; ".join(f"`{c.name}`: {_init_words(runs[c.name].init, hidden, m_of[c.name])}" for c in cells)
     doc.heading(2, "Numeric evidence", label="sec:evidence")
-    doc.para(f"Each cell is unrolled for $T = {steps}$ steps with hidden size $n = {hidden}$ and input "
-             f"size $m = {input}$, weights from the initialisation ({inits}) with seed "
-             f"{seed}"
+    m_words = input_words(m_of)
+    doc.para(f"Each cell is unrolled for $T = {steps}$ steps with hidden size $n = {hidden}$ and "
+             f"{'input size ' if m_words.startswith('$') else ''}{m_words}, weights from the "
+             f"initialisation ({inits}) with seed {seed}"
              + ("" if forget_bias is None else
                 f" and the forget-gate bias set to $b_f = {float(forget_bias):g}$ "
                 "[@jozefowicz2015empirical]")
@@ -329,7 +359,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
              f"{seed} (batch size 1), whose curves `flows.json` holds.")
 
     # -- the decay figure: median and band over seeds × sequences --------------------------------
-    spreads = {c.name: flow_spread(c, hidden, input, steps, seed=seed, seeds=n_seeds, batch=n_batch,
+    spreads = {c.name: flow_spread(c, hidden, m_of[c.name], steps, seed=seed, seeds=n_seeds, batch=n_batch,
                                    forget_bias=forget_bias if c.has_forget_gate else None,
                                    init=runs[c.name].init) for c in cells}
     bounds = {c.name: runs[c.name].flow.bound for c in cells if runs[c.name].flow.bound is not None}
@@ -559,7 +589,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     if lstm_cells:
         c = lstm_cells[0]
         has_forget = c.has_forget_gate
-        p_hidden, p_input, p_steps = min(hidden, 8), min(input, 4), min(steps, 40)
+        p_hidden, p_input, p_steps = min(hidden, 8), min(m_of[c.name], 4), min(steps, 40)
         scales = (0.5, 1.0, 1.5, 2.0)
         biases = (-1.0, 0.0, 1.0, 2.0) if has_forget else (None,)
         grid = phase_grid(c.name, hidden=p_hidden, input=p_input, steps=p_steps, scales=scales,
@@ -592,7 +622,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
     for row in table:
         r = runs[row["cell"]]
         cs = [fmt_num(row["rate_cell_state"]), fmt_num(r.rate_carousel)] if with_c else []
-        rows.append([f"`{row['cell']}`", str(row["n"]), str(input), str(row["T"]), fmt_num(row["rate"]),
+        rows.append([f"`{row['cell']}`", str(row["n"]), str(m_of[row["cell"]]), str(row["T"]), fmt_num(row["rate"]),
                      *cs, fmt_num(r.rate_bound), fmt_num(row["log10_norm_k0"], "{:.2f}")])
     bound_words = []
     if pas:

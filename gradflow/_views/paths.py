@@ -22,11 +22,13 @@ log10 ‖∂s_T/∂s_0‖₂ of the run; "the same number" is written only when 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from sympy import Identity, MatAdd, MatMul, OneMatrix, ZeroMatrix
 
+from .._checks import GradflowError
 from .._numeric.compile import compile_expr
 from .._numeric.flow import random_inputs
 from .._symbolic.cell import Cell
@@ -133,10 +135,13 @@ def gradient_path(cell: Cell) -> GradientPath:
     return GradientPath(cell, "other", "h")
 
 
-def path_log10(path: GradientPath, run: Measurement, steps: int, input: int, seed: int) -> float:
-    """max_j Σ_t log10|v_{t,j}| over the run (for a rotation, |λ| = √(v² + w²)): the path's product."""
+def path_log10(path: GradientPath, run: Measurement, steps: int, input: int | None, seed: int) -> float:
+    """max_j Σ_t log10|v_{t,j}| over the run (for a rotation, |λ| = √(v² + w²)): the path's product.
+    The run's inputs are redrawn from ``seed`` at the run's own m (``input`` must agree if given)."""
     net = run.net
-    inputs = random_inputs(steps, input, seed=seed)
+    if input is not None and int(input) != int(net.input):
+        raise GradflowError(f"input size {input} is not the run's ({net.input})")
+    inputs = random_inputs(steps, int(net.input), seed=seed)
     traj = net.unroll(inputs)
     fv = compile_expr(path.vector)
     fw = None if path.other is None else compile_expr(path.other)
@@ -185,9 +190,10 @@ def _other_words(cell: Cell) -> str:
     return text + f", but {rest} to it at every step, so this term alone is not the path the gradient takes;"
 
 
-def gradient_path_section(doc: Doc, cells: list[Cell], runs: dict[str, Measurement], input: int, steps: int,
-                          seed: int) -> list[dict]:
-    """The section: one paragraph per cell; returns the numbers behind the sentences."""
+def gradient_path_section(doc: Doc, cells: list[Cell], runs: dict[str, Measurement],
+                          input: int | Mapping[str, int], steps: int, seed: int) -> list[dict]:
+    """The section: one paragraph per cell; returns the numbers behind the sentences. ``input``: m,
+    one for every cell or cell name → m (each cell's run has its own)."""
     doc.heading(2, "Which path carries the gradient")
     doc.para("For each cell, the path below is read off the derived one-step Jacobian of [#sec:derivation]: "
              "the part of $\\partial s_t/\\partial s_{t-1}$ that is a diagonal matrix and holds no "
@@ -215,7 +221,7 @@ def gradient_path_section(doc: Doc, cells: list[Cell], runs: dict[str, Measureme
                      f"of those terms (measured: {fmt_num(full, '{:.2f}')}).")
             out.append(row)
             continue
-        value = path_log10(path, run, steps, input, seed)
+        value = path_log10(path, run, steps, input[cell.name] if isinstance(input, Mapping) else input, seed)
         row["path"] = value
         factor = path.factor_latex()
         long = visible_width(factor) > INLINE_WIDTH  # too long for a line of text: name its equation

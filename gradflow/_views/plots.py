@@ -258,15 +258,65 @@ def plot_cell_state_paths(paths: Any, *, ax: Axes | None = None, title: str | No
     Returns:
         the Axes.
     """
+    import matplotlib
+
     ax = _axes(ax)
     T = paths.block.shape[1]
     x = T - np.arange(T)
-    for y, label, style in ((paths.block[0], r"$c\to c$ block $\partial c_T/\partial c_k$", "-"),
-                            (paths.carousel[0], r"carousel (truncated $c\to c$ product)", "--"),
-                            (paths.through_h[0], r"paths through $h$ (block $-$ carousel)", ":")):
-        (line,) = ax.plot(x, y, linestyle=style, label=label)
+    lw = float(matplotlib.rcParams["lines.linewidth"])
+    every = max(1, T // 12)  # markers a twelfth of the lag axis apart: sparse enough to read the line
+    # drawn wide to narrow, later ones on top: the block (wide, solid) under the carousel (dashed) under
+    # the paths through h (dotted, open circles), which at long lags lie on the block
+    curves = ((paths.block[0], r"$c\to c$ block $\partial c_T/\partial c_k$",
+               dict(linestyle="-", linewidth=2.2 * lw, color="C0", zorder=2.0)),
+              (paths.carousel[0], r"carousel (truncated $c\to c$ product)",
+               dict(linestyle="--", linewidth=lw, color="C1", zorder=2.2)),
+              (paths.through_h[0], r"paths through $h$ (block $-$ carousel)",
+               dict(linestyle=":", linewidth=lw, color="C2", zorder=2.4, marker="o", markersize=3.5,
+                    markerfacecolor="white", markevery=(every // 2, every))))
+    for y, label, style in curves:
+        (line,) = ax.plot(x, y, label=label, **style)  # type: ignore[arg-type]
         mark_exact_zero(ax, x, y, line.get_color())
+    lags = on_curve_lags(x, paths.through_h[0], paths.block[0])
+    if lags is not None:  # say it: there the two curves are one line on the page
+        from matplotlib.legend import Legend
+
+        # a note placed where it covers the least data ("best"), without a frame and beneath the
+        # curves, so it hides none of them; not the axes' legend, so figure_legend neither collects
+        # nor removes it
+        note = Legend(ax, [], [], title=f"paths through $h$ = block\nto {ON_CURVE * 100:g} % at lags {lags[0]} to "
+                      f"{lags[1]}", loc="best", frameon=False, title_fontsize=_note_size(), borderpad=0.3)
+        note.get_title().set_color("C2")
+        note.set_zorder(1.5)
+        ax.add_artist(note)
     return _lag_axes(ax, title)
+
+
+#: two log10 curves closer than log10(1 + ON_CURVE) are drawn as one line at any printed size (a
+#: line is ≥ 0.1 decade wide on the report's axes): where that holds, the figure says so
+ON_CURVE = 0.01
+
+
+def on_curve_lags(x: Any, y: Any, ref: Any, rel: float = ON_CURVE) -> tuple[int, int] | None:
+    """The longest run of consecutive lags (smallest, largest) on which the log10 curves ``y`` and
+    ``ref`` agree to ``rel`` (|y − ref| ≤ log10(1 + rel), both finite), if it spans at least a tenth
+    of the lags (and 3); None otherwise."""
+    x, y, ref = np.asarray(x), np.asarray(y, dtype=float), np.asarray(ref, dtype=float)
+    order = np.argsort(x)
+    x, y, ref = x[order], y[order], ref[order]
+    with np.errstate(invalid="ignore"):
+        close = np.isfinite(y) & np.isfinite(ref) & (np.abs(y - ref) <= np.log10(1 + rel))
+    best, start = (0, 0), None
+    for i, c in enumerate([*close, False]):
+        if c and start is None:
+            start = i
+        elif not c and start is not None:
+            best = max(best, (i - start, start))
+            start = None
+    length, first = best
+    if length < max(3, len(x) / 10):
+        return None
+    return int(x[first]), int(x[first + length - 1])
 
 
 def plot_memory_paths(full: Any, memory: Any, *, ax: Axes | None = None, title: str | None = None) -> Axes:

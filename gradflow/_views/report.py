@@ -45,7 +45,7 @@ from .._symbolic.cells import get_cell
 from .bibtex import bib_for_bibtex, bibliography_text, parse_bibtex
 from .derivation import derive_cell
 from .document import Doc
-from .evidence import Evidence, Measurement, evidence_section, measure
+from .evidence import Evidence, Measurement, evidence_section, input_words, measure
 
 #: files whose presence marks a directory as holding a gradflow report
 REPORT_MARKERS = ("report.md", "report.tex", "provenance.json")
@@ -70,14 +70,14 @@ def _versions() -> dict:
 
 
 def _canonical_command(cells: list[Cell], out_dir: str, hidden: int, steps: int, seed: int,
-                       input: int, forget_bias: float | None = None, init: str | None = None,
+                       input: int | None, forget_bias: float | None = None, init: str | None = None,
                        figure_size: str = "two-column") -> str:
     fb = [] if forget_bias is None else ["--forget-bias", repr(float(forget_bias))]
     fb += [] if init is None else ["--init", init]
     fs = [] if figure_size == "two-column" else ["--figure-size", figure_size]
     return shlex.join(["gradflow", "report", *[c.name for c in cells], "-o", out_dir,
                        "--hidden", str(hidden), "--steps", str(steps), "--seed", str(seed),
-                       "--input", str(input), *fb, *fs])
+                       *([] if input is None else ["--input", str(input)]), *fb, *fs])
 
 
 def _wrap_command(cmd: str, width: int = 78) -> str:
@@ -115,7 +115,10 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
     Arguments:
         cells: cell names (or one name); duplicates are dropped, order is kept.
         out_dir: the report directory; created if missing (with its parents).
-        hidden, steps, input: n, T and m of the numeric runs (``input`` defaults to ``hidden``).
+        hidden, steps, input: n, T and m of the numeric runs. ``input`` defaults to ``hidden``, but
+            for Mamba and S4D to n / N with their reference code's N per channel (Mamba's
+            ``d_state`` = 16, S4D's 32 complex modes, or the largest divisor of n below it):
+            each cell's own m, :func:`gradflow._numeric.reference_init.default_input`.
         seed: seed of the weights and the inputs.
         forget_bias: forget-gate bias b_f of the cells that have a forget gate (default: the
             initialisation's own), e.g. 1 as recommended by Jozefowicz et al. (2015).
@@ -151,7 +154,7 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
     hidden = positive_int(hidden, "hidden", 1)
     steps = positive_int(steps, "steps", 2)
     seed = positive_int(seed, "seed", 0)
-    input = hidden if input is None else positive_int(input, "input", 1)
+    input = None if input is None else positive_int(input, "input", 1)
     columns = check_columns(columns)
     from .plots import figure_size as _check_figure_size
 
@@ -163,7 +166,7 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
         if not any(c.has_forget_gate for c in resolved):
             raise GradflowError("a forget bias needs a cell with a forget gate (lstm)")
     from .._checks import one_of
-    from .._numeric.reference_init import REFERENCE_INIT, check_fits
+    from .._numeric.reference_init import REFERENCE_INIT, check_fits, default_input
     from .._numeric.size_guard import check_report_size
     from .._numeric.structure import structured_path
     from .._vocabulary import INIT_SCHEMES
@@ -172,20 +175,22 @@ def write_report(cells: str | Cell | Iterable[str | Cell], out_dir: str | os.Pat
     if init is not None:
         init = one_of(init, "init", INIT_SCHEMES)
     inits = {c.name: init or REFERENCE_INIT.get(c.name, c.default_init) for c in resolved}
+    # m per cell: the one given, else n, but n / N for Mamba and S4D (their usual N per channel)
+    inputs = {c.name: default_input(inits[c.name], hidden) if input is None else input for c in resolved}
     for c in resolved:  # before anything is derived or written
         try:
-            check_fits(inits[c.name], c.name, hidden, input)
+            check_fits(inits[c.name], c.name, hidden, inputs[c.name])
         except GradflowError as e:
             if init is not None:
                 raise
             raise GradflowError(f"{e} ({inits[c.name]} is {c.name}'s default init here; report {c.name} "
                                 "separately at sizes that fit, or give an init such as pytorch)") from None
 
-    check_report_size(resolved, hidden, input, steps, {c.name for c in resolved if structured_path(c)})
+    check_report_size(resolved, hidden, input, steps, {c.name for c in resolved if structured_path(c)}, inits)
     out = _check_out_dir(out_dir, force)
     with open_target(out, force) as target:
         assert target.stage is not None
-        _build(target.stage, resolved, out, hidden=hidden, steps=steps, seed=seed, input=input,
+        _build(target.stage, resolved, out, hidden=hidden, steps=steps, seed=seed, inputs=inputs,
                forget_bias=forget_bias, command=command, out_arg=_typed_path(out_dir, out),
                columns=columns, slides=slides, init=init, inits=inits,
                figure_size=figure_size)
@@ -204,7 +209,7 @@ class Build:
     stage: Path
     cells: list[Cell]
     hidden: int
-    input: int
+    inputs: dict[str, int]  # m of each cell's run (one --input, or each cell's default)
     steps: int
     seed: int
     forget_bias: float | None
@@ -289,8 +294,8 @@ def derivation(b: Build) -> None:
 
 def numeric_evidence(b: Build) -> None:
     """Section: the same quantities measured on random weights (:mod:`.evidence`)."""
-    b.runs = measure(b.cells, b.hidden, b.input, b.steps, b.seed, b.forget_bias, b.inits)
-    b.evidence = evidence_section(b.doc, b.stage, b.cells, b.runs, b.hidden, b.input, b.steps, b.seed,
+    b.runs = measure(b.cells, b.hidden, b.inputs, b.steps, b.seed, b.forget_bias, b.inits)
+    b.evidence = evidence_section(b.doc, b.stage, b.cells, b.runs, b.hidden, b.inputs, b.steps, b.seed,
                                   b.forget_bias, figure_size=b.figure_size)
 
 
@@ -298,23 +303,25 @@ def gradient_paths(b: Build) -> None:
     """Section: which path carries each cell's gradient, read off its Jacobian (:mod:`.paths`)."""
     from .paths import gradient_path_section
 
-    b.paths = gradient_path_section(b.doc, b.cells, b.runs, b.input, b.steps, b.seed)
+    b.paths = gradient_path_section(b.doc, b.cells, b.runs, b.inputs, b.steps, b.seed)
 
 
 def reproduce(b: Build) -> None:
     """Section: the command line, the versions and where the raw numbers are."""
     doc, versions, date = b.doc, b.versions, b.date
     command_str, canonical = b.command, b.canonical
-    hidden, input, steps, seed = b.hidden, b.input, b.steps, b.seed
+    hidden, steps, seed = b.hidden, b.steps, b.seed
     doc.heading(2, "Reproduce")
     doc.para("This report was produced by the command")
     doc.code(_wrap_command(command_str) if command_str else "")
     if command_str != canonical:
-        doc.para("which is equivalent to (every parameter explicit)")
+        doc.para("which is equivalent to (every parameter explicit"
+                 + ("; no `--input`, so that each cell takes its own default input size)"
+                    if len(set(b.inputs.values())) > 1 else ")"))
         doc.code(_wrap_command(canonical))
     doc.para("with " + ", ".join(f"{k} {v}" for k, v in versions.items())
              + f" on {platform.system() or 'unknown OS'} {platform.machine()}, at {date} (UTC). "
-             f"Sizes: $n = {hidden}$, $m = {input}$, $T = {steps}$, batch 1; seed {seed}. The same "
+             f"Sizes: $n = {hidden}$, {input_words(b.inputs)}, $T = {steps}$, batch 1; seed {seed}. The same "
              "command with the same versions regenerates the figures and numbers; "
              "`provenance.json` records all of this, and `flows.json` holds the measured curves. "
              "To cite gradflow itself [@gradflow], run `gradflow cite`.")
@@ -339,13 +346,15 @@ def _typed_path(out_dir, out: Path) -> str:
 
 
 def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int, seed: int,
-           input: int, forget_bias: float | None, command, out_arg: str, columns: int = 1,
+           inputs: dict[str, int], forget_bias: float | None, command, out_arg: str, columns: int = 1,
            slides: bool = False, init: str | None = None,
            inits: dict[str, str] | None = None, figure_size: str = "two-column") -> None:
     bib_text = bibliography_text()
     bib = parse_bibtex(bib_text)
     versions = _versions()
     date = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    common = set(inputs.values())  # one m for every cell: written; else each cell's default (no --input)
+    input = common.pop() if len(common) == 1 else None
     canonical = _canonical_command(cells, out_arg, hidden, steps, seed, input, forget_bias, init, figure_size)
     if command is None:
         command_str = canonical
@@ -354,7 +363,7 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
     else:
         command_str = shlex.join([str(a) for a in command])
     command_str = relative_output(command_str)
-    b = Build(stage, cells, hidden, input, steps, seed, forget_bias, versions, date, command_str, canonical,
+    b = Build(stage, cells, hidden, dict(inputs), steps, seed, forget_bias, versions, date, command_str, canonical,
               Doc(bib), inits=dict(inits or {}), figure_size=figure_size)
     for section in SECTIONS:
         section(b)
@@ -395,7 +404,8 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
         "canonical_command": canonical,
         "argv": None if command is None or isinstance(command, str) else [str(a) for a in command],
         "cells": [c.name for c in cells],
-        "hidden": hidden, "input": input, "steps": steps, "batch": 1, "seed": seed,
+        "hidden": hidden, "input": input if input is not None else dict(inputs),  # cell → m where they differ
+        "steps": steps, "batch": 1, "seed": seed,
         "forget_bias": forget_bias,
         "init": {c.name: runs[c.name].init for c in cells},
         "date": date,

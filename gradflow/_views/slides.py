@@ -22,6 +22,7 @@ from .._symbolic.printing import latex
 from .bibtex import entry_label, tex_text
 from .derivation import carousel_kind
 from .document import BUDGET_SLIDE, Row, display_row, row_lines
+from .evidence import input_words
 
 #: a report's Build (``.report.Build``; not imported here: report.py imports this module)
 Build = Any
@@ -261,7 +262,8 @@ def _takeaway(b: Build) -> str:
         if r.rate_bound is not None:
             text += f"; the bound by {_num(r.rate_bound)}"
         items.append("\\item " + text + ".")
-    sizes = f"$n = {b.hidden}$, $m = {b.input}$, $T = {b.steps}$, seed {b.seed}"
+    m_words = input_words(b.inputs, lambda name: "\\texttt{" + tex_text(name) + "}")
+    sizes = f"$n = {b.hidden}$, {m_words}, $T = {b.steps}$, seed {b.seed}"
     return _frame("Takeaway", "Measured on random weights (" + sizes + "):\n\\begin{itemize}\n"
                   + "\n".join(items) + "\n\\end{itemize}\n" + _ranking(b))
 
