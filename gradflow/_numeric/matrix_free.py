@@ -21,8 +21,8 @@ O(N³) of the exact sweep (:func:`gradflow._numeric.flow.products`):
   and for a uniformly random subspace Var(F) = 2(m − q)/(q (m − 1)(m + 2)) · (m‖PPᵀ‖_F² − ‖P‖_F⁴),
   so Var(F) = c² Var(mean_j E_j) with c² = ((m − q)/q) / (Σ_j (m − q_j)/q_j / b²)
   (= (m − q)/(m − q/b) for equal blocks; exact for Gaussian probes, a close approximation for
-  Rademacher ones): se = c · std_j(E_j)/√b (in log10: se/(2 ln10 · F)). F is the conditional
-  mean of mean_j E_j given S (Rao–Blackwell), so it is never noisier than the blocks' mean. When
+  Rademacher ones): se = c · std_j(E_j)/√b (in log10: se/(2 ln10 · F)). For Gaussian probes F
+  is the conditional mean of mean_j E_j given S (Rao–Blackwell): never noisier than it. When
   r ≥ m the Rademacher probes span the rows (unless they are rank-deficient, which the rank says),
   and F is ‖P‖_F² itself. A block whose product is structurally diagonal (the derived blocks' zero
   pattern says so: the LSTM's c→c block of J_T, the carousel ∏ diag(f_j)) is measured exactly by
