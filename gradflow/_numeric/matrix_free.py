@@ -23,10 +23,12 @@ O(N³) of the exact sweep (:func:`gradflow._numeric.flow.products`):
   (= (m − q)/(m − q/b) for equal blocks; exact for Gaussian probes, a close approximation for
   Rademacher ones): se = c · std_j(E_j)/√b (in log10: se/(2 ln10 · F)). For Gaussian probes F
   is the conditional mean of mean_j E_j given S (Rao–Blackwell): never noisier than it. When
-  r ≥ m the Rademacher probes span the rows (unless they are rank-deficient, which the rank says),
-  and F is ‖P‖_F² itself. A block whose product is structurally diagonal (the derived blocks' zero
-  pattern says so: the LSTM's c→c block of J_T, the carousel ∏ diag(f_j)) is measured exactly by
-  any Rademacher probe, ‖ωᵀP‖² = Σ p_ii²: there Hutchinson's mean is used, exact, se = 0;
+  r ≥ m the probes span the rows (Rademacher ones unless rank-deficient, which q says), and F is
+  ‖P‖_F² itself. The cost on top of the carried rows is O(r²·C) per step and block (C columns:
+  the same order as QᵀP for σ_max below; no N × N work). A block whose product is structurally
+  diagonal (the derived blocks' zero pattern says so: the LSTM's c→c block of J_T, the carousel
+  ∏ diag(f_j)) is measured exactly by any Rademacher probe, ‖ωᵀP‖² = Σ p_ii²: there Hutchinson's
+  mean is used, exact, se = 0;
 * the spectral norm is bracketed, not computed: σ_max(QᵀP_k) ≤ ‖P_k‖₂ ≤ ‖P_k‖_F, Q the
   orthonormal basis of the probes (a certified lower bound: QᵀP_k = R⁻ᵀ ΩᵀP_k for Ω = QR), and
   ‖P_k‖_F/√N ≤ ‖P_k‖₂; the bounds through ‖P_k‖_F carry that estimate's uncertainty.
