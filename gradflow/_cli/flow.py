@@ -423,6 +423,7 @@ def _sketch_table(flow, record, T: int, N: int) -> None:
     for name in parts:
         head += f" {'||dL/d' + name + '_k||':>11}"
     print(head)
+
     def se(c) -> str:
         return f"{'exact':>8}" if c.get("log10_norm_fro_exact") else f"{c['log10_norm_fro_se']:8.4f}"
 
