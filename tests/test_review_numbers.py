@@ -50,8 +50,9 @@ def _torch_rnn_products(net, x):
 
 def test_matrix_free_se_of_identical_sequences_does_not_shrink_with_the_batch():
     """B copies of one sequence give B identical estimates (the probes are the same for every
-    sequence): their mean is exactly as uncertain as one estimate. gradflow printed se/√B."""
-    net = gf.network("tanh-rnn", 6, 3, seed=2)
+    sequence): their mean is exactly as uncertain as one estimate. gradflow printed se/√B.
+    n = 24 rows against 16 probes: a true estimate (16 probes would span 6 rows: exact, se = 0)."""
+    net = gf.network("tanh-rnn", 24, 3, seed=2)
     x1 = gf.random_inputs(5, 3, batch=1, seed=2)
     one = gf.gradient_flow(net, x1, mode="matrix-free", lyapunov=False, probes=16).to_json()
     many = gf.gradient_flow(net, np.repeat(x1, 16, axis=1), mode="matrix-free", lyapunov=False,
@@ -65,8 +66,9 @@ def test_matrix_free_se_of_identical_sequences_does_not_shrink_with_the_batch():
 def test_matrix_free_batch_mean_se_is_honest_against_autograd():
     """Over independent probe draws the batch-mean estimate of log10 ‖∂h_T/∂h_k‖_F misses the
     exact batch mean (PyTorch autograd) by about one standard error (rms z ≈ 1.18 for Student's t
-    with 7 degrees of freedom); with se/√B, B = 12, it missed by about 3 standard errors."""
-    net = gf.network("tanh-rnn", 6, 3, seed=4)
+    with 7 degrees of freedom); with se/√B, B = 12, it missed by about 3 standard errors.
+    n = 24 rows against 16 probes: a true estimate (16 probes would span 6 rows: exact, se = 0)."""
+    net = gf.network("tanh-rnn", 24, 3, seed=4)
     x = gf.random_inputs(4, 3, batch=12, seed=4)
     exact = _torch_rnn_products(net, x).mean(axis=0)
     traj = net.unroll(x)
@@ -75,7 +77,7 @@ def test_matrix_free_batch_mean_se_is_honest_against_autograd():
     for s in range(40):
         c = sketch_sweep(net, traj, np.ones((12, N)), {"full": (slice(0, N), slice(0, N))},
                          probes=16, seed=7919 * s)["full"]
-        flow = Flow("tanh-rnn", 6, 4, 12, gf.Curves(c.log10_norm_fro, c.log10_norm_fro, c.log10_grad_norm),
+        flow = Flow("tanh-rnn", 24, 4, 12, gf.Curves(c.log10_norm_fro, c.log10_norm_fro, c.log10_grad_norm),
                     sketch={"full": c}, mode="matrix-free")
         rec = flow.to_json()["curve"]
         z.append([(r["log10_norm_fro"] - e) / r["log10_norm_fro_se"] for r, e in zip(rec, exact, strict=True)])

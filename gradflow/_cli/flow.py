@@ -414,7 +414,8 @@ def _exact_at_any_size(cell) -> bool:
 def _sketch_table(flow, record, T: int, N: int) -> None:
     """The table of a matrix-free run: the estimates with their standard errors, the band."""
     print(f"mode: matrix-free ({flow.dtype}; {flow.probes} probe vectors): ||.||_F estimated "
-          f"+- one standard error, ||.||_2 a band [low, high], ||dL/ds_k|| exact")
+          f"+- one standard error ('exact': no error, the probes span the block's rows or it is diagonal), "
+          f"||.||_2 a band [low, high], ||dL/ds_k|| exact")
     head = f"{'k':>6} {'T-k':>6} {'||.||_F':>10} {'+-se':>8} {'||.||_2 low':>11} {'high':>10} {'||dL/ds_k||':>11}"
     if flow.cell_state is not None:
         head += f" {'c: ||.||_F':>10} {'+-se':>8}"
@@ -424,16 +425,20 @@ def _sketch_table(flow, record, T: int, N: int) -> None:
     for name in parts:
         head += f" {'||dL/d' + name + '_k||':>11}"
     print(head)
+
+    def se(c) -> str:
+        return f"{'exact':>8}" if c.get("log10_norm_fro_exact") else f"{c['log10_norm_fro_se']:8.4f}"
+
     for rec in record["curve"]:
-        line = (f"{rec['k']:>6} {T - rec['k']:>6} {fmt_log10(rec['log10_norm_fro'])} {rec['log10_norm_fro_se']:8.4f} "
+        line = (f"{rec['k']:>6} {T - rec['k']:>6} {fmt_log10(rec['log10_norm_fro'])} {se(rec)} "
                 f"{fmt_log10(rec['log10_norm_2_low']):>11} {fmt_log10(rec['log10_norm_2_high'])} "
                 f"{fmt_log10(rec['log10_grad_norm']):>11}")
         if "cell_state" in rec:
             c = rec["cell_state"]
-            line += f" {fmt_log10(c['log10_norm_fro'])} {c['log10_norm_fro_se']:8.4f}"
+            line += f" {fmt_log10(c['log10_norm_fro'])} {se(c)}"
         if "carousel" in rec:
             c = rec["carousel"]
-            line += f" {fmt_log10(c['log10_norm_fro'])} {c['log10_norm_fro_se']:8.4f}"
+            line += f" {fmt_log10(c['log10_norm_fro'])} {se(c)}"
         for name in parts:
             line += f" {fmt_log10(rec['log10_grad_norm_' + name]):>11}"
         print(line)

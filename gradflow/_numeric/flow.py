@@ -168,7 +168,8 @@ class Flow:
 
         def entries(curves, name, k, what):
             rec = {key: json_number(v[k], f"{what}{key} at k = {k}") for key, v in curves.items() if key not in skip}
-            rec.update({key: json_number(v[k], f"{what}{key} at k = {k}") for key, v in sk.get(name, {}).items()})
+            rec.update({key: bool(v[k]) if v.dtype == bool else json_number(v[k], f"{what}{key} at k = {k}")
+                        for key, v in sk.get(name, {}).items()})
             return rec
 
         curve = []
@@ -199,9 +200,11 @@ def _sketch_mean(c) -> dict:
     the probe blocks (the probes are shared by the batch: not se/√B, see ``batch_mean_se``)."""
     from .matrix_free import batch_mean_se
 
+    extra = {} if c.fro_exact is None else {"log10_norm_fro_low": c.log10_norm_fro_low.mean(axis=0),
+                                            "log10_norm_fro_exact": np.asarray(c.fro_exact, dtype=bool)}
     return {"log10_norm_fro_se": batch_mean_se(c),
             "log10_norm_2_low": c.log10_norm_2_low.mean(axis=0),
-            "log10_norm_2_high": c.log10_norm_2_high.mean(axis=0)}
+            "log10_norm_2_high": c.log10_norm_2_high.mean(axis=0), **extra}
 
 
 # -- the backward sweep -------------------------------------------------------------------------

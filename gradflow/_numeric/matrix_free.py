@@ -5,10 +5,30 @@ the one-step Jacobians, y_kᵀ = y_{k+1}ᵀ J_{k+1}, at O(R·n²) per step for R
 O(N³) of the exact sweep (:func:`gradflow._numeric.flow.products`):
 
 * the loss gradient: y_T = ∂L/∂s_T gives ∂L/∂s_k = y_kᵀ exactly at every k (backpropagation);
-* r probe vectors ω on the rows of a block (Rademacher or standard normal, E ωωᵀ = I) give
-  Hutchinson's estimate ‖P_k‖_F² = E‖ωᵀP_k‖², the mean of the r samples, with the standard error
-  from the spread of the means of ``probe_blocks`` independent blocks of probes,
-  se = std(block means)/√b (in log10: se/(2 ln10 · estimate));
+* r probe vectors ω on the m rows of a block (Rademacher or standard normal) span a subspace
+  S = span(Ω) of rank q, orthonormal basis Q; QᵀP_k = R⁻ᵀ ΩᵀP_k is read off the carried rows.
+  ‖P_k‖_F² is split into the part the probes measure exactly and the part they do not,
+  ‖P‖_F² = ‖QᵀP‖_F² + ‖(I − QQᵀ)P‖_F², and the second part is estimated from the first:
+  E[QQᵀ] = (q/m) I (S is a uniformly random q-dimensional subspace for Gaussian probes; for
+  Rademacher ones the law of S is invariant under signed permutations, so E[QQᵀ | q] commutes with
+  them and is (q/m) I), hence E‖(I − QQᵀ)P‖_F² = ((m − q)/m)‖P‖_F² and the estimate
+
+      F = ‖QᵀP‖_F² + ((m − q)/q) ‖QᵀP‖_F² = (m/q) ‖QᵀP‖_F²
+
+  is unbiased, never below the certified lower bound ‖QᵀP‖_F² ≤ ‖P‖_F², and exact (se = 0) when
+  the probes span the rows (q = m). Its standard error comes from the b = ``probe_blocks``
+  independent blocks of probes: each block j alone gives the unbiased E_j = (m/q_j)‖Q_jᵀP‖_F²,
+  and for a uniformly random subspace Var(F) = 2(m − q)/(q (m − 1)(m + 2)) · (m‖PPᵀ‖_F² − ‖P‖_F⁴),
+  so Var(F) = c² Var(mean_j E_j) with c² = ((m − q)/q) / (Σ_j (m − q_j)/q_j / b²)
+  (= (m − q)/(m − q/b) for equal blocks; exact for Gaussian probes, a close approximation for
+  Rademacher ones): se = c · std_j(E_j)/√b (in log10: se/(2 ln10 · F)). For Gaussian probes F
+  is the conditional mean of mean_j E_j given S (Rao–Blackwell): never noisier than it. When
+  r ≥ m the probes span the rows (Rademacher ones unless rank-deficient, which q says), and F is
+  ‖P‖_F² itself. The cost on top of the carried rows is O(r²·C) per step and block (C columns:
+  the same order as QᵀP for σ_max below; no N × N work). A block whose product is structurally
+  diagonal (the derived blocks' zero pattern says so: the LSTM's c→c block of J_T, the carousel
+  ∏ diag(f_j)) is measured exactly by any Rademacher probe, ‖ωᵀP‖² = Σ p_ii²: there Hutchinson's
+  mean is used, exact, se = 0;
 * the spectral norm is bracketed, not computed: σ_max(QᵀP_k) ≤ ‖P_k‖₂ ≤ ‖P_k‖_F, Q the
   orthonormal basis of the probes (a certified lower bound: QᵀP_k = R⁻ᵀ ΩᵀP_k for Ω = QR), and
   ‖P_k‖_F/√N ≤ ‖P_k‖₂; the bounds through ‖P_k‖_F carry that estimate's uncertainty.
@@ -350,8 +370,11 @@ class SketchCurves:
     """log10 curves of one block of ∂s_T/∂s_k from the matrix-free sweep, each (B, T).
 
     Attributes:
-        log10_norm_fro: Hutchinson's estimate of log10 ‖·‖_F.
-        log10_norm_fro_se: its standard error, in log10 units (from the probe blocks).
+        log10_norm_fro: the estimate of log10 ‖·‖_F: log10 of √((m/q)·‖QᵀP‖_F²) (module
+            docstring), never below ``log10_norm_fro_low``; exact where ``fro_exact``.
+        log10_norm_fro_se: its standard error, in log10 units (from the probe blocks); 0 where exact.
+        log10_norm_fro_low: the certified lower bound log10 ‖QᵀP‖_F ≤ log10 ‖P‖_F (Q the
+            probes' orthonormal basis); equal to the estimate where ``fro_exact``.
         log10_norm_2_low: the lower end of the band of log10 ‖·‖₂: the larger of the certified
             sketch bound σ_max(QᵀP) and ‖P‖_F/√C (C = columns of the block) at the estimate's
             lower confidence limit (:func:`band_z` standard errors below: the two-sided 99.9 %
@@ -361,11 +384,14 @@ class SketchCurves:
         log10_norm_2_sketch: the certified lower bound log10 σ_max(QᵀP) alone.
         log10_grad_norm: log10 ‖∂L/∂(the block's columns of s_k)‖, exact.
         log10_norm_fro_dev: (B, b, T): each probe block's linearised deviation of the log10
-            estimate, (m_j/m − 1)/(2 ln 10) for block mean m_j and estimate m; the standard error
-            is their spread over the b blocks, std_j/√b. The probes are the same for every
-            sequence of the batch, so the errors of the B estimates are correlated: the standard
-            error of their batch mean is the spread over j of the batch-mean deviations
+            estimate scaled to the estimate's variance, c·(E_j − mean_j E_j)/(2 ln 10 · F) (module
+            docstring); the standard error is their spread over the b blocks, std_j/√b. The
+            probes are the same for every sequence of the batch, so the errors of the B estimates
+            are correlated: the standard error of their batch mean is the spread over j of the batch-mean deviations
             (:func:`batch_mean_se`), not se/√B.
+        log10_norm_fro_low: see above, (B, T).
+        fro_exact: (T,) bool: the Frobenius estimate is ‖P‖_F itself at this k (the probes span
+            the block's rows, or the block is structurally diagonal under Rademacher probes).
     """
 
     log10_norm_fro: np.ndarray
@@ -375,6 +401,8 @@ class SketchCurves:
     log10_norm_2_sketch: np.ndarray
     log10_grad_norm: np.ndarray
     log10_norm_fro_dev: np.ndarray | None = None
+    log10_norm_fro_low: np.ndarray | None = None
+    fro_exact: np.ndarray | None = None
 
 
 def batch_mean_se(c: SketchCurves) -> np.ndarray:
@@ -397,6 +425,106 @@ def _probes(kind: str, rows: int, r: int, seed: int) -> np.ndarray:
     if kind == "rademacher":
         return rng.choice(np.array([-1.0, 1.0]), size=(r, rows))
     return rng.standard_normal((r, rows))
+
+
+@dataclass(frozen=True)
+class _ProbeBasis:
+    """What the estimate needs of one rows slice's r probes Ω (r × m): Qᵀ = Σ⁻¹VᵀΩ for all of them
+    (``qt``, q × r, so that QᵀP = ``qt`` ΩP) and, block-diagonal, for each probe block alone
+    (``blocks``, Σ q_j × r), the blocks' row ``starts`` in it, the ranks, and the factor c."""
+
+    m: int
+    q: int
+    qt: np.ndarray
+    blocks: np.ndarray
+    starts: np.ndarray
+    q_j: np.ndarray
+    c: float
+
+
+def _orthonormal_rows(Om: np.ndarray) -> np.ndarray:
+    """Qᵀ = Σ⁻¹Vᵀ (rank × r) for Ωᵀ = UΣVᵀ (Ω = Om, r × m): Q = U = ΩᵀVΣ⁻¹ spans the probes."""
+    _, sv, Vt = np.linalg.svd(Om.T, full_matrices=False)
+    keep = sv > sv[0] * 1e-8
+    return Vt[keep] / sv[keep, None]
+
+
+def _probe_basis(Om: np.ndarray, nb: int) -> _ProbeBasis:
+    r, m = Om.shape
+    s = r // nb
+    qt = _orthonormal_rows(Om)
+    parts = [_orthonormal_rows(Om[j * s:(j + 1) * s]) for j in range(nb)]
+    q_j = np.array([p.shape[0] for p in parts])
+    D = np.zeros((int(q_j.sum()), r))
+    starts = np.concatenate([[0], np.cumsum(q_j)[:-1]]).astype(int)
+    for j, p in enumerate(parts):
+        D[starts[j]:starts[j] + q_j[j], j * s:(j + 1) * s] = p
+    q = qt.shape[0]
+    # Var(F) / Var(mean_j E_j) = ((m − q)/q) / (Σ_j (m − q_j)/q_j / b²) (module docstring)
+    den = float(np.sum((m - q_j) / q_j)) / nb ** 2
+    c = math.sqrt((m - q) / q / den) if q < m and den > 0 else 0.0
+    return _ProbeBasis(m, q, qt, D, starts, q_j, c)
+
+
+def _diagonal_blocks(op: JacobianOperator, net: Network, blocks: dict, T: int) -> dict[str, np.ndarray]:
+    """name → (T,) bool: whether the block (rows, cols) of P_k = J_T ⋯ J_{k+1} is structurally
+    diagonal, from the zero pattern of the derived blocks of J_t (diagonal/identity terms only:
+    diagonal; any weight or dense term: dense), multiplied as booleans along the chain."""
+    S = op.S
+    nz = np.zeros((S, S), dtype=bool)    # block (a, b) of J_t not zero
+    full = np.zeros((S, S), dtype=bool)  # … and not diagonal
+    for t in op.terms:
+        nz[t.a, t.b] = True
+        full[t.a, t.b] |= t.kind in ("weight", "dense")
+    want: dict[str, list[int]] = {}
+    for name, (rows, cols) in blocks.items():
+        cover = net.layout.covered(rows)
+        if rows == cols and cover is not None:
+            want[name] = list(cover)
+    out = {name: np.zeros(T, dtype=bool) for name in want}
+    if not want:
+        return out
+    pz, pf = np.eye(S, dtype=bool), np.zeros((S, S), dtype=bool)  # P_T = I
+    for k in range(T - 1, -1, -1):  # P_k = P_{k+1} J_{k+1}: (a, b) is dense if some path has a dense factor
+        pz2 = (pz.astype(int) @ nz.astype(int)) > 0
+        pf = ((pf.astype(int) @ nz.astype(int)) + (pz.astype(int) @ full.astype(int))) > 0
+        pz = pz2
+        for name, idx in want.items():
+            sub_z, sub_f = pz[np.ix_(idx, idx)], pf[np.ix_(idx, idx)]
+            off = np.eye(len(idx)) == 0
+            out[name][k] = not np.any(sub_f) and not np.any(sub_z & off)
+    return out
+
+
+def _frobenius(Yb: np.ndarray, Lr: np.ndarray, basis: _ProbeBasis, nb: int, diagonal: bool):
+    """The Frobenius estimate of one block at one k from the carried probe rows ΩP = 10^Lr · Yb
+    (B, r, C): log10 F, its se and block deviations in log10, the certified log10 ‖QᵀP‖_F and
+    log10 σ_max(QᵀP), and whether F is exact (module docstring)."""
+    B = Yb.shape[0]
+    ref = np.max(Lr, axis=-1, keepdims=True)
+    ref = np.where(np.isfinite(ref), ref, 0.0)
+    Z = Yb * 10.0 ** (Lr - ref)[:, :, None]                 # ΩP / 10^ref
+    M = basis.qt @ Z                                        # QᵀP / 10^ref
+    e = np.sum(M * M, axis=(-1, -2))                        # ‖QᵀP‖_F² / 10^(2 ref)
+    lam = np.linalg.eigvalsh(M @ np.swapaxes(M, -1, -2))[:, -1]
+    sk = ref[:, 0] + 0.5 * np.log10(np.maximum(lam, 0.0))
+    low = ref[:, 0] + 0.5 * np.log10(e)
+    zero = np.zeros((B, nb))
+    if diagonal:  # a structurally diagonal block under Rademacher probes: every ‖ωᵀP‖² is ‖P‖_F²
+        est = np.mean(np.sum(Z * Z, axis=-1), axis=-1)
+        fro = np.maximum(ref[:, 0] + 0.5 * np.log10(est), low)  # equal up to rounding
+        return fro, np.zeros(B), zero, low, sk, True
+    if basis.q == basis.m:  # Q spans the rows: ‖QᵀP‖_F = ‖P‖_F
+        return low, np.zeros(B), zero, low, sk, True
+    F = (basis.m / basis.q) * e
+    Mj = basis.blocks @ Z
+    E = (basis.m / basis.q_j) * np.add.reduceat(np.sum(Mj * Mj, axis=-1), basis.starts, axis=1)  # (B, b)
+    pos = F > 0
+    Fs = np.where(pos, F, 1.0)
+    se_log = np.where(pos, basis.c * E.std(axis=-1, ddof=1) / math.sqrt(nb) / (2 * _LN10 * Fs), 0.0)
+    dev = np.where(pos[:, None], basis.c * (E - E.mean(axis=-1, keepdims=True)) / (2 * _LN10 * Fs[:, None]), 0.0)
+    fro = ref[:, 0] + 0.5 * np.log10(F)
+    return fro, se_log, dev, low, sk, False
 
 
 def sketch_sweep(net: Network, traj: Trajectory, g_T, blocks: dict, *, probes: int = 32,
@@ -435,19 +563,18 @@ def sketch_sweep(net: Network, traj: Trajectory, g_T, blocks: dict, *, probes: i
     # rows of Y: the gradient, then r probes per rows slice
     Y0 = np.zeros((B, 1 + r * len(row_slices), N))
     Y0[:, 0, :] = to_host(g_T)
-    qinv: dict[tuple[int, int], tuple[int, np.ndarray]] = {}  # Σ⁻¹Vᵀ of each rows slice's probes
+    bases: dict[tuple[int, int], _ProbeBasis] = {}
     for i, (lo, hi) in enumerate(row_slices):
         Om = _probes(probe, hi - lo, r, seed + i)
         Y0[:, 1 + i * r:1 + (i + 1) * r, lo:hi] = Om
-        # Ωᵀ = V Σ Uᵀ (Ω = Om.T, rows × r): Q = U spans the probes, Qᵀ = Σ⁻¹ Vᵀ Ωᵀ
-        _, sv, Vt = np.linalg.svd(Om.T, full_matrices=False)
-        keep = sv > sv[0] * 1e-8
-        qinv[(lo, hi)] = (r, Vt[keep] / sv[keep, None])
+        bases[(lo, hi)] = _probe_basis(Om, nb)
+    diagonal = _diagonal_blocks(op, net, blocks, T) if probe == "rademacher" else {}
     Y = xp.asarray(Y0, dtype=dt)
     L = np.zeros((B, Y0.shape[1]))  # log10 scale of each row
     out = {name: {f: np.full((B, T), np.nan) for f in SketchCurves.__dataclass_fields__} for name in blocks}
     for o in out.values():
         o["log10_norm_fro_dev"] = np.zeros((B, nb, T))
+        o["fro_exact"] = np.zeros(T, dtype=bool)
     for k in range(T - 1, -1, -1):
         Y = op.vjp(Y, net.step_env(traj, k + 1))
         sq = to_host(xp.sum(Y * Y, axis=-1)).astype(np.float64)  # (B, R)
@@ -463,27 +590,14 @@ def sketch_sweep(net: Network, traj: Trajectory, g_T, blocks: dict, *, probes: i
                 i = row_slices.index((rows.start, rows.stop))
                 sl = slice(1 + i * r, 1 + (i + 1) * r)
                 Yb = Yh[:, sl, cols]
-                x = 2 * L[:, sl] + np.log10(np.sum(Yb * Yb, axis=-1))      # log10 ‖ω_iᵀP‖², (B, r)
-                ref = np.max(x, axis=-1, keepdims=True)
-                ref = np.where(np.isfinite(ref), ref, 0.0)
-                w = 10.0 ** (x - ref)
-                means = w.reshape(B, nb, r // nb).mean(axis=-1)
-                est = means.mean(axis=-1)
-                se = means.std(axis=-1, ddof=1) / math.sqrt(nb)
-                fro = 0.5 * (ref[:, 0] + np.log10(est))
-                se_log = np.where(est > 0, se / (2 * _LN10 * np.where(est > 0, est, 1)), 0.0)
+                basis = bases[(rows.start, rows.stop)]
+                fr = _frobenius(Yb, L[:, sl], basis, nb, diagonal.get(name, np.zeros(T, bool))[k])
+                fro, se_log, dev, low, sk, exact = fr
                 o["log10_norm_fro"][:, k] = fro
                 o["log10_norm_fro_se"][:, k] = se_log
-                pos = (est > 0)[:, None]
-                o["log10_norm_fro_dev"][:, :, k] = np.where(
-                    pos, (means / np.where(pos, est[:, None], 1) - 1) / (2 * _LN10), 0.0)
-                q, RinvT = qinv[(rows.start, rows.stop)]  # q = r: every probe
-                Lq = L[:, sl][:, :q]
-                lref = np.max(Lq, axis=-1, keepdims=True)
-                lref = np.where(np.isfinite(lref), lref, 0.0)
-                M = RinvT @ (Yb[:, :q] * 10.0 ** (Lq - lref)[:, :, None])  # QᵀP / 10^lref
-                lam = np.linalg.eigvalsh(M @ np.swapaxes(M, -1, -2))[:, -1]
-                sk = lref[:, 0] + 0.5 * np.log10(np.maximum(lam, 0.0))
+                o["log10_norm_fro_dev"][:, :, k] = dev
+                o["log10_norm_fro_low"][:, k] = low
+                o["fro_exact"][k] = exact
                 o["log10_norm_2_sketch"][:, k] = sk
                 z = band_z(nb)
                 o["log10_norm_2_low"][:, k] = np.maximum(sk, fro - z * se_log - 0.5 * math.log10(C))

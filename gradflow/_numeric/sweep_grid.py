@@ -199,7 +199,7 @@ def measure_point(point: GridPoint) -> dict:
     the parallelism of a sweep is across points. A point that runs matrix-free (N above
     ``MATRIX_FREE_ABOVE``, or an exact run too large for memory) has no ‖·‖₂ curve, only a band:
     its ``rate``, ``log10_norm_k0`` and ``rate_cell_state`` are None (not measured) and
-    ``rate_fro`` is the slope of Hutchinson's estimate.
+    ``rate_fro`` is the slope of the matrix-free ‖·‖_F estimate.
     """
     start = time.perf_counter()
     net = network(point.cell, point.hidden, point.input, init=point.init, seed=point.seed,

@@ -126,7 +126,7 @@ class Recorder:
     the whole horizon), ``log10_grad_norm_k0``, ``decay_per_step`` (:func:`~gradflow.decay_rate`
     of the spectral curve, decades per step), ``seconds``, and ``lyapunov_max`` when computed. A
     module large enough to be recorded matrix-free (state size N > 1024) has no spectral curve:
-    ``log10_norm_fro_k0`` and ``decay_per_step_fro`` (of Hutchinson's ‖·‖_F estimate) instead.
+    ``log10_norm_fro_k0`` and ``decay_per_step_fro`` (of the matrix-free ‖·‖_F estimate) instead.
 
     Overhead: one recording is one gradflow sweep: 0.46 CPU seconds for an LSTM with n = 32,
     T = 64, probe batch 16 (1.3 s for n = 64), measured by ``benchmarks/bench_recorder.py`` on a
@@ -227,7 +227,7 @@ class Recorder:
                 values["log10_norm_2_k0"] = first["log10_norm_2"]
                 if flow.steps > 1:
                     values["decay_per_step"] = decay_rate(flow.full.mean().log10_norm_2)
-            else:  # matrix-free (N > 1024): no ‖·‖₂ curve, Hutchinson's ‖·‖_F under its own names
+            else:  # matrix-free (N > 1024): no ‖·‖₂ curve, the ‖·‖_F estimate under its own names
                 values["log10_norm_fro_k0"] = first["log10_norm_fro"]
                 if flow.steps > 1:
                     values["decay_per_step_fro"] = decay_rate(flow.full.mean().log10_norm_fro)
