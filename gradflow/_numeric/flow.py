@@ -971,25 +971,35 @@ def decay_rate(curve, *, skip: int = 0) -> float:
     A batch of curves (B, T), as :class:`Curves` holds them, gives the slope of the batch mean,
     which is the mean of the B slopes (least squares is linear in the data).
     A curve that reaches −∞ (the product is exactly 0 from some lag on, e.g. a ReLU network whose
-    units all switched off) decays without bound: the rate is −∞, not the slope of the rest.
-    NaN entries are an error.
+    units all switched off) decays without bound: the rate is −∞, not the slope of the rest;
+    one that reaches +∞ (overflow) grows without bound: +∞. A slope needs two points: fewer than
+    two after ``skip``, NaN entries, or both −∞ and +∞ are each a :class:`GradflowError`.
     """
-    y = np.asarray(to_host(curve), dtype=float)
-    if y.ndim == 2:
+    try:
+        y = np.asarray(to_host(curve), dtype=float)
+    except (TypeError, ValueError):
+        raise GradflowError(f"the curve must be log10 norms (numbers) indexed by k, "
+                            f"got {type(curve).__name__}") from None
+    if y.ndim == 2 and y.shape[0] > 0:
         y = y.mean(axis=0)
     if y.ndim != 1 or y.shape[0] == 0:
         raise GradflowError(f"the curve must be log10 norms indexed by k, shape (T,) or (batch, T), "
                             f"got shape {y.shape}")
     T = y.shape[-1]
-    if not 0 <= skip < T:
+    skip = positive_int(skip, "skip", 0)
+    if skip >= T:
         raise GradflowError(f"skip must be in 0..{T - 1}, got {skip}")
     y = y[: T - skip]
+    if y.shape[-1] < 2:
+        raise GradflowError(f"a decay rate needs at least 2 points of the curve, got {y.shape[-1]} "
+                            f"(T = {T}, skip = {skip})")
     if np.isnan(y).any():
         raise GradflowError("the curve contains NaN")
+    if np.isneginf(y).any() and np.isposinf(y).any():
+        raise GradflowError("the curve contains both -inf (an exact zero) and +inf (overflow): "
+                            "no decay rate")
     if np.isneginf(y).any():
         return float("-inf")
     if np.isposinf(y).any():
         return float("inf")
-    if y.shape[-1] < 2:
-        return float("nan")
     return float(np.polyfit(T - np.arange(y.shape[-1]), y, 1)[0])
