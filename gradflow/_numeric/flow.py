@@ -729,7 +729,7 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
     Returns:
         :class:`Flow`.
     """
-    from .size_guard import choose_mode
+    from .size_guard import check_api_flow_size, choose_mode
     from .structure import structured_path
 
     check_network(net, "gradient_flow")
@@ -751,6 +751,8 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
     # the O(T·n) diagonal or O(T·n·S²) per-unit block path: exact at any size
     mode = choose_mode(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode,  # type: ignore[assignment]
                        structured=structured)
+    check_api_flow_size(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode=mode, probes=probes,
+                        structured=structured)  # before the trajectory and the sweep's buffers
     with thread_limit(blas_threads(threads, net.state_size ** 2 * B)):
         if initial is not None:
             initial = read_initial(initial, net.cell.states, B, net.hidden,
@@ -948,9 +950,21 @@ def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | No
         dict k → (N,) NumPy array of log10 σ_i, descending (−inf for exact zeros, NaN where not
         resolved in some sequence of the batch).
     """
-    from .product_svd import product_singular_values
+    from .product_svd import KEEP_BYTES, product_singular_values
+    from .size_guard import check_api_flow_size, state_entries
 
-    traj = check_network(net, "singular_values").unroll(inputs, initial)
+    check_network(net, "singular_values")
+    shape = getattr(inputs, "shape", None) or np.shape(inputs)
+    if len(shape) in (2, 3):  # other shapes: the unroll says what is wrong
+        B = int(shape[1]) if len(shape) == 3 else 1
+        # the trajectory and a run's N × N buffers; beside them the Jacobians kept between the two
+        # passes and, per k and sequence, the right-factor and graded products (a few N × N each)
+        T, N = int(shape[0]), state_entries(net.cell, net.hidden)[0]
+        nk = len(ks) if hasattr(ks, "__len__") else 1
+        extra = min(KEEP_BYTES, T * B * N * N * 8) + 4 * nk * B * N * N * 8
+        check_api_flow_size(net.cell, net.hidden, net.input, T, B, 8, what="singular_values", extra=extra,
+                            modes=False)
+    traj = net.unroll(inputs, initial)
     T = traj.steps
     if isinstance(ks, (int, np.integer)):
         ks = [ks]

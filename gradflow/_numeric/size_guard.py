@@ -23,7 +23,7 @@ from functools import cache
 
 import sympy as sp
 
-from .._checks import GradflowError
+from .._checks import GradflowError, positive_int
 from .layout import param_shape, state_layout
 
 #: (batch, N, N) buffers alive at once in the sweep (J_t, the product, workspaces), with room
@@ -152,21 +152,22 @@ def _largest(fits: Callable[[int], bool], upper: int) -> int:
 
 def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int = 1,
                     itemsize: int = 8, *, what: str | None = None, input_follows_hidden: bool = False,
-                    mode: str = "exact", probes: int = 32, structured: bool = False) -> int:
+                    mode: str = "exact", probes: int = 32, structured: bool = False, extra: int = 0) -> int:
     """Refuse a run whose estimate exceeds the memory available; return the estimate.
 
     ``input_follows_hidden``: m is the hidden size (the report's default), so the largest hidden
     size that fits is searched with m = n. ``mode``: ``"exact"`` or ``"matrix-free"``
     (:func:`matrix_free_bytes`), as :func:`choose_mode` resolves it; ``probes``: the matrix-free
-    mode's probe vectors per state (its rows: the gradient and ``probes`` per state).
+    mode's probe vectors per state (its rows: the gradient and ``probes`` per state); ``extra``:
+    bytes the caller holds beside the run (added to the estimate at every size tried).
     """
     m = hidden if input is None else input
     rows = 1 + int(probes) * len(cell.states)
 
     def estimate(c, n, mm, T, B, size):
         if mode == "matrix-free":
-            return matrix_free_bytes(c, n, mm, T, B, size, rows=rows)
-        return flow_bytes(c, n, mm, T, B, size, structured=structured)
+            return matrix_free_bytes(c, n, mm, T, B, size, rows=rows) + extra
+        return flow_bytes(c, n, mm, T, B, size, structured=structured) + extra
 
     need = estimate(cell, hidden, m, steps, batch, itemsize)
     avail = available_bytes()
@@ -193,6 +194,46 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
     hint = " and ".join(hints) if hints else "no size fits with these other settings"
     raise GradflowError(f"{label} needs about {human(need)} of memory, but {human(avail)} is available "
                         f"(a run may use {int(MEMORY_SHARE * 100)}%): {hint}")
+
+
+def check_api_flow_size(cell, hidden: int, input: int, steps: int, batch: int, itemsize: int = 8, *,
+                        mode: str = "exact", probes: object = 32, structured: bool = False,
+                        what: str = "gradient_flow", extra: int = 0, modes: bool = True) -> int:
+    """:func:`check_flow_size` for a call from Python (:func:`gradflow.gradient_flow`,
+    :func:`gradflow.singular_values`): the same estimate and budget as the CLI, and a message that
+    names the way out in the API's words (``mode="matrix-free"``, fewer steps, a smaller batch,
+    ``GRADFLOW_MEMORY_LIMIT``). ``extra``: bytes beyond the gradient-flow run (see
+    :func:`check_flow_size`); ``modes``: the caller has a ``mode`` argument to suggest. Returns the
+    estimate in bytes."""
+    if mode == "matrix-free":
+        probes = positive_int(probes, "probes", 2)
+    else:
+        probes = 32
+    label = (f"{what} of {cell.name} with hidden size {hidden}, input size {input}, {steps} steps, "
+             f"batch {batch}, {mode} mode")
+    try:
+        return check_flow_size(cell, hidden, input, steps, batch, itemsize, what=label, mode=mode,
+                               probes=probes, structured=structured, extra=extra)
+    except GradflowError as e:
+        budget = int(available_bytes() * MEMORY_SHARE)
+        ways = []
+        rows = 1 + probes * len(cell.states)
+        if modes and mode == "exact" and not structured and not any(s in cell.sizes for s in cell.states):
+            mf = matrix_free_bytes(cell, hidden, input, steps, batch, itemsize, rows=rows)
+            if mf <= budget:
+                ways.append(f'mode="matrix-free" needs about {human(mf)} (norms estimated, '
+                            f"the gradient exact)")
+
+        def fits_b(k):
+            if mode == "matrix-free":
+                return matrix_free_bytes(cell, hidden, input, steps, k, itemsize, rows=rows) + extra <= budget
+            return flow_bytes(cell, hidden, input, steps, k, itemsize, structured=structured) + extra <= budget
+
+        best_b = _largest(fits_b, batch) if batch > 1 else 0
+        if best_b:
+            ways.append(f"a batch of at most {best_b} fits")
+        ways.append("GRADFLOW_MEMORY_LIMIT (bytes, e.g. 64G) overrides the memory gradflow sees")
+        raise GradflowError(f"{e}; {'; '.join(ways)}") from None
 
 
 def check_report_size(cells, hidden: int, input: int | None, steps: int, structured=()) -> None:
