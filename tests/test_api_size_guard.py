@@ -70,3 +70,17 @@ def test_a_run_that_fits_is_not_refused(monkeypatch):
     net = network("tanh-rnn", 8, 2)
     flow = gradient_flow(net, random_inputs(20, 2, batch=2), lyapunov=False)
     assert flow.mode == "exact" and np.all(np.isfinite(flow.full.mean()["log10_norm_2"]))
+
+
+def test_stacked_flow_is_checked_before_the_unroll(monkeypatch):
+    from gradflow import stacked_flow, stacked_network
+
+    net = stacked_network("lstm", 128, 4, layers=2)   # whole stack N = 2·2·128 = 512
+    T, B = 200, 8
+    x = random_inputs(T, 4, batch=B)
+    monkeypatch.setenv("GRADFLOW_MEMORY_LIMIT", "60M")
+    with pytest.raises(GradflowError, match="^stacked_flow: .* needs about .*GRADFLOW_MEMORY_LIMIT") as e:
+        stacked_flow(net, x)
+    assert _named_bytes(str(e.value)) >= 8 * ((T + 1) * B * 512 + B * 512 * 512)
+    with pytest.raises(GradflowError, match="needs about"):  # batch first: the same sizes
+        stacked_flow(net, np.swapaxes(x, 0, 1), batch_first=True)

@@ -728,6 +728,12 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
 
     Returns:
         :class:`Flow`.
+
+    Raises:
+        GradflowError: before anything is allocated, when the run's estimated memory (the CLI's
+            estimate, :mod:`gradflow._numeric.size_guard`) exceeds 80% of the memory available; the
+            message names the bytes and what fits (``mode="matrix-free"``, n, T, batch;
+            ``GRADFLOW_MEMORY_LIMIT`` overrides the memory seen).
     """
     from .size_guard import check_api_flow_size, choose_mode
     from .structure import structured_path
@@ -949,6 +955,10 @@ def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | No
     Returns:
         dict k → (N,) NumPy array of log10 σ_i, descending (−inf for exact zeros, NaN where not
         resolved in some sequence of the batch).
+
+    Raises:
+        GradflowError: before the unroll, when the estimated memory exceeds what is available (as
+            :func:`gradient_flow`).
     """
     from .product_svd import KEEP_BYTES, product_singular_values
     from .size_guard import check_api_flow_size, state_entries

@@ -236,6 +236,24 @@ def check_api_flow_size(cell, hidden: int, input: int, steps: int, batch: int, i
         raise GradflowError(f"{e}; {'; '.join(ways)}") from None
 
 
+def check_stacked_size(net, steps: int, batch: int, itemsize: int = 8, *, api: bool = False) -> None:
+    """A stacked network's run must fit (``gradflow flow`` on a stack, :func:`gradflow.stacked_flow`):
+    every layer, and the whole stack as one state of the summed size. ``api``: the message adds
+    the override of a call from Python (``GRADFLOW_MEMORY_LIMIT``) and a smaller batch."""
+    T, B = int(steps), int(batch)
+    try:
+        for lay in net.all_layers():
+            check_flow_size(lay.cell, lay.hidden, lay.input, T, B, itemsize)
+        S = len(net.cell.states)
+        check_flow_size(net.cell, -(-net.state_size // S), net.input, T, B, itemsize,
+                        what=f"the whole stack ({net.state_size} states), {T} steps, batch {B}")
+    except GradflowError as e:
+        if not api:
+            raise
+        raise GradflowError(f"stacked_flow: {e}; fewer steps or a smaller batch fit in less, and "
+                            f"GRADFLOW_MEMORY_LIMIT (bytes, e.g. 64G) overrides the memory gradflow sees") from None
+
+
 def check_report_size(cells, hidden: int, input: int | None, steps: int, structured=()) -> None:
     """The report's numeric runs (one per cell, batch 1, float64, exact) must fit; ``structured``:
     the names of the cells whose exact run takes the diagonal or per-unit block path."""

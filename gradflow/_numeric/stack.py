@@ -874,6 +874,10 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
             ``batch_first`` when the weights came from a module (said in a note), else False; the
             rule of :func:`~gradflow.gradient_flow` (:mod:`gradflow._numeric.input_layout`).
         spectral, tol, lyapunov: as :func:`~gradflow.gradient_flow`.
+
+    Raises:
+        GradflowError: before the unroll, when a layer's or the whole stack's estimated memory
+            exceeds what is available (the CLI's check).
     """
     if not isinstance(net, StackedNetwork):
         raise GradflowError(f"stacked_flow needs a StackedNetwork (gradflow.stacked_network(...)), "
@@ -882,6 +886,11 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
     if bf:
         inputs, cotangents = time_first(inputs, 3), time_first(cotangents, 3)
         targets = time_first(targets, 2) if loss == "every" else targets
+    shape = getattr(inputs, "shape", None) or np.shape(inputs)
+    if len(shape) == 3:  # other shapes: the unroll says what is wrong
+        from .size_guard import check_stacked_size
+
+        check_stacked_size(net, int(shape[0]), int(shape[1]), np.dtype(net.dtype).itemsize, api=True)
     traj = net.unroll(inputs, initial)
     T, B = traj.steps, traj.batch
     given = cotangents is not None
