@@ -50,7 +50,7 @@ from .input_layout import batch_first_of, time_first
 from .keras_loading import is_keras_path
 from .keras_stack import keras_module
 from .layout import StateLayout, refuse_sized_states
-from .loading import check_dtype, note, read_weights_file, real_array
+from .loading import check_dtype, note, read_weights_file, real_array, trusting_torchscript
 from .loss import cotangents as loss_cotangents
 from .network import check_finite_states, kernels, to_host
 from .weights import init_weights, to_state_dict
@@ -409,21 +409,23 @@ class StackedNetwork:
 def stacked_network(cell: str | Cell, hidden: int | None = None, input: int | None = None, *,
                     layers: int = 1, bidirectional: bool = False, proj_size: int = 0,
                     weights: Any = None, prefix: str | None = None, init: Any = None, seed: int = 0,
-                    gain: float = 1.0, dtype: Any = np.float64) -> StackedNetwork:
+                    gain: float = 1.0, dtype: Any = np.float64, trust_torchscript: bool = False) -> StackedNetwork:
     """A :class:`StackedNetwork`: from an ``nn.LSTM``/``nn.GRU``/``nn.RNN`` module, its state_dict,
     a checkpoint or a ``.pt``/``.npz`` file (``weight_ih_l{k}``, ``…_reverse``, ``weight_hr_l{k}``:
     every layer and direction is read; sizes, layers, directions and proj_size come from the
     weights), a Keras 3 ``.keras`` Sequential of recurrent layers, Bidirectional ones included
     (:mod:`gradflow._numeric.keras_stack`: the wiring from its configuration), or initialised
     (``init`` as :func:`~gradflow.init_weights`, layer l direction d seeded ``seed + 2l + d``; a
-    projected LSTM is initialised as PyTorch does, U(±1/√n)).
+    projected LSTM is initialised as PyTorch does, U(±1/√n)). ``trust_torchscript``: read
+    ``weights`` that are a TorchScript archive (refused otherwise: loading one can run its code).
     """
     base = get_cell(cell)
     refuse_sized_states(base, "a stacked or bidirectional network (it needs the input Jacobian ∂s_t/∂x_t, "
                               "which the chain rule does not give for this cell)")
     check_dtype(np.dtype(dtype), "dtype")
     if weights is not None:
-        return _from_weights(base, weights, hidden, input, layers, bidirectional, proj_size, prefix, dtype)
+        with trusting_torchscript(trust_torchscript):
+            return _from_weights(base, weights, hidden, input, layers, bidirectional, proj_size, prefix, dtype)
     if hidden is None or input is None:
         raise GradflowError("give hidden and input sizes (or weights)")
     H, M = positive_int(hidden, "hidden size"), positive_int(input, "input size")
