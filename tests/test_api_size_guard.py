@@ -84,3 +84,17 @@ def test_stacked_flow_is_checked_before_the_unroll(monkeypatch):
     assert _named_bytes(str(e.value)) >= 8 * ((T + 1) * B * 512 + B * 512 * 512)
     with pytest.raises(GradflowError, match="needs about"):  # batch first: the same sizes
         stacked_flow(net, np.swapaxes(x, 0, 1), batch_first=True)
+
+
+def test_products_and_cell_state_paths_are_checked(monkeypatch):
+    from gradflow import cell_state_paths, products
+
+    n, m, T, B = 256, 4, 20, 8                        # LSTM: N = 512, one (B, N, N) float64 buffer 16 MiB
+    net, x = network("lstm", n, m), random_inputs(T, m, batch=B)
+    traj = net.unroll(x)
+    monkeypatch.setenv("GRADFLOW_MEMORY_LIMIT", "40M")
+    with pytest.raises(GradflowError, match=r"products ∂s_T/∂s_k of lstm .*\(8, 512, 512\).*smaller batch") as e:
+        next(products(net, traj))
+    assert _named_bytes(str(e.value).replace("need about", "needs about")) >= 2 * 8 * B * 512 ** 2
+    with pytest.raises(GradflowError, match="cell_state_paths of lstm .* needs about"):
+        cell_state_paths(net, x)

@@ -437,8 +437,13 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False,
     Yields:
         :class:`Product` for each k, latest first. Each ``P`` is a new array (unless ``reuse``).
     """
+    from .size_guard import check_square_buffers
+
     xp, T, N = net.xp, traj.steps, net.state_size
     B = traj.states[0].shape[0]
+    cell = getattr(net, "cell", None)  # a stack's chain has none
+    check_square_buffers(B, N, np.dtype(net.dtype).itemsize,
+                         "the products ∂s_T/∂s_k" + (f" of {cell.name}" if cell is not None else ""))
     P = xp.broadcast_to(xp.eye(N, dtype=net.dtype)[None], (B, N, N))
     L = xp.zeros((B,), dtype=net.dtype)
     f = xp.full((B,), math.sqrt(N), dtype=net.dtype)  # ‖P‖_F

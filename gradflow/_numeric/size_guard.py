@@ -353,6 +353,13 @@ def _up(x: float) -> float:
     return math.ceil(x / 10.0 ** e) * 10.0 ** e
 
 
+def check_square_buffers(batch: int, N: int, itemsize: int, what: str) -> None:
+    """Refuse a computation holding a few (batch, N, N) buffers (the products' J_t, P and
+    workspaces, counted as the sweep counts them) that cannot fit: :func:`check_allocation`."""
+    check_allocation(_SQUARE_BUFFERS * int(batch) * int(N) ** 2 * int(itemsize),
+                     f"{what} (a few (batch, N, N) = ({batch}, {N}, {N}) buffers; a smaller batch needs less)")
+
+
 def check_allocation(nbytes: float, what: str) -> None:
     """Refuse one allocation of ``nbytes`` (an API call's weights or inputs) that exceeds the
     memory available, before it is made: ``GradflowError`` with the estimate, not a MemoryError or
