@@ -61,3 +61,9 @@ def test_batch_slope_is_the_mean_of_the_slopes():
 def test_phase_grid_with_one_step_is_refused_at_the_boundary():
     with pytest.raises(GradflowError, match="steps"):
         phase_grid("tanh-rnn", hidden=2, input=1, steps=1, scales=(1.0,))
+
+
+def test_a_batch_is_checked_curve_by_curve_before_its_mean():
+    with pytest.raises(GradflowError, match=r"both -inf .*\+inf"):  # the mean would be NaN
+        decay_rate([[-np.inf, -1.0], [np.inf, 0.0]])
+    assert decay_rate([[-np.inf, -1.0], [-2.0, -1.0]]) == -np.inf  # one sequence exactly zero

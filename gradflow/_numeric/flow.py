@@ -1009,24 +1009,24 @@ def decay_rate(curve, *, skip: int = 0) -> float:
     except (TypeError, ValueError):
         raise GradflowError(f"the curve must be log10 norms (numbers) indexed by k, "
                             f"got {type(curve).__name__}") from None
-    if y.ndim == 2 and y.shape[0] > 0:
-        y = y.mean(axis=0)
-    if y.ndim != 1 or y.shape[0] == 0:
+    if y.ndim not in (1, 2) or 0 in y.shape:
         raise GradflowError(f"the curve must be log10 norms indexed by k, shape (T,) or (batch, T), "
                             f"got shape {y.shape}")
     T = y.shape[-1]
     skip = positive_int(skip, "skip", 0)
     if skip >= T:
         raise GradflowError(f"skip must be in 0..{T - 1}, got {skip}")
-    y = y[: T - skip]
+    y = y[..., : T - skip]
     if y.shape[-1] < 2:
         raise GradflowError(f"a decay rate needs at least 2 points of the curve, got {y.shape[-1]} "
                             f"(T = {T}, skip = {skip})")
-    if np.isnan(y).any():
+    if np.isnan(y).any():  # checked per curve of a batch, before their mean
         raise GradflowError("the curve contains NaN")
     if np.isneginf(y).any() and np.isposinf(y).any():
         raise GradflowError("the curve contains both -inf (an exact zero) and +inf (overflow): "
                             "no decay rate")
+    if y.ndim == 2:
+        y = y.mean(axis=0)
     if np.isneginf(y).any():
         return float("-inf")
     if np.isposinf(y).any():
