@@ -507,7 +507,8 @@ def load_torchscript(path: str, what: str) -> Any:
     if not _TRUST_TORCHSCRIPT.get():
         raise GradflowError(f"{what} is a TorchScript archive, which gradflow does not load unless you "
                             "trust it: loading one can run the code it holds (torch.jit.load has no safe "
-                            "mode); pass trust_torchscript=True (--trust-torchscript) if you trust the file, "
+                            "mode); if you trust the file, pass trust_torchscript=True (load_weights, network, "
+                            "stacked_network; --trust-torchscript on the command line), "
                             f"or {_SAVE_STATE_DICT}")
     import torch
 
