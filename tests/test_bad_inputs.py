@@ -186,12 +186,12 @@ def test_legitimate_files_load_with_a_note(files, capsys):
                        ("bf16.pt", "gradflow: note: tanh-rnn: the weights are bfloat16; converted to float64\n"),
                        ("f16.pt", "gradflow: note: tanh-rnn: the weights are float16; converted to float64\n")):
         assert main(["flow", "tanh-rnn", "--weights", str(files / name), "--steps", "3", "--json",
-                     "--no-lyapunov"]) == 0
+                     "--no-lyapunov", "--trust-torchscript"]) == 0
         err = capsys.readouterr().err  # besides: the note that a state_dict has no nonlinearity
         err = "".join(x for x in err.splitlines(True) if "does not record nn.RNN's nonlinearity" not in x)
         assert "gradflow: note: " in err and note in err and err.count("\n") == 1, err
     with pytest.warns(GradflowNote, match="TorchScript archive"):
-        w = load_weights("tanh-rnn", files / "script.pt")
+        w = load_weights("tanh-rnn", files / "script.pt", trust_torchscript=True)
     np.testing.assert_array_equal(w.arrays["W"], ref.arrays["W"])
     with pytest.warns(GradflowNote, match="the weights are bfloat16; converted to float64"):
         w16 = load_weights("tanh-rnn", files / "bf16.pt")

@@ -161,7 +161,8 @@ def test_whole_classifier_real_loss_is_autograd_through_the_model(saved, capsys,
     want = autograd_h_c(model, x, loss, y_last if loss == "last" else y_every)
     targets = d / ("y_last.npy" if loss == "last" else "y_every.npy")
     for kind in ("state_dict", "checkpoint", "torchscript"):
-        code, out, err = run_flow(capsys, "--weights", str(files[kind]), "--inputs", str(d / "x.npy"),
+        trust = ["--trust-torchscript"] if kind == "torchscript" else []
+        code, out, err = run_flow(capsys, *trust, "--weights", str(files[kind]), "--inputs", str(d / "x.npy"),
                                   "--batch-first", "--loss", loss, "--targets", str(targets), "--json",
                                   "--no-lyapunov")
         assert code == 0, (kind, err)
@@ -214,12 +215,13 @@ def test_torchscript_archive_keeps_its_batch_first_layout(saved, capsys):
     _model, d, files = saved
     common = ["--inputs", str(d / "x.npy"), "--loss", "last", "--targets", str(d / "y_last.npy"), "--json",
               "--no-lyapunov"]
-    code, out, err = run_flow(capsys, "--weights", str(files["torchscript"]), *common)
+    code, out, err = run_flow(capsys, "--trust-torchscript", "--weights", str(files["torchscript"]), *common)
     assert code == 0 and "read as (batch, T, m)" in err and "batch_first=True" in err, err
     assert err.count("is a TorchScript archive") == 1, err  # read twice (model, head), noted once
     code2, out2, _ = run_flow(capsys, "--weights", str(files["state_dict"]), "--batch-first", *common)
     assert code2 == 0 and json.loads(out) == json.loads(out2)
-    code, _, err = run_flow(capsys, "--weights", str(files["torchscript"]), "--time-first", *common)
+    code, _, err = run_flow(capsys, "--trust-torchscript", "--weights", str(files["torchscript"]), "--time-first",
+                            *common)
     assert code == 2 and "targets must have shape (5,)" in err  # (B, T, m) = (2, 5, 2) read as T = 2, B = 5
 
 
@@ -309,13 +311,15 @@ def test_torchscript_archive_is_checked_against_the_cell(tmp_path, capsys):
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.script(Model().double()).save(str(path))
     for extra in ([], ["--layer", "0"]):
-        code, out, err = run_flow(capsys, "--weights", str(path), "--steps", "3", *extra)  # lstm: wrong too
+        code, out, err = run_flow(capsys, "--trust-torchscript", "--weights", str(path), "--steps", "3",
+                                  *extra)  # lstm: wrong too
         assert code == 2 and err.count("gradflow: error: ") == 1 and "contradicts" in err, err
-        code = main(["flow", "tanh-rnn", "--weights", str(path), "--steps", "3", *extra])
+        code = main(["flow", "tanh-rnn", "--trust-torchscript", "--weights", str(path), "--steps", "3", *extra])
         out, err = capsys.readouterr()
         assert code == 2 and err.count("gradflow: error: ") == 1 and "nonlinearity='relu'" in err, err
         assert "relu-rnn" in err and "Traceback" not in err
-    assert main(["flow", "relu-rnn", "--weights", str(path), "--steps", "3", "--json", "--no-lyapunov"]) == 0
+    assert main(["flow", "relu-rnn", "--trust-torchscript", "--weights", str(path), "--steps", "3", "--json",
+                 "--no-lyapunov"]) == 0
     assert json.loads(capsys.readouterr().out)["num_layers"] == 2
 
 

@@ -136,6 +136,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", default=None,
                    help="which recurrent module of --weights (its name in the model, e.g. rnn or "
                         "model.encoder), when it holds several")
+    p.add_argument("--trust-torchscript", action="store_true",
+                   help="load --weights (or --head) that is a TorchScript archive: torch.jit.load can run "
+                        "the code an archive holds, so only for files you trust (refused without it)")
     p.add_argument("--layer", default=None,
                    help="which layer of a stacked (num_layers > 1) module; refused without it. A layer "
                         "above 0 reads the outputs of the layer below: give them as --inputs")
@@ -185,6 +188,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    from .._numeric.loading import trusting_torchscript
+
+    with trusting_torchscript(bool(getattr(a, "trust_torchscript", False))):
+        return _run(a)
+
+
+def _run(a: argparse.Namespace) -> int:
     from .._numeric.flow import gradient_flow, network, random_inputs
     from .._numeric.keras_loading import is_keras_path
     from .._symbolic.cells import get_cell

@@ -113,7 +113,7 @@ def run_stacked(a: argparse.Namespace, net: Any, inputs: Any, lyapunov: Any,
 def stacked_inputs(a: argparse.Namespace, net: Any, inputs: Any, batch: int, seed: int, dtype: Any):
     """The (T, B, m) inputs: ``--inputs`` as read, else standard normal from ``--seed``."""
     from .._numeric.network import random_inputs
-    from .._numeric.size_guard import check_flow_size
+    from .._numeric.size_guard import check_stacked_size
     from .options import int_option
 
     if inputs is None and a.steps is None:
@@ -121,12 +121,7 @@ def stacked_inputs(a: argparse.Namespace, net: Any, inputs: Any, batch: int, see
     T = int_option(a.steps, "--steps") if inputs is None else inputs.shape[0]
     B = batch if inputs is None else inputs.shape[1]
     size = np.dtype(dtype).itemsize
-    # before any allocation: every layer, and the whole stack as one state of the summed size
-    for lay in net.all_layers():
-        check_flow_size(lay.cell, lay.hidden, lay.input, T, B, size)
-    S = len(net.cell.states)
-    check_flow_size(net.cell, -(-net.state_size // S), net.input, T, B, size,
-                    what=f"the whole stack ({net.state_size} states), {T} steps, batch {B}")
+    check_stacked_size(net, T, B, size)  # before any allocation
     if inputs is None:
         inputs = random_inputs(T, net.input, batch=batch, seed=seed, dtype=dtype)
     return inputs

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._checks import GradflowError
+from .._checks import GradflowError, positive_int
 from .._symbolic.cells import get_cell
 from .._vocabulary import InitScheme
 from .flow import Curves, Flow, decay_rate, gradient_flow, network, random_inputs
@@ -102,6 +102,7 @@ def phase_grid(cell: str = "lstm", *, hidden: int = 16, input: int = 4, steps: i
     if not c.has_forget_gate and forget_biases != (None,):
         raise GradflowError(f"{c.name} has no forget gate: forget_biases must be (None,), "
                          f"got {forget_biases!r}")
+    steps = positive_int(steps, "steps", 2)  # a decay rate is a slope over at least two lags
     inputs = random_inputs(steps, input, batch=batch, seed=seed)
     rates = np.empty((len(forget_biases), len(scales)))
     for i, fb in enumerate(forget_biases):
@@ -119,7 +120,7 @@ def _curve_stats(curves: Curves | None, key: str) -> tuple[float | None, float |
     if curves is None:
         return None, None
     y = curves.mean()[key]
-    return decay_rate(y), float(y[0])
+    return (decay_rate(y) if len(y) >= 2 else None), float(y[0])  # T = 1: no slope, not measured
 
 
 def decay_table(flows: Flow | Iterable[Flow], *, norm: str = "2") -> list[dict]:
@@ -132,7 +133,8 @@ def decay_table(flows: Flow | Iterable[Flow], *, norm: str = "2") -> list[dict]:
     Returns:
         list of dicts with keys ``cell``, ``n``, ``T``, ``batch``, ``rate`` (log10 per step of
         the full ∂s_T/∂s_k), ``log10_norm_k0`` (log10 ‖∂s_T/∂s_0‖), and ``rate_cell_state`` and
-        ``log10_norm_k0_cell_state`` for the c→c block (``None`` for cells without c).
+        ``log10_norm_k0_cell_state`` for the c→c block (``None`` for cells without c). A rate is
+        ``None`` for T = 1 (a slope needs two lags).
     """
     key = get_norm(norm).field
     if isinstance(flows, Flow):

@@ -468,8 +468,13 @@ def products(net: Network, traj: Trajectory, *, truncated: bool = False,
     Yields:
         :class:`Product` for each k, latest first. Each ``P`` is a new array (unless ``reuse``).
     """
+    from .size_guard import check_square_buffers
+
     xp, T, N = net.xp, traj.steps, net.state_size
     B = traj.states[0].shape[0]
+    cell = getattr(net, "cell", None)  # a stack's chain has none
+    check_square_buffers(B, N, np.dtype(net.dtype).itemsize,
+                         "the products ∂s_T/∂s_k" + (f" of {cell.name}" if cell is not None else ""))
     P = xp.broadcast_to(xp.eye(N, dtype=net.dtype)[None], (B, N, N))
     L = xp.zeros((B,), dtype=net.dtype)
     f = xp.full((B,), math.sqrt(N), dtype=net.dtype)  # ‖P‖_F
@@ -760,8 +765,14 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
 
     Returns:
         :class:`Flow`.
+
+    Raises:
+        GradflowError: before anything is allocated, when the run's estimated memory (the CLI's
+            estimate, :mod:`gradflow._numeric.size_guard`) exceeds 80% of the memory available; the
+            message names the bytes and what fits (``mode="matrix-free"``, n, T, batch;
+            ``GRADFLOW_MEMORY_LIMIT`` overrides the memory seen).
     """
-    from .size_guard import choose_mode
+    from .size_guard import check_api_flow_size, choose_mode
     from .structure import structured_path
 
     check_network(net, "gradient_flow")
@@ -783,6 +794,8 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
     # the O(T·n) diagonal or O(T·n·S²) per-unit block path: exact at any size
     mode = choose_mode(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode,  # type: ignore[assignment]
                        structured=structured)
+    check_api_flow_size(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode=mode, probes=probes,
+                        structured=structured)  # before the trajectory and the sweep's buffers
     with thread_limit(blas_threads(threads, net.state_size ** 2 * B)):
         if initial is not None:
             initial = read_initial(initial, net.cell.states, B, net.hidden,
@@ -979,10 +992,26 @@ def singular_values(net: Network, inputs, ks, *, initial: Mapping[str, Any] | No
     Returns:
         dict k → (N,) NumPy array of log10 σ_i, descending (−inf for exact zeros, NaN where not
         resolved in some sequence of the batch).
-    """
-    from .product_svd import product_singular_values
 
-    traj = check_network(net, "singular_values").unroll(inputs, initial)
+    Raises:
+        GradflowError: before the unroll, when the estimated memory exceeds what is available (as
+            :func:`gradient_flow`).
+    """
+    from .product_svd import KEEP_BYTES, product_singular_values
+    from .size_guard import check_api_flow_size, state_entries
+
+    check_network(net, "singular_values")
+    shape = getattr(inputs, "shape", None) or np.shape(inputs)
+    if len(shape) in (2, 3):  # other shapes: the unroll says what is wrong
+        B = int(shape[1]) if len(shape) == 3 else 1
+        # the trajectory and a run's N × N buffers; beside them the Jacobians kept between the two
+        # passes and, per k and sequence, the right-factor and graded products (a few N × N each)
+        T, N = int(shape[0]), state_entries(net.cell, net.hidden)[0]
+        nk = len(ks) if hasattr(ks, "__len__") else 1
+        extra = min(KEEP_BYTES, T * B * N * N * 8) + 4 * nk * B * N * N * 8
+        check_api_flow_size(net.cell, net.hidden, net.input, T, B, 8, what="singular_values", extra=extra,
+                            modes=False)
+    traj = net.unroll(inputs, initial)
     T = traj.steps
     if isinstance(ks, (int, np.integer)):
         ks = [ks]
@@ -1003,25 +1032,35 @@ def decay_rate(curve, *, skip: int = 0) -> float:
     A batch of curves (B, T), as :class:`Curves` holds them, gives the slope of the batch mean,
     which is the mean of the B slopes (least squares is linear in the data).
     A curve that reaches −∞ (the product is exactly 0 from some lag on, e.g. a ReLU network whose
-    units all switched off) decays without bound: the rate is −∞, not the slope of the rest.
-    NaN entries are an error.
+    units all switched off) decays without bound: the rate is −∞, not the slope of the rest;
+    one that reaches +∞ (overflow) grows without bound: +∞. A slope needs two points: fewer than
+    two after ``skip``, NaN entries, or both −∞ and +∞ are each a :class:`GradflowError`.
     """
-    y = np.asarray(to_host(curve), dtype=float)
-    if y.ndim == 2:
-        y = y.mean(axis=0)
-    if y.ndim != 1 or y.shape[0] == 0:
+    try:
+        y = np.asarray(to_host(curve), dtype=float)
+    except (TypeError, ValueError):
+        raise GradflowError(f"the curve must be log10 norms (numbers) indexed by k, "
+                            f"got {type(curve).__name__}") from None
+    if y.ndim not in (1, 2) or 0 in y.shape:
         raise GradflowError(f"the curve must be log10 norms indexed by k, shape (T,) or (batch, T), "
                             f"got shape {y.shape}")
     T = y.shape[-1]
-    if not 0 <= skip < T:
+    skip = positive_int(skip, "skip", 0)
+    if skip >= T:
         raise GradflowError(f"skip must be in 0..{T - 1}, got {skip}")
-    y = y[: T - skip]
-    if np.isnan(y).any():
+    y = y[..., : T - skip]
+    if y.shape[-1] < 2:
+        raise GradflowError(f"a decay rate needs at least 2 points of the curve, got {y.shape[-1]} "
+                            f"(T = {T}, skip = {skip})")
+    if np.isnan(y).any():  # checked per curve of a batch, before their mean
         raise GradflowError("the curve contains NaN")
+    if np.isneginf(y).any() and np.isposinf(y).any():
+        raise GradflowError("the curve contains both -inf (an exact zero) and +inf (overflow): "
+                            "no decay rate")
+    if y.ndim == 2:
+        y = y.mean(axis=0)
     if np.isneginf(y).any():
         return float("-inf")
     if np.isposinf(y).any():
         return float("inf")
-    if y.shape[-1] < 2:
-        return float("nan")
     return float(np.polyfit(T - np.arange(y.shape[-1]), y, 1)[0])

@@ -263,7 +263,49 @@ def read_keras_layers(path: str) -> list[KerasLayer]:
         for layer in found:
             if layer.path in known:
                 layer.name, layer.klass, layer.config = known[layer.path]
+        if known:
+            _check_config_matches(known, found, what)
     return found
+
+
+def _weights_words(layer: KerasLayer) -> str:
+    """What a layer's arrays are, read off their shapes: ``an LSTM's, 3 units`` (4 gates)."""
+    rec = layer.arrays[1]
+    n = rec.shape[0]
+    G = rec.shape[1] // n if n and rec.shape[1] % n == 0 else 0
+    kind = {1: "a SimpleRNN's", 3: "a GRU's", 4: "an LSTM's"}.get(G, f"recurrent kernel {rec.shape}")
+    return f"{kind}, {n} units"
+
+
+def _check_config_matches(known: Mapping[str, tuple[str, str, Mapping[str, Any]]], found: list[KerasLayer],
+                          what: str) -> None:
+    """A ``.keras`` file whose config.json and model.weights.h5 disagree (a hand-edited or mixed-up
+    archive) is one GradflowError naming each disagreement: a recurrent layer of the config without
+    its weights group, a weights group no layer of the config names, a class whose gate count or
+    a ``units`` that the weights' shapes contradict."""
+    paths = {x.path for x in found}
+    short = {x.path: x.path.removeprefix("layers/").replace("/layers/", "/") for x in found}
+    wrong = []
+    for group, (name, klass, _conf) in known.items():
+        if klass in _KERAS_GATES and group not in paths:
+            wrong.append(f"the config's {klass} {name!r} has no weights (no group {group} in model.weights.h5)")
+    for x in found:
+        if x.path not in known:
+            wrong.append(f"the weights' {short[x.path]} ({_weights_words(x)}) belong to no layer of the config")
+            continue
+        if x.klass not in _KERAS_GATES:
+            continue
+        rec, n = x.arrays[1], x.arrays[1].shape[0]
+        G = len(_KERAS_GATES[x.klass])
+        units = x.config.get("units")
+        if rec.shape[1] != G * n or (isinstance(units, int) and units != n):
+            said = f" with units={units}" if isinstance(units, int) else ""
+            wrong.append(f"the config's {x.klass} {x.name!r}{said} has the weights {short[x.path]} "
+                         f"({_weights_words(x)})")
+    if wrong:
+        held = ", ".join(f"{short[x.path]} ({_weights_words(x)})" for x in found) or "no recurrent weights"
+        raise GradflowError(f"{what}: its config.json and model.weights.h5 do not match: {'; '.join(wrong)} "
+                            f"(the weights hold {held}); save the model again with model.save('model.keras')")
 
 
 def read_keras_vars(path: str, group: str) -> list[np.ndarray]:

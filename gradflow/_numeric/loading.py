@@ -1,8 +1,10 @@
 """Reading user files (weights, inputs) so that every bad file is one clear ``GradflowError``.
 
-Nothing here runs pickled Python: ``.pt`` files go through ``torch.load(weights_only=True)``
-(TorchScript archives through ``torch.jit.load``, which reads TorchScript code, not pickled
-Python objects); ``.npy``/``.npz`` files through NumPy's format readers with pickles refused.
+Nothing here runs pickled Python: ``.pt`` files go through ``torch.load(weights_only=True)``;
+``.npy``/``.npz`` files through NumPy's format readers with pickles refused. TorchScript archives
+are refused unless the caller trusts them (``trust_torchscript=True``, ``--trust-torchscript``):
+``torch.jit.load`` has no safe mode (PyTorch's documentation: malicious pickle data can execute
+arbitrary code during it; its SECURITY.md: treat a TorchScript model as code from its provider).
 A ``.pt`` that is not a zip archive reaches ``torch.load`` only when its first pickle is torch's
 magic number (parsed by :mod:`pickletools`, which runs nothing): a plain pickle or random bytes
 are refused before. torch's advice to retry with ``weights_only=False`` (which runs pickled
@@ -22,6 +24,7 @@ structured arrays are refused (they would otherwise be cast silently). Half-prec
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import os
 import re
@@ -476,6 +479,44 @@ def _read_pt_plain(path: str, what: str) -> Mapping[str, Any] | None:
             return None
 
 
+#: whether the current call trusts TorchScript archives (set by :func:`trusting_torchscript`)
+_TRUST_TORCHSCRIPT: contextvars.ContextVar[bool] = contextvars.ContextVar("trust_torchscript", default=False)
+
+
+@contextlib.contextmanager
+def trusting_torchscript(trust: object = True) -> Iterator[None]:
+    """Within the block TorchScript archives are loaded (``torch.jit.load``, which can run the code
+    an archive holds) when ``trust`` is True; False changes nothing (an outer trust stays)."""
+    if not isinstance(trust, bool):
+        raise GradflowError(f"trust_torchscript must be True or False, got {trust!r}")
+    token = _TRUST_TORCHSCRIPT.set(trust or _TRUST_TORCHSCRIPT.get())
+    try:
+        yield
+    finally:
+        _TRUST_TORCHSCRIPT.reset(token)
+
+
+def is_torchscript(names: list[str]) -> bool:
+    """Whether a zip archive with these member names is a TorchScript archive (code and constants)."""
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def load_torchscript(path: str, what: str) -> Any:
+    """``torch.jit.load`` of a TorchScript archive, only when trusted (:func:`trusting_torchscript`);
+    otherwise one GradflowError saying why and how to opt in (torch.jit.load is never reached)."""
+    if not _TRUST_TORCHSCRIPT.get():
+        raise GradflowError(f"{what} is a TorchScript archive, which gradflow does not load unless you "
+                            "trust it: loading one can run the code it holds (torch.jit.load has no safe "
+                            "mode); if you trust the file, pass trust_torchscript=True (load_weights, network, "
+                            "stacked_network; --trust-torchscript on the command line), "
+                            f"or {_SAVE_STATE_DICT}")
+    import torch
+
+    with warnings.catch_warnings():  # its deprecation notice is not the user's concern
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(path, map_location="cpu")
+
+
 def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
     """A state_dict from a ``.pt`` file (or the state_dict of a TorchScript archive); ``kind`` names
     the file in messages. A plain archive of tensors is read without importing torch
@@ -501,11 +542,11 @@ def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
             raise GradflowError(f"{what} is not a readable PyTorch file (truncated or corrupt: {e})") from None
         if bad is not None:
             raise GradflowError(f"{what} is corrupt: member {bad} fails its CRC check")
-        if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
+        if is_torchscript(names):
             try:
-                with warnings.catch_warnings():  # its deprecation notice is not the user's concern
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    module = torch.jit.load(path, map_location="cpu")
+                module = load_torchscript(path, what)
+            except GradflowError:
+                raise
             except Exception as e:  # noqa: BLE001 - any failure of a foreign file is bad input
                 raise GradflowError(f"{what} is a TorchScript archive that cannot be loaded: "
                                     f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
@@ -664,14 +705,10 @@ def torchscript_modules(path: Any) -> dict[str, Any]:
             names = z.namelist()
     except (zipfile.BadZipFile, OSError):
         return {}
-    if not (any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)):
+    if not is_torchscript(names) or not _TRUST_TORCHSCRIPT.get():  # untrusted: read_pt refuses it
         return {}
     try:
-        import torch
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            module = torch.jit.load(path, map_location="cpu")
+        module = load_torchscript(path, f"weights file {path}")
         kinds = ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell")
         return {name: mod for name, mod in module.named_modules()
                 if getattr(mod, "original_name", None) in kinds}

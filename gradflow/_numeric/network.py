@@ -24,7 +24,7 @@ from .._symbolic.nodes import Diag
 from .._vocabulary import BlockKind, InitScheme
 from .compile import compile_expr, dense_diag, stable_substitutions
 from .layout import state_layout
-from .loading import check_dtype, note, real_array
+from .loading import check_dtype, note, real_array, trusting_torchscript
 from .weights import Weights, init_weights, load_layer, to_numpy
 
 
@@ -320,7 +320,8 @@ def random_inputs(steps: int, input: int, *, batch: int = 1, seed: int = 0, dtyp
 def network(cell: str | Cell, hidden: int | None = None, input: int | None = None, *,
             init: InitScheme | None = None, seed: int = 0, gain: float = 1.0,
             forget_bias: float | None = None, weights: Any = None, prefix: str | None = None,
-            layer: int | None = None, direction: str | None = None, dtype=np.float64, xp=np) -> Network:
+            layer: int | None = None, direction: str | None = None, dtype=np.float64, xp=np,
+            trust_torchscript: bool = False) -> Network:
     """A :class:`Network` from an init scheme, or from ``weights`` (module, state_dict, file).
 
     With ``weights`` the sizes come from the weights; if ``hidden``/``input`` are also given they
@@ -329,6 +330,8 @@ def network(cell: str | Cell, hidden: int | None = None, input: int | None = Non
     outputs of layer ``l - 1``: give those as the inputs of :func:`~gradflow.gradient_flow`.
     ``gradient_flow`` reads inputs as (T, batch, m), but as (batch, T, m) for a module built with
     ``batch_first=True`` (the network's ``batch_first`` records it; ``batch_first=`` overrides).
+    ``trust_torchscript``: read ``weights`` that are a TorchScript archive (refused otherwise: loading
+    one can run its code; see :func:`~gradflow.load_weights`).
     """
     cell = get_cell(cell)
     if weights is None and (prefix, layer, direction) != (None, None, None):
@@ -341,8 +344,9 @@ def network(cell: str | Cell, hidden: int | None = None, input: int | None = Non
                                     "not in a Weights object")
             w = weights
         else:
-            w, sel = load_layer(cell, weights, prefix=prefix, layer=layer, direction=direction,
-                                dtype=dtype, xp=xp)
+            with trusting_torchscript(trust_torchscript):
+                w, sel = load_layer(cell, weights, prefix=prefix, layer=layer, direction=direction,
+                                    dtype=dtype, xp=xp)
             batch_first = sel.batch_first
             if sel.layer > 0:
                 note(f"{cell.name}: layer {sel.layer} reads the outputs of layer {sel.layer - 1} "

@@ -53,6 +53,14 @@ def cell_state_paths(net: Any, inputs: Any, initial: Any = None) -> CellStatePat
     check_network(net, "cell_state_paths")
     if "c" not in net.cell.states:
         raise GradflowError(f"{net.cell.name} has no cell state c")
+    shape = getattr(inputs, "shape", None) or np.shape(inputs)
+    if len(shape) in (2, 3):  # other shapes: the unroll says what is wrong
+        from .size_guard import check_api_flow_size
+
+        # the trajectory and two products (full and truncated) at once: a run's buffers, twice
+        B, N = int(shape[1]) if len(shape) == 3 else 1, net.state_size
+        check_api_flow_size(net.cell, net.hidden, net.input, int(shape[0]), B, 8, what="cell_state_paths",
+                            extra=8 * 8 * B * N * N, modes=False)
     traj = net.unroll(inputs, initial)
     T, n = traj.steps, net.hidden
     ci = net.cell.states.index("c")

@@ -290,7 +290,7 @@ def product_singular_values(net, traj, ks, *, resolve: float = 2e-6):
     want = sorted(set(ks))
     first = want[0]
     kept: dict = {}  # the Jacobians, kept for the second pass when they are small
-    keep = (T - first) * B * N * N * 8 <= _KEEP_BYTES
+    keep = (T - first) * B * N * N * 8 <= KEEP_BYTES
 
     def jac(t: int) -> np.ndarray:
         if t in kept:
@@ -387,4 +387,4 @@ def product_singular_values(net, traj, ks, *, resolve: float = 2e-6):
 
 
 #: Jacobians up to this many bytes are kept between the two passes (else evaluated twice)
-_KEEP_BYTES = 256 << 20
+KEEP_BYTES = 256 << 20

@@ -23,7 +23,7 @@ from functools import cache
 
 import sympy as sp
 
-from .._checks import GradflowError
+from .._checks import GradflowError, positive_int
 from .layout import param_shape, state_layout
 
 #: (batch, N, N) buffers alive at once in the sweep (J_t, the product, workspaces), with room
@@ -153,7 +153,8 @@ def _largest(fits: Callable[[int], bool], upper: int) -> int:
 def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int = 1,
                     itemsize: int = 8, *, what: str | None = None,
                     input_follows_hidden: bool | Callable[[int], int] = False,
-                    mode: str = "exact", probes: int = 32, structured: bool = False, hidden_step: int = 1) -> int:
+                    mode: str = "exact", probes: int = 32, structured: bool = False, hidden_step: int = 1,
+                    extra: int = 0) -> int:
     """Refuse a run whose estimate exceeds the memory available; return the estimate.
 
     ``input_follows_hidden``: m is the hidden size (the report's default), so the largest hidden
@@ -161,15 +162,16 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
     function (the report's default for the state-space cells, m = n / N), among the multiples of
     ``hidden_step`` (N: the advised size keeps N state entries per channel). ``mode``: ``"exact"`` or ``"matrix-free"``
     (:func:`matrix_free_bytes`), as :func:`choose_mode` resolves it; ``probes``: the matrix-free
-    mode's probe vectors per state (its rows: the gradient and ``probes`` per state).
+    mode's probe vectors per state (its rows: the gradient and ``probes`` per state); ``extra``:
+    bytes the caller holds beside the run (added to the estimate at every size tried).
     """
     m = hidden if input is None else input
     rows = 1 + int(probes) * len(cell.states)
 
     def estimate(c, n, mm, T, B, size):
         if mode == "matrix-free":
-            return matrix_free_bytes(c, n, mm, T, B, size, rows=rows)
-        return flow_bytes(c, n, mm, T, B, size, structured=structured)
+            return matrix_free_bytes(c, n, mm, T, B, size, rows=rows) + extra
+        return flow_bytes(c, n, mm, T, B, size, structured=structured) + extra
 
     need = estimate(cell, hidden, m, steps, batch, itemsize)
     avail = available_bytes()
@@ -198,6 +200,64 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
     hint = " and ".join(hints) if hints else "no size fits with these other settings"
     raise GradflowError(f"{label} needs about {human(need)} of memory, but {human(avail)} is available "
                         f"(a run may use {int(MEMORY_SHARE * 100)}%): {hint}")
+
+
+def check_api_flow_size(cell, hidden: int, input: int, steps: int, batch: int, itemsize: int = 8, *,
+                        mode: str = "exact", probes: object = 32, structured: bool = False,
+                        what: str = "gradient_flow", extra: int = 0, modes: bool = True) -> int:
+    """:func:`check_flow_size` for a call from Python (:func:`gradflow.gradient_flow`,
+    :func:`gradflow.singular_values`): the same estimate and budget as the CLI, and a message that
+    names the way out in the API's words (``mode="matrix-free"``, fewer steps, a smaller batch,
+    ``GRADFLOW_MEMORY_LIMIT``). ``extra``: bytes beyond the gradient-flow run (see
+    :func:`check_flow_size`); ``modes``: the caller has a ``mode`` argument to suggest. Returns the
+    estimate in bytes."""
+    if mode == "matrix-free":
+        probes = positive_int(probes, "probes", 2)
+    else:
+        probes = 32
+    label = (f"{what} of {cell.name} with hidden size {hidden}, input size {input}, {steps} steps, "
+             f"batch {batch}, {mode} mode")
+    try:
+        return check_flow_size(cell, hidden, input, steps, batch, itemsize, what=label, mode=mode,
+                               probes=probes, structured=structured, extra=extra)
+    except GradflowError as e:
+        budget = int(available_bytes() * MEMORY_SHARE)
+        ways = []
+        rows = 1 + probes * len(cell.states)
+        if modes and mode == "exact" and not structured and not any(s in cell.sizes for s in cell.states):
+            mf = matrix_free_bytes(cell, hidden, input, steps, batch, itemsize, rows=rows)
+            if mf <= budget:
+                ways.append(f'mode="matrix-free" needs about {human(mf)} (norms estimated, '
+                            f"the gradient exact)")
+
+        def fits_b(k):
+            if mode == "matrix-free":
+                return matrix_free_bytes(cell, hidden, input, steps, k, itemsize, rows=rows) + extra <= budget
+            return flow_bytes(cell, hidden, input, steps, k, itemsize, structured=structured) + extra <= budget
+
+        best_b = _largest(fits_b, batch) if batch > 1 else 0
+        if best_b:
+            ways.append(f"a batch of at most {best_b} fits")
+        ways.append("GRADFLOW_MEMORY_LIMIT (bytes, e.g. 64G) overrides the memory gradflow sees")
+        raise GradflowError(f"{e}; {'; '.join(ways)}") from None
+
+
+def check_stacked_size(net, steps: int, batch: int, itemsize: int = 8, *, api: bool = False) -> None:
+    """A stacked network's run must fit (``gradflow flow`` on a stack, :func:`gradflow.stacked_flow`):
+    every layer, and the whole stack as one state of the summed size. ``api``: the message adds
+    the override of a call from Python (``GRADFLOW_MEMORY_LIMIT``) and a smaller batch."""
+    T, B = int(steps), int(batch)
+    try:
+        for lay in net.all_layers():
+            check_flow_size(lay.cell, lay.hidden, lay.input, T, B, itemsize)
+        S = len(net.cell.states)
+        check_flow_size(net.cell, -(-net.state_size // S), net.input, T, B, itemsize,
+                        what=f"the whole stack ({net.state_size} states), {T} steps, batch {B}")
+    except GradflowError as e:
+        if not api:
+            raise
+        raise GradflowError(f"stacked_flow: {e}; fewer steps or a smaller batch fit in less, and "
+                            f"GRADFLOW_MEMORY_LIMIT (bytes, e.g. 64G) overrides the memory gradflow sees") from None
 
 
 def check_report_size(cells, hidden: int, input: int | None, steps: int, structured=(),
@@ -310,6 +370,13 @@ def _up(x: float) -> float:
     """``x`` rounded up to two significant digits (a cap that admits it)."""
     e = math.floor(math.log10(x)) - 1
     return math.ceil(x / 10.0 ** e) * 10.0 ** e
+
+
+def check_square_buffers(batch: int, N: int, itemsize: int, what: str) -> None:
+    """Refuse a computation holding a few (batch, N, N) buffers (the products' J_t, P and
+    workspaces, counted as the sweep counts them) that cannot fit: :func:`check_allocation`."""
+    check_allocation(_SQUARE_BUFFERS * int(batch) * int(N) ** 2 * int(itemsize),
+                     f"{what} (a few (batch, N, N) = ({batch}, {N}, {N}) buffers; a smaller batch needs less)")
 
 
 def check_allocation(nbytes: float, what: str) -> None:

@@ -50,7 +50,7 @@ from .input_layout import batch_first_of, time_first
 from .keras_loading import is_keras_path
 from .keras_stack import keras_module
 from .layout import StateLayout, refuse_sized_states
-from .loading import check_dtype, note, read_weights_file, real_array
+from .loading import check_dtype, note, read_weights_file, real_array, trusting_torchscript
 from .loss import cotangents as loss_cotangents
 from .network import check_finite_states, kernels, to_host
 from .weights import init_weights, to_state_dict
@@ -409,21 +409,23 @@ class StackedNetwork:
 def stacked_network(cell: str | Cell, hidden: int | None = None, input: int | None = None, *,
                     layers: int = 1, bidirectional: bool = False, proj_size: int = 0,
                     weights: Any = None, prefix: str | None = None, init: Any = None, seed: int = 0,
-                    gain: float = 1.0, dtype: Any = np.float64) -> StackedNetwork:
+                    gain: float = 1.0, dtype: Any = np.float64, trust_torchscript: bool = False) -> StackedNetwork:
     """A :class:`StackedNetwork`: from an ``nn.LSTM``/``nn.GRU``/``nn.RNN`` module, its state_dict,
     a checkpoint or a ``.pt``/``.npz`` file (``weight_ih_l{k}``, ``…_reverse``, ``weight_hr_l{k}``:
     every layer and direction is read; sizes, layers, directions and proj_size come from the
     weights), a Keras 3 ``.keras`` Sequential of recurrent layers, Bidirectional ones included
     (:mod:`gradflow._numeric.keras_stack`: the wiring from its configuration), or initialised
     (``init`` as :func:`~gradflow.init_weights`, layer l direction d seeded ``seed + 2l + d``; a
-    projected LSTM is initialised as PyTorch does, U(±1/√n)).
+    projected LSTM is initialised as PyTorch does, U(±1/√n)). ``trust_torchscript``: read
+    ``weights`` that are a TorchScript archive (refused otherwise: loading one can run its code).
     """
     base = get_cell(cell)
     refuse_sized_states(base, "a stacked or bidirectional network (it needs the input Jacobian ∂s_t/∂x_t, "
                               "which the chain rule does not give for this cell)")
     check_dtype(np.dtype(dtype), "dtype")
     if weights is not None:
-        return _from_weights(base, weights, hidden, input, layers, bidirectional, proj_size, prefix, dtype)
+        with trusting_torchscript(trust_torchscript):
+            return _from_weights(base, weights, hidden, input, layers, bidirectional, proj_size, prefix, dtype)
     if hidden is None or input is None:
         raise GradflowError("give hidden and input sizes (or weights)")
     H, M = positive_int(hidden, "hidden size"), positive_int(input, "input size")
@@ -634,12 +636,32 @@ def _unscaled(xp, A, E):
         return A * xp.asarray(10.0 ** np.where(np.isfinite(E), E, -np.inf)[..., None], dtype=A.dtype)
 
 
+def _plain(xp, A, E, what: str):
+    """A·10^E as plain values, refused when a non-zero row would not survive: its largest entry
+    (|Â| = 1 after :func:`_renormalise`, so 10^E) below the dtype's smallest normal number (read as
+    0 or with digits lost) or above its largest (inf). Exact zeros (E = −∞) are plain zeros."""
+    info = np.finfo(np.dtype(A.dtype))
+    lo, hi = math.log10(float(info.tiny)), math.log10(float(info.max))
+    live = np.isfinite(E)
+    bad = live & ((E < lo) | (E > hi))
+    if bad.any():
+        k, b = (int(i) for i in np.argwhere(bad)[0])
+        side = (f"below {info.dtype}'s smallest normal number ({float(info.tiny):.3g}): as plain values it "
+                f"would read as 0") if E[k, b] < lo else \
+            f"above {info.dtype}'s largest number ({float(info.max):.3g}): as plain values it would be inf"
+        raise GradflowError(f"{what} at k = {k} (batch {b}) is about 1e{E[k, b]:.1f} in its largest entry, "
+                            f"{side} ({int(bad.sum())} such rows); pass scaled=True for (mantissa, log10 scale) "
+                            f"pairs, ∂L/∂s_k = A[k]·10^E[k], or read stacked_flow's log10 norms")
+    return _unscaled(xp, A, E)
+
+
 def _log10_scaled_norms(xp, A, E, rows=slice(None)) -> np.ndarray:
     """log10 ‖A[k][rows]‖·10^E[k] per batch element, (B, K) from A (K, B, N), E (K, B)."""
     return _log10_norms(xp, A[..., rows]) + E.T
 
 
-def stacked_gradients(net: StackedNetwork, traj: StackTrajectory, cotangents=None) -> dict:
+def stacked_gradients(net: StackedNetwork, traj: StackTrajectory, cotangents=None, *,
+                      scaled: bool = False) -> dict:
     """∂L/∂s^(l,d)_k for every layer, direction and own-clock step k = 0…T (reverse accumulation).
 
     The adjoint of a state node collects both of its consumers:
@@ -649,14 +671,28 @@ def stacked_gradients(net: StackedNetwork, traj: StackTrajectory, cotangents=Non
 
     layer by layer from the top, where the top layer's ḡ is the cotangent ∂L/∂y_t
     (:func:`top_cotangents`). The reverse direction accumulates over its own (reversed) clock.
-    The recursion is carried scaled (every vector with its log10 scale apart); the arrays
-    returned are the plain values, which underflow to 0 below float64's smallest number
-    (:func:`stacked_flow`'s norms use the scaled form and do not).
+    The recursion is carried scaled (every vector with its log10 scale apart), so values far
+    below float64's smallest number (long T) keep their digits.
+
+    Arguments:
+        scaled: return each gradient as a pair (Â, E) with ∂L/∂s_k = Â[k]·10^E[k] (Â (T + 1, B, N_l),
+            largest |entry| 1 per row; E (T + 1, B) log10 scales on the host, −∞ for an exact 0),
+            as :func:`stacked_flow` keeps its norms; default: the plain values.
 
     Returns:
-        ``(layer, direction)`` → (T + 1, B, N_l) array, index k on the direction's own clock.
+        ``(layer, direction)`` → (T + 1, B, N_l) array (or the pair (Â, E)), index k on the
+        direction's own clock.
+
+    Raises:
+        GradflowError: plain values asked for, and some ∂L/∂s_k, not exactly 0, is below the
+            dtype's smallest normal number (it would read as 0) or above its largest: pass
+            ``scaled=True``.
     """
-    return {key: _unscaled(net.xp, A, E) for key, (A, E) in _scaled_gradients(net, traj, cotangents).items()}
+    got = _scaled_gradients(net, traj, cotangents)
+    if scaled:
+        return got
+    return {key: _plain(net.xp, A, E, f"stacked_gradients: ∂L/∂s of layer {key[0]} {key[1]}")
+            for key, (A, E) in got.items()}
 
 
 def _scaled_state_gradient(net: StackedNetwork, traj: StackTrajectory, cotangents=None):
@@ -682,17 +718,19 @@ def _scaled_state_gradient(net: StackedNetwork, traj: StackTrajectory, cotangent
     return A, E
 
 
-def stacked_state_gradient(net: StackedNetwork, traj: StackTrajectory, cotangents=None):
+def stacked_state_gradient(net: StackedNetwork, traj: StackTrajectory, cotangents=None, *, scaled: bool = False):
     """∂L/∂s_k for the whole stacked state s_k (unidirectional networks), k = 0…T, (T+1, B, N).
 
     Here s_k is the state the stack carries from step k to step k + 1: the recursion is
     a_k = g_k + J_{k+1}ᵀ a_{k+1} with J the whole-stack Jacobian and g_k the cotangent in the top
     layer's h rows. A lower layer's part differs from its node adjoint of
     :func:`stacked_gradients` by the path into the layer above at the same step, which a change of
-    the carried state s_k does not take. Carried scaled; the values returned underflow to 0
-    below float64's smallest number (:func:`stacked_flow`'s norms do not).
+    the carried state s_k does not take. Carried scaled: ``scaled=True`` returns (Â, E) with
+    ∂L/∂s_k = Â[k]·10^E[k] (see :func:`stacked_gradients`); plain values that would underflow
+    below the dtype's smallest normal number (or overflow) are a :class:`GradflowError`.
     """
-    return _unscaled(net.xp, *_scaled_state_gradient(net, traj, cotangents))
+    A, E = _scaled_state_gradient(net, traj, cotangents)
+    return (A, E) if scaled else _plain(net.xp, A, E, "stacked_state_gradient: ∂L/∂s")
 
 
 # -- products and curves --------------------------------------------------------------------------
@@ -874,6 +912,10 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
             ``batch_first`` when the weights came from a module (said in a note), else False; the
             rule of :func:`~gradflow.gradient_flow` (:mod:`gradflow._numeric.input_layout`).
         spectral, tol, lyapunov: as :func:`~gradflow.gradient_flow`.
+
+    Raises:
+        GradflowError: before the unroll, when a layer's or the whole stack's estimated memory
+            exceeds what is available (the CLI's check).
     """
     if not isinstance(net, StackedNetwork):
         raise GradflowError(f"stacked_flow needs a StackedNetwork (gradflow.stacked_network(...)), "
@@ -882,6 +924,11 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
     if bf:
         inputs, cotangents = time_first(inputs, 3), time_first(cotangents, 3)
         targets = time_first(targets, 2) if loss == "every" else targets
+    shape = getattr(inputs, "shape", None) or np.shape(inputs)
+    if len(shape) == 3:  # other shapes: the unroll says what is wrong
+        from .size_guard import check_stacked_size
+
+        check_stacked_size(net, int(shape[0]), int(shape[1]), np.dtype(net.dtype).itemsize, api=True)
     traj = net.unroll(inputs, initial)
     T, B = traj.steps, traj.batch
     given = cotangents is not None

@@ -25,7 +25,7 @@ from .checkpoint import Selected, select_layer
 from .keras_loading import is_keras_path, read_keras_layer
 from .keras_stack import keras_layer_prefix, read_keras_config
 from .layout import refuse_sized_states
-from .loading import check_dtype, note, read_weights_file, real_array
+from .loading import check_dtype, note, read_weights_file, real_array, trusting_torchscript
 from .named_weights import holds_own_names, param_shape, read_named, uses_own_names
 from .reference_init import SCHEME_CELLS, reference_arrays
 
@@ -298,7 +298,8 @@ def to_numpy(a) -> np.ndarray:
 
 
 def load_weights(cell: str | Cell, source: Any, *, prefix: str | None = None, layer: int | None = None,
-                 direction: str | None = None, dtype: Any = np.float64, xp: Any = np) -> Weights:
+                 direction: str | None = None, dtype: Any = np.float64, xp: Any = np,
+                 trust_torchscript: bool = False) -> Weights:
     """Weights from a ``torch.nn`` module, a state_dict or checkpoint, or a ``.pt`` / ``.npz`` file.
 
     ``.pt`` files need torch (an optional dependency); ``.npz`` files hold the same keys as a
@@ -315,9 +316,13 @@ def load_weights(cell: str | Cell, source: Any, *, prefix: str | None = None, la
     GRU(reset_after=True) → ``gru``, GRU(reset_after=False) → ``gru-cho``, SimpleRNN → ``tanh-rnn``
     (``relu-rnn``, ``sigmoid-rnn`` by its activation); ``prefix`` names the layer (the user's name
     in a ``.keras`` file, Keras' saved name such as ``lstm_1`` in either).
+
+    A TorchScript archive is refused unless ``trust_torchscript=True``: ``torch.jit.load`` can run
+    the code an archive holds (it has no safe mode), so trust only files you would run.
     """
-    return load_layer(cell, source, prefix=prefix, layer=layer, direction=direction, dtype=dtype,
-                      xp=xp)[0]
+    with trusting_torchscript(trust_torchscript):
+        return load_layer(cell, source, prefix=prefix, layer=layer, direction=direction, dtype=dtype,
+                          xp=xp)[0]
 
 
 def load_layer(cell: str | Cell, source: Any, *, prefix: str | None = None, layer: int | None = None,

@@ -476,7 +476,7 @@ def evidence_section(doc: Doc, stage: Path, cells: list[Cell], runs: dict[str, M
             P = paths[c.name]
             blk, car, thr = P.block[0], P.carousel[0], P.through_h[0]
             r_blk, r_car = decay_rate(blk), decay_rate(car)
-            r_thr = decay_rate(thr[:-1]) if np.all(np.isfinite(thr[:-1])) else None
+            r_thr = decay_rate(thr[:-1]) if thr.size > 2 and np.all(np.isfinite(thr[:-1])) else None
             F = P.forget[0]  # (T, n), row k holds f_{k+1}
             best_unit = float(np.log10(F).mean(axis=0).max())  # rate of max_i ∏_j f_{j,i} at lag T
             best_step = float(np.log10(F.max(axis=1)).mean())  # rate of ∏_j max_i f_{j,i}
