@@ -43,3 +43,23 @@ def test_rademacher_se_covers_on_block_diagonal_products(cell, m):
     z = np.array(z)
     assert np.all(np.mean(np.abs(z) > band_z(8), axis=0) <= 0.02), np.mean(np.abs(z) > band_z(8), axis=0)
     assert np.all(np.sqrt(np.mean(z ** 2, axis=0)) < 1.6), np.sqrt(np.mean(z ** 2, axis=0))
+
+
+def test_report_records_each_cells_input_size(tmp_path):
+    """Without --input each cell takes its own m: the LSTM m = n, Mamba m = n/N with N = 16 its
+    ``d_state`` (mamba_simple.py), here n = 4 < 16 so N = 4 and m = 1. provenance.json's ``input``
+    is then {cell: m} (an int only where all cells agree), ``inputs`` is {cell: m} always, the
+    canonical command has no --input (so it reruns with the same defaults), and each flow's m in
+    flows.json is the one recorded."""
+    import json
+
+    out = gf.write_report(["lstm", "mamba-zoh"], tmp_path / "r", hidden=4, steps=6)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["inputs"] == {"lstm": 4, "mamba-zoh": 1}
+    assert prov["input"] == {"lstm": 4, "mamba-zoh": 1}
+    assert "--input" not in prov["canonical_command"]
+    flows = json.loads((out / "flows.json").read_text())["flows"]
+    assert {name: f["input"] for name, f in flows.items()} == prov["inputs"]
+    text = (out / "report.md").read_text()
+    assert "$m = 4$ (`lstm`), $m = 1$ (`mamba-zoh`)" in text
+    assert "$d = 1$ channel and $N = 4$ state entries each" in text and "Mamba's default is $N = 16$" in text
