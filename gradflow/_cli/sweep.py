@@ -53,7 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0", metavar="S,S,…", help="seeds of weights and inputs (default 0)")
     p.add_argument("--input", default="4", metavar="M", help="input size (default 4)")
     p.add_argument("--batch", default="4", metavar="B", help="input sequences per point (default 4)")
-    p.add_argument("--init", default="orthogonal", help="initialisation scheme (default orthogonal)")
+    p.add_argument("--init", default="orthogonal", help="initialisation scheme (default orthogonal, for every "
+                   "cell: the state-space cells' reference inits, which flow and report use, are "
+                   "--init mamba, s4d-lin or rg-lru)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", default=None, metavar="N",
                        help="local Dask worker processes (default: the CPU count); 0: in this process")

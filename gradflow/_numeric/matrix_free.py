@@ -20,9 +20,16 @@ O(N³) of the exact sweep (:func:`gradflow._numeric.flow.products`):
   independent blocks of probes: each block j alone gives the unbiased E_j = (m/q_j)‖Q_jᵀP‖_F²,
   and for a uniformly random subspace Var(F) = 2(m − q)/(q (m − 1)(m + 2)) · (m‖PPᵀ‖_F² − ‖P‖_F⁴),
   so Var(F) = c² Var(mean_j E_j) with c² = ((m − q)/q) / (Σ_j (m − q_j)/q_j / b²)
-  (= (m − q)/(m − q/b) for equal blocks; exact for Gaussian probes, a close approximation for
-  Rademacher ones): se = c · std_j(E_j)/√b (in log10: se/(2 ln10 · F)). For Gaussian probes F
-  is the conditional mean of mean_j E_j given S (Rao–Blackwell): never noisier than it. When
+  (= (m − q)/(m − q/b) for equal blocks; exact for Gaussian probes): se = c · std_j(E_j)/√b
+  (in log10: se/(2 ln10 · F)). For Gaussian probes F is the conditional mean of mean_j E_j
+  given S (Rao–Blackwell): never noisier than it. Rademacher subspaces are not uniform, and c
+  does not hold for them: where P Pᵀ is nearly diagonal (S4D's and the LRU's 2 × 2 blocks) F
+  varies about √((r − 1)/(r/b − 1)) times more than c · std_j(E_j)/√b says (a 99.9 % band
+  missed in a fifth of the draws). For Rademacher probes the se is therefore the jackknife over
+  the b blocks: F_(−j) the same estimate from the probes of every block but j, and
+  se² = ((b − 1)/b) Σ_j (F_(−j) − mean F_(−·))², which for any symmetric function of b
+  independent blocks is conservative in expectation (Efron–Stein): about right for m ≫ r,
+  up to ~30 % too large in se at q = m/2. When
   r ≥ m the probes span the rows (Rademacher ones unless rank-deficient, which q says), and F is
   ‖P‖_F² itself. The cost on top of the carried rows is O(r²·C) per step and block (C columns:
   the same order as QᵀP for σ_max below; no N × N work). A block whose product is structurally
@@ -384,8 +391,10 @@ class SketchCurves:
         log10_norm_2_sketch: the certified lower bound log10 σ_max(QᵀP) alone.
         log10_grad_norm: log10 ‖∂L/∂(the block's columns of s_k)‖, exact.
         log10_norm_fro_dev: (B, b, T): each probe block's linearised deviation of the log10
-            estimate scaled to the estimate's variance, c·(E_j − mean_j E_j)/(2 ln 10 · F) (module
-            docstring); the standard error is their spread over the b blocks, std_j/√b. The
+            estimate scaled to the estimate's variance, c·(E_j − mean_j E_j)/(2 ln 10 · F) for
+            Gaussian probes, the jackknife pseudo-values' −(b − 1)(F_(−j) − mean F_(−·))/(2 ln 10 · F)
+            for Rademacher ones (module docstring); the standard error is their spread over the
+            b blocks, std_j/√b. The
             probes are the same for every sequence of the batch, so the errors of the B estimates
             are correlated: the standard error of their batch mean is the spread over j of the batch-mean deviations
             (:func:`batch_mean_se`), not se/√B.
@@ -440,6 +449,10 @@ class _ProbeBasis:
     starts: np.ndarray
     q_j: np.ndarray
     c: float
+    #: Rademacher probes only: (b, r, r) Gram matrices T_jᵀT_j of the leave-one-block-out bases
+    #: (T_j = Q_{−j}ᵀ Ω⁻ on the other blocks' probes, zero on block j's) and their ranks q_{−j}
+    loo: np.ndarray | None = None
+    q_loo: np.ndarray | None = None
 
 
 def _orthonormal_rows(Om: np.ndarray) -> np.ndarray:
@@ -449,7 +462,7 @@ def _orthonormal_rows(Om: np.ndarray) -> np.ndarray:
     return Vt[keep] / sv[keep, None]
 
 
-def _probe_basis(Om: np.ndarray, nb: int) -> _ProbeBasis:
+def _probe_basis(Om: np.ndarray, nb: int, jackknife: bool = False) -> _ProbeBasis:
     r, m = Om.shape
     s = r // nb
     qt = _orthonormal_rows(Om)
@@ -463,7 +476,15 @@ def _probe_basis(Om: np.ndarray, nb: int) -> _ProbeBasis:
     # Var(F) / Var(mean_j E_j) = ((m − q)/q) / (Σ_j (m − q_j)/q_j / b²) (module docstring)
     den = float(np.sum((m - q_j) / q_j)) / nb ** 2
     c = math.sqrt((m - q) / q / den) if q < m and den > 0 else 0.0
-    return _ProbeBasis(m, q, qt, D, starts, q_j, c)
+    if not jackknife:
+        return _ProbeBasis(m, q, qt, D, starts, q_j, c)
+    loo, q_loo = np.zeros((nb, r, r)), np.zeros(nb)
+    for j in range(nb):
+        keep = np.r_[0:j * s, (j + 1) * s:r]
+        t = _orthonormal_rows(Om[keep])
+        loo[j][np.ix_(keep, keep)] = t.T @ t
+        q_loo[j] = t.shape[0]
+    return _ProbeBasis(m, q, qt, D, starts, q_j, c, loo, q_loo)
 
 
 def _diagonal_blocks(op: JacobianOperator, net: Network, blocks: dict, T: int) -> dict[str, np.ndarray]:
@@ -517,10 +538,17 @@ def _frobenius(Yb: np.ndarray, Lr: np.ndarray, basis: _ProbeBasis, nb: int, diag
     if basis.q == basis.m:  # Q spans the rows: ‖QᵀP‖_F = ‖P‖_F
         return low, np.zeros(B), zero, low, sk, True
     F = (basis.m / basis.q) * e
-    Mj = basis.blocks @ Z
-    E = (basis.m / basis.q_j) * np.add.reduceat(np.sum(Mj * Mj, axis=-1), basis.starts, axis=1)  # (B, b)
     pos = F > 0
     Fs = np.where(pos, F, 1.0)
+    if basis.loo is not None and basis.q_loo is not None:  # Rademacher: the jackknife (module docstring)
+        K = Z @ np.swapaxes(Z, -1, -2)                                          # ΩP(ΩP)ᵀ, (B, r, r)
+        F_loo = (basis.m / basis.q_loo) * np.einsum("jab,zab->zj", basis.loo, K)  # (B, b)
+        dev = -(nb - 1) * (F_loo - F_loo.mean(axis=-1, keepdims=True))      # pseudo-values − their mean
+        dev = np.where(pos[:, None], dev / (2 * _LN10 * Fs[:, None]), 0.0)
+        se_log = dev.std(axis=-1, ddof=1) / math.sqrt(nb)
+        return ref[:, 0] + 0.5 * np.log10(F), se_log, dev, low, sk, False
+    Mj = basis.blocks @ Z
+    E = (basis.m / basis.q_j) * np.add.reduceat(np.sum(Mj * Mj, axis=-1), basis.starts, axis=1)  # (B, b)
     se_log = np.where(pos, basis.c * E.std(axis=-1, ddof=1) / math.sqrt(nb) / (2 * _LN10 * Fs), 0.0)
     dev = np.where(pos[:, None], basis.c * (E - E.mean(axis=-1, keepdims=True)) / (2 * _LN10 * Fs[:, None]), 0.0)
     fro = ref[:, 0] + 0.5 * np.log10(F)
@@ -567,7 +595,7 @@ def sketch_sweep(net: Network, traj: Trajectory, g_T, blocks: dict, *, probes: i
     for i, (lo, hi) in enumerate(row_slices):
         Om = _probes(probe, hi - lo, r, seed + i)
         Y0[:, 1 + i * r:1 + (i + 1) * r, lo:hi] = Om
-        bases[(lo, hi)] = _probe_basis(Om, nb)
+        bases[(lo, hi)] = _probe_basis(Om, nb, jackknife=probe == "rademacher")
     diagonal = _diagonal_blocks(op, net, blocks, T) if probe == "rademacher" else {}
     Y = xp.asarray(Y0, dtype=dt)
     L = np.zeros((B, Y0.shape[1]))  # log10 scale of each row

@@ -9,7 +9,8 @@
     figures/           every figure as PDF and PNG
     references.bib     the bibliography (gradflow's package data)
     flows.json         the measured curves behind the figures
-    provenance.json    command line, versions, seed, sizes, date
+    provenance.json    command line, versions, seed, sizes, date ("input": m, an int, or
+                       {cell: m} where the cells' default sizes differ; "inputs": always {cell: m})
 
 This module is a view: every formula is printed from the symbolic core (the cells' recorded
 recurrences, :meth:`Cell.jacobian`, :mod:`gradflow._symbolic.many_steps`), every number from the numeric
@@ -383,7 +384,7 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
         (stage / "slides.tex").write_text(slides_tex(b, title), encoding="utf-8")
     (stage / "references.bib").write_text(bib_for_bibtex(bib_text), encoding="utf-8")
 
-    flows_json = {name: {**r.flow.to_json(), "init": r.init,
+    flows_json = {name: {**r.flow.to_json(), "input": inputs[name], "init": r.init,
                          "sigma_max_W": r.sigma_max_W,
                          "singular_values": {str(k): [None if v == -np.inf else "unresolved" if np.isnan(v)
                                                       else float(v) for v in s]
@@ -405,6 +406,7 @@ def _build(stage: Path, cells: list[Cell], out: Path, *, hidden: int, steps: int
         "argv": None if command is None or isinstance(command, str) else [str(a) for a in command],
         "cells": [c.name for c in cells],
         "hidden": hidden, "input": input if input is not None else dict(inputs),  # cell → m where they differ
+        "inputs": dict(inputs),  # always cell → m, for readers that want one type
         "steps": steps, "batch": 1, "seed": seed,
         "forget_bias": forget_bias,
         "init": {c.name: runs[c.name].init for c in cells},
