@@ -63,3 +63,22 @@ def test_report_records_each_cells_input_size(tmp_path):
     text = (out / "report.md").read_text()
     assert "$m = 4$ (`lstm`), $m = 1$ (`mamba-zoh`)" in text
     assert "$d = 1$ channel and $N = 4$ state entries each" in text and "Mamba's default is $N = 16$" in text
+
+
+def test_spectral_band_collapses_to_the_norm_where_the_probes_span_the_rows():
+    """32 probes on 16 rows (LSTM n = 8): Q is square orthogonal, so σ_max(QᵀP) is ‖P‖₂ itself and
+    the band has no width; oracle: the SVD of the products, written here."""
+    import numpy as np
+
+    import gradflow as gf
+
+    net = gf.network("lstm", 8, 3, seed=5)
+    x = gf.random_inputs(20, 3, seed=1)
+    f = gf.gradient_flow(net, x, mode="matrix-free", lyapunov=False)
+    svd = np.full(20, np.nan)
+    for pr in gf.products(net, net.unroll(x)):
+        svd[pr.k] = np.asarray(pr.log10_scale)[0] + np.log10(np.linalg.svd(np.asarray(pr.P)[0], compute_uv=False)[0])
+    band = f.sketch["full"]
+    low, high = (np.asarray(getattr(band, key)).mean(axis=0) for key in ("log10_norm_2_low", "log10_norm_2_high"))
+    np.testing.assert_allclose(low, svd, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(high, svd, rtol=0, atol=1e-10)

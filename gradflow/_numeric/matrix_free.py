@@ -387,7 +387,8 @@ class SketchCurves:
             lower confidence limit (:func:`band_z` standard errors below: the two-sided 99.9 %
             Student-t quantile for the probe blocks).
         log10_norm_2_high: the upper end: ‖P‖_F at the estimate's upper confidence limit
-            (:func:`band_z` standard errors above).
+            (:func:`band_z` standard errors above). Where the probes span the block's rows (Q
+            square orthogonal) both ends are σ_max(QᵀP) = ‖P‖₂ itself.
         log10_norm_2_sketch: the certified lower bound log10 σ_max(QᵀP) alone.
         log10_grad_norm: log10 ‖∂L/∂(the block's columns of s_k)‖, exact.
         log10_norm_fro_dev: (B, b, T): each probe block's linearised deviation of the log10
@@ -628,8 +629,11 @@ def sketch_sweep(net: Network, traj: Trajectory, g_T, blocks: dict, *, probes: i
                 o["fro_exact"][k] = exact
                 o["log10_norm_2_sketch"][:, k] = sk
                 z = band_z(nb)
-                o["log10_norm_2_low"][:, k] = np.maximum(sk, fro - z * se_log - 0.5 * math.log10(C))
-                o["log10_norm_2_high"][:, k] = fro + z * se_log
+                if basis.q == basis.m:  # Q is square orthogonal: σ_max(QᵀP) = ‖P‖₂, no band
+                    o["log10_norm_2_low"][:, k] = o["log10_norm_2_high"][:, k] = sk
+                else:
+                    o["log10_norm_2_low"][:, k] = np.maximum(sk, fro - z * se_log - 0.5 * math.log10(C))
+                    o["log10_norm_2_high"][:, k] = fro + z * se_log
         # renormalise every row (its scale goes to L): no under- or overflow at any T
         nrm = np.sqrt(sq)
         safe = np.where(nrm > 0, nrm, 1.0)
