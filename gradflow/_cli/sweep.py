@@ -51,11 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", default="16", metavar="N,N,…", help="hidden sizes (default 16)")
     p.add_argument("--steps", default="50", metavar="T,T,…", help="sequence lengths (default 50)")
     p.add_argument("--seeds", default="0", metavar="S,S,…", help="seeds of weights and inputs (default 0)")
-    p.add_argument("--input", default="4", metavar="M", help="input size (default 4)")
+    p.add_argument("--input", default=None, metavar="M",
+                   help="input size of every cell (default 4; Mamba, S4D, RG-LRU and the LRU under their "
+                        "reference init: as flow and report, e.g. Mamba n/16)")
     p.add_argument("--batch", default="4", metavar="B", help="input sequences per point (default 4)")
-    p.add_argument("--init", default="orthogonal", help="initialisation scheme (default orthogonal, for every "
-                   "cell: the state-space cells' reference inits, which flow and report use, are "
-                   "--init mamba, s4d-lin or rg-lru)")
+    p.add_argument("--init", default=None, help="initialisation scheme of every cell (default: orthogonal, "
+                   "so that the gain is σ_max of each gate's W; Mamba, S4D, RG-LRU and the LRU, which "
+                   "have no W, their reference init, as flow and report)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", default=None, metavar="N",
                        help="local Dask worker processes (default: the CPU count); 0: in this process")
@@ -102,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         forget_biases=fbs if fbs is not None else (None,),
         hidden=_list(args.hidden, "--hidden", int_option), steps=_list(args.steps, "--steps", int_option),
         seeds=_list(args.seeds, "--seeds", lambda s, o: int_option(s, o, minimum=0)),
-        input=int_option(args.input, "--input"), batch=int_option(args.batch, "--batch"), init=args.init,
+        input=None if args.input is None else int_option(args.input, "--input"),
+        batch=int_option(args.batch, "--batch"), init=args.init,
         max_points=MAX_POINTS if args.max_points is None else int_option(args.max_points, "--max-points"),
         max_work=MAX_WORK if args.max_work is None else _positive(float_option(args.max_work, "--max-work"),
                                                                    "--max-work"))

@@ -23,6 +23,7 @@ import numbers
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from .._symbolic.cells import get_cell
 from .._vocabulary import INIT_SCHEMES, InitScheme
 from .analysis import PhaseGrid
 from .flow import decay_rate, gradient_flow, network, random_inputs
+from .reference_init import REFERENCE_INIT, default_input
 from .size_guard import MAX_POINTS, MAX_WORK, check_flow_size, check_sweep_size, flow_work
 from .structure import structured_path
 
@@ -107,6 +109,13 @@ def _ints(name: str, values: Iterable[int], minimum: int = 1) -> tuple[int, ...]
     return out
 
 
+def own_reference(cell: str) -> str | None:
+    """The reference init a sweep gives ``cell`` by default: the cell's scheme in
+    :data:`~gradflow._numeric.reference_init.REFERENCE_INIT` when it has no recurrent matrix W for
+    a gain to scale (a cell with W is swept over σ_max(W) under the orthogonal init)."""
+    return None if has_recurrent_matrix(cell) else REFERENCE_INIT.get(get_cell(cell).name)
+
+
 def has_recurrent_matrix(cell: str) -> bool:
     """Whether the cell has an n × n recurrent matrix W, the matrix a sweep's gain scales."""
     return any(p.kind == "W" for p in get_cell(cell).recorded.params)
@@ -114,8 +123,8 @@ def has_recurrent_matrix(cell: str) -> bool:
 
 def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5),
                 forget_biases: Sequence[float | None] = (None,), hidden: Sequence[int] = (16,),
-                steps: Sequence[int] = (50,), seeds: Sequence[int] = (0,), input: int = 4,
-                batch: int = 4, init: InitScheme = "orthogonal", max_points: int = MAX_POINTS,
+                steps: Sequence[int] = (50,), seeds: Sequence[int] = (0,), input: int | None = None,
+                batch: int = 4, init: InitScheme | None = None, max_points: int = MAX_POINTS,
                 max_work: float = MAX_WORK) -> list[GridPoint]:
     """Every point of the grid cells × gains × forget biases × n × T × seeds, checked.
 
@@ -124,6 +133,13 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
     (σ_max of each gate's recurrent matrix W) applies only to cells with such a matrix; cells
     without one (diagonal and state-space cells: LRU, S4D, Mamba, RG-LRU, minGRU, IndRNN …) run
     once at gain 1, their init unscaled, whatever ``gains`` lists.
+
+    ``init`` None (the default): ``"orthogonal"`` (W = gain·Q, so the gain is σ_max of each
+    gate's W), except for the cells that have a reference initialisation and no W (Mamba, S4D,
+    RG-LRU, the LRU: :data:`~gradflow._numeric.reference_init.REFERENCE_INIT`), which get it, as
+    ``gradflow flow`` and the report do. ``input`` None: 4, except for those cells under their
+    reference init, which get :func:`~gradflow._numeric.reference_init.default_input` (Mamba
+    m = n/16, S4D n/32, RG-LRU and LRU m = n). A given ``init`` or ``input`` applies to every cell.
 
     The grid's size is checked before a point is built: at most ``max_points`` points
     (:data:`~gradflow._numeric.size_guard.MAX_POINTS`, 10 000) and ``max_work`` multiply-adds for
@@ -142,7 +158,7 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
         raise GradflowError("give at least one cell")
     if len(set(names)) != len(names):
         raise GradflowError(f"cells lists a cell twice: {', '.join(names)}")
-    if init not in INIT_SCHEMES:
+    if init is not None and init not in INIT_SCHEMES:
         raise GradflowError(f"unknown init scheme {init!r}; known: {', '.join(INIT_SCHEMES)}")
     gs = _numbers("gains", gains)
     if min(gs) < 0:  # a gain scales W: σ_max(W) = gain under the orthogonal init
@@ -153,7 +169,17 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
         raise GradflowError(f"steps must be at least 2 (a decay rate is a slope over the lags T − k), "
                             f"got {min(Ts)}")
     sds = _ints("seeds", seeds, minimum=0)
-    m, B = positive_int(input, "input size"), positive_int(batch, "batch")
+    m, B = (None if input is None else positive_int(input, "input size")), positive_int(batch, "batch")
+
+    def own_init(name: str) -> InitScheme:
+        return init if init is not None else cast(InitScheme, own_reference(name) or "orthogonal")
+
+    def own_input(name: str, n: int) -> int:
+        if m is not None:
+            return m
+        ref = own_reference(name) if init is None else None
+        return 4 if ref is None else default_input(ref, n)
+
     cap_points = positive_int(max_points, "max_points")
     cap_work = finite_float(max_work, "max_work")
     if cap_work <= 0:
@@ -164,15 +190,16 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
     check_sweep_size(sum(copies.values()) * len(ns) * len(Ts), max_points=cap_points)
     for name in names:
         c = get_cell(name)
-        check_flow_size(c, max(ns), m, max(Ts), B, what=f"the sweep's largest {name} run (hidden size "
-                        f"{max(ns)}, input size {m}, {max(Ts)} steps, batch {B}) on one worker",
+        mm = own_input(name, max(ns))
+        check_flow_size(c, max(ns), mm, max(Ts), B, what=f"the sweep's largest {name} run (hidden size "
+                        f"{max(ns)}, input size {mm}, {max(Ts)} steps, batch {B}) on one worker",
                         structured=structured_path(c) is not None)
     work, largest = 0.0, ("", 0.0)
     for name in names:
         c = get_cell(name)
         structured = structured_path(c) is not None
         for n, T in itertools.product(ns, Ts):
-            w = flow_work(c, n, m, T, B, structured=structured)
+            w = flow_work(c, n, own_input(name, n), T, B, structured=structured)
             work += copies[name] * w
             if w > largest[1]:
                 largest = (f"{name} n={n} T={T} batch {B}", w)
@@ -182,10 +209,12 @@ def grid_points(cells: Sequence[str], *, gains: Sequence[float] = (0.5, 1.0, 1.5
         own_fbs = fbs if get_cell(name).has_forget_gate else (None,)
         own_gs = gs if has_recurrent_matrix(name) else (1.0,)
         first = sorted(own_gs, key=lambda g: g != 1.0)  # gain 1 first: an init for another cell says so
+        scheme = own_init(name)
         for g, fb, n in itertools.product(first, own_fbs, ns):  # refused now, not point by point later:
-            network(name, n, m, init=init, seed=0, gain=g, forget_bias=fb)  # mLSTM, an init for another cell
+            network(name, n, own_input(name, n), init=scheme, seed=0, gain=g,  # mLSTM, an init for
+                    forget_bias=fb)                                           # another cell
         for g, fb, n, T, s in itertools.product(own_gs, own_fbs, ns, Ts, sds):
-            points.append(GridPoint(name, g, fb, n, m, T, s, B, init))
+            points.append(GridPoint(name, g, fb, n, own_input(name, n), T, s, B, scheme))
     return points
 
 
