@@ -126,3 +126,15 @@ def test_float32_on_cupy():
     f32 = gradient_flow(net, random_inputs(T, M, seed=1, xp=cupy))
     f64 = gradient_flow(network("lstm", N, M, seed=3), random_inputs(T, M, seed=1))
     assert np.max(np.abs(10 ** (np.asarray(f32.full.log10_norm_2) - f64.full.log10_norm_2) - 1)) <= 1e-4
+
+
+def test_size_guard_reads_the_devices_free_memory():
+    """On a real card the guard's budget is the device's free memory (plus CuPy's pooled free
+    blocks), as CUDA reports it, not the host's."""
+    from gradflow._numeric import size_guard as sg
+
+    free, total = cupy.cuda.runtime.memGetInfo()
+    got = sg._gpu_free()
+    assert got is not None and free <= got <= total + cupy.get_default_memory_pool().total_bytes()
+    net = network("lstm", weights=init_weights("lstm", N, M, seed=1, xp=cupy))
+    assert sg.on_gpu(net.xp)

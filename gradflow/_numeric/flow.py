@@ -793,9 +793,9 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
     structured = structure == "auto" and structured_path(net.cell) is not None
     # the O(T·n) diagonal or O(T·n·S²) per-unit block path: exact at any size
     mode = choose_mode(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode,  # type: ignore[assignment]
-                       structured=structured)
+                       structured=structured, device=net.xp)
     check_api_flow_size(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode=mode, probes=probes,
-                        structured=structured)  # before the trajectory and the sweep's buffers
+                        structured=structured, device=net.xp)  # before the trajectory and the sweep's buffers
     with thread_limit(blas_threads(threads, net.state_size ** 2 * B)):
         if initial is not None:
             initial = read_initial(initial, net.cell.states, B, net.hidden,

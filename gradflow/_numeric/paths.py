@@ -60,7 +60,7 @@ def cell_state_paths(net: Any, inputs: Any, initial: Any = None) -> CellStatePat
         # the trajectory and two products (full and truncated) at once: a run's buffers, twice
         B, N = int(shape[1]) if len(shape) == 3 else 1, net.state_size
         check_api_flow_size(net.cell, net.hidden, net.input, int(shape[0]), B, 8, what="cell_state_paths",
-                            extra=8 * 8 * B * N * N, modes=False)
+                            extra=8 * 8 * B * N * N, modes=False, device=net.xp)
     traj = net.unroll(inputs, initial)
     T, n = traj.steps, net.hidden
     ci = net.cell.states.index("c")

@@ -9,8 +9,9 @@ refuse runs that cannot fit, with the estimate and the largest size that would, 
 ``MemoryError`` traceback after minutes, or the machine swapping.
 
 The memory available is ``MemAvailable`` of ``/proc/meminfo``, lowered by a cgroup limit or an
-address-space rlimit when they are smaller; the environment variable ``GRADFLOW_MEMORY_LIMIT``
-(bytes, or with a K/M/G/T suffix) overrides it.
+address-space rlimit when they are smaller; for a network on a GPU (CuPy arrays) it is the
+device's free memory plus the free blocks of CuPy's memory pool, where the run's buffers live. The
+environment variable ``GRADFLOW_MEMORY_LIMIT`` (bytes, or with a K/M/G/T suffix) overrides both.
 """
 
 from __future__ import annotations
@@ -58,14 +59,35 @@ def _parse_bytes(text: str) -> int | None:
     return int(v * mult) if v > 0 else None
 
 
-def available_bytes() -> int:
-    """Memory this process may use now (see the module docstring)."""
+def on_gpu(xp) -> bool:
+    """Whether the array namespace ``xp`` is CuPy's (checked by name: CuPy is not imported)."""
+    return xp is not None and getattr(xp, "__name__", "").split(".")[-1] == "cupy"
+
+
+def _gpu_free() -> int | None:
+    """Free memory of the current CUDA device plus CuPy's pooled free blocks, or None if unknown."""
+    try:
+        import cupy
+
+        free, _ = cupy.cuda.runtime.memGetInfo()
+        return int(free) + int(cupy.get_default_memory_pool().free_bytes())
+    except Exception:  # no device, no driver, a CuPy without these calls: the host's memory applies
+        return None
+
+
+def available_bytes(device=None) -> int:
+    """Memory this process may use now (see the module docstring); ``device``: the array
+    namespace of the run (CuPy's: the GPU's free memory)."""
     env = os.environ.get("GRADFLOW_MEMORY_LIMIT")
     if env:
         v = _parse_bytes(env)
         if v is None:
             raise GradflowError(f"GRADFLOW_MEMORY_LIMIT must be a size in bytes (e.g. 4G), got {env!r}")
         return v
+    if on_gpu(device):
+        gpu = _gpu_free()
+        if gpu is not None:
+            return gpu
     avail = None
     try:
         with open("/proc/meminfo") as f:
@@ -154,7 +176,7 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
                     itemsize: int = 8, *, what: str | None = None,
                     input_follows_hidden: bool | Callable[[int], int] = False,
                     mode: str = "exact", probes: int = 32, structured: bool = False, hidden_step: int = 1,
-                    extra: int = 0) -> int:
+                    extra: int = 0, device=None) -> int:
     """Refuse a run whose estimate exceeds the memory available; return the estimate.
 
     ``input_follows_hidden``: m is the hidden size (the report's default), so the largest hidden
@@ -163,7 +185,8 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
     ``hidden_step`` (N: the advised size keeps N state entries per channel). ``mode``: ``"exact"`` or ``"matrix-free"``
     (:func:`matrix_free_bytes`), as :func:`choose_mode` resolves it; ``probes``: the matrix-free
     mode's probe vectors per state (its rows: the gradient and ``probes`` per state); ``extra``:
-    bytes the caller holds beside the run (added to the estimate at every size tried).
+    bytes the caller holds beside the run (added to the estimate at every size tried); ``device``:
+    the run's array namespace (CuPy's: checked against the GPU's free memory).
     """
     m = hidden if input is None else input
     rows = 1 + int(probes) * len(cell.states)
@@ -174,7 +197,7 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
         return flow_bytes(c, n, mm, T, B, size, structured=structured) + extra
 
     need = estimate(cell, hidden, m, steps, batch, itemsize)
-    avail = available_bytes()
+    avail = available_bytes(device)
     budget = int(avail * MEMORY_SHARE)
     if need <= budget:
         return need
@@ -198,19 +221,20 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
     if best_t:
         hints.append(f"the most steps that fit are {best_t}")
     hint = " and ".join(hints) if hints else "no size fits with these other settings"
-    raise GradflowError(f"{label} needs about {human(need)} of memory, but {human(avail)} is available "
+    where = " on the GPU" if on_gpu(device) and not os.environ.get("GRADFLOW_MEMORY_LIMIT") else ""
+    raise GradflowError(f"{label} needs about {human(need)} of memory, but {human(avail)} is available{where} "
                         f"(a run may use {int(MEMORY_SHARE * 100)}%): {hint}")
 
 
 def check_api_flow_size(cell, hidden: int, input: int, steps: int, batch: int, itemsize: int = 8, *,
                         mode: str = "exact", probes: object = 32, structured: bool = False,
-                        what: str = "gradient_flow", extra: int = 0, modes: bool = True) -> int:
+                        what: str = "gradient_flow", extra: int = 0, modes: bool = True, device=None) -> int:
     """:func:`check_flow_size` for a call from Python (:func:`gradflow.gradient_flow`,
     :func:`gradflow.singular_values`): the same estimate and budget as the CLI, and a message that
     names the way out in the API's words (``mode="matrix-free"``, fewer steps, a smaller batch,
     ``GRADFLOW_MEMORY_LIMIT``). ``extra``: bytes beyond the gradient-flow run (see
     :func:`check_flow_size`); ``modes``: the caller has a ``mode`` argument to suggest. Returns the
-    estimate in bytes."""
+    estimate in bytes; ``device``: the run's array namespace (see :func:`check_flow_size`)."""
     if mode == "matrix-free":
         probes = positive_int(probes, "probes", 2)
     else:
@@ -219,9 +243,9 @@ def check_api_flow_size(cell, hidden: int, input: int, steps: int, batch: int, i
              f"batch {batch}, {mode} mode")
     try:
         return check_flow_size(cell, hidden, input, steps, batch, itemsize, what=label, mode=mode,
-                               probes=probes, structured=structured, extra=extra)
+                               probes=probes, structured=structured, extra=extra, device=device)
     except GradflowError as e:
-        budget = int(available_bytes() * MEMORY_SHARE)
+        budget = int(available_bytes(device) * MEMORY_SHARE)
         ways = []
         rows = 1 + probes * len(cell.states)
         if modes and mode == "exact" and not structured and not any(s in cell.sizes for s in cell.states):
@@ -304,7 +328,7 @@ def matrix_free_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1,
 
 
 def choose_mode(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsize: int = 8,
-                mode: str = "auto", *, structured: bool = False) -> str:
+                mode: str = "auto", *, structured: bool = False, device=None) -> str:
     """``"exact"`` or ``"matrix-free"`` for ``mode="auto"``: exact while N ≤ :data:`MATRIX_FREE_ABOVE`
     and the exact run fits in memory, matrix-free otherwise; a given mode is returned as is. A cell
     with states of other sizes than n (mLSTM) runs exact only: the size guard then says what fits;
@@ -314,7 +338,7 @@ def choose_mode(cell, hidden: int, input: int, steps: int, batch: int = 1, items
     if any(s in cell.sizes for s in cell.states) or structured:
         return "exact"
     N = state_entries(cell, int(hidden))[0]
-    budget = int(available_bytes() * MEMORY_SHARE)
+    budget = int(available_bytes(device) * MEMORY_SHARE)
     if N <= MATRIX_FREE_ABOVE and flow_bytes(cell, hidden, input, steps, batch, itemsize) <= budget:
         return "exact"
     return "matrix-free"
