@@ -66,7 +66,7 @@ def _write_pt(path, pickle_bytes: bytes, storages: dict[str, bytes], compress: b
 def memory_20mb(monkeypatch):
     from gradflow._numeric import keras_loading
 
-    monkeypatch.setattr(size_guard, "available_bytes", lambda: 20 << 20)
+    monkeypatch.setattr(size_guard, "available_bytes", lambda device=None: 20 << 20)
     monkeypatch.setattr(keras_loading, "available_bytes", lambda: 20 << 20)  # imported by name there
     return 20 << 20
 

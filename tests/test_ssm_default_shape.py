@@ -110,7 +110,7 @@ def test_report_size_guard_advises_a_hidden_size_with_the_usual_state(monkeypatc
 
     from gradflow._numeric import size_guard
 
-    monkeypatch.setattr(size_guard, "available_bytes", lambda: 2 ** 30)
+    monkeypatch.setattr(size_guard, "available_bytes", lambda device=None: 2 ** 30)
     cell = gf.get_cell("mamba")
     with pytest.raises(gf.GradflowError) as e:
         size_guard.check_report_size([cell], 10 ** 6, None, 100, {cell.name}, {cell.name: "mamba"})
