@@ -55,7 +55,8 @@ def _parse_bytes(text: str) -> int | None:
         v = float(s)
     except ValueError:
         return None
-    return int(v * mult) if v > 0 else None
+    # inf (int() overflows) and sizes below one byte are not sizes: the caller says what is wanted
+    return int(v * mult) if math.isfinite(v) and v * mult >= 1 else None
 
 
 def available_bytes() -> int:
@@ -99,10 +100,12 @@ def weight_entries(cell, n: int, m: int) -> int:
 
 
 def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsize: int = 8, *,
-               structured: bool = False) -> int:
+               structured: bool = False, precomputed: bool = True) -> int:
     """Estimated peak bytes of a gradient-flow run of ``cell`` (a :class:`Cell`) at these sizes;
     ``structured``: the exact mode takes the diagonal or per-unit block path
-    (:func:`gradflow._numeric.structure.structured_path`), which holds no N × N matrix."""
+    (:func:`gradflow._numeric.structure.structured_path`), which holds no N × N matrix;
+    ``precomputed``: the exact chain's Jacobian terms for all steps at once are counted
+    (:func:`_precompute_entries`; the matrix-free sweep evaluates them step by step)."""
     n, m, T, B = int(hidden), int(input), int(steps), int(batch)
     S = len(cell.states)
     N, named_entries = state_entries(cell, n)
@@ -115,8 +118,55 @@ def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsi
         sweep = 8 * (T + 1) * B * N * S + 8 * T * B
     else:
         sweep = _SQUARE_BUFFERS * B * N * N + 8 * T * B
+        if precomputed:
+            sweep += _precompute_entries(cell, n, N, named_entries, T, B, itemsize)
     objects = T * (named + S + 4) * _PER_ARRAY  # every step keeps a few small arrays and their dict
     return itemsize * (weights + trajectory + sweep) + objects + _FIXED
+
+
+#: the bytes up to which the NumPy chain evaluates its Jacobian terms for all steps at once
+#: (:meth:`gradflow._numeric.matrix_free.JacobianOperator.precompute`'s ``limit``)
+_PRECOMPUTE_LIMIT = 2**27
+
+
+@cache
+def _vector_terms(cell) -> int:
+    """How many terms of the cell's derived one-step Jacobian carry a vector v (diag(v) or
+    diag(v)·W, the terms :class:`~gradflow._numeric.matrix_free.JacobianOperator` precomputes for
+    all steps, read off its blocks as it reads them); 0 for a cell with states of other sizes
+    than n (the chain then fills J_t from the compiled blocks, nothing precomputed)."""
+    from sympy import MatAdd, MatMul, MatrixSymbol
+    from sympy.matrices.expressions.matexpr import MatrixExpr
+
+    from .._symbolic.nodes import Diag
+
+    if any(s in cell.sizes for s in cell.states):
+        return 0
+
+    def count(e) -> int:
+        if isinstance(e, MatAdd):
+            return sum(count(a) for a in e.args)
+        if isinstance(e, Diag):
+            return 1
+        if isinstance(e, MatMul):
+            mats = [x for x in e.args if isinstance(x, MatrixExpr)]
+            return int(isinstance(mats[0], Diag) and (len(mats) == 1 or (len(mats) == 2 and
+                                                                          isinstance(mats[1], MatrixSymbol))))
+        return 0
+
+    return sum(count(e) for e in cell.jacobian().blocks.values())
+
+
+def _precompute_entries(cell, n: int, N: int, named: int, T: int, B: int, itemsize: int) -> int:
+    """Entries the chain holds while it precomputes its Jacobian terms for all T steps: v for each
+    of ``nv`` terms and the fused blocks' coefficients (about 2·nv·T·B·n kept, twice that at the
+    peak of their evaluation) and the flattened copy of the trajectory (T·B·(N + named), twice);
+    measured with tracemalloc (LSTM, GRU, tanh-RNN at n = 64, 256: at most 36·T·B·n for the
+    LSTM, which this counts as 52). None when the chain skips the precomputation (its limit)."""
+    nv = _vector_terms(cell)
+    if not nv or 2 * T * B * n * nv * itemsize > _PRECOMPUTE_LIMIT:
+        return 0
+    return T * B * (4 * nv * n + 2 * (N + named))
 
 
 @cache
@@ -299,7 +349,7 @@ def matrix_free_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1,
     G = max(1, len(cell.recorded.gates))
     square = _SQUARE_BUFFERS * B * N * N * itemsize
     weights = G * n * (n + m + 2) * itemsize
-    return flow_bytes(cell, n, m, T, B, itemsize) - square + weights + G * n * n * itemsize + \
+    return flow_bytes(cell, n, m, T, B, itemsize, precomputed=False) - square + weights + G * n * n * itemsize + \
         8 * B * rows * N * 8 + 8 * B * T * 8 * 6
 
 

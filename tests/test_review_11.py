@@ -1,0 +1,64 @@
+"""Review 11 of the merged ``guards`` branch: each test failed before its fix.
+
+Oracles: tracemalloc's measured peak (NumPy reports its buffers to it) against the size guard's
+budget; the CLI's exit status and stderr; values written out in the test.
+"""
+
+from __future__ import annotations
+
+import re
+import tracemalloc
+
+import pytest
+
+from gradflow import GradflowError, gradient_flow, network, random_inputs
+from gradflow._cli import main
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "-inf", "0.25"])
+def test_memory_limit_that_is_not_a_size_is_one_error(monkeypatch, capsys, value):
+    # "inf" raised OverflowError (int(inf)) from network() and a traceback from the CLI;
+    # "0.25" made 0 bytes available, refusing every run with "0 B is available"
+    monkeypatch.setenv("GRADFLOW_MEMORY_LIMIT", value)
+    with pytest.raises(GradflowError, match="GRADFLOW_MEMORY_LIMIT must be a size in bytes"):
+        network("tanh-rnn", 4, 2)
+    assert main(["flow", "tanh-rnn", "--hidden", "4", "--steps", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gradflow: error: GRADFLOW_MEMORY_LIMIT must be") and err.count("\n") == 1
+
+
+def test_the_advised_sizes_fit_in_what_the_guard_allows(monkeypatch):
+    """The refusal names the largest n and batch that fit; run each at the same limit: the
+    measured peak must stay within the run's share (80 %). It did not: the exact chain's terms,
+    precomputed for all steps (~36·T·B·n floats for an LSTM), were not in the estimate, and the
+    advised n = 130 of an LSTM (T = 200, B = 8, 60 MiB) peaked at 75 MiB, above the 48 MiB share."""
+    m, T, B, limit = 4, 200, 8, 24 << 20
+    gradient_flow(network("lstm", 3, m), random_inputs(3, m))  # derive the cell's kernels first
+    x = random_inputs(T, m, batch=B)
+    monkeypatch.setenv("GRADFLOW_MEMORY_LIMIT", str(limit))
+    with pytest.raises(GradflowError) as e:
+        gradient_flow(network("lstm", 128, m), x, mode="exact", lyapunov=False)
+    msg = str(e.value)
+    n_fit = int(re.search(r"largest hidden size that fits is (\d+)", msg).group(1))
+    b_fit = int(re.search(r"a batch of at most (\d+) fits", msg).group(1))
+    assert 8 <= n_fit < 128 and 1 <= b_fit < B
+    for n, b in ((n_fit, B), (128, b_fit)):
+        net = network("lstm", n, m)
+        tracemalloc.start()
+        try:
+            gradient_flow(net, x[:, :b], mode="exact", lyapunov=False)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak <= 0.8 * limit, (n, b, peak / 2**20)
+
+
+@pytest.mark.parametrize("name", ["tanh-rnn", "lstm", "gru", "slstm", "lru", "s4d"])
+def test_the_estimate_counts_the_terms_the_chain_precomputes(name):
+    # the estimate reads the vector terms off the symbolic Jacobian; the chain's operator derives
+    # them for its precomputation: they must agree, or the estimate misses (or invents) T·B·n arrays
+    from gradflow._numeric.matrix_free import JacobianOperator
+    from gradflow._numeric.size_guard import _vector_terms
+
+    net = network(name, 8, 3)
+    assert _vector_terms(net.cell) == sum(t.vfn is not None for t in JacobianOperator(net, False).terms)
