@@ -62,3 +62,46 @@ def test_the_estimate_counts_the_terms_the_chain_precomputes(name):
 
     net = network(name, 8, 3)
     assert _vector_terms(net.cell) == sum(t.vfn is not None for t in JacobianOperator(net, False).terms)
+
+
+def test_a_torchscript_head_can_be_trusted_from_python(tmp_path):
+    """gradient_flow(head=PATH) and stacked_flow(head=PATH) of a TorchScript archive were refused
+    with 'pass trust_torchscript=True (load_weights, network, stacked_network)', none of which
+    reads a head: from Python there was no way in. Oracle: the same head read from a state_dict
+    (torch.save), and the cross-entropy gradient written out, ∂L/∂h_T = Vᵀ(softmax(V h_T + c) − e_y)."""
+    import warnings
+
+    import numpy as np
+
+    torch = pytest.importorskip("torch")
+    from gradflow import stacked_flow, stacked_network
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(3, 4).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(head).save(str(tmp_path / "head.pt"))
+    torch.save(head.state_dict(), tmp_path / "head_sd.pt")
+    net, x, y = network("tanh-rnn", 3, 2), random_inputs(5, 2), np.array([2])
+    with pytest.raises(GradflowError, match="gradient_flow, stacked_flow for a head file"):
+        gradient_flow(net, x, loss="last", head=str(tmp_path / "head.pt"), targets=y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = gradient_flow(net, x, loss="last", head=str(tmp_path / "head.pt"), targets=y,
+                            trust_torchscript=True, lyapunov=False)
+        ref = gradient_flow(net, x, loss="last", head=str(tmp_path / "head_sd.pt"), targets=y, lyapunov=False)
+    hT = net.unroll(x).states[-1][0]
+    V, c = head.weight.detach().numpy(), head.bias.detach().numpy()
+    p = np.exp(V @ hT + c) / np.exp(V @ hT + c).sum()
+    W = net.weights.arrays["W"]                        # h_T = tanh(W h_{T-1} + U x_T + b)
+    want = np.log10(np.linalg.norm(W.T @ ((1 - hT ** 2) * (V.T @ (p - np.eye(4)[2])))))  # k = T - 1
+    assert got.full.mean()["log10_grad_norm"][-1] == pytest.approx(want, abs=1e-12)
+    np.testing.assert_array_equal(got.full.mean()["log10_grad_norm"], ref.full.mean()["log10_grad_norm"])
+    stack = stacked_network("tanh-rnn", 3, 2, layers=2)
+    with pytest.raises(GradflowError, match="TorchScript"):
+        stacked_flow(stack, x, loss="last", head=str(tmp_path / "head.pt"), targets=y, lyapunov=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sf = stacked_flow(stack, x, loss="last", head=str(tmp_path / "head.pt"), targets=y,
+                          lyapunov=False, trust_torchscript=True)
+    assert sf.loss == "last"

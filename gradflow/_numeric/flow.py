@@ -710,7 +710,7 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
                   lyapunov: bool | int | str = True, carousel: bool = False, bound: bool = True,
                   progress: Callable[[int, int], None] | None = None, structure: str = "auto",
                   threads: int | None = None, mode: FlowMode = "auto", dtype: ChainDtype | None = None,
-                  probes: int = 32, probe_blocks: int = 8) -> Flow:
+                  probes: int = 32, probe_blocks: int = 8, trust_torchscript: bool = False) -> Flow:
     """Measure ‖∂s_T/∂s_k‖₂, ‖∂s_T/∂s_k‖_F and ‖∂L/∂s_k‖ for every k in one backward sweep.
 
     ∂L/∂s_k = Σ_{t≥k} (∂L/∂s_t)(∂s_t/∂s_k) is accumulated in reverse, one vector–Jacobian product
@@ -763,6 +763,9 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
             (``benchmarks/bench_matrix_free.py --float32-check``, LSTM n = 64, T = 10⁴, norms down
             to 1e−860): log10 norms within 1e−5 (matrix-free) and 2.4e−4 (exact; median 2e−5).
 
+        trust_torchscript: read a ``head`` file that is a TorchScript archive (refused otherwise:
+            ``torch.jit.load`` can run the code it holds).
+
     Returns:
         :class:`Flow`.
 
@@ -772,6 +775,7 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
             message names the bytes and what fits (``mode="matrix-free"``, n, T, batch;
             ``GRADFLOW_MEMORY_LIMIT`` overrides the memory seen).
     """
+    from .loading import trusting_torchscript
     from .size_guard import check_api_flow_size, choose_mode
     from .structure import structured_path
 
@@ -796,7 +800,7 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
                        structured=structured)
     check_api_flow_size(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode=mode, probes=probes,
                         structured=structured)  # before the trajectory and the sweep's buffers
-    with thread_limit(blas_threads(threads, net.state_size ** 2 * B)):
+    with thread_limit(blas_threads(threads, net.state_size ** 2 * B)), trusting_torchscript(trust_torchscript):
         if initial is not None:
             initial = read_initial(initial, net.cell.states, B, net.hidden,
                                    sizes=dict(zip(net.cell.states, net.layout.sizes, strict=True)))

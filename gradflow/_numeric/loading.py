@@ -508,7 +508,8 @@ def load_torchscript(path: str, what: str) -> Any:
         raise GradflowError(f"{what} is a TorchScript archive, which gradflow does not load unless you "
                             "trust it: loading one can run the code it holds (torch.jit.load has no safe "
                             "mode); if you trust the file, pass trust_torchscript=True (load_weights, network, "
-                            "stacked_network; --trust-torchscript on the command line), "
+                            "stacked_network; gradient_flow, stacked_flow for a head file; "
+                            "--trust-torchscript on the command line), "
                             f"or {_SAVE_STATE_DICT}")
     import torch
 
