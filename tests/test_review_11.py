@@ -105,3 +105,29 @@ def test_a_torchscript_head_can_be_trusted_from_python(tmp_path):
         sf = stacked_flow(stack, x, loss="last", head=str(tmp_path / "head.pt"), targets=y,
                           lyapunov=False, trust_torchscript=True)
     assert sf.loss == "last"
+
+
+def test_indrnn_bound_at_n_4096_holds_no_n_by_n_matrix():
+    """IndRNN's state Jacobian is diagonal, so its run takes the O(T·n) path the size guard counts
+    without any N × N buffer; but its Pascanu bound (on by default) built diag(u) as a dense
+    n × n matrix and took its SVD: 128 MiB and ~20 s at n = 4096 (7 GiB at n = 30000, past the
+    guard). Oracle: ‖diag(u)‖₂ = max_i |u_i|, and at n = 16 the SVD of the dense diag(u)."""
+    import numpy as np
+
+    T = 20
+    small = network("indrnn", 16, 3)
+    u = small.weights.arrays["u"]
+    got = gradient_flow(small, random_inputs(T, 3), lyapunov=False).bound
+    np.testing.assert_allclose(got, (T - np.arange(T)) * np.log10(np.linalg.norm(np.diag(u), 2)), rtol=1e-13)
+    net = network("indrnn", 4096, 3)
+    x = random_inputs(T, 3, batch=2)
+    gradient_flow(network("indrnn", 8, 3), x, lyapunov=False)  # derive the cell's kernels first
+    tracemalloc.start()
+    try:
+        flow = gradient_flow(net, x, lyapunov=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    u = net.weights.arrays["u"]
+    np.testing.assert_allclose(flow.bound, (T - np.arange(T)) * np.log10(np.abs(u).max()), rtol=1e-13)
+    assert peak < 16 << 20, peak / 2**20             # a 4096 × 4096 float64 matrix is 128 MiB

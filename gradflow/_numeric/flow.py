@@ -672,6 +672,7 @@ def thread_limit(threads: int | None):
 def _pascanu_log10(net: Network, T: int):
     """log10 (rate)^{T−k} for k = 0…T−1, rate from :func:`gradflow.pascanu_bound`."""
     from .._symbolic.many_steps import pascanu_bound, sigma_max
+    from .._symbolic.nodes import Diag
 
     try:
         b = pascanu_bound(net.cell)
@@ -686,6 +687,13 @@ def _pascanu_log10(net: Network, T: int):
             ls = 0.0 if isinstance(M, Identity) else math.log10(float(sigma_max(M)))
         elif hasattr(M, "name") and M.name in net.weights.arrays:
             W = to_host(net.weights.arrays[M.name]).astype(np.float64)
+        elif isinstance(M, Diag):  # σ_max(diag(v)) = max_i |v_i|: no n × n matrix, no SVD (IndRNN)
+            try:
+                v = np.abs(np.asarray(to_host(compile_expr(M.vector)(net.env0())), dtype=np.float64))
+            except KeyError:  # it depends on the step (no single bound)
+                return None
+            top_v = float(np.max(v)) if v.size else 0.0
+            ls = -math.inf if top_v == 0 else math.log10(top_v)
         elif not isinstance(M, Identity):  # a structured matrix (W − Wᵀ − γI): evaluate it
             try:
                 W = np.asarray(to_host(compile_expr(M)(net.env0())), dtype=np.float64)
