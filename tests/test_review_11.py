@@ -131,3 +131,32 @@ def test_indrnn_bound_at_n_4096_holds_no_n_by_n_matrix():
     u = net.weights.arrays["u"]
     np.testing.assert_allclose(flow.bound, (T - np.arange(T)) * np.log10(np.abs(u).max()), rtol=1e-13)
     assert peak < 16 << 20, peak / 2**20             # a 4096 × 4096 float64 matrix is 128 MiB
+
+
+def test_an_archive_torch_would_hand_to_torch_jit_load_is_named_as_one(tmp_path, monkeypatch, capsys):
+    """torch.load sends any zip with a constants.pkl to torch.jit.load (torch's own test); gradflow
+    asked for constants.pkl *and* code/, so such an archive without code/ reached torch.load and
+    read 'not a readable PyTorch file (truncated or corrupt: RuntimeError)'. Now it is the
+    TorchScript refusal, torch.jit.load never called; trusted, the reason is a non-empty line."""
+    import pickle
+    import zipfile
+
+    torch = pytest.importorskip("torch")
+    torch.save(torch.nn.RNN(2, 3).state_dict(), tmp_path / "sd.pt")
+    with zipfile.ZipFile(tmp_path / "sd.pt") as src, zipfile.ZipFile(tmp_path / "odd.pt", "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, src.read(name))
+        dst.writestr(src.namelist()[0].split("/")[0] + "/constants.pkl", pickle.dumps(()))
+    path = str(tmp_path / "odd.pt")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.jit.load was called on an untrusted archive")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.jit, "load", refuse)
+        with pytest.raises(GradflowError, match="is a TorchScript archive, which gradflow does not load"):
+            network("tanh-rnn", weights=path)
+        assert main(["flow", "tanh-rnn", "--weights", path, "--steps", "3"]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(GradflowError, match=r"TorchScript archive that cannot be loaded: \S"):
+        network("tanh-rnn", weights=path, trust_torchscript=True)
