@@ -204,7 +204,7 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
                     itemsize: int = 8, *, what: str | None = None,
                     input_follows_hidden: bool | Callable[[int], int] = False,
                     mode: str = "exact", probes: int = 32, structured: bool = False, hidden_step: int = 1,
-                    extra: int = 0) -> int:
+                    extra: int = 0, precomputed: bool = True) -> int:
     """Refuse a run whose estimate exceeds the memory available; return the estimate.
 
     ``input_follows_hidden``: m is the hidden size (the report's default), so the largest hidden
@@ -213,7 +213,8 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
     ``hidden_step`` (N: the advised size keeps N state entries per channel). ``mode``: ``"exact"`` or ``"matrix-free"``
     (:func:`matrix_free_bytes`), as :func:`choose_mode` resolves it; ``probes``: the matrix-free
     mode's probe vectors per state (its rows: the gradient and ``probes`` per state); ``extra``:
-    bytes the caller holds beside the run (added to the estimate at every size tried).
+    bytes the caller holds beside the run (added to the estimate at every size tried);
+    ``precomputed``: as :func:`flow_bytes` (False for a stack, whose chain precomputes nothing).
     """
     m = hidden if input is None else input
     rows = 1 + int(probes) * len(cell.states)
@@ -221,7 +222,7 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
     def estimate(c, n, mm, T, B, size):
         if mode == "matrix-free":
             return matrix_free_bytes(c, n, mm, T, B, size, rows=rows) + extra
-        return flow_bytes(c, n, mm, T, B, size, structured=structured) + extra
+        return flow_bytes(c, n, mm, T, B, size, structured=structured, precomputed=precomputed) + extra
 
     need = estimate(cell, hidden, m, steps, batch, itemsize)
     avail = available_bytes()
@@ -299,10 +300,17 @@ def check_stacked_size(net, steps: int, batch: int, itemsize: int = 8, *, api: b
     T, B = int(steps), int(batch)
     try:
         for lay in net.all_layers():
-            check_flow_size(lay.cell, lay.hidden, lay.input, T, B, itemsize)
+            check_flow_size(lay.cell, lay.hidden, lay.input, T, B, itemsize, precomputed=False)
         S = len(net.cell.states)
+        # beside the run: the scaled adjoints of every layer and of the whole stack, (T + 1, B, N)
+        # each, and the layers' input cotangents; every layer keeps its own steps' small arrays
+        # (counted once, for the whole stack, in flow_bytes; measured: up to ~4x that per layer)
+        layers = net.all_layers()
+        per_step = sum(max(1, len(lay.cell.recorded.definitions)) + len(lay.cell.states) + 4 for lay in layers)
+        held = 3 * (T + 1) * B * net.state_size * itemsize + 4 * T * per_step * _PER_ARRAY
         check_flow_size(net.cell, -(-net.state_size // S), net.input, T, B, itemsize,
-                        what=f"the whole stack ({net.state_size} states), {T} steps, batch {B}")
+                        what=f"the whole stack ({net.state_size} states), {T} steps, batch {B}",
+                        precomputed=False, extra=held)
     except GradflowError as e:
         if not api:
             raise
