@@ -163,16 +163,16 @@ def test_an_archive_torch_would_hand_to_torch_jit_load_is_named_as_one(tmp_path,
 
 
 def test_a_stack_the_guard_lets_through_fits(monkeypatch):
-    """stacked_flow's guard estimated a 2-layer LSTM stack (n = 32, T = 300, B = 4) at 10.5 MiB; it
-    peaks at 16.3 MiB (tracemalloc; n = 8, T = 1000: 4.0 against 10.1): the layers' and the whole
-    stack's scaled adjoints, (T + 1, B, N) each, and every layer's per-step arrays were not
-    counted. Given a share 1 % below the measured peak, the guard must refuse."""
+    """stacked_flow's guard estimated a 2-layer LSTM stack (n = 32, T = 300, B = 4) at 10.5 MiB;
+    it peaks at 16.3 MiB (tracemalloc; n = 8, T = 1000: 4.0 against 10.1; here n = 16, T = 150,
+    B = 2): the layers' and the whole stack's scaled adjoints, (T + 1, B, N) each, and every
+    layer's per-step arrays were not counted. Given a share 1 % below the measured peak, the guard must refuse."""
     from gradflow import stacked_flow, stacked_network
     from gradflow._numeric.size_guard import MEMORY_SHARE
 
-    T, B = 300, 4
+    T, B = 150, 2
     stacked_flow(stacked_network("lstm", 4, 4, layers=2), random_inputs(3, 4))  # kernels first
-    net, x = stacked_network("lstm", 32, 4, layers=2), random_inputs(T, 4, batch=B)
+    net, x = stacked_network("lstm", 16, 4, layers=2), random_inputs(T, 4, batch=B)
     tracemalloc.start()
     try:
         stacked_flow(net, x, lyapunov=False)
