@@ -182,3 +182,21 @@ def test_a_stack_the_guard_lets_through_fits(monkeypatch):
     monkeypatch.setenv("GRADFLOW_MEMORY_LIMIT", str(int(0.99 * peak / MEMORY_SHARE)))
     with pytest.raises(GradflowError, match="stacked_flow: .* needs about"):
         stacked_flow(net, x, lyapunov=False)
+
+
+def test_the_diagonal_path_is_not_refused_for_a_trajectory_it_never_keeps(monkeypatch):
+    """IndRNN's diagonal path runs forward twice and keeps O(B·n) whatever T (diagonal.py), but the
+    guard counted the whole trajectory and (T + 1)·B·N·8 sweep entries: at n = 256, T = 500 it
+    asked for ~12 MiB and refused a run that peaks at ~0.1 MiB (n = 1024, T = 2000: 348 MiB
+    against 0.5 MiB). At a 4 MiB limit the run must go, and fit (tracemalloc)."""
+    T, limit = 500, 4 << 20
+    gradient_flow(network("indrnn", 4, 3), random_inputs(3, 3))  # derive the cell's kernels first
+    net, x = network("indrnn", 256, 3), random_inputs(T, 3)
+    monkeypatch.setenv("GRADFLOW_MEMORY_LIMIT", str(limit))
+    tracemalloc.start()
+    try:
+        flow = gradient_flow(net, x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert flow.full.log10_norm_2.shape == (1, T) and peak <= 0.8 * limit

@@ -806,8 +806,11 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
     # the O(T·n) diagonal or O(T·n·S²) per-unit block path: exact at any size
     mode = choose_mode(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode,  # type: ignore[assignment]
                        structured=structured)
+    # the diagonal path without a per-step loss keeps no trajectory (two forward passes)
+    streaming = structured and structured_path(net.cell) == "diagonal" and loss_name != "every" \
+        and net.layout.uniform
     check_api_flow_size(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode=mode, probes=probes,
-                        structured=structured)  # before the trajectory and the sweep's buffers
+                        structured=structured, streaming=streaming)  # before the trajectory and the sweep's buffers
     with thread_limit(blas_threads(threads, net.state_size ** 2 * B)), trusting_torchscript(trust_torchscript):
         if initial is not None:
             initial = read_initial(initial, net.cell.states, B, net.hidden,

@@ -100,12 +100,15 @@ def weight_entries(cell, n: int, m: int) -> int:
 
 
 def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsize: int = 8, *,
-               structured: bool = False, precomputed: bool = True) -> int:
+               structured: bool = False, precomputed: bool = True, streaming: bool = False) -> int:
     """Estimated peak bytes of a gradient-flow run of ``cell`` (a :class:`Cell`) at these sizes;
     ``structured``: the exact mode takes the diagonal or per-unit block path
     (:func:`gradflow._numeric.structure.structured_path`), which holds no N × N matrix;
     ``precomputed``: the exact chain's Jacobian terms for all steps at once are counted
-    (:func:`_precompute_entries`; the matrix-free sweep evaluates them step by step)."""
+    (:func:`_precompute_entries`; the matrix-free sweep evaluates them step by step);
+    ``streaming``: the structured run is the diagonal path without a per-step loss, two forward
+    passes that keep no trajectory (:mod:`gradflow._numeric.diagonal`: O(B·N) whatever T): the
+    inputs, a few (B, N) rows and the (B, T) curves."""
     n, m, T, B = int(hidden), int(input), int(steps), int(batch)
     S = len(cell.states)
     N, named_entries = state_entries(cell, n)
@@ -121,6 +124,8 @@ def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsi
         if precomputed:
             sweep += _precompute_entries(cell, n, N, named_entries, T, B, itemsize)
     objects = T * (named + S + 4) * _PER_ARRAY  # every step keeps a few small arrays and their dict
+    if structured and streaming:
+        trajectory, sweep, objects = T * B * m, 16 * B * N * S + 8 * T * B, 0
     return itemsize * (weights + trajectory + sweep) + objects + _FIXED
 
 
@@ -204,7 +209,7 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
                     itemsize: int = 8, *, what: str | None = None,
                     input_follows_hidden: bool | Callable[[int], int] = False,
                     mode: str = "exact", probes: int = 32, structured: bool = False, hidden_step: int = 1,
-                    extra: int = 0, precomputed: bool = True) -> int:
+                    extra: int = 0, precomputed: bool = True, streaming: bool = False) -> int:
     """Refuse a run whose estimate exceeds the memory available; return the estimate.
 
     ``input_follows_hidden``: m is the hidden size (the report's default), so the largest hidden
@@ -222,7 +227,8 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
     def estimate(c, n, mm, T, B, size):
         if mode == "matrix-free":
             return matrix_free_bytes(c, n, mm, T, B, size, rows=rows) + extra
-        return flow_bytes(c, n, mm, T, B, size, structured=structured, precomputed=precomputed) + extra
+        return flow_bytes(c, n, mm, T, B, size, structured=structured, precomputed=precomputed,
+                          streaming=streaming) + extra
 
     need = estimate(cell, hidden, m, steps, batch, itemsize)
     avail = available_bytes()
@@ -255,7 +261,8 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
 
 def check_api_flow_size(cell, hidden: int, input: int, steps: int, batch: int, itemsize: int = 8, *,
                         mode: str = "exact", probes: object = 32, structured: bool = False,
-                        what: str = "gradient_flow", extra: int = 0, modes: bool = True) -> int:
+                        what: str = "gradient_flow", extra: int = 0, modes: bool = True,
+                        streaming: bool = False) -> int:
     """:func:`check_flow_size` for a call from Python (:func:`gradflow.gradient_flow`,
     :func:`gradflow.singular_values`): the same estimate and budget as the CLI, and a message that
     names the way out in the API's words (``mode="matrix-free"``, fewer steps, a smaller batch,
@@ -270,7 +277,7 @@ def check_api_flow_size(cell, hidden: int, input: int, steps: int, batch: int, i
              f"batch {batch}, {mode} mode")
     try:
         return check_flow_size(cell, hidden, input, steps, batch, itemsize, what=label, mode=mode,
-                               probes=probes, structured=structured, extra=extra)
+                               probes=probes, structured=structured, extra=extra, streaming=streaming)
     except GradflowError as e:
         budget = int(available_bytes() * MEMORY_SHARE)
         ways = []
@@ -284,7 +291,8 @@ def check_api_flow_size(cell, hidden: int, input: int, steps: int, batch: int, i
         def fits_b(k):
             if mode == "matrix-free":
                 return matrix_free_bytes(cell, hidden, input, steps, k, itemsize, rows=rows) + extra <= budget
-            return flow_bytes(cell, hidden, input, steps, k, itemsize, structured=structured) + extra <= budget
+            return flow_bytes(cell, hidden, input, steps, k, itemsize, structured=structured,
+                              streaming=streaming) + extra <= budget
 
         best_b = _largest(fits_b, batch) if batch > 1 else 0
         if best_b:
