@@ -672,6 +672,7 @@ def thread_limit(threads: int | None):
 def _pascanu_log10(net: Network, T: int):
     """log10 (rate)^{T−k} for k = 0…T−1, rate from :func:`gradflow.pascanu_bound`."""
     from .._symbolic.many_steps import pascanu_bound, sigma_max
+    from .._symbolic.nodes import Diag
 
     try:
         b = pascanu_bound(net.cell)
@@ -686,6 +687,13 @@ def _pascanu_log10(net: Network, T: int):
             ls = 0.0 if isinstance(M, Identity) else math.log10(float(sigma_max(M)))
         elif hasattr(M, "name") and M.name in net.weights.arrays:
             W = to_host(net.weights.arrays[M.name]).astype(np.float64)
+        elif isinstance(M, Diag):  # σ_max(diag(v)) = max_i |v_i|: no n × n matrix, no SVD (IndRNN)
+            try:
+                v = np.abs(np.asarray(to_host(compile_expr(M.vector)(net.env0())), dtype=np.float64))
+            except KeyError:  # it depends on the step (no single bound)
+                return None
+            top_v = float(np.max(v)) if v.size else 0.0
+            ls = -math.inf if top_v == 0 else math.log10(top_v)
         elif not isinstance(M, Identity):  # a structured matrix (W − Wᵀ − γI): evaluate it
             try:
                 W = np.asarray(to_host(compile_expr(M)(net.env0())), dtype=np.float64)
@@ -710,7 +718,7 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
                   lyapunov: bool | int | str = True, carousel: bool = False, bound: bool = True,
                   progress: Callable[[int, int], None] | None = None, structure: str = "auto",
                   threads: int | None = None, mode: FlowMode = "auto", dtype: ChainDtype | None = None,
-                  probes: int = 32, probe_blocks: int = 8) -> Flow:
+                  probes: int = 32, probe_blocks: int = 8, trust_torchscript: bool = False) -> Flow:
     """Measure ‖∂s_T/∂s_k‖₂, ‖∂s_T/∂s_k‖_F and ‖∂L/∂s_k‖ for every k in one backward sweep.
 
     ∂L/∂s_k = Σ_{t≥k} (∂L/∂s_t)(∂s_t/∂s_k) is accumulated in reverse, one vector–Jacobian product
@@ -763,6 +771,9 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
             (``benchmarks/bench_matrix_free.py --float32-check``, LSTM n = 64, T = 10⁴, norms down
             to 1e−860): log10 norms within 1e−5 (matrix-free) and 2.4e−4 (exact; median 2e−5).
 
+        trust_torchscript: read a ``head`` file that is a TorchScript archive (refused otherwise:
+            ``torch.jit.load`` can run the code it holds).
+
     Returns:
         :class:`Flow`.
 
@@ -772,6 +783,7 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
             message names the bytes and what fits (``mode="matrix-free"``, n, T, batch;
             ``GRADFLOW_MEMORY_LIMIT`` overrides the memory seen).
     """
+    from .loading import trusting_torchscript
     from .size_guard import check_api_flow_size, choose_mode
     from .structure import structured_path
 
@@ -794,9 +806,13 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
     # the O(T·n) diagonal or O(T·n·S²) per-unit block path: exact at any size
     mode = choose_mode(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode,  # type: ignore[assignment]
                        structured=structured, device=net.xp)
+    # the diagonal path without a per-step loss keeps no trajectory (two forward passes)
+    streaming = structured and structured_path(net.cell) == "diagonal" and loss_name != "every" \
+        and net.layout.uniform
+    # before the trajectory and the sweep's buffers
     check_api_flow_size(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode=mode, probes=probes,
-                        structured=structured, device=net.xp)  # before the trajectory and the sweep's buffers
-    with thread_limit(blas_threads(threads, net.state_size ** 2 * B)):
+                        structured=structured, streaming=streaming, device=net.xp)
+    with thread_limit(blas_threads(threads, net.state_size ** 2 * B)), trusting_torchscript(trust_torchscript):
         if initial is not None:
             initial = read_initial(initial, net.cell.states, B, net.hidden,
                                    sizes=dict(zip(net.cell.states, net.layout.sizes, strict=True)))

@@ -497,8 +497,10 @@ def trusting_torchscript(trust: object = True) -> Iterator[None]:
 
 
 def is_torchscript(names: list[str]) -> bool:
-    """Whether a zip archive with these member names is a TorchScript archive (code and constants)."""
-    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+    """Whether a zip archive with these member names is a TorchScript archive: it has a
+    ``constants.pkl``, torch's own test (``torch.load`` hands such an archive to ``torch.jit.load``),
+    with or without its ``code/``."""
+    return any(n.endswith("/constants.pkl") and n.count("/") == 1 for n in names)
 
 
 def load_torchscript(path: str, what: str) -> Any:
@@ -508,7 +510,8 @@ def load_torchscript(path: str, what: str) -> Any:
         raise GradflowError(f"{what} is a TorchScript archive, which gradflow does not load unless you "
                             "trust it: loading one can run the code it holds (torch.jit.load has no safe "
                             "mode); if you trust the file, pass trust_torchscript=True (load_weights, network, "
-                            "stacked_network; --trust-torchscript on the command line), "
+                            "stacked_network; gradient_flow, stacked_flow for a head file; "
+                            "--trust-torchscript on the command line), "
                             f"or {_SAVE_STATE_DICT}")
     import torch
 
@@ -548,8 +551,9 @@ def read_pt(path: str, kind: str = "weights") -> Mapping[str, Any]:
             except GradflowError:
                 raise
             except Exception as e:  # noqa: BLE001 - any failure of a foreign file is bad input
+                said = [line.strip() for line in str(e).splitlines() if line.strip()]
                 raise GradflowError(f"{what} is a TorchScript archive that cannot be loaded: "
-                                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                                    f"{said[0] if said else type(e).__name__}") from None
             note(f"{what} is a TorchScript archive; its state_dict was read")
             return check_state(dict(module.state_dict()), what)
         if not any(n.endswith("/data.pkl") for n in names):

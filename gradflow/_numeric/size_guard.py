@@ -56,7 +56,8 @@ def _parse_bytes(text: str) -> int | None:
         v = float(s)
     except ValueError:
         return None
-    return int(v * mult) if v > 0 else None
+    # inf (int() overflows) and sizes below one byte are not sizes: the caller says what is wanted
+    return int(v * mult) if math.isfinite(v) and v * mult >= 1 else None
 
 
 def on_gpu(xp) -> bool:
@@ -121,10 +122,15 @@ def weight_entries(cell, n: int, m: int) -> int:
 
 
 def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsize: int = 8, *,
-               structured: bool = False) -> int:
+               structured: bool = False, precomputed: bool = True, streaming: bool = False) -> int:
     """Estimated peak bytes of a gradient-flow run of ``cell`` (a :class:`Cell`) at these sizes;
     ``structured``: the exact mode takes the diagonal or per-unit block path
-    (:func:`gradflow._numeric.structure.structured_path`), which holds no N × N matrix."""
+    (:func:`gradflow._numeric.structure.structured_path`), which holds no N × N matrix;
+    ``precomputed``: the exact chain's Jacobian terms for all steps at once are counted
+    (:func:`_precompute_entries`; the matrix-free sweep evaluates them step by step);
+    ``streaming``: the structured run is the diagonal path without a per-step loss, two forward
+    passes that keep no trajectory (:mod:`gradflow._numeric.diagonal`: O(B·N) whatever T): the
+    inputs, a few (B, N) rows and the (B, T) curves."""
     n, m, T, B = int(hidden), int(input), int(steps), int(batch)
     S = len(cell.states)
     N, named_entries = state_entries(cell, n)
@@ -137,8 +143,57 @@ def flow_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1, itemsi
         sweep = 8 * (T + 1) * B * N * S + 8 * T * B
     else:
         sweep = _SQUARE_BUFFERS * B * N * N + 8 * T * B
+        if precomputed:
+            sweep += _precompute_entries(cell, n, N, named_entries, T, B, itemsize)
     objects = T * (named + S + 4) * _PER_ARRAY  # every step keeps a few small arrays and their dict
+    if structured and streaming:
+        trajectory, sweep, objects = T * B * m, 16 * B * N * S + 8 * T * B, 0
     return itemsize * (weights + trajectory + sweep) + objects + _FIXED
+
+
+#: the bytes up to which the NumPy chain evaluates its Jacobian terms for all steps at once
+#: (:meth:`gradflow._numeric.matrix_free.JacobianOperator.precompute`'s ``limit``)
+_PRECOMPUTE_LIMIT = 2**27
+
+
+@cache
+def _vector_terms(cell) -> int:
+    """How many terms of the cell's derived one-step Jacobian carry a vector v (diag(v) or
+    diag(v)·W, the terms :class:`~gradflow._numeric.matrix_free.JacobianOperator` precomputes for
+    all steps, read off its blocks as it reads them); 0 for a cell with states of other sizes
+    than n (the chain then fills J_t from the compiled blocks, nothing precomputed)."""
+    from sympy import MatAdd, MatMul, MatrixSymbol
+    from sympy.matrices.expressions.matexpr import MatrixExpr
+
+    from .._symbolic.nodes import Diag
+
+    if any(s in cell.sizes for s in cell.states):
+        return 0
+
+    def count(e) -> int:
+        if isinstance(e, MatAdd):
+            return sum(count(a) for a in e.args)
+        if isinstance(e, Diag):
+            return 1
+        if isinstance(e, MatMul):
+            mats = [x for x in e.args if isinstance(x, MatrixExpr)]
+            return int(isinstance(mats[0], Diag) and (len(mats) == 1 or (len(mats) == 2 and
+                                                                          isinstance(mats[1], MatrixSymbol))))
+        return 0
+
+    return sum(count(e) for e in cell.jacobian().blocks.values())
+
+
+def _precompute_entries(cell, n: int, N: int, named: int, T: int, B: int, itemsize: int) -> int:
+    """Entries the chain holds while it precomputes its Jacobian terms for all T steps: v for each
+    of ``nv`` terms and the fused blocks' coefficients (about 2·nv·T·B·n kept, twice that at the
+    peak of their evaluation) and the flattened copy of the trajectory (T·B·(N + named), twice);
+    measured with tracemalloc (LSTM, GRU, tanh-RNN at n = 64, 256: at most 36·T·B·n for the
+    LSTM, which this counts as 52). None when the chain skips the precomputation (its limit)."""
+    nv = _vector_terms(cell)
+    if not nv or 2 * T * B * n * nv * itemsize > _PRECOMPUTE_LIMIT:
+        return 0
+    return T * B * (4 * nv * n + 2 * (N + named))
 
 
 @cache
@@ -176,7 +231,7 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
                     itemsize: int = 8, *, what: str | None = None,
                     input_follows_hidden: bool | Callable[[int], int] = False,
                     mode: str = "exact", probes: int = 32, structured: bool = False, hidden_step: int = 1,
-                    extra: int = 0, device=None) -> int:
+                    extra: int = 0, precomputed: bool = True, streaming: bool = False, device=None) -> int:
     """Refuse a run whose estimate exceeds the memory available; return the estimate.
 
     ``input_follows_hidden``: m is the hidden size (the report's default), so the largest hidden
@@ -185,8 +240,9 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
     ``hidden_step`` (N: the advised size keeps N state entries per channel). ``mode``: ``"exact"`` or ``"matrix-free"``
     (:func:`matrix_free_bytes`), as :func:`choose_mode` resolves it; ``probes``: the matrix-free
     mode's probe vectors per state (its rows: the gradient and ``probes`` per state); ``extra``:
-    bytes the caller holds beside the run (added to the estimate at every size tried); ``device``:
-    the run's array namespace (CuPy's: checked against the GPU's free memory).
+    bytes the caller holds beside the run (added to the estimate at every size tried);
+    ``precomputed``: as :func:`flow_bytes` (False for a stack, whose chain precomputes nothing);
+    ``device``: the run's array namespace (CuPy's: checked against the GPU's free memory).
     """
     m = hidden if input is None else input
     rows = 1 + int(probes) * len(cell.states)
@@ -194,7 +250,8 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
     def estimate(c, n, mm, T, B, size):
         if mode == "matrix-free":
             return matrix_free_bytes(c, n, mm, T, B, size, rows=rows) + extra
-        return flow_bytes(c, n, mm, T, B, size, structured=structured) + extra
+        return flow_bytes(c, n, mm, T, B, size, structured=structured, precomputed=precomputed,
+                          streaming=streaming) + extra
 
     need = estimate(cell, hidden, m, steps, batch, itemsize)
     avail = available_bytes(device)
@@ -228,7 +285,8 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
 
 def check_api_flow_size(cell, hidden: int, input: int, steps: int, batch: int, itemsize: int = 8, *,
                         mode: str = "exact", probes: object = 32, structured: bool = False,
-                        what: str = "gradient_flow", extra: int = 0, modes: bool = True, device=None) -> int:
+                        what: str = "gradient_flow", extra: int = 0, modes: bool = True,
+                        streaming: bool = False, device=None) -> int:
     """:func:`check_flow_size` for a call from Python (:func:`gradflow.gradient_flow`,
     :func:`gradflow.singular_values`): the same estimate and budget as the CLI, and a message that
     names the way out in the API's words (``mode="matrix-free"``, fewer steps, a smaller batch,
@@ -243,7 +301,8 @@ def check_api_flow_size(cell, hidden: int, input: int, steps: int, batch: int, i
              f"batch {batch}, {mode} mode")
     try:
         return check_flow_size(cell, hidden, input, steps, batch, itemsize, what=label, mode=mode,
-                               probes=probes, structured=structured, extra=extra, device=device)
+                               probes=probes, structured=structured, extra=extra, streaming=streaming,
+                               device=device)
     except GradflowError as e:
         budget = int(available_bytes(device) * MEMORY_SHARE)
         ways = []
@@ -257,7 +316,8 @@ def check_api_flow_size(cell, hidden: int, input: int, steps: int, batch: int, i
         def fits_b(k):
             if mode == "matrix-free":
                 return matrix_free_bytes(cell, hidden, input, steps, k, itemsize, rows=rows) + extra <= budget
-            return flow_bytes(cell, hidden, input, steps, k, itemsize, structured=structured) + extra <= budget
+            return flow_bytes(cell, hidden, input, steps, k, itemsize, structured=structured,
+                              streaming=streaming) + extra <= budget
 
         best_b = _largest(fits_b, batch) if batch > 1 else 0
         if best_b:
@@ -273,10 +333,17 @@ def check_stacked_size(net, steps: int, batch: int, itemsize: int = 8, *, api: b
     T, B = int(steps), int(batch)
     try:
         for lay in net.all_layers():
-            check_flow_size(lay.cell, lay.hidden, lay.input, T, B, itemsize)
+            check_flow_size(lay.cell, lay.hidden, lay.input, T, B, itemsize, precomputed=False)
         S = len(net.cell.states)
+        # beside the run: the scaled adjoints of every layer and of the whole stack, (T + 1, B, N)
+        # each, and the layers' input cotangents; every layer keeps its own steps' small arrays
+        # (counted once, for the whole stack, in flow_bytes; measured: up to ~4x that per layer)
+        layers = net.all_layers()
+        per_step = sum(max(1, len(lay.cell.recorded.definitions)) + len(lay.cell.states) + 4 for lay in layers)
+        held = 3 * (T + 1) * B * net.state_size * itemsize + 4 * T * per_step * _PER_ARRAY
         check_flow_size(net.cell, -(-net.state_size // S), net.input, T, B, itemsize,
-                        what=f"the whole stack ({net.state_size} states), {T} steps, batch {B}")
+                        what=f"the whole stack ({net.state_size} states), {T} steps, batch {B}",
+                        precomputed=False, extra=held)
     except GradflowError as e:
         if not api:
             raise
@@ -323,7 +390,7 @@ def matrix_free_bytes(cell, hidden: int, input: int, steps: int, batch: int = 1,
     G = max(1, len(cell.recorded.gates))
     square = _SQUARE_BUFFERS * B * N * N * itemsize
     weights = G * n * (n + m + 2) * itemsize
-    return flow_bytes(cell, n, m, T, B, itemsize) - square + weights + G * n * n * itemsize + \
+    return flow_bytes(cell, n, m, T, B, itemsize, precomputed=False) - square + weights + G * n * n * itemsize + \
         8 * B * rows * N * 8 + 8 * B * T * 8 * 6
 
 

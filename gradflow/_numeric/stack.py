@@ -889,7 +889,7 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
                  loss: Loss | None = None, head: Any = None, targets: Any = None,
                  batch_first: bool | None = None,
                  spectral: SpectralMethod = "power", tol: float = 1e-10,
-                 lyapunov: bool | int | str = True) -> StackedFlow:
+                 lyapunov: bool | int | str = True, trust_torchscript: bool = False) -> StackedFlow:
     """Measure every layer and direction of ``net`` on ``inputs`` (T, B, m), or (B, T, m) batch first.
 
     Per layer l and direction d: ‖∂s^(l,d)_T/∂s^(l,d)_k‖ (2 and F) of the layer's own recurrence
@@ -912,6 +912,7 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
             ``batch_first`` when the weights came from a module (said in a note), else False; the
             rule of :func:`~gradflow.gradient_flow` (:mod:`gradflow._numeric.input_layout`).
         spectral, tol, lyapunov: as :func:`~gradflow.gradient_flow`.
+        trust_torchscript: read a ``head`` file that is a TorchScript archive (refused otherwise).
 
     Raises:
         GradflowError: before the unroll, when a layer's or the whole stack's estimated memory
@@ -935,7 +936,8 @@ def stacked_flow(net: StackedNetwork, inputs, *, initial: Any = None, cotangents
     if loss is not None or head is not None or targets is not None:
         if cotangents is not None:
             raise GradflowError("give a loss (loss, head, targets) or cotangents, not both")
-        cotangents = model_cotangents(net, traj, loss or "sum", head, targets)
+        with trusting_torchscript(trust_torchscript):
+            cotangents = model_cotangents(net, traj, loss or "sum", head, targets)
     elif cotangents is None and net.last_only:
         cotangents = model_cotangents(net, traj, "sum")
     r = lyapunov_count(lyapunov, net.state_size)
