@@ -67,3 +67,11 @@ def test_a_batch_is_checked_curve_by_curve_before_its_mean():
     with pytest.raises(GradflowError, match=r"both -inf .*\+inf"):  # the mean would be NaN
         decay_rate([[-np.inf, -1.0], [np.inf, 0.0]])
     assert decay_rate([[-np.inf, -1.0], [-2.0, -1.0]]) == -np.inf  # one sequence exactly zero
+
+
+@pytest.mark.parametrize("bad", [["1.5", "2.0", "2.5"], np.array([1 + 1j, 2, 3]), [True, False, True],
+                                 [1.0, None, 2.0]])
+def test_text_complex_booleans_and_objects_are_refused(bad):
+    """Strings were parsed as numbers and a complex curve lost its imaginary part without a word."""
+    with pytest.raises(GradflowError, match="real numbers"):
+        decay_rate(bad)

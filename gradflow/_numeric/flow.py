@@ -1053,10 +1053,13 @@ def decay_rate(curve, *, skip: int = 0) -> float:
     two after ``skip``, NaN entries, or both −∞ and +∞ are each a :class:`GradflowError`.
     """
     try:
-        y = np.asarray(to_host(curve), dtype=float)
+        raw = np.asarray(to_host(curve))
     except (TypeError, ValueError):
-        raise GradflowError(f"the curve must be log10 norms (numbers) indexed by k, "
-                            f"got {type(curve).__name__}") from None
+        raw = np.asarray(None)
+    if raw.dtype.kind not in "iuf":  # text, complex, booleans, objects: not log10 norms
+        raise GradflowError(f"the curve must be log10 norms (real numbers) indexed by k, "
+                            f"got {type(curve).__name__} of {raw.dtype}")
+    y = raw.astype(float)
     if y.ndim not in (1, 2) or 0 in y.shape:
         raise GradflowError(f"the curve must be log10 norms indexed by k, shape (T,) or (batch, T), "
                             f"got shape {y.shape}")
