@@ -200,3 +200,21 @@ def test_the_diagonal_path_is_not_refused_for_a_trajectory_it_never_keeps(monkey
     finally:
         tracemalloc.stop()
     assert flow.full.log10_norm_2.shape == (1, T) and peak <= 0.8 * limit
+
+
+def test_cli_counts_no_trajectory_for_the_diagonal_path(monkeypatch, capsys):
+    """`gradflow flow indrnn` (a diagonal Jacobian, loss sum: two forward passes, O(B·n) memory)
+    was refused from the CLI for a trajectory it never keeps, as the API was before."""
+    from gradflow import get_cell
+    from gradflow._numeric import size_guard as sg
+
+
+    cell = get_cell("indrnn")
+    kept = sg.flow_bytes(cell, 256, 256, 2000, 1, 8, structured=True)  # with the trajectory
+    lean = sg.flow_bytes(cell, 256, 256, 2000, 1, 8, structured=True, streaming=True)
+    limit = int((lean + kept) / 2 / sg.MEMORY_SHARE)
+    monkeypatch.setenv("GRADFLOW_MEMORY_LIMIT", str(limit))
+    assert main(["flow", "indrnn", "--hidden", "256", "--steps", "2000", "--json"]) == 0
+    assert '"cell": "indrnn"' in capsys.readouterr().out
+    with pytest.raises(GradflowError):  # what the CLI counted before: the trajectory, refused here
+        sg.check_flow_size(cell, 256, 256, 2000, 1, 8, structured=True)
