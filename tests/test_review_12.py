@@ -1,0 +1,142 @@
+"""Review 12: the lead's last two hours of changes, each against an independent oracle.
+
+1. The chain's structured product (``_scaled_sum``'s einsum) and J_t's fused batched matmul:
+   products of every registered cell against J_t by central finite differences of the forward
+   step, chained here (float64 and float32, B = 1 and 3); the 1997 carousel against the
+   compiled blocks' truncated J_t chained here.
+2. ``gradient_flow``'s gradient curves (the reverse accumulation fed by the sweep) against
+   PyTorch autograd for the sum / last / every losses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradflow as gf
+from gradflow._numeric.flow import products
+
+T, M = 4, 3
+
+
+def _fd_jacobian(net, s, x, h=1e-6):
+    """∂s_t/∂s_{t−1} (B, N, N) by central differences of the forward step (float64)."""
+    B, N = s.shape
+    J = np.empty((B, N, N))
+    for j in range(N):
+        e = np.zeros(N)
+        e[j] = h
+        J[:, :, j] = (net.step(s + e, x)[0] - net.step(s - e, x)[0]) / (2 * h)
+    return J
+
+
+def _chained(Js):
+    """[J_T ⋯ J_{k+1} for k = T−1 … 0], latest first, by plain matmul."""
+    out, P = [], None
+    for J in reversed(Js):
+        P = J if P is None else P @ J
+        out.append(P)
+    return out
+
+
+def _true(pr):
+    return np.asarray(pr.P, dtype=np.float64) * 10.0 ** np.asarray(pr.log10_scale, dtype=np.float64)[:, None, None]
+
+
+@pytest.mark.parametrize("name", sorted(gf.CELLS))
+def test_products_equal_finite_difference_chain(name):
+    n = 8
+    net64 = gf.network(name, n, M, seed=1)
+    x = gf.random_inputs(T, M, batch=3, seed=2)
+    traj = net64.unroll(x)
+    Js = [_fd_jacobian(net64, np.asarray(traj.states[t - 1]), np.asarray(traj.inputs[t - 1]))
+          for t in range(1, T + 1)]
+    want = _chained(Js)
+    for dtype, tol in ((np.float64, 1e-6), (np.float32, 2e-3)):
+        for B in (1, 3):
+            net = gf.network(name, n, M, seed=1, dtype=dtype)
+            tr = net.unroll(x[:, :B].astype(dtype))
+            got = [_true(pr) for pr in products(net, tr)]
+            assert len(got) == T
+            for k, (g, w) in enumerate(zip(got, want, strict=True)):
+                scale = max(np.max(np.abs(w[:B])), 1e-30)
+                err = np.max(np.abs(g - w[:B])) / scale
+                assert err < tol, (name, np.dtype(dtype).name, B, T - 1 - k, err)
+
+
+@pytest.mark.parametrize("name", [c for c in sorted(gf.CELLS) if "c" in gf.get_cell(c).states])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_carousel_products_equal_compiled_truncated_chain(name, dtype):
+    net = gf.network(name, 8, M, seed=3, dtype=dtype)
+    traj = net.unroll(gf.random_inputs(T, M, batch=3, seed=4, dtype=dtype))
+    Js = [np.asarray(net.step_jacobian(traj, t, truncated=True), dtype=np.float64) for t in range(1, T + 1)]
+    want = _chained(Js)
+    for structured in (False, True):
+        got = [_true(pr) for pr in products(net, traj, truncated=True, dense=not structured)]
+        for g, w in zip(got, want, strict=True):
+            tol = 1e-12 if dtype == np.float64 else 1e-5
+            assert np.max(np.abs(g - w)) <= tol * max(np.max(np.abs(w)), 1e-30)
+
+
+def _torch_grads(kind, net, x, loss, V, c, y):
+    """‖∂L/∂s_k‖, ‖∂L/∂c_k‖ (B, T) by PyTorch autograd of nn.LSTMCell / nn.GRUCell with ``net``'s
+    weights; the losses written out here (L summed over the batch)."""
+    import torch
+
+    n, m = net.hidden, net.input
+    mod = (torch.nn.LSTMCell if kind == "lstm" else torch.nn.GRUCell)(m, n).double()
+    mod.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in gf.to_state_dict(net.weights).items()})
+    mod.requires_grad_(False)
+    X = torch.from_numpy(x)
+    Tn, B = X.shape[0], X.shape[1]
+    Vt, ct = torch.from_numpy(V), torch.from_numpy(c)
+    ce = torch.nn.functional.cross_entropy
+    with torch.no_grad():  # the trajectory s_0 … s_T
+        h, cs = torch.zeros(B, n, dtype=torch.float64), torch.zeros(B, n, dtype=torch.float64)
+        traj = [(h, cs)]
+        for t in range(Tn):
+            h, cs = mod(X[t], (h, cs)) if kind == "lstm" else (mod(X[t], h), cs)
+            traj.append((h, cs))
+
+    def term(t, h):  # the loss's part read from h_t
+        if loss == "sum":
+            return h.sum() if t == Tn else 0.0
+        if loss == "last":
+            return ce(h @ Vt.T + ct, torch.from_numpy(y[-1]), reduction="sum") if t == Tn else 0.0
+        return ce(h @ Vt.T + ct, torch.from_numpy(y[t - 1]), reduction="sum") if t >= 1 else 0.0
+
+    full, cell = np.empty((B, Tn)), np.empty((B, Tn))
+    for k in range(Tn):  # s_k a leaf: L as a function of s_k alone, run forward from it
+        h0 = traj[k][0].clone().requires_grad_(True)
+        c0 = traj[k][1].clone().requires_grad_(True)
+        h, cs, L = h0, c0, term(k, h0)
+        for t in range(k, Tn):
+            h, cs = mod(X[t], (h, cs)) if kind == "lstm" else (mod(X[t], h), cs)
+            L = L + term(t + 1, h)
+        L.backward()
+        gh = h0.grad.numpy()
+        sq = (gh * gh).sum(-1)
+        if kind == "lstm":
+            gc = c0.grad.numpy()
+            cell[:, k] = np.log10(np.sqrt((gc * gc).sum(-1)))
+            sq = sq + (gc * gc).sum(-1)
+        full[:, k] = 0.5 * np.log10(sq)
+    return full, cell
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("loss", ["sum", "last", "every"])
+def test_gradient_curves_equal_torch_autograd(kind, loss):
+    n, Tn, B, K = 6, 7, 3, 4
+    net = gf.network(kind, n, M, seed=5)
+    x = np.asarray(gf.random_inputs(Tn, M, batch=B, seed=6))
+    rng = np.random.default_rng(7)
+    V, c = rng.standard_normal((K, n)), rng.standard_normal(K)
+    y = rng.integers(0, K, size=(Tn, B))
+    kw = {} if loss == "sum" else {"head": (V, c), "targets": y[-1] if loss == "last" else y}
+    fl = gf.gradient_flow(net, x, loss=loss, lyapunov=False, mode="exact", carousel=kind == "lstm", **kw)
+    full, cell = _torch_grads(kind, net, x, loss, V, c, y)
+    np.testing.assert_allclose(fl.full.log10_grad_norm, full, rtol=0, atol=1e-10)
+    if kind == "lstm":
+        np.testing.assert_allclose(fl.cell_state.log10_grad_norm, cell, rtol=0, atol=1e-10)
+        assert np.isfinite(fl.carousel.log10_grad_norm).all()
