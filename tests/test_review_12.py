@@ -140,3 +140,47 @@ def test_gradient_curves_equal_torch_autograd(kind, loss):
     if kind == "lstm":
         np.testing.assert_allclose(fl.cell_state.log10_grad_norm, cell, rtol=0, atol=1e-10)
         assert np.isfinite(fl.carousel.log10_grad_norm).all()
+
+
+def _svd_truth(net, traj):
+    """log10 ‖∂s_T/∂s_k‖₂ and ‖·‖_F (B, T), k = 0 … T−1, from NumPy's SVD of the dense chain."""
+    ps = list(products(net, traj, dense=True))[::-1]
+    two = np.array([np.log10(np.linalg.svd(_true(p), compute_uv=False)[:, 0]) for p in ps]).T
+    fro = np.array([0.5 * np.log10(np.sum(_true(p) ** 2, axis=(1, 2))) for p in ps]).T
+    return two, fro
+
+
+def test_band_collapses_to_the_spectral_norm_when_probes_span_the_rows():
+    from gradflow._numeric.matrix_free import _probe_basis, _probes, sketch_sweep
+
+    net = gf.network("lstm", 4, M, seed=1)
+    traj = net.unroll(gf.random_inputs(6, M, batch=2, seed=2))
+    N = net.state_size
+    two, fro = _svd_truth(net, traj)
+    seed = 1  # 8 Rademacher probes of full rank on the 8 rows (q = m)
+    assert _probe_basis(_probes("rademacher", N, 8, seed), 2).q == N
+    c = sketch_sweep(net, traj, np.ones((2, N)), {"full": (slice(0, N), slice(0, N))}, probes=8,
+                     probe_blocks=2, seed=seed)["full"]
+    np.testing.assert_allclose(c.log10_norm_2_low, two, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(c.log10_norm_2_high, two, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(c.log10_norm_fro, fro, rtol=0, atol=1e-10)
+
+
+def test_rank_deficient_probes_repeating_each_other_have_no_standard_error():
+    """Rademacher probes (1, 1), (1, 1) on 2 rows (q = 1 < m = 2), one per probe block: every
+    leave-one-block-out estimate equals the estimate whatever P, so the jackknife's se was 0 and
+    the estimate off by ~0.1 decade read as certain, the ‖·‖₂ band missing the SVD's value."""
+    from gradflow._numeric.matrix_free import _probes, sketch_sweep
+
+    net = gf.network("tanh-rnn", 2, M, seed=1)
+    traj = net.unroll(gf.random_inputs(6, M, batch=2, seed=2))
+    assert (_probes("rademacher", 2, 2, 4) == 1).all()
+    two, fro = _svd_truth(net, traj)
+    c = sketch_sweep(net, traj, np.ones((2, 2)), {"full": (slice(0, 2), slice(0, 2))}, probes=2,
+                     probe_blocks=2, seed=4)["full"]
+    assert np.max(np.abs(c.log10_norm_fro - fro)) > 0.05  # an estimate, not the value
+    assert np.isinf(c.log10_norm_fro_se).all()
+    assert (c.log10_norm_2_low <= two + 1e-12).all() and (c.log10_norm_2_high >= two).all()
+    from gradflow._numeric.matrix_free import batch_mean_se
+
+    assert np.isinf(batch_mean_se(c)).all()

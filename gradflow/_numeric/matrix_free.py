@@ -379,7 +379,9 @@ class SketchCurves:
     Attributes:
         log10_norm_fro: the estimate of log10 ‖·‖_F: log10 of √((m/q)·‖QᵀP‖_F²) (module
             docstring), never below ``log10_norm_fro_low``; exact where ``fro_exact``.
-        log10_norm_fro_se: its standard error, in log10 units (from the probe blocks); 0 where exact.
+        log10_norm_fro_se: its standard error, in log10 units (from the probe blocks); 0 where exact;
+            +inf where the probes give none (q < m and every probe block repeats the others'
+            directions): the band of ‖·‖₂ is then [the certified σ_max(QᵀP), +inf).
         log10_norm_fro_low: the certified lower bound log10 ‖QᵀP‖_F ≤ log10 ‖P‖_F (Q the
             probes' orthonormal basis); equal to the estimate where ``fro_exact``.
         log10_norm_2_low: the lower end of the band of log10 ‖·‖₂: the larger of the certified
@@ -427,7 +429,8 @@ def batch_mean_se(c: SketchCurves) -> np.ndarray:
     if c.log10_norm_fro_dev is None:
         return np.sqrt(np.mean(c.log10_norm_fro_se ** 2, axis=0))
     dev = c.log10_norm_fro_dev.mean(axis=0)  # (b, T)
-    return dev.std(axis=0, ddof=1) / math.sqrt(dev.shape[0])
+    se = dev.std(axis=0, ddof=1) / math.sqrt(dev.shape[0])
+    return np.where(np.isinf(c.log10_norm_fro_se).any(axis=0), math.inf, se)  # no estimate (_frobenius)
 
 
 def _probes(kind: str, rows: int, r: int, seed: int) -> np.ndarray:
@@ -547,6 +550,8 @@ def _frobenius(Yb: np.ndarray, Lr: np.ndarray, basis: _ProbeBasis, nb: int, diag
         dev = -(nb - 1) * (F_loo - F_loo.mean(axis=-1, keepdims=True))      # pseudo-values − their mean
         dev = np.where(pos[:, None], dev / (2 * _LN10 * Fs[:, None]), 0.0)
         se_log = dev.std(axis=-1, ddof=1) / math.sqrt(nb)
+        if np.all(basis.q_loo == basis.q):  # q < m, yet every block repeats the others' directions:
+            se_log = np.where(pos, math.inf, 0.0)  # F_loo = F whatever P, so no error estimate
         return ref[:, 0] + 0.5 * np.log10(F), se_log, dev, low, sk, False
     Mj = basis.blocks @ Z
     E = (basis.m / basis.q_j) * np.add.reduceat(np.sum(Mj * Mj, axis=-1), basis.starts, axis=1)  # (B, b)
