@@ -184,3 +184,30 @@ def test_rank_deficient_probes_repeating_each_other_have_no_standard_error():
     from gradflow._numeric.matrix_free import batch_mean_se
 
     assert np.isinf(batch_mean_se(c)).all()
+
+
+def _row(cell, gain, init, m, rate):
+    return {"cell": cell, "gain": gain, "forget_bias": None, "hidden": 32, "input": m, "steps": 10,
+            "seed": 0, "batch": 2, "init": init, "rate": rate, "rate_fro": rate, "rate_grad": rate,
+            "log10_norm_k0": rate, "rate_cell_state": None}
+
+
+def test_sweep_figures_name_each_cells_init_and_input_when_they_differ(tmp_path):
+    """A default sweep of lstm and s4d runs lstm at the orthogonal init with m = 4 and s4d at
+    s4d-lin with m = n/32 = 1 (grid_points): the legend and the panels said neither."""
+    import matplotlib.pyplot as plt
+
+    rows = [_row("lstm", 0.5, "orthogonal", 4, -0.2), _row("lstm", 1.0, "orthogonal", 4, -0.14),
+            _row("s4d", 1.0, "s4d-lin", 1, -0.004)]
+    pts = gf.grid_points(["lstm", "s4d"], gains=(0.5, 1.0), hidden=(32,), steps=(10,), batch=2)
+    assert {(p.cell, p.init, p.input) for p in pts} == {(r["cell"], r["init"], r["input"]) for r in rows}
+    ax = gf.plot_sweep_rates(rows)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else \
+        [line.get_label() for line in ax.get_lines()]
+    assert any("lstm" in t and "orthogonal" in t and "m = 4" in t for t in labels), labels
+    assert any("s4d" in t and "s4d-lin" in t and "m = 1" in t for t in labels), labels
+    plt.close(ax.figure)
+    same = [r for r in rows if r["cell"] == "lstm"]  # one setup: labels stay the cell's name
+    ax = gf.plot_sweep_rates(same)
+    assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == ["lstm"]
+    plt.close(ax.figure)

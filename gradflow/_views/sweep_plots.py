@@ -31,6 +31,13 @@ def _label(cell: str, fb, n: int, T: int, several_sizes: bool) -> str:
     return f"{text} (n = {n}, T = {T})" if several_sizes else text
 
 
+def _setup(pairs: set) -> str:
+    """``orthogonal init, m = 4`` for the (init, input) pairs of one line or panel."""
+    inits = sorted({str(i) for i, _ in pairs})
+    ms = sorted({int(m) for _, m in pairs if m is not None})
+    return f"{'/'.join(inits)} init, m = {'/'.join(map(str, ms))}"
+
+
 def plot_sweep_rates(rows: Sequence[dict], *, ax: Axes | None = None, which: str = "rate") -> Axes:
     """Decay rate against the gain of W: one line per cell (and forget bias, and n, T when they vary).
 
@@ -56,6 +63,8 @@ def plot_sweep_rates(rows: Sequence[dict], *, ax: Axes | None = None, which: str
 
         _, ax = plt.subplots()
     sizes = {(r["hidden"], r["steps"]) for r in rows}
+    setups = {(r.get("init"), r.get("input")) for r in rows}
+    setups_of: dict[tuple, set] = {}
     lines: dict[tuple, dict[float, list[float]]] = {}
     for r in rows:
         if r[which] is None or (isinstance(r[which], float) and math.isnan(r[which])):
@@ -64,6 +73,7 @@ def plot_sweep_rates(rows: Sequence[dict], *, ax: Axes | None = None, which: str
         key = (r["cell"], None if fb is None or (isinstance(fb, float) and math.isnan(fb)) else fb,
                r["hidden"], r["steps"])
         lines.setdefault(key, {}).setdefault(float(r["gain"]), []).append(float(r[which]))
+        setups_of.setdefault(key, set()).add((r.get("init"), r.get("input")))
     if not lines:
         raise GradflowError(f"no finished point has a value of {which}")
     for i, (key, by_gain) in enumerate(sorted(lines.items(), key=lambda kv: str(kv[0]))):
@@ -76,6 +86,8 @@ def plot_sweep_rates(rows: Sequence[dict], *, ax: Axes | None = None, which: str
         med = np.array([np.median(finite[j]) for j in keep])
         colour = OKABE_ITO[i % len(OKABE_ITO)]
         label = _label(key[0], key[1], key[2], key[3], len(sizes) > 1)
+        if len(setups) > 1:  # cells at different inits or input sizes (a sweep's defaults): say which
+            label += ", " + _setup(setups_of[key])
         if zero:
             label += f" ({zero} exactly 0)"
         ax.plot(x, med, marker="o", color=colour, label=label)
@@ -129,6 +141,10 @@ def write_sweep_figures(rows: Sequence[dict], out: str | Path) -> list[Path]:
                                  squeeze=False)
         for a, g in zip(axes.flat, grids, strict=False):
             plot_phase_diagram(g, ax=a, annotate=g.rates.size <= 42, vmax=vmax)
+            if len({(r.get("init"), r.get("input")) for r in rows}) > 1:  # say each panel's init and m
+                mine = {(r.get("init"), r.get("input")) for r in rows if r["cell"] == g.cell
+                        and r["hidden"] == g.hidden and r["steps"] == g.steps and r.get("init") == g.init}
+                a.set_title(f"{a.get_title()}\n{_setup(mine)}")
         for a in list(axes.flat)[len(grids):]:
             a.set_visible(False)
         fig.suptitle(title)
