@@ -211,3 +211,32 @@ def test_sweep_figures_name_each_cells_init_and_input_when_they_differ(tmp_path)
     ax = gf.plot_sweep_rates(same)
     assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == ["lstm"]
     plt.close(ax.figure)
+
+
+def test_cli_flow_streaming_run_stays_within_the_guards_estimate(monkeypatch, capsys):
+    """``gradflow flow indrnn`` (the diagonal path, no trajectory kept) at T = 4000: the guard
+    counted the inputs and (B, T) curves only, but the CLI's per-step record and JSON text are
+    ~350 bytes a step (at T = 200 000: peak 81 MiB, estimate 15 MiB); now counted, the peak stays below it."""
+    import tracemalloc
+
+    import gradflow._cli.flow as cli_flow
+    from gradflow._cli import main
+
+    main(["flow", "indrnn", "--hidden", "8", "--input", "1", "--steps", "5", "--json"])  # imports, caches
+    seen = []
+    real = cli_flow.check_flow_size
+
+    def spy(*args, **kw):
+        seen.append(real(*args, **kw))
+        return seen[-1]
+
+    monkeypatch.setattr(cli_flow, "check_flow_size", spy)
+    capsys.readouterr()
+    tracemalloc.start()
+    try:
+        assert main(["flow", "indrnn", "--hidden", "8", "--input", "1", "--steps", "4000", "--json"]) == 0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert capsys.readouterr().out.count('"k"') == 4000
+    assert peak <= seen[-1], (peak, seen[-1])
