@@ -288,7 +288,7 @@ def _run(a: argparse.Namespace) -> int:
         B = inputs.shape[1] if inputs is not None else batch
         check_flow_size(cell, hidden, m, T, B, np.dtype(dtype).itemsize,  # before any allocation
                         mode=mode_of(hidden, m, T, B), probes=probes, structured=structured, streaming=streaming,
-                        extra=per_step_out * T)
+                        per_step=per_step_out)
         init = init_scheme(a.init, cell)
         net = network(cell, hidden, m, init=init, seed=seed, gain=_gain(a.gain or "1.0"),
                       forget_bias=float_option(a.forget_bias, "--forget-bias"), dtype=dtype)
@@ -298,7 +298,7 @@ def _run(a: argparse.Namespace) -> int:
         T = int_option(a.steps, "--steps")
         check_flow_size(cell, net.hidden, net.input, T, batch, np.dtype(dtype).itemsize,
                         mode=mode_of(net.hidden, net.input, T, batch), probes=probes,
-                        structured=structured, streaming=streaming, extra=per_step_out * T)
+                        structured=structured, streaming=streaming, per_step=per_step_out)
         inputs = random_inputs(T, net.input, batch=batch, seed=seed, dtype=dtype)
     T = inputs.shape[0]
     mode = mode_of(net.hidden, net.input, T, inputs.shape[1])
@@ -312,7 +312,7 @@ def _run(a: argparse.Namespace) -> int:
         raise GradflowError("--spectral svd has no effect in the matrix-free mode, where ||.||_2 is a band "
                             "from the probes; --mode exact computes it")
     check_flow_size(cell, net.hidden, net.input, T, inputs.shape[1], np.dtype(dtype).itemsize, mode=mode,
-                    probes=probes, structured=structured, streaming=streaming, extra=per_step_out * T)
+                    probes=probes, structured=structured, streaming=streaming, per_step=per_step_out)
     tty = _isatty(sys.stderr)
     show = a.progress if a.progress is not None else \
         ((tty and T * net.state_size >= 20_000) or _long_run(T, inputs.shape[1], net.state_size))

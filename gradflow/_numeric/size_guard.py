@@ -231,7 +231,8 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
                     itemsize: int = 8, *, what: str | None = None,
                     input_follows_hidden: bool | Callable[[int], int] = False,
                     mode: str = "exact", probes: int = 32, structured: bool = False, hidden_step: int = 1,
-                    extra: int = 0, precomputed: bool = True, streaming: bool = False, device=None) -> int:
+                    extra: int = 0, precomputed: bool = True, streaming: bool = False, device=None,
+                    per_step: int = 0) -> int:
     """Refuse a run whose estimate exceeds the memory available; return the estimate.
 
     ``input_follows_hidden``: m is the hidden size (the report's default), so the largest hidden
@@ -247,11 +248,11 @@ def check_flow_size(cell, hidden: int, input: int | None, steps: int, batch: int
     m = hidden if input is None else input
     rows = 1 + int(probes) * len(cell.states)
 
-    def estimate(c, n, mm, T, B, size):
+    def estimate(c, n, mm, T, B, size):  # per_step: bytes a step beside the run (the CLI's output)
         if mode == "matrix-free":
-            return matrix_free_bytes(c, n, mm, T, B, size, rows=rows) + extra
+            return matrix_free_bytes(c, n, mm, T, B, size, rows=rows) + extra + per_step * T
         return flow_bytes(c, n, mm, T, B, size, structured=structured, precomputed=precomputed,
-                          streaming=streaming) + extra
+                          streaming=streaming) + extra + per_step * T
 
     need = estimate(cell, hidden, m, steps, batch, itemsize)
     avail = available_bytes(device)
