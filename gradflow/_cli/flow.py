@@ -28,7 +28,7 @@ from .._checks import GradflowError
 from .._numeric.loading import note, read_npy, torchscript_batch_first
 from .._numeric.reference_init import SCHEME_CELLS, default_input
 from .._numeric.size_guard import check_flow_size, choose_mode
-from .._numeric.structure import structured_path
+from .._numeric.structure import keeps_no_trajectory, structured_path
 from .options import float_option, fmt_log10, init_scheme, init_words, int_option, lyapunov_lines
 
 
@@ -218,7 +218,7 @@ def _run(a: argparse.Namespace) -> int:
 
     structured = structured_path(cell) is not None  # its exact run holds no N × N matrix
     # the diagonal path without a per-step loss keeps no trajectory (as gradient_flow counts it)
-    streaming = structured_path(cell) == "diagonal" and a.loss != "every" and not cell.sizes
+    streaming = keeps_no_trajectory(cell, a.loss or "sum")
     # beside the run: the output's per-step record (dicts of floats) and its text, ~350 bytes a
     # step measured with tracemalloc (indrnn T = 200 000: 66 MiB beyond a 15 MiB streaming run)
     per_step_out = 512

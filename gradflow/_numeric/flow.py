@@ -785,7 +785,7 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
     """
     from .loading import trusting_torchscript
     from .size_guard import check_api_flow_size, choose_mode
-    from .structure import structured_path
+    from .structure import keeps_no_trajectory, structured_path
 
     check_network(net, "gradient_flow")
     r = lyapunov_count(lyapunov, net.state_size)
@@ -807,8 +807,7 @@ def gradient_flow(net: Network, inputs, *, initial: Any = None,
     mode = choose_mode(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode,  # type: ignore[assignment]
                        structured=structured, device=net.xp)
     # the diagonal path without a per-step loss keeps no trajectory (two forward passes)
-    streaming = structured and structured_path(net.cell) == "diagonal" and loss_name != "every" \
-        and net.layout.uniform
+    streaming = structured and keeps_no_trajectory(net.cell, loss_name)
     # before the trajectory and the sweep's buffers
     check_api_flow_size(net.cell, net.hidden, net.input, T, B, chain.itemsize, mode=mode, probes=probes,
                         structured=structured, streaming=streaming, device=net.xp)

@@ -55,12 +55,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sympy import Identity, MatAdd, MatMul, MatrixSymbol, ZeroMatrix
-from sympy.matrices.expressions.matexpr import MatrixExpr
 
 from .._checks import GradflowError, one_of, positive_int
-from .._symbolic.nodes import Diag
-from .compile import compile_expr, scalar_coefficient, stable_substitutions
+from .compile import compile_expr, stable_substitutions
+from .jacobian_terms import Term, block_terms
 from .layout import refuse_sized_states
 from .network import Network, Trajectory, to_host
 from .qr_growth import exponents, qr_growth
@@ -83,45 +81,6 @@ def band_z(blocks: int) -> float:
 _LN10 = math.log(10.0)
 #: the key of an environment's step t (1…T): lets :class:`JacobianOperator` use precomputed vectors
 STEP = "gradflow step"
-
-
-@dataclass(frozen=True)
-class _Term:
-    """One term coeff · [diag(v)] · M of block (a, b) of J_t, or a fallback dense block."""
-
-    a: int
-    b: int
-    kind: str            # "weight" (coeff·diag(v)·W or coeff·W), "diag", "identity", "dense"
-    coeff: Any           # float or env -> float
-    vfn: Any             # closure of v (or None)
-    weight: Any          # the MatrixSymbol W of a "weight" term
-    fn: Any              # closure of the whole dense term ("dense")
-
-
-def _terms(a: int, b: int, expr, subs) -> list[_Term]:
-    if isinstance(expr, ZeroMatrix):
-        return []
-    if isinstance(expr, MatAdd):
-        return [t for arg in expr.args for t in _terms(a, b, arg, subs)]
-    if isinstance(expr, Identity):
-        return [_Term(a, b, "identity", 1.0, None, None, None)]
-    if isinstance(expr, Diag):
-        return [_Term(a, b, "diag", 1.0, compile_expr(expr.vector, subs), None, None)]
-    if isinstance(expr, MatrixSymbol):
-        return [_Term(a, b, "weight", 1.0, None, expr, None)]
-    if isinstance(expr, MatMul):
-        mats = [x for x in expr.args if isinstance(x, MatrixExpr)]
-        scalars = [x for x in expr.args if not isinstance(x, MatrixExpr)]
-        from sympy import Mul
-
-        coeff = scalar_coefficient(Mul(*scalars))
-        if len(mats) == 2 and isinstance(mats[0], Diag) and isinstance(mats[1], MatrixSymbol):
-            return [_Term(a, b, "weight", coeff, compile_expr(mats[0].vector, subs), mats[1], None)]
-        if len(mats) == 1 and isinstance(mats[0], MatrixSymbol):
-            return [_Term(a, b, "weight", coeff, None, mats[0], None)]
-        if len(mats) == 1 and isinstance(mats[0], Diag):
-            return [_Term(a, b, "diag", coeff, compile_expr(mats[0].vector, subs), None, None)]
-    return [_Term(a, b, "dense", 1.0, None, None, compile_expr(expr, subs))]
 
 
 def _value(c, env) -> float:
@@ -151,12 +110,12 @@ class JacobianOperator:
         J = truncated_jacobian(cell) if truncated else cell.jacobian()
         subs = stable_substitutions(cell.recorded.definitions, list(J.blocks.values()))
         env0 = net.env0()
-        terms: list[_Term] = []
+        terms: list[Term] = []
         for (sa, sb), e in J.blocks.items():
-            ts = _terms(idx[sa], idx[sb], e, subs)
+            ts = block_terms(idx[sa], idx[sb], e, subs)
             if any(t.kind == "weight" and getattr(env0.get(t.weight), "ndim", 0) != 2 for t in ts):
                 # a matrix that is not one of the network's weights: the block is evaluated densely
-                ts = [_Term(idx[sa], idx[sb], "dense", 1.0, None, None, compile_expr(e, subs))]
+                ts = [Term(idx[sa], idx[sb], "dense", 1.0, None, None, compile_expr(e, subs))]
             terms.extend(ts)
         self.terms = terms
         self.S = len(cell.states)
@@ -231,7 +190,7 @@ class JacobianOperator:
         self._fused = fused
         return True
 
-    def _v(self, t: _Term, env):
+    def _v(self, t: Term, env):
         xp = self.xp
         pre = getattr(self, "_pre", None)
         if pre and STEP in env and id(t) in pre:

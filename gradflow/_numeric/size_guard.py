@@ -158,30 +158,11 @@ _PRECOMPUTE_LIMIT = 2**27
 
 @cache
 def _vector_terms(cell) -> int:
-    """How many terms of the cell's derived one-step Jacobian carry a vector v (diag(v) or
-    diag(v)·W, the terms :class:`~gradflow._numeric.matrix_free.JacobianOperator` precomputes for
-    all steps, read off its blocks as it reads them); 0 for a cell with states of other sizes
-    than n (the chain then fills J_t from the compiled blocks, nothing precomputed)."""
-    from sympy import MatAdd, MatMul, MatrixSymbol
-    from sympy.matrices.expressions.matexpr import MatrixExpr
+    """The terms with a vector v the exact chain precomputes for all steps
+    (:func:`gradflow._numeric.jacobian_terms.vector_term_count`: the operator's own classification)."""
+    from .jacobian_terms import vector_term_count
 
-    from .._symbolic.nodes import Diag
-
-    if any(s in cell.sizes for s in cell.states):
-        return 0
-
-    def count(e) -> int:
-        if isinstance(e, MatAdd):
-            return sum(count(a) for a in e.args)
-        if isinstance(e, Diag):
-            return 1
-        if isinstance(e, MatMul):
-            mats = [x for x in e.args if isinstance(x, MatrixExpr)]
-            return int(isinstance(mats[0], Diag) and (len(mats) == 1 or (len(mats) == 2 and
-                                                                          isinstance(mats[1], MatrixSymbol))))
-        return 0
-
-    return sum(count(e) for e in cell.jacobian().blocks.values())
+    return vector_term_count(cell)
 
 
 def _precompute_entries(cell, n: int, N: int, named: int, T: int, B: int, itemsize: int) -> int:

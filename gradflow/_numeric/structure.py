@@ -19,3 +19,11 @@ def structured_path(cell) -> str | None:
     if is_diagonal(cell):
         return "diagonal"
     return "blocks" if is_block_structured(cell) else None
+
+
+def keeps_no_trajectory(cell, loss: str) -> bool:
+    """True when the exact run of ``cell`` under ``loss`` keeps no trajectory: the diagonal path
+    with a loss read at the last step only (``"sum"``, ``"last"``) runs two forward passes, O(B·n)
+    memory whatever T; a per-step loss (``"every"``) or states of other sizes keep the states."""
+    return (structured_path(cell) == "diagonal" and loss != "every"
+            and not any(s in cell.sizes for s in cell.states))
